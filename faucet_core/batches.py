@@ -1,0 +1,75 @@
+"""Shuffling and batching: per-epoch chunk order, in-chunk permutation, contiguous slices.
+
+Every random choice is drawn from a generator seeded by ``(seed, epoch, ...)``, never
+from thread timing, so the same seed gives the same stream and each epoch a new one.
+A chunk is permuted once when it is loaded; a batch is then a zero-copy slice of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from faucet_core.warehouse import ChunkSpec, SplitName
+
+__all__ = ["batch_count", "chunk_order", "permute_chunk", "slice_batches"]
+
+_SPLIT_IDS: dict[SplitName, int] = {"train": 0, "eval": 1}
+
+
+def chunk_order(
+    chunks: Sequence[ChunkSpec], seed: int, epoch: int, shuffle: bool
+) -> list[ChunkSpec]:
+    """The order in which ``chunks`` are served in ``epoch``."""
+    if not shuffle or len(chunks) < 2:
+        return list(chunks)
+    split = _SPLIT_IDS[chunks[0].split]
+    order = np.random.default_rng([seed, epoch, split]).permutation(len(chunks))
+    return [chunks[i] for i in order]
+
+
+def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:
+    """``table``'s rows in an order drawn from ``(seed, epoch, split, chunk index)``."""
+    if table.num_rows < 2:
+        return table
+    rng = np.random.default_rng([seed, epoch, _SPLIT_IDS[chunk.split], chunk.index])
+    return table.take(rng.permutation(table.num_rows))
+
+
+def slice_batches(
+    tables: Iterable[pa.Table], batch_size: int, drop_last: bool
+) -> Iterator[pa.Table]:
+    """Cut a stream of tables into batches of ``batch_size`` rows.
+
+    A chunk's tail that does not fill a batch is joined with the head of the next chunk,
+    so every batch but the last is full. The last, smaller batch is yielded unless
+    ``drop_last``. Each row is yielded exactly once.
+    """
+    carry: pa.Table | None = None
+    for table in tables:
+        offset = 0
+        if carry is not None:
+            need = batch_size - carry.num_rows
+            head = table.slice(0, need)
+            carry = pa.concat_tables([carry, head])
+            offset = head.num_rows
+            if carry.num_rows < batch_size:
+                continue
+            yield carry
+            carry = None
+        rows = table.num_rows
+        while rows - offset >= batch_size:
+            yield table.slice(offset, batch_size)
+            offset += batch_size
+        if offset < rows:
+            carry = table.slice(offset)
+    if carry is not None and carry.num_rows and not drop_last:
+        yield carry
+
+
+def batch_count(rows: int, batch_size: int, drop_last: bool) -> int:
+    """How many batches :func:`slice_batches` yields for ``rows`` rows."""
+    full, rest = divmod(rows, batch_size)
+    return full + (1 if rest and not drop_last else 0)

@@ -1,0 +1,244 @@
+"""The chunk cache: Arrow IPC files on local disk, checksummed, with a byte budget.
+
+Each entry is one chunk, written whole to a temporary file and renamed into place, so a
+crash mid-write leaves only a temporary file, never a half-written entry. The file name
+carries the CRC-32 of its bytes (``<key>.<crc>.arrow``); an entry is verified the first
+time this cache reads it (entries it wrote itself are known good), and a truncated or
+corrupted one is deleted and reported as a miss, so the chunk is fetched again. Entries
+are memory-mapped on read. Past the byte budget, the least recently used entries go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+__all__ = ["CacheStats", "ChunkCache"]
+
+log = logging.getLogger(__name__)
+
+_SUFFIX = ".arrow"
+_STALE_TEMP_SECONDS = 3600
+
+
+@dataclass
+class CacheStats:
+    """Counters of one cache's activity since it was opened."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    evictions: int = 0
+    bytes_evicted: int = 0
+    corrupt_discarded: int = 0
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    size: int
+    crc: int
+
+
+class ChunkCache:
+    """A folder of cached chunks with a byte budget and LRU eviction. Thread-safe.
+
+    Args:
+        directory: Where entries live; created if missing. Several caches (readers,
+            processes) may share it; the budget is enforced by each for what it sees.
+        max_bytes: The byte budget. A chunk larger than the whole budget is not cached.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._verified: set[Path] = set()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._scan()
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes held by the entries this cache knows of."""
+        with self._lock:
+            return sum(entry.size for entry in self._entries.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return self._lookup(key) is not None
+
+    def get(self, key: str) -> pa.Table | None:
+        """The cached table for ``key``, or ``None`` (missing, or found damaged and removed)."""
+        entry = self._lookup(key)
+        if entry is None:
+            with self._lock:
+                self.stats.misses += 1
+            return None
+        try:
+            source = pa.memory_map(str(entry.path))
+            if entry.path not in self._verified:
+                if zlib.crc32(source.read_buffer()) != entry.crc:
+                    raise ValueError("checksum mismatch")
+                source.seek(0)
+            table = pa.ipc.open_file(source).read_all()
+        except FileNotFoundError:  # evicted by another reader or process meanwhile
+            self._forget(key)
+            with self._lock:
+                self.stats.misses += 1
+            return None
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            log.warning("discarding damaged cache entry %s: %s", entry.path, exc)
+            self._forget(key, delete=True)
+            with self._lock:
+                self.stats.corrupt_discarded += 1
+                self.stats.misses += 1
+            return None
+        with self._lock:
+            self._verified.add(entry.path)
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            self.stats.hits += 1
+        _touch(entry.path)
+        return table
+
+    def put(self, key: str, table: pa.Table) -> bool:
+        """Store ``table`` under ``key`` atomically; returns whether it was stored."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+        if data.size > self.max_bytes:
+            log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, data.size)
+            return False
+        crc = zlib.crc32(data)
+        final = self.directory / f"{key}.{crc:08x}{_SUFFIX}"
+        temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            with open(temp, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, final)
+        except OSError as exc:
+            log.warning("could not write cache entry %s: %s", final, exc)
+            temp.unlink(missing_ok=True)
+            return False
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._entries[key] = _Entry(final, data.size, crc)
+            self._verified.add(final)
+            self.stats.writes += 1
+        if old is not None and old.path != final:
+            old.path.unlink(missing_ok=True)
+        self._evict(keep=key)
+        return True
+
+    def clear(self) -> int:
+        """Delete every entry (and stale temporary file); returns the bytes freed."""
+        freed = 0
+        with self._lock:
+            self._entries.clear()
+            self._verified.clear()
+        for path in self.directory.iterdir():
+            if path.suffix == _SUFFIX or path.suffix == ".tmp":
+                try:
+                    freed += path.stat().st_size
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        return freed
+
+    def _scan(self) -> None:
+        found = []
+        now = time.time()
+        for path in self.directory.iterdir():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.suffix == ".tmp" and now - stat.st_mtime > _STALE_TEMP_SECONDS:
+                path.unlink(missing_ok=True)  # left by a writer that crashed
+                continue
+            parsed = _parse_name(path)
+            if parsed is not None:
+                found.append((stat.st_mtime, parsed[0], _Entry(path, stat.st_size, parsed[1])))
+        for _, key, entry in sorted(found, key=lambda item: item[0]):
+            self._entries[key] = entry
+
+    def _lookup(self, key: str) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        # Another reader or process may have written it since this cache was opened.
+        for path in self.directory.glob(f"{key}.*{_SUFFIX}"):
+            parsed = _parse_name(path)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if parsed is not None and parsed[0] == key:
+                entry = _Entry(path, size, parsed[1])
+                with self._lock:
+                    self._entries[key] = entry
+                return entry
+        return None
+
+    def _forget(self, key: str, delete: bool = False) -> None:
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None:
+                self._verified.discard(entry.path)
+        if delete and entry is not None:
+            entry.path.unlink(missing_ok=True)
+
+    def _evict(self, keep: str) -> None:
+        victims = []
+        with self._lock:
+            total = sum(entry.size for entry in self._entries.values())
+            for key in list(self._entries):
+                if total <= self.max_bytes:
+                    break
+                if key == keep:
+                    continue
+                entry = self._entries.pop(key)
+                self._verified.discard(entry.path)
+                total -= entry.size
+                victims.append(entry)
+                self.stats.evictions += 1
+                self.stats.bytes_evicted += entry.size
+        for entry in victims:
+            entry.path.unlink(missing_ok=True)
+        if victims:
+            log.debug(
+                "evicted %d cache entries to stay under %d bytes", len(victims), self.max_bytes
+            )
+
+
+def _parse_name(path: Path) -> tuple[str, int] | None:
+    """``(key, crc)`` from ``<key>.<crc>.arrow``, or ``None`` for other files."""
+    if path.suffix != _SUFFIX or path.name.startswith("."):
+        return None
+    key, _, crc = path.name[: -len(_SUFFIX)].rpartition(".")
+    try:
+        return key, int(crc, 16)
+    except ValueError:
+        return None
+
+
+def _touch(path: Path) -> None:
+    """Record use in the file's mtime, so recency survives across runs."""
+    with contextlib.suppress(OSError):
+        os.utime(path)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv with python3 and installs the project with its extras, once per change of
+# pyproject.toml. Sourced by the other scripts.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV="${FAUCET_VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.faucet-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e ".[all,dev]"
+  touch "$stamp"
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
