@@ -49,6 +49,8 @@ def slice_batches(
     """
     carry: pa.Table | None = None
     for table in tables:
+        if not table.num_rows:
+            continue
         offset = 0
         if carry is not None:
             need = batch_size - carry.num_rows

@@ -117,8 +117,9 @@ class ChunkFetcher:
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.attempts),
-            wait=tenacity.wait_exponential_jitter(
-                initial=self.retry.initial_backoff, max=self.retry.max_backoff
+            # "Full jitter": a random wait up to the exponential bound spreads retries out.
+            wait=tenacity.wait_random_exponential(
+                multiplier=self.retry.initial_backoff, max=self.retry.max_backoff
             ),
             retry=tenacity.retry_if_exception_type(TransientWarehouseError),
             sleep=self._sleep,

@@ -1,0 +1,150 @@
+"""Shared fixtures: plugin managers, DuckDB tables, readers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pluggy
+import pyarrow as pa
+import pytest
+from hypothesis import settings
+
+import faucet_duckdb.plugin
+from faucet_core import Reader, Warehouse, get_batch_reader, hookimpl
+from faucet_core.plugins import make_plugin_manager
+from faucet_core.warehouse import ChunkSpec
+from faucet_duckdb import DuckDBWarehouse
+
+# Shared 2-core machines make per-example timings noisy; correctness is what is tested.
+settings.register_profile("faucet", deadline=None)
+settings.load_profile("faucet")
+
+ROWS = 5_000
+SMALL_ROWS = 1_000
+
+
+def write_table(path: Path, rows: int, *, days: int = 1, sorted_by_label: bool = True) -> Path:
+    """A DuckDB file with table ``t``: unique ``id``, features, ``label``, a ``ds`` date."""
+    with duckdb.connect(str(path)) as db:
+        order = "ORDER BY label, id" if sorted_by_label else "ORDER BY id"
+        db.execute(
+            f"""
+            CREATE TABLE t AS
+            SELECT i AS id, (i * 7919) % 1000 / 1000.0 AS x1, (i % 13)::DOUBLE AS x2,
+                   'name-' || i AS name, (i % 4 = 0)::INT AS label,
+                   DATE '2024-01-01' + (i % {days})::INT AS ds
+            FROM range({rows}) r(i) {order}
+            """
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 5,000-row table sorted by label, one ``ds`` day."""
+    return write_table(tmp_path_factory.mktemp("warehouse") / "w.duckdb", ROWS)
+
+
+@pytest.fixture(scope="session")
+def small_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1,000-row table sorted by label, for property tests that try many chunkings."""
+    return write_table(tmp_path_factory.mktemp("warehouse") / "small.duckdb", SMALL_ROWS)
+
+
+@pytest.fixture(scope="session")
+def partitioned_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3,000-row table spread over three ``ds`` days."""
+    return write_table(tmp_path_factory.mktemp("warehouse") / "days.duckdb", 3_000, days=3)
+
+
+class ReadCounter:
+    """Counts ``read_chunk`` calls of every warehouse built by the counting plugin."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.reads += 1
+
+
+class CountingDuckDB(DuckDBWarehouse):
+    """The DuckDB warehouse, counting its chunk reads in ``counter``."""
+
+    name = "counting-duckdb"
+    counter = ReadCounter()
+
+    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+        type(self).counter.add()
+        return super().read_chunk(chunk)
+
+
+class _TestWarehouses:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(CountingDuckDB)
+
+
+@pytest.fixture
+def manager() -> pluggy.PluginManager:
+    """A plugin manager holding only the DuckDB plugin and the counting test warehouse."""
+    manager = make_plugin_manager()
+    manager.register(faucet_duckdb.plugin)
+    manager.register(_TestWarehouses())
+    return manager
+
+
+@pytest.fixture
+def read_counter() -> ReadCounter:
+    """A fresh read counter for ``datastore="counting-duckdb"``."""
+    CountingDuckDB.counter = ReadCounter()
+    return CountingDuckDB.counter
+
+
+@pytest.fixture
+def make_reader(
+    manager: pluggy.PluginManager, table_path: Path, tmp_path: Path
+) -> Iterator[Callable[..., Reader]]:
+    """Build readers of ``table_path`` (closed at teardown); keywords override defaults."""
+    readers: list[Reader] = []
+
+    def build(**settings: Any) -> Reader:
+        defaults: dict[str, Any] = {
+            "datastore": "duckdb",
+            "database": str(table_path),
+            "table_name": "t",
+            "batch_size": 100,
+            "chunk_size": 1_000,
+            "split_key": "id",
+            "label_columns": ["label"],
+            "seed": 1,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+        defaults.update(settings)
+        reader = get_batch_reader(manager=manager, **defaults)
+        readers.append(reader)
+        return reader
+
+    yield build
+    for reader in readers:
+        reader.close()
+
+
+def epoch_ids(reader: Reader, eval: bool = False) -> list[int]:
+    """Run one training epoch (or eval pass) and return the ``id`` of every row, in order."""
+    if eval:
+        reader.prep_for_eval()
+    else:
+        reader.prep_for_epoch()
+    ids: list[int] = []
+    batch = reader.get_batch(eval=eval)
+    while batch is not None:
+        column = batch["features"]["id"]
+        ids.extend(column.to_pylist() if hasattr(column, "to_pylist") else column.tolist())
+        batch = reader.get_batch(eval=eval)
+    return ids

@@ -1,0 +1,130 @@
+"""The DuckDB warehouse: sources (table, query, files), partitions, aggregates, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from faucet_core import PermanentWarehouseError, Reader
+from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
+from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
+from tests.conftest import ROWS, ReadCounter, epoch_ids, write_table
+
+MakeReader = Callable[..., Reader]
+
+
+def test_query_source(make_reader: MakeReader) -> None:
+    reader = make_reader(table_name=None, query="SELECT id, x1, label FROM t WHERE id < 1200")
+    assert reader.feature_columns == ["id", "x1"]
+    assert sorted(epoch_ids(reader)) == list(range(1200))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_file_sources(make_reader: MakeReader, table_path: Path, tmp_path: Path, kind: str) -> None:
+    files = []
+    with duckdb.connect(str(table_path), read_only=True) as db:
+        for part in range(2):
+            path = tmp_path / f"part{part}.{kind}"
+            db.execute(f"COPY (SELECT * FROM t WHERE id % 2 = {part}) TO '{path}' (FORMAT {kind})")
+            files.append(str(path))
+    reader = make_reader(database=None, table_name=None, files=files, test_split_percent=25)
+    train, evaluation = epoch_ids(reader), epoch_ids(reader, eval=True)
+    assert sorted(train + evaluation) == list(range(ROWS))
+    same_split = make_reader(test_split_percent=25)  # the table the files came from
+    assert sorted(epoch_ids(same_split, eval=True)) == sorted(evaluation)
+
+
+def test_missing_file_is_named(make_reader: MakeReader, tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.parquet")
+    with pytest.raises(PermanentWarehouseError, match=r"nope\.parquet"):
+        make_reader(database=None, table_name=None, files=[missing])
+
+
+def test_ds_keeps_only_that_partition(make_reader: MakeReader, partitioned_path: Path) -> None:
+    reader = make_reader(database=str(partitioned_path), ds="2024-01-02")
+    ids = epoch_ids(reader)
+    assert sorted(ids) == [i for i in range(3_000) if i % 3 == 1]
+
+
+def test_ds_with_no_rows_is_an_error(make_reader: MakeReader, partitioned_path: Path) -> None:
+    with pytest.raises(PermanentWarehouseError, match="no rows for ds='2023-12-31'"):
+        make_reader(database=str(partitioned_path), ds="2023-12-31")
+
+
+def test_ds_needs_a_partition_column(make_reader: MakeReader) -> None:
+    with pytest.raises(PermanentWarehouseError, match="no partition column 'day'"):
+        make_reader(ds="2024-01-01", partition_column="day")
+
+
+@pytest.mark.parametrize("name", ["t; DROP TABLE t", "t WHERE 1=1", "a.b.c.d", '"t"'])
+def test_table_names_are_identifiers_not_sql(make_reader: MakeReader, name: str) -> None:
+    with pytest.raises(PermanentWarehouseError, match="not a table name"):
+        make_reader(table_name=name)
+
+
+def test_unknown_columns_are_named(make_reader: MakeReader) -> None:
+    with pytest.raises(PermanentWarehouseError, match=r"source.columns \['nope'\]"):
+        make_reader(columns=["id", "nope", "label"])
+    with pytest.raises(PermanentWarehouseError, match=r"source.split_key \['nokey'\]"):
+        make_reader(split_key="nokey")
+
+
+def test_split_membership_is_pinned(make_reader: MakeReader) -> None:
+    """Guards against a DuckDB upgrade silently moving rows between train and eval."""
+    reader = make_reader(
+        database=None,
+        table_name=None,
+        query="SELECT i AS id, 0 AS label FROM range(40) r(i)",
+        test_split_percent=20,
+    )
+    assert sorted(epoch_ids(reader, eval=True)) == [0, 4, 5, 10, 26, 31, 35]
+
+
+def test_changing_the_database_file_invalidates_the_cache(
+    make_reader: MakeReader, read_counter: ReadCounter, tmp_path: Path
+) -> None:
+    path = write_table(tmp_path / "mutable.duckdb", 2_000)
+    first = make_reader(datastore="counting-duckdb", database=str(path))
+    epoch_ids(first)
+    first.close()
+    reads = read_counter.reads
+    with duckdb.connect(str(path)) as db:
+        db.execute("UPDATE t SET x1 = -1 WHERE id = 5")
+    second = make_reader(datastore="counting-duckdb", database=str(path), output="numpy")
+    epoch_ids_numpy = []
+    second.prep_for_epoch()
+    while (batch := second.get_batch()) is not None:
+        epoch_ids_numpy.extend(batch["features"][:, 1].tolist())
+    assert read_counter.reads == reads + len(second.plan.chunks["train"])
+    assert -1 in epoch_ids_numpy
+
+
+def test_aggregates_are_pushed_down(table_path: Path) -> None:
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path))
+    try:
+        request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 0.0), 1000)
+        stats = warehouse.aggregate(request, "train", "x2", ["count", "min", "max", "distinct"])
+        assert stats == {
+            "count": ROWS,
+            "min": 0.0,
+            "max": 12.0,
+            "distinct": [float(i) for i in range(13)],
+        }
+        mean = warehouse.aggregate(request, "train", "label", ["mean"])["mean"]
+        assert mean == pytest.approx(0.25)
+        with pytest.raises(PermanentWarehouseError, match="unknown aggregates"):
+            warehouse.aggregate(request, "train", "x2", ["median_of_medians"])
+    finally:
+        warehouse.close()
+
+
+def test_close_removes_the_scratch_data(table_path: Path, tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    plan = warehouse.plan(PlanRequest(SourceSpec(table="t"), SplitSpec(None, 10.0), 2_000))
+    assert warehouse.read_chunk(plan.chunks["eval"][0]).num_rows == plan.chunks["eval"][0].rows
+    assert list(tmp_path.iterdir())
+    warehouse.close()
+    assert not list(tmp_path.iterdir())

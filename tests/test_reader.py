@@ -1,0 +1,243 @@
+"""The reader end to end on a real DuckDB warehouse: exactly-once, splits, seeds, cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from faucet_core import Reader, ReaderStateError
+from tests.conftest import ROWS, SMALL_ROWS, ReadCounter, epoch_ids
+
+MakeReader = Callable[..., Reader]
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    batch_size=st.integers(1, 1_200),
+    chunk_size=st.integers(1, 1_200),
+    percent=st.sampled_from([0, 12.5, 50]),
+    drop_last=st.booleans(),
+)
+def test_every_row_once_per_epoch(
+    make_reader: MakeReader,
+    small_table_path: Path,
+    batch_size: int,
+    chunk_size: int,
+    percent: float,
+    drop_last: bool,
+) -> None:
+    reader = make_reader(
+        database=str(small_table_path),
+        output="arrow",
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        test_split_percent=percent,
+        drop_last=drop_last,
+        epochs=2,
+        use_cache=False,
+    )
+    train_rows, eval_rows = reader.rows("train"), reader.rows("eval")
+    assert train_rows + eval_rows == SMALL_ROWS
+    for _ in range(2):
+        train = epoch_ids(reader)
+        evaluation = epoch_ids(reader, eval=True)
+        assert len(set(train)) == len(train)
+        assert len(set(evaluation)) == len(evaluation)
+        assert not set(train) & set(evaluation)
+        if drop_last:
+            assert len(train) == train_rows - train_rows % batch_size
+        else:
+            assert len(train) == train_rows
+            assert len(set(train) | set(evaluation)) == SMALL_ROWS
+        assert reader.metrics[-2].batches == reader.batches_per_epoch("train")
+
+
+def test_batches_are_full_but_the_last(make_reader: MakeReader) -> None:
+    reader = make_reader(batch_size=300, chunk_size=700)
+    reader.prep_for_epoch()
+    sizes = []
+    batch = reader.get_batch()
+    while batch is not None:
+        sizes.append(len(batch["features"]))
+        batch = reader.get_batch()
+    assert sizes[:-1] == [300] * (len(sizes) - 1)
+    assert sizes[-1] == ROWS % 300
+    assert reader.get_batch() is None
+
+
+def test_split_is_disjoint_and_stable_across_readers_and_chunk_sizes(
+    make_reader: MakeReader,
+) -> None:
+    first = make_reader(test_split_percent=20, chunk_size=400, seed=1)
+    second = make_reader(test_split_percent=20, chunk_size=2_500, seed=99)
+    eval_first = set(epoch_ids(first, eval=True))
+    eval_second = set(epoch_ids(second, eval=True))
+    assert eval_first == eval_second
+    assert 0.15 * ROWS < len(eval_first) < 0.25 * ROWS
+    assert not eval_first & set(epoch_ids(first))
+
+
+def test_same_seed_same_stream_and_epochs_differ(make_reader: MakeReader) -> None:
+    one = make_reader(seed=5, epochs=2, use_cache=False)
+    two = make_reader(seed=5, epochs=2)
+    other = make_reader(seed=6, epochs=1)
+    first_epoch, second_epoch = epoch_ids(one), epoch_ids(one)
+    assert epoch_ids(two) == first_epoch
+    assert epoch_ids(two) == second_epoch
+    assert first_epoch != second_epoch
+    assert epoch_ids(other) != first_epoch
+
+
+def test_unshuffled_reader_serves_plan_order(make_reader: MakeReader) -> None:
+    reader = make_reader(shuffle=False, epochs=2)
+    assert epoch_ids(reader) == epoch_ids(reader)
+
+
+def test_batches_of_a_label_sorted_table_are_mixed(make_reader: MakeReader) -> None:
+    reader = make_reader(batch_size=250, chunk_size=1_000)
+    reader.prep_for_epoch()
+    means = []
+    batch = reader.get_batch()
+    while batch is not None:
+        means.append(batch["labels"]["label"].mean())
+        batch = reader.get_batch()
+    # A quarter of the rows have label 1; storage order would give runs of 0s then 1s.
+    assert max(abs(m - 0.25) for m in means) < 0.15
+
+
+def test_second_epoch_comes_from_the_cache(
+    make_reader: MakeReader, read_counter: ReadCounter
+) -> None:
+    reader = make_reader(datastore="counting-duckdb", epochs=3, test_split_percent=10)
+    chunks = len(reader.plan.chunks["train"])
+    assert sorted(epoch_ids(reader)) == sorted(epoch_ids(reader))
+    assert read_counter.reads == chunks
+    epoch_ids(reader)
+    assert read_counter.reads == chunks
+    train = [m for m in reader.metrics if m.split == "train"]
+    assert [(m.chunks_fetched, m.chunks_cached) for m in train] == [
+        (chunks, 0),
+        (0, chunks),
+        (0, chunks),
+    ]
+
+
+def test_a_new_reader_reuses_the_cache_of_the_same_plan(
+    make_reader: MakeReader, read_counter: ReadCounter
+) -> None:
+    first = make_reader(datastore="counting-duckdb")
+    expected = sorted(epoch_ids(first))
+    reads = read_counter.reads
+    second = make_reader(datastore="counting-duckdb", seed=3)
+    assert sorted(epoch_ids(second)) == expected
+    assert read_counter.reads == reads
+    different_chunking = make_reader(datastore="counting-duckdb", chunk_size=1_500)
+    assert sorted(epoch_ids(different_chunking)) == expected
+    assert read_counter.reads > reads
+
+
+def test_corrupted_cache_entry_is_refetched(
+    make_reader: MakeReader, read_counter: ReadCounter, tmp_path: Path
+) -> None:
+    first = make_reader(datastore="counting-duckdb")
+    expected = sorted(epoch_ids(first))
+    entries = sorted((tmp_path / "cache").glob("*.arrow"))
+    assert len(entries) == len(first.plan.chunks["train"])
+    damaged = entries[0]
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    truncated = entries[1]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    reads = read_counter.reads
+
+    second = make_reader(datastore="counting-duckdb")
+    assert sorted(epoch_ids(second)) == expected
+    assert read_counter.reads == reads + 2
+    assert second.cache is not None
+    assert second.cache.stats.corrupt_discarded == 2
+
+
+@pytest.mark.parametrize("output", ["pandas", "numpy", "arrow"])
+def test_output_formats(make_reader: MakeReader, output: str) -> None:
+    reader = make_reader(output=output, columns=["id", "x1", "label"], batch_size=64)
+    reader.prep_for_epoch()
+    batch = reader.get_batch()
+    assert batch is not None
+    features, labels = batch["features"], batch["labels"]
+    if output == "pandas":
+        assert isinstance(features, pd.DataFrame)
+        assert list(features.columns) == ["id", "x1"]
+        assert list(labels.columns) == ["label"]
+    elif output == "numpy":
+        assert isinstance(features, np.ndarray)
+        assert features.shape == (64, 2)
+        assert labels.shape == (64,)
+    else:
+        assert isinstance(features, pa.Table)
+        assert features.column_names == ["id", "x1"]
+        assert labels.column_names == ["label"]
+
+
+def test_no_label_columns_gives_no_labels(make_reader: MakeReader) -> None:
+    reader = make_reader(label_columns=[], columns=["id", "x1"])
+    reader.prep_for_epoch()
+    batch = reader.get_batch()
+    assert batch is not None
+    assert batch["labels"] is None
+    assert list(batch["features"].columns) == ["id", "x1"]
+
+
+def test_pythonic_api_and_context_manager(make_reader: MakeReader) -> None:
+    with make_reader(epochs=2, test_split_percent=30) as reader:
+        for _ in range(2):
+            rows = sum(len(b["features"]) for b in reader.iter_epoch())
+            eval_rows = sum(len(b["features"]) for b in reader.iter_eval())
+            assert rows == reader.rows("train")
+            assert eval_rows == reader.rows("eval")
+        assert reader.epoch == 2
+    with pytest.raises(ReaderStateError, match="closed"):
+        reader.get_batch()
+    assert not [t for t in threading.enumerate() if t.name.startswith("faucet-fetch")]
+
+
+def test_calls_out_of_order_are_clear_errors(make_reader: MakeReader) -> None:
+    reader = make_reader(epochs=1)
+    with pytest.raises(ReaderStateError, match=r"prep_for_epoch\(\)"):
+        reader.get_batch()
+    with pytest.raises(ReaderStateError, match=r"prep_for_eval\(\)"):
+        reader.get_batch(eval=True)
+    reader.prep_for_epoch()
+    with pytest.raises(ReaderStateError, match="all 1 epochs"):
+        reader.prep_for_epoch()
+
+
+def test_abandoning_an_epoch_midway_starts_the_next_cleanly(make_reader: MakeReader) -> None:
+    reader = make_reader(epochs=2, prefetch_chunks=3)
+    reader.prep_for_epoch()
+    assert reader.get_batch() is not None
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+
+
+def test_metrics_report_rows_and_waits(make_reader: MakeReader) -> None:
+    reader = make_reader(test_split_percent=20)
+    epoch_ids(reader)
+    metrics = reader.metrics[-1]
+    assert metrics.finished
+    assert metrics.rows == reader.rows("train")
+    assert metrics.batches == reader.batches_per_epoch("train")
+    assert metrics.chunks_fetched == len(reader.plan.chunks["train"])
+    assert 0 <= metrics.wait_seconds <= metrics.elapsed_seconds
+    assert metrics.as_dict()["rows_per_second"] > 0
