@@ -8,11 +8,11 @@ scheduler, the permutation and the batch slicer.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
@@ -26,12 +26,21 @@ from faucet_core.config import FaucetConfig, load_config
 from faucet_core.errors import ConfigError, ReaderStateError
 from faucet_core.output import Batch, format_batch
 from faucet_core.plugins import get_warehouse_class
-from faucet_core.scheduler import ChunkFetcher, ChunkScheduler, FetchedChunk, RetryPolicy
-from faucet_core.warehouse import ChunkSpec, Plan, PlanRequest, SplitName
+from faucet_core.scheduler import (
+    ChunkFetcher,
+    ChunkScheduler,
+    FetchedChunk,
+    FetchPool,
+    RetryPolicy,
+)
+from faucet_core.warehouse import ChunkSpec, Plan, PlanRequest, SplitName, Warehouse
 
 __all__ = ["PassMetrics", "Reader", "get_batch_reader"]
 
 log = logging.getLogger("faucet")
+
+#: Seconds :meth:`Reader.close` waits for chunk reads under way before leaving them behind.
+CLOSE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -93,7 +102,7 @@ class _Pass:
 
         order = chunk_order(reader.plan.chunks.get(split, ()), seed, epoch, shuffle)
         self._scheduler = ChunkScheduler(
-            order, load, reader._executor, config.prefetch_chunks, config.retry.chunk_timeout
+            order, load, reader._pool, config.prefetch_chunks, config.retry.chunk_timeout
         )
         self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
         self._features = reader.feature_columns
@@ -194,9 +203,9 @@ class Reader:
         self._fetcher = ChunkFetcher(
             self.warehouse, self.plan.fingerprint, self.plan.columns, self.cache, retry
         )
-        self._executor = cf.ThreadPoolExecutor(
-            config.fetch_threads, thread_name_prefix="faucet-fetch"
-        )
+        self._pool = FetchPool(config.fetch_threads)
+        # Releases threads and the warehouse's scratch data even if close() is never called.
+        self._release = weakref.finalize(self, _release, self._pool, self._fetcher, self.warehouse)
 
     @classmethod
     def from_config(
@@ -279,9 +288,7 @@ class Reader:
         self._closed = True
         for current in self._passes.values():
             current.close()
-        self._fetcher.stop()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self.warehouse.close()
+        self._release()
 
     def __enter__(self) -> Reader:
         return self
@@ -305,6 +312,18 @@ class Reader:
     def _check_open(self) -> None:
         if self._closed:
             raise ReaderStateError("the reader is closed")
+
+
+def _release(pool: FetchPool, fetcher: ChunkFetcher, warehouse: Warehouse) -> None:
+    fetcher.stop()
+    if pool.shutdown(timeout=CLOSE_TIMEOUT):
+        warehouse.close()
+    else:
+        log.warning(
+            "chunk reads from %s still running %gs after close(); leaving them behind",
+            warehouse.name,
+            CLOSE_TIMEOUT,
+        )
 
 
 def get_batch_reader(

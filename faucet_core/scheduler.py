@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 import tenacity
@@ -30,7 +30,7 @@ from faucet_core.warehouse import (
     stable_digest,
 )
 
-__all__ = ["ChunkFetcher", "ChunkScheduler", "FetchedChunk", "RetryPolicy"]
+__all__ = ["ChunkFetcher", "ChunkScheduler", "FetchPool", "FetchedChunk", "RetryPolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,46 @@ class ChunkFetcher:
             raise _Stopped
 
 
+class FetchPool:
+    """The background threads of one reader, which can be shut down without hanging.
+
+    Args:
+        threads: How many chunks may load at once.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._executor = cf.ThreadPoolExecutor(threads, thread_name_prefix="faucet-fetch")
+        self._running: set[cf.Future[Any]] = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[[ChunkSpec], T], chunk: ChunkSpec) -> cf.Future[T]:
+        """Run ``fn(chunk)`` on a pool thread."""
+        future = self._executor.submit(fn, chunk)
+        with self._lock:
+            self._running.add(future)
+        future.add_done_callback(self._discard)
+        return future
+
+    def shutdown(self, timeout: float) -> bool:
+        """Cancel queued loads and wait up to ``timeout`` seconds for running ones.
+
+        Returns whether every load finished; a load stuck in the warehouse is left behind
+        (its thread ends when the call returns) rather than blocking the caller forever.
+        """
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            running = list(self._running)
+        _, not_done = cf.wait(running, timeout=timeout)
+        if not_done:
+            return False
+        self._executor.shutdown(wait=True)  # only idle threads are left: they exit at once
+        return True
+
+    def _discard(self, future: cf.Future[Any]) -> None:
+        with self._lock:
+            self._running.discard(future)
+
+
 class ChunkScheduler(Generic[T]):
     """One ordered pass over ``chunks``, loaded by ``load`` in background threads.
 
@@ -175,8 +215,8 @@ class ChunkScheduler(Generic[T]):
 
     Args:
         chunks: The chunks of this pass, in the order they are consumed.
-        load: Turns one chunk into a result; runs in ``executor``.
-        executor: The thread pool shared by a reader's passes.
+        load: Turns one chunk into a result; runs in ``pool``.
+        pool: The threads shared by a reader's passes.
         prefetch: How many chunks to load ahead of the consumer.
         timeout: Seconds to wait for one chunk before giving up.
     """
@@ -185,13 +225,13 @@ class ChunkScheduler(Generic[T]):
         self,
         chunks: Sequence[ChunkSpec],
         load: Callable[[ChunkSpec], T],
-        executor: cf.Executor,
+        pool: FetchPool,
         prefetch: int,
         timeout: float,
     ) -> None:
         self._todo = deque(chunks)
         self._load = load
-        self._executor = executor
+        self._pool = pool
         self._prefetch = prefetch
         self._timeout = timeout
         self._pending: deque[tuple[ChunkSpec, cf.Future[T]]] = deque()
@@ -236,4 +276,4 @@ class ChunkScheduler(Generic[T]):
     def _fill(self, depth: int) -> None:
         while self._todo and len(self._pending) < depth:
             chunk = self._todo.popleft()
-            self._pending.append((chunk, self._executor.submit(self._load, chunk)))
+            self._pending.append((chunk, self._pool.submit(self._load, chunk)))

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import threading
 from collections.abc import Iterator
 
 import pytest
 
 from faucet_core.errors import ChunkReadError
-from faucet_core.scheduler import ChunkScheduler
+from faucet_core.scheduler import ChunkScheduler, FetchPool
 from faucet_core.warehouse import ChunkSpec
 
 
 @pytest.fixture
-def executor() -> Iterator[cf.ThreadPoolExecutor]:
-    pool = cf.ThreadPoolExecutor(4)
-    yield pool
-    pool.shutdown(wait=True, cancel_futures=True)
+def pool() -> Iterator[FetchPool]:
+    threads = FetchPool(4)
+    yield threads
+    assert threads.shutdown(timeout=10)
 
 
 def _chunks(n: int) -> list[ChunkSpec]:
@@ -45,18 +44,18 @@ class GatedLoader:
 
 
 def test_results_come_in_chunk_order_whatever_finishes_first(
-    executor: cf.ThreadPoolExecutor,
+    pool: FetchPool,
 ) -> None:
     loader = GatedLoader(4)
     for gate in reversed(loader.gates):  # later chunks may finish first
         gate.set()
-    scheduler = ChunkScheduler(_chunks(4), loader, executor, prefetch=3, timeout=10)
+    scheduler = ChunkScheduler(_chunks(4), loader, pool, prefetch=3, timeout=10)
     assert list(scheduler) == [0, 1, 2, 3]
 
 
-def test_prefetch_is_bounded(executor: cf.ThreadPoolExecutor) -> None:
+def test_prefetch_is_bounded(pool: FetchPool) -> None:
     loader = GatedLoader(10)
-    scheduler = ChunkScheduler(_chunks(10), loader, executor, prefetch=2, timeout=10)
+    scheduler = ChunkScheduler(_chunks(10), loader, pool, prefetch=2, timeout=10)
     loader.gates[0].set()
     assert next(scheduler) == 0
     # Holding chunk 0, exactly two more are loading (chunks 1 and 2), with threads to spare.
@@ -68,32 +67,32 @@ def test_prefetch_is_bounded(executor: cf.ThreadPoolExecutor) -> None:
     assert list(scheduler) == list(range(1, 10))
 
 
-def test_no_prefetch_loads_on_demand(executor: cf.ThreadPoolExecutor) -> None:
+def test_no_prefetch_loads_on_demand(pool: FetchPool) -> None:
     loader = GatedLoader(3)
     for gate in loader.gates:
         gate.set()
-    scheduler = ChunkScheduler(_chunks(3), loader, executor, prefetch=0, timeout=10)
+    scheduler = ChunkScheduler(_chunks(3), loader, pool, prefetch=0, timeout=10)
     assert loader.started == []
     assert next(scheduler) == 0
     assert loader.started == [0]
 
 
-def test_a_load_error_is_raised_to_the_consumer(executor: cf.ThreadPoolExecutor) -> None:
+def test_a_load_error_is_raised_to_the_consumer(pool: FetchPool) -> None:
     def load(chunk: ChunkSpec) -> int:
         if chunk.index == 1:
             raise ChunkReadError("train chunk 1: boom")
         return chunk.index
 
-    scheduler = ChunkScheduler(_chunks(3), load, executor, prefetch=2, timeout=10)
+    scheduler = ChunkScheduler(_chunks(3), load, pool, prefetch=2, timeout=10)
     assert next(scheduler) == 0
     with pytest.raises(ChunkReadError, match="chunk 1: boom"):
         next(scheduler)
     assert list(scheduler) == []  # closed after the error
 
 
-def test_waiting_too_long_for_a_chunk_fails_and_names_it(executor: cf.ThreadPoolExecutor) -> None:
+def test_waiting_too_long_for_a_chunk_fails_and_names_it(pool: FetchPool) -> None:
     loader = GatedLoader(2)
-    scheduler = ChunkScheduler(_chunks(2), loader, executor, prefetch=1, timeout=0.05)
+    scheduler = ChunkScheduler(_chunks(2), loader, pool, prefetch=1, timeout=0.05)
     try:
         with pytest.raises(ChunkReadError, match=r"train chunk 0 \(1 rows\) was not ready"):
             next(scheduler)
@@ -102,13 +101,22 @@ def test_waiting_too_long_for_a_chunk_fails_and_names_it(executor: cf.ThreadPool
             gate.set()
 
 
-def test_close_cancels_chunks_not_started(executor: cf.ThreadPoolExecutor) -> None:
-    single = cf.ThreadPoolExecutor(1)
+def test_shutdown_does_not_wait_forever_for_a_stuck_load() -> None:
+    single = FetchPool(1)
+    loader = GatedLoader(1)
+    single.submit(loader, _chunks(1)[0])
+    assert loader.started_event.wait(timeout=10)
+    assert not single.shutdown(timeout=0.05)
+    loader.gates[0].set()
+
+
+def test_close_cancels_chunks_not_started() -> None:
+    single = FetchPool(1)
     loader = GatedLoader(5)
     scheduler = ChunkScheduler(_chunks(5), loader, single, prefetch=4, timeout=10)
     assert loader.started_event.wait(timeout=10)
     scheduler.close()
     loader.gates[0].set()
-    single.shutdown(wait=True)
+    assert single.shutdown(timeout=10)
     assert loader.started == [0]
     assert list(scheduler) == []
