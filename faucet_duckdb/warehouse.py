@@ -1,12 +1,14 @@
 """The DuckDB warehouse: plans a source once into a scratch table, then reads chunks of it.
 
 Planning runs two small aggregate queries over the source (split sizes, then rows per
-chunk). The first chunk read materializes the split source once into a scratch DuckDB
-file, sorted by split and chunk, so each chunk read afterwards touches only its own row
-groups. Rows go to the eval split when ``hash(split key) % 10000`` falls below the eval
-share, and to chunks by a second, salted hash: both are functions of the row's key, so the
-split is the same in every run and for every chunk size, and chunks are well mixed
-whatever the storage order. DuckDB's ``hash`` is version-specific, so the DuckDB version
+chunk). The first chunk read materializes the split source once into a scratch table
+(in memory, spilling to the scratch folder past DuckDB's memory limit), sorted by split
+and chunk, so each chunk read afterwards touches only its own row groups.
+
+Rows go to the eval split when ``hash(split key) % 10000`` falls below the eval share,
+and to chunks by a second, salted hash: both are functions of the row's key, so the split
+is the same in every run and for every chunk size, and chunks are well mixed whatever the
+storage order. DuckDB's ``hash`` is version-specific, so the DuckDB version
 is part of the data fingerprint.
 """
 
@@ -60,7 +62,7 @@ class DuckDBConnection(BaseModel):
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (default: all).")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. `4GB`.")
     scratch_dir: Path | None = Field(
-        None, description="Folder for the materialized split (default: the system temp folder)."
+        None, description="Folder where the materialized split spills (default: system temp)."
     )
 
     @field_validator("database")
@@ -108,14 +110,15 @@ class DuckDBWarehouse(Warehouse):
         import duckdb
 
         self._duckdb = duckdb
-        config: dict[str, Any] = {}
+        self._scratch_dir = Path(
+            tempfile.mkdtemp(prefix="faucet-duckdb-", dir=self.connection.scratch_dir)
+        )
+        # The scratch table lives in memory and spills here past DuckDB's memory limit.
+        config: dict[str, Any] = {"temp_directory": str(self._scratch_dir)}
         if self.connection.threads:
             config["threads"] = self.connection.threads
         if self.connection.memory_limit:
             config["memory_limit"] = self.connection.memory_limit
-        self._scratch_dir = Path(
-            tempfile.mkdtemp(prefix="faucet-duckdb-", dir=self.connection.scratch_dir)
-        )
         self._db = duckdb.connect(":memory:", config=config)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -126,8 +129,7 @@ class DuckDBWarehouse(Warehouse):
                 self._db.execute(
                     "ATTACH ? AS faucet_source (READ_ONLY)", [str(self.connection.database)]
                 )
-            scratch = str(self._scratch_dir / "scratch.duckdb")
-            self._db.execute("ATTACH ? AS faucet_scratch", [scratch])
+            self._db.execute("ATTACH ':memory:' AS faucet_scratch")
         except duckdb.Error as exc:
             self.close()
             raise PermanentWarehouseError(
@@ -149,6 +151,7 @@ class DuckDBWarehouse(Warehouse):
         cursor = getattr(self._local, "cursor", None)
         if cursor is None:
             cursor = self._db.cursor()
+            cursor.execute("SET enable_progress_bar = false")
             if self.connection.database is not None:
                 cursor.execute("USE faucet_source")
             self._local.cursor = cursor
