@@ -55,10 +55,11 @@ class ChunkCache:
     Args:
         directory: Where entries live; created if missing. Several caches (readers,
             processes) may share it; the budget is enforced by each for what it sees.
-        max_bytes: The byte budget. A chunk larger than the whole budget is not cached.
+        max_bytes: The byte budget (``None``: no budget). A chunk larger than the whole
+            budget is not cached.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
+    def __init__(self, directory: str | os.PathLike[str], max_bytes: int | None = None) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.stats = CacheStats()
@@ -121,7 +122,7 @@ class ChunkCache:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
         data = sink.getvalue()
-        if data.size > self.max_bytes:
+        if self.max_bytes is not None and data.size > self.max_bytes:
             log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, data.size)
             return False
         crc = zlib.crc32(data)
@@ -205,6 +206,8 @@ class ChunkCache:
             entry.path.unlink(missing_ok=True)
 
     def _evict(self, keep: str) -> None:
+        if self.max_bytes is None:
+            return
         victims = []
         with self._lock:
             total = sum(entry.size for entry in self._entries.values())

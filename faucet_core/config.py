@@ -232,6 +232,8 @@ def _problems(
                 message += f" (the connection takes: {known})"
         elif item["type"] == "missing":
             message = "required"
+        elif item["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         problems.append((path, message))
     return problems
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import click
+
 from faucet_core import Warehouse, hookimpl
 
 
@@ -13,3 +15,11 @@ def register_warehouses(register: Callable[[type[Warehouse]], None]) -> None:
     from faucet_duckdb.warehouse import DuckDBWarehouse
 
     register(DuckDBWarehouse)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``faucet demo``, which trains a small model on a generated DuckDB table."""
+    from faucet_duckdb.demo import demo
+
+    cli.add_command(demo)

@@ -1,0 +1,135 @@
+"""The ``faucet`` command line, run through click's runner and as the installed script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from faucet_core.cli import cli
+from faucet_duckdb.demo import demo
+
+cli.add_command(demo)
+
+
+@pytest.fixture
+def config(tmp_path: Path, table_path: Path) -> Path:
+    path = tmp_path / "faucet.yaml"
+    settings = {
+        "datastore": "duckdb",
+        "connection": {"database": str(table_path)},
+        "source": {"table": "t", "split_key": "id", "label_columns": ["label"]},
+        "epochs": 2,
+        "batch_size": 500,
+        "chunk_size": 2_000,
+        "test_split_percent": 20,
+        "seed": 3,
+        "cache": {"dir": str(tmp_path / "cache")},
+    }
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_installed_script_lists_plugins_as_json() -> None:
+    output = subprocess.run(
+        [Path(sys.executable).with_name("faucet"), "plugins", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    plugins = {p["name"]: p for p in json.loads(output)}
+    duckdb = next(p for p in plugins.values() if "duckdb" in p["warehouses"])
+    assert duckdb["distribution"] == "faucetml"
+    assert {"register_warehouses", "register_commands"} <= set(duckdb["hooks"])
+
+
+def test_validate_accepts_a_good_config(config: Path) -> None:
+    code, out, _ = run("validate", str(config))
+    assert code == 0
+    assert "valid (duckdb, source t)" in out
+
+
+def test_validate_prints_every_problem_on_its_own_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'datastore = "duckdb"\nbatch_size = 0\nsurprise = 1\n'
+        '[connection]\ndatabase = "/no/such.duckdb"\n[source]\n'
+    )
+    code, _, err = run("validate", str(bad))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith(f"error: {bad}: ") for line in lines)
+    joined = "\n".join(lines)
+    for path in ("batch_size:", "surprise:", "connection.database:", "source:"):
+        assert path in joined
+    assert "Traceback" not in err
+
+
+def test_errors_are_one_line_unless_debug(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    code, _, err = run("validate", str(missing))
+    assert code == 1
+    assert err.count("\n") == 1 and str(missing) in err
+    result = CliRunner().invoke(cli, ["--debug", "validate", str(missing)])
+    assert result.exit_code == 1
+    assert result.exception is not None  # raised, with its traceback, under --debug
+
+
+def test_preview_shows_splits_and_a_batch(config: Path) -> None:
+    code, out, _ = run("preview", str(config), "--rows", "3")
+    assert code == 0, out
+    assert "train" in out and "eval" in out
+    assert "first 3 rows of a train batch" in out
+    assert "x1" in out and "label" in out
+
+
+def test_bench_reports_cache_use(config: Path) -> None:
+    code, out, _ = run("bench", str(config))
+    assert code == 0, out
+    rows = [line for line in out.splitlines() if " train " in line and "│" in line]
+    assert len(rows) == 2
+    fetched_cached = [line.split("│")[-3:-1] for line in rows]
+    assert [(f.strip() != "0", c.strip() != "0") for f, c in fetched_cached] == [
+        (True, False),
+        (False, True),
+    ]
+
+
+def test_cache_info_and_clear(config: Path, tmp_path: Path) -> None:
+    assert run("bench", str(config), "--epochs", "1", "--no-eval")[0] == 0
+    code, out, _ = run("cache", "info", "--config", str(config))
+    assert code == 0
+    assert f"{tmp_path / 'cache'}: 3 chunks" in out
+    code, out, _ = run("cache", "clear", "--dir", str(tmp_path / "cache"), "--yes")
+    assert code == 0 and "freed" in out
+    assert "0 chunks" in run("cache", "info", "--dir", str(tmp_path / "cache"))[1]
+
+
+def test_demo_trains_a_model(tmp_path: Path) -> None:
+    code, out, _ = run("demo", "--rows", "20000", "--dir", str(tmp_path / "demo"))
+    assert code == 0, out
+    accuracy = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if "accuracy" in line]
+    assert len(accuracy) == 2
+    assert accuracy[-1] > 0.8  # the label is a noisy linear function of the features
+    assert (tmp_path / "demo" / "faucet-demo.yaml").is_file()
+    assert "cache" in out and "hits" in out
+
+
+def test_the_example_config_is_valid(
+    monkeypatch: pytest.MonkeyPatch, table_path: Path
+) -> None:
+    monkeypatch.setenv("FAUCET_EXAMPLE_DATABASE", str(table_path))
+    example = Path(__file__).parents[1] / "examples" / "duckdb.yaml"
+    code, out, err = run("validate", str(example))
+    assert code == 0, err
