@@ -7,6 +7,7 @@ from faucet_core.errors import (
     ConfigError,
     FaucetError,
     ReaderStateError,
+    ResumeError,
     UnknownDatastore,
 )
 from faucet_core.hookspecs import hookimpl
@@ -37,6 +38,7 @@ __all__ = [
     "PlanRequest",
     "Reader",
     "ReaderStateError",
+    "ResumeError",
     "SourceSpec",
     "SplitSpec",
     "TransientWarehouseError",

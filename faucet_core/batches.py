@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from faucet_core.warehouse import ChunkSpec, SplitName
 
-__all__ = ["batch_count", "chunk_order", "permute_chunk", "slice_batches"]
+__all__ = ["batch_count", "chunk_order", "permute_chunk", "row_segments", "slice_batches"]
 
 _SPLIT_IDS: dict[SplitName, int] = {"train": 0, "eval": 1}
 
@@ -28,6 +28,24 @@ def chunk_order(
     split = _SPLIT_IDS[chunks[0].split]
     order = np.random.default_rng([seed, epoch, split]).permutation(len(chunks))
     return [chunks[i] for i in order]
+
+
+def row_segments(
+    order: Sequence[ChunkSpec], start: int, stop: int
+) -> list[tuple[ChunkSpec, int, int]]:
+    """The parts of chunks that rows ``start:stop`` of a pass cover, as ``(chunk, lo, hi)``.
+
+    A pass's rows are its chunks' rows laid end to end in ``order``; a worker, a rank or a
+    resumed reader serves a range of them.
+    """
+    segments = []
+    offset = 0
+    for chunk in order:
+        lo, hi = max(start - offset, 0), min(stop - offset, chunk.rows)
+        if lo < hi:
+            segments.append((chunk, lo, hi))
+        offset += chunk.rows
+    return segments
 
 
 def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:

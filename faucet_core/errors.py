@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ChunkReadError", "ConfigError", "FaucetError", "ReaderStateError", "UnknownDatastore"]
+__all__ = [
+    "ChunkReadError",
+    "ConfigError",
+    "FaucetError",
+    "ReaderStateError",
+    "ResumeError",
+    "UnknownDatastore",
+]
 
 
 class FaucetError(Exception):
@@ -38,3 +45,7 @@ class ChunkReadError(FaucetError):
 
 class ReaderStateError(FaucetError):
     """A reader method was called out of order (e.g. ``get_batch`` before ``prep_for_epoch``)."""
+
+
+class ResumeError(FaucetError):
+    """A saved reader state does not fit this reader (another plan, seed or settings)."""

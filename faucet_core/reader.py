@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -20,10 +21,16 @@ from typing import Any
 
 import pluggy
 
-from faucet_core.batches import batch_count, chunk_order, permute_chunk, slice_batches
+from faucet_core.batches import (
+    batch_count,
+    chunk_order,
+    permute_chunk,
+    row_segments,
+    slice_batches,
+)
 from faucet_core.cache import ChunkCache
 from faucet_core.config import FaucetConfig, load_config
-from faucet_core.errors import ConfigError, ReaderStateError
+from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
 from faucet_core.output import Batch, format_batch
 from faucet_core.plugins import get_warehouse_class
 from faucet_core.scheduler import (
@@ -86,23 +93,44 @@ class PassMetrics:
 
 
 class _Pass:
-    """One pass over a split: scheduled chunk loads, then batches, then output format."""
+    """One pass over rows ``start:stop`` of a split: chunk loads, batches, output format.
 
-    def __init__(self, reader: Reader, split: SplitName, epoch: int, shuffle: bool) -> None:
+    The pass's rows are its chunks, in this epoch's order, each permuted, laid end to end;
+    a whole pass serves all of them, a resumed or sharded one a range.
+    """
+
+    def __init__(
+        self,
+        reader: Reader,
+        split: SplitName,
+        epoch: int,
+        shuffle: bool,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
         config = reader.config
         self.metrics = PassMetrics(split=split, epoch=epoch)
+        self.start = start
         seed = reader.seed
+        order = chunk_order(reader.plan.chunks.get(split, ()), seed, epoch, shuffle)
+        stop = reader.plan.rows(split) if stop is None else stop
+        segments = row_segments(order, start, stop)
+        bounds = {chunk.index: (lo, hi) for chunk, lo, hi in segments}
 
         def load(chunk: ChunkSpec) -> FetchedChunk:
             fetched = reader._fetcher.fetch(chunk)
-            if not shuffle:
-                return fetched
-            table = permute_chunk(fetched.table, chunk, seed, epoch)
+            table = permute_chunk(fetched.table, chunk, seed, epoch) if shuffle else fetched.table
+            lo, hi = bounds[chunk.index]
+            if hi - lo < chunk.rows:
+                table = table.slice(lo, hi - lo)
             return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
 
-        order = chunk_order(reader.plan.chunks.get(split, ()), seed, epoch, shuffle)
         self._scheduler = ChunkScheduler(
-            order, load, reader._pool, config.prefetch_chunks, config.retry.chunk_timeout
+            [chunk for chunk, _, _ in segments],
+            load,
+            reader._pool,
+            config.prefetch_chunks,
+            config.retry.chunk_timeout,
         )
         self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
         self._features = reader.feature_columns
@@ -156,18 +184,28 @@ class Reader:
         metrics: One :class:`PassMetrics` per pass started so far.
     """
 
-    def __init__(self, config: FaucetConfig, *, manager: pluggy.PluginManager | None = None):
+    def __init__(
+        self,
+        config: FaucetConfig,
+        *,
+        manager: pluggy.PluginManager | None = None,
+        plan: Plan | None = None,
+    ):
         self.config = config
         self.seed: int = config.seed if config.seed is not None else secrets.randbits(32)
         self.metrics: list[PassMetrics] = []
         self._epoch = 0
+        self._resume_at: int | None = None
         self._passes: dict[SplitName, _Pass] = {}
         self._closed = False
+        # A reader given a plan reads chunks its planner has prepared (see prepare()).
+        self._prepared = plan is not None
+        self._prepare_lock = threading.Lock()
         warehouse_class = get_warehouse_class(config.datastore, manager)
         self.warehouse = warehouse_class(config.connection)
         try:
             started = time.perf_counter()
-            self.plan: Plan = self.warehouse.plan(
+            self.plan: Plan = plan or self.warehouse.plan(
                 PlanRequest(config.source.spec(), config.split_spec(), config.chunk_size)
             )
             missing = [c for c in config.source.label_columns if c not in self.plan.columns]
@@ -201,7 +239,12 @@ class Reader:
             config.retry.attempts, config.retry.initial_backoff, config.retry.max_backoff
         )
         self._fetcher = ChunkFetcher(
-            self.warehouse, self.plan.fingerprint, self.plan.columns, self.cache, retry
+            self.warehouse,
+            self.plan.fingerprint,
+            self.plan.columns,
+            self.cache,
+            retry,
+            prepare=self._prepare_warehouse,
         )
         self._pool = FetchPool(config.fetch_threads)
         # Releases threads and the warehouse's scratch data even if close() is never called.
@@ -228,7 +271,8 @@ class Reader:
                 f"all {self.config.epochs} epochs were served; raise `epochs` for more"
             )
         self._epoch += 1
-        self._start("train", shuffle=self.config.shuffle)
+        start, self._resume_at = self._resume_at or 0, None
+        self._start("train", shuffle=self.config.shuffle, start=start)
 
     def prep_for_eval(self) -> None:
         """Start a pass over the eval split (in plan order, not shuffled)."""
@@ -281,6 +325,83 @@ class Reader:
         """Batches one pass over ``split`` yields."""
         return batch_count(self.plan.rows(split), self.config.batch_size, self.config.drop_last)
 
+    def prepare(self) -> None:
+        """Make sure every chunk can be read, from this process or another one.
+
+        The warehouse's one-time work (materializing the split) runs here unless the cache
+        already holds every chunk. Readers do this by themselves on their first cache miss;
+        call it before handing the plan to readers in other processes.
+        """
+        self._check_open()
+        chunks = [c for split in self.plan.chunks.values() for c in split]
+        if self.cache is None or any(self._fetcher.cache_key(c) not in self.cache for c in chunks):
+            self._prepare_warehouse()
+
+    def _prepare_warehouse(self) -> None:
+        with self._prepare_lock:
+            if not self._prepared:
+                self.warehouse.prepare(self.plan)
+                self._prepared = True
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the training stream, in a few plain values (for checkpoints).
+
+        A reader of the same plan and settings given it by :meth:`load_state_dict` serves
+        exactly the rest of the stream: no batch repeated, none skipped.
+        """
+        current = self._passes.get("train")
+        return {
+            "format": 1,
+            "plan": self.plan.fingerprint,
+            "seed": self.seed,
+            "batch_size": self.config.batch_size,
+            "drop_last": self.config.drop_last,
+            "shuffle": self.config.shuffle,
+            "epoch": self._epoch,
+            "rows": current.start + current.metrics.rows if current else 0,
+            "epoch_done": current is None or current.metrics.finished,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the stream saved by :meth:`state_dict`.
+
+        The next :meth:`prep_for_epoch` resumes the saved epoch where it stopped (or starts
+        the next one if it was finished).
+
+        Raises:
+            ResumeError: The state is from another plan (the data, the source, the split or
+                the chunking changed) or other settings; mixing streams would repeat or skip
+                rows, so it is refused.
+        """
+        self._check_open()
+        if state.get("format") != 1:
+            raise ResumeError(f"not a Faucet reader state: {sorted(state)}")
+        if state["plan"] != self.plan.fingerprint:
+            raise ResumeError(
+                "the saved state is from another plan: the data, source, split or chunk_size "
+                "changed since it was saved"
+            )
+        for name in ("batch_size", "drop_last", "shuffle"):
+            if state[name] != getattr(self.config, name):
+                raise ResumeError(
+                    f"{name} was {state[name]!r} when the state was saved, "
+                    f"now {getattr(self.config, name)!r}"
+                )
+        if self.config.seed is not None and self.config.seed != state["seed"]:
+            raise ResumeError(
+                f"seed was {state['seed']} when the state was saved, now {self.config.seed}"
+            )
+        if state["epoch"] > self.config.epochs:
+            raise ResumeError(f"the state is at epoch {state['epoch']} of {self.config.epochs}")
+        for current in self._passes.values():
+            current.close()
+        self._passes.clear()
+        self.seed = state["seed"]
+        if state["epoch_done"]:
+            self._epoch, self._resume_at = state["epoch"], None
+        else:
+            self._epoch, self._resume_at = state["epoch"] - 1, state["rows"]
+
     def close(self) -> None:
         """Stop background threads and release the warehouse. Safe to call twice."""
         if self._closed:
@@ -301,11 +422,11 @@ class Reader:
     ) -> None:
         self.close()
 
-    def _start(self, split: SplitName, shuffle: bool) -> None:
+    def _start(self, split: SplitName, shuffle: bool, start: int = 0) -> None:
         previous = self._passes.pop(split, None)
         if previous is not None:
             previous.close()
-        current = _Pass(self, split, self._epoch, shuffle)
+        current = _Pass(self, split, self._epoch, shuffle, start)
         self._passes[split] = current
         self.metrics.append(current.metrics)
 

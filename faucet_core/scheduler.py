@@ -69,6 +69,8 @@ class ChunkFetcher:
         columns: The columns every chunk must have, in order.
         cache: The chunk cache, or ``None`` to always read the warehouse.
         retry: The retry policy for transient errors.
+        prepare: Called before each warehouse read (it must be idempotent); it readies
+            the warehouse, e.g. materializes the split, on the first cache miss.
     """
 
     def __init__(
@@ -78,8 +80,10 @@ class ChunkFetcher:
         columns: Sequence[str],
         cache: ChunkCache | None,
         retry: RetryPolicy,
+        prepare: Callable[[], None] = lambda: None,
     ) -> None:
         self.warehouse = warehouse
+        self.prepare = prepare
         self.plan_fingerprint = plan_fingerprint
         self.columns = list(columns)
         self.cache = cache
@@ -150,6 +154,7 @@ class ChunkFetcher:
     def _read_once(self, chunk: ChunkSpec) -> pa.Table:
         if self._stopped.is_set():
             raise _Stopped
+        self.prepare()
         table = self.warehouse.read_chunk(chunk)
         if table.num_rows != chunk.rows:
             raise PermanentWarehouseError(

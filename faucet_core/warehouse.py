@@ -182,9 +182,21 @@ class Warehouse(ABC):
             PermanentWarehouseError: The source does not exist or cannot be read.
         """
 
+    def prepare(self, plan: Plan) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Do the one-time work chunks need before they can be read (materialize the split).
+
+        Called by the core, in the process that made ``plan``, before the first chunk the
+        cache cannot serve, so a fully cached run skips it. Must be idempotent.
+        """
+
     @abstractmethod
     def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
         """Read one planned chunk. Must be thread-safe and safe to retry.
+
+        Once :meth:`prepare` has run, chunks may be read by another instance built from the
+        same connection, in another process (a DataLoader worker): the chunk's ``token``
+        must hold what reading it takes. Rows must come back in the same order on every
+        read, since the shuffle permutes positions.
 
         Raises:
             TransientWarehouseError: A failure that a retry may fix.
@@ -203,4 +215,4 @@ class Warehouse(ABC):
         raise AggregateNotSupported(f"warehouse {self.name!r} does not push down aggregates")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
-        """Release connections and scratch data. Called once when the reader closes."""
+        """Release connections, and the scratch data of plans made by this instance."""

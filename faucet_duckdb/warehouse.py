@@ -1,15 +1,15 @@
-"""The DuckDB warehouse: plans a source once into a scratch table, then reads chunks of it.
+"""The DuckDB warehouse: a table in a DuckDB file, a SQL query, or Parquet/CSV files.
 
 Planning runs two small aggregate queries over the source (split sizes, then rows per
-chunk). The first chunk read materializes the split source once into a scratch table
-(in memory, spilling to the scratch folder past DuckDB's memory limit), sorted by split
-and chunk, so each chunk read afterwards touches only its own row groups.
+chunk). :meth:`DuckDBWarehouse.prepare` then materializes the split source once, with
+one ``COPY ... PARTITION_BY`` into a Parquet folder per chunk in a scratch folder, so each
+chunk read touches only its own file, from this process or any other (DataLoader workers).
 
 Rows go to the eval split when ``hash(split key) % 10000`` falls below the eval share,
-and to chunks by a second, salted hash: both are functions of the row's key, so the split
-is the same in every run and for every chunk size, and chunks are well mixed whatever the
-storage order. DuckDB's ``hash`` is version-specific, so the DuckDB version
-is part of the data fingerprint.
+to chunks by a second, salted hash, and are ordered inside a chunk by a third: all are
+functions of the row's content, so the split, the chunks and the order inside each chunk
+are the same in every run, and chunks are well mixed whatever the storage order.
+DuckDB's ``hash`` is version-specific, so the DuckDB version is part of the fingerprint.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ __all__ = ["DuckDBConnection", "DuckDBWarehouse", "quote_identifier"]
 
 _EVAL = "__faucet_eval"
 _CHUNK = "__faucet_chunk"
+_ORDER = "__faucet_order"
+_TIE = "__faucet_tie"
 _DEFAULT_PARTITION_COLUMN = "ds"
 _IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -62,7 +64,7 @@ class DuckDBConnection(BaseModel):
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (default: all).")
     memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. `4GB`.")
     scratch_dir: Path | None = Field(
-        None, description="Folder where the materialized split spills (default: system temp)."
+        None, description="Folder for the materialized split (default: the system temp folder)."
     )
 
     @field_validator("database")
@@ -110,11 +112,7 @@ class DuckDBWarehouse(Warehouse):
         import duckdb
 
         self._duckdb = duckdb
-        self._scratch_dir = Path(
-            tempfile.mkdtemp(prefix="faucet-duckdb-", dir=self.connection.scratch_dir)
-        )
-        # The scratch table lives in memory and spills here past DuckDB's memory limit.
-        config: dict[str, Any] = {"temp_directory": str(self._scratch_dir)}
+        config: dict[str, Any] = {}
         if self.connection.threads:
             config["threads"] = self.connection.threads
         if self.connection.memory_limit:
@@ -122,14 +120,13 @@ class DuckDBWarehouse(Warehouse):
         self._db = duckdb.connect(":memory:", config=config)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._materialized = False
-        self._state: _PlanState | None = None
+        self._owned: list[Path] = []  # scratch folders of plans made here
+        self._plans: dict[str, _PlanState] = {}
         try:
             if self.connection.database is not None:
                 self._db.execute(
                     "ATTACH ? AS faucet_source (READ_ONLY)", [str(self.connection.database)]
                 )
-            self._db.execute("ATTACH ':memory:' AS faucet_scratch")
         except duckdb.Error as exc:
             self.close()
             raise PermanentWarehouseError(
@@ -219,8 +216,7 @@ class DuckDBWarehouse(Warehouse):
             params = [*params, source.ds]
         hashed = ", ".join(quote_identifier(c) for c in key)
         is_eval = f"(hash({hashed}) % 10000 < {split.eval_buckets})"
-        bucket = f"hash({hashed}, 'faucet-chunk')"
-        return _PlanState(from_sql, params, where, what, columns, is_eval, bucket)
+        return _PlanState(from_sql, params, where, what, columns, hashed, is_eval)
 
     def plan(self, request: PlanRequest) -> Plan:
         state = self._relation(request)
@@ -240,10 +236,6 @@ class DuckDBWarehouse(Warehouse):
             f"FROM {state.from_sql} WHERE {state.where}) GROUP BY ALL ORDER BY ALL",
             state.params,
         ).fetchall()
-        chunks: dict[SplitName, list[ChunkSpec]] = {"train": [], "eval": []}
-        for is_eval, bucket, count in grouped:
-            split: SplitName = "eval" if is_eval else "train"
-            chunks[split].append(ChunkSpec(split, len(chunks[split]), count, token=bucket))
         fingerprint = stable_digest(
             self.fingerprint,
             self._file_stats(request.source),
@@ -252,35 +244,45 @@ class DuckDBWarehouse(Warehouse):
             state.columns,
             state.buckets,
         )
-        state.table = f"faucet_scratch.main.split_{fingerprint}"
+        folder = Path(tempfile.mkdtemp(prefix="faucet-duckdb-", dir=self.connection.scratch_dir))
+        state.folder = folder / "chunks"
+        chunks: dict[SplitName, list[ChunkSpec]] = {"train": [], "eval": []}
+        for is_eval, bucket, count in grouped:
+            split: SplitName = "eval" if is_eval else "train"
+            path = state.folder / f"{_EVAL}={str(is_eval).lower()}" / f"{_CHUNK}={bucket}"
+            chunks[split].append(ChunkSpec(split, len(chunks[split]), count, token=str(path)))
         with self._lock:
-            self._state, self._materialized = state, False
+            self._owned.append(folder)
+            self._plans[fingerprint] = state
         return Plan(fingerprint, tuple(state.columns), chunks, stats={"rows": rows})
 
-    def _materialize(self, state: _PlanState) -> None:
+    def prepare(self, plan: Plan) -> None:
         with self._lock:
-            if self._materialized:
+            state = self._plans.get(plan.fingerprint)
+            if state is None:
+                raise PermanentWarehouseError("prepare() must run where the plan was made")
+            if state.prepared:
                 return
             selected = ", ".join(quote_identifier(c) for c in state.columns)
+            folder = str(state.folder).replace("'", "''")
+            # The order columns make the row order inside a chunk a function of the rows.
             self._run(
                 f"cannot read {state.what}",
-                f"CREATE OR REPLACE TABLE {state.table} AS SELECT {selected}, "
-                f"{state.select_extra()} FROM {state.from_sql} WHERE {state.where} "
-                f"ORDER BY {_EVAL}, {_CHUNK}",
+                f"COPY (SELECT {selected}, {state.select_extra()}, "
+                f"hash({state.key_sql}, 'faucet-order') AS {_ORDER}, hash({selected}) AS {_TIE} "
+                f"FROM {state.from_sql} WHERE {state.where}) TO '{folder}' "
+                f"(FORMAT parquet, PARTITION_BY ({_EVAL}, {_CHUNK}))",
                 state.params,
             )
-            self._materialized = True
+            state.prepared = True
 
     def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
-        state = self._state
-        if state is None:
-            raise PermanentWarehouseError("read_chunk() called before plan()")
-        self._materialize(state)
-        selected = ", ".join(quote_identifier(c) for c in state.columns)
+        files = str(Path(chunk.token) / "*.parquet")
         table: pa.Table = self._run(
-            f"cannot read {chunk.describe()} of {state.what}",
-            f"SELECT {selected} FROM {state.table} WHERE {_EVAL} = ? AND {_CHUNK} = ?",
-            [chunk.split == "eval", chunk.token],
+            f"cannot read {chunk.describe()}",
+            f"SELECT * EXCLUDE ({_ORDER}, {_TIE}) FROM read_parquet(?, hive_partitioning = false)"
+            f" ORDER BY {_ORDER}, {_TIE}",
+            [files],
             arrow=True,
         )
         return table
@@ -317,11 +319,12 @@ class DuckDBWarehouse(Warehouse):
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
-        shutil.rmtree(self._scratch_dir, ignore_errors=True)
+        for folder in getattr(self, "_owned", ()):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 class _PlanState:
-    """The SQL pieces of one plan, kept to read and materialize its chunks."""
+    """The SQL pieces of one plan, kept to materialize its chunks."""
 
     def __init__(
         self,
@@ -330,18 +333,20 @@ class _PlanState:
         where: str,
         what: str,
         columns: list[str],
+        key_sql: str,
         is_eval: str,
-        bucket: str,
     ) -> None:
         self.from_sql = from_sql
         self.params = params
         self.where = where
         self.what = what
         self.columns = columns
+        self.key_sql = key_sql
         self.is_eval = is_eval
-        self.bucket = bucket
+        self.bucket = f"hash({key_sql}, 'faucet-chunk')"
         self.buckets: dict[SplitName, int] = {}
-        self.table = ""
+        self.folder = Path()
+        self.prepared = False
 
     def select_extra(self) -> str:
         """The split flag and the chunk number of each row, as SQL select items."""

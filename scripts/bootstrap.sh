@@ -10,7 +10,7 @@ fi
 stamp="$VENV/.faucet-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e ".[all,dev]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs]"
   touch "$stamp"
 fi
 export PATH="$PWD/$VENV/bin:$PATH"

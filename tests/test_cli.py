@@ -126,10 +126,8 @@ def test_demo_trains_a_model(tmp_path: Path) -> None:
     assert "cache" in out and "hits" in out
 
 
-def test_the_example_config_is_valid(
-    monkeypatch: pytest.MonkeyPatch, table_path: Path
-) -> None:
+def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, table_path: Path) -> None:
     monkeypatch.setenv("FAUCET_EXAMPLE_DATABASE", str(table_path))
     example = Path(__file__).parents[1] / "examples" / "duckdb.yaml"
-    code, out, err = run("validate", str(example))
+    code, _, err = run("validate", str(example))
     assert code == 0, err

@@ -121,10 +121,29 @@ def test_aggregates_are_pushed_down(table_path: Path) -> None:
         warehouse.close()
 
 
-def test_close_removes_the_scratch_data(table_path: Path, tmp_path: Path) -> None:
+def test_close_removes_the_scratch_data_of_its_own_plans(table_path: Path, tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
     plan = warehouse.plan(PlanRequest(SourceSpec(table="t"), SplitSpec(None, 10.0), 2_000))
+    warehouse.prepare(plan)
+    warehouse.prepare(plan)  # idempotent
     assert warehouse.read_chunk(plan.chunks["eval"][0]).num_rows == plan.chunks["eval"][0].rows
     assert list(tmp_path.iterdir())
     warehouse.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_chunks_are_readable_by_another_instance(table_path: Path, tmp_path: Path) -> None:
+    planner = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    reader = DuckDBWarehouse(DuckDBConnection(database=table_path))
+    try:
+        plan = planner.plan(PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 0.0), 1_500))
+        planner.prepare(plan)
+        chunk = plan.chunks["train"][1]
+        first = reader.read_chunk(chunk)
+        assert first.num_rows == chunk.rows
+        assert first.equals(planner.read_chunk(chunk))  # same rows, same order
+        reader.close()
+        assert list(tmp_path.iterdir())  # only the planner removes its scratch data
+    finally:
+        planner.close()
+        reader.close()

@@ -1,0 +1,91 @@
+"""Mid-epoch resume: state_dict() / load_state_dict() continue the exact stream."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from faucet_core import Reader, ResumeError
+from tests.conftest import write_table
+
+MakeReader = Callable[..., Reader]
+
+
+def _stream(reader: Reader, epochs: int) -> list[list[int]]:
+    """Every batch's ids over ``epochs`` epochs (each prepared by this function)."""
+    batches = []
+    for _ in range(epochs):
+        batches += [b["features"]["id"].tolist() for b in reader.iter_epoch()]
+    return batches
+
+
+@pytest.mark.parametrize("stop_after", [0, 1, 7, 12, 25, 26, 40])
+def test_a_restored_reader_serves_exactly_the_rest(
+    make_reader: MakeReader, stop_after: int
+) -> None:
+    settings = {
+        "epochs": 2,
+        "batch_size": 400,
+        "chunk_size": 900,
+        "seed": 11,
+        "test_split_percent": 10,
+    }
+    full = _stream(make_reader(**settings), epochs=2)
+    per_epoch = len(full) // 2
+
+    interrupted = make_reader(**settings)
+    served = []
+    for _ in range(2):
+        interrupted.prep_for_epoch()
+        while len(served) < stop_after and (batch := interrupted.get_batch()) is not None:
+            served.append(batch["features"]["id"].tolist())
+        if len(served) == stop_after:
+            break
+    state = interrupted.state_dict()
+    interrupted.close()
+
+    restored = make_reader(**{**settings, "seed": None})  # the seed comes from the state
+    restored.load_state_dict(state)
+    rest = []
+    while restored.epoch < 2:
+        rest += [b["features"]["id"].tolist() for b in restored.iter_epoch()]
+    assert served + rest == full
+    assert len(full) == 2 * per_epoch
+
+
+def test_state_is_a_few_plain_values(make_reader: MakeReader) -> None:
+    reader = make_reader(batch_size=100)
+    reader.prep_for_epoch()
+    reader.get_batch()
+    state = reader.state_dict()
+    assert state["epoch"] == 1 and state["rows"] == 100 and not state["epoch_done"]
+    assert all(isinstance(v, (int, str, bool)) for v in state.values())
+
+
+def test_other_settings_are_refused(make_reader: MakeReader) -> None:
+    reader = make_reader(batch_size=100, seed=3)
+    reader.prep_for_epoch()
+    reader.get_batch()
+    state = reader.state_dict()
+    with pytest.raises(ResumeError, match="batch_size was 100"):
+        make_reader(batch_size=200).load_state_dict(state)
+    with pytest.raises(ResumeError, match="seed was 3"):
+        make_reader(batch_size=100, seed=4).load_state_dict(state)
+    with pytest.raises(ResumeError, match="another plan"):
+        make_reader(batch_size=100, chunk_size=700).load_state_dict(state)
+
+
+def test_a_changed_table_is_refused(make_reader: MakeReader, tmp_path: Path) -> None:
+    path = write_table(tmp_path / "changing.duckdb", 1_000)
+    reader = make_reader(database=str(path), batch_size=100)
+    reader.prep_for_epoch()
+    reader.get_batch()
+    state = reader.state_dict()
+    reader.close()
+    with duckdb.connect(str(path)) as db:
+        db.execute("INSERT INTO t SELECT * FROM t LIMIT 1")
+    with pytest.raises(ResumeError, match="another plan"):
+        make_reader(database=str(path), batch_size=100).load_state_dict(state)
