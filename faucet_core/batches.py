@@ -8,13 +8,21 @@ A chunk is permuted once when it is loaded; a batch is then a zero-copy slice of
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
 from faucet_core.warehouse import ChunkSpec, SplitName
 
-__all__ = ["batch_count", "chunk_order", "permute_chunk", "row_segments", "slice_batches"]
+__all__ = [
+    "Segment",
+    "batch_count",
+    "chunk_order",
+    "permute_chunk",
+    "row_segments",
+    "slice_batches",
+]
 
 _SPLIT_IDS: dict[SplitName, int] = {"train": 0, "eval": 1}
 
@@ -30,21 +38,36 @@ def chunk_order(
     return [chunks[i] for i in order]
 
 
-def row_segments(
-    order: Sequence[ChunkSpec], start: int, stop: int
-) -> list[tuple[ChunkSpec, int, int]]:
-    """The parts of chunks that rows ``start:stop`` of a pass cover, as ``(chunk, lo, hi)``.
+class Segment(NamedTuple):
+    """Rows ``lo:hi`` of a chunk, after its permutation."""
+
+    chunk: ChunkSpec
+    lo: int
+    hi: int
+
+    def describe(self) -> str:
+        """A short human label, used in errors."""
+        whole = self.lo == 0 and self.hi == self.chunk.rows
+        return self.chunk.describe() + ("" if whole else f" rows {self.lo}:{self.hi}")
+
+
+def row_segments(order: Sequence[ChunkSpec], start: int, stop: int) -> list[Segment]:
+    """The parts of chunks that rows ``start:stop`` of a pass cover.
 
     A pass's rows are its chunks' rows laid end to end in ``order``; a worker, a rank or a
-    resumed reader serves a range of them.
+    resumed reader serves a range of them. A ``stop`` past the end wraps around to the
+    first rows again (how ranks are padded to equal length).
     """
+    total = sum(chunk.rows for chunk in order)
     segments = []
-    offset = 0
-    for chunk in order:
-        lo, hi = max(start - offset, 0), min(stop - offset, chunk.rows)
-        if lo < hi:
-            segments.append((chunk, lo, hi))
-        offset += chunk.rows
+    while start < stop and total:
+        offset = 0
+        for chunk in order:
+            lo, hi = max(start - offset, 0), min(stop - offset, chunk.rows)
+            if lo < hi:
+                segments.append(Segment(chunk, lo, hi))
+            offset += chunk.rows
+        start, stop = max(start - total, 0), stop - total
     return segments
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import pluggy
 
 from faucet_core.batches import (
+    Segment,
     batch_count,
     chunk_order,
     permute_chunk,
@@ -40,7 +41,7 @@ from faucet_core.scheduler import (
     FetchPool,
     RetryPolicy,
 )
-from faucet_core.warehouse import ChunkSpec, Plan, PlanRequest, SplitName, Warehouse
+from faucet_core.warehouse import Plan, PlanRequest, SplitName, Warehouse
 
 __all__ = ["PassMetrics", "Reader", "get_batch_reader"]
 
@@ -114,19 +115,17 @@ class _Pass:
         seed = reader.seed
         order = chunk_order(reader.plan.chunks.get(split, ()), seed, epoch, shuffle)
         stop = reader.plan.rows(split) if stop is None else stop
-        segments = row_segments(order, start, stop)
-        bounds = {chunk.index: (lo, hi) for chunk, lo, hi in segments}
 
-        def load(chunk: ChunkSpec) -> FetchedChunk:
+        def load(segment: Segment) -> FetchedChunk:
+            chunk = segment.chunk
             fetched = reader._fetcher.fetch(chunk)
             table = permute_chunk(fetched.table, chunk, seed, epoch) if shuffle else fetched.table
-            lo, hi = bounds[chunk.index]
-            if hi - lo < chunk.rows:
-                table = table.slice(lo, hi - lo)
+            if segment.hi - segment.lo < chunk.rows:
+                table = table.slice(segment.lo, segment.hi - segment.lo)
             return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
 
         self._scheduler = ChunkScheduler(
-            [chunk for chunk, _, _ in segments],
+            row_segments(order, start, stop),
             load,
             reader._pool,
             config.prefetch_chunks,

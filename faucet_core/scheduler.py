@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import tenacity
 
+from faucet_core.batches import Segment
 from faucet_core.cache import ChunkCache
 from faucet_core.errors import ChunkReadError
 from faucet_core.warehouse import (
@@ -184,9 +185,9 @@ class FetchPool:
         self._running: set[cf.Future[Any]] = set()
         self._lock = threading.Lock()
 
-    def submit(self, fn: Callable[[ChunkSpec], T], chunk: ChunkSpec) -> cf.Future[T]:
-        """Run ``fn(chunk)`` on a pool thread."""
-        future = self._executor.submit(fn, chunk)
+    def submit(self, fn: Callable[[Segment], T], segment: Segment) -> cf.Future[T]:
+        """Run ``fn(segment)`` on a pool thread."""
+        future = self._executor.submit(fn, segment)
         with self._lock:
             self._running.add(future)
         future.add_done_callback(self._discard)
@@ -213,14 +214,14 @@ class FetchPool:
 
 
 class ChunkScheduler(Generic[T]):
-    """One ordered pass over ``chunks``, loaded by ``load`` in background threads.
+    """One ordered pass over chunk ``segments``, loaded by ``load`` in background threads.
 
-    At most ``prefetch`` chunks are loaded ahead of the one the consumer holds, so memory
-    stays near ``prefetch + 1`` chunks. Results come back in ``chunks`` order.
+    At most ``prefetch`` segments are loaded ahead of the one the consumer holds, so memory
+    stays near ``prefetch + 1`` chunks. Results come back in ``segments`` order.
 
     Args:
-        chunks: The chunks of this pass, in the order they are consumed.
-        load: Turns one chunk into a result; runs in ``pool``.
+        segments: The chunk parts of this pass, in the order they are consumed.
+        load: Turns one segment into a result; runs in ``pool``.
         pool: The threads shared by a reader's passes.
         prefetch: How many chunks to load ahead of the consumer.
         timeout: Seconds to wait for one chunk before giving up.
@@ -228,18 +229,18 @@ class ChunkScheduler(Generic[T]):
 
     def __init__(
         self,
-        chunks: Sequence[ChunkSpec],
-        load: Callable[[ChunkSpec], T],
+        segments: Sequence[Segment],
+        load: Callable[[Segment], T],
         pool: FetchPool,
         prefetch: int,
         timeout: float,
     ) -> None:
-        self._todo = deque(chunks)
+        self._todo = deque(segments)
         self._load = load
         self._pool = pool
         self._prefetch = prefetch
         self._timeout = timeout
-        self._pending: deque[tuple[ChunkSpec, cf.Future[T]]] = deque()
+        self._pending: deque[tuple[Segment, cf.Future[T]]] = deque()
         self._closed = False
         self.wait_seconds = 0.0
         self._fill(self._prefetch)
@@ -254,7 +255,7 @@ class ChunkScheduler(Generic[T]):
             self._fill(1)
         if not self._pending:
             raise StopIteration
-        chunk, future = self._pending.popleft()
+        segment, future = self._pending.popleft()
         self._fill(self._prefetch)
         started = time.perf_counter()
         try:
@@ -262,7 +263,7 @@ class ChunkScheduler(Generic[T]):
         except cf.TimeoutError:
             self.close()
             raise ChunkReadError(
-                f"{chunk.describe()} was not ready after {self._timeout:g}s "
+                f"{segment.describe()} was not ready after {self._timeout:g}s "
                 "(retry.chunk_timeout); the warehouse may be stuck"
             ) from None
         except BaseException:
@@ -280,5 +281,5 @@ class ChunkScheduler(Generic[T]):
 
     def _fill(self, depth: int) -> None:
         while self._todo and len(self._pending) < depth:
-            chunk = self._todo.popleft()
-            self._pending.append((chunk, self._pool.submit(self._load, chunk)))
+            segment = self._todo.popleft()
+            self._pending.append((segment, self._pool.submit(self._load, segment)))

@@ -6,7 +6,13 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faucet_core.batches import batch_count, chunk_order, permute_chunk, slice_batches
+from faucet_core.batches import (
+    batch_count,
+    chunk_order,
+    permute_chunk,
+    row_segments,
+    slice_batches,
+)
 from faucet_core.warehouse import ChunkSpec
 
 
@@ -61,3 +67,23 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     assert permute_chunk(table, chunk, seed=1, epoch=2).column("id").to_pylist() != once
     other_chunk = ChunkSpec("train", 1, 100)
     assert permute_chunk(table, other_chunk, seed=1, epoch=1).column("id").to_pylist() != once
+
+
+@given(
+    sizes=st.lists(st.integers(1, 30), min_size=1, max_size=8),
+    start=st.integers(0, 100),
+    length=st.integers(0, 300),
+)
+def test_row_segments_cover_the_range_and_wrap_around(
+    sizes: list[int], start: int, length: int
+) -> None:
+    order = [ChunkSpec("train", i, n) for i, n in enumerate(sizes)]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+    total = sum(sizes)
+    start = min(start, total)
+    rows = [
+        offsets[seg.chunk.index] + r
+        for seg in row_segments(order, start, start + length)
+        for r in range(seg.lo, seg.hi)
+    ]
+    assert rows == [i % total for i in range(start, start + length)]

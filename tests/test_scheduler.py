@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from faucet_core.batches import Segment
 from faucet_core.errors import ChunkReadError
 from faucet_core.scheduler import ChunkScheduler, FetchPool
 from faucet_core.warehouse import ChunkSpec
@@ -19,8 +20,8 @@ def pool() -> Iterator[FetchPool]:
     assert threads.shutdown(timeout=10)
 
 
-def _chunks(n: int) -> list[ChunkSpec]:
-    return [ChunkSpec("train", i, 1) for i in range(n)]
+def _chunks(n: int) -> list[Segment]:
+    return [Segment(ChunkSpec("train", i, 1), 0, 1) for i in range(n)]
 
 
 class GatedLoader:
@@ -33,7 +34,8 @@ class GatedLoader:
         self.started_event = threading.Event()
         self._lock = threading.Lock()
 
-    def __call__(self, chunk: ChunkSpec) -> int:
+    def __call__(self, segment: Segment) -> int:
+        chunk = segment.chunk
         with self._lock:
             self.started.append(chunk.index)
             self.started_event.set()
@@ -78,10 +80,10 @@ def test_no_prefetch_loads_on_demand(pool: FetchPool) -> None:
 
 
 def test_a_load_error_is_raised_to_the_consumer(pool: FetchPool) -> None:
-    def load(chunk: ChunkSpec) -> int:
-        if chunk.index == 1:
+    def load(segment: Segment) -> int:
+        if segment.chunk.index == 1:
             raise ChunkReadError("train chunk 1: boom")
-        return chunk.index
+        return segment.chunk.index
 
     scheduler = ChunkScheduler(_chunks(3), load, pool, prefetch=2, timeout=10)
     assert next(scheduler) == 0
