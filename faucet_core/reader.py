@@ -311,6 +311,24 @@ class Reader:
             yield batch
             batch = self.get_batch(eval=eval)
 
+    def iter_range(
+        self, split: SplitName, epoch: int, start: int, stop: int, shuffle: bool | None = None
+    ) -> Iterator[Batch]:
+        """Batches of rows ``start:stop`` of ``split`` as laid out in ``epoch`` (1-based).
+
+        Leaves the reader's own epoch and passes alone: this is how DataLoader workers and
+        distributed ranks serve their share of an epoch. A ``stop`` past the split's end
+        wraps around to its first rows.
+        """
+        self._check_open()
+        shuffle = (self.config.shuffle and split == "train") if shuffle is None else shuffle
+        current = _Pass(self, split, epoch, shuffle, start, stop)
+        try:
+            while (batch := current.next_batch()) is not None:
+                yield batch
+        finally:
+            current.close()
+
     @property
     def epoch(self) -> int:
         """The current training epoch, 1-based (0 before the first)."""

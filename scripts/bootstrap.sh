@@ -10,6 +10,8 @@ fi
 stamp="$VENV/.faucet-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  # The CPU build of torch lies on these machines; an unpinned torch would pull CUDA.
+  "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
   "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs]"
   touch "$stamp"
 fi

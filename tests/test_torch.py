@@ -1,0 +1,203 @@
+"""PyTorch: DataLoader workers, DDP ranks (real gloo processes) and exact resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from faucet_core import ConfigError, Reader, ResumeError
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset, rank_rows
+from tests.conftest import ROWS, epoch_ids
+
+MakeReader = Callable[..., Reader]
+SETTINGS = {"batch_size": 128, "chunk_size": 700, "seed": 5, "test_split_percent": 10}
+
+
+def _ids(batches: list[tuple[torch.Tensor, torch.Tensor | None]]) -> list[list[int]]:
+    return [features[:, 0].long().tolist() for features, _ in batches]
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_workers_deliver_every_row_once(make_reader: MakeReader, workers: int) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "x1", "label"])
+    dataset = FaucetIterableDataset(reader)
+    batches = list(FaucetDataLoader(dataset, num_workers=workers))
+    ids = [i for batch in _ids(batches) for i in batch]
+    assert len(ids) == len(set(ids)) == reader.rows("train")
+    assert len(batches) == len(dataset)
+    features, labels = batches[0]
+    assert features.shape == (128, 2) and labels is not None and labels.shape == (128,)
+
+
+def test_without_workers_the_stream_is_the_readers(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"])
+    expected = [b["features"]["id"].tolist() for b in make_reader(**SETTINGS).iter_epoch()]
+    dataset = FaucetIterableDataset(reader)
+    assert _ids(list(dataset)) == expected
+
+
+def test_two_workers_serve_the_same_batches_in_another_interleaving(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"])
+    single = _ids(list(FaucetDataLoader(FaucetIterableDataset(reader), num_workers=0)))
+    double = _ids(list(FaucetDataLoader(FaucetIterableDataset(reader), num_workers=2)))
+    assert sorted(map(tuple, single)) == sorted(map(tuple, double))
+
+
+def test_set_epoch_reshuffles(make_reader: MakeReader) -> None:
+    dataset = FaucetIterableDataset(make_reader(**SETTINGS, columns=["id", "label"]))
+    dataset.set_epoch(0)
+    first = _ids(list(dataset))
+    assert _ids(list(dataset)) == first
+    dataset.set_epoch(1)
+    second = _ids(list(dataset))
+    assert second != first
+    assert sorted(itertools.chain(*second)) == sorted(itertools.chain(*first))
+
+
+def test_spawned_workers_rebuild_the_dataset(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"])
+    loader = FaucetDataLoader(
+        FaucetIterableDataset(reader), num_workers=1, multiprocessing_context="spawn"
+    )
+    ids = [i for batch in _ids(list(loader)) for i in batch]
+    assert sorted(ids) == sorted(epoch_ids(make_reader(**SETTINGS)))
+
+
+def test_pinned_memory_and_float32_features(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["x1", "x2", "label"])
+    dataset = FaucetIterableDataset(reader, features_dtype=torch.float32)
+    features, labels = next(iter(FaucetDataLoader(dataset, pin_memory=True)))
+    assert features.dtype == torch.float32 and labels is not None
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+@pytest.mark.parametrize("stop_after", [0, 3, 10, 17, 34])
+def test_resume_serves_exactly_the_rest(
+    make_reader: MakeReader, workers: int, stop_after: int
+) -> None:
+    settings = {**SETTINGS, "batch_size": 130, "columns": ["id", "label"]}
+    full = _ids(
+        list(FaucetDataLoader(FaucetIterableDataset(make_reader(**settings)), num_workers=workers))
+    )
+    assert len(full) > 34 and len(full) % 3  # 3 workers get unequal runs of batches
+
+    loader = FaucetDataLoader(FaucetIterableDataset(make_reader(**settings)), num_workers=workers)
+    served = list(itertools.islice(loader, stop_after))  # trained on these, then stopped
+    state = loader.state_dict()
+    assert state["batches"] == stop_after
+
+    restored = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**{**settings, "seed": None})), num_workers=workers
+    )
+    restored.load_state_dict(state)
+    rest = list(restored)
+    assert _ids(served) + _ids(rest) == full
+    assert restored.dataset.epoch == 1  # the resumed epoch finished
+
+
+def test_resume_refuses_other_workers_or_plans(make_reader: MakeReader) -> None:
+    loader = FaucetDataLoader(FaucetIterableDataset(make_reader(**SETTINGS)), num_workers=0)
+    state = loader.state_dict()
+    other_workers = FaucetDataLoader(FaucetIterableDataset(make_reader(**SETTINGS)), num_workers=2)
+    with pytest.raises(ResumeError, match="num_workers was 0"):
+        other_workers.load_state_dict(state)
+    other_plan = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**{**SETTINGS, "chunk_size": 900}))
+    )
+    with pytest.raises(ResumeError, match="another plan"):
+        other_plan.load_state_dict(state)
+
+
+def test_text_columns_are_a_clear_error(make_reader: MakeReader) -> None:
+    dataset = FaucetIterableDataset(make_reader(**SETTINGS, columns=["id", "name", "label"]))
+    with pytest.raises(ConfigError, match=r"name \(string\) cannot become tensors"):
+        next(iter(dataset))
+
+
+def test_loader_metrics_split_waiting_from_training(make_reader: MakeReader) -> None:
+    loader = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**SETTINGS, columns=["x1", "label"]))
+    )
+    for _ in loader:
+        pass
+    assert loader.metrics.batches == len(loader.dataset)
+    assert 0 < loader.metrics.wait_fraction <= 1
+
+
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_rank_rows_are_equal_and_cover_the_epoch(remainder: str) -> None:
+    for total in (0, 1, 7, 100, 101):
+        for world in (1, 2, 3, 8):
+            ranges = [rank_rows(total, r, world, remainder) for r in range(world)]  # type: ignore[arg-type]
+            assert len({stop - start for start, stop in ranges}) == 1
+            covered = [i % max(total, 1) for start, stop in ranges for i in range(start, stop)]
+            if remainder == "drop":
+                assert covered == list(range(total - total % world))
+            else:
+                assert set(covered) == set(range(total))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _ddp_rank(
+    rank: int, world: int, port: int, database: str, cache: str, out: str, remainder: str
+) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        from faucet_core import get_batch_reader
+
+        with get_batch_reader(
+            datastore="duckdb", database=database, table_name="t", columns=["id", "label"],
+            split_key="id", label_columns=["label"], batch_size=100, chunk_size=800,
+            seed=9, cache_dir=cache,
+        ) as reader:  # fmt: skip
+            dataset = FaucetIterableDataset(reader, remainder=remainder)  # type: ignore[arg-type]
+            loader = FaucetDataLoader(dataset, num_workers=2)
+            ids = [i for features, _ in loader for i in features[:, 0].long().tolist()]
+            steps = loader.metrics.batches
+        gathered: list[object] = [None] * world
+        dist.all_gather_object(gathered, {"ids": ids, "steps": steps})
+        if rank == 0:
+            Path(out).write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_two_ddp_ranks_get_disjoint_rows_and_equal_steps(
+    table_path: Path, tmp_path: Path, remainder: str
+) -> None:
+    out = tmp_path / "ranks.json"
+    mp.spawn(
+        _ddp_rank,
+        args=(2, _free_port(), str(table_path), str(tmp_path / "cache"), str(out), remainder),
+        nprocs=2,
+        join=True,
+    )
+    ranks = json.loads(out.read_text())
+    steps = [r["steps"] for r in ranks]
+    assert steps[0] == steps[1] > 0
+    first, second = (set(r["ids"]) for r in ranks)
+    assert len(first) == len(ranks[0]["ids"]) and len(second) == len(ranks[1]["ids"])
+    if remainder == "drop":
+        assert not first & second
+        assert len(first | second) == ROWS - ROWS % 2
+    else:
+        assert first | second == set(range(ROWS))
