@@ -28,7 +28,10 @@ __all__ = [
 DISABLE_AUTOLOAD_ENV = "FAUCET_DISABLE_PLUGIN_AUTOLOAD"
 
 #: Warehouses this project publishes, with the pip extra that installs each.
-KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {"duckdb": "faucetml[duckdb]"}
+KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {
+    "bigquery": "faucetml[bigquery]",
+    "duckdb": "faucetml[duckdb]",
+}
 
 _manager: pluggy.PluginManager | None = None
 _lock = threading.Lock()

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +21,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import settings
 
+import faucet_bigquery.plugin
 import faucet_duckdb.plugin
 from faucet_core import Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import make_plugin_manager
@@ -92,9 +101,10 @@ class _TestWarehouses:
 
 @pytest.fixture
 def manager() -> pluggy.PluginManager:
-    """A plugin manager holding only the DuckDB plugin and the counting test warehouse."""
+    """A plugin manager holding the project's plugins and the counting test warehouse."""
     manager = make_plugin_manager()
     manager.register(faucet_duckdb.plugin)
+    manager.register(faucet_bigquery.plugin)
     manager.register(_TestWarehouses())
     return manager
 
@@ -110,7 +120,8 @@ def read_counter() -> ReadCounter:
 def make_reader(
     manager: pluggy.PluginManager, table_path: Path, tmp_path: Path
 ) -> Iterator[Callable[..., Reader]]:
-    """Build readers of ``table_path`` (closed at teardown); keywords override defaults."""
+    """Build readers of ``table_path`` (closed at teardown); keywords override defaults,
+    and a keyword given as ``None`` removes that default."""
     readers: list[Reader] = []
 
     def build(**settings: Any) -> Reader:
@@ -126,7 +137,8 @@ def make_reader(
             "cache_dir": str(tmp_path / "cache"),
         }
         defaults.update(settings)
-        reader = get_batch_reader(manager=manager, **defaults)
+        given = {key: value for key, value in defaults.items() if value is not None}
+        reader = get_batch_reader(manager=manager, **given)
         readers.append(reader)
         return reader
 
@@ -148,3 +160,127 @@ def epoch_ids(reader: Reader, eval: bool = False) -> list[int]:
         ids.extend(column.to_pylist() if hasattr(column, "to_pylist") else column.tolist())
         batch = reader.get_batch(eval=eval)
     return ids
+
+
+# --- BigQuery: the bqemulator server (REST + gRPC Storage Read API), started once per run.
+
+BQEMULATOR = ["bqemulator==1.4.0", "duckdb==1.5.5", "duckdb-extension-spatial==1.5.5", "numpy"]
+BQ_PROJECT = "test-proj"
+
+
+@dataclass(frozen=True)
+class BigQueryEmulator:
+    """Where the emulator listens, and the connection settings that reach it."""
+
+    rest: str
+    grpc: str
+    project: str = BQ_PROJECT
+
+    def settings(self) -> dict[str, Any]:
+        """Connection keywords for ``get_batch_reader(datastore="bigquery", ...)``."""
+        return {
+            "project": self.project,
+            "api_endpoint": self.rest,
+            "read_api_endpoint": self.grpc,
+            "anonymous": True,
+        }
+
+    def client(self) -> Any:
+        """A real ``google.cloud.bigquery.Client`` talking to the emulator."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.rest},
+        )
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _emulator_venv() -> Path:
+    """A virtualenv with bqemulator and the DuckDB it pins, made once and reused."""
+    cache = Path(os.environ.get("FAUCET_TEST_CACHE", Path.home() / ".cache" / "faucet-tests"))
+    venv = cache / "bqemulator-1.4.0"
+    done = venv / ".installed"
+    if not done.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, *BQEMULATOR], check=True, timeout=900)
+        done.touch()
+    return venv
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    """bqemulator on free loopback ports; a start failure fails the tests that need it."""
+    venv = _emulator_venv()
+    home = tmp_path_factory.mktemp("bqemulator-home")
+    # bqemulator loads DuckDB's spatial extension at start; offline it comes from a wheel.
+    extension = next(
+        venv.glob("lib/python*/site-packages/duckdb_extension_spatial/**/*.duckdb_extension")
+    )
+    target = home / ".duckdb" / "extensions" / "v1.5.5" / "linux_amd64"
+    target.mkdir(parents=True)
+    shutil.copy(extension, target)
+    rest, grpc_port = free_port(), free_port()
+    log = home / "bqemulator.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [str(venv / "bin" / "bqemulator"), "start", "--rest-host", "127.0.0.1",
+             "--rest-port", str(rest), "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
+             "--project", BQ_PROJECT, "--log-level", "warning"],
+            env={**os.environ, "HOME": str(home)}, stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{rest}/bigquery/v2/projects/{BQ_PROJECT}/datasets"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"bqemulator did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)  # polling a server's readiness, not waiting for a thread
+    try:
+        yield BigQueryEmulator(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}")
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+BQ_ROWS_PER_DAY = 3_000
+
+
+@pytest.fixture(scope="session")
+def bq_events(bigquery_emulator: BigQueryEmulator) -> str:
+    """Table ``faucet_test.events``, partitioned by ``ds`` over three days, sorted by label."""
+    client = bigquery_emulator.client()
+    client.create_dataset("faucet_test", exists_ok=True)
+    client.query("DROP TABLE IF EXISTS faucet_test.events").result()
+    client.query(
+        "CREATE TABLE faucet_test.events (id INT64, x FLOAT64, label INT64, ds DATE) "
+        "PARTITION BY ds"
+    ).result()
+    client.query(
+        f"""
+        INSERT INTO faucet_test.events
+        SELECT i AS id, MOD(i * 7919, 1000) / 1000.0 AS x, CAST(MOD(i, 4) = 0 AS INT64) AS label,
+               DATE_ADD(DATE '2024-01-01', INTERVAL MOD(i, 3) DAY) AS ds
+        FROM UNNEST(GENERATE_ARRAY(0, {3 * BQ_ROWS_PER_DAY - 1})) AS i
+        ORDER BY label
+        """
+    ).result()
+    return "faucet_test.events"

@@ -1,0 +1,129 @@
+"""Connection settings of the ``bigquery`` datastore, and the clients built from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from google.cloud import bigquery
+    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+__all__ = ["BigQueryConnection"]
+
+
+class BigQueryConnection(BaseModel):
+    """Connection settings of the ``bigquery`` datastore."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credential_path: Path | None = Field(
+        None,
+        description="Service-account JSON key file (default: Application Default Credentials).",
+    )
+    project: str | None = Field(
+        None, description="Project that runs the jobs (default: the credentials' project)."
+    )
+    location: str | None = Field(None, description="Location of jobs and scratch data, e.g. `EU`.")
+    api_endpoint: str | None = Field(
+        None, description="REST endpoint, for emulators and private endpoints."
+    )
+    read_api_endpoint: str | None = Field(
+        None,
+        description="Storage Read API `host:port`; plaintext gRPC when `api_endpoint` is http://.",
+    )
+    anonymous: bool = Field(False, description="Use anonymous credentials (emulators).")
+    scratch_dataset: str = Field(
+        "faucet_scratch", description="Dataset for the materialized split (created if missing)."
+    )
+    scratch_expiration_hours: float = Field(
+        24.0, gt=0, description="Scratch tables expire after this long, even if never dropped."
+    )
+    use_storage_api: bool = Field(
+        True, description="Read chunks with the Storage Read API; `false` uses REST paging."
+    )
+    maximum_bytes_billed: int | None = Field(
+        None, ge=0, description="Fail before running a planning query that would bill more."
+    )
+    timeout: float = Field(
+        120.0, gt=0, description="Seconds one API call may take, its own retries included."
+    )
+    job_timeout: float = Field(
+        3600.0, gt=0, description="Seconds to wait for a planning query job to finish."
+    )
+
+    @field_validator("credential_path")
+    @classmethod
+    def _readable_key(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        try:
+            key = json.loads(value.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"cannot read the credential file {value}: {exc.strerror}") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the credential file {value} is not JSON: {exc}") from exc
+        if not isinstance(key, dict) or "type" not in key:
+            raise ValueError(f"the credential file {value} is not a Google credential (no 'type')")
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> BigQueryConnection:
+        if self.anonymous and self.credential_path is not None:
+            raise ValueError("give credential_path or anonymous, not both")
+        return self
+
+    @property
+    def plaintext(self) -> bool:
+        """Whether the Storage Read API is reached without TLS (emulators)."""
+        return bool(self.api_endpoint and self.api_endpoint.startswith("http://"))
+
+    def credentials(self) -> Any:
+        """The credentials these settings name."""
+        if self.anonymous:
+            from google.auth.credentials import AnonymousCredentials
+
+            return AnonymousCredentials()
+        if self.credential_path is not None:
+            from google.oauth2 import service_account
+
+            return service_account.Credentials.from_service_account_file(
+                str(self.credential_path),
+                scopes=["https://www.googleapis.com/auth/cloud-platform"],
+            )
+        import google.auth
+
+        credentials, _ = google.auth.default(
+            scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+        return credentials
+
+    def bigquery_client(self, credentials: Any) -> bigquery.Client:
+        """A REST client for jobs and metadata."""
+        from google.cloud import bigquery
+
+        options = {"api_endpoint": self.api_endpoint} if self.api_endpoint else None
+        return bigquery.Client(
+            project=self.project,
+            credentials=credentials,
+            location=self.location,
+            client_options=options,
+        )
+
+    def read_client(self, credentials: Any) -> BigQueryReadClient:
+        """A Storage Read API client."""
+        from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+        if self.read_api_endpoint and self.plaintext:
+            import grpc
+            from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
+                BigQueryReadGrpcTransport,
+            )
+
+            channel = grpc.insecure_channel(self.read_api_endpoint)
+            return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
+        options = {"api_endpoint": self.read_api_endpoint} if self.read_api_endpoint else None
+        return BigQueryReadClient(credentials=credentials, client_options=options)

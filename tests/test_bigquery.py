@@ -1,0 +1,234 @@
+"""The BigQuery warehouse, through Google's client libraries, against bqemulator."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from faucet_bigquery.sql import FINE_BUCKETS
+from faucet_bigquery.warehouse import check_bytes_budget, group_buckets
+from faucet_core import ConfigError, PermanentWarehouseError, Reader
+from tests.conftest import BQ_ROWS_PER_DAY, BigQueryEmulator, epoch_ids, free_port
+
+MakeReader = Callable[..., Reader]
+
+
+@pytest.fixture
+def make_bq_reader(
+    make_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_events: str
+) -> Callable[..., Reader]:
+    """Readers of the partitioned events table on the emulator; keywords override."""
+
+    def build(**settings: Any) -> Reader:
+        defaults = {
+            "datastore": "bigquery",
+            "database": None,
+            "table_name": bq_events,
+            "batch_size": 256,
+            "chunk_size": 1_000,
+            **bigquery_emulator.settings(),
+        }
+        return make_reader(**{**defaults, **settings})
+
+    return build
+
+
+def _jobs(emulator: BigQueryEmulator) -> int:
+    return sum(1 for _ in emulator.client().list_jobs(all_users=True))
+
+
+def test_every_row_of_the_partition_once_per_epoch(make_bq_reader: Callable[..., Reader]) -> None:
+    reader = make_bq_reader(ds="2024-01-02", epochs=2, test_split_percent=20)
+    day = {i for i in range(3 * BQ_ROWS_PER_DAY) if i % 3 == 1}
+    for _ in range(2):
+        train, evaluation = epoch_ids(reader), epoch_ids(reader, eval=True)
+        assert len(train) == len(set(train)) and len(evaluation) == len(set(evaluation))
+        assert set(train) | set(evaluation) == day  # rows of other days never appear
+        assert not set(train) & set(evaluation)
+    fetched = [(m.chunks_fetched, m.chunks_cached) for m in reader.metrics if m.split == "train"]
+    assert fetched[1] == (0, fetched[0][0])  # the second epoch came from the cache
+
+
+def test_split_is_stable_across_readers_and_chunk_sizes(
+    make_bq_reader: Callable[..., Reader],
+) -> None:
+    first = make_bq_reader(test_split_percent=25, chunk_size=700)
+    second = make_bq_reader(test_split_percent=25, chunk_size=4_000, use_cache=False)
+    assert set(epoch_ids(first, eval=True)) == set(epoch_ids(second, eval=True))
+    assert 0.2 < first.rows("eval") / (3 * BQ_ROWS_PER_DAY) < 0.3
+
+
+def test_storage_read_and_rest_paging_give_the_same_stream(
+    make_bq_reader: Callable[..., Reader],
+) -> None:
+    storage = make_bq_reader(seed=3, use_cache=False)
+    rest = make_bq_reader(seed=3, use_cache=False, use_storage_api=False)
+    assert epoch_ids(storage) == epoch_ids(rest)
+
+
+def test_query_jobs_do_not_grow_with_chunks_or_epochs(
+    make_bq_reader: Callable[..., Reader], bigquery_emulator: BigQueryEmulator
+) -> None:
+    added = []
+    for chunk_size, epochs in ((300, 3), (5_000, 1)):
+        before = _jobs(bigquery_emulator)
+        reader = make_bq_reader(chunk_size=chunk_size, epochs=epochs, use_cache=False)
+        for _ in range(epochs):
+            epoch_ids(reader)
+        added.append(_jobs(bigquery_emulator) - before)
+        assert len(reader.warehouse.jobs) == 2  # materialize, count
+    assert added == [2, 2]
+
+
+def test_a_query_source(make_bq_reader: Callable[..., Reader], bq_events: str) -> None:
+    reader = make_bq_reader(
+        table_name=None, query=f"SELECT id, x, label FROM {bq_events} WHERE id < 500"
+    )
+    assert reader.plan.columns == ("id", "x", "label")
+    assert sorted(epoch_ids(reader)) == list(range(500))
+
+
+def test_planning_cost_is_reported(make_bq_reader: Callable[..., Reader]) -> None:
+    stats = make_bq_reader().plan.stats
+    assert {"bytes_processed", "bytes_billed", "scratch_table"} <= set(stats)
+
+
+def test_close_drops_the_scratch_table(
+    make_bq_reader: Callable[..., Reader], bigquery_emulator: BigQueryEmulator
+) -> None:
+    from google.api_core.exceptions import NotFound
+
+    reader = make_bq_reader()
+    scratch = reader.plan.stats["scratch_table"]
+    client = bigquery_emulator.client()
+    assert client.get_table(scratch).table_id
+    reader.close()
+    with pytest.raises(NotFound):
+        client.get_table(scratch)
+
+
+def test_a_missing_table_is_named(make_bq_reader: Callable[..., Reader]) -> None:
+    with pytest.raises(PermanentWarehouseError, match=r"faucet_test\.nope"):
+        make_bq_reader(table_name="faucet_test.nope")
+
+
+@pytest.mark.parametrize("name", ["faucet_test.events; DROP TABLE x", "a.b.c.d", "`x`.y"])
+def test_table_names_are_validated(make_bq_reader: Callable[..., Reader], name: str) -> None:
+    with pytest.raises(PermanentWarehouseError, match="not a BigQuery table name"):
+        make_bq_reader(table_name=name)
+
+
+def test_a_ds_without_rows_or_malformed_is_a_clear_error(
+    make_bq_reader: Callable[..., Reader],
+) -> None:
+    with pytest.raises(PermanentWarehouseError, match="no rows for ds='2023-05-05'"):
+        make_bq_reader(ds="2023-05-05")
+    with pytest.raises(PermanentWarehouseError, match=r"ds '2024-13-45' is not a date"):
+        make_bq_reader(ds="2024-13-45")
+
+
+def test_bad_credential_files_are_named(
+    make_bq_reader: Callable[..., Reader], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ConfigError, match=r"connection\.credential_path: .*missing\.json"):
+        make_bq_reader(anonymous=False, credential_path=str(missing))
+    not_json = tmp_path / "key.json"
+    not_json.write_text("not json")
+    with pytest.raises(ConfigError, match="is not JSON"):
+        make_bq_reader(anonymous=False, credential_path=str(not_json))
+    bad_key = tmp_path / "service-account.json"
+    key = {"type": "service_account", "client_email": "a@b.c", "private_key": "not a key"}
+    bad_key.write_text(json.dumps(key))
+    with pytest.raises(PermanentWarehouseError, match=r"service-account\.json"):
+        make_bq_reader(anonymous=False, credential_path=str(bad_key))
+
+
+class BreakingProxy:
+    """A TCP proxy to the emulator's gRPC port that cuts its first connection mid-response."""
+
+    def __init__(self, upstream: str, cut_after: int) -> None:
+        host, port = upstream.split(":")
+        self.upstream = (host, int(port))
+        self.cut_after = cut_after
+        self.broken = 0
+        self.port = free_port()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            self._connections += 1
+            server = socket.create_connection(self.upstream)
+            cut = self.cut_after if self._connections == 1 else None
+            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, cut), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, cut: int | None) -> None:
+        sent = 0
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+                sent += len(data)
+                if cut is not None and sent > cut:
+                    self.broken += 1
+                    break
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.fixture
+def breaking_proxy(bigquery_emulator: BigQueryEmulator) -> Iterator[BreakingProxy]:
+    proxy = BreakingProxy(bigquery_emulator.grpc, cut_after=20_000)
+    yield proxy
+    proxy.close()
+
+
+def test_a_broken_read_stream_is_retried(
+    make_bq_reader: Callable[..., Reader], breaking_proxy: BreakingProxy
+) -> None:
+    reader = make_bq_reader(
+        read_api_endpoint=f"127.0.0.1:{breaking_proxy.port}",
+        chunk_size=9_000,
+        use_cache=False,
+        initial_backoff=0,
+    )
+    assert sorted(epoch_ids(reader)) == list(range(3 * BQ_ROWS_PER_DAY))
+    assert breaking_proxy.broken == 1
+
+
+def test_bytes_budget_guard() -> None:
+    check_bytes_budget(10, 10, "reading t")
+    check_bytes_budget(10, None, "reading t")
+    with pytest.raises(PermanentWarehouseError, match="11 bytes, over maximum_bytes_billed 10"):
+        check_bytes_budget(11, 10, "reading t")
+
+
+def test_buckets_group_into_chunks_of_about_the_target_size() -> None:
+    counts = [(b, 10) for b in range(0, FINE_BUCKETS, 4)]  # 1,024 buckets of 10 rows
+    chunks = group_buckets(counts, chunk_size=1_000)
+    assert sum(rows for _, _, rows in chunks) == 10_240
+    assert len(chunks) == 11
+    assert all(900 <= rows <= 1_000 for _, _, rows in chunks)
+    assert chunks[0][0] == 0 and chunks[-1][1] == FINE_BUCKETS
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
