@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +19,7 @@ from faucet_core import Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import make_plugin_manager
 from faucet_core.warehouse import ChunkSpec
 from faucet_duckdb import DuckDBWarehouse
+from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
@@ -164,101 +157,15 @@ def epoch_ids(reader: Reader, eval: bool = False) -> list[int]:
 
 # --- BigQuery: the bqemulator server (REST + gRPC Storage Read API), started once per run.
 
-BQEMULATOR = ["bqemulator==1.4.0", "duckdb==1.5.5", "duckdb-extension-spatial==1.5.5", "numpy"]
-BQ_PROJECT = "test-proj"
-
-
-@dataclass(frozen=True)
-class BigQueryEmulator:
-    """Where the emulator listens, and the connection settings that reach it."""
-
-    rest: str
-    grpc: str
-    project: str = BQ_PROJECT
-
-    def settings(self) -> dict[str, Any]:
-        """Connection keywords for ``get_batch_reader(datastore="bigquery", ...)``."""
-        return {
-            "project": self.project,
-            "api_endpoint": self.rest,
-            "read_api_endpoint": self.grpc,
-            "anonymous": True,
-        }
-
-    def client(self) -> Any:
-        """A real ``google.cloud.bigquery.Client`` talking to the emulator."""
-        from google.auth.credentials import AnonymousCredentials
-        from google.cloud import bigquery
-
-        return bigquery.Client(
-            project=self.project,
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": self.rest},
-        )
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _emulator_venv() -> Path:
-    """A virtualenv with bqemulator and the DuckDB it pins, made once and reused."""
-    cache = Path(os.environ.get("FAUCET_TEST_CACHE", Path.home() / ".cache" / "faucet-tests"))
-    venv = cache / "bqemulator-1.4.0"
-    done = venv / ".installed"
-    if not done.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, *BQEMULATOR], check=True, timeout=900)
-        done.touch()
-    return venv
-
 
 @pytest.fixture(scope="session")
 def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
     """bqemulator on free loopback ports; a start failure fails the tests that need it."""
-    venv = _emulator_venv()
-    home = tmp_path_factory.mktemp("bqemulator-home")
-    # bqemulator loads DuckDB's spatial extension at start; offline it comes from a wheel.
-    extension = next(
-        venv.glob("lib/python*/site-packages/duckdb_extension_spatial/**/*.duckdb_extension")
-    )
-    target = home / ".duckdb" / "extensions" / "v1.5.5" / "linux_amd64"
-    target.mkdir(parents=True)
-    shutil.copy(extension, target)
-    rest, grpc_port = free_port(), free_port()
-    log = home / "bqemulator.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(venv / "bin" / "bqemulator"), "start", "--rest-host", "127.0.0.1",
-             "--rest-port", str(rest), "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
-             "--project", BQ_PROJECT, "--log-level", "warning"],
-            env={**os.environ, "HOME": str(home)}, stdout=output, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{rest}/bigquery/v2/projects/{BQ_PROJECT}/datasets"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"bqemulator did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)  # polling a server's readiness, not waiting for a thread
     try:
-        yield BigQueryEmulator(f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}")
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        with running_emulator(tmp_path_factory.mktemp("bqemulator")) as emulator:
+            yield emulator
+    except EmulatorError as exc:
+        pytest.fail(str(exc))
 
 
 BQ_ROWS_PER_DAY = 3_000

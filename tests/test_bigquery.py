@@ -16,7 +16,8 @@ import pytest
 from faucet_bigquery.sql import FINE_BUCKETS
 from faucet_bigquery.warehouse import check_bytes_budget, group_buckets
 from faucet_core import ConfigError, PermanentWarehouseError, Reader
-from tests.conftest import BQ_ROWS_PER_DAY, BigQueryEmulator, epoch_ids, free_port
+from tests.bqemulator import BigQueryEmulator, free_port
+from tests.conftest import BQ_ROWS_PER_DAY, epoch_ids
 
 MakeReader = Callable[..., Reader]
 
