@@ -63,26 +63,33 @@ def column(name: str) -> str:
     return f"`{name}`"
 
 
-def _bucket(value: str, buckets: int) -> str:
+def _fold(value: str, buckets: int) -> str:
     # FARM_FINGERPRINT is signed: fold it into 0..buckets-1 without ABS (which overflows).
-    return f"MOD(MOD(FARM_FINGERPRINT({value}), {buckets}) + {buckets}, {buckets})"
+    return f"MOD(MOD({value}, {buckets}) + {buckets}, {buckets})"
 
 
 @dataclass(frozen=True)
 class Hashes:
-    """SQL expressions deciding each row's split, chunk bucket and order inside its chunk."""
+    """SQL deciding each row's split, chunk bucket and place inside its chunk.
 
+    ``key_hash`` and ``row_hash`` are computed once per row (FARM_FINGERPRINT of the split
+    key's and of the row's JSON text); ``is_eval`` and ``bucket`` are expressions over the
+    column that holds the key hash, using its low and its high digits.
+    """
+
+    key_hash: str
+    row_hash: str
     is_eval: str
     bucket: str
-    order: str
-    tie: str
 
 
-def hashes(key: Sequence[str] | None, columns: Sequence[str] | None, eval_buckets: int) -> Hashes:
-    """The hash expressions, over the split ``key`` (default: all ``columns``, or the row).
+def hashes(
+    key: Sequence[str] | None, columns: Sequence[str] | None, eval_buckets: int, hashed: str
+) -> Hashes:
+    """The hash SQL over the split ``key`` (default: all ``columns``, or the whole row).
 
-    ``FARM_FINGERPRINT`` of the key's JSON text puts the same rows in the same split in
-    every run; salted variants assign chunks and the order inside them.
+    ``hashed`` names the column holding the key hash. The same key lands in the same split
+    in every run, whatever the chunk size.
     """
 
     def as_text(names: Sequence[str] | None) -> str:
@@ -90,10 +97,10 @@ def hashes(key: Sequence[str] | None, columns: Sequence[str] | None, eval_bucket
             return "TO_JSON_STRING(faucet_source)"
         return f"TO_JSON_STRING(STRUCT({', '.join(column(n) for n in names)}))"
 
-    key_text = as_text(key or columns)
+    key_hash = f"FARM_FINGERPRINT({as_text(key or columns)})"
     return Hashes(
-        is_eval=f"({_bucket(key_text, 10000)} < {eval_buckets})",
-        bucket=_bucket(f"CONCAT('faucet-chunk:', {key_text})", FINE_BUCKETS),
-        order=f"FARM_FINGERPRINT(CONCAT('faucet-order:', {key_text}))",
-        tie=f"FARM_FINGERPRINT({as_text(columns)})",
+        key_hash=key_hash,
+        row_hash=f"FARM_FINGERPRINT({as_text(columns)})" if key else key_hash,
+        is_eval=f"({_fold(hashed, 10000)} < {eval_buckets})",
+        bucket=_fold(f"DIV({hashed}, 10000)", FINE_BUCKETS),
     )

@@ -230,7 +230,7 @@ class BigQueryWarehouse(Warehouse):
                 raise PermanentWarehouseError(
                     f"columns {missing} not found in {what}; it has {names}"
                 )
-        h = hashes(split.key, columns, split.eval_buckets)
+        h = hashes(split.key, columns, split.eval_buckets, hashed=_ORDER)
         selected = ", ".join(column(c) for c in columns) if columns else "faucet_source.*"
         check_bytes_budget(
             self._query(f"cannot plan {what}", f"SELECT {selected} FROM {from_where}", params,
@@ -241,13 +241,15 @@ class BigQueryWarehouse(Warehouse):
         )  # fmt: skip
         scratch = self._scratch_table()
         minutes = int(self.connection.scratch_expiration_hours * 60)
+        # Each row's key is hashed once; its split and bucket come from that hash's digits.
         job = self._query(
             f"cannot materialize {what}",
-            f"CREATE TABLE {scratch.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
+            f"CREATE OR REPLACE TABLE {scratch.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
             f"OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
-            f"INTERVAL {minutes} MINUTE)) AS SELECT {selected}, {h.is_eval} AS {_EVAL}, "
-            f"{h.bucket} AS {_BUCKET}, {h.order} AS {_ORDER}, {h.tie} AS {_TIE} "
-            f"FROM {from_where} ORDER BY {_EVAL}, {_BUCKET}, {_ORDER}, {_TIE}",
+            f"INTERVAL {minutes} MINUTE)) AS SELECT * EXCEPT ({_ORDER}, {_TIE}), "
+            f"{h.is_eval} AS {_EVAL}, {h.bucket} AS {_BUCKET}, {_ORDER}, {_TIE} FROM ("
+            f"SELECT {selected}, {h.key_hash} AS {_ORDER}, {h.row_hash} AS {_TIE} "
+            f"FROM {from_where}) ORDER BY {_EVAL}, {_BUCKET}, {_ORDER}, {_TIE}",
             params,
         )
         stats = {

@@ -131,3 +131,15 @@ def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch, table_path
     example = Path(__file__).parents[1] / "examples" / "duckdb.yaml"
     code, _, err = run("validate", str(example))
     assert code == 0, err
+
+
+def test_the_bigquery_example_config_is_valid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "service_account"}')
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    example = Path(__file__).parents[1] / "examples" / "bigquery.yaml"
+    code, out, err = run("validate", str(example))
+    assert code == 0, err
+    assert "valid (bigquery, source my-project.analytics.training_events)" in out

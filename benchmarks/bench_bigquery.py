@@ -1,0 +1,142 @@
+"""Faucet against the ways people read BigQuery for training, on bqemulator, in one run.
+
+Run from the repository root: ``python benchmarks/bench_bigquery.py [--rows 200000]``.
+Compares one epoch of 1024-row batches from Faucet (Storage Read API, then from the
+cache) with one query per batch (``LIMIT/OFFSET``, the strawman) and with
+``query(...).to_dataframe()`` of the whole split, and counts the query jobs each issues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from faucet_core import get_batch_reader
+from tests.bqemulator import BigQueryEmulator, running_emulator
+
+TABLE = "bench.events"
+
+
+def make_table(emulator: BigQueryEmulator, rows: int) -> None:
+    """A table of ``rows`` rows (id, four features, label), sorted by label."""
+    client = emulator.client()
+    client.create_dataset("bench", exists_ok=True)
+    client.query(f"DROP TABLE IF EXISTS {TABLE}").result()
+    client.query(
+        f"""
+        CREATE TABLE {TABLE} AS
+        SELECT i AS id, RAND() AS x1, RAND() AS x2, RAND() AS x3, RAND() AS x4,
+               CAST(MOD(i, 2) = 0 AS INT64) AS label
+        FROM UNNEST(GENERATE_ARRAY(0, {rows - 1})) AS i
+        ORDER BY label
+        """
+    ).result()
+
+
+def jobs(emulator: BigQueryEmulator) -> int:
+    """Query jobs the emulator has run so far."""
+    return sum(1 for _ in emulator.client().list_jobs(all_users=True))
+
+
+def bench_faucet(emulator: BigQueryEmulator, cache: Path, batch_size: int) -> list[dict[str, Any]]:
+    """Two epochs from Faucet: the first reads BigQuery, the second the local cache."""
+    before = jobs(emulator)
+    started = time.perf_counter()
+    reader = get_batch_reader(
+        datastore="bigquery", table_name=TABLE, epochs=2, batch_size=batch_size,
+        chunk_size=50_000, split_key="id", label_columns=["label"], seed=1, output="arrow",
+        cache_dir=str(cache), **emulator.settings(),
+    )  # fmt: skip
+    plan_seconds = time.perf_counter() - started
+    results = []
+    for epoch in (1, 2):
+        reader.prep_for_epoch()
+        started = time.perf_counter()
+        first, rows = 0.0, 0
+        while (batch := reader.get_batch()) is not None:
+            first = first or time.perf_counter() - started
+            rows += batch["features"].num_rows
+        seconds = time.perf_counter() - started + (plan_seconds if epoch == 1 else 0)
+        results.append({"name": f"faucet epoch {epoch}", "rows": rows, "seconds": seconds,
+                        "first": first + (plan_seconds if epoch == 1 else 0)})  # fmt: skip
+    reader.close()
+    results[0]["jobs"] = jobs(emulator) - before
+    results[1]["jobs"] = 0
+    streamed = results[0]["seconds"] - plan_seconds
+    results.insert(1, {"name": "  of which streaming (after planning)", "rows": results[0]["rows"],
+                       "seconds": streamed, "first": results[0]["first"] - plan_seconds,
+                       "jobs": 0})  # fmt: skip
+    return results
+
+
+def bench_query_per_batch(
+    emulator: BigQueryEmulator, rows: int, batch_size: int, batches: int
+) -> dict[str, Any]:
+    """One ``LIMIT/OFFSET`` query per batch, over ``batches`` batches spread across the table."""
+    client = emulator.client()
+    before = jobs(emulator)
+    step = max(1, rows // batch_size // batches)
+    started, first, read = time.perf_counter(), 0.0, 0
+    for k in range(batches):
+        offset = k * step * batch_size
+        result = client.query(
+            f"SELECT * FROM {TABLE} ORDER BY id LIMIT {batch_size} OFFSET {offset}"
+        ).to_arrow(create_bqstorage_client=False)
+        first = first or time.perf_counter() - started
+        read += result.num_rows
+    seconds = time.perf_counter() - started
+    return {"name": f"query per batch ({batches} batches)", "rows": read, "seconds": seconds,
+            "first": first, "jobs": jobs(emulator) - before}  # fmt: skip
+
+
+def bench_whole_split(emulator: BigQueryEmulator, batch_size: int) -> dict[str, Any]:
+    """``query(...).to_dataframe()`` of the whole table, then batches sliced from it."""
+    client = emulator.client()
+    before = jobs(emulator)
+    started = time.perf_counter()
+    frame = (
+        client.query(f"SELECT * FROM {TABLE}").to_arrow(create_bqstorage_client=False).to_pandas()
+    )
+    first = time.perf_counter() - started
+    rows = sum(len(frame.iloc[i : i + batch_size]) for i in range(0, len(frame), batch_size))
+    seconds = time.perf_counter() - started
+    return {"name": "query().to_dataframe()", "rows": rows, "seconds": seconds,
+            "first": first, "jobs": jobs(emulator) - before}  # fmt: skip
+
+
+def main() -> None:
+    """Run every contender and print rows/s, ratios to Faucet's first epoch, and jobs."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--strawman-batches", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, running_emulator(Path(folder)) as emulator:
+        make_table(emulator, args.rows)
+        results = bench_faucet(emulator, Path(folder) / "cache", args.batch_size)
+        results.append(
+            bench_query_per_batch(emulator, args.rows, args.batch_size, args.strawman_batches)
+        )
+        results.append(bench_whole_split(emulator, args.batch_size))
+    baseline = results[0]["rows"] / results[0]["seconds"]
+    print(f"{args.rows:,} rows, {args.batch_size}-row batches, bqemulator on this machine")
+    print(f"{'contender':36} {'rows/s':>12} {'x faucet e1':>12} {'first batch':>12} {'jobs':>6}")
+    for r in results:
+        rate = r["rows"] / r["seconds"]
+        ratio = rate / baseline
+        print(f"{r['name']:36} {rate:12,.0f} {ratio:12.2f} {r['first']:11.2f}s {r['jobs']:6}")
+    per_batch = results[3]
+    full_jobs = args.rows // args.batch_size
+    print(f"one query per batch would issue {full_jobs:,} jobs for one epoch; Faucet issued "
+          f"{results[0]['jobs']} for all its epochs ({per_batch['jobs']} for "
+          f"{args.strawman_batches} strawman batches)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
