@@ -1,0 +1,34 @@
+"""The Pythonic API: a config file, a context manager and iterators."""
+
+import tempfile
+from pathlib import Path
+
+from faucet_core import Reader
+
+config = Path(tempfile.mkdtemp()) / "faucet.yaml"
+config.write_text(
+    """
+datastore: duckdb
+connection:
+  database: ${FAUCET_EXAMPLE_DATABASE}
+source:
+  table: train
+  split_key: id
+  label_columns: [label]
+epochs: 2
+batch_size: 1024
+test_split_percent: 20
+output: numpy
+"""
+)
+
+with Reader.from_config(config, seed=7) as reader:  # keywords override the file
+    for _ in range(reader.config.epochs):
+        for batch in reader.iter_epoch():
+            x, y = batch["features"], batch["labels"]  # numpy arrays: (rows, 5) and (rows,)
+        eval_rows = sum(len(batch["labels"]) for batch in reader.iter_eval())
+        train = reader.metrics[-2]
+        print(
+            f"epoch {train.epoch}: {train.rows} train rows ({train.chunks_cached} chunks "
+            f"from the cache), {eval_rows} eval rows"
+        )
