@@ -1,0 +1,201 @@
+"""The config loader: files, environment, keywords, and errors that name their field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pluggy
+import pytest
+
+from faucet_core import ConfigError, UnknownDatastore
+from faucet_core.config import config_from_kwargs, env_overrides, load_config
+from faucet_core.plugins import make_plugin_manager
+from faucet_duckdb import DuckDBConnection
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "w.duckdb"
+    path.touch()  # the connection model checks that the file exists
+    return path
+
+
+def _files(tmp_path: Path, database: Path) -> list[Path]:
+    yaml_file = tmp_path / "faucet.yaml"
+    yaml_file.write_text(
+        f"datastore: duckdb\nconnection:\n  database: {database}\nsource:\n  table: t\n"
+        "  ds: 2024-01-31\n  split_key: id\nbatch_size: 64\ncache:\n  max_bytes: 2GiB\n"
+    )
+    toml_file = tmp_path / "faucet.toml"
+    toml_file.write_text(
+        f'datastore = "duckdb"\nbatch_size = 64\n[connection]\ndatabase = "{database}"\n'
+        '[source]\ntable = "t"\nds = 2024-01-31\nsplit_key = "id"\n[cache]\nmax_bytes = "2GiB"\n'
+    )
+    json_file = tmp_path / "faucet.json"
+    json_file.write_text(json.dumps({
+        "datastore": "duckdb", "connection": {"database": str(database)}, "batch_size": 64,
+        "source": {"table": "t", "ds": "2024-01-31", "split_key": "id"},
+        "cache": {"max_bytes": "2GiB"},
+    }))  # fmt: skip
+    return [yaml_file, toml_file, json_file]
+
+
+def test_yaml_toml_and_json_load_the_same_config(
+    tmp_path: Path, database: Path, manager: pluggy.PluginManager
+) -> None:
+    configs = [
+        load_config(path, manager=manager, environ={}) for path in _files(tmp_path, database)
+    ]
+    assert configs[0] == configs[1] == configs[2]
+    config = configs[0]
+    assert isinstance(config.connection, DuckDBConnection)
+    assert config.source.ds == "2024-01-31"  # a YAML/TOML date becomes its text
+    assert config.source.split_key == ["id"]
+    assert config.cache.max_bytes == 2 * 2**30
+
+
+def test_keywords_map_to_their_sections(database: Path, manager: pluggy.PluginManager) -> None:
+    settings = config_from_kwargs({
+        "table_name": "t", "ds": "2024-01-01", "cache_dir": "/c", "use_cache": False,
+        "retry_attempts": 2, "chunk_timeout": 5, "batch_size": 7, "database": "d",
+    })  # fmt: skip
+    assert settings == {
+        "source": {"table": "t", "ds": "2024-01-01"},
+        "cache": {"dir": "/c", "enabled": False},
+        "retry": {"attempts": 2, "chunk_timeout": 5},
+        "batch_size": 7,
+        "connection": {"database": "d"},
+    }
+    config = load_config(
+        datastore="duckdb", database=str(database), table_name="t", manager=manager, environ={}
+    )
+    assert config.connection.database == database
+    assert config.source.table == "t"
+
+
+def test_every_problem_is_reported_with_its_path_and_file(
+    tmp_path: Path, manager: pluggy.PluginManager
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "datastore: duckdb\nbatch_size: 0\nsurprise: 1\nsource: {}\n"
+        "connection:\n  databse: w.duckdb\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(bad, manager=manager, environ={})
+    paths = {path for path, _ in raised.value.problems}
+    assert paths == {"batch_size", "surprise", "source", "connection.databse"}
+    assert str(bad) in str(raised.value)
+    messages = dict(raised.value.problems)
+    assert "the connection takes: database" in messages["connection.databse"]
+    assert "exactly one of table, query or files" in messages["source"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("faucet.ini", "x", "unknown config file type '.ini'"),
+        ("faucet.yaml", "a: [1", "cannot parse the file"),
+        ("faucet.json", "[1, 2]", "must hold a mapping"),
+    ],
+)
+def test_unreadable_files_are_named(
+    tmp_path: Path, manager: pluggy.PluginManager, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_config(path, manager=manager)
+    assert raised.value.origin == str(path)
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "missing.yaml", manager=manager)
+
+
+def test_environment_variables_fill_in_secrets(
+    tmp_path: Path, database: Path, manager: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text("datastore: duckdb\nconnection: {database: '${DB}'}\nsource: {table: t}\n")
+    monkeypatch.setenv("DB", str(database))
+    assert load_config(path, manager=manager).connection.database == database
+    monkeypatch.delenv("DB")
+    with pytest.raises(
+        ConfigError, match=r"connection\.database: environment variable DB is not set"
+    ):
+        load_config(path, manager=manager)
+
+
+def test_precedence_keywords_then_environment_then_file(
+    tmp_path: Path, database: Path, manager: pluggy.PluginManager
+) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text(
+        f"datastore: duckdb\nconnection: {{database: '{database}'}}\nsource: {{table: t}}\n"
+        "batch_size: 10\nepochs: 3\nseed: 1\n"
+    )
+    environ = {
+        "FAUCET_BATCH_SIZE": "20",
+        "FAUCET_EPOCHS": "4",
+        "FAUCET_CACHE__MAX_BYTES": "1GiB",
+        "FAUCET_CONNECTION__THREADS": "2",
+        "FAUCET_SOURCE__COLUMNS": '["id", "label"]',
+        "FAUCET_SOMETHING_ELSE": "ignored",
+    }
+    config = load_config(path, manager=manager, environ=environ, batch_size=30)
+    assert (config.batch_size, config.epochs, config.seed) == (30, 4, 1)
+    assert config.cache.max_bytes == 2**30
+    assert config.connection.threads == 2
+    assert config.source.columns == ["id", "label"]
+    assert load_config(path, manager=manager, environ={}).batch_size == 10
+    assert env_overrides({"FAUCET_SOMETHING_ELSE": "x", "HOME": "/"}) == {}
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "message"),
+    [
+        ({"cache_max_bytes": "ten gigs"}, "cache.max_bytes", "not a size"),
+        ({"test_split_percent": 100}, "test_split_percent", "less than 100"),
+        ({"epochs": 0}, "epochs", "greater than or equal to 1"),
+        ({"chunk_size": 0}, "chunk_size", "greater than or equal to 1"),
+        ({"columns": ["id", "id"]}, "source", "lists a column twice"),
+        ({"columns": ["id"], "label_columns": ["label"]}, "source", "not among columns"),
+        ({"query": "SELECT 1"}, "source", "found: table, query"),
+        ({"output": "polars"}, "output", "'pandas', 'numpy' or 'arrow'"),
+    ],
+)
+def test_bad_values_name_their_field(
+    database: Path,
+    manager: pluggy.PluginManager,
+    settings: dict[str, object],
+    path: str,
+    message: str,
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(datastore="duckdb", database=str(database), table_name="t", manager=manager,
+                    environ={}, **settings)  # fmt: skip
+    problems = dict(raised.value.problems)
+    assert path in problems and message in problems[path], problems
+    assert raised.value.origin == "keyword arguments"
+
+
+def test_sizes_take_units(database: Path, manager: pluggy.PluginManager) -> None:
+    for text, expected in (("10GiB", 10 * 2**30), ("512 MB", 512 * 10**6), (1234, 1234)):
+        config = load_config(datastore="duckdb", database=str(database), table_name="t",
+                             cache_max_bytes=text, manager=manager, environ={})  # fmt: skip
+        assert config.cache.max_bytes == expected
+
+
+def test_an_unknown_datastore_lists_the_installed_ones(
+    database: Path, manager: pluggy.PluginManager
+) -> None:
+    with pytest.raises(UnknownDatastore) as raised:
+        load_config(datastore="snowflak", table_name="t", batch_size=0, manager=manager, environ={})
+    problems = dict(raised.value.problems)
+    assert "installed warehouses: bigquery, counting-duckdb, duckdb" in problems["datastore"]
+    assert "batch_size" in problems  # the other problems are still reported
+
+
+def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> None:
+    with pytest.raises(UnknownDatastore, match=r"pip install 'faucetml\[duckdb\]'"):
+        load_config(datastore="duckdb", table_name="t", manager=make_plugin_manager(), environ={})
