@@ -34,6 +34,7 @@ from faucet_core.config import FaucetConfig, load_config
 from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
 from faucet_core.output import Batch, format_batch
 from faucet_core.plugins import get_warehouse_class
+from faucet_core.resume import STATE_FORMAT, check_state
 from faucet_core.scheduler import (
     ChunkFetcher,
     ChunkScheduler,
@@ -368,12 +369,10 @@ class Reader:
         """
         current = self._passes.get("train")
         return {
-            "format": 1,
+            "format": STATE_FORMAT,
             "plan": self.plan.fingerprint,
+            **self._resume_settings(),
             "seed": self.seed,
-            "batch_size": self.config.batch_size,
-            "drop_last": self.config.drop_last,
-            "shuffle": self.config.shuffle,
             "epoch": self._epoch,
             "rows": current.start + current.metrics.rows if current else 0,
             "epoch_done": current is None or current.metrics.finished,
@@ -391,23 +390,7 @@ class Reader:
                 rows, so it is refused.
         """
         self._check_open()
-        if state.get("format") != 1:
-            raise ResumeError(f"not a Faucet reader state: {sorted(state)}")
-        if state["plan"] != self.plan.fingerprint:
-            raise ResumeError(
-                "the saved state is from another plan: the data, source, split or chunk_size "
-                "changed since it was saved"
-            )
-        for name in ("batch_size", "drop_last", "shuffle"):
-            if state[name] != getattr(self.config, name):
-                raise ResumeError(
-                    f"{name} was {state[name]!r} when the state was saved, "
-                    f"now {getattr(self.config, name)!r}"
-                )
-        if self.config.seed is not None and self.config.seed != state["seed"]:
-            raise ResumeError(
-                f"seed was {state['seed']} when the state was saved, now {self.config.seed}"
-            )
+        check_state(state, self.plan.fingerprint, self._resume_settings())
         if state["epoch"] > self.config.epochs:
             raise ResumeError(f"the state is at epoch {state['epoch']} of {self.config.epochs}")
         for current in self._passes.values():
@@ -418,6 +401,15 @@ class Reader:
             self._epoch, self._resume_at = state["epoch"], None
         else:
             self._epoch, self._resume_at = state["epoch"] - 1, state["rows"]
+
+    def _resume_settings(self) -> dict[str, Any]:
+        """Settings a saved state must share with this reader (a random seed adopts it)."""
+        settings = {
+            name: getattr(self.config, name) for name in ("batch_size", "drop_last", "shuffle")
+        }
+        if self.config.seed is not None:
+            settings["seed"] = self.config.seed
+        return settings
 
     def close(self) -> None:
         """Stop background threads and release the warehouse. Safe to call twice."""

@@ -27,8 +27,9 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from faucet_core.batches import batch_count
 from faucet_core.config import build_config
-from faucet_core.errors import ConfigError, ResumeError
+from faucet_core.errors import ConfigError
 from faucet_core.reader import Reader
+from faucet_core.resume import STATE_FORMAT, check_state
 from faucet_core.warehouse import SplitName
 
 __all__ = [
@@ -273,13 +274,10 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         dataset._skip = 0
         dataset.epoch += 1
 
-    def state_dict(self) -> dict[str, Any]:
-        """The position in the stream: plan, seed, epoch and batches consumed, as plain values."""
+    def _resume_settings(self) -> dict[str, Any]:
+        """Settings a saved state must share with this loader (a random seed adopts it)."""
         dataset = self.dataset
-        return {
-            "format": 1,
-            "plan": dataset.plan.fingerprint,
-            "seed": dataset.config.seed,
+        settings: dict[str, Any] = {
             "split": dataset.split,
             "batch_size": dataset.config.batch_size,
             "drop_last": dataset.config.drop_last,
@@ -287,6 +285,19 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             "world_size": dataset.world_size,
             "remainder": dataset.remainder,
             "num_workers": self.num_workers,
+        }
+        if dataset._seed_given:
+            settings["seed"] = dataset.config.seed
+        return settings
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the stream: plan, seed, epoch and batches consumed, as plain values."""
+        dataset = self.dataset
+        return {
+            "format": STATE_FORMAT,
+            "plan": dataset.plan.fingerprint,
+            **self._resume_settings(),
+            "seed": dataset.config.seed,
             "epoch": dataset.epoch,
             "batches": dataset._skip,
         }
@@ -298,29 +309,7 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             ResumeError: The state is from another plan, seed or settings.
         """
         dataset = self.dataset
-        if state.get("format") != 1:
-            raise ResumeError(f"not a Faucet loader state: {sorted(state)}")
-        if state["plan"] != dataset.plan.fingerprint:
-            raise ResumeError(
-                "the saved state is from another plan: the data, source, split or chunk_size "
-                "changed since it was saved"
-            )
-        if not dataset._seed_given:  # a reader with a random seed adopts the saved one
-            dataset.config = dataset.config.model_copy(update={"seed": state["seed"]})
-        now = {
-            "seed": dataset.config.seed,
-            "split": dataset.split,
-            "batch_size": dataset.config.batch_size,
-            "drop_last": dataset.config.drop_last,
-            "rank": dataset.rank,
-            "world_size": dataset.world_size,
-            "remainder": dataset.remainder,
-            "num_workers": self.num_workers,
-        }
-        for name, value in now.items():
-            if state[name] != value:
-                raise ResumeError(
-                    f"{name} was {state[name]!r} when the state was saved, now {value!r}"
-                )
+        check_state(state, dataset.plan.fingerprint, self._resume_settings())
+        dataset.config = dataset.config.model_copy(update={"seed": state["seed"]})
         dataset.epoch = state["epoch"]
         dataset._skip = state["batches"]
