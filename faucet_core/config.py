@@ -336,9 +336,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Settings from ``FAUCET_<FIELD>`` and ``FAUCET_<SECTION>__<FIELD>`` variables.
 
     Values stay text (validation converts numbers and booleans); a value starting with ``[``
-    is read as a JSON list. Variables whose
-    first part names no setting or section are ignored, so unrelated ``FAUCET_*`` variables
-    do no harm.
+    is read as a JSON list. Variables whose first part names no setting or section are
+    ignored, so unrelated ``FAUCET_*`` variables do no harm.
     """
     environ = os.environ if environ is None else environ
     top_level = set(FaucetConfig.model_fields) - set(_SECTIONS)
