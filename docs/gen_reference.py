@@ -91,10 +91,8 @@ def config_reference() -> str:
     return "\n".join(parts) + "\n"
 
 
-try:
+if __name__ == "<run_path>":  # run by mkdocs-gen-files during a docs build; not on import
     import mkdocs_gen_files
-except ImportError:  # imported by the tests, outside a docs build
-    pass
-else:
+
     with mkdocs_gen_files.open(PAGE, "w") as page:
         page.write(config_reference())

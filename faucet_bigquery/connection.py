@@ -40,19 +40,22 @@ class BigQueryConnection(BaseModel):
         "faucet_scratch", description="Dataset for the materialized split (created if missing)."
     )
     scratch_expiration_hours: float = Field(
-        24.0, gt=0, description="Scratch tables expire after this long, even if never dropped."
+        24.0,
+        gt=0,
+        description="Hours a scratch table is kept (for other processes, reruns) before expiring.",
     )
     use_storage_api: bool = Field(
-        True, description="Read chunks with the Storage Read API; `false` uses REST paging."
+        True,
+        description="Read chunks with the Storage Read API; `false` runs a query per chunk.",
     )
     maximum_bytes_billed: int | None = Field(
-        None, ge=0, description="Fail before running a planning query that would bill more."
+        None, ge=0, description="Refuse a query job that would process more bytes (dry-run first)."
     )
     timeout: float = Field(
         120.0, gt=0, description="Seconds one API call may take, its own retries included."
     )
     job_timeout: float = Field(
-        3600.0, gt=0, description="Seconds to wait for a planning query job to finish."
+        3600.0, gt=0, description="Seconds to wait for a query job to finish."
     )
 
     @field_validator("credential_path")

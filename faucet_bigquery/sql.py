@@ -1,17 +1,13 @@
-"""BigQuery SQL pieces: validated identifiers and the hash expressions of split and chunks."""
+"""BigQuery SQL pieces: validated table and column names."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["FINE_BUCKETS", "TableName", "column", "hashes", "parse_table"]
-
-#: Rows are hashed into this many buckets per split; a chunk is a run of whole buckets.
-FINE_BUCKETS = 4096
+__all__ = ["TableName", "column", "parse_table"]
 
 _PROJECT = r"[a-z][a-z0-9-]*[a-z0-9]"
 _DATASET = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -61,46 +57,3 @@ def column(name: str) -> str:
     if not _COLUMN.match(name):
         raise PermanentWarehouseError(f"{name!r} is not a BigQuery column name")
     return f"`{name}`"
-
-
-def _fold(value: str, buckets: int) -> str:
-    # FARM_FINGERPRINT is signed: fold it into 0..buckets-1 without ABS (which overflows).
-    return f"MOD(MOD({value}, {buckets}) + {buckets}, {buckets})"
-
-
-@dataclass(frozen=True)
-class Hashes:
-    """SQL deciding each row's split, chunk bucket and place inside its chunk.
-
-    ``key_hash`` and ``row_hash`` are computed once per row (FARM_FINGERPRINT of the split
-    key's and of the row's JSON text); ``is_eval`` and ``bucket`` are expressions over the
-    column that holds the key hash, using its low and its high digits.
-    """
-
-    key_hash: str
-    row_hash: str
-    is_eval: str
-    bucket: str
-
-
-def hashes(
-    key: Sequence[str] | None, columns: Sequence[str] | None, eval_buckets: int, hashed: str
-) -> Hashes:
-    """The hash SQL over the split ``key`` (default: all ``columns``, or the whole row).
-
-    ``hashed`` names the column holding the key hash. The same key lands in the same split
-    in every run, whatever the chunk size.
-    """
-
-    def as_text(names: Sequence[str] | None) -> str:
-        if not names:
-            return "TO_JSON_STRING(faucet_source)"
-        return f"TO_JSON_STRING(STRUCT({', '.join(column(n) for n in names)}))"
-
-    key_hash = f"FARM_FINGERPRINT({as_text(key or columns)})"
-    return Hashes(
-        key_hash=key_hash,
-        row_hash=f"FARM_FINGERPRINT({as_text(columns)})" if key else key_hash,
-        is_eval=f"({_fold(hashed, 10000)} < {eval_buckets})",
-        bucket=_fold(f"DIV({hashed}, 10000)", FINE_BUCKETS),
-    )

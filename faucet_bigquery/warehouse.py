@@ -1,52 +1,47 @@
-"""The BigQuery warehouse: plan with two query jobs, read chunks with the Storage Read API.
+"""The BigQuery warehouse: count buckets in one query, materialize once, read with Storage Read.
 
-Planning materializes the filtered, split source once (``CREATE TABLE ... AS SELECT`` into
-a scratch dataset, with an expiration, dropped on close) and counts its rows per hash
-bucket in a second job. Chunks are runs of buckets, read with the Storage Read API (a
-row restriction on the scratch table, selected columns, a new short read session per
-chunk read, so no session expires mid-training), or with REST paging where that API is
-unavailable. The number of query jobs is two per reader, whatever the chunk count and
-the number of epochs.
+Planning runs one aggregate query job (rows and checksum per split and bucket, from
+``FARM_FINGERPRINT`` of the split key), which scans only the key columns. On the first
+chunk the cache cannot serve, :meth:`BigQueryWarehouse.materialize` copies the split
+source into a scratch table named after the plan's rows (``CREATE TABLE ... CLUSTER BY``
+split and bucket, with an expiration); any process holding the plan finds it there and
+copies nothing. Chunks are read from it with the Storage Read API (a row restriction on
+split and buckets, a short read session per chunk read), or with a query job per chunk
+where that API is unavailable. The row order inside a chunk is the core's, so no
+``ORDER BY`` runs in BigQuery.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import threading
-import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from faucet_bigquery.connection import BigQueryConnection
-from faucet_bigquery.sql import FINE_BUCKETS, TableName, column, hashes, parse_table
+from faucet_bigquery.sql import TableName, column, parse_table
+from faucet_core import layout
+from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.sql import SqlWarehouse
 from faucet_core.warehouse import (
-    ChunkSpec,
+    BucketCounts,
     PermanentWarehouseError,
-    Plan,
     PlanRequest,
+    ScratchDataMissing,
     SourceSpec,
-    SplitName,
     TransientWarehouseError,
-    Warehouse,
     WarehouseError,
-    stable_digest,
 )
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["BigQueryWarehouse", "check_bytes_budget", "group_buckets"]
+__all__ = ["BigQueryWarehouse", "check_bytes_budget"]
 
 log = logging.getLogger(__name__)
 
-_EVAL, _BUCKET, _ORDER, _TIE = "__faucet_eval", "__faucet_bucket", "__faucet_order", "__faucet_tie"
-_INTERNAL = (_EVAL, _BUCKET, _ORDER, _TIE)
+_EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
 
 
 def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> None:
@@ -55,28 +50,6 @@ def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> N
         raise PermanentWarehouseError(
             f"{what} would process {processed:,} bytes, over maximum_bytes_billed {limit:,}"
         )
-
-
-def group_buckets(counts: Sequence[tuple[int, int]], chunk_size: int) -> list[tuple[int, int, int]]:
-    """Cut ``(bucket, rows)`` counts, in bucket order, into chunks of about ``chunk_size``.
-
-    Returns ``(first bucket, last bucket + 1, rows)`` per chunk; chunk boundaries fall at
-    the bucket where the running total crosses each multiple of the target size.
-    """
-    total = sum(rows for _, rows in counts)
-    if not total:
-        return []
-    target = total / max(1, math.ceil(total / chunk_size))
-    chunks: list[tuple[int, int, int]] = []
-    start, rows, running = 0, 0, 0
-    for bucket, n in counts:
-        rows += n
-        running += n
-        if running >= target * (len(chunks) + 1) - 1e-9:
-            end = FINE_BUCKETS if running == total else bucket + 1
-            chunks.append((start, end, rows))
-            start, rows = end, 0
-    return chunks
 
 
 def _classify(exc: Exception, what: str) -> WarehouseError:
@@ -107,8 +80,8 @@ def _classify(exc: Exception, what: str) -> WarehouseError:
     return PermanentWarehouseError(f"{what}: {message}")
 
 
-class BigQueryWarehouse(Warehouse):
-    """Reads a BigQuery table or query through a materialized, split scratch table."""
+class BigQueryWarehouse(SqlWarehouse):
+    """Reads a BigQuery table or query through a materialized, clustered scratch table."""
 
     name = "bigquery"
     connection_model = BigQueryConnection
@@ -128,12 +101,9 @@ class BigQueryWarehouse(Warehouse):
         self._retry = bigquery.DEFAULT_RETRY.with_deadline(self.connection.timeout)
         self._read_client: Any = None
         self._lock = threading.Lock()
-        self._owned: list[TableName] = []
+        self._tables: dict[str, Any] = {}
+        #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
-
-    @property
-    def fingerprint(self) -> str:
-        return stable_digest("bigquery", self.client.project, self.connection.api_endpoint)
 
     @property
     def read_client(self) -> Any:
@@ -143,12 +113,13 @@ class BigQueryWarehouse(Warehouse):
                 self._read_client = self.connection.read_client(self._credentials)
             return self._read_client
 
-    def _query(self, what: str, sql: str, params: Sequence[Any] = (), dry_run: bool = False) -> Any:
+    def _job(self, what: str, sql: str, params: Sequence[Any] = (), dry_run: bool = False) -> Any:
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
             query_parameters=list(params),
             dry_run=dry_run,
+            use_query_cache=False if dry_run else None,
             maximum_bytes_billed=self.connection.maximum_bytes_billed,
         )
         try:
@@ -156,197 +127,205 @@ class BigQueryWarehouse(Warehouse):
                 sql, job_config=config, retry=self._retry, timeout=self.connection.timeout
             )
             if not dry_run:
-                self.jobs.append(job.job_id)
+                with self._lock:
+                    self.jobs.append(job.job_id)
                 job.result(retry=self._retry, timeout=self.connection.job_timeout)
         except Exception as exc:
             raise _classify(exc, what) from exc
         return job
 
-    def _source(self, source: SourceSpec) -> tuple[str, list[Any], str, list[str] | None]:
-        """``(FROM clause with WHERE, parameters, description, columns if known)``."""
+    def _guarded_job(self, what: str, sql: str, params: Sequence[Any]) -> Any:
+        """Run a query job, after a dry run when ``maximum_bytes_billed`` is set."""
+        limit = self.connection.maximum_bytes_billed
+        if limit is not None:
+            estimate = self._job(what, sql, params, dry_run=True).total_bytes_processed
+            check_bytes_budget(estimate, limit, what)
+        return self._job(what, sql, params)
+
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        job = self._guarded_job("query failed", sql, params)
+        try:
+            return job.result(retry=self._retry, timeout=self.connection.job_timeout).to_arrow(
+                create_bqstorage_client=False
+            )
+        except Exception as exc:
+            raise _classify(exc, "cannot read a query result") from exc
+
+    def quote(self, name: str) -> str:
+        return column(name)
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        return f"FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({', '.join(column(c) for c in columns)})))"
+
+    def _table(self, name: str) -> Any:
+        """The table's metadata (``tables.get``: no bytes billed), once per instance."""
+        table = parse_table(name, self.client.project)
+        with self._lock:
+            metadata = self._tables.get(table.id)
+        if metadata is None:
+            try:
+                metadata = self.client.get_table(
+                    table.id, retry=self._retry, timeout=self.connection.timeout
+                )
+            except Exception as exc:
+                raise _classify(exc, f"cannot read table {table.id}") from exc
+            with self._lock:
+                self._tables[table.id] = metadata
+        return metadata
+
+    def data_version(self, source: SourceSpec) -> str | None:
+        """A table's last modification time, rows and bytes (metadata only); ``None`` for a
+        query."""
+        if not source.table:
+            return None
+        metadata = self._table(source.table)
+        return layout.stable_digest(
+            str(metadata.modified), metadata.num_rows, metadata.num_bytes, metadata.etag
+        )
+
+    def source_columns(self, source: SourceSpec) -> list[str]:
+        if source.table:
+            return [field.name for field in self._table(source.table).schema]
+        sql, params = self.from_sql(source)
+        job = self._job("cannot plan the source query", f"SELECT * FROM {sql}", params, True)
+        return [field.name for field in job.schema]
+
+    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
         from google.cloud import bigquery
 
         if source.files:
             raise PermanentWarehouseError(
                 "the bigquery warehouse reads source.table or source.query"
             )
-        params: list[Any] = []
+        metadata = None
         if source.table:
             table = parse_table(source.table, self.client.project)
-            what = f"table {table.id}"
-            try:
-                metadata = self.client.get_table(
-                    table.id, retry=self._retry, timeout=self.connection.timeout
-                )
-            except Exception as exc:
-                raise _classify(exc, f"cannot read {what}") from exc
-            names = [f.name for f in metadata.schema]
-            from_sql = f"{table.sql} AS faucet_source"
+            relation = f"{table.sql} AS faucet_source"
+            metadata = self._table(source.table)
         else:
-            what, names = "the source query", None
-            from_sql = f"({source.query}) AS faucet_source"
-            metadata = None
-        where = "TRUE"
-        if source.ds is not None:
-            try:
-                dt.date.fromisoformat(source.ds)
-            except ValueError:
-                raise PermanentWarehouseError(
-                    f"source.ds {source.ds!r} is not a date (YYYY-MM-DD)"
-                ) from None
-            partition = source.partition_column
-            kind = "DATE"
-            if partition is None and metadata is not None:
-                tp = metadata.time_partitioning
-                if tp is None:
-                    raise PermanentWarehouseError(
-                        f"source.ds is set but {what} is not partitioned by time "
-                        "(set source.partition_column)"
-                    )
-                partition = tp.field or "_PARTITIONDATE"
-            if partition is None:
+            relation = f"({source.query}) AS faucet_source"
+        if source.ds is None:
+            return relation, []
+        try:
+            dt.date.fromisoformat(source.ds)
+        except ValueError:
+            raise PermanentWarehouseError(
+                f"source.ds {source.ds!r} is not a date (YYYY-MM-DD)"
+            ) from None
+        partition = source.partition_column
+        kind = "DATE"
+        if partition is None:
+            if metadata is None:
                 raise PermanentWarehouseError(
                     "source.ds with a query needs source.partition_column"
                 )
-            if metadata is not None and partition != "_PARTITIONDATE":
-                types = {f.name: f.field_type for f in metadata.schema}
-                if partition not in types:
-                    raise PermanentWarehouseError(f"{what} has no column {partition!r}")
-                kind = types[partition]
-            quoted = partition if partition == "_PARTITIONDATE" else column(partition)
-            value = quoted if kind == "DATE" else f"DATE({quoted})"
-            where = f"{value} = @faucet_ds"
-            params.append(bigquery.ScalarQueryParameter("faucet_ds", "DATE", source.ds))
-        return f"{from_sql} WHERE {where}", params, what, names
-
-    def plan(self, request: PlanRequest) -> Plan:
-
-        source, split = request.source, request.split
-        from_where, params, what, names = self._source(source)
-        columns = list(source.columns) if source.columns is not None else names
-        if columns is not None and names is not None:
-            missing = [c for c in columns + list(split.key or ()) if c not in names]
-            if missing:
+            if metadata.time_partitioning is None:
                 raise PermanentWarehouseError(
-                    f"columns {missing} not found in {what}; it has {names}"
+                    f"source.ds is set but {source.describe()} is not partitioned by time "
+                    "(set source.partition_column)"
                 )
-        h = hashes(split.key, columns, split.eval_buckets, hashed=_ORDER)
-        selected = ", ".join(column(c) for c in columns) if columns else "faucet_source.*"
-        check_bytes_budget(
-            self._query(f"cannot plan {what}", f"SELECT {selected} FROM {from_where}", params,
-                        dry_run=True).total_bytes_processed if self.connection.maximum_bytes_billed
-            is not None else None,
-            self.connection.maximum_bytes_billed,
-            f"reading {what}",
-        )  # fmt: skip
-        scratch = self._scratch_table()
-        minutes = int(self.connection.scratch_expiration_hours * 60)
-        # Each row's key is hashed once; its split and bucket come from that hash's digits.
-        job = self._query(
-            f"cannot materialize {what}",
-            f"CREATE OR REPLACE TABLE {scratch.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
-            f"OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
-            f"INTERVAL {minutes} MINUTE)) AS SELECT * EXCEPT ({_ORDER}, {_TIE}), "
-            f"{h.is_eval} AS {_EVAL}, {h.bucket} AS {_BUCKET}, {_ORDER}, {_TIE} FROM ("
-            f"SELECT {selected}, {h.key_hash} AS {_ORDER}, {h.row_hash} AS {_TIE} "
-            f"FROM {from_where}) ORDER BY {_EVAL}, {_BUCKET}, {_ORDER}, {_TIE}",
-            params,
-        )
-        stats = {
-            "bytes_processed": job.total_bytes_processed,
-            "bytes_billed": job.total_bytes_billed,
-            "scratch_table": scratch.id,
-        }
-        log.info("materialized %s into %s: %s", what, scratch.id, stats)
-        if columns is None:
-            schema = self.client.get_table(
-                scratch.id, retry=self._retry, timeout=self.connection.timeout
-            ).schema
-            columns = [f.name for f in schema if f.name not in _INTERNAL]
-        counted = self._query(
-            f"cannot count {scratch.id}",
-            f"SELECT {_EVAL}, {_BUCKET}, COUNT(*), BIT_XOR({_TIE}) FROM {scratch.sql} "
-            f"GROUP BY {_EVAL}, {_BUCKET} ORDER BY {_EVAL}, {_BUCKET}",
-        ).result()
-        rows = [tuple(r) for r in counted]
-        chunks: dict[SplitName, list[ChunkSpec]] = {"train": [], "eval": []}
-        offset = 0
-        splits: tuple[tuple[SplitName, bool], ...] = (("eval", True), ("train", False))
-        for split_name, is_eval in splits:
-            counts = [(int(b), int(n)) for e, b, n, _ in rows if bool(e) == is_eval]
-            for lo, hi, n in group_buckets(counts, request.chunk_size):
-                token = {"table": scratch.id, "eval": is_eval, "lo": lo, "hi": hi,
-                         "offset": offset, "columns": columns}  # fmt: skip
-                chunks[split_name].append(ChunkSpec(split_name, len(chunks[split_name]), n, token))
-                offset += n
-        if source.ds is not None and not rows:
-            raise PermanentWarehouseError(f"{what} has no rows for ds={source.ds!r}")
-        fingerprint = stable_digest(
-            "bigquery", source, split, columns, request.chunk_size, [list(r) for r in rows]
-        )
-        stats["rows"] = {s: sum(c.rows for c in chunks[s]) for s in chunks}
-        return Plan(fingerprint, tuple(columns), chunks, stats=stats)
+            partition = metadata.time_partitioning.field or "_PARTITIONDATE"
+        if metadata is not None and partition != "_PARTITIONDATE":
+            types = {f.name: f.field_type for f in metadata.schema}
+            if partition not in types:
+                raise PermanentWarehouseError(f"{source.describe()} has no column {partition!r}")
+            kind = types[partition]
+        quoted = partition if partition == "_PARTITIONDATE" else column(partition)
+        value = quoted if kind == "DATE" else f"DATE({quoted})"
+        param = bigquery.ScalarQueryParameter("faucet_ds", "DATE", source.ds)
+        return f"{relation} WHERE {value} = @faucet_ds", [param]
 
-    def _scratch_table(self) -> TableName:
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        jobs = len(self.jobs)
+        counted = super().count_buckets(request)
+        stats = {"query_jobs": len(self.jobs) - jobs}
+        return BucketCounts(counted.columns, counted.counts, stats)
+
+    def scratch_table(self, plan: Plan) -> TableName:
+        """The scratch table of ``plan``'s rows: the same for every process and chunk size."""
+        return TableName(
+            self.client.project, self.connection.scratch_dataset, f"faucet_{plan.rows_id}"
+        )
+
+    def materialize(self, plan: Plan) -> None:
+        """Copy the split source into the plan's scratch table, unless it is there already."""
+        from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
-        dataset = bigquery.Dataset(f"{self.client.project}.{self.connection.scratch_dataset}")
+        scratch = self.scratch_table(plan)
+        try:
+            self.client.get_table(scratch.id, retry=self._retry, timeout=self.connection.timeout)
+            return
+        except NotFound:
+            pass
+        except Exception as exc:
+            raise _classify(exc, f"cannot look up the scratch table {scratch.id}") from exc
+        dataset = bigquery.Dataset(f"{scratch.project}.{scratch.dataset}")
         if self.connection.location:
             dataset.location = self.connection.location
-        dataset.default_table_expiration_ms = int(
-            self.connection.scratch_expiration_hours * 3600 * 1000
-        )
+        hours = self.connection.scratch_expiration_hours
+        dataset.default_table_expiration_ms = int(hours * 3600 * 1000)
         try:
             self.client.create_dataset(
                 dataset, exists_ok=True, retry=self._retry, timeout=self.connection.timeout
             )
         except Exception as exc:
-            raise _classify(exc, f"cannot create the scratch dataset {dataset.dataset_id}") from exc
-        table = TableName(
-            self.client.project, self.connection.scratch_dataset, f"faucet_{uuid.uuid4().hex}"
+            raise _classify(exc, f"cannot create the scratch dataset {scratch.dataset}") from exc
+        source = plan.request.source
+        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
+        h = layout.HASH_COLUMN
+        job = self._guarded_job(
+            f"cannot materialize {source.describe()}",
+            f"CREATE TABLE IF NOT EXISTS {scratch.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
+            f"OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
+            f"INTERVAL {int(hours * 60)} MINUTE)) AS SELECT *, "
+            f"{self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
+            f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed})",
+            params,
         )
-        with self._lock:
-            self._owned.append(table)
-        return table
+        log.info(
+            "materialized %s into %s: %s bytes processed, %s billed",
+            source.describe(),
+            scratch.id,
+            job.total_bytes_processed,
+            job.total_bytes_billed,
+        )
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
-        token = chunk.token
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        from google.api_core.exceptions import NotFound
+
+        scratch = self.scratch_table(plan)
         try:
             if self.connection.use_storage_api:
-                table = self._read_storage(token)
-            else:
-                table = self._read_rest(token, chunk.rows)
+                return self._read_storage(scratch, plan, chunk)
+            return self._read_query(scratch, plan, chunk)
+        except NotFound as exc:
+            raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
         except WarehouseError:
             raise
         except Exception as exc:
-            raise _classify(exc, f"cannot read {chunk.describe()} of {token['table']}") from exc
-        order = pc.sort_indices(table, sort_keys=[(_ORDER, "ascending"), (_TIE, "ascending")])
-        return table.take(order).select(token["columns"])
+            raise _classify(exc, f"cannot read {chunk.describe()} of {scratch.id}") from exc
 
-    def _read_storage(self, token: dict[str, Any]) -> pa.Table:
+    def _read_storage(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         from google.cloud.bigquery_storage_v1 import types
 
-        project, dataset, name = token["table"].split(".")
-        restriction = (
-            f"{_EVAL} = {str(token['eval']).lower()} AND {_BUCKET} >= {token['lo']} "
-            f"AND {_BUCKET} < {token['hi']}"
-        )
+        restriction = self.dialect.in_range(_EVAL, _BUCKET, chunk.buckets)
         session = self.read_client.create_read_session(
             retry=None,
             timeout=self.connection.timeout,
             parent=f"projects/{self.client.project}",
             read_session=types.ReadSession(
-                table=f"projects/{project}/datasets/{dataset}/tables/{name}",
+                table=scratch.path,
                 data_format=types.DataFormat.ARROW,
                 read_options=types.ReadSession.TableReadOptions(
-                    selected_fields=[*token["columns"], _ORDER, _TIE],
+                    selected_fields=[*plan.columns, layout.HASH_COLUMN],
                     row_restriction=restriction,
                 ),
             ),
             max_stream_count=1,
         )
         if not session.streams:
-            raise PermanentWarehouseError(f"no rows in {token['table']} for {restriction}")
+            raise PermanentWarehouseError(f"no rows in {scratch.id} for {restriction}")
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
         batches = [
             pa.ipc.read_record_batch(
@@ -359,41 +338,20 @@ class BigQueryWarehouse(Warehouse):
         ]
         return pa.Table.from_batches(batches, schema)
 
-    def _read_rest(self, token: dict[str, Any], rows: int) -> pa.Table:
-        wanted = {*token["columns"], *_INTERNAL}
-        schema = self.client.get_table(
-            token["table"], retry=self._retry, timeout=self.connection.timeout
-        ).schema
-        fields = [field for field in schema if field.name in wanted]
-        table = self.client.list_rows(
-            token["table"],
-            selected_fields=fields,
-            start_index=token["offset"],
-            max_results=rows,
-            retry=self._retry,
-            timeout=self.connection.timeout,
-        ).to_arrow(create_bqstorage_client=False)
-        eval_ok = pc.all(pc.equal(table[_EVAL], token["eval"])).as_py()
-        bucket = table[_BUCKET]
-        in_range = pc.all(
-            pc.and_(pc.greater_equal(bucket, token["lo"]), pc.less(bucket, token["hi"]))
-        )
-        if not (eval_ok and in_range.as_py()):
-            raise PermanentWarehouseError(
-                f"{token['table']} does not keep its rows in split and bucket order, which "
-                "REST paging needs; use the Storage Read API (use_storage_api: true)"
-            )
-        return table
+    def _read_query(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        """A chunk read with a query job on the clustered scratch table (no Storage API)."""
+        from google.cloud import bigquery
+
+        selected = ", ".join(column(c) for c in [*plan.columns, layout.HASH_COLUMN])
+        params = [
+            bigquery.ScalarQueryParameter("faucet_eval", "BOOL", chunk.buckets.eval),
+            bigquery.ScalarQueryParameter("faucet_lo", "INT64", chunk.lo),
+            bigquery.ScalarQueryParameter("faucet_hi", "INT64", chunk.hi),
+        ]
+        condition = f"{_EVAL} = @faucet_eval AND {_BUCKET} >= @faucet_lo AND {_BUCKET} < @faucet_hi"
+        return self.query(f"SELECT {selected} FROM {scratch.sql} WHERE {condition}", params)
 
     def close(self) -> None:
-        for table in getattr(self, "_owned", ()):
-            try:
-                self.client.delete_table(
-                    table.id, not_found_ok=True, retry=self._retry, timeout=self.connection.timeout
-                )
-            except Exception as exc:  # the table expires by itself anyway
-                log.warning("could not drop the scratch table %s: %s", table.id, exc)
-        self._owned = []
         for client in (getattr(self, "client", None), self._read_client):
             close = getattr(getattr(client, "transport", client), "close", None)
             if callable(close):

@@ -1,7 +1,7 @@
 """Faucet: shuffled mini-batches streamed out of data warehouses into training loops."""
 
 from faucet_core.cache import ChunkCache
-from faucet_core.config import FaucetConfig, load_config
+from faucet_core.config import FaucetConfig
 from faucet_core.errors import (
     ChunkReadError,
     ConfigError,
@@ -11,13 +11,18 @@ from faucet_core.errors import (
     UnknownDatastore,
 )
 from faucet_core.hookspecs import hookimpl
+from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.plugins import installed_plugins, warehouses
-from faucet_core.reader import PassMetrics, Reader, get_batch_reader
+from faucet_core.position import StreamPosition
+from faucet_core.reader import Reader, get_batch_reader
+from faucet_core.settings import load_config
+from faucet_core.sql import SqlWarehouse
+from faucet_core.stream import PassMetrics
 from faucet_core.warehouse import (
-    ChunkSpec,
+    BucketCounts,
     PermanentWarehouseError,
-    Plan,
     PlanRequest,
+    ScratchDataMissing,
     SourceSpec,
     SplitSpec,
     TransientWarehouseError,
@@ -26,6 +31,7 @@ from faucet_core.warehouse import (
 )
 
 __all__ = [
+    "BucketCounts",
     "ChunkCache",
     "ChunkReadError",
     "ChunkSpec",
@@ -39,8 +45,11 @@ __all__ = [
     "Reader",
     "ReaderStateError",
     "ResumeError",
+    "ScratchDataMissing",
     "SourceSpec",
     "SplitSpec",
+    "SqlWarehouse",
+    "StreamPosition",
     "TransientWarehouseError",
     "UnknownDatastore",
     "Warehouse",

@@ -13,7 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from faucet_core.warehouse import ChunkSpec, SplitName
+from faucet_core.plan import ChunkSpec
+from faucet_core.warehouse import SplitName
 
 __all__ = [
     "Segment",

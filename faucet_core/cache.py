@@ -84,37 +84,39 @@ class ChunkCache:
 
     def get(self, key: str) -> pa.Table | None:
         """The cached table for ``key``, or ``None`` (missing, or found damaged and removed)."""
-        entry = self._lookup(key)
-        if entry is None:
+        for _ in range(2):  # an entry replaced by another process is looked up once more
+            entry = self._lookup(key)
+            if entry is None:
+                break
+            try:
+                table = self._read(entry)
+            except FileNotFoundError:  # evicted or replaced by another reader meanwhile
+                self._forget(key)
+                continue
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                log.warning("discarding damaged cache entry %s: %s", entry.path, exc)
+                self._forget(key, delete=True)
+                with self._lock:
+                    self.stats.corrupt_discarded += 1
+                break
             with self._lock:
-                self.stats.misses += 1
-            return None
-        try:
-            source = pa.memory_map(str(entry.path))
-            if entry.path not in self._verified:
-                if zlib.crc32(source.read_buffer()) != entry.crc:
-                    raise ValueError("checksum mismatch")
-                source.seek(0)
-            table = pa.ipc.open_file(source).read_all()
-        except FileNotFoundError:  # evicted by another reader or process meanwhile
-            self._forget(key)
-            with self._lock:
-                self.stats.misses += 1
-            return None
-        except (OSError, ValueError, pa.ArrowException) as exc:
-            log.warning("discarding damaged cache entry %s: %s", entry.path, exc)
-            self._forget(key, delete=True)
-            with self._lock:
-                self.stats.corrupt_discarded += 1
-                self.stats.misses += 1
-            return None
+                self._verified.add(entry.path)
+                if key in self._entries:
+                    self._entries.move_to_end(key)
+                self.stats.hits += 1
+            _touch(entry.path)
+            return table
         with self._lock:
-            self._verified.add(entry.path)
-            if key in self._entries:
-                self._entries.move_to_end(key)
-            self.stats.hits += 1
-        _touch(entry.path)
-        return table
+            self.stats.misses += 1
+        return None
+
+    def _read(self, entry: _Entry) -> pa.Table:
+        source = pa.memory_map(str(entry.path))
+        if entry.path not in self._verified:
+            if zlib.crc32(source.read_buffer()) != entry.crc:
+                raise ValueError("checksum mismatch")
+            source.seek(0)
+        return pa.ipc.open_file(source).read_all()
 
     def put(self, key: str, table: pa.Table) -> bool:
         """Store ``table`` under ``key`` atomically; returns whether it was stored."""
@@ -129,8 +131,7 @@ class ChunkCache:
         final = self.directory / f"{key}.{crc:08x}{_SUFFIX}"
         temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            with open(temp, "wb") as handle:
-                handle.write(data)
+            _write_file(temp, data)
             os.replace(temp, final)
         except OSError as exc:
             log.warning("could not write cache entry %s: %s", final, exc)
@@ -145,6 +146,10 @@ class ChunkCache:
             old.path.unlink(missing_ok=True)
         self._evict(keep=key)
         return True
+
+    def discard(self, key: str) -> None:
+        """Delete the entry of ``key``, if any (found wrong by its reader)."""
+        self._forget(key, delete=True)
 
     def clear(self) -> int:
         """Delete every entry (and stale temporary file); returns the bytes freed."""
@@ -239,6 +244,12 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
         return key, int(crc, 16)
     except ValueError:
         return None
+
+
+def _write_file(path: Path, data: pa.Buffer) -> None:
+    """Write ``data`` to a new file at ``path``."""
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def _touch(path: Path) -> None:

@@ -1,14 +1,18 @@
-"""The ``faucet`` command: plugins, validate, preview, bench, cache, and plugin commands."""
+"""The ``faucet`` command group, its error display and progress style.
+
+Every command comes from a plugin's ``register_commands`` hook: the core's own
+(``plugins``, ``validate``, ``preview``, ``bench``, ``cache``) from its built-in plugin
+:mod:`faucet_core.commands`, others from installed plugins. The group asks plugins for
+their commands when it is first used, so commands of plugins registered later (in
+tests) appear too.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
+import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -22,22 +26,36 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from faucet_core.cache import ChunkCache
-from faucet_core.config import default_cache_dir, load_config
 from faucet_core.errors import ConfigError, FaucetError
-from faucet_core.plugins import get_plugin_manager, installed_plugins
-from faucet_core.reader import PassMetrics, Reader
+from faucet_core.plugins import load_plugins, pm
+from faucet_core.reader import Reader
+from faucet_core.stream import PassMetrics
 from faucet_core.warehouse import SplitName, WarehouseError
 
-__all__ = ["cli", "main", "progress_bar"]
+__all__ = [
+    "add_plugin_commands",
+    "cli",
+    "console",
+    "main",
+    "metrics_table",
+    "progress_bar",
+    "run_pass",
+]
 
-F = TypeVar("F", bound=Callable[..., Any])
-
+#: Where the commands print.
 console = Console()
 
 
 class _Cli(click.Group):
-    """Prints user errors as one line (a config error as one line per problem)."""
+    """Adds plugin commands on first use; prints user errors as one line each."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        add_plugin_commands(self)
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        add_plugin_commands(self)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -83,72 +101,6 @@ def progress_bar() -> Progress:
     )
 
 
-def _config_argument(function: F) -> F:
-    return click.argument("config", type=click.Path(dir_okay=False, path_type=Path))(function)
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def plugins(as_json: bool) -> None:
-    """List installed plugins: distribution, version, hooks and warehouses."""
-    found = installed_plugins()
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(p) for p in found], indent=2))
-        return
-    table = Table("plugin", "distribution", "version", "hooks", "warehouses")
-    for plugin in found:
-        table.add_row(
-            plugin.name,
-            plugin.distribution or "-",
-            plugin.version or "-",
-            ", ".join(plugin.hooks),
-            ", ".join(plugin.warehouses) or "-",
-        )
-    console.print(table)
-
-
-@cli.command()
-@_config_argument
-def validate(config: Path) -> None:
-    """Check CONFIG against the core schema and its warehouse's connection schema."""
-    settings = load_config(config)
-    source = settings.source
-    what = source.table or ("query" if source.query else f"{len(source.files or [])} files")
-    click.echo(f"{config}: valid ({settings.datastore}, source {what})")
-
-
-@cli.command()
-@_config_argument
-@click.option("--rows", default=5, show_default=True, help="Rows of the batch to show.")
-def preview(config: Path, rows: int) -> None:
-    """Plan CONFIG and show its splits, chunks and the first rows of one batch."""
-    with Reader.from_config(config, output="pandas", epochs=1) as reader:
-        table = Table("split", "rows", "chunks", "batches per pass")
-        for split in ("train", "eval"):
-            table.add_row(
-                split,
-                f"{reader.rows(split):,}",
-                str(len(reader.plan.chunks.get(split, ()))),
-                f"{reader.batches_per_epoch(split):,}",
-            )
-        console.print(table)
-        for key, value in reader.plan.stats.items():
-            console.print(f"{key}: {value}")
-        split_eval = reader.rows("train") == 0
-        if split_eval:
-            reader.prep_for_eval()
-        else:
-            reader.prep_for_epoch()
-        batch = reader.get_batch(eval=split_eval)
-        if batch is None:
-            console.print("the source has no rows")
-            return
-        console.print(f"first {rows} rows of a {'eval' if split_eval else 'train'} batch:")
-        console.print(batch["features"].head(rows).to_string())
-        if batch["labels"] is not None:
-            console.print(batch["labels"].head(rows).to_string())
-
-
 def run_pass(reader: Reader, progress: Progress, eval: bool) -> tuple[PassMetrics, float]:
     """Serve one pass with a progress bar; returns its metrics and time to first batch."""
     split: SplitName = "eval" if eval else "train"
@@ -186,81 +138,21 @@ def metrics_table(passes: list[tuple[PassMetrics, float]]) -> Table:
     return table
 
 
-@cli.command()
-@_config_argument
-@click.option("--epochs", type=int, help="Override the configured number of epochs.")
-@click.option("--eval/--no-eval", "with_eval", default=True, show_default=True)
-def bench(config: Path, epochs: int | None, with_eval: bool) -> None:
-    """Stream CONFIG's epochs as fast as possible and report throughput."""
-    overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
-    with Reader.from_config(config, **overrides) as reader:
-        passes = []
-        with progress_bar() as progress:
-            for _ in range(reader.config.epochs):
-                passes.append(run_pass(reader, progress, eval=False))
-                if with_eval and reader.rows("eval"):
-                    passes.append(run_pass(reader, progress, eval=True))
-        console.print(metrics_table(passes))
+_registered: list[object] = []
+_registered_lock = threading.Lock()
 
 
-@cli.group()
-def cache() -> None:
-    """Inspect or clear the local chunk cache."""
-
-
-def _cache_dir(directory: Path | None, config: Path | None) -> Path:
-    if directory is not None:
-        return directory
-    if config is not None:
-        return load_config(config).cache.dir
-    return default_cache_dir()
-
-
-_cache_options = [
-    click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path)),
-    click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Use the cache folder of this reader config."),
-]  # fmt: skip
-
-
-def _with_cache_options(function: F) -> F:
-    for option in reversed(_cache_options):
-        function = option(function)
-    return function
-
-
-@cache.command("info")
-@_with_cache_options
-def cache_info(directory: Path | None, config: Path | None) -> None:
-    """Show where the cache is and what it holds."""
-    folder = _cache_dir(directory, config)
-    if not folder.is_dir():
-        click.echo(f"{folder}: empty (no cache folder yet)")
-        return
-    store = ChunkCache(folder)
-    click.echo(f"{folder}: {len(store)} chunks, {store.total_bytes / 2**20:,.1f} MiB")
-
-
-@cache.command("clear")
-@_with_cache_options
-@click.confirmation_option(prompt="Delete every cached chunk?")
-def cache_clear(directory: Path | None, config: Path | None) -> None:
-    """Delete every cached chunk."""
-    folder = _cache_dir(directory, config)
-    if not folder.is_dir():
-        click.echo(f"{folder}: nothing to clear")
-        return
-    freed = ChunkCache(folder).clear()
-    click.echo(f"{folder}: freed {freed / 2**20:,.1f} MiB")
-
-
-_commands_loaded = False
+def add_plugin_commands(group: click.Group) -> None:
+    """Let every plugin not asked yet add its commands to ``group`` (``register_commands``)."""
+    load_plugins()
+    with _registered_lock:
+        done = [p for p in pm.get_plugins() if any(p is seen for seen in _registered)]
+        pending = [p for p in pm.get_plugins() if not any(p is seen for seen in done)]
+        if pending:
+            pm.subset_hook_caller("register_commands", remove_plugins=done)(cli=group)
+            _registered.extend(pending)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``faucet`` console script."""
-    global _commands_loaded
-    if not _commands_loaded:
-        get_plugin_manager().hook.register_commands(cli=cli)
-        _commands_loaded = True
     cli.main(args=argv, prog_name="faucet")

@@ -1,56 +1,43 @@
-"""The reader configuration: Pydantic models and the one loader for files, env and keywords.
+"""The reader configuration: Pydantic models, validated in one pass with every field's path.
 
-Settings are merged with this precedence, highest first: keyword arguments, ``FAUCET_*``
-environment variables, the config file, defaults. The ``connection:`` section is validated
-by the chosen warehouse's own model, in the same pass as the rest, so every problem is
-reported at once with its field path.
+The ``connection:`` section is validated by the chosen warehouse's own model, so a config
+holds an instance of that model (a ``DuckDBConnection``, a ``BigQueryConnection``): a
+config pickles as it is, to DataLoader workers and other processes, without validating
+its settings again. Loading settings from files, ``FAUCET_*`` variables and keywords is
+:mod:`faucet_core.settings`'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import functools
 import json
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import pluggy
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
-    create_model,
+    SerializeAsAny,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from faucet_core.errors import ConfigError, UnknownDatastore
+from faucet_core.errors import UnknownDatastore
 from faucet_core.plugins import get_warehouse_class
-from faucet_core.warehouse import SourceSpec, SplitSpec
-
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec, Warehouse
 
 __all__ = [
+    "ByteSize",
     "CacheConfig",
     "FaucetConfig",
     "RetryConfig",
     "SourceConfig",
-    "build_config",
-    "config_from_kwargs",
     "default_cache_dir",
-    "env_overrides",
-    "load_config",
-    "read_config_file",
 ]
 
 _UNITS = {
@@ -78,11 +65,23 @@ def _parse_bytes(value: Any) -> Any:
     return value
 
 
+#: A byte count, given as a number or with a unit (``512MiB``, ``10GB``).
 ByteSize = Annotated[int, BeforeValidator(_parse_bytes), Field(ge=0)]
 
 
 def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, str) else value
+    """A lone name is a list of one; text starting with ``[`` is a JSON list."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {value!r}") from exc
+        return [value]
+    return value
+
+
+Names = Annotated[list[str], BeforeValidator(_as_list)]
 
 
 def default_cache_dir() -> Path:
@@ -100,20 +99,18 @@ class SourceConfig(_Section):
 
     table: str | None = Field(None, description="Table to read (as the warehouse names it).")
     query: str | None = Field(None, description="SQL query to read instead of a table.")
-    files: Annotated[list[str] | None, BeforeValidator(_as_list)] = Field(
+    files: Names | None = Field(
         None, description="Parquet or CSV files, for warehouses that read files."
     )
     ds: str | None = Field(None, description="Partition value: only rows of this partition.")
     partition_column: str | None = Field(
         None, description="Column that `ds` filters (default: the warehouse's choice, `ds`)."
     )
-    columns: Annotated[list[str] | None, BeforeValidator(_as_list)] = Field(
-        None, description="Columns to read (default: all)."
-    )
-    label_columns: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+    columns: Names | None = Field(None, description="Columns to read (default: all).")
+    label_columns: Names = Field(
         default_factory=list, description="Columns returned as labels, not features."
     )
-    split_key: Annotated[list[str] | None, BeforeValidator(_as_list)] = Field(
+    split_key: Names | None = Field(
         None, description="Columns hashed to assign rows to train/eval (default: all columns)."
     )
 
@@ -172,12 +169,18 @@ class RetryConfig(_Section):
     )
 
 
+class _Unvalidated(BaseModel):
+    """Stands for a connection that cannot be validated: its datastore is unknown."""
+
+
 class FaucetConfig(_Section):
     """The whole configuration of one reader."""
 
     datastore: str = Field(description="Warehouse plugin to read from, e.g. `duckdb`.")
-    connection: Any = Field(
-        default_factory=dict, description="Connection settings, validated by the warehouse."
+    connection: SerializeAsAny[BaseModel] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Connection settings, validated by the warehouse's own model.",
     )
     source: SourceConfig
     epochs: int = Field(1, ge=1, description="Training epochs the reader serves.")
@@ -197,241 +200,36 @@ class FaucetConfig(_Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)  # type: ignore[arg-type]
     retry: RetryConfig = Field(default_factory=RetryConfig)  # type: ignore[arg-type]
 
+    @field_validator("datastore")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        try:
+            get_warehouse_class(value)
+        except UnknownDatastore as exc:
+            raise ValueError(exc.problems[0][1]) from None
+        return value
+
+    @field_validator("connection", mode="before")
+    @classmethod
+    def _connection(cls, value: Any, info: ValidationInfo) -> Any:
+        datastore = info.data.get("datastore")
+        if datastore is None:  # unknown: reported on `datastore` alone
+            return _Unvalidated()
+        model = get_warehouse_class(datastore).connection_model
+        if isinstance(value, model):
+            return value
+        return model.model_validate({} if value is None else value)
+
+    @property
+    def warehouse_class(self) -> type[Warehouse]:
+        """The warehouse class of :attr:`datastore`, from the installed plugins."""
+        return get_warehouse_class(self.datastore)
+
     def split_spec(self) -> SplitSpec:
         """The warehouse-facing description of the train/eval split."""
         key = self.source.split_key
         return SplitSpec(tuple(key) if key else None, self.test_split_percent)
 
-
-@functools.cache
-def _model_for(connection_model: type[BaseModel]) -> type[FaucetConfig]:
-    """A :class:`FaucetConfig` whose ``connection`` is validated by ``connection_model``."""
-    try:
-        connection_model()
-        default: Any = Field(default_factory=connection_model)
-    except ValidationError:
-        default = ...
-    return create_model(
-        f"FaucetConfig[{connection_model.__name__}]",
-        __base__=FaucetConfig,
-        connection=(connection_model, default),
-    )
-
-
-def _problems(
-    error: ValidationError, connection_model: type[BaseModel] | None
-) -> list[tuple[str, str]]:
-    problems = []
-    for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"])
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown setting"
-            if item["loc"][:1] == ("connection",) and connection_model is not None:
-                known = ", ".join(connection_model.model_fields) or "none"
-                message += f" (the connection takes: {known})"
-        elif item["type"] == "missing":
-            message = "required"
-        elif item["type"] == "value_error":
-            message = message.removeprefix("Value error, ")
-        problems.append((path, message))
-    return problems
-
-
-def build_config(
-    data: Mapping[str, Any], origin: str | None = None, manager: pluggy.PluginManager | None = None
-) -> FaucetConfig:
-    """Validate a merged settings mapping into a :class:`FaucetConfig`.
-
-    Raises:
-        ConfigError: Every problem found, each with its field path, and ``origin``.
-    """
-    datastore = data.get("datastore")
-    problems: list[tuple[str, str]] = []
-    connection_model: type[BaseModel] | None = None
-    model: type[FaucetConfig] = FaucetConfig
-    if isinstance(datastore, str):
-        try:
-            connection_model = get_warehouse_class(datastore, manager).connection_model
-            model = _model_for(connection_model)
-        except UnknownDatastore as exc:
-            problems += exc.problems
-    try:
-        config = model.model_validate(dict(data))
-    except ValidationError as exc:
-        problems += _problems(exc, connection_model)
-    if problems:
-        error_type = UnknownDatastore if problems[0][0] == "datastore" else ConfigError
-        raise error_type(problems, origin)
-    return config
-
-
-_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _expand_env(value: Any, path: str, problems: list[tuple[str, str]]) -> Any:
-    """Replace ``${NAME}`` in strings with environment variables (how secrets get in)."""
-    if isinstance(value, dict):
-        return {
-            k: _expand_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                problems.append((path, f"environment variable {name} is not set"))
-                return ""
-            return os.environ[name]
-
-        return _ENV_VAR.sub(substitute, value)
-    return value
-
-
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML, TOML or JSON config file into a mapping, expanding ``${ENV}`` values.
-
-    Raises:
-        ConfigError: The file is missing, unparsable, of an unknown type, or names an unset
-            environment variable.
-    """
-    file = Path(path)
-    origin = str(file)
-    suffix = file.suffix.lower()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([("", f"cannot read the file: {exc.strerror or exc}")], origin) from exc
-    try:
-        if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            raise ConfigError(
-                [("", f"unknown config file type {suffix!r} (use .yaml, .yml, .toml or .json)")],
-                origin,
-            )
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError([("", f"cannot parse the file: {exc}")], origin) from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError([("", "the file must hold a mapping of settings")], origin)
-    problems: list[tuple[str, str]] = []
-    expanded: dict[str, Any] = _expand_env(data, "", problems)
-    if problems:
-        raise ConfigError(problems, origin)
-    return expanded
-
-
-_SECTIONS = ("connection", "source", "cache", "retry")
-
-
-def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Settings from ``FAUCET_<FIELD>`` and ``FAUCET_<SECTION>__<FIELD>`` variables.
-
-    Values stay text (validation converts numbers and booleans); a value starting with ``[``
-    is read as a JSON list. Variables whose first part names no setting or section are
-    ignored, so unrelated ``FAUCET_*`` variables do no harm.
-    """
-    environ = os.environ if environ is None else environ
-    top_level = set(FaucetConfig.model_fields) - set(_SECTIONS)
-    result: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith("FAUCET_"):
-            continue
-        parts = name[len("FAUCET_") :].lower().split("__")
-        if not (
-            (len(parts) == 1 and parts[0] in top_level)
-            or (len(parts) == 2 and parts[0] in _SECTIONS and parts[1])
-        ):
-            continue
-        value: Any = raw
-        if raw.lstrip().startswith("["):
-            with contextlib.suppress(json.JSONDecodeError):  # else text; validation reports it
-                value = json.loads(raw)
-        target = result
-        for part in parts[:-1]:
-            target = target.setdefault(part, {})
-        target[parts[-1]] = value
-    return result
-
-
-def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-_SOURCE_KEYWORDS = {
-    "table_name": "table",
-    "table": "table",
-    "query": "query",
-    "files": "files",
-    "ds": "ds",
-    "partition_column": "partition_column",
-    "columns": "columns",
-    "label_columns": "label_columns",
-    "split_key": "split_key",
-}
-_CACHE_KEYWORDS = {"cache_dir": "dir", "cache_max_bytes": "max_bytes", "use_cache": "enabled"}
-_RETRY_KEYWORDS = {
-    "retry_attempts": "attempts",
-    "initial_backoff": "initial_backoff",
-    "max_backoff": "max_backoff",
-    "chunk_timeout": "chunk_timeout",
-}
-
-
-def config_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn the flat keywords of :func:`~faucet_core.get_batch_reader` into nested settings.
-
-    Keywords naming a reader setting go to it (``table_name`` to ``source.table``,
-    ``cache_dir`` to ``cache.dir``, ...); sections may also be given whole
-    (``source={...}``); every other keyword belongs to the warehouse's connection.
-    """
-    settings: dict[str, Any] = {}
-    top_level = set(FaucetConfig.model_fields)
-    for key, value in kwargs.items():
-        if key in _SOURCE_KEYWORDS:
-            settings.setdefault("source", {})[_SOURCE_KEYWORDS[key]] = value
-        elif key in _CACHE_KEYWORDS:
-            settings.setdefault("cache", {})[_CACHE_KEYWORDS[key]] = value
-        elif key in _RETRY_KEYWORDS:
-            settings.setdefault("retry", {})[_RETRY_KEYWORDS[key]] = value
-        elif key in top_level:
-            existing = settings.get(key)
-            settings[key] = _merge(existing, value) if isinstance(existing, dict) else value
-        else:
-            settings.setdefault("connection", {})[key] = value
-    return settings
-
-
-def load_config(
-    path: str | os.PathLike[str] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    manager: pluggy.PluginManager | None = None,
-    **kwargs: Any,
-) -> FaucetConfig:
-    """Load a reader config: keywords > ``FAUCET_*`` environment > file > defaults.
-
-    Raises:
-        ConfigError: With every problem and where the settings came from.
-    """
-    data: dict[str, Any] = read_config_file(path) if path is not None else {}
-    data = _merge(data, env_overrides(environ))
-    data = _merge(data, config_from_kwargs(kwargs))
-    origin = str(path) if path is not None else "keyword arguments"
-    if path is not None and kwargs:
-        origin += " (with keyword overrides)"
-    return build_config(data, origin, manager)
+    def plan_request(self) -> PlanRequest:
+        """What to plan: the source, the split and the chunk size."""
+        return PlanRequest(self.source.spec(), self.split_spec(), self.chunk_size)

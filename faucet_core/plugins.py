@@ -1,7 +1,14 @@
-"""The plugin manager: loading warehouse plugins and telling which warehouses exist."""
+"""The plugin manager: one per process, loading installed plugins then the built-in ones.
+
+Installed plugins come from the ``faucet`` entry-point group (unless
+``FAUCET_DISABLE_PLUGIN_AUTOLOAD=1``, which tests set so that only the plugins they register
+themselves take part). Built-in plugins, the core's own commands, are registered after them
+the same way. ``FAUCET_TRACE_HOOKS=1`` prints every hook call.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from dataclasses import dataclass
@@ -13,19 +20,22 @@ from faucet_core.errors import UnknownDatastore
 from faucet_core.warehouse import Warehouse
 
 __all__ = [
+    "BUILTIN_PLUGINS",
     "DISABLE_AUTOLOAD_ENV",
     "KNOWN_WAREHOUSE_EXTRAS",
     "PluginInfo",
-    "get_plugin_manager",
     "get_warehouse_class",
     "installed_plugins",
     "load_plugins",
-    "make_plugin_manager",
+    "pm",
     "warehouses",
 ]
 
 #: Set to ``1`` to skip entry-point loading (tests register their plugins by hand).
 DISABLE_AUTOLOAD_ENV = "FAUCET_DISABLE_PLUGIN_AUTOLOAD"
+
+#: Modules of the core that are plugins themselves, registered after the installed ones.
+BUILTIN_PLUGINS = ("faucet_core.commands",)
 
 #: Warehouses this project publishes, with the pip extra that installs each.
 KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {
@@ -33,40 +43,41 @@ KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {
     "duckdb": "faucetml[duckdb]",
 }
 
-_manager: pluggy.PluginManager | None = None
+#: The process's plugin manager.
+pm = pluggy.PluginManager("faucet")
+pm.add_hookspecs(hookspecs)
+if os.environ.get("FAUCET_TRACE_HOOKS") == "1":
+    pm.trace.root.setwriter(print)
+    pm.enable_tracing()
+
+_loaded = False
 _lock = threading.Lock()
 
 
-def make_plugin_manager() -> pluggy.PluginManager:
-    """Return a new manager with Faucet's hook specs and no plugins."""
-    manager = pluggy.PluginManager("faucet")
-    manager.add_hookspecs(hookspecs)
-    if os.environ.get("FAUCET_TRACE_HOOKS"):
-        manager.trace.root.setwriter(print)
-        manager.enable_tracing()
-    return manager
+def load_plugins() -> None:
+    """Load installed plugins, then the built-in ones; only the first call does anything.
 
-
-def load_plugins(manager: pluggy.PluginManager) -> None:
-    """Load the ``faucet`` entry points into ``manager`` and check their hook names."""
-    if os.environ.get(DISABLE_AUTOLOAD_ENV) != "1":
-        manager.load_setuptools_entrypoints("faucet")
-    manager.check_pending()
-
-
-def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide manager, with installed plugins loaded on first use."""
-    global _manager
+    Raises:
+        pluggy.PluginValidationError: A plugin implements a hook that does not exist (a
+            misspelt name) or with the wrong arguments.
+    """
+    global _loaded
     with _lock:
-        if _manager is None:
-            manager = make_plugin_manager()
-            load_plugins(manager)
-            _manager = manager
-        return _manager
+        if _loaded:
+            return
+        _loaded = True
+        if os.environ.get(DISABLE_AUTOLOAD_ENV) != "1":
+            pm.load_setuptools_entrypoints("faucet")
+        for name in BUILTIN_PLUGINS:
+            module = importlib.import_module(name)
+            if not pm.is_registered(module):
+                pm.register(module, name=name)
+        pm.check_pending()
 
 
-def warehouses(manager: pluggy.PluginManager | None = None) -> dict[str, type[Warehouse]]:
+def warehouses() -> dict[str, type[Warehouse]]:
     """Map each registered ``datastore`` name to its warehouse class."""
+    load_plugins()
     found: dict[str, type[Warehouse]] = {}
 
     def register(cls: type[Warehouse]) -> None:
@@ -79,20 +90,18 @@ def warehouses(manager: pluggy.PluginManager | None = None) -> dict[str, type[Wa
             )
         found[cls.name] = cls
 
-    (manager or get_plugin_manager()).hook.register_warehouses(register=register)
+    pm.hook.register_warehouses(register=register)
     return found
 
 
-def get_warehouse_class(
-    datastore: str, manager: pluggy.PluginManager | None = None
-) -> type[Warehouse]:
+def get_warehouse_class(datastore: str) -> type[Warehouse]:
     """The warehouse class for ``datastore``.
 
     Raises:
         UnknownDatastore: No installed plugin provides it; the message lists those that do
             and, for warehouses this project publishes, the extra to install.
     """
-    available = warehouses(manager)
+    available = warehouses()
     if datastore in available:
         return available[datastore]
     installed = ", ".join(sorted(available)) or "none"
@@ -113,19 +122,21 @@ class PluginInfo:
     warehouses: tuple[str, ...]
 
 
-def installed_plugins(manager: pluggy.PluginManager | None = None) -> list[PluginInfo]:
-    """Describe every plugin registered with ``manager`` (default: the process-wide one)."""
-    manager = manager or get_plugin_manager()
-    dists = {id(plugin): dist for plugin, dist in manager.list_plugin_distinfo()}
+def installed_plugins() -> list[PluginInfo]:
+    """Describe every registered plugin, built-in ones included."""
+    load_plugins()
+    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
     infos = []
-    for name, plugin in manager.list_name_plugin():
+    for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
-        callers = manager.get_hookcallers(plugin) or []
+        callers = pm.get_hookcallers(plugin) or []
         provided: list[str] = []
-        impl = getattr(plugin, "register_warehouses", None)
-        if impl is not None and "register_warehouses" in {c.name for c in callers}:
-            impl(register=lambda cls, names=provided: names.append(cls.name))
+        for caller in callers:
+            if caller.name == "register_warehouses":
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        impl.function(register=lambda cls, into=provided: into.append(cls.name))
         dist = dists.get(id(plugin))
         infos.append(
             PluginInfo(

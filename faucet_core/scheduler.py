@@ -1,176 +1,26 @@
-"""Fetching chunks in background threads: cache first, then the warehouse, with retries.
+"""Loading chunks in background threads, a bounded number ahead, handed back in order.
 
-:class:`ChunkFetcher` gets one chunk (from the cache, else from the warehouse, retrying
-transient errors with exponential backoff and jitter). :class:`ChunkScheduler` runs it for
-one pass over an ordered chunk list, a bounded number of chunks ahead of the consumer,
-and hands results back in order, so the stream does not depend on thread timing.
+:class:`ChunkScheduler` runs a load function for one pass over an ordered list of chunk
+segments, at most ``prefetch`` ahead of the consumer, on a :class:`FetchPool` shared by
+a stream's passes, and hands results back in order, so the stream never depends on
+thread timing.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import pyarrow as pa
-import tenacity
-
 from faucet_core.batches import Segment
-from faucet_core.cache import ChunkCache
 from faucet_core.errors import ChunkReadError
-from faucet_core.warehouse import (
-    ChunkSpec,
-    PermanentWarehouseError,
-    TransientWarehouseError,
-    Warehouse,
-    stable_digest,
-)
 
-__all__ = ["ChunkFetcher", "ChunkScheduler", "FetchPool", "FetchedChunk", "RetryPolicy"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ChunkScheduler", "FetchPool"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient warehouse errors are retried."""
-
-    attempts: int = 5
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
-
-
-@dataclass(frozen=True)
-class FetchedChunk:
-    """A chunk's table, and whether it came from the cache or how many tries it took."""
-
-    chunk: ChunkSpec
-    table: pa.Table
-    from_cache: bool
-    attempts: int
-
-
-class _Stopped(Exception):
-    """The fetcher was closed while waiting to retry."""
-
-
-class ChunkFetcher:
-    """Gets chunks of one plan: from the cache when there, else from the warehouse.
-
-    Args:
-        warehouse: The planned warehouse.
-        plan_fingerprint: Identifies the plan's chunk contents; part of each cache key.
-        columns: The columns every chunk must have, in order.
-        cache: The chunk cache, or ``None`` to always read the warehouse.
-        retry: The retry policy for transient errors.
-        prepare: Called before each warehouse read (it must be idempotent); it readies
-            the warehouse, e.g. materializes the split, on the first cache miss.
-    """
-
-    def __init__(
-        self,
-        warehouse: Warehouse,
-        plan_fingerprint: str,
-        columns: Sequence[str],
-        cache: ChunkCache | None,
-        retry: RetryPolicy,
-        prepare: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.warehouse = warehouse
-        self.prepare = prepare
-        self.plan_fingerprint = plan_fingerprint
-        self.columns = list(columns)
-        self.cache = cache
-        self.retry = retry
-        self._stopped = threading.Event()
-
-    def cache_key(self, chunk: ChunkSpec) -> str:
-        """The cache key of ``chunk`` in this plan."""
-        return stable_digest(self.plan_fingerprint, chunk.split, chunk.index)
-
-    def stop(self) -> None:
-        """Interrupt retry waits; fetches under way fail with :class:`ChunkReadError`."""
-        self._stopped.set()
-
-    def fetch(self, chunk: ChunkSpec) -> FetchedChunk:
-        """Return ``chunk``'s rows as a single-batch table.
-
-        Raises:
-            ChunkReadError: The chunk could not be read: a permanent error, transient errors
-                on every try, or the fetcher was stopped. Names the chunk and the cause.
-        """
-        key = self.cache_key(chunk)
-        if self.cache is not None:
-            cached = self.cache.get(key)
-            if cached is not None and self._conforms(chunk, cached):
-                return FetchedChunk(chunk, cached, from_cache=True, attempts=0)
-        table, attempts = self._read_with_retries(chunk)
-        if self.cache is not None:
-            self.cache.put(key, table)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts)
-
-    def _conforms(self, chunk: ChunkSpec, table: pa.Table) -> bool:
-        return bool(table.num_rows == chunk.rows and table.column_names == self.columns)
-
-    def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.attempts),
-            # "Full jitter": a random wait up to the exponential bound spreads retries out.
-            wait=tenacity.wait_random_exponential(
-                multiplier=self.retry.initial_backoff, max=self.retry.max_backoff
-            ),
-            retry=tenacity.retry_if_exception_type(TransientWarehouseError),
-            sleep=self._sleep,
-            before_sleep=lambda state: log.warning(
-                "retrying %s after a transient error (try %d of %d): %s",
-                chunk.describe(),
-                state.attempt_number,
-                self.retry.attempts,
-                state.outcome.exception() if state.outcome else None,
-            ),
-            reraise=True,
-        )
-        try:
-            table = retrying(self._read_once, chunk)
-        except _Stopped:
-            raise ChunkReadError(f"{chunk.describe()}: the reader was closed") from None
-        except TransientWarehouseError as exc:
-            raise ChunkReadError(
-                f"could not read {chunk.describe()} from {self.warehouse.name} after "
-                f"{self.retry.attempts} tries; last error: {exc}"
-            ) from exc
-        except Exception as exc:
-            raise ChunkReadError(
-                f"could not read {chunk.describe()} from {self.warehouse.name}: {exc}"
-            ) from exc
-        return table, retrying.statistics.get("attempt_number", 1)
-
-    def _read_once(self, chunk: ChunkSpec) -> pa.Table:
-        if self._stopped.is_set():
-            raise _Stopped
-        self.prepare()
-        table = self.warehouse.read_chunk(chunk)
-        if table.num_rows != chunk.rows:
-            raise PermanentWarehouseError(
-                f"expected {chunk.rows} rows but read {table.num_rows}: the source changed "
-                "after planning; start a new reader"
-            )
-        if table.column_names != self.columns:
-            raise PermanentWarehouseError(
-                f"expected columns {self.columns} but read {table.column_names}"
-            )
-        return table.combine_chunks()
-
-    def _sleep(self, seconds: float) -> None:
-        if self._stopped.wait(seconds):
-            raise _Stopped
 
 
 class FetchPool:

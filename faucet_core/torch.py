@@ -13,35 +13,25 @@ its :meth:`~FaucetDataLoader.state_dict` saves and a restored loader skips.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from faucet_core.batches import batch_count
-from faucet_core.config import build_config
 from faucet_core.errors import ConfigError
+from faucet_core.position import Partition, Remainder, StreamPosition, worker_rows
 from faucet_core.reader import Reader
-from faucet_core.resume import STATE_FORMAT, check_state
+from faucet_core.stream import Stream
 from faucet_core.warehouse import SplitName
 
-__all__ = [
-    "FaucetDataLoader",
-    "FaucetIterableDataset",
-    "LoaderMetrics",
-    "rank_rows",
-    "resume_point",
-    "worker_batches",
-]
+__all__ = ["FaucetDataLoader", "FaucetIterableDataset", "LoaderMetrics"]
 
-Remainder = Literal["drop", "pad"]
 TensorBatch = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -59,38 +49,6 @@ def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
     return rank, world_size
-
-
-def rank_rows(total: int, rank: int, world_size: int, remainder: Remainder) -> tuple[int, int]:
-    """Rows ``start:stop`` of an epoch served by ``rank``; equal in length for every rank.
-
-    ``drop`` leaves out the last ``total % world_size`` rows of the epoch's order (other
-    rows each epoch); ``pad`` extends the last ranks with the epoch's first rows again.
-    """
-    per_rank = total // world_size if remainder == "drop" else math.ceil(total / world_size)
-    return rank * per_rank, (rank + 1) * per_rank
-
-
-def worker_batches(batches: int, worker: int, workers: int) -> tuple[int, int]:
-    """The contiguous run of a rank's batches that one DataLoader worker serves."""
-    return worker * batches // workers, (worker + 1) * batches // workers
-
-
-def resume_point(sizes: list[int], consumed: int) -> tuple[list[int], int]:
-    """Where ``consumed`` batches of workers with ``sizes`` batches each leave off.
-
-    The DataLoader takes one batch from each worker in turn, skipping exhausted ones.
-    Returns the batches each worker had delivered and the worker whose turn was next.
-    """
-    taken = [0] * len(sizes)
-    turn = 0
-    left = min(consumed, sum(sizes))
-    while left:
-        if taken[turn] < sizes[turn]:
-            taken[turn] += 1
-            left -= 1
-        turn = (turn + 1) % len(sizes)
-    return taken, turn
 
 
 def _tensor(table: pa.Table) -> torch.Tensor:
@@ -117,9 +75,10 @@ def _tensor(table: pa.Table) -> torch.Tensor:
 class FaucetIterableDataset(IterableDataset[TensorBatch]):
     """An ``IterableDataset`` of ``(features, labels)`` tensor batches of a reader's split.
 
-    Use it with ``DataLoader(dataset, batch_size=None, ...)`` (or :meth:`loader`), so that
-    Faucet's batches pass through. Call :meth:`set_epoch` before each epoch, as with a
-    ``DistributedSampler``.
+    Use it with :class:`FaucetDataLoader` (or ``DataLoader(dataset, batch_size=None)``), so
+    that Faucet's batches pass through. Call :meth:`set_epoch` before each epoch, as with a
+    ``DistributedSampler``. Without DataLoader workers it serves batches from the reader's
+    own stream; each worker process opens the same stream from the reader's plan.
 
     Args:
         reader: A reader; its plan, seed and settings are used, it serves no batches itself.
@@ -130,6 +89,12 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         remainder: What to do with rows that do not divide evenly among ranks: ``"drop"``
             them (other rows each epoch) or ``"pad"`` ranks with repeated rows.
         features_dtype: Convert features to this dtype (default: as the columns give).
+
+    Attributes:
+        epoch: The epoch (0-based) the next iteration serves.
+        seed: The shuffle seed.
+        skip_batches: Batches of :attr:`epoch` the next iteration leaves out (consumed
+            before a resume).
     """
 
     def __init__(
@@ -143,75 +108,82 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     ) -> None:
         super().__init__()
         reader.prepare()
-        self.config = reader.config.model_copy(update={"output": "arrow", "seed": reader.seed})
-        self.plan = reader.plan
+        self.spec = reader.stream.spec
+        self.seed = reader.seed
+        self.seed_configured = reader.config.seed is not None
         self.split: SplitName = split
         self.rank, self.world_size = _distributed(rank, world_size)
         self.remainder: Remainder = remainder
         self.features_dtype = features_dtype
+        self.feature_columns = list(reader.feature_columns)
+        self.label_columns = list(reader.label_columns)
         self.epoch = 0
-        self._skip = 0  # batches of this epoch already consumed (resume)
-        self._seed_given = reader.config.seed is not None
+        self.skip_batches = 0
+        self._stream: Stream | None = reader.stream  # this process's; workers open their own
 
     def __getstate__(self) -> dict[str, Any]:
-        # The config's class is made at run time (it embeds the warehouse's connection
-        # model), so it travels to spawned workers as plain data and is validated again.
         state = dict(self.__dict__)
-        state["config"] = self.config.model_dump(mode="json")
+        state["_stream"] = None
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state["config"] = build_config(state["config"], "a DataLoader worker")
-        self.__dict__.update(state)
+    @property
+    def config(self) -> Any:
+        """The reader's configuration."""
+        return self.spec.config
 
     @property
-    def rows_per_rank(self) -> int:
-        """Rows each rank serves per epoch."""
-        start, stop = rank_rows(self.plan.rows(self.split), 0, self.world_size, self.remainder)
-        return stop - start
+    def plan(self) -> Any:
+        """The reader's plan."""
+        return self.spec.plan
+
+    def partition(self, num_workers: int) -> Partition:
+        """How an epoch is divided among ranks and ``num_workers`` DataLoader workers."""
+        return Partition(self.rank, self.world_size, self.remainder, max(num_workers, 1))
 
     def __len__(self) -> int:
         """Batches this rank serves per epoch (the same on every rank)."""
-        return batch_count(self.rows_per_rank, self.config.batch_size, self.config.drop_last)
+        config = self.config
+        return self.partition(1).rank_batches(
+            self.plan.rows(self.split), config.batch_size, config.drop_last
+        )
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch (0-based) whose order the next iteration serves."""
-        if epoch != self.epoch:
-            self._skip = 0
-        self.epoch = epoch
-
-    def worker_sizes(self, workers: int) -> list[int]:
-        """Batches each of ``workers`` DataLoader workers serves per epoch."""
-        spans = [worker_batches(len(self), w, max(workers, 1)) for w in range(max(workers, 1))]
-        return [hi - lo for lo, hi in spans]
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch (0-based) the next iteration serves, and the batches of it
+        already consumed."""
+        self.epoch, self.skip_batches = epoch, skip_batches
 
     def __iter__(self) -> Iterator[TensorBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        batch_size = self.config.batch_size
-        rank_start, rank_stop = rank_rows(
-            self.plan.rows(self.split), self.rank, self.world_size, self.remainder
+        config = self.config
+        start, stop = worker_rows(
+            self.plan.rows(self.split),
+            config.batch_size,
+            config.drop_last,
+            self.partition(workers),
+            worker,
+            self.skip_batches,
         )
-        # A resumed loader starts its turns at worker 0 again, where the interrupted one
-        # would have gone on with worker `turn`: worker j takes over the run of `turn + j`.
-        taken, turn = resume_point(self.worker_sizes(workers), self._skip)
-        run = (worker + turn) % workers
-        first, last = worker_batches(len(self), run, workers)
-        start = rank_start + (first + taken[run]) * batch_size
-        stop = min(rank_start + last * batch_size, rank_stop)
         if start >= stop:
             return
-        with Reader(self.config, plan=self.plan) as reader:
-            for batch in reader.iter_range(self.split, self.epoch + 1, start, stop):
-                yield self._tensors(batch)
+        own = self._stream if info is None else None
+        stream = own if own is not None and not own.closed else Stream(self.spec)
+        current = stream.open_pass(self.split, self.epoch + 1, self.seed, start, stop)
+        try:
+            for table in current:
+                yield self._tensors(table)
+        finally:
+            current.close()
+            if stream is not own:
+                stream.close()
 
-    def _tensors(self, batch: dict[str, Any]) -> TensorBatch:
-        features = _tensor(batch["features"])
+    def _tensors(self, table: pa.Table) -> TensorBatch:
+        features = _tensor(table.select(self.feature_columns))
         if self.features_dtype is not None:
             features = features.to(self.features_dtype)
-        if batch["labels"] is None:
+        if not self.label_columns:
             return features, None
-        labels = _tensor(batch["labels"])
+        labels = _tensor(table.select(self.label_columns))
         return features, labels[:, 0] if labels.shape[1] == 1 else labels
 
     def loader(self, **kwargs: Any) -> FaucetDataLoader:
@@ -237,8 +209,9 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
     """A ``DataLoader`` over a :class:`FaucetIterableDataset` that can save its position.
 
     It passes Faucet's batches through (``batch_size=None``), counts the batches the loop
-    consumed for :meth:`state_dict`, and measures the time the loop waited for data.
-    ``persistent_workers`` is refused: workers would keep a stale epoch.
+    consumed for :meth:`state_dict`, and measures the time the loop waited for data. At the
+    end of an epoch it moves the dataset to the next one. ``persistent_workers`` is
+    refused: workers would keep a stale epoch.
     """
 
     dataset: FaucetIterableDataset
@@ -250,10 +223,14 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             raise ValueError("persistent_workers would keep a stale epoch in the workers")
         super().__init__(dataset, batch_size=None, **kwargs)
         self.metrics = LoaderMetrics()
+        self._epoch = dataset.epoch
+        self._consumed = dataset.skip_batches
 
     def __iter__(self) -> Iterator[TensorBatch]:  # type: ignore[override]
         dataset = self.dataset
-        consumed = dataset._skip
+        if dataset.epoch != self._epoch:  # set_epoch() was called: a new epoch
+            self._epoch, self._consumed = dataset.epoch, dataset.skip_batches
+        dataset.set_epoch(self._epoch, self._consumed)
         self.metrics = LoaderMetrics()
         started = time.perf_counter()
         iterator = super().__iter__()
@@ -265,42 +242,42 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
                 break
             finally:
                 self.metrics.wait_seconds += time.perf_counter() - waited
-            consumed += 1
-            dataset._skip = consumed
+            self._consumed += 1
             self.metrics.batches += 1
             self.metrics.elapsed_seconds = time.perf_counter() - started
             yield batch
         self.metrics.elapsed_seconds = time.perf_counter() - started
-        dataset._skip = 0
-        dataset.epoch += 1
+        self._epoch, self._consumed = self._epoch + 1, 0
+        dataset.set_epoch(self._epoch)
 
-    def _resume_settings(self) -> dict[str, Any]:
-        """Settings a saved state must share with this loader (a random seed adopts it)."""
+    def stream_settings(self) -> dict[str, Any]:
+        """What a saved position must share with this loader to resume it."""
         dataset = self.dataset
-        settings: dict[str, Any] = {
+        return {
             "split": dataset.split,
             "batch_size": dataset.config.batch_size,
             "drop_last": dataset.config.drop_last,
+            "shuffle": dataset.config.shuffle,
             "rank": dataset.rank,
             "world_size": dataset.world_size,
             "remainder": dataset.remainder,
-            "num_workers": self.num_workers,
+            "workers": max(self.num_workers, 1),
         }
-        if dataset._seed_given:
-            settings["seed"] = dataset.config.seed
-        return settings
+
+    def position(self) -> StreamPosition:
+        """Where the stream is: the epoch under way (1-based) and its batches consumed."""
+        dataset = self.dataset
+        return StreamPosition(
+            dataset.plan.fingerprint,
+            dataset.seed,
+            self._epoch + 1,
+            self._consumed,
+            self.stream_settings(),
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        """The position in the stream: plan, seed, epoch and batches consumed, as plain values."""
-        dataset = self.dataset
-        return {
-            "format": STATE_FORMAT,
-            "plan": dataset.plan.fingerprint,
-            **self._resume_settings(),
-            "seed": dataset.config.seed,
-            "epoch": dataset.epoch,
-            "batches": dataset._skip,
-        }
+        """The position in the stream as a few plain values, for checkpoints."""
+        return self.position().as_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next iteration serve exactly the rest of the saved epoch.
@@ -309,7 +286,11 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             ResumeError: The state is from another plan, seed or settings.
         """
         dataset = self.dataset
-        check_state(state, dataset.plan.fingerprint, self._resume_settings())
-        dataset.config = dataset.config.model_copy(update={"seed": state["seed"]})
-        dataset.epoch = state["epoch"]
-        dataset._skip = state["batches"]
+        position = StreamPosition.from_dict(state)
+        settings = self.stream_settings()
+        if dataset.seed_configured:
+            settings["seed"] = dataset.seed
+        position.check(dataset.plan.fingerprint, settings)
+        dataset.seed = position.seed
+        self._epoch, self._consumed = position.epoch - 1, position.batches
+        dataset.set_epoch(self._epoch, self._consumed)

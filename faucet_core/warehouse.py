@@ -1,36 +1,48 @@
-"""The contract between the core and a warehouse plugin, and its value types.
+"""The contract between the core and a warehouse plugin, and the values that cross it.
 
-A warehouse answers three questions: how to hold its connection settings (a Pydantic
-model), how to split and cut a source into chunks once (:meth:`Warehouse.plan`), and how
-to read one chunk (:meth:`Warehouse.read_chunk`). Threads, retries, the cache, shuffling
-and batching belong to the core.
+A warehouse does four things, each in its own SQL and I/O; the core decides everything
+that exactly-once and a stable split depend on (see :mod:`faucet_core.layout`):
+
+1. :meth:`Warehouse.data_version`: which version of a source it would read, from
+   metadata alone (no scan), or ``None`` when it cannot tell cheaply.
+2. :meth:`Warehouse.count_buckets`: the source's columns, and its rows per (split,
+   bucket), in one aggregate query.
+3. :meth:`Warehouse.materialize` (optional): copy the split source once to scratch storage
+   named after the plan, idempotently, where reading buckets from the source would cost a
+   scan per chunk.
+4. :meth:`Warehouse.read_buckets`: the rows of one chunk (a bucket range of a split), as
+   Arrow, from any thread or process that holds the plan.
+
+:class:`~faucet_core.sql.SqlWarehouse` implements 2 and 4 for warehouses that speak SQL,
+from a hash expression and a way to run a query.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel
 
+from faucet_core import layout
+
+if TYPE_CHECKING:
+    from faucet_core.plan import ChunkSpec, Plan
+
 __all__ = [
-    "AggregateNotSupported",
-    "ChunkSpec",
+    "BucketCounts",
     "PermanentWarehouseError",
-    "Plan",
     "PlanRequest",
+    "ScratchDataMissing",
     "SourceSpec",
     "SplitName",
     "SplitSpec",
     "TransientWarehouseError",
     "Warehouse",
     "WarehouseError",
-    "stable_digest",
 ]
 
 SplitName = Literal["train", "eval"]
@@ -48,14 +60,11 @@ class PermanentWarehouseError(WarehouseError):
     """A failure that retrying will not fix (missing table, bad SQL, no permission)."""
 
 
-class AggregateNotSupported(WarehouseError):
-    """The warehouse cannot push down the requested aggregate."""
+class ScratchDataMissing(TransientWarehouseError):
+    """The scratch copy a chunk is read from is gone (expired, or dropped by its maker).
 
-
-def stable_digest(*parts: Any) -> str:
-    """Return a short hex digest of JSON-serialisable ``parts``, stable across runs."""
-    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    The core then runs :meth:`Warehouse.materialize` again and retries the read.
+    """
 
 
 @dataclass(frozen=True)
@@ -78,14 +87,20 @@ class SourceSpec:
     partition_column: str | None = None
     columns: tuple[str, ...] | None = None
 
+    def describe(self) -> str:
+        """A short human label, used in errors: ``table t``, ``the source query``, ..."""
+        if self.table:
+            what = f"table {self.table}"
+        elif self.query:
+            what = "the source query"
+        else:
+            what = f"files {', '.join(self.files or ())}"
+        return what if self.ds is None else f"{what} (ds={self.ds})"
+
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """How rows are assigned to the train and eval splits.
-
-    A row is in eval when ``hash(split_key) mod 10000 < test_split_percent * 100``; the hash
-    is computed by the warehouse in its own SQL, so the split is a pure function of the
-    key and identical across runs, epochs and chunk sizes.
+    """How rows are assigned to the train and eval splits (see :mod:`faucet_core.layout`).
 
     Attributes:
         key: The columns whose hash decides the split; ``None`` hashes every selected column.
@@ -97,61 +112,39 @@ class SplitSpec:
 
     @property
     def eval_buckets(self) -> int:
-        """How many of 10,000 hash buckets belong to eval."""
-        return round(self.test_split_percent * 100)
+        """How many of the 10,000 split buckets are eval."""
+        return layout.eval_buckets(self.test_split_percent)
 
 
 @dataclass(frozen=True)
 class PlanRequest:
-    """Everything :meth:`Warehouse.plan` needs: source, split and target chunk size."""
+    """What a plan is made for: the source, the split and the target chunk size."""
 
     source: SourceSpec
     split: SplitSpec
     chunk_size: int
 
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """One chunk of one split, as planned by a warehouse.
-
-    Attributes:
-        split: ``"train"`` or ``"eval"``.
-        index: Position of the chunk in its split's chunk list.
-        rows: Exact number of rows :meth:`Warehouse.read_chunk` returns for it.
-        token: Warehouse-private data telling it how to read the chunk (JSON-serialisable).
-    """
-
-    split: SplitName
-    index: int
-    rows: int
-    token: Any = None
-
-    def describe(self) -> str:
-        """A short human label, used in errors and logs."""
-        return f"{self.split} chunk {self.index} ({self.rows} rows)"
+    def key(self, columns: Sequence[str]) -> tuple[str, ...]:
+        """The columns hashed for the split: the split key, else all of ``columns``."""
+        return tuple(self.split.key) if self.split.key else tuple(columns)
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The outcome of planning: chunks per split and what identifies their data.
+class BucketCounts:
+    """What :meth:`Warehouse.count_buckets` found.
 
     Attributes:
-        fingerprint: Identifies the exact chunk contents (data version, source, split,
-            columns, chunking). Two plans with the same fingerprint have identical chunks,
-            which is what lets the chunk cache serve them across runs.
-        columns: The column names every chunk has, in order.
-        chunks: The chunk list of each split.
-        stats: Facts the warehouse reports about planning (bytes scanned, timings).
+        columns: The columns every chunk will have, in order (the selected ones, or all).
+        counts: Rows and checksum of every non-empty (split, bucket): a table with the
+            columns :data:`~faucet_core.layout.COUNT_COLUMNS`, as
+            :meth:`~faucet_core.layout.Dialect.count_query` returns it (or
+            :func:`~faucet_core.layout.count_hashes` makes it).
+        stats: Facts about the counting worth showing (bytes processed, jobs run).
     """
 
-    fingerprint: str
     columns: tuple[str, ...]
-    chunks: Mapping[SplitName, Sequence[ChunkSpec]]
+    counts: pa.Table
     stats: Mapping[str, Any] = field(default_factory=dict)
-
-    def rows(self, split: SplitName) -> int:
-        """Total rows of ``split``."""
-        return sum(c.rows for c in self.chunks.get(split, ()))
 
 
 class Warehouse(ABC):
@@ -160,7 +153,7 @@ class Warehouse(ABC):
     Subclasses set :attr:`name` (the ``datastore`` value users write) and
     :attr:`connection_model` (the Pydantic model of the ``connection:`` config section), and
     are registered through the ``register_warehouses`` hook. They are constructed with a
-    validated ``connection_model`` instance.
+    validated ``connection_model`` instance, once per process that plans or reads.
     """
 
     name: ClassVar[str]
@@ -169,50 +162,46 @@ class Warehouse(ABC):
     def __init__(self, connection: BaseModel) -> None:
         self.connection = connection
 
-    @property
-    @abstractmethod
-    def fingerprint(self) -> str:
-        """Identifies the data this warehouse serves (and its version), for cache staleness."""
+    def data_version(self, source: SourceSpec) -> str | None:
+        """The version of the data ``source`` reads, from metadata alone, or ``None``.
+
+        Must not scan the data. Plans (and cached chunks) are reused only while it stays
+        the same; ``None`` means the warehouse cannot tell cheaply (a query).
+        """
+        return None
 
     @abstractmethod
-    def plan(self, request: PlanRequest) -> Plan:
-        """Split the source and cut it into chunks. Called once per reader.
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        """The source's columns, and its rows and checksum per (split, bucket).
+
+        One aggregate query: split and bucket come from the layout's arithmetic on the
+        64-bit hash of :meth:`PlanRequest.key`.
 
         Raises:
-            PermanentWarehouseError: The source does not exist or cannot be read.
+            PermanentWarehouseError: The source, a column or the key does not exist.
         """
 
-    def prepare(self, plan: Plan) -> None:  # noqa: B027 - optional hook with a no-op default
-        """Do the one-time work chunks need before they can be read (materialize the split).
+    def materialize(self, plan: Plan) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Make :meth:`read_buckets` cheap for ``plan``'s chunks: optional, idempotent.
 
-        Called by the core, in the process that made ``plan``, before the first chunk the
-        cache cannot serve, so a fully cached run skips it. Must be idempotent.
+        Called by the core before the first chunk the cache cannot serve, in every process
+        that reads from the warehouse; it must notice that the work is already done (a
+        scratch copy named after ``plan.rows_id`` or ``plan.fingerprint`` exists).
         """
 
     @abstractmethod
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
-        """Read one planned chunk. Must be thread-safe and safe to retry.
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        """The rows of ``chunk``: its split's rows whose bucket is in ``chunk.lo .. hi - 1``.
 
-        Once :meth:`prepare` has run, chunks may be read by another instance built from the
-        same connection, in another process (a DataLoader worker): the chunk's ``token``
-        must hold what reading it takes. Rows must come back in the same order on every
-        read, since the shuffle permutes positions.
+        Columns: ``plan.columns``, then :data:`~faucet_core.layout.HASH_COLUMN` (the key
+        hash). Row order does not matter: the core orders and checks the rows. Must be
+        thread-safe and safe to retry.
 
         Raises:
             TransientWarehouseError: A failure that a retry may fix.
-            PermanentWarehouseError: A failure that it will not.
+            ScratchDataMissing: The scratch copy is gone; the core materializes again.
+            PermanentWarehouseError: A failure that a retry will not fix.
         """
-
-    def aggregate(
-        self, request: PlanRequest, split: SplitName, column: str, stats: Sequence[str]
-    ) -> dict[str, Any]:
-        """Compute aggregates (``count``, ``mean``, ``stddev``, ``min``, ``max``, ``distinct``,
-        ``quantiles``) of ``column`` over one split, in the warehouse.
-
-        Raises:
-            AggregateNotSupported: The warehouse cannot push these down.
-        """
-        raise AggregateNotSupported(f"warehouse {self.name!r} does not push down aggregates")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
-        """Release connections, and the scratch data of plans made by this instance."""
+        """Release connections, and scratch data this instance made and no one else needs."""

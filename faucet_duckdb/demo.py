@@ -16,7 +16,8 @@ import numpy as np
 import yaml
 
 from faucet_core.cli import console, metrics_table, progress_bar
-from faucet_core.reader import PassMetrics, Reader
+from faucet_core.reader import Reader
+from faucet_core.stream import PassMetrics
 
 FEATURES = 4
 

@@ -1,43 +1,38 @@
 """The DuckDB warehouse: a table in a DuckDB file, a SQL query, or Parquet/CSV files.
 
-Planning runs two small aggregate queries over the source (split sizes, then rows per
-chunk). :meth:`DuckDBWarehouse.prepare` then materializes the split source once, with
-one ``COPY ... PARTITION_BY`` into a Parquet folder per chunk in a scratch folder, so each
-chunk read touches only its own file, from this process or any other (DataLoader workers).
-
-Rows go to the eval split when ``hash(split key) % 10000`` falls below the eval share,
-to chunks by a second, salted hash, and are ordered inside a chunk by a third: all are
-functions of the row's content, so the split, the chunks and the order inside each chunk
-are the same in every run, and chunks are well mixed whatever the storage order.
-DuckDB's ``hash`` is version-specific, so the DuckDB version is part of the fingerprint.
+Planning counts rows per (split, bucket) in one aggregate query over the source, with
+DuckDB's ``hash`` of the split key. :meth:`DuckDBWarehouse.materialize` then copies the
+split source once, with one ``COPY ... PARTITION_BY`` into a Parquet folder per chunk,
+in a scratch folder named after the plan, so each chunk read touches only its own files,
+from this process or any other (DataLoader workers, DDP ranks). DuckDB's ``hash`` is
+version-specific, so the DuckDB version is part of the data version.
 """
 
 from __future__ import annotations
 
 import glob
-import math
 import os
 import re
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from faucet_core import layout
+from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.sql import SqlWarehouse
 from faucet_core.warehouse import (
-    ChunkSpec,
     PermanentWarehouseError,
-    Plan,
-    PlanRequest,
+    ScratchDataMissing,
     SourceSpec,
-    SplitName,
     TransientWarehouseError,
-    Warehouse,
-    stable_digest,
 )
 
 if TYPE_CHECKING:
@@ -45,10 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DuckDBConnection", "DuckDBWarehouse", "quote_identifier"]
 
-_EVAL = "__faucet_eval"
-_CHUNK = "__faucet_chunk"
-_ORDER = "__faucet_order"
-_TIE = "__faucet_tie"
+_PART = "__faucet_part"
+_DONE = ".complete"
 _DEFAULT_PARTITION_COLUMN = "ds"
 _IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -100,7 +93,31 @@ def _file_reader(files: Sequence[str]) -> str:
     )
 
 
-class DuckDBWarehouse(Warehouse):
+def _chunk_lookup(plan: Plan) -> pa.Table:
+    """Every (split, bucket) of the plan, with the chunk it belongs to."""
+    evals, buckets, parts = [], [], []
+    for split, chunks in plan.chunks.items():
+        for chunk in chunks:
+            size = chunk.hi - chunk.lo
+            evals.append(np.full(size, split == "eval"))
+            buckets.append(np.arange(chunk.lo, chunk.hi, dtype=np.int64))
+            parts.append(np.full(size, _part(chunk), dtype=object))
+    if not evals:
+        return pa.table({"e": pa.array([], pa.bool_()), "b": [], "p": pa.array([], pa.string())})
+    return pa.table(
+        {
+            "e": np.concatenate(evals),
+            "b": np.concatenate(buckets),
+            "p": pa.array(np.concatenate(parts), pa.string()),
+        }
+    )
+
+
+def _part(chunk: ChunkSpec) -> str:
+    return f"{chunk.split}-{chunk.index}"
+
+
+class DuckDBWarehouse(SqlWarehouse):
     """Reads a DuckDB table, a query, or Parquet/CSV files through an embedded DuckDB."""
 
     name = "duckdb"
@@ -120,8 +137,8 @@ class DuckDBWarehouse(Warehouse):
         self._db = duckdb.connect(":memory:", config=config)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._owned: list[Path] = []  # scratch folders of plans made here
-        self._plans: dict[str, _PlanState] = {}
+        self._owned: list[Path] = []  # scratch folders this instance made
+        self._types: dict[SourceSpec, dict[str, str]] = {}
         try:
             if self.connection.database is not None:
                 self._db.execute(
@@ -133,16 +150,20 @@ class DuckDBWarehouse(Warehouse):
                 f"cannot open DuckDB database {self.connection.database}: {exc}"
             ) from exc
 
-    @property
-    def fingerprint(self) -> str:
-        database = self.connection.database
-        stat = database.stat() if database is not None else None
-        return stable_digest(
-            "duckdb",
-            self._duckdb.__version__,
-            str(database.resolve()) if database is not None else None,
-            (stat.st_size, stat.st_mtime_ns) if stat is not None else None,
-        )
+    def data_version(self, source: SourceSpec) -> str | None:
+        """The DuckDB version (its ``hash`` changes between versions), and the size and
+        modification time of the files read: the database, or the source files."""
+        if source.files:
+            paths = sorted({p for pattern in source.files for p in glob.glob(pattern)})
+        elif self.connection.database is not None:
+            paths = [str(self.connection.database)]
+        else:
+            return None if source.query else self._duckdb.__version__
+        stats = []
+        for path in paths:
+            stat = os.stat(path)
+            stats.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+        return layout.stable_digest(self._duckdb.__version__, stats)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
@@ -167,153 +188,111 @@ class DuckDBWarehouse(Warehouse):
             )
             raise error(f"{what}: {exc}") from exc
 
-    def _source_sql(self, source: SourceSpec) -> tuple[str, list[Any], str]:
-        """``(FROM clause, its parameters, a description for errors)``."""
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        table: pa.Table = self._run("query failed", sql, params, arrow=True)
+        return table
+
+    def quote(self, name: str) -> str:
+        return quote_identifier(name)
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        return f"hash({', '.join(quote_identifier(c) for c in columns)})"
+
+    def _relation(self, source: SourceSpec) -> tuple[str, list[Any]]:
         if source.table:
-            return _table_reference(source.table), [], f"table {source.table}"
+            return _table_reference(source.table), []
         if source.query:
-            return f"({source.query}) AS faucet_query", [], "the source query"
+            return f"({source.query}) AS faucet_query", []
         files = list(source.files or ())
         missing = [f for f in files if not any(c in f for c in "*?[") and not os.path.exists(f)]
         if missing:
             raise PermanentWarehouseError(f"source.files: no such file: {', '.join(missing)}")
-        return f"{_file_reader(files)}(?)", [files], f"files {', '.join(files)}"
+        return f"{_file_reader(files)}(?)", [files]
 
-    def _file_stats(self, source: SourceSpec) -> list[Any]:
-        stats = []
-        for pattern in source.files or ():
-            for path in sorted(glob.glob(pattern)):
-                stat = os.stat(path)
-                stats.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
-        return stats
-
-    def _relation(self, request: PlanRequest) -> _PlanState:
-        source, split = request.source, request.split
-        from_sql, params, what = self._source_sql(source)
-        described = self._run(f"cannot read {what}", f"DESCRIBE SELECT * FROM {from_sql}", params)
-        types = {row[0]: row[1] for row in described.fetchall()}
-        columns = list(source.columns) if source.columns is not None else list(types)
-        missing = [c for c in columns if c not in types]
-        if missing:
-            raise PermanentWarehouseError(
-                f"source.columns {missing} not found in {what}; it has {list(types)}"
+    def _column_types(self, source: SourceSpec) -> dict[str, str]:
+        with self._lock:
+            types = self._types.get(source)
+        if types is None:
+            relation, params = self._relation(source)
+            described = self._run(
+                f"cannot read {source.describe()}", f"DESCRIBE SELECT * FROM {relation}", params
             )
-        key = list(split.key) if split.key else columns
-        missing = [c for c in key if c not in types]
-        if missing:
-            raise PermanentWarehouseError(
-                f"source.split_key {missing} not found in {what}; it has {list(types)}"
-            )
-        where = "TRUE"
-        if source.ds is not None:
-            column = source.partition_column or _DEFAULT_PARTITION_COLUMN
-            if column not in types:
-                raise PermanentWarehouseError(
-                    f"source.ds is set but {what} has no partition column {column!r} "
-                    "(set source.partition_column)"
-                )
-            where = f"{quote_identifier(column)} = TRY_CAST(? AS {types[column]})"
-            params = [*params, source.ds]
-        hashed = ", ".join(quote_identifier(c) for c in key)
-        is_eval = f"(hash({hashed}) % 10000 < {split.eval_buckets})"
-        return _PlanState(from_sql, params, where, what, columns, hashed, is_eval)
+            types = {row[0]: row[1] for row in described.fetchall()}
+            with self._lock:
+                self._types[source] = types
+        return types
 
-    def plan(self, request: PlanRequest) -> Plan:
-        state = self._relation(request)
-        counts = self._run(
-            f"cannot plan {state.what}",
-            f"SELECT count(*) FILTER (WHERE {state.is_eval}), count(*) FILTER (WHERE NOT "
-            f"{state.is_eval}) FROM {state.from_sql} WHERE {state.where}",
-            state.params,
-        ).fetchone()
-        if request.source.ds is not None and counts == (0, 0):
-            raise PermanentWarehouseError(f"{state.what} has no rows for ds={request.source.ds!r}")
-        rows: dict[SplitName, int] = {"eval": counts[0], "train": counts[1]}
-        state.buckets = {s: max(1, math.ceil(n / request.chunk_size)) for s, n in rows.items()}
-        grouped = self._run(
-            f"cannot plan {state.what}",
-            f"SELECT {_EVAL}, {_CHUNK}, count(*) FROM (SELECT {state.select_extra()} "
-            f"FROM {state.from_sql} WHERE {state.where}) GROUP BY ALL ORDER BY ALL",
-            state.params,
-        ).fetchall()
-        fingerprint = stable_digest(
-            self.fingerprint,
-            self._file_stats(request.source),
-            request.source,
-            request.split,
-            state.columns,
-            state.buckets,
-        )
-        folder = Path(tempfile.mkdtemp(prefix="faucet-duckdb-", dir=self.connection.scratch_dir))
-        state.folder = folder / "chunks"
-        chunks: dict[SplitName, list[ChunkSpec]] = {"train": [], "eval": []}
-        for is_eval, bucket, count in grouped:
-            split: SplitName = "eval" if is_eval else "train"
-            path = state.folder / f"{_EVAL}={str(is_eval).lower()}" / f"{_CHUNK}={bucket}"
-            chunks[split].append(ChunkSpec(split, len(chunks[split]), count, token=str(path)))
+    def source_columns(self, source: SourceSpec) -> list[str]:
+        return list(self._column_types(source))
+
+    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        relation, params = self._relation(source)
+        if source.ds is None:
+            return relation, params
+        types = self._column_types(source)
+        column = source.partition_column or _DEFAULT_PARTITION_COLUMN
+        if column not in types:
+            raise PermanentWarehouseError(
+                f"source.ds is set but {source.describe()} has no partition column {column!r} "
+                "(set source.partition_column)"
+            )
+        condition = f"{quote_identifier(column)} = TRY_CAST(? AS {types[column]})"
+        return f"{relation} WHERE {condition}", [*params, source.ds]
+
+    def _scratch(self, plan: Plan) -> Path:
+        root = self.connection.scratch_dir or Path(tempfile.gettempdir())
+        return root / f"faucet-duckdb-{plan.fingerprint}"
+
+    def materialize(self, plan: Plan) -> None:
+        """Write the plan's rows, one Parquet folder per chunk, once per scratch folder."""
+        folder = self._scratch(plan)
+        if (folder / _DONE).exists():
+            return
+        temp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
+        lookup = f"faucet_chunks_{uuid.uuid4().hex}"
+        cursor = self._cursor()
+        cursor.register(lookup, _chunk_lookup(plan))
+        try:
+            hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+            h = layout.HASH_COLUMN
+            target = str(temp).replace("'", "''")
+            self._run(
+                f"cannot read {plan.request.source.describe()}",
+                f"COPY (SELECT faucet_rows.*, {lookup}.p AS {_PART} FROM ({hashed}) AS faucet_rows "
+                f"JOIN {lookup} ON {lookup}.e = {self.dialect.is_eval(h, plan.eval_buckets)} "
+                f"AND {lookup}.b = {self.dialect.bucket(h)}) "
+                f"TO '{target}' (FORMAT parquet, PARTITION_BY ({_PART}))",
+                params,
+            )
+            (temp / _DONE).touch()
+            try:
+                temp.rename(folder)
+            except OSError:  # another process finished first: its copy is the same
+                if not (folder / _DONE).exists():
+                    raise
+                shutil.rmtree(temp, ignore_errors=True)
+                return
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        finally:
+            cursor.unregister(lookup)
         with self._lock:
             self._owned.append(folder)
-            self._plans[fingerprint] = state
-        return Plan(fingerprint, tuple(state.columns), chunks, stats={"rows": rows})
 
-    def prepare(self, plan: Plan) -> None:
-        with self._lock:
-            state = self._plans.get(plan.fingerprint)
-            if state is None:
-                raise PermanentWarehouseError("prepare() must run where the plan was made")
-            if state.prepared:
-                return
-            selected = ", ".join(quote_identifier(c) for c in state.columns)
-            folder = str(state.folder).replace("'", "''")
-            # The order columns make the row order inside a chunk a function of the rows.
-            self._run(
-                f"cannot read {state.what}",
-                f"COPY (SELECT {selected}, {state.select_extra()}, "
-                f"hash({state.key_sql}, 'faucet-order') AS {_ORDER}, hash({selected}) AS {_TIE} "
-                f"FROM {state.from_sql} WHERE {state.where}) TO '{folder}' "
-                f"(FORMAT parquet, PARTITION_BY ({_EVAL}, {_CHUNK}))",
-                state.params,
-            )
-            state.prepared = True
-
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
-        files = str(Path(chunk.token) / "*.parquet")
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        folder = self._scratch(plan)
+        if not (folder / _DONE).exists():
+            raise ScratchDataMissing(f"the scratch folder {folder} is gone")
+        files = str(folder / f"{_PART}={_part(chunk)}" / "*.parquet")
+        selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
         table: pa.Table = self._run(
             f"cannot read {chunk.describe()}",
-            f"SELECT * EXCLUDE ({_ORDER}, {_TIE}) FROM read_parquet(?, hive_partitioning = false)"
-            f" ORDER BY {_ORDER}, {_TIE}",
+            f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false)",
             [files],
             arrow=True,
         )
         return table
-
-    def aggregate(
-        self, request: PlanRequest, split: SplitName, column: str, stats: Sequence[str]
-    ) -> dict[str, Any]:
-        state = self._relation(request)
-        expressions = {
-            "count": "count({c})",
-            "mean": "avg({c})",
-            "stddev": "stddev_samp({c})",
-            "min": "min({c})",
-            "max": "max({c})",
-            "distinct": "list(DISTINCT {c} ORDER BY {c})",
-            "quantiles": "quantile_cont({c}, [0.0, 0.25, 0.5, 0.75, 1.0])",
-        }
-        unknown = [s for s in stats if s not in expressions]
-        if unknown:
-            raise PermanentWarehouseError(
-                f"unknown aggregates {unknown}; known: {list(expressions)}"
-            )
-        quoted = quote_identifier(column)
-        select = ", ".join(expressions[s].format(c=quoted) for s in stats)
-        condition = state.is_eval if split == "eval" else f"NOT {state.is_eval}"
-        row = self._run(
-            f"cannot aggregate {column} of {state.what}",
-            f"SELECT {select} FROM {state.from_sql} WHERE {state.where} AND {condition}",
-            state.params,
-        ).fetchone()
-        return dict(zip(stats, row, strict=True))
 
     def close(self) -> None:
         db = getattr(self, "_db", None)
@@ -321,37 +300,3 @@ class DuckDBWarehouse(Warehouse):
             db.close()
         for folder in getattr(self, "_owned", ()):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-class _PlanState:
-    """The SQL pieces of one plan, kept to materialize its chunks."""
-
-    def __init__(
-        self,
-        from_sql: str,
-        params: list[Any],
-        where: str,
-        what: str,
-        columns: list[str],
-        key_sql: str,
-        is_eval: str,
-    ) -> None:
-        self.from_sql = from_sql
-        self.params = params
-        self.where = where
-        self.what = what
-        self.columns = columns
-        self.key_sql = key_sql
-        self.is_eval = is_eval
-        self.bucket = f"hash({key_sql}, 'faucet-chunk')"
-        self.buckets: dict[SplitName, int] = {}
-        self.folder = Path()
-        self.prepared = False
-
-    def select_extra(self) -> str:
-        """The split flag and the chunk number of each row, as SQL select items."""
-        chunk = (
-            f"CASE WHEN {self.is_eval} THEN {self.bucket} % {self.buckets['eval']} "
-            f"ELSE {self.bucket} % {self.buckets['train']} END"
-        )
-        return f"{self.is_eval} AS {_EVAL}, {chunk} AS {_CHUNK}"

@@ -1,6 +1,11 @@
-"""Shared fixtures: plugin managers, DuckDB tables, readers."""
+"""Shared fixtures: plugins, DuckDB tables, readers, the BigQuery emulator."""
 
 from __future__ import annotations
+
+import os
+
+# Only the plugins the tests register take part, whatever else is installed.
+os.environ["FAUCET_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
 import threading
 from collections.abc import Callable, Iterator
@@ -8,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pluggy
 import pyarrow as pa
 import pytest
 from hypothesis import settings
 
 import faucet_bigquery.plugin
 import faucet_duckdb.plugin
-from faucet_core import Reader, Warehouse, get_batch_reader, hookimpl
-from faucet_core.plugins import make_plugin_manager
-from faucet_core.warehouse import ChunkSpec
+from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
+from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
 from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
 
@@ -81,25 +84,53 @@ class CountingDuckDB(DuckDBWarehouse):
     name = "counting-duckdb"
     counter = ReadCounter()
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         type(self).counter.add()
-        return super().read_chunk(chunk)
+        return super().read_buckets(plan, chunk)
 
 
-class _TestWarehouses:
+class TestWarehouses:
+    """A plugin providing the test warehouses."""
+
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         register(CountingDuckDB)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def plugins() -> Iterator[None]:
+    """The project's plugins and the test warehouses, registered for the whole run."""
+    names = [
+        pm.register(faucet_duckdb.plugin, name="duckdb"),
+        pm.register(faucet_bigquery.plugin, name="bigquery"),
+        pm.register(TestWarehouses(), name="test-warehouses"),
+    ]
+    yield
+    for name in names:
+        pm.unregister(name=name)
+
+
 @pytest.fixture
-def manager() -> pluggy.PluginManager:
-    """A plugin manager holding the project's plugins and the counting test warehouse."""
-    manager = make_plugin_manager()
-    manager.register(faucet_duckdb.plugin)
-    manager.register(faucet_bigquery.plugin)
-    manager.register(_TestWarehouses())
-    return manager
+def register() -> Iterator[Callable[[object], None]]:
+    """Register more plugins for one test; they are unregistered after it."""
+    added: list[object] = []
+
+    def add(plugin: object) -> None:
+        pm.register(plugin)
+        added.append(plugin)
+
+    yield add
+    for plugin in added:
+        pm.unregister(plugin)
+
+
+@pytest.fixture(autouse=True)
+def no_faucet_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the tests alone, not from ``FAUCET_*`` variables of the shell."""
+    keep = {"FAUCET_DISABLE_PLUGIN_AUTOLOAD", "FAUCET_TEST_CACHE", "FAUCET_TRACE_HOOKS"}
+    for name in list(os.environ):
+        if name.startswith("FAUCET_") and name not in keep:
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture
@@ -110,9 +141,7 @@ def read_counter() -> ReadCounter:
 
 
 @pytest.fixture
-def make_reader(
-    manager: pluggy.PluginManager, table_path: Path, tmp_path: Path
-) -> Iterator[Callable[..., Reader]]:
+def make_reader(table_path: Path, tmp_path: Path) -> Iterator[Callable[..., Reader]]:
     """Build readers of ``table_path`` (closed at teardown); keywords override defaults,
     and a keyword given as ``None`` removes that default."""
     readers: list[Reader] = []
@@ -131,7 +160,7 @@ def make_reader(
         }
         defaults.update(settings)
         given = {key: value for key, value in defaults.items() if value is not None}
-        reader = get_batch_reader(manager=manager, **given)
+        reader = get_batch_reader(**given)
         readers.append(reader)
         return reader
 

@@ -13,7 +13,7 @@ from faucet_core.batches import (
     row_segments,
     slice_batches,
 )
-from faucet_core.warehouse import ChunkSpec
+from faucet_core.plan import ChunkSpec
 
 
 def _tables(sizes: list[int]) -> list[pa.Table]:
@@ -44,7 +44,7 @@ def test_slices_deliver_each_row_once_in_order(
 
 
 def _chunks(n: int, split: str = "train") -> list[ChunkSpec]:
-    return [ChunkSpec(split, i, 10) for i in range(n)]  # type: ignore[arg-type]
+    return [ChunkSpec(split, i, i, i + 1, 10, 0) for i in range(n)]  # type: ignore[arg-type]
 
 
 def test_chunk_order_is_a_seeded_permutation_per_epoch() -> None:
@@ -59,13 +59,13 @@ def test_chunk_order_is_a_seeded_permutation_per_epoch() -> None:
 
 def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     table = pa.table({"id": list(range(100))})
-    chunk = ChunkSpec("train", 0, 100)
+    chunk = ChunkSpec("train", 0, 0, 1, 100, 0)
     once = permute_chunk(table, chunk, seed=1, epoch=1).column("id").to_pylist()
     assert sorted(once) == list(range(100))
     assert once != list(range(100))
     assert permute_chunk(table, chunk, seed=1, epoch=1).column("id").to_pylist() == once
     assert permute_chunk(table, chunk, seed=1, epoch=2).column("id").to_pylist() != once
-    other_chunk = ChunkSpec("train", 1, 100)
+    other_chunk = ChunkSpec("train", 1, 1, 2, 100, 0)
     assert permute_chunk(table, other_chunk, seed=1, epoch=1).column("id").to_pylist() != once
 
 
@@ -77,7 +77,7 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
 def test_row_segments_cover_the_range_and_wrap_around(
     sizes: list[int], start: int, length: int
 ) -> None:
-    order = [ChunkSpec("train", i, n) for i, n in enumerate(sizes)]
+    order = [ChunkSpec("train", i, i, i + 1, n, 0) for i, n in enumerate(sizes)]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     total = sum(sizes)
     start = min(start, total)

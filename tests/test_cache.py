@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,12 +52,33 @@ def test_truncated_entry_is_detected(tmp_path: Path) -> None:
     assert cache.stats.corrupt_discarded == 1
 
 
+CRASH_MID_WRITE = """
+import os, signal, sys
+import pyarrow as pa
+from faucet_core import cache as module
+
+def write_half_then_die(path, data):
+    with open(path, "wb") as handle:
+        handle.write(data.to_pybytes()[: data.size // 2])
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+module._write_file = write_half_then_die
+table = pa.table({"id": list(range(100_000))})
+module.ChunkCache(sys.argv[1]).put("a", table)
+"""
+
+
 def test_a_write_cut_short_is_never_read(tmp_path: Path) -> None:
-    # What a crash mid-write leaves: a temporary file, never renamed into place.
-    (tmp_path / ".a.123.456.tmp").write_bytes(b"half an arrow file")
+    # A process killed in the middle of writing an entry.
+    crashed = subprocess.run([sys.executable, "-c", CRASH_MID_WRITE, str(tmp_path)], check=False)
+    assert crashed.returncode == -signal.SIGKILL
+    assert [p.suffix for p in tmp_path.iterdir()] == [".tmp"]  # no entry, only the half file
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     assert cache.get("a") is None
     assert len(cache) == 0
+    assert cache.put("a", _table(10))
+    assert cache.get("a") == _table(10)
 
 
 def test_least_recently_used_entries_are_evicted_past_the_budget(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,6 @@ import yaml
 from click.testing import CliRunner
 
 from faucet_core.cli import cli
-from faucet_duckdb.demo import demo
-
-cli.add_command(demo)
 
 
 @pytest.fixture
@@ -41,11 +39,13 @@ def run(*args: str) -> tuple[int, str, str]:
 
 
 def test_the_installed_script_lists_plugins_as_json() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FAUCET_DISABLE_PLUGIN_AUTOLOAD"}
     output = subprocess.run(
         [Path(sys.executable).with_name("faucet"), "plugins", "--json"],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     ).stdout
     plugins = {p["name"]: p for p in json.loads(output)}
     duckdb = next(p for p in plugins.values() if "duckdb" in p["warehouses"])

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
-import pluggy
 import pytest
 
 from faucet_core import ConfigError, UnknownDatastore
-from faucet_core.config import config_from_kwargs, env_overrides, load_config
-from faucet_core.plugins import make_plugin_manager
+from faucet_core.settings import config_from_kwargs, env_settings, load_config
 from faucet_duckdb import DuckDBConnection
 
 
@@ -41,12 +40,8 @@ def _files(tmp_path: Path, database: Path) -> list[Path]:
     return [yaml_file, toml_file, json_file]
 
 
-def test_yaml_toml_and_json_load_the_same_config(
-    tmp_path: Path, database: Path, manager: pluggy.PluginManager
-) -> None:
-    configs = [
-        load_config(path, manager=manager, environ={}) for path in _files(tmp_path, database)
-    ]
+def test_yaml_toml_and_json_load_the_same_config(tmp_path: Path, database: Path) -> None:
+    configs = [load_config(path) for path in _files(tmp_path, database)]
     assert configs[0] == configs[1] == configs[2]
     config = configs[0]
     assert isinstance(config.connection, DuckDBConnection)
@@ -55,7 +50,7 @@ def test_yaml_toml_and_json_load_the_same_config(
     assert config.cache.max_bytes == 2 * 2**30
 
 
-def test_keywords_map_to_their_sections(database: Path, manager: pluggy.PluginManager) -> None:
+def test_keywords_map_to_their_sections(database: Path) -> None:
     settings = config_from_kwargs({
         "table_name": "t", "ds": "2024-01-01", "cache_dir": "/c", "use_cache": False,
         "retry_attempts": 2, "chunk_timeout": 5, "batch_size": 7, "database": "d",
@@ -67,23 +62,19 @@ def test_keywords_map_to_their_sections(database: Path, manager: pluggy.PluginMa
         "batch_size": 7,
         "connection": {"database": "d"},
     }
-    config = load_config(
-        datastore="duckdb", database=str(database), table_name="t", manager=manager, environ={}
-    )
+    config = load_config(datastore="duckdb", database=str(database), table_name="t")
     assert config.connection.database == database
     assert config.source.table == "t"
 
 
-def test_every_problem_is_reported_with_its_path_and_file(
-    tmp_path: Path, manager: pluggy.PluginManager
-) -> None:
+def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "datastore: duckdb\nbatch_size: 0\nsurprise: 1\nsource: {}\n"
         "connection:\n  databse: w.duckdb\n"
     )
     with pytest.raises(ConfigError) as raised:
-        load_config(bad, manager=manager, environ={})
+        load_config(bad)
     paths = {path for path, _ in raised.value.problems}
     assert paths == {"batch_size", "surprise", "source", "connection.databse"}
     assert str(bad) in str(raised.value)
@@ -100,34 +91,32 @@ def test_every_problem_is_reported_with_its_path_and_file(
         ("faucet.json", "[1, 2]", "must hold a mapping"),
     ],
 )
-def test_unreadable_files_are_named(
-    tmp_path: Path, manager: pluggy.PluginManager, name: str, text: str, message: str
-) -> None:
+def test_unreadable_files_are_named(tmp_path: Path, name: str, text: str, message: str) -> None:
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ConfigError, match=message) as raised:
-        load_config(path, manager=manager)
+        load_config(path)
     assert raised.value.origin == str(path)
     with pytest.raises(ConfigError, match="cannot read the file"):
-        load_config(tmp_path / "missing.yaml", manager=manager)
+        load_config(tmp_path / "missing.yaml")
 
 
 def test_environment_variables_fill_in_secrets(
-    tmp_path: Path, database: Path, manager: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "faucet.yaml"
     path.write_text("datastore: duckdb\nconnection: {database: '${DB}'}\nsource: {table: t}\n")
     monkeypatch.setenv("DB", str(database))
-    assert load_config(path, manager=manager).connection.database == database
+    assert load_config(path).connection.database == database
     monkeypatch.delenv("DB")
     with pytest.raises(
         ConfigError, match=r"connection\.database: environment variable DB is not set"
     ):
-        load_config(path, manager=manager)
+        load_config(path)
 
 
 def test_precedence_keywords_then_environment_then_file(
-    tmp_path: Path, database: Path, manager: pluggy.PluginManager
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "faucet.yaml"
     path.write_text(
@@ -140,15 +129,27 @@ def test_precedence_keywords_then_environment_then_file(
         "FAUCET_CACHE__MAX_BYTES": "1GiB",
         "FAUCET_CONNECTION__THREADS": "2",
         "FAUCET_SOURCE__COLUMNS": '["id", "label"]',
+        "FAUCET_SOURCE__LABEL_COLUMNS": "label",
         "FAUCET_SOMETHING_ELSE": "ignored",
     }
-    config = load_config(path, manager=manager, environ=environ, batch_size=30)
+    assert load_config(path).batch_size == 10
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(path, batch_size=30)
     assert (config.batch_size, config.epochs, config.seed) == (30, 4, 1)
     assert config.cache.max_bytes == 2**30
     assert config.connection.threads == 2
     assert config.source.columns == ["id", "label"]
-    assert load_config(path, manager=manager, environ={}).batch_size == 10
-    assert env_overrides({"FAUCET_SOMETHING_ELSE": "x", "HOME": "/"}) == {}
+    assert config.source.label_columns == ["label"]
+    assert "something_else" not in env_settings()
+
+
+def test_a_config_pickles_without_validating_again(database: Path) -> None:
+    config = load_config(datastore="duckdb", database=str(database), table_name="t")
+    database.unlink()  # validating the connection again would now fail
+    copy = pickle.loads(pickle.dumps(config))
+    assert copy == config
+    assert isinstance(copy.connection, DuckDBConnection)
 
 
 @pytest.mark.parametrize(
@@ -166,36 +167,28 @@ def test_precedence_keywords_then_environment_then_file(
 )
 def test_bad_values_name_their_field(
     database: Path,
-    manager: pluggy.PluginManager,
     settings: dict[str, object],
     path: str,
     message: str,
 ) -> None:
     with pytest.raises(ConfigError) as raised:
-        load_config(datastore="duckdb", database=str(database), table_name="t", manager=manager,
-                    environ={}, **settings)  # fmt: skip
+        load_config(datastore="duckdb", database=str(database), table_name="t",
+                    **settings)  # fmt: skip
     problems = dict(raised.value.problems)
     assert path in problems and message in problems[path], problems
     assert raised.value.origin == "keyword arguments"
 
 
-def test_sizes_take_units(database: Path, manager: pluggy.PluginManager) -> None:
+def test_sizes_take_units(database: Path) -> None:
     for text, expected in (("10GiB", 10 * 2**30), ("512 MB", 512 * 10**6), (1234, 1234)):
         config = load_config(datastore="duckdb", database=str(database), table_name="t",
-                             cache_max_bytes=text, manager=manager, environ={})  # fmt: skip
+                             cache_max_bytes=text)  # fmt: skip
         assert config.cache.max_bytes == expected
 
 
-def test_an_unknown_datastore_lists_the_installed_ones(
-    database: Path, manager: pluggy.PluginManager
-) -> None:
+def test_an_unknown_datastore_lists_the_installed_ones() -> None:
     with pytest.raises(UnknownDatastore) as raised:
-        load_config(datastore="snowflak", table_name="t", batch_size=0, manager=manager, environ={})
+        load_config(datastore="snowflak", table_name="t", batch_size=0)
     problems = dict(raised.value.problems)
     assert "installed warehouses: bigquery, counting-duckdb, duckdb" in problems["datastore"]
     assert "batch_size" in problems  # the other problems are still reported
-
-
-def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> None:
-    with pytest.raises(UnknownDatastore, match=r"pip install 'faucetml\[duckdb\]'"):
-        load_config(datastore="duckdb", table_name="t", manager=make_plugin_manager(), environ={})

@@ -33,11 +33,8 @@ def example_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 def test_docs_examples_run(example: Path, example_database: Path, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "FAUCET_EXAMPLE_DATABASE": str(example_database),
-        "XDG_CACHE_HOME": str(tmp_path),
-    }
+    env = {k: v for k, v in os.environ.items() if k != "FAUCET_DISABLE_PLUGIN_AUTOLOAD"}
+    env.update(FAUCET_EXAMPLE_DATABASE=str(example_database), XDG_CACHE_HOME=str(tmp_path))
     subprocess.run([sys.executable, str(example)], check=True, env=env, cwd=tmp_path, timeout=300)
 
 

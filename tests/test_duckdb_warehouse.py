@@ -1,4 +1,4 @@
-"""The DuckDB warehouse: sources (table, query, files), partitions, aggregates, errors."""
+"""The DuckDB warehouse: sources (table, query, files), partitions, scratch data, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from faucet_core import PermanentWarehouseError, Reader
+from faucet_core import PermanentWarehouseError, Plan, Reader
+from faucet_core.fetch import ChunkFetcher, RetryPolicy
+from faucet_core.planner import plan_source
 from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
 from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids, write_table
@@ -102,48 +104,60 @@ def test_changing_the_database_file_invalidates_the_cache(
     assert -1 in epoch_ids_numpy
 
 
-def test_aggregates_are_pushed_down(table_path: Path) -> None:
-    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path))
-    try:
-        request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 0.0), 1000)
-        stats = warehouse.aggregate(request, "train", "x2", ["count", "min", "max", "distinct"])
-        assert stats == {
-            "count": ROWS,
-            "min": 0.0,
-            "max": 12.0,
-            "distinct": [float(i) for i in range(13)],
-        }
-        mean = warehouse.aggregate(request, "train", "label", ["mean"])["mean"]
-        assert mean == pytest.approx(0.25)
-        with pytest.raises(PermanentWarehouseError, match="unknown aggregates"):
-            warehouse.aggregate(request, "train", "x2", ["median_of_medians"])
-    finally:
-        warehouse.close()
+def _plan(warehouse: DuckDBWarehouse, chunk_size: int = 1_500) -> Plan:
+    request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), chunk_size)
+    return plan_source(warehouse, request)
 
 
-def test_close_removes_the_scratch_data_of_its_own_plans(table_path: Path, tmp_path: Path) -> None:
+def test_close_removes_the_scratch_data_it_made(table_path: Path, tmp_path: Path) -> None:
     warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
-    plan = warehouse.plan(PlanRequest(SourceSpec(table="t"), SplitSpec(None, 10.0), 2_000))
-    warehouse.prepare(plan)
-    warehouse.prepare(plan)  # idempotent
-    assert warehouse.read_chunk(plan.chunks["eval"][0]).num_rows == plan.chunks["eval"][0].rows
-    assert list(tmp_path.iterdir())
+    plan = _plan(warehouse)
+    warehouse.materialize(plan)
+    made = list(tmp_path.iterdir())
+    warehouse.materialize(plan)  # idempotent
+    assert list(tmp_path.iterdir()) == made
+    chunk = plan.chunks["eval"][0]
+    assert warehouse.read_buckets(plan, chunk).num_rows == chunk.rows
     warehouse.close()
     assert not list(tmp_path.iterdir())
 
 
 def test_chunks_are_readable_by_another_instance(table_path: Path, tmp_path: Path) -> None:
     planner = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
-    reader = DuckDBWarehouse(DuckDBConnection(database=table_path))
+    other = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
     try:
-        plan = planner.plan(PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 0.0), 1_500))
-        planner.prepare(plan)
+        plan = _plan(planner)
+        planner.materialize(plan)
+        other.materialize(plan)  # finds the planner's copy
         chunk = plan.chunks["train"][1]
-        first = reader.read_chunk(chunk)
+        first = other.read_buckets(plan, chunk)
         assert first.num_rows == chunk.rows
-        assert first.equals(planner.read_chunk(chunk))  # same rows, same order
-        reader.close()
-        assert list(tmp_path.iterdir())  # only the planner removes its scratch data
+        assert first.equals(planner.read_buckets(plan, chunk))
+        other.close()
+        assert list(tmp_path.iterdir())  # only the instance that made it removes it
     finally:
         planner.close()
-        reader.close()
+        other.close()
+
+
+def test_a_vanished_scratch_folder_is_made_again(
+    table_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    connection = DuckDBConnection(database=table_path, scratch_dir=tmp_path)
+    planner = DuckDBWarehouse(connection)
+    plan = _plan(planner)
+    planner.materialize(plan)
+    worker = DuckDBWarehouse(connection)  # e.g. a DataLoader worker's
+    fetcher = ChunkFetcher(plan, lambda: worker, None, RetryPolicy(initial_backoff=0))
+    fetcher.materialize()
+    planner.close()  # the process that made it finished first
+    assert not list(tmp_path.iterdir())
+    try:
+        with caplog.at_level("INFO"):
+            fetched = fetcher.fetch(plan.chunks["train"][0])
+        assert fetched.table.num_rows == plan.chunks["train"][0].rows
+        assert fetched.attempts == 2
+        assert "materializing duckdb again" in caplog.text
+    finally:
+        worker.close()
+    assert not list(tmp_path.iterdir())

@@ -7,19 +7,19 @@ from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar
 
-import pluggy
 import pyarrow as pa
 import pytest
 
 from faucet_core import (
     ChunkReadError,
+    ChunkSpec,
     PermanentWarehouseError,
+    Plan,
     Reader,
     TransientWarehouseError,
     Warehouse,
     hookimpl,
 )
-from faucet_core.warehouse import ChunkSpec
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, epoch_ids
 
@@ -33,12 +33,12 @@ class FlakyDuckDB(DuckDBWarehouse):
     failures: ClassVar[int] = 2
     seen: ClassVar[Counter[tuple[str, int]]] = Counter()
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         key = (chunk.split, chunk.index)
         self.seen[key] += 1
         if self.seen[key] <= self.failures:
             raise TransientWarehouseError(f"throttled (read {self.seen[key]})")
-        return super().read_chunk(chunk)
+        return super().read_buckets(plan, chunk)
 
 
 class BrokenChunkDuckDB(DuckDBWarehouse):
@@ -46,10 +46,10 @@ class BrokenChunkDuckDB(DuckDBWarehouse):
 
     name = "broken"
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         if chunk.index == 2:
             raise PermanentWarehouseError("permission denied on table t")
-        return super().read_chunk(chunk)
+        return super().read_buckets(plan, chunk)
 
 
 class StuckDuckDB(DuckDBWarehouse):
@@ -59,10 +59,10 @@ class StuckDuckDB(DuckDBWarehouse):
     entered = threading.Event()
     release = threading.Event()
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         self.entered.set()
         self.release.wait(timeout=60)
-        return super().read_chunk(chunk)
+        return super().read_buckets(plan, chunk)
 
 
 class AlwaysTransientDuckDB(DuckDBWarehouse):
@@ -71,7 +71,7 @@ class AlwaysTransientDuckDB(DuckDBWarehouse):
     name = "always-transient"
     entered = threading.Event()
 
-    def read_chunk(self, chunk: ChunkSpec) -> pa.Table:
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         self.entered.set()
         raise TransientWarehouseError("service unavailable")
 
@@ -84,8 +84,8 @@ class _FailurePlugin:
 
 
 @pytest.fixture(autouse=True)
-def failure_plugin(manager: pluggy.PluginManager) -> None:
-    manager.register(_FailurePlugin())
+def failure_plugin(register: Callable[[object], None]) -> None:
+    register(_FailurePlugin())
     FlakyDuckDB.seen = Counter()
     StuckDuckDB.entered.clear()
     StuckDuckDB.release.clear()

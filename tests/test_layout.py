@@ -1,35 +1,202 @@
-"""Package boundaries: the core imports no plugin, and plugins import their SDK lazily."""
+"""The layout rules: split, buckets, chunks, row order and checks, in SQL and numpy alike."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import itertools
+import sqlite3
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faucet_core import layout
+from faucet_core.layout import BucketRange, Dialect
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+UINT64 = st.integers(0, 2**64 - 1)
 
 
-def _modules_after(code: str) -> set[str]:
-    script = textwrap.dedent(code) + "\nimport sys; print('\\n'.join(sys.modules))"
-    output = subprocess.run(
-        [sys.executable, "-c", script], check=True, capture_output=True, text=True
-    ).stdout
-    return set(output.split())
+@given(hashes=st.lists(INT64, min_size=1, max_size=50), eval_buckets=st.integers(0, 10_000))
+def test_sql_and_numpy_agree_on_signed_hashes(hashes: list[int], eval_buckets: int) -> None:
+    array = np.array(hashes, dtype=np.int64)
+    expected = list(zip(layout.is_eval(array, eval_buckets), layout.bucket_of(array), strict=True))
+    for dialect, run in ((Dialect(), _duckdb), (Dialect(mod="({a} % {n})"), _sqlite)):
+        rows = run(
+            f"SELECT {dialect.is_eval('h', eval_buckets)}, {dialect.bucket('h')} FROM t",
+            hashes,
+        )
+        assert [(bool(e), int(b)) for e, b in rows] == [(bool(e), int(b)) for e, b in expected]
 
 
-def test_core_imports_no_plugin_package() -> None:
-    modules = _modules_after("import faucet_core, faucet_core.reader, faucet_core.config")
-    assert not {m for m in modules if m.startswith(("faucet_duckdb", "duckdb"))}
-
-
-def test_listing_plugins_and_validating_config_do_not_import_duckdb() -> None:
-    modules = _modules_after(
-        """
-        import tempfile, pathlib
-        from faucet_core import installed_plugins, load_config
-        assert any("duckdb" in p.warehouses for p in installed_plugins())
-        database = pathlib.Path(tempfile.mkdtemp()) / "w.duckdb"
-        database.touch()
-        load_config(datastore="duckdb", database=str(database), table_name="t")
-        """
+@given(hashes=st.lists(UINT64, min_size=1, max_size=50), eval_buckets=st.integers(0, 10_000))
+def test_sql_and_numpy_agree_on_unsigned_hashes(hashes: list[int], eval_buckets: int) -> None:
+    array = np.array(hashes, dtype=np.uint64)
+    dialect = Dialect()
+    rows = _duckdb(
+        f"SELECT {dialect.is_eval('h', eval_buckets)}, {dialect.bucket('h')} FROM t",
+        hashes,
+        kind="UBIGINT",
     )
-    assert "faucet_duckdb.plugin" in modules
-    assert "duckdb" not in modules
+    expected = zip(layout.is_eval(array, eval_buckets), layout.bucket_of(array), strict=True)
+    assert [(bool(e), int(b)) for e, b in rows] == [(bool(e), int(b)) for e, b in expected]
+
+
+def _duckdb(
+    sql: str, hashes: list[int], kind: str = "BIGINT", order: str = " ORDER BY i"
+) -> list[tuple[object, ...]]:
+    with duckdb.connect() as db:
+        db.execute(f"CREATE TABLE t (i INTEGER, h {kind})")
+        if hashes:
+            db.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(hashes)))
+        return db.execute(sql + order).fetchall()
+
+
+def _sqlite(sql: str, hashes: list[int]) -> list[tuple[object, ...]]:
+    with sqlite3.connect(":memory:") as db:
+        db.execute("CREATE TABLE t (i INTEGER, h INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?, ?)", list(enumerate(hashes)))
+        return db.execute(sql + " ORDER BY i").fetchall()
+
+
+@given(hashes=st.lists(INT64, min_size=0, max_size=80), eval_buckets=st.integers(0, 10_000))
+def test_the_count_query_counts_as_the_core_does(hashes: list[int], eval_buckets: int) -> None:
+    dialect = Dialect()
+    counted = _duckdb(
+        dialect.count_query("SELECT h AS __faucet_hash FROM t", eval_buckets), hashes, order=""
+    )
+    columns = list(zip(*counted, strict=True)) or [[], [], [], []]
+    table = pa.table(dict(zip(layout.COUNT_COLUMNS, columns, strict=True)))
+    from_sql = layout.bucket_counts(table if counted else _empty_counts())
+    expected = layout.count_hashes(np.array(hashes, dtype=np.int64), eval_buckets)
+    assert sorted(from_sql.to_pylist(), key=str) == sorted(expected.to_pylist(), key=str)
+
+
+def _empty_counts() -> pa.Table:
+    return pa.table({name: pa.array([], pa.int64()) for name in layout.COUNT_COLUMNS})
+
+
+def test_counts_take_what_warehouses_return() -> None:
+    raw = pa.table(
+        {
+            "is_eval": [0, 1],  # SQLite's booleans
+            "bucket": [3, 4],
+            "row_count": [2, 5],
+            "checksum": pa.array([10, 20], pa.decimal128(38, 0)),  # DuckDB's and PostgreSQL's sums
+        }
+    )
+    counts = layout.bucket_counts(raw)
+    assert counts.column("is_eval").to_pylist() == [False, True]
+    assert counts.column("checksum").type == pa.int64()
+    with pytest.raises(ValueError, match="has the columns"):
+        layout.bucket_counts(raw.drop_columns(["checksum"]))
+
+
+def test_the_split_is_a_share_of_hash_buckets() -> None:
+    assert layout.eval_buckets(20) == 2_000
+    assert layout.eval_buckets(12.5) == 1_250
+    assert layout.eval_buckets(0) == 0
+    hashes = np.random.default_rng(0).integers(-(2**63), 2**63 - 1, 200_000, dtype=np.int64)
+    assert abs(layout.is_eval(hashes, 2_000).mean() - 0.2) < 0.01
+    # Bucket and split are independent: eval rows fill every part of the bucket space.
+    eval_buckets = layout.bucket_of(hashes[layout.is_eval(hashes, 2_000)])
+    counts, _ = np.histogram(eval_buckets, bins=16, range=(0, layout.BUCKETS))
+    assert counts.min() > 0.9 * counts.mean()
+
+
+@given(
+    rows=st.lists(st.integers(1, 40), min_size=0, max_size=300),
+    chunk_size=st.integers(1, 2_000),
+)
+def test_buckets_group_into_contiguous_chunks_of_about_the_target_size(
+    rows: list[int], chunk_size: int
+) -> None:
+    generator = np.random.default_rng(len(rows))
+    buckets = generator.choice(layout.BUCKETS, len(rows), replace=False)
+    counts = np.array(rows, dtype=np.int64)
+    chunks = layout.group_buckets(buckets, counts, 7 * counts, chunk_size)
+    total = int(counts.sum())
+    if not total:
+        assert chunks == []
+        return
+    assert chunks[0][0] == 0 and chunks[-1][1] == layout.BUCKETS
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chunks))
+    assert sum(c[2] for c in chunks) == total
+    assert sum(c[3] for c in chunks) == 7 * total
+    for lo, hi, n, _ in chunks:
+        assert n == counts[(buckets >= lo) & (buckets < hi)].sum() > 0
+    wanted = -(-total // chunk_size)
+    assert len(chunks) <= wanted  # a bucket is never cut, so big buckets make fewer chunks
+    if all(n == 1 for n in rows):
+        assert len(chunks) == wanted
+        assert max(c[2] for c in chunks) - min(c[2] for c in chunks) <= 1
+
+
+def _chunk_table(hashes: list[int], **columns: list[object]) -> pa.Table:
+    return pa.table({**columns, layout.HASH_COLUMN: pa.array(hashes, pa.int64())})
+
+
+def test_the_row_order_is_a_function_of_the_rows() -> None:
+    hashes = [5, 3, 5, 1, 5]
+    table = _chunk_table(hashes, x=["b", "a", "a", "z", "c"], n=[[1], [2], [3], [4], [0]])
+    ordered = layout.order_chunk(table)
+    for permutation in itertools.permutations(range(5)):
+        shuffled = table.take(pa.array(permutation))
+        assert layout.order_chunk(shuffled).equals(ordered)
+    assert ordered.column("x").to_pylist() == ["z", "a", "a", "b", "c"]
+    # Rows equal in every sortable column are told apart by the nested ones.
+    ties = _chunk_table([1, 1], x=["a", "a"], n=[[2], [1]])
+    assert layout.order_chunk(ties).column("n").to_pylist() == [[1], [2]]
+    assert layout.order_chunk(ties.take(pa.array([1, 0]))).equals(layout.order_chunk(ties))
+
+
+def test_a_chunk_is_checked_against_its_plan() -> None:
+    hashes = np.random.default_rng(1).integers(-(2**63), 2**63 - 1, 5_000, dtype=np.int64)
+    train = hashes[~layout.is_eval(hashes, 1_000)]
+    buckets = layout.bucket_of(train)
+    members = train[(buckets >= 100) & (buckets < 30_000)]
+    chunk = BucketRange(False, 100, 30_000)
+    checksum = layout.checksum_of(members)
+    table = _chunk_table(members.tolist(), id=list(range(len(members))))
+
+    def problem(candidate: pa.Table, rows: int = len(members)) -> str | None:
+        return layout.chunk_problem(candidate, chunk, rows, checksum, 1_000, ["id"])
+
+    assert problem(table) is None
+    assert "expected columns" in str(problem(table.select([layout.HASH_COLUMN, "id"])))
+    assert "expected 2 rows but got" in str(problem(table, rows=2))
+    outsider = int(hashes[layout.is_eval(hashes, 1_000)][0])
+    swapped = _chunk_table([*members[1:].tolist(), outsider], id=list(range(len(members))))
+    assert "1 rows are outside" in str(problem(swapped))
+    # Another row of the same split and bucket: only the checksum tells.
+    step = layout.SPLIT_BUCKETS * layout.BUCKETS
+    first = int(members[0])
+    other = first - step if first > 0 else first + step
+    assert (layout.bucket_of(np.array([other])) == layout.bucket_of(members[:1])).all()
+    replaced = _chunk_table([other, *members[1:].tolist()], id=list(range(len(members))))
+    assert "checksum" in str(problem(replaced))
+    text_hash = pa.table({"id": [1], layout.HASH_COLUMN: ["x"]})
+    assert "64-bit integers" in str(layout.chunk_problem(text_hash, chunk, 1, 0, 1_000, ["id"]))
+
+
+def test_hash_values_is_stable_and_typed() -> None:
+    assert layout.hash_values(1, "a") == layout.hash_values(1, "a")
+    assert layout.hash_values(1) != layout.hash_values("1")
+    assert layout.hash_values(None) != layout.hash_values("None")
+    assert layout.hash_values(42) == 6_969_389_294_253_838_187  # pinned: a change moves rows
+    assert -(2**63) <= layout.hash_values(3.5, b"x") < 2**63
+
+
+def test_dialect_ranges_select_one_chunk() -> None:
+    dialect = Dialect()
+    condition = dialect.in_range("e", "b", BucketRange(True, 3, 9))
+    assert condition == "e AND b >= 3 AND b < 9"
+    assert dialect.in_range("e", "b", BucketRange(False, 0, 5)).startswith("NOT e AND")
+
+
+@pytest.mark.parametrize("kind", [pa.int64(), pa.uint64()])
+def test_checksums_fit_in_64_bits(kind: pa.DataType) -> None:
+    big = pa.array([2**63 - 1] * 1000 if kind == pa.int64() else [2**64 - 1] * 1000, kind)
+    assert layout.checksum_of(np.asarray(big.to_numpy())) < 2**63

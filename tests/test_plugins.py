@@ -1,24 +1,18 @@
-"""The plugin manager: entry points, registration rules, listing."""
+"""The plugin manager: entry points, built-in plugins, registration rules, listing."""
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
+import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pluggy
 import pytest
 
-import faucet_duckdb.plugin
-from faucet_core import UnknownDatastore, Warehouse, hookimpl
-from faucet_core.plugins import (
-    get_warehouse_class,
-    installed_plugins,
-    load_plugins,
-    make_plugin_manager,
-    warehouses,
-)
+from faucet_core import UnknownDatastore, Warehouse, hookimpl, installed_plugins, warehouses
+from faucet_core.plugins import get_warehouse_class
 from faucet_duckdb import DuckDBWarehouse
 
 PLUGIN = """
@@ -29,57 +23,82 @@ class OtherDuckDB(DuckDBWarehouse):
     name = "other"
 
 @hookimpl
-def register_warehouses(register):
+def {hook}(register):
     register(OtherDuckDB)
 """
 
+LIST = """
+import json
+from faucet_core import installed_plugins, warehouses
+print(json.dumps({"warehouses": sorted(warehouses()),
+                  "plugins": [p.__dict__ for p in installed_plugins()]}))
+"""
 
-@pytest.fixture
-def distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A distribution with a ``faucet`` entry point, installed by putting it on sys.path."""
-    (tmp_path / "faucet_other.py").write_text(PLUGIN)
-    info = tmp_path / "faucet_other-2.5.0.dist-info"
+
+def _distribution(folder: Path, hook: str = "register_warehouses") -> Path:
+    """A distribution ``faucet-other`` with a ``faucet`` entry point, in ``folder``."""
+    (folder / "faucet_other.py").write_text(PLUGIN.format(hook=hook))
+    info = folder / "faucet_other-2.5.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: faucet-other\nVersion: 2.5.0\n")
     (info / "entry_points.txt").write_text("[faucet]\nother = faucet_other\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("FAUCET_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    importlib.invalidate_caches()
-    yield tmp_path
-    sys.modules.pop("faucet_other", None)
+    return folder
 
 
-def test_a_plugin_is_found_through_its_entry_point(distribution: Path) -> None:
-    manager = make_plugin_manager()
-    load_plugins(manager)
-    assert warehouses(manager)["other"].__module__ == "faucet_other"
-    info = next(p for p in installed_plugins(manager) if p.name == "other")
-    assert (info.distribution, info.version) == ("faucet-other", "2.5.0")
-    assert info.hooks == ("register_warehouses",)
-    assert info.warehouses == ("other",)
-    assert "duckdb" in warehouses(manager)  # the project's own plugin, by its entry point
+def _python(
+    code: str, path: Path | None, autoload: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a new interpreter, as a user's program would run."""
+    env = {k: v for k, v in os.environ.items() if k != "FAUCET_DISABLE_PLUGIN_AUTOLOAD"}
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
+    if not autoload:
+        env["FAUCET_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
 
 
-def test_autoload_can_be_switched_off(distribution: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FAUCET_DISABLE_PLUGIN_AUTOLOAD", "1")
-    manager = make_plugin_manager()
-    load_plugins(manager)
-    assert warehouses(manager) == {}
+def test_a_plugin_is_found_through_its_entry_point(tmp_path: Path) -> None:
+    result = _python(LIST, _distribution(tmp_path))
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert {"other", "duckdb", "bigquery"} <= set(found["warehouses"])
+    plugins = {p["name"]: p for p in found["plugins"]}
+    other = plugins["other"]
+    assert (other["distribution"], other["version"]) == ("faucet-other", "2.5.0")
+    assert other["hooks"] == ["register_warehouses"]
+    assert other["warehouses"] == ["other"]
+    # The core's own commands: a built-in plugin, registered after the installed ones.
+    assert plugins["faucet_core.commands"]["hooks"] == ["register_commands"]
 
 
-def test_only_warehouse_classes_register() -> None:
+def test_autoload_can_be_switched_off(tmp_path: Path) -> None:
+    result = _python(LIST, _distribution(tmp_path), autoload=False)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["warehouses"] == []
+    assert [p["name"] for p in found["plugins"]] == ["faucet_core.commands"]
+
+
+def test_a_misspelled_hook_fails_loading_and_names_it(tmp_path: Path) -> None:
+    result = _python(LIST, _distribution(tmp_path, hook="register_warehouse"))
+    assert result.returncode == 1
+    assert "PluginValidationError" in result.stderr and "register_warehouse" in result.stderr
+
+
+def test_only_warehouse_classes_register(register: Callable[[object], None]) -> None:
     class NotAWarehouse:
         @hookimpl
         def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
             register(object)  # type: ignore[arg-type]
 
-    manager = make_plugin_manager()
-    manager.register(NotAWarehouse())
+    register(NotAWarehouse())
     with pytest.raises(TypeError, match="not a Warehouse subclass"):
-        warehouses(manager)
+        warehouses()
 
 
-def test_two_plugins_cannot_claim_one_name() -> None:
+def test_two_plugins_cannot_claim_one_name(register: Callable[[object], None]) -> None:
     class Impostor(DuckDBWarehouse):
         name = "duckdb"
 
@@ -88,27 +107,39 @@ def test_two_plugins_cannot_claim_one_name() -> None:
         def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
             register(Impostor)
 
-    manager = make_plugin_manager()
-    manager.register(faucet_duckdb.plugin)
-    manager.register(Plugin())
+    register(Plugin())
     with pytest.raises(ValueError, match="two plugins register the warehouse 'duckdb'"):
-        warehouses(manager)
+        warehouses()
 
 
-def test_a_misspelled_hook_is_caught() -> None:
-    class Typo:
+def test_a_registered_plugin_is_listed(register: Callable[[object], None]) -> None:
+    class Renamed(DuckDBWarehouse):
+        name = "renamed"
+
+    class Plugin:
         @hookimpl
-        def register_warehouse(self, register: object) -> None:
-            pass
+        def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+            register(Renamed)
 
-    manager = make_plugin_manager()
-    manager.register(Typo())
-    with pytest.raises(pluggy.PluginValidationError, match="register_warehouse"):
-        load_plugins(manager)
+    register(Plugin())
+    assert warehouses()["renamed"] is Renamed
+    (info,) = [p for p in installed_plugins() if "renamed" in p.warehouses]
+    assert info.hooks == ("register_warehouses",)
+    assert info.distribution is None  # registered in code, not installed
 
 
-def test_an_unknown_name_lists_what_is_installed(manager: pluggy.PluginManager) -> None:
+def test_an_unknown_name_lists_what_is_installed() -> None:
     with pytest.raises(
         UnknownDatastore, match="installed warehouses: bigquery, counting-duckdb, duckdb"
     ):
-        get_warehouse_class("postgres", manager)
+        get_warehouse_class("postgres")
+
+
+def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> None:
+    result = _python(
+        "from faucet_core import load_config\nload_config(datastore='duckdb', table_name='t')",
+        None,
+        autoload=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'faucetml[duckdb]'" in result.stderr

@@ -56,13 +56,44 @@ def test_a_restored_reader_serves_exactly_the_rest(
     assert len(full) == 2 * per_epoch
 
 
+def test_a_state_saved_after_a_resume_resumes_again(make_reader: MakeReader) -> None:
+    settings = {"epochs": 2, "batch_size": 300, "chunk_size": 800, "seed": 4}
+    full = _stream(make_reader(**settings), epochs=2)
+    first = make_reader(**settings)
+    first.prep_for_epoch()
+    served = [first.get_batch()["features"]["id"].tolist() for _ in range(3)]
+    second = make_reader(**settings)
+    second.load_state_dict(first.state_dict())
+    second.prep_for_epoch()
+    served += [second.get_batch()["features"]["id"].tolist() for _ in range(4)]
+    third = make_reader(**settings)  # resumed from a reader that itself resumed
+    third.load_state_dict(second.state_dict())
+    while third.epoch < 2:
+        served += [b["features"]["id"].tolist() for b in third.iter_epoch()]
+    assert served == full
+
+
+def test_a_state_saved_at_the_end_of_an_epoch_starts_the_next(make_reader: MakeReader) -> None:
+    settings = {"epochs": 2, "seed": 4}
+    full = _stream(make_reader(**settings), epochs=2)
+    first = make_reader(**settings)
+    assert len(_stream(first, epochs=1)) == len(full) // 2
+    second = make_reader(**settings)
+    second.load_state_dict(first.state_dict())
+    assert _stream(second, epochs=1) == full[len(full) // 2 :]
+    with pytest.raises(ResumeError, match="past epoch 2"):
+        make_reader(**{**settings, "epochs": 1}).load_state_dict(second.state_dict())
+
+
 def test_state_is_a_few_plain_values(make_reader: MakeReader) -> None:
     reader = make_reader(batch_size=100)
     reader.prep_for_epoch()
     reader.get_batch()
     state = reader.state_dict()
-    assert state["epoch"] == 1 and state["rows"] == 100 and not state["epoch_done"]
+    assert (state["epoch"], state["batches"]) == (1, 1)
     assert all(isinstance(v, (int, str, bool)) for v in state.values())
+    with pytest.raises(ResumeError, match="not a Faucet stream state"):
+        reader.load_state_dict({"epoch": 1})
 
 
 def test_other_settings_are_refused(make_reader: MakeReader) -> None:
@@ -76,6 +107,10 @@ def test_other_settings_are_refused(make_reader: MakeReader) -> None:
         make_reader(batch_size=100, seed=4).load_state_dict(state)
     with pytest.raises(ResumeError, match="another plan"):
         make_reader(batch_size=100, chunk_size=700).load_state_dict(state)
+    with pytest.raises(ResumeError, match="shuffle was True"):
+        make_reader(batch_size=100, shuffle=False).load_state_dict(state)
+    with pytest.raises(ResumeError, match="drop_last was False"):
+        make_reader(batch_size=100, drop_last=True).load_state_dict(state)
 
 
 def test_a_changed_table_is_refused(make_reader: MakeReader, tmp_path: Path) -> None:

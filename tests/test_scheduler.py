@@ -9,8 +9,8 @@ import pytest
 
 from faucet_core.batches import Segment
 from faucet_core.errors import ChunkReadError
+from faucet_core.plan import ChunkSpec
 from faucet_core.scheduler import ChunkScheduler, FetchPool
-from faucet_core.warehouse import ChunkSpec
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def pool() -> Iterator[FetchPool]:
 
 
 def _chunks(n: int) -> list[Segment]:
-    return [Segment(ChunkSpec("train", i, 1), 0, 1) for i in range(n)]
+    return [Segment(ChunkSpec("train", i, 0, 1, 1, 0), 0, 1) for i in range(n)]
 
 
 class GatedLoader:

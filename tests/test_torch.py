@@ -14,8 +14,11 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import faucet_duckdb.plugin
 from faucet_core import ConfigError, Reader, ResumeError
-from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset, rank_rows
+from faucet_core.plugins import pm
+from faucet_core.position import rank_rows
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from tests.conftest import ROWS, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -65,13 +68,28 @@ def test_set_epoch_reshuffles(make_reader: MakeReader) -> None:
     assert sorted(itertools.chain(*second)) == sorted(itertools.chain(*first))
 
 
-def test_spawned_workers_rebuild_the_dataset(make_reader: MakeReader) -> None:
-    reader = make_reader(**SETTINGS, columns=["id", "label"])
+def test_spawned_workers_read_a_warehouse_registered_in_this_process_only(
+    make_reader: MakeReader,
+) -> None:
+    # `counting-duckdb` comes from a plugin the tests register: a spawned worker has no
+    # such plugin, and needs none, since the dataset carries its warehouse class.
+    reader = make_reader(**SETTINGS, datastore="counting-duckdb", columns=["id", "label"])
     loader = FaucetDataLoader(
         FaucetIterableDataset(reader), num_workers=1, multiprocessing_context="spawn"
     )
     ids = [i for batch in _ids(list(loader)) for i in batch]
     assert sorted(ids) == sorted(epoch_ids(make_reader(**SETTINGS)))
+
+
+def test_a_readers_state_resumes_a_loader_without_workers(make_reader: MakeReader) -> None:
+    settings = {**SETTINGS, "columns": ["id", "label"]}
+    reader = make_reader(**settings)
+    reader.prep_for_epoch()
+    served = [reader.get_batch()["features"]["id"].tolist() for _ in range(5)]
+    loader = FaucetDataLoader(FaucetIterableDataset(make_reader(**settings)))
+    loader.load_state_dict(reader.state_dict())
+    full = [b["features"]["id"].tolist() for b in make_reader(**settings).iter_epoch()]
+    assert served + _ids(list(loader)) == full
 
 
 def test_pinned_memory_and_float32_features(make_reader: MakeReader) -> None:
@@ -110,7 +128,7 @@ def test_resume_refuses_other_workers_or_plans(make_reader: MakeReader) -> None:
     loader = FaucetDataLoader(FaucetIterableDataset(make_reader(**SETTINGS)), num_workers=0)
     state = loader.state_dict()
     other_workers = FaucetDataLoader(FaucetIterableDataset(make_reader(**SETTINGS)), num_workers=2)
-    with pytest.raises(ResumeError, match="num_workers was 0"):
+    with pytest.raises(ResumeError, match="workers was 1"):
         other_workers.load_state_dict(state)
     other_plan = FaucetDataLoader(
         FaucetIterableDataset(make_reader(**{**SETTINGS, "chunk_size": 900}))
@@ -159,6 +177,7 @@ def _ddp_rank(
 ) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    pm.register(faucet_duckdb.plugin)  # a spawned process: the tests' plugins are not there
     try:
         from faucet_core import get_batch_reader
 

@@ -1,0 +1,188 @@
+"""Getting one chunk: from the cache when it holds it, else from the warehouse, with retries.
+
+Every chunk is checked against the plan before it is served, whichever way it came: its
+columns, its row count, each row's split and bucket, and the checksum of its rows. A chunk
+read from the warehouse that fails the check means the source changed after planning; a
+cached one that fails it is discarded and read again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import tenacity
+
+from faucet_core import layout
+from faucet_core.cache import ChunkCache
+from faucet_core.errors import ChunkReadError
+from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.warehouse import (
+    PermanentWarehouseError,
+    ScratchDataMissing,
+    TransientWarehouseError,
+    Warehouse,
+)
+
+__all__ = ["ChunkFetcher", "FetchedChunk", "RetryPolicy"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient warehouse errors are retried."""
+
+    attempts: int = 5
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class FetchedChunk:
+    """A chunk's rows (in chunk order, with the hash column), and where they came from."""
+
+    chunk: ChunkSpec
+    table: pa.Table
+    from_cache: bool
+    attempts: int
+
+
+class _Stopped(Exception):
+    """The fetcher was closed while waiting to retry."""
+
+
+class ChunkFetcher:
+    """Gets the chunks of one plan: from the cache when there, else from the warehouse.
+
+    Args:
+        plan: The plan whose chunks are fetched.
+        warehouse: Returns the warehouse to read from (made on first use, so a run served
+            from the cache never connects).
+        cache: The chunk cache, or ``None`` to always read the warehouse.
+        retry: The retry policy for transient errors.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        warehouse: Callable[[], Warehouse],
+        cache: ChunkCache | None,
+        retry: RetryPolicy,
+    ) -> None:
+        self.plan = plan
+        self.cache = cache
+        self.retry = retry
+        self._warehouse = warehouse
+        self._materialized = False
+        self._materialize_lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        """Interrupt retry waits; fetches under way fail with :class:`ChunkReadError`."""
+        self._stopped.set()
+
+    def cached(self, chunk: ChunkSpec) -> bool:
+        """Whether the cache holds ``chunk`` (not yet checked)."""
+        return self.cache is not None and self.plan.chunk_key(chunk) in self.cache
+
+    def materialize(self) -> None:
+        """Run the warehouse's one-time work for this plan, once per fetcher."""
+        with self._materialize_lock:
+            if not self._materialized:
+                self._warehouse().materialize(self.plan)
+                self._materialized = True
+
+    def problem(self, chunk: ChunkSpec, table: pa.Table) -> str | None:
+        """What is wrong with ``table`` as ``chunk``'s rows, or ``None``."""
+        return layout.chunk_problem(
+            table,
+            chunk.buckets,
+            chunk.rows,
+            chunk.checksum,
+            self.plan.eval_buckets,
+            self.plan.columns,
+        )
+
+    def fetch(self, chunk: ChunkSpec) -> FetchedChunk:
+        """Return ``chunk``'s rows in chunk order, with the hash column, as one batch.
+
+        Raises:
+            ChunkReadError: The chunk could not be read: a permanent error, transient errors
+                on every try, or the fetcher was stopped. Names the chunk and the cause.
+        """
+        key = self.plan.chunk_key(chunk)
+        if self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                problem = self.problem(chunk, cached)
+                if problem is None:
+                    return FetchedChunk(chunk, cached, from_cache=True, attempts=0)
+                log.warning("discarding the cached %s: %s", chunk.describe(), problem)
+                self.cache.discard(key)
+        table, attempts = self._read_with_retries(chunk)
+        if self.cache is not None:
+            self.cache.put(key, table)
+        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts)
+
+    def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
+        name = self.plan.datastore
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retry.attempts),
+            # "Full jitter": a random wait up to the exponential bound spreads retries out.
+            wait=tenacity.wait_random_exponential(
+                multiplier=self.retry.initial_backoff, max=self.retry.max_backoff
+            ),
+            retry=tenacity.retry_if_exception_type(TransientWarehouseError),
+            sleep=self._sleep,
+            before_sleep=lambda state: log.warning(
+                "retrying %s after a transient error (try %d of %d): %s",
+                chunk.describe(),
+                state.attempt_number,
+                self.retry.attempts,
+                state.outcome.exception() if state.outcome else None,
+            ),
+            reraise=True,
+        )
+        try:
+            table = retrying(self._read_once, chunk)
+        except _Stopped:
+            raise ChunkReadError(f"{chunk.describe()}: the reader was closed") from None
+        except TransientWarehouseError as exc:
+            raise ChunkReadError(
+                f"could not read {chunk.describe()} from {name} after "
+                f"{self.retry.attempts} tries; last error: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise ChunkReadError(f"could not read {chunk.describe()} from {name}: {exc}") from exc
+        return table, retrying.statistics.get("attempt_number", 1)
+
+    def _read_once(self, chunk: ChunkSpec) -> pa.Table:
+        if self._stopped.is_set():
+            raise _Stopped
+        self.materialize()
+        try:
+            table = self._warehouse().read_buckets(self.plan, chunk)
+        except ScratchDataMissing as exc:
+            log.info(
+                "materializing %s again for %s: %s", self.plan.datastore, chunk.describe(), exc
+            )
+            with self._materialize_lock:
+                self._materialized = False
+            raise
+        expected = [*self.plan.columns, layout.HASH_COLUMN]
+        if sorted(table.column_names) == sorted(expected):
+            table = table.select(expected)
+        problem = self.problem(chunk, table)
+        if problem is not None:
+            raise PermanentWarehouseError(
+                f"{problem}; the source changed after planning, start a new reader"
+            )
+        return layout.order_chunk(table).combine_chunks()
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stopped.wait(seconds):
+            raise _Stopped

@@ -1,0 +1,338 @@
+"""The rules every warehouse follows: which rows are eval, which chunk a row is in, and
+in what order a chunk's rows come.
+
+A warehouse computes one 64-bit hash of each row's split key, in its own SQL
+(:meth:`~faucet_core.sql.SqlWarehouse.hash_sql`). Everything else is arithmetic on that
+hash, defined here once, both as SQL (for the warehouse to run) and as numpy (for the
+core to check what the warehouse returned):
+
+- a row is in **eval** when ``hash mod 10,000`` is below ``test_split_percent * 100``;
+- its **bucket** is ``hash mod 65,537``; a chunk is a run ``lo <= bucket < hi`` of buckets of
+  one split, cut where the running row count crosses each multiple of about
+  ``chunk_size``. 65,537 is prime, so the bucket and the split digit are independent;
+- inside a chunk, rows are ordered by their hash, ties broken by the other columns;
+- each bucket's **checksum** is the sum of ``hash mod (2^31 - 1)`` over its rows.
+
+``mod`` is the floor modulo (never negative), so signed (BigQuery, PostgreSQL) and
+unsigned (DuckDB) hashes both work. Since split and bucket depend only on the key, the
+split is the same in every run and for every chunk size; since every row of a bucket
+range lands in exactly one chunk, and the core checks each chunk's row count, bucket
+membership and checksum, a plugin cannot serve a row twice or lose one unnoticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "BUCKETS",
+    "BUCKET_COLUMN",
+    "CHECKSUM_MODULUS",
+    "COUNT_COLUMNS",
+    "EVAL_COLUMN",
+    "HASH_COLUMN",
+    "LAYOUT_VERSION",
+    "SPLIT_BUCKETS",
+    "BucketRange",
+    "Dialect",
+    "bucket_counts",
+    "bucket_of",
+    "checksum_of",
+    "chunk_problem",
+    "count_hashes",
+    "eval_buckets",
+    "group_buckets",
+    "hash_values",
+    "is_eval",
+    "order_chunk",
+    "stable_digest",
+]
+
+#: Split buckets: a row is eval when ``hash mod SPLIT_BUCKETS < eval_buckets``.
+SPLIT_BUCKETS = 10_000
+#: Fine buckets per split; chunks are runs of them. Prime, so coprime with SPLIT_BUCKETS.
+BUCKETS = 65_537
+#: Each row adds ``hash mod CHECKSUM_MODULUS`` to its bucket's checksum.
+CHECKSUM_MODULUS = 2_147_483_647
+#: Changes whenever a rule here changes, so plans made under other rules never match.
+LAYOUT_VERSION = 2
+
+#: The column holding each row's key hash, next to the source's columns.
+HASH_COLUMN = "__faucet_hash"
+#: Column names a warehouse may use where it stores the split flag and the bucket.
+EVAL_COLUMN = "__faucet_eval"
+BUCKET_COLUMN = "__faucet_bucket"
+
+
+def stable_digest(*parts: Any) -> str:
+    """A short hex digest of JSON-serialisable ``parts``, the same in every process."""
+    payload = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def eval_buckets(test_split_percent: float) -> int:
+    """How many of the 10,000 split buckets are eval."""
+    return round(test_split_percent * SPLIT_BUCKETS / 100)
+
+
+def hash_values(*values: Any) -> int:
+    """A signed 64-bit hash of ``values``, stable across processes and runs.
+
+    For warehouses without a 64-bit hash function of their own (SQLite): register it as a
+    SQL function. Values of different types hash differently (``1`` is not ``"1"``).
+    """
+    text = "\x1f".join(f"{type(value).__name__}:{value!r}" for value in values)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# The rules as numpy, over an array of key hashes (int64 or uint64).
+
+
+def _fold(hashes: np.ndarray[Any, Any], modulus: int) -> np.ndarray[Any, Any]:
+    return np.asarray(np.mod(hashes, np.array(modulus, dtype=hashes.dtype)))
+
+
+def is_eval(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> np.ndarray[Any, Any]:
+    """Whether each hash puts its row in the eval split."""
+    return np.asarray(_fold(hashes, SPLIT_BUCKETS) < eval_bucket_count)
+
+
+def bucket_of(hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Each hash's bucket, in ``0 .. BUCKETS - 1``."""
+    return _fold(hashes, BUCKETS)
+
+
+def checksum_of(hashes: np.ndarray[Any, Any]) -> int:
+    """The checksum of a set of rows, from their hashes."""
+    return int(_fold(hashes, CHECKSUM_MODULUS).astype(np.int64).sum(dtype=np.int64))
+
+
+# The rules as SQL.
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The SQL a warehouse speaks, as far as the layout needs it.
+
+    Attributes:
+        mod: Integer remainder of ``{a}`` by ``{n}``, truncated toward zero as SQL does
+            (``MOD({a}, {n})``; SQLite: ``({a} % {n})``).
+    """
+
+    mod: str = "MOD({a}, {n})"
+
+    def fold(self, expression: str, modulus: int) -> str:
+        """``expression`` floor-modulo ``modulus``: never negative, for signed hashes too."""
+        inner = self.mod.format(a=f"({expression})", n=modulus)
+        return self.mod.format(a=f"({inner} + {modulus})", n=modulus)
+
+    def is_eval(self, hash_expression: str, eval_bucket_count: int) -> str:
+        """A boolean expression: the row of this hash is in eval."""
+        return f"({self.fold(hash_expression, SPLIT_BUCKETS)} < {eval_bucket_count})"
+
+    def bucket(self, hash_expression: str) -> str:
+        """The row's bucket, in ``0 .. BUCKETS - 1``."""
+        return self.fold(hash_expression, BUCKETS)
+
+    def count_query(self, hashed_rows: str, eval_bucket_count: int) -> str:
+        """Rows and checksum per (split, bucket) of ``hashed_rows``.
+
+        ``hashed_rows`` is a query with a column :data:`HASH_COLUMN`; the result has
+        columns ``is_eval``, ``bucket``, ``row_count``, ``checksum``, one row per
+        non-empty bucket.
+        """
+        checksum = self.fold(HASH_COLUMN, CHECKSUM_MODULUS)
+        return (
+            f"SELECT {self.is_eval(HASH_COLUMN, eval_bucket_count)} AS is_eval, "
+            f"{self.bucket(HASH_COLUMN)} AS bucket, COUNT(*) AS row_count, "
+            f"SUM({checksum}) AS checksum FROM ({hashed_rows}) AS faucet_hashed GROUP BY 1, 2"
+        )
+
+    def in_range(self, eval_expression: str, bucket_expression: str, chunk: BucketRange) -> str:
+        """A condition selecting the rows of ``chunk`` by their split flag and bucket."""
+        split = eval_expression if chunk.eval else f"NOT {eval_expression}"
+        return (
+            f"{split} AND {bucket_expression} >= {int(chunk.lo)} "
+            f"AND {bucket_expression} < {int(chunk.hi)}"
+        )
+
+
+# Counting and chunking.
+
+#: The columns of a bucket count table, one row per non-empty (split, bucket).
+COUNT_COLUMNS = ("is_eval", "bucket", "row_count", "checksum")
+_COUNT_SCHEMA = pa.schema(
+    [("is_eval", pa.bool_()), ("bucket", pa.int64()), ("row_count", pa.int64()),
+     ("checksum", pa.int64())]
+)  # fmt: skip
+
+
+def bucket_counts(table: pa.Table) -> pa.Table:
+    """A count table (:data:`COUNT_COLUMNS`, in that order) with the core's column types.
+
+    Accepts what warehouses return: 0/1 for booleans, decimals for sums.
+
+    Raises:
+        ValueError: The table has other columns, or values that do not fit.
+    """
+    if table.num_columns != len(COUNT_COLUMNS):
+        raise ValueError(
+            f"a bucket count has the columns {COUNT_COLUMNS}, not {table.column_names}"
+        )
+    columns = []
+    for column, field in zip(table.columns, _COUNT_SCHEMA, strict=True):
+        if field.type == pa.bool_() and not pa.types.is_boolean(column.type):
+            column = pc.not_equal(column, 0)
+        columns.append(pc.cast(column, field.type, safe=True))
+    return pa.Table.from_arrays(columns, schema=_COUNT_SCHEMA)
+
+
+def count_hashes(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> pa.Table:
+    """The count table of rows with ``hashes``: for warehouses that hash rows outside SQL."""
+    evals = is_eval(hashes, eval_bucket_count)
+    keys = evals.astype(np.int64) * BUCKETS + bucket_of(hashes).astype(np.int64)
+    unique, inverse, rows = np.unique(keys, return_inverse=True, return_counts=True)
+    checksums = np.zeros(len(unique), dtype=np.int64)
+    np.add.at(checksums, inverse, _fold(hashes, CHECKSUM_MODULUS).astype(np.int64))
+    return pa.Table.from_arrays(
+        [pa.array(unique >= BUCKETS), pa.array(unique % BUCKETS), pa.array(rows, pa.int64()),
+         pa.array(checksums)],
+        schema=_COUNT_SCHEMA,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BucketRange:
+    """The buckets ``lo <= bucket < hi`` of one split: what a chunk holds."""
+
+    eval: bool
+    lo: int
+    hi: int
+
+
+def group_buckets(
+    buckets: np.ndarray[Any, Any],
+    rows: np.ndarray[Any, Any],
+    checksums: np.ndarray[Any, Any],
+    chunk_size: int,
+) -> list[tuple[int, int, int, int]]:
+    """Cut one split's non-empty buckets into chunks of about ``chunk_size`` rows.
+
+    Returns ``(lo, hi, rows, checksum)`` per chunk. Chunks cover the whole bucket space
+    (the first starts at 0, the last ends at :data:`BUCKETS`), so every row of the split
+    falls in exactly one. The split's ``total`` rows aim at ``k = ceil(total / chunk_size)``
+    chunks: the m-th ends at the first bucket where the running row count reaches
+    ``m * total / k``. A bucket is never cut, so large buckets make fewer chunks; a chunk
+    is never empty.
+    """
+    order = np.argsort(buckets, kind="stable")
+    buckets, rows, checksums = buckets[order], rows[order], checksums[order]
+    total = int(rows.sum())
+    if not total:
+        return []
+    count = -(-total // chunk_size)
+    running = np.cumsum(rows)
+    # Exact integer thresholds: the first running count at or past m * total / count.
+    thresholds = np.array([-(-m * total // count) for m in range(1, count + 1)], np.int64)
+    ends = np.unique(np.searchsorted(running, thresholds, side="left"))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    his = buckets[ends] + 1
+    his[-1] = BUCKETS
+    los = np.concatenate([[0], his[:-1]])
+    chunk_rows = np.add.reduceat(rows, starts)
+    chunk_checksums = np.add.reduceat(checksums, starts)
+    return [
+        (int(lo), int(hi), int(n), int(c))
+        for lo, hi, n, c in zip(los, his, chunk_rows, chunk_checksums, strict=True)
+    ]
+
+
+# What a chunk must look like.
+
+
+def chunk_problem(
+    table: pa.Table,
+    chunk: BucketRange,
+    rows: int,
+    checksum: int,
+    eval_bucket_count: int,
+    columns: Sequence[str],
+) -> str | None:
+    """What is wrong with ``table`` as the rows of ``chunk``, or ``None`` if nothing is.
+
+    ``table`` must have exactly ``columns`` then :data:`HASH_COLUMN`, ``rows`` rows, every
+    row's hash in the chunk's split and bucket range, and the planned ``checksum``.
+    """
+    expected = [*columns, HASH_COLUMN]
+    if table.column_names != expected:
+        return f"expected columns {expected} but got {table.column_names}"
+    if table.num_rows != rows:
+        return f"expected {rows} rows but got {table.num_rows}"
+    hashes = _hashes(table)
+    if hashes is None:
+        return (
+            f"{HASH_COLUMN} must hold 64-bit integers, not {table.schema.field(HASH_COLUMN).type}"
+        )
+    splits = is_eval(hashes, eval_bucket_count)
+    buckets = bucket_of(hashes)
+    outside = int(
+        np.count_nonzero((splits != chunk.eval) | (buckets < chunk.lo) | (buckets >= chunk.hi))
+    )
+    if outside:
+        return (
+            f"{outside} rows are outside the chunk's split and buckets {chunk.lo}..{chunk.hi - 1}"
+        )
+    if checksum_of(hashes) != checksum:
+        return "the rows' checksum differs from the plan's: other rows than planned"
+    return None
+
+
+def _hashes(table: pa.Table) -> np.ndarray[Any, Any] | None:
+    column = table.column(HASH_COLUMN)
+    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
+        return None
+    if column.null_count:
+        return None
+    return np.asarray(column.to_numpy())
+
+
+def order_chunk(table: pa.Table) -> pa.Table:
+    """``table``'s rows in the chunk order: by hash, ties broken by the other columns.
+
+    The order is a function of the rows alone, so a chunk is the same sequence wherever
+    and whenever it is read, which is what lets a seed give the same batches from the
+    warehouse and from the cache.
+    """
+    hashes = np.asarray(table.column(HASH_COLUMN).to_numpy())
+    order = np.argsort(hashes, kind="stable")
+    if table.num_rows < 2 or np.all(np.diff(hashes[order]) != 0):
+        return table.take(pa.array(order))
+    # Equal hashes (a key that is not unique): sort by every column as well.
+    keys = [HASH_COLUMN]
+    tie_table = table
+    for name in table.column_names:
+        if name == HASH_COLUMN:
+            continue
+        if not _sortable(table.schema.field(name).type):
+            text = [
+                json.dumps(value, sort_keys=True, default=str) for value in table[name].to_pylist()
+            ]
+            tie_table = tie_table.set_column(
+                tie_table.schema.get_field_index(name), name, pa.array(text)
+            )
+        keys.append(name)
+    indices = pc.sort_indices(tie_table, sort_keys=[(key, "ascending") for key in keys])
+    return table.take(indices)
+
+
+def _sortable(kind: pa.DataType) -> bool:
+    return not (pa.types.is_nested(kind) or pa.types.is_dictionary(kind) or pa.types.is_null(kind))

@@ -1,0 +1,241 @@
+"""Plans: the chunks of each split, made once from a warehouse's bucket counts.
+
+A :class:`Plan` is a value: it can be written as JSON, handed to other processes (DataLoader
+workers, DDP ranks, other machines) and read back, and every process holding it reads the
+same chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from faucet_core import layout
+from faucet_core.warehouse import (
+    BucketCounts,
+    PermanentWarehouseError,
+    PlanRequest,
+    SourceSpec,
+    SplitName,
+    SplitSpec,
+)
+
+__all__ = ["PLAN_FORMAT", "ChunkSpec", "Plan", "make_plan"]
+
+#: The version of the JSON layout of plans.
+PLAN_FORMAT = 1
+
+SPLITS: tuple[SplitName, ...] = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk: the rows of one split whose bucket is in ``lo .. hi - 1``.
+
+    Attributes:
+        split: ``"train"`` or ``"eval"``.
+        index: Position of the chunk in its split's chunk list.
+        lo: First bucket of the chunk.
+        hi: One past its last bucket.
+        rows: Exact number of rows in it.
+        checksum: The layout checksum of its rows' hashes.
+    """
+
+    split: SplitName
+    index: int
+    lo: int
+    hi: int
+    rows: int
+    checksum: int
+
+    @property
+    def buckets(self) -> layout.BucketRange:
+        """The chunk's split and bucket range."""
+        return layout.BucketRange(self.split == "eval", self.lo, self.hi)
+
+    def describe(self) -> str:
+        """A short human label, used in errors and logs."""
+        return f"{self.split} chunk {self.index} ({self.rows} rows)"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a reader serves: the chunks of each split, and what identifies their rows.
+
+    Attributes:
+        datastore: The warehouse that made the plan.
+        request: The source, split and chunk size it was made for.
+        columns: The columns every chunk has, in order.
+        data_version: The source's version when it was planned (``None``: unknown).
+        rows_id: Identifies the rows of each split and their buckets: the data and its
+            version, the source, the split, the columns and the rows counted per bucket.
+            Scratch copies and cached chunks are named after it.
+        chunks: The chunk list of each split.
+        stats: Facts about planning worth showing (rows per split, bytes processed).
+    """
+
+    datastore: str
+    request: PlanRequest
+    columns: tuple[str, ...]
+    data_version: str | None
+    rows_id: str
+    chunks: Mapping[SplitName, tuple[ChunkSpec, ...]]
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identifies the exact chunks: two plans with the same fingerprint read the same."""
+        ranges = [
+            (c.split, c.lo, c.hi, c.rows, c.checksum)
+            for split in SPLITS
+            for c in self.chunks[split]
+        ]
+        return layout.stable_digest(self.rows_id, ranges)
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The columns whose hash places each row."""
+        return self.request.key(self.columns)
+
+    @property
+    def eval_buckets(self) -> int:
+        """How many of the 10,000 split buckets are eval."""
+        return self.request.split.eval_buckets
+
+    def rows(self, split: SplitName) -> int:
+        """Total rows of ``split``."""
+        return sum(c.rows for c in self.chunks[split])
+
+    def chunk_key(self, chunk: ChunkSpec) -> str:
+        """The cache key of ``chunk``: the same for the same rows, whatever the chunking."""
+        return layout.stable_digest(self.rows_id, chunk.split, chunk.lo, chunk.hi)
+
+    def to_json(self) -> str:
+        """The plan as JSON text; :meth:`from_json` reads it back exactly."""
+        data = {
+            "format": PLAN_FORMAT,
+            "fingerprint": self.fingerprint,
+            "datastore": self.datastore,
+            "request": dataclasses.asdict(self.request),
+            "columns": list(self.columns),
+            "data_version": self.data_version,
+            "rows_id": self.rows_id,
+            "chunks": {
+                split: [[c.lo, c.hi, c.rows, c.checksum] for c in self.chunks[split]]
+                for split in SPLITS
+            },
+            "stats": self.stats,
+        }
+        return json.dumps(data, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        """Read a plan written by :meth:`to_json`.
+
+        Raises:
+            ValueError: The text is not a plan of this format, or it was altered (its
+                fingerprint does not match its chunks).
+        """
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+                raise ValueError(f"not a Faucet plan of format {PLAN_FORMAT}")
+            request = data["request"]
+            source: dict[str, Any] = {
+                name: tuple(value) if isinstance(value, list) else value
+                for name, value in request["source"].items()
+            }
+            key = request["split"]["key"]
+            plan = cls(
+                datastore=data["datastore"],
+                request=PlanRequest(
+                    SourceSpec(**source),
+                    SplitSpec(tuple(key) if key else None, request["split"]["test_split_percent"]),
+                    request["chunk_size"],
+                ),
+                columns=tuple(data["columns"]),
+                data_version=data["data_version"],
+                rows_id=data["rows_id"],
+                chunks={
+                    split: tuple(
+                        ChunkSpec(split, index, *values)
+                        for index, values in enumerate(data["chunks"][split])
+                    )
+                    for split in SPLITS
+                },
+                stats=data["stats"],
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a Faucet plan: {exc}") from exc
+        if plan.fingerprint != data["fingerprint"]:
+            raise ValueError("the plan was altered: its fingerprint does not match its chunks")
+        return plan
+
+
+def make_plan(
+    datastore: str, request: PlanRequest, counted: BucketCounts, data_version: str | None
+) -> Plan:
+    """Cut a warehouse's bucket counts into the chunks of each split.
+
+    Raises:
+        PermanentWarehouseError: The counts break the layout (a bucket out of range,
+            counted twice, or empty), or ``ds`` selects no rows.
+    """
+    try:
+        counts = layout.bucket_counts(counted.counts)
+    except (ValueError, pa.ArrowException) as exc:
+        raise PermanentWarehouseError(f"{datastore} counted buckets wrongly: {exc}") from exc
+    evals = counts.column("is_eval").to_numpy(zero_copy_only=False)
+    buckets, rows, checksums = (
+        counts.column(name).to_numpy() for name in ("bucket", "row_count", "checksum")
+    )
+    keys = evals.astype(np.int64) * layout.BUCKETS + buckets
+    wrong = (buckets < 0) | (buckets >= layout.BUCKETS) | (rows <= 0)
+    if wrong.any() or len(np.unique(keys)) != len(keys):
+        raise PermanentWarehouseError(
+            f"{datastore} counted impossible buckets: buckets are 0..{layout.BUCKETS - 1}, "
+            "each counted once, with rows"
+        )
+    source = request.source
+    if source.ds is not None and not len(keys):
+        what = dataclasses.replace(source, ds=None).describe()
+        raise PermanentWarehouseError(f"{what} has no rows for ds={source.ds!r}")
+    order = np.argsort(keys)
+    table = np.stack([keys[order], rows[order], checksums[order]])
+    rows_id = layout.stable_digest(
+        layout.LAYOUT_VERSION,
+        datastore,
+        data_version,
+        dataclasses.asdict(source),
+        request.key(counted.columns),
+        request.split.eval_buckets,
+        counted.columns,
+        hashlib.sha256(np.ascontiguousarray(table, dtype=np.int64).tobytes()).hexdigest(),
+    )
+    chunks = {}
+    for split in SPLITS:
+        mask = evals == (split == "eval")
+        ranges = layout.group_buckets(
+            buckets[mask], rows[mask], checksums[mask], request.chunk_size
+        )
+        chunks[split] = tuple(
+            ChunkSpec(split, index, *values) for index, values in enumerate(ranges)
+        )
+    stats = {"rows": {split: sum(c.rows for c in chunks[split]) for split in SPLITS}}
+    return Plan(
+        datastore=datastore,
+        request=request,
+        columns=tuple(counted.columns),
+        data_version=data_version,
+        rows_id=rows_id,
+        chunks=chunks,
+        stats={**stats, **counted.stats},
+    )

@@ -1,0 +1,110 @@
+"""A warehouse that speaks SQL: the plugin gives its dialect, the core writes the queries.
+
+A subclass of :class:`SqlWarehouse` says what follows ``FROM`` for a source
+(:meth:`~SqlWarehouse.from_sql`), how to hash columns into 64 bits
+(:meth:`~SqlWarehouse.hash_sql`), how to quote a name and how to run a query into Arrow;
+counting buckets and reading them are written here once, with the layout's arithmetic.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+
+from faucet_core import layout
+from faucet_core.warehouse import (
+    BucketCounts,
+    PermanentWarehouseError,
+    PlanRequest,
+    SourceSpec,
+    Warehouse,
+)
+
+if TYPE_CHECKING:
+    from faucet_core.plan import ChunkSpec, Plan
+
+__all__ = ["SqlWarehouse"]
+
+
+class SqlWarehouse(Warehouse):
+    """Counts and reads buckets with SQL built from the plugin's dialect.
+
+    Set :attr:`dialect` when the warehouse has no ``MOD(a, n)`` function, and implement
+    :meth:`from_sql`, :meth:`hash_sql`, :meth:`quote` and :meth:`query`. Without
+    :meth:`~faucet_core.warehouse.Warehouse.materialize`, each chunk is read from the
+    source with a filter on its buckets (one scan of the source per chunk read).
+    """
+
+    dialect: ClassVar[layout.Dialect] = layout.Dialect()
+
+    @abstractmethod
+    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        """What follows ``FROM`` to read ``source`` (with a ``WHERE`` for ``ds``), and
+        the query parameters it uses."""
+
+    @abstractmethod
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        """A 64-bit integer hash of ``columns`` (names as given, not yet quoted)."""
+
+    @abstractmethod
+    def quote(self, name: str) -> str:
+        """``name`` quoted as a column name."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        """Run ``sql`` with ``params`` and return its result as Arrow.
+
+        Raises:
+            TransientWarehouseError: A failure that a retry may fix.
+            PermanentWarehouseError: Any other failure.
+        """
+
+    def source_columns(self, source: SourceSpec) -> list[str]:
+        """The columns of ``source``, in order (default: a ``LIMIT 0`` query)."""
+        sql, params = self.from_sql(source)
+        return list(self.query(f"SELECT * FROM {sql} LIMIT 0", params).column_names)
+
+    def columns(self, request: PlanRequest) -> tuple[str, ...]:
+        """The columns to read, checked against the source's (the key's too).
+
+        Raises:
+            PermanentWarehouseError: Naming the columns that do not exist.
+        """
+        source = request.source
+        available = self.source_columns(source)
+        columns = tuple(source.columns) if source.columns is not None else tuple(available)
+        for setting, names in (("columns", columns), ("split_key", request.split.key or ())):
+            missing = [c for c in names if c not in available]
+            if missing:
+                raise PermanentWarehouseError(
+                    f"source.{setting} {missing} not found in {source.describe()}; "
+                    f"it has {available}"
+                )
+        return columns
+
+    def hashed_rows(
+        self, source: SourceSpec, columns: Sequence[str], key: Sequence[str]
+    ) -> tuple[str, Sequence[Any]]:
+        """A query of ``columns`` and the key hash (as :data:`~faucet_core.layout.HASH_COLUMN`),
+        and its parameters."""
+        sql, params = self.from_sql(source)
+        selected = "".join(f"{self.quote(c)}, " for c in columns)
+        return f"SELECT {selected}{self.hash_sql(key)} AS {layout.HASH_COLUMN} FROM {sql}", params
+
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        columns = self.columns(request)
+        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
+        counted = self.query(self.dialect.count_query(hashed, request.split.eval_buckets), params)
+        return BucketCounts(columns, counted)
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        condition = self.dialect.in_range(
+            self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets),
+            self.dialect.bucket(layout.HASH_COLUMN),
+            chunk.buckets,
+        )
+        return self.query(f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {condition}", params)

@@ -1,0 +1,278 @@
+"""The pipeline behind a reader and a PyTorch dataset: plan, cache, fetch threads, passes.
+
+A :class:`Stream` serves passes over rows of one plan's splits: the chunks of a pass, in
+that epoch's order, each permuted, laid end to end, loaded in background threads and cut
+into batches. Its :class:`StreamSpec` is a picklable value, so a DataLoader worker or
+another process opens the same stream and serves the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from faucet_core.batches import Segment, chunk_order, permute_chunk, row_segments, slice_batches
+from faucet_core.cache import ChunkCache
+from faucet_core.config import FaucetConfig
+from faucet_core.errors import ReaderStateError
+from faucet_core.fetch import ChunkFetcher, FetchedChunk, RetryPolicy
+from faucet_core.plan import Plan
+from faucet_core.scheduler import ChunkScheduler, FetchPool
+from faucet_core.warehouse import SplitName, Warehouse
+
+__all__ = ["CLOSE_TIMEOUT", "Pass", "PassMetrics", "Stream", "StreamSpec"]
+
+log = logging.getLogger("faucet")
+
+#: Seconds :meth:`Stream.close` waits for chunk reads under way before leaving them behind.
+CLOSE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream reads, as a picklable value: another process opens the same stream.
+
+    Attributes:
+        warehouse_class: The warehouse to read chunks from (made only on a cache miss).
+        config: The validated configuration.
+        plan: The chunks.
+    """
+
+    warehouse_class: type[Warehouse]
+    config: FaucetConfig
+    plan: Plan
+
+
+@dataclass
+class PassMetrics:
+    """What happened during one pass (a training epoch or an eval pass).
+
+    Attributes:
+        split: ``"train"`` or ``"eval"``.
+        epoch: The training epoch (1-based) the pass belongs to.
+        rows: Rows delivered so far.
+        batches: Batches delivered so far.
+        chunks_fetched: Chunks read from the warehouse.
+        chunks_cached: Chunks served from the local cache.
+        retries: Transient errors that were retried.
+        wait_seconds: Time spent waiting for chunks.
+        elapsed_seconds: Time from the start of the pass to its last batch.
+        finished: Whether every batch of the pass was delivered.
+    """
+
+    split: SplitName
+    epoch: int
+    rows: int = 0
+    batches: int = 0
+    chunks_fetched: int = 0
+    chunks_cached: int = 0
+    retries: int = 0
+    wait_seconds: float = 0.0
+    elapsed_seconds: float = 0.0
+    finished: bool = False
+    _started: float = field(default_factory=time.perf_counter, repr=False)
+
+    @property
+    def rows_per_second(self) -> float:
+        """Delivered rows per second of elapsed time."""
+        return self.rows / self.elapsed_seconds if self.elapsed_seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The metrics as a plain dict (for logs and JSON)."""
+        data = asdict(self)
+        data.pop("_started")
+        data["rows_per_second"] = self.rows_per_second
+        return data
+
+
+class Stream:
+    """A plan's chunks, served as passes of Arrow batches. Thread-safe to open passes.
+
+    Args:
+        spec: What to read.
+        warehouse: The warehouse that planned, if this process made the plan; otherwise
+            one is made from the spec on the first chunk the cache cannot serve.
+    """
+
+    def __init__(self, spec: StreamSpec, warehouse: Warehouse | None = None) -> None:
+        self.spec = spec
+        config = spec.config
+        self.cache = (
+            ChunkCache(config.cache.dir, config.cache.max_bytes) if config.cache.enabled else None
+        )
+        self._warehouses: list[Warehouse] = [warehouse] if warehouse is not None else []
+        self._warehouse_lock = threading.Lock()
+        retry = RetryPolicy(
+            config.retry.attempts, config.retry.initial_backoff, config.retry.max_backoff
+        )
+        self.fetcher = ChunkFetcher(spec.plan, self._warehouse, self.cache, retry)
+        self._pool = FetchPool(config.fetch_threads)
+        self._closed = False
+        # Stops threads and releases the warehouse even if close() is never called.
+        self._release = weakref.finalize(self, _release, self._pool, self.fetcher, self._warehouses)
+
+    @property
+    def plan(self) -> Plan:
+        """The plan whose chunks this stream serves."""
+        return self.spec.plan
+
+    @property
+    def config(self) -> FaucetConfig:
+        """The configuration."""
+        return self.spec.config
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def _warehouse(self) -> Warehouse:
+        with self._warehouse_lock:
+            if not self._warehouses:
+                self._warehouses.append(self.spec.warehouse_class(self.config.connection))
+            return self._warehouses[0]
+
+    def open_pass(
+        self,
+        split: SplitName,
+        epoch: int,
+        seed: int,
+        start: int = 0,
+        stop: int | None = None,
+        shuffle: bool | None = None,
+    ) -> Pass:
+        """A pass over rows ``start:stop`` of ``split`` as laid out in ``epoch`` (1-based)
+        by ``seed``.
+
+        ``shuffle`` defaults to the config's for train and to ``False`` for eval. A ``stop``
+        past the split's end wraps around to its first rows.
+
+        Raises:
+            ReaderStateError: The stream is closed.
+        """
+        if self._closed:
+            raise ReaderStateError("the reader is closed")
+        if shuffle is None:
+            shuffle = self.config.shuffle and split == "train"
+        return Pass(self, split, epoch, seed, shuffle, start, stop)
+
+    def materialize(self) -> None:
+        """Make every chunk readable from any process: the warehouse's one-time work runs
+        here, unless the cache already holds every chunk."""
+        chunks = [c for split in self.plan.chunks.values() for c in split]
+        if not all(self.fetcher.cached(c) for c in chunks):
+            self.fetcher.materialize()
+
+    def submit(self, pass_: Pass, segments: list[Segment]) -> ChunkScheduler[FetchedChunk]:
+        """Schedule the chunk loads of ``pass_`` on this stream's threads."""
+        config = self.config
+        return ChunkScheduler(
+            segments, pass_.load, self._pool, config.prefetch_chunks, config.retry.chunk_timeout
+        )
+
+    def close(self) -> None:
+        """Stop the background threads and release the warehouse. Safe to call twice."""
+        self._closed = True
+        self._release()
+
+
+def _release(pool: FetchPool, fetcher: ChunkFetcher, warehouses: list[Warehouse]) -> None:
+    fetcher.stop()
+    if pool.shutdown(timeout=CLOSE_TIMEOUT):
+        for warehouse in warehouses:
+            warehouse.close()
+    else:
+        log.warning(
+            "chunk reads still running %gs after close(); leaving them behind", CLOSE_TIMEOUT
+        )
+
+
+class Pass:
+    """One pass over rows ``start:stop`` of a split: chunk loads and batches, in Arrow.
+
+    The pass's rows are its chunks, in this epoch's order, each permuted, laid end to end;
+    a whole pass serves all of them, a resumed or sharded one a range.
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        split: SplitName,
+        epoch: int,
+        seed: int,
+        shuffle: bool,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
+        plan = stream.plan
+        self.metrics = PassMetrics(split=split, epoch=epoch)
+        self.start = start
+        self._stream = stream
+        self._epoch = epoch
+        self._seed = seed
+        self._shuffle = shuffle
+        order = chunk_order(plan.chunks[split], seed, epoch, shuffle)
+        stop = plan.rows(split) if stop is None else stop
+        self._scheduler = stream.submit(self, row_segments(order, start, stop))
+        config = stream.config
+        self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
+
+    def load(self, segment: Segment) -> FetchedChunk:
+        """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""
+        chunk = segment.chunk
+        fetched = self._stream.fetcher.fetch(chunk)
+        table = fetched.table.select(list(self._stream.plan.columns))
+        if self._shuffle:
+            table = permute_chunk(table, chunk, self._seed, self._epoch)
+        if segment.hi - segment.lo < chunk.rows:
+            table = table.slice(segment.lo, segment.hi - segment.lo)
+        return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
+
+    def _tables(self) -> Iterator[pa.Table]:
+        for fetched in self._scheduler:
+            if fetched.from_cache:
+                self.metrics.chunks_cached += 1
+            else:
+                self.metrics.chunks_fetched += 1
+                self.metrics.retries += max(fetched.attempts - 1, 0)
+            yield fetched.table
+
+    def next_table(self) -> pa.Table | None:
+        """The next batch as an Arrow table, ``None`` at the end of the pass.
+
+        Raises:
+            ChunkReadError: A chunk could not be read; names the chunk.
+        """
+        try:
+            table = next(self._batches, None)
+        finally:
+            self.metrics.wait_seconds = self._scheduler.wait_seconds
+            self.metrics.elapsed_seconds = time.perf_counter() - self.metrics._started
+        if table is None:
+            if not self.metrics.finished:
+                self.metrics.finished = True
+                log.info(
+                    "%s pass of epoch %d done: %s",
+                    self.metrics.split,
+                    self.metrics.epoch,
+                    self.metrics.as_dict(),
+                )
+            return None
+        self.metrics.rows += table.num_rows
+        self.metrics.batches += 1
+        return table
+
+    def __iter__(self) -> Iterator[pa.Table]:
+        while (table := self.next_table()) is not None:
+            yield table
+
+    def close(self) -> None:
+        """Cancel the chunk loads not yet started."""
+        self._scheduler.close()

@@ -1,0 +1,40 @@
+"""Package boundaries: the core imports no plugin, and plugins import their SDK lazily."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+
+def _modules_after(code: str) -> set[str]:
+    script = textwrap.dedent(code) + "\nimport sys; print('\\n'.join(sys.modules))"
+    env = {k: v for k, v in os.environ.items() if k != "FAUCET_DISABLE_PLUGIN_AUTOLOAD"}
+    output = subprocess.run(
+        [sys.executable, "-c", script], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    return set(output.split())
+
+
+def test_core_imports_no_plugin_package() -> None:
+    modules = _modules_after(
+        "import faucet_core, faucet_core.reader, faucet_core.config, faucet_core.cli"
+    )
+    assert not {m for m in modules if m.startswith(("faucet_duckdb", "duckdb", "faucet_bigquery"))}
+    assert not {m for m in modules if m.startswith("google")}
+
+
+def test_listing_plugins_and_validating_config_do_not_import_duckdb() -> None:
+    modules = _modules_after(
+        """
+        import tempfile, pathlib
+        from faucet_core import installed_plugins, load_config
+        assert any("duckdb" in p.warehouses for p in installed_plugins())
+        database = pathlib.Path(tempfile.mkdtemp()) / "w.duckdb"
+        database.touch()
+        load_config(datastore="duckdb", database=str(database), table_name="t")
+        """
+    )
+    assert "faucet_duckdb.plugin" in modules
+    assert "duckdb" not in modules

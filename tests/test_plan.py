@@ -1,0 +1,124 @@
+"""Plans: cut from bucket counts, identified by fingerprints, written and read as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+
+from faucet_core import Plan, PlanRequest, Reader, SourceSpec, SplitSpec, load_config
+from faucet_core.layout import BUCKETS
+from faucet_core.plan import make_plan
+from faucet_core.warehouse import BucketCounts, PermanentWarehouseError
+
+MakeReader = Callable[..., Reader]
+
+REQUEST = PlanRequest(SourceSpec(table="t", ds="2024-01-01"), SplitSpec(("id",), 25.0), 10)
+
+
+def _counts(*counts: tuple[bool, int, int]) -> BucketCounts:
+    columns = list(zip(*counts, strict=True)) or [[], [], []]
+    table = pa.table(
+        {
+            "is_eval": pa.array(columns[0], pa.bool_()),
+            "bucket": pa.array(columns[1], pa.int64()),
+            "row_count": pa.array(columns[2], pa.int64()),
+            "checksum": pa.array([3 * n for n in columns[2]], pa.int64()),
+        }
+    )
+    return BucketCounts(("id", "x"), table)
+
+
+def test_chunks_cover_each_split_and_are_numbered() -> None:
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 8), (True, 1, 4)), "v1")
+    train = plan.chunks["train"]
+    assert [(c.index, c.lo, c.hi, c.rows) for c in train] == [(0, 0, 6, 8), (1, 6, BUCKETS, 8)]
+    assert [(c.lo, c.hi, c.rows, c.checksum) for c in plan.chunks["eval"]] == [(0, BUCKETS, 4, 12)]
+    assert (plan.rows("train"), plan.rows("eval")) == (16, 4)
+    assert plan.stats["rows"] == {"train": 16, "eval": 4}
+
+
+def test_the_fingerprint_follows_the_rows_and_the_chunking() -> None:
+    counts = _counts((False, 5, 8), (False, 9, 8))
+    plan = make_plan("w", REQUEST, counts, "v1")
+    assert make_plan("w", REQUEST, counts, "v1").fingerprint == plan.fingerprint
+    changed = [
+        make_plan("w", REQUEST, counts, "v2"),
+        make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 9)), "v1"),
+        make_plan("w", dataclasses.replace(REQUEST, chunk_size=100), counts, "v1"),
+        make_plan("other", REQUEST, counts, "v1"),
+    ]
+    assert len({plan.fingerprint, *(p.fingerprint for p in changed)}) == 5
+    # The same rows in other chunks share their rows id: scratch copies are reused.
+    assert changed[2].rows_id == plan.rows_id
+
+
+def test_a_plan_round_trips_through_json() -> None:
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    text = plan.to_json()
+    again = Plan.from_json(text)
+    assert again == plan
+    assert again.fingerprint == plan.fingerprint
+    assert again.to_json() == text
+
+
+def test_an_altered_or_foreign_plan_is_refused() -> None:
+    data = json.loads(make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").to_json())
+    data["chunks"]["train"][0][2] = 9
+    with pytest.raises(ValueError, match="altered"):
+        Plan.from_json(json.dumps(data))
+    with pytest.raises(ValueError, match="not a Faucet plan"):
+        Plan.from_json('{"format": 1}')
+    with pytest.raises(ValueError, match="not a Faucet plan"):
+        Plan.from_json("[]")
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [((False, BUCKETS, 1),), ((False, -1, 1),), ((False, 3, 0),), ((True, 3, 1), (True, 3, 2))],
+)
+def test_impossible_counts_are_refused(counts: tuple[tuple[bool, int, int], ...]) -> None:
+    with pytest.raises(PermanentWarehouseError, match="impossible buckets"):
+        make_plan("w", REQUEST, _counts(*counts), None)
+
+
+def test_counts_of_the_wrong_shape_are_refused() -> None:
+    with pytest.raises(PermanentWarehouseError, match="counted buckets wrongly"):
+        make_plan("w", REQUEST, BucketCounts(("id",), pa.table({"bucket": [1]})), None)
+
+
+def test_a_ds_without_rows_is_an_error() -> None:
+    with pytest.raises(PermanentWarehouseError, match=r"table t has no rows for ds='2024-01-01'"):
+        make_plan("w", REQUEST, _counts(), None)
+
+
+def test_a_reader_given_a_plan_asks_the_warehouse_nothing_until_a_miss(
+    make_reader: MakeReader, read_counter: object
+) -> None:
+    planned = make_reader(datastore="counting-duckdb", test_split_percent=20)
+    ids = sorted(i for b in planned.iter_epoch() for i in b["features"]["id"].tolist())
+    plan = Plan.from_json(planned.plan.to_json())  # e.g. sent to another process
+    again = Reader(load_config(datastore="counting-duckdb", **_settings(planned)), plan=plan)
+    try:
+        assert again.plan == planned.plan
+        assert sorted(i for b in again.iter_epoch() for i in b["features"]["id"].tolist()) == ids
+        assert again.metrics[-1].chunks_fetched == 0
+    finally:
+        again.close()
+
+
+def _settings(reader: Reader) -> dict[str, object]:
+    config = reader.config
+    return {
+        "database": str(config.connection.database),  # type: ignore[attr-defined]
+        "table_name": config.source.table,
+        "split_key": config.source.split_key,
+        "label_columns": config.source.label_columns,
+        "test_split_percent": config.test_split_percent,
+        "chunk_size": config.chunk_size,
+        "batch_size": config.batch_size,
+        "cache_dir": str(config.cache.dir),
+    }

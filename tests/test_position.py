@@ -1,0 +1,69 @@
+"""Stream positions, and how an epoch divides among ranks and workers."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from faucet_core import ResumeError, StreamPosition
+from faucet_core.batches import batch_count
+from faucet_core.position import Partition, resume_point, worker_rows
+
+
+@given(
+    total=st.integers(0, 500),
+    batch_size=st.integers(1, 40),
+    drop_last=st.booleans(),
+    world=st.integers(1, 4),
+    workers=st.integers(1, 4),
+    remainder=st.sampled_from(["drop", "pad"]),
+)
+def test_workers_of_all_ranks_cover_the_epoch_once(
+    total: int, batch_size: int, drop_last: bool, world: int, workers: int, remainder: str
+) -> None:
+    served: list[int] = []
+    for rank in range(world):
+        partition = Partition(rank, world, remainder, workers)  # type: ignore[arg-type]
+        rank_rows: list[int] = []
+        for worker in range(workers):
+            start, stop = worker_rows(total, batch_size, drop_last, partition, worker, 0)
+            rank_rows += list(range(start, stop))
+        assert len(rank_rows) == len(set(rank_rows))
+        batches = partition.rank_batches(total, batch_size, drop_last)
+        assert batch_count(len(rank_rows), batch_size, False) >= batches
+        served += rank_rows
+    if remainder == "drop" and not drop_last:
+        assert sorted(served) == list(range(total - total % world))
+
+
+@given(sizes=st.lists(st.integers(0, 6), min_size=1, max_size=4), data=st.data())
+def test_resume_points_follow_the_dataloader_turns(sizes: list[int], data: st.DataObject) -> None:
+    consumed = data.draw(st.integers(0, sum(sizes)))
+    turns: list[int] = []
+    left = list(sizes)
+    worker = 0
+    while len(turns) < consumed:  # what a DataLoader does: round robin over live workers
+        if left[worker]:
+            left[worker] -= 1
+            turns.append(worker)
+        worker = (worker + 1) % len(sizes)
+    taken, _ = resume_point(sizes, consumed)
+    assert taken == [turns.count(w) for w in range(len(sizes))]
+
+
+def test_a_position_is_plain_values_and_checks_what_it_needs() -> None:
+    position = StreamPosition("plan", 7, 2, 10, {"batch_size": 64, "shuffle": True})
+    state = position.as_dict()
+    assert StreamPosition.from_dict(state) == position
+    position.check("plan", {"batch_size": 64, "shuffle": True, "seed": 7})
+    with pytest.raises(ResumeError, match="another plan"):
+        position.check("other", {})
+    with pytest.raises(ResumeError, match="shuffle was True when the state was saved, now False"):
+        position.check("plan", {"shuffle": False})
+    with pytest.raises(ResumeError, match="seed was 7"):
+        position.check("plan", {"seed": 8})
+    with pytest.raises(ResumeError, match="not a Faucet stream state"):
+        StreamPosition.from_dict({**state, "format": 1})
+    with pytest.raises(ResumeError, match="lacks or garbles"):
+        StreamPosition.from_dict({k: v for k, v in state.items() if k != "epoch"})
