@@ -13,6 +13,7 @@ where that API is unavailable. The row order inside a chunk is the core's, so no
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -129,7 +130,11 @@ class BigQueryWarehouse(SqlWarehouse):
             if not dry_run:
                 with self._lock:
                     self.jobs.append(job.job_id)
+                    self.costs.query_jobs += 1
                 job.result(retry=self._retry, timeout=self.connection.job_timeout)
+                with self._lock:
+                    self.costs.bytes_processed += job.total_bytes_processed or 0
+                    self.costs.bytes_billed += job.total_bytes_billed or 0
         except Exception as exc:
             raise _classify(exc, what) from exc
         return job
@@ -236,10 +241,31 @@ class BigQueryWarehouse(SqlWarehouse):
         return f"{relation} WHERE {value} = @faucet_ds", [param]
 
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
-        jobs = len(self.jobs)
+        before = dataclasses.replace(self.costs)
         counted = super().count_buckets(request)
-        stats = {"query_jobs": len(self.jobs) - jobs}
+        stats = {
+            "query_jobs": self.costs.query_jobs - before.query_jobs,
+            "bytes_processed": self.costs.bytes_processed - before.bytes_processed,
+            "bytes_billed": self.costs.bytes_billed - before.bytes_billed,
+        }
         return BucketCounts(counted.columns, counted.counts, stats)
+
+    def estimate(self, request: PlanRequest) -> dict[str, int]:
+        """Dry runs (not billed) of the counting query and of the scratch copy's query."""
+        columns = self.columns(request)
+        source = request.source
+        counting, params = self.hashed_rows(source, (), request.key(columns))
+        copying, _ = self.hashed_rows(source, columns, request.key(columns))
+        sql = self.dialect.count_query(counting, request.split.eval_buckets)
+        what = f"cannot estimate {source.describe()}"
+        return {
+            "planning": self._job(what, sql, params, dry_run=True).total_bytes_processed or 0,
+            "materializing": self._job(what, copying, params, dry_run=True).total_bytes_processed
+            or 0,
+        }
+
+    def scratch_location(self, plan: Plan) -> str:
+        return self.scratch_table(plan).id
 
     def scratch_table(self, plan: Plan) -> TableName:
         """The scratch table of ``plan``'s rows: the same for every process and chunk size."""
@@ -327,15 +353,17 @@ class BigQueryWarehouse(SqlWarehouse):
         if not session.streams:
             raise PermanentWarehouseError(f"no rows in {scratch.id} for {restriction}")
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-        batches = [
-            pa.ipc.read_record_batch(
-                pa.py_buffer(response.arrow_record_batch.serialized_record_batch), schema
-            )
-            for stream in session.streams
+        batches = []
+        read = 0
+        for stream in session.streams:
             for response in self.read_client.read_rows(
                 stream.name, retry=None, timeout=self.connection.timeout
-            )
-        ]
+            ):
+                data = response.arrow_record_batch.serialized_record_batch
+                read += len(data)
+                batches.append(pa.ipc.read_record_batch(pa.py_buffer(data), schema))
+        with self._lock:
+            self.costs.bytes_read += read
         return pa.Table.from_batches(batches, schema)
 
     def _read_query(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:

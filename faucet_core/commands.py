@@ -14,11 +14,14 @@ from rich.table import Table
 
 from faucet_core.cache import ChunkCache
 from faucet_core.cli import console, metrics_table, progress_bar, run_pass
-from faucet_core.config import default_cache_dir
+from faucet_core.config import FaucetConfig, default_cache_dir
 from faucet_core.hookspecs import hookimpl
+from faucet_core.plan_cache import PlanCache
+from faucet_core.planner import data_version, saved_plan, saved_plan_key
 from faucet_core.plugins import installed_plugins
 from faucet_core.reader import Reader
 from faucet_core.settings import load_config
+from faucet_core.warehouse import Warehouse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,22 +50,80 @@ def plugins(as_json: bool) -> None:
     console.print(table)
 
 
+def size(count: int) -> str:
+    """``count`` bytes, for people: ``1.2 TiB``."""
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{count:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
+    """What reading ``config`` will cost before its first batch: whether a saved plan
+    fits, else what the warehouse estimates planning and its scratch copy will process."""
+    request = config.plan_request()
+    version = data_version(warehouse, request.source)
+    key = saved_plan_key(config, version)
+    plan = saved_plan(config, key, version) if key is not None else None
+    if plan is not None:
+        lines = [f"plan: a saved plan fits this data ({plan.fingerprint}): planning runs no query"]
+        location = warehouse.scratch_location(plan)
+        if location:
+            lines.append(f"scratch copy: {location} (made, if missing, on the first cache miss)")
+        return lines
+    lines = ["plan: none saved for this data; planning runs one counting query"]
+    estimate = warehouse.estimate(request)
+    if estimate:
+        lines.append(
+            f"will scan {size(estimate.get('planning', 0))} to plan, and "
+            f"{size(estimate.get('materializing', 0))} for the scratch copy (on the first "
+            "chunk the cache lacks)"
+        )
+    if version is None and config.cache.plan_ttl is None:
+        lines.append(
+            "the source has no data version (a query): it is planned again on every run "
+            "unless cache.plan_ttl allows reusing its plan"
+        )
+    return lines
+
+
 @click.command()
 @_config_argument
-def validate(config: Path) -> None:
-    """Check CONFIG against the core schema and its warehouse's connection schema."""
+@click.option(
+    "--offline", is_flag=True, help="Check the config only; do not ask the warehouse anything."
+)
+def validate(config: Path, offline: bool) -> None:
+    """Check CONFIG against the schemas, and say what planning it will cost."""
     settings = load_config(config)
     source = settings.source
     what = source.table or ("query" if source.query else f"{len(source.files or [])} files")
     click.echo(f"{config}: valid ({settings.datastore}, source {what})")
+    if offline:
+        return
+    warehouse = settings.warehouse_class(settings.connection)
+    try:
+        for line in planning_costs(settings, warehouse):
+            click.echo(line)
+    finally:
+        warehouse.close()
 
 
 @click.command()
 @_config_argument
 @click.option("--rows", default=5, show_default=True, help="Rows of the batch to show.")
 def preview(config: Path, rows: int) -> None:
-    """Plan CONFIG and show its splits, chunks and the first rows of one batch."""
-    with Reader.from_config(config, output="pandas", epochs=1) as reader:
+    """Plan CONFIG and show its cost, splits, chunks and the first rows of one batch."""
+    settings = load_config(config, output="pandas", epochs=1)
+    warehouse = settings.warehouse_class(settings.connection)
+    try:
+        costs = planning_costs(settings, warehouse)
+    finally:
+        warehouse.close()
+    for line in costs:
+        console.print(line)
+    with Reader(settings) as reader:
         table = Table("split", "rows", "chunks", "batches per pass")
         for split in ("train", "eval"):
             table.add_row(
@@ -74,6 +135,11 @@ def preview(config: Path, rows: int) -> None:
         console.print(table)
         for key, value in reader.plan.stats.items():
             console.print(f"{key}: {value}")
+        spent = reader.costs
+        console.print(
+            f"planning ran {spent.query_jobs} query jobs, billed {size(spent.bytes_billed)}"
+            + (" (a saved plan)" if reader.plan_origin == "cache" else "")
+        )
         split_eval = reader.rows("train") == 0
         if split_eval:
             reader.prep_for_eval()
@@ -104,6 +170,11 @@ def bench(config: Path, epochs: int | None, with_eval: bool) -> None:
                 if with_eval and reader.rows("eval"):
                     passes.append(run_pass(reader, progress, eval=True))
         console.print(metrics_table(passes))
+        spent = reader.costs
+        console.print(
+            f"warehouse: {spent.query_jobs} query jobs, {size(spent.bytes_billed)} billed, "
+            f"{size(spent.bytes_read)} read by other means; plan: {reader.plan_origin}"
+        )
 
 
 @click.group()
@@ -141,19 +212,22 @@ def cache_info(directory: Path | None, config: Path | None) -> None:
         click.echo(f"{folder}: empty (no cache folder yet)")
         return
     store = ChunkCache(folder)
-    click.echo(f"{folder}: {len(store)} chunks, {store.total_bytes / 2**20:,.1f} MiB")
+    plans = PlanCache(folder).count()
+    click.echo(
+        f"{folder}: {len(store)} chunks, {store.total_bytes / 2**20:,.1f} MiB; {plans} saved plans"
+    )
 
 
 @cache.command("clear")
 @_with_cache_options
-@click.confirmation_option(prompt="Delete every cached chunk?")
+@click.confirmation_option(prompt="Delete every cached chunk and saved plan?")
 def cache_clear(directory: Path | None, config: Path | None) -> None:
-    """Delete every cached chunk."""
+    """Delete every cached chunk and saved plan."""
     folder = _cache_dir(directory, config)
     if not folder.is_dir():
         click.echo(f"{folder}: nothing to clear")
         return
-    freed = ChunkCache(folder).clear()
+    freed = ChunkCache(folder).clear() + PlanCache(folder).clear()
     click.echo(f"{folder}: freed {freed / 2**20:,.1f} MiB")
 
 

@@ -34,6 +34,7 @@ from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec, Warehouse
 __all__ = [
     "ByteSize",
     "CacheConfig",
+    "Duration",
     "FaucetConfig",
     "RetryConfig",
     "SourceConfig",
@@ -67,6 +68,23 @@ def _parse_bytes(value: Any) -> Any:
 
 #: A byte count, given as a number or with a unit (``512MiB``, ``10GB``).
 ByteSize = Annotated[int, BeforeValidator(_parse_bytes), Field(ge=0)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _parse_duration(value: Any) -> Any:
+    """Accept ``90`` (seconds), ``"30m"``, ``"12h"``, ``"2d"``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use seconds or 30s, 10m, 12h, 2d)")
+        return float(match.group(1)) * _SECONDS[match.group(2)]
+    return value
+
+
+#: A duration in seconds, given as a number or with a unit (``30m``, ``12h``, ``2d``).
+Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0)]
 
 
 def _as_list(value: Any) -> Any:
@@ -155,6 +173,11 @@ class CacheConfig(_Section):
     dir: Path = Field(default_factory=default_cache_dir, description="Cache folder.")
     max_bytes: ByteSize = Field(
         10 * 2**30, description="Byte budget; least recently used chunks are evicted past it."
+    )
+    plan_ttl: Duration | None = Field(
+        None,
+        description="Reuse the plan of a source without a data version (a query) for this "
+        "long, e.g. `12h`; default: plan such sources again every time.",
     )
 
 

@@ -8,9 +8,11 @@ cached one that fails it is discarded and read again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -64,6 +66,8 @@ class ChunkFetcher:
             from the cache never connects).
         cache: The chunk cache, or ``None`` to always read the warehouse.
         retry: The retry policy for transient errors.
+        materialize_lock: Makes processes sharing a cache folder materialize one at a time,
+            so the second finds the first's scratch copy instead of making its own.
     """
 
     def __init__(
@@ -72,11 +76,13 @@ class ChunkFetcher:
         warehouse: Callable[[], Warehouse],
         cache: ChunkCache | None,
         retry: RetryPolicy,
+        materialize_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self.plan = plan
         self.cache = cache
         self.retry = retry
         self._warehouse = warehouse
+        self._materialize_across_processes = materialize_lock
         self._materialized = False
         self._materialize_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -93,7 +99,8 @@ class ChunkFetcher:
         """Run the warehouse's one-time work for this plan, once per fetcher."""
         with self._materialize_lock:
             if not self._materialized:
-                self._warehouse().materialize(self.plan)
+                with self._materialize_across_processes():
+                    self._warehouse().materialize(self.plan)
                 self._materialized = True
 
     def problem(self, chunk: ChunkSpec, table: pa.Table) -> str | None:

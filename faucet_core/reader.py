@@ -19,11 +19,11 @@ from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
 from faucet_core.output import Batch, format_batch
 from faucet_core.plan import Plan
-from faucet_core.planner import plan_source
+from faucet_core.planner import PlanOrigin, obtain_plan
 from faucet_core.position import Partition, StreamPosition, worker_rows
 from faucet_core.settings import load_config
 from faucet_core.stream import Pass, PassMetrics, Stream, StreamSpec
-from faucet_core.warehouse import SplitName
+from faucet_core.warehouse import SplitName, WarehouseCosts
 
 __all__ = ["Reader", "get_batch_reader"]
 
@@ -39,11 +39,14 @@ class Reader:
         config: The validated configuration.
         plan: A plan made elsewhere (by another process, see :meth:`Plan.to_json`); the
             reader then asks the warehouse nothing until a chunk is missing from the cache.
+            Without it, the reader reuses the plan saved in the cache folder for the same
+            source at the same data version, or plans the source (and saves the plan).
 
     Attributes:
         config: The validated configuration.
         seed: The shuffle seed in use (drawn at random when the config has none).
         plan: The chunk plan.
+        plan_origin: ``"warehouse"`` (planned now), ``"cache"`` (a saved plan) or ``"given"``.
         stream: The pipeline serving the passes (shared with the PyTorch dataset).
         metrics: One :class:`~faucet_core.stream.PassMetrics` per pass started so far.
     """
@@ -58,13 +61,18 @@ class Reader:
         self._passes: dict[SplitName, Pass] = {}
         warehouse_class = config.warehouse_class
         warehouse = None
+        self.plan_origin: PlanOrigin = "given"
         if plan is None:
             warehouse = warehouse_class(config.connection)
             try:
-                plan = plan_source(warehouse, config.plan_request())
+                plan, self.plan_origin = obtain_plan(config, warehouse)
             except BaseException:
                 warehouse.close()
                 raise
+        elif plan.datastore != config.datastore or plan.request != config.plan_request():
+            raise ConfigError(
+                [("", "the plan given was made for another datastore, source, split or chunk_size")]
+            )
         missing = [c for c in config.source.label_columns if c not in plan.columns]
         if missing:
             if warehouse is not None:
@@ -81,6 +89,13 @@ class Reader:
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Reader:
         """A reader for the YAML/TOML/JSON config at ``path``; keywords override the file."""
         return cls(load_config(path, **overrides))
+
+    @property
+    def costs(self) -> WarehouseCosts:
+        """What the warehouse spent for this reader in this process: query jobs, bytes
+        processed and billed (planning included), bytes read; zeros where the warehouse
+        does not say."""
+        return self.stream.costs()
 
     @property
     def cache(self) -> Any:

@@ -204,7 +204,12 @@ _SOURCE_KEYWORDS = {
     "label_columns": "label_columns",
     "split_key": "split_key",
 }
-_CACHE_KEYWORDS = {"cache_dir": "dir", "cache_max_bytes": "max_bytes", "use_cache": "enabled"}
+_CACHE_KEYWORDS = {
+    "cache_dir": "dir",
+    "cache_max_bytes": "max_bytes",
+    "use_cache": "enabled",
+    "plan_ttl": "plan_ttl",
+}
 _RETRY_KEYWORDS = {
     "retry_attempts": "attempts",
     "initial_backoff": "initial_backoff",

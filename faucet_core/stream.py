@@ -8,11 +8,14 @@ another process opens the same stream and serves the same rows.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,8 +27,9 @@ from faucet_core.config import FaucetConfig
 from faucet_core.errors import ReaderStateError
 from faucet_core.fetch import ChunkFetcher, FetchedChunk, RetryPolicy
 from faucet_core.plan import Plan
+from faucet_core.plan_cache import PlanCache
 from faucet_core.scheduler import ChunkScheduler, FetchPool
-from faucet_core.warehouse import SplitName, Warehouse
+from faucet_core.warehouse import SplitName, Warehouse, WarehouseCosts
 
 __all__ = ["CLOSE_TIMEOUT", "Pass", "PassMetrics", "Stream", "StreamSpec"]
 
@@ -112,7 +116,11 @@ class Stream:
         retry = RetryPolicy(
             config.retry.attempts, config.retry.initial_backoff, config.retry.max_backoff
         )
-        self.fetcher = ChunkFetcher(spec.plan, self._warehouse, self.cache, retry)
+        lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        if config.cache.enabled:
+            plans = PlanCache(config.cache.dir)
+            lock = functools.partial(plans.lock, f"materialize-{spec.plan.rows_id}")
+        self.fetcher = ChunkFetcher(spec.plan, self._warehouse, self.cache, retry, lock)
         self._pool = FetchPool(config.fetch_threads)
         self._closed = False
         # Stops threads and releases the warehouse even if close() is never called.
@@ -132,6 +140,11 @@ class Stream:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def costs(self) -> WarehouseCosts:
+        """What this process's warehouse spent for this stream (planning included)."""
+        with self._warehouse_lock:
+            return sum((w.costs for w in self._warehouses), WarehouseCosts())
 
     def _warehouse(self) -> Warehouse:
         with self._warehouse_lock:

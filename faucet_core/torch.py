@@ -14,6 +14,7 @@ its :meth:`~FaucetDataLoader.state_dict` saves and a restored loader skips.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +25,14 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError
+from faucet_core.plan import Plan
 from faucet_core.position import Partition, Remainder, StreamPosition, worker_rows
 from faucet_core.reader import Reader
+from faucet_core.settings import load_config
 from faucet_core.stream import Stream
-from faucet_core.warehouse import SplitName
+from faucet_core.warehouse import PermanentWarehouseError, SplitName
 
 __all__ = ["FaucetDataLoader", "FaucetIterableDataset", "LoaderMetrics"]
 
@@ -72,6 +76,31 @@ def _tensor(table: pa.Table) -> torch.Tensor:
     return torch.from_numpy(np.column_stack(columns) if columns else np.empty((table.num_rows, 0)))
 
 
+def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
+    """A reader on every rank of ``config``'s plan, made and prepared by rank 0 alone."""
+    message: list[Any] = [None]
+    reader: Reader | None = None
+    if torch.distributed.get_rank() == 0:
+        if config.seed is None:  # one seed for all ranks
+            config = config.model_copy(update={"seed": secrets.randbits(32)})
+        try:
+            reader = Reader(config)
+            reader.prepare()
+            message = [{"plan": reader.plan.to_json(), "seed": reader.seed}]
+        except Exception as exc:
+            message = [{"error": f"{type(exc).__name__}: {exc}"}]
+            torch.distributed.broadcast_object_list(message, src=0)
+            raise
+    torch.distributed.broadcast_object_list(message, src=0)
+    received = message[0]
+    if "error" in received:
+        raise PermanentWarehouseError(f"rank 0 could not plan the source: {received['error']}")
+    if reader is None:
+        shared = config.model_copy(update={"seed": received["seed"]})
+        reader = Reader(shared, plan=Plan.from_json(received["plan"]))
+    return reader
+
+
 class FaucetIterableDataset(IterableDataset[TensorBatch]):
     """An ``IterableDataset`` of ``(features, labels)`` tensor batches of a reader's split.
 
@@ -91,6 +120,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         features_dtype: Convert features to this dtype (default: as the columns give).
 
     Attributes:
+        reader: The reader (``None`` in DataLoader workers, which open its stream anew).
         epoch: The epoch (0-based) the next iteration serves.
         seed: The shuffle seed.
         skip_batches: Batches of :attr:`epoch` the next iteration leaves out (consumed
@@ -107,23 +137,83 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         features_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.rank, self.world_size = _distributed(rank, world_size)
+        if self.world_size > 1 and reader.config.seed is None:
+            raise ValueError(
+                "with several ranks, set `seed` (or build the dataset with "
+                "FaucetIterableDataset.from_config, which shares rank 0's): ranks drawing "
+                "seeds of their own would serve some rows twice and others never"
+            )
         reader.prepare()
         self.spec = reader.stream.spec
         self.seed = reader.seed
         self.seed_configured = reader.config.seed is not None
         self.split: SplitName = split
-        self.rank, self.world_size = _distributed(rank, world_size)
         self.remainder: Remainder = remainder
         self.features_dtype = features_dtype
         self.feature_columns = list(reader.feature_columns)
         self.label_columns = list(reader.label_columns)
         self.epoch = 0
         self.skip_batches = 0
-        self._stream: Stream | None = reader.stream  # this process's; workers open their own
+        self.reader: Reader | None = reader  # this process's; workers open their own stream
+        self._owns_reader = False  # made by from_config(), closed by close()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: FaucetConfig | str | os.PathLike[str],
+        split: SplitName = "train",
+        rank: int | None = None,
+        world_size: int | None = None,
+        remainder: Remainder = "drop",
+        features_dtype: torch.dtype | None = None,
+        **overrides: Any,
+    ) -> FaucetIterableDataset:
+        """A dataset over a new reader of ``config`` (a config, or a config file with
+        keyword overrides), planned once for all DDP ranks.
+
+        With ``torch.distributed`` initialized and several ranks, rank 0 plans the source
+        and makes the warehouse's scratch copy, then broadcasts the plan (as JSON) and its
+        seed; the other ranks read that plan and ask the warehouse nothing to plan. Every
+        rank must call this, as with any collective. Close the dataset (or use it as a
+        context manager) to release its reader.
+
+        Raises:
+            ConfigError, WarehouseError: On every rank, when rank 0 could not plan.
+        """
+        if not isinstance(config, FaucetConfig):
+            config = load_config(config, **overrides)
+        collective = (
+            rank is None
+            and world_size is None
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1
+        )
+        reader = _plan_on_rank_zero(config) if collective else Reader(config)
+        try:
+            dataset = cls(reader, split, rank, world_size, remainder, features_dtype)
+        except BaseException:
+            reader.close()
+            raise
+        dataset._owns_reader = True
+        dataset.seed_configured = config.seed is not None  # a resumed job adopts a drawn one
+        return dataset
+
+    def close(self) -> None:
+        """Release the reader made by :meth:`from_config` (nothing for a reader given)."""
+        if self._owns_reader and self.reader is not None:
+            self.reader.close()
+
+    def __enter__(self) -> FaucetIterableDataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_stream"] = None
+        state["reader"] = None  # a worker opens the same stream from the spec
         return state
 
     @property
@@ -166,7 +256,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         )
         if start >= stop:
             return
-        own = self._stream if info is None else None
+        own = self.reader.stream if info is None and self.reader is not None else None
         stream = own if own is not None and not own.closed else Stream(self.spec)
         current = stream.open_pass(self.split, self.epoch + 1, self.seed, start, stop)
         try:

@@ -42,6 +42,7 @@ __all__ = [
     "SplitSpec",
     "TransientWarehouseError",
     "Warehouse",
+    "WarehouseCosts",
     "WarehouseError",
 ]
 
@@ -147,6 +148,31 @@ class BucketCounts:
     stats: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class WarehouseCosts:
+    """What a warehouse instance spent, where the warehouse says it (BigQuery does).
+
+    Attributes:
+        query_jobs: Query jobs run (dry runs excluded).
+        bytes_processed: Bytes those jobs processed.
+        bytes_billed: Bytes those jobs billed.
+        bytes_read: Bytes read by other means (BigQuery's Storage Read API).
+    """
+
+    query_jobs: int = 0
+    bytes_processed: int = 0
+    bytes_billed: int = 0
+    bytes_read: int = 0
+
+    def __add__(self, other: WarehouseCosts) -> WarehouseCosts:
+        return WarehouseCosts(
+            self.query_jobs + other.query_jobs,
+            self.bytes_processed + other.bytes_processed,
+            self.bytes_billed + other.bytes_billed,
+            self.bytes_read + other.bytes_read,
+        )
+
+
 class Warehouse(ABC):
     """Base class of warehouse plugins.
 
@@ -161,6 +187,8 @@ class Warehouse(ABC):
 
     def __init__(self, connection: BaseModel) -> None:
         self.connection = connection
+        #: What this instance spent so far (left at zero by warehouses that do not say).
+        self.costs = WarehouseCosts()
 
     def data_version(self, source: SourceSpec) -> str | None:
         """The version of the data ``source`` reads, from metadata alone, or ``None``.
@@ -202,6 +230,16 @@ class Warehouse(ABC):
             ScratchDataMissing: The scratch copy is gone; the core materializes again.
             PermanentWarehouseError: A failure that a retry will not fix.
         """
+
+    def estimate(self, request: PlanRequest) -> dict[str, int]:
+        """Bytes that planning and materializing ``request`` would process, as far as the
+        warehouse can tell without running them (BigQuery: dry runs). Optional."""
+        return {}
+
+    def scratch_location(self, plan: Plan) -> str | None:
+        """Where :meth:`materialize` puts ``plan``'s scratch copy (a table, a folder).
+        Optional, for display."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections, and scratch data this instance made and no one else needs."""

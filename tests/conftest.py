@@ -220,3 +220,23 @@ def bq_events(bigquery_emulator: BigQueryEmulator) -> str:
         """
     ).result()
     return "faucet_test.events"
+
+
+@pytest.fixture
+def make_bq_reader(
+    make_reader: Callable[..., Reader], bigquery_emulator: BigQueryEmulator, bq_events: str
+) -> Callable[..., Reader]:
+    """Readers of the partitioned events table on the emulator; keywords override."""
+
+    def build(**settings: Any) -> Reader:
+        defaults = {
+            "datastore": "bigquery",
+            "database": None,
+            "table_name": bq_events,
+            "batch_size": 256,
+            "chunk_size": 1_000,
+            **bigquery_emulator.settings(),
+        }
+        return make_reader(**{**defaults, **settings})
+
+    return build

@@ -2,42 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from faucet_bigquery.warehouse import check_bytes_budget
 from faucet_core import ConfigError, PermanentWarehouseError, Reader
-from tests.bqemulator import BigQueryEmulator, free_port
+from tests.bqemulator import BigQueryEmulator
 from tests.conftest import BQ_ROWS_PER_DAY, epoch_ids
+from tests.proxies import TcpProxy
 
 MakeReader = Callable[..., Reader]
-
-
-@pytest.fixture
-def make_bq_reader(
-    make_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_events: str
-) -> Callable[..., Reader]:
-    """Readers of the partitioned events table on the emulator; keywords override."""
-
-    def build(**settings: Any) -> Reader:
-        defaults = {
-            "datastore": "bigquery",
-            "database": None,
-            "table_name": bq_events,
-            "batch_size": 256,
-            "chunk_size": 1_000,
-            **bigquery_emulator.settings(),
-        }
-        return make_reader(**{**defaults, **settings})
-
-    return build
 
 
 def _jobs(emulator: BigQueryEmulator) -> int:
@@ -155,63 +132,18 @@ def test_bad_credential_files_are_named(
         make_bq_reader(anonymous=False, credential_path=str(bad_key))
 
 
-class BreakingProxy:
-    """A TCP proxy to the emulator's gRPC port that cuts its first connection mid-response."""
-
-    def __init__(self, upstream: str, cut_after: int) -> None:
-        host, port = upstream.split(":")
-        self.upstream = (host, int(port))
-        self.cut_after = cut_after
-        self.broken = 0
-        self.port = free_port()
-        self._server = socket.create_server(("127.0.0.1", self.port))
-        self._connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            self._connections += 1
-            server = socket.create_connection(self.upstream)
-            cut = self.cut_after if self._connections == 1 else None
-            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, cut), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, target: socket.socket, cut: int | None) -> None:
-        sent = 0
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-                sent += len(data)
-                if cut is not None and sent > cut:
-                    self.broken += 1
-                    break
-        except OSError:
-            pass
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self._server.close()
-
-
 @pytest.fixture
-def breaking_proxy(bigquery_emulator: BigQueryEmulator) -> Iterator[BreakingProxy]:
-    proxy = BreakingProxy(bigquery_emulator.grpc, cut_after=20_000)
+def breaking_proxy(bigquery_emulator: BigQueryEmulator) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(bigquery_emulator.grpc, cut_after=20_000)
     yield proxy
     proxy.close()
 
 
 def test_a_broken_read_stream_is_retried(
-    make_bq_reader: Callable[..., Reader], breaking_proxy: BreakingProxy
+    make_bq_reader: Callable[..., Reader], breaking_proxy: TcpProxy
 ) -> None:
     reader = make_bq_reader(
-        read_api_endpoint=f"127.0.0.1:{breaking_proxy.port}",
+        read_api_endpoint=breaking_proxy.address,
         chunk_size=9_000,
         use_cache=False,
         initial_backoff=0,

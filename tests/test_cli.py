@@ -53,10 +53,15 @@ def test_the_installed_script_lists_plugins_as_json() -> None:
     assert {"register_warehouses", "register_commands"} <= set(duckdb["hooks"])
 
 
-def test_validate_accepts_a_good_config(config: Path) -> None:
+def test_validate_accepts_a_good_config_and_says_what_planning_costs(config: Path) -> None:
     code, out, _ = run("validate", str(config))
     assert code == 0
     assert "valid (duckdb, source t)" in out
+    assert "plan: none saved for this data" in out
+    assert run("bench", str(config), "--epochs", "1", "--no-eval")[0] == 0
+    code, out, _ = run("validate", str(config))
+    assert "plan: a saved plan fits this data" in out
+    assert "scratch copy" not in out  # DuckDB does not say where
 
 
 def test_validate_prints_every_problem_on_its_own_line(tmp_path: Path) -> None:
@@ -110,10 +115,11 @@ def test_cache_info_and_clear(config: Path, tmp_path: Path) -> None:
     assert run("bench", str(config), "--epochs", "1", "--no-eval")[0] == 0
     code, out, _ = run("cache", "info", "--config", str(config))
     assert code == 0
-    assert f"{tmp_path / 'cache'}: 3 chunks" in out
+    assert f"{tmp_path / 'cache'}: 3 chunks" in out and "1 saved plans" in out
     code, out, _ = run("cache", "clear", "--dir", str(tmp_path / "cache"), "--yes")
     assert code == 0 and "freed" in out
     assert "0 chunks" in run("cache", "info", "--dir", str(tmp_path / "cache"))[1]
+    assert "0 saved plans" in run("cache", "info", "--dir", str(tmp_path / "cache"))[1]
 
 
 def test_demo_trains_a_model(tmp_path: Path) -> None:
@@ -140,6 +146,6 @@ def test_the_bigquery_example_config_is_valid(
     key.write_text('{"type": "service_account"}')
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     example = Path(__file__).parents[1] / "examples" / "bigquery.yaml"
-    code, out, err = run("validate", str(example))
+    code, out, err = run("validate", "--offline", str(example))
     assert code == 0, err
     assert "valid (bigquery, source my-project.analytics.training_events)" in out

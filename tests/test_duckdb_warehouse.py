@@ -106,7 +106,7 @@ def test_changing_the_database_file_invalidates_the_cache(
 
 def _plan(warehouse: DuckDBWarehouse, chunk_size: int = 1_500) -> Plan:
     request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), chunk_size)
-    return plan_source(warehouse, request)
+    return plan_source(warehouse, request, warehouse.data_version(request.source))
 
 
 def test_close_removes_the_scratch_data_it_made(table_path: Path, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
-from faucet_core import Plan, PlanRequest, Reader, SourceSpec, SplitSpec, load_config
+from faucet_core import ConfigError, Plan, PlanRequest, Reader, SourceSpec, SplitSpec, load_config
 from faucet_core.layout import BUCKETS
 from faucet_core.plan import make_plan
 from faucet_core.warehouse import BucketCounts, PermanentWarehouseError
@@ -108,6 +108,13 @@ def test_a_reader_given_a_plan_asks_the_warehouse_nothing_until_a_miss(
         assert again.metrics[-1].chunks_fetched == 0
     finally:
         again.close()
+
+
+def test_a_plan_of_another_request_is_refused(make_reader: MakeReader) -> None:
+    plan = make_reader(test_split_percent=20).plan
+    with pytest.raises(ConfigError, match="made for another datastore, source, split"):
+        Reader(load_config(datastore="duckdb", **{**_settings(make_reader()), "chunk_size": 7}),
+               plan=plan)  # fmt: skip
 
 
 def _settings(reader: Reader) -> dict[str, object]:

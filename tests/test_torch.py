@@ -135,6 +135,16 @@ def test_resume_refuses_other_workers_or_plans(make_reader: MakeReader) -> None:
     )
     with pytest.raises(ResumeError, match="another plan"):
         other_plan.load_state_dict(state)
+    unshuffled = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**{**SETTINGS, "shuffle": False})), num_workers=0
+    )
+    with pytest.raises(ResumeError, match="shuffle was True"):
+        unshuffled.load_state_dict(state)
+    other_rank = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**SETTINGS), rank=1, world_size=2)
+    )
+    with pytest.raises(ResumeError, match="rank was 0"):
+        other_rank.load_state_dict(state)
 
 
 def test_text_columns_are_a_clear_error(make_reader: MakeReader) -> None:

@@ -1,0 +1,111 @@
+"""Plans kept beside the cached chunks, so a source is planned once per version of its data.
+
+A plan is stored under a key made of the warehouse, its connection settings, the request
+(source, split, chunk size) and the source's data version. A reader finds it there before
+asking the warehouse anything, so a rerun, another process or another DDP rank on the
+same machine reuses it. Processes planning the same key at once take turns (a lock file),
+so one of them plans and the others read its plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from faucet_core.layout import stable_digest
+from faucet_core.plan import Plan
+from faucet_core.warehouse import PlanRequest
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no cross-process lock, plans are still shared
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["PlanCache", "file_lock"]
+
+log = logging.getLogger(__name__)
+
+FOLDER = "plans"
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class PlanCache:
+    """A folder of plans (``<cache dir>/plans``), one JSON file per key.
+
+    Args:
+        directory: The chunk cache folder; plans go in its ``plans`` subfolder.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory) / FOLDER
+
+    @staticmethod
+    def key(
+        datastore: str, connection: dict[str, Any], request: PlanRequest, version: str | None
+    ) -> str:
+        """The key of a plan: what was asked, of which warehouse, at which data version."""
+        return stable_digest(datastore, connection, dataclasses.asdict(request), version)
+
+    def get(self, key: str, max_age: float | None = None) -> Plan | None:
+        """The plan saved under ``key``, unless missing, unreadable or older than ``max_age``
+        seconds."""
+        path = self.directory / f"{key}.json"
+        try:
+            age = time.time() - path.stat().st_mtime
+            if max_age is not None and age > max_age:
+                return None
+            return Plan.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring the unreadable saved plan %s: %s", path, exc)
+            return None
+
+    def put(self, key: str, plan: Plan) -> None:
+        """Save ``plan`` under ``key`` (atomically: a reader never sees half a plan)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key}.json"
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            temp.write_text(plan.to_json(), encoding="utf-8")
+            os.replace(temp, path)
+        except OSError as exc:
+            log.warning("could not save the plan %s: %s", path, exc)
+            temp.unlink(missing_ok=True)
+
+    def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
+        """A lock on ``key`` across processes: planning or materializing it, one at a time."""
+        return file_lock(self.directory / f"{key}.lock")
+
+    def count(self) -> int:
+        """How many plans are saved."""
+        return len(list(self.directory.glob("*.json"))) if self.directory.is_dir() else 0
+
+    def clear(self) -> int:
+        """Delete every saved plan and lock file; returns the bytes freed."""
+        freed = 0
+        if self.directory.is_dir():
+            for path in self.directory.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    freed += path.stat().st_size
+                    path.unlink()
+        return freed
