@@ -66,6 +66,9 @@ class PassMetrics:
         chunks_fetched: Chunks read from the warehouse.
         chunks_cached: Chunks served from the local cache.
         retries: Transient errors that were retried.
+        query_jobs: Query jobs the warehouse ran during the pass (BigQuery: the scratch copy,
+            or a query per chunk without the Storage Read API).
+        bytes_billed: Bytes those jobs billed.
         wait_seconds: Time spent waiting for chunks.
         elapsed_seconds: Time from the start of the pass to its last batch.
         finished: Whether every batch of the pass was delivered.
@@ -78,6 +81,8 @@ class PassMetrics:
     chunks_fetched: int = 0
     chunks_cached: int = 0
     retries: int = 0
+    query_jobs: int = 0
+    bytes_billed: int = 0
     wait_seconds: float = 0.0
     elapsed_seconds: float = 0.0
     finished: bool = False
@@ -233,6 +238,7 @@ class Pass:
         self._shuffle = shuffle
         order = chunk_order(plan.chunks[split], seed, epoch, shuffle)
         stop = plan.rows(split) if stop is None else stop
+        self._costs_at_start = stream.costs()
         self._scheduler = stream.submit(self, row_segments(order, start, stop))
         config = stream.config
         self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
@@ -268,6 +274,9 @@ class Pass:
         finally:
             self.metrics.wait_seconds = self._scheduler.wait_seconds
             self.metrics.elapsed_seconds = time.perf_counter() - self.metrics._started
+            costs = self._stream.costs()
+            self.metrics.query_jobs = costs.query_jobs - self._costs_at_start.query_jobs
+            self.metrics.bytes_billed = costs.bytes_billed - self._costs_at_start.bytes_billed
         if table is None:
             if not self.metrics.finished:
                 self.metrics.finished = True

@@ -294,6 +294,7 @@ def test_costs_are_counted_per_reader(make_bq_reader: MakeReader) -> None:
     assert reader.costs.query_jobs == 1  # counting
     epoch_ids(reader)
     assert reader.costs.query_jobs == 2  # and the scratch copy
+    assert reader.metrics[-1].query_jobs == 1  # made during the epoch
     assert reader.costs.bytes_read > 0  # through the Storage Read API
     rest = make_bq_reader(test_split_percent=23, use_cache=False, use_storage_api=False)
     epoch_ids(rest)
