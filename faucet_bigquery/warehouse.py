@@ -27,6 +27,7 @@ from faucet_bigquery.connection import BigQueryConnection
 from faucet_bigquery.sql import TableName, column, parse_table
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse
 from faucet_core.warehouse import (
     BucketCounts,
@@ -81,12 +82,46 @@ def _classify(exc: Exception, what: str) -> WarehouseError:
     return PermanentWarehouseError(f"{what}: {message}")
 
 
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "DATE": pa.date32(),
+    "DATETIME": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "TIME": pa.time64("us"),
+    "JSON": pa.string(),
+}
+
+
+def arrow_type(field: Any) -> pa.DataType:
+    """The Arrow type BigQuery's Arrow results give a column of this schema field."""
+    if field.field_type in ("RECORD", "STRUCT"):
+        kind = pa.struct([pa.field(sub.name, arrow_type(sub)) for sub in field.fields])
+    else:
+        kind = _ARROW_TYPES.get(field.field_type, pa.string())
+    return pa.list_(kind) if field.mode == "REPEATED" else kind
+
+
 class BigQueryWarehouse(SqlWarehouse):
     """Reads a BigQuery table or query through a materialized, clustered scratch table."""
 
     name = "bigquery"
     connection_model = BigQueryConnection
     connection: BigQueryConnection
+    stats_sql = StatsSql(
+        float="CAST({c} AS FLOAT64)",
+        median="APPROX_QUANTILES({c}, 1000)[OFFSET(500)]",
+        text="CAST({c} AS STRING)",
+        top="APPROX_TOP_COUNT({c}, {k})",
+    )
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -188,12 +223,16 @@ class BigQueryWarehouse(SqlWarehouse):
             str(metadata.modified), metadata.num_rows, metadata.num_bytes, metadata.etag
         )
 
-    def source_columns(self, source: SourceSpec) -> list[str]:
+    def source_schema(self, source: SourceSpec) -> pa.Schema:
+        """From the table's metadata, or a dry run of the query: no bytes billed."""
         if source.table:
-            return [field.name for field in self._table(source.table).schema]
-        sql, params = self.from_sql(source)
-        job = self._job("cannot plan the source query", f"SELECT * FROM {sql}", params, True)
-        return [field.name for field in job.schema]
+            fields = self._table(source.table).schema
+        else:
+            sql, params = self.from_sql(source)
+            fields = self._job(
+                "cannot plan the source query", f"SELECT * FROM {sql}", params, True
+            ).schema
+        return pa.schema([pa.field(f.name, arrow_type(f)) for f in fields])
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
         from google.cloud import bigquery
@@ -252,7 +291,7 @@ class BigQueryWarehouse(SqlWarehouse):
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
         """Dry runs (not billed) of the counting query and of the scratch copy's query."""
-        columns = self.columns(request)
+        columns = self.columns(request).names
         source = request.source
         counting, params = self.hashed_rows(source, (), request.key(columns))
         copying, _ = self.hashed_rows(source, columns, request.key(columns))

@@ -14,6 +14,7 @@ from faucet_core.hookspecs import hookimpl
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.plugins import installed_plugins, warehouses
 from faucet_core.position import StreamPosition
+from faucet_core.preprocessing import Preprocessor
 from faucet_core.reader import Reader, get_batch_reader
 from faucet_core.settings import load_config
 from faucet_core.sql import SqlWarehouse
@@ -42,6 +43,7 @@ __all__ = [
     "PermanentWarehouseError",
     "Plan",
     "PlanRequest",
+    "Preprocessor",
     "Reader",
     "ReaderStateError",
     "ResumeError",

@@ -19,6 +19,7 @@ from faucet_core.hookspecs import hookimpl
 from faucet_core.plan_cache import PlanCache
 from faucet_core.planner import data_version, saved_plan, saved_plan_key
 from faucet_core.plugins import installed_plugins
+from faucet_core.preprocessing import ColumnTransform, PreprocessingConfig
 from faucet_core.reader import Reader
 from faucet_core.settings import load_config
 from faucet_core.warehouse import Warehouse
@@ -177,6 +178,71 @@ def bench(config: Path, epochs: int | None, with_eval: bool) -> None:
         )
 
 
+def describe(transform: ColumnTransform) -> str:
+    """What a fitted transform does, in a few words."""
+    parts = []
+    if transform.kind in ("numeric", "categorical") and transform.fill is not None:
+        fill = transform.fill
+        parts.append(f"NULL -> {fill:.4g}" if isinstance(fill, float) else f"NULL -> {fill!r}")
+    if transform.clip is not None:
+        parts.append(f"clip {list(transform.clip)}")
+    if transform.scale in ("standard", "minmax"):
+        parts.append(f"{transform.scale}: (x - {transform.center:.4g}) / {transform.width:.4g}")
+    elif transform.scale == "log1p":
+        parts.append("log1p")
+    if transform.kind == "categorical":
+        kept = len(transform.categories)
+        parts.append(f"{transform.encode} of {kept} categories + other")
+    if transform.kind == "date":
+        parts.append(", ".join(transform.date_parts))
+    if transform.kind in ("passthrough", "kept"):
+        parts.append("as it is")
+    if transform.indicator:
+        parts.append("missing indicator")
+    return "; ".join(parts) or "-"
+
+
+@click.command()
+@_config_argument
+@click.option(
+    "-o", "--output", "spec", type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the fitted preprocessor here (JSON), for readers and serving.",
+)  # fmt: skip
+def fit(config: Path, spec: Path | None) -> None:
+    """Fit CONFIG's preprocessing on its train split and show what it decided per column.
+
+    Without a ``preprocessing`` section, fits ``auto`` preprocessing of every feature.
+    """
+    settings = load_config(config)
+    if not settings.preprocessing.enabled:
+        auto = PreprocessingConfig(auto=True)
+        settings = settings.model_copy(update={"preprocessing": auto})
+        console.print("no preprocessing section: fitting `auto: true`")
+    with Reader(settings) as reader:
+        preprocessor = reader.preprocessor
+        assert preprocessor is not None  # enabled above
+        table = Table("column", "kind", "what", "features", "note")
+        for transform in (*preprocessor.features, *preprocessor.labels):
+            outputs = transform.outputs()
+            table.add_row(
+                transform.name,
+                transform.kind,
+                describe(transform),
+                str(len(outputs)) if len(outputs) != 1 else outputs[0],
+                transform.note,
+            )
+        console.print(table)
+        fitted = preprocessor.fitted_on
+        console.print(
+            f"{len(preprocessor.feature_names)} features, fitted on {fitted.get('rows', 0):,} "
+            f"train rows ({fitted.get('query_jobs', 0)} query jobs, "
+            f"{size(int(fitted.get('bytes_billed', 0)))} billed)"
+        )
+        if spec is not None:
+            preprocessor.save(spec)
+            console.print(f"saved to {spec}")
+
+
 @click.group()
 def cache() -> None:
     """Inspect or clear the local chunk cache."""
@@ -234,5 +300,5 @@ def cache_clear(directory: Path | None, config: Path | None) -> None:
 @hookimpl
 def register_commands(cli: click.Group) -> None:
     """Add the core's commands."""
-    for command in (plugins, validate, preview, bench, cache):
+    for command in (plugins, validate, preview, bench, fit, cache):
         cli.add_command(command)

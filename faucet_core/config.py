@@ -29,6 +29,7 @@ from pydantic import (
 
 from faucet_core.errors import UnknownDatastore
 from faucet_core.plugins import get_warehouse_class
+from faucet_core.preprocessing.config import PreprocessingConfig
 from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec, Warehouse
 
 __all__ = [
@@ -220,8 +221,9 @@ class FaucetConfig(_Section):
         "pandas", description="Type of `batch['features']` and `batch['labels']`."
     )
     drop_last: bool = Field(False, description="Drop a last batch smaller than batch_size.")
-    cache: CacheConfig = Field(default_factory=CacheConfig)  # type: ignore[arg-type]
-    retry: RetryConfig = Field(default_factory=RetryConfig)  # type: ignore[arg-type]
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    preprocessing: PreprocessingConfig = Field(default_factory=PreprocessingConfig)
 
     @field_validator("datastore")
     @classmethod

@@ -7,6 +7,7 @@ same chunks.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import functools
 import hashlib
@@ -31,7 +32,7 @@ from faucet_core.warehouse import (
 __all__ = ["PLAN_FORMAT", "ChunkSpec", "Plan", "make_plan"]
 
 #: The version of the JSON layout of plans.
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 
 SPLITS: tuple[SplitName, ...] = ("train", "eval")
 
@@ -80,6 +81,7 @@ class Plan:
             Scratch copies and cached chunks are named after it.
         chunks: The chunk list of each split.
         stats: Facts about planning worth showing (rows per split, bytes processed).
+        schema: The Arrow types of ``columns``, when the warehouse said them.
     """
 
     datastore: str
@@ -89,6 +91,7 @@ class Plan:
     rows_id: str
     chunks: Mapping[SplitName, tuple[ChunkSpec, ...]]
     stats: Mapping[str, Any] = field(default_factory=dict)
+    schema: pa.Schema | None = None
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -133,6 +136,11 @@ class Plan:
                 for split in SPLITS
             },
             "stats": self.stats,
+            "schema": (
+                base64.b64encode(self.schema.serialize().to_pybytes()).decode()
+                if self.schema is not None
+                else None
+            ),
         }
         return json.dumps(data, sort_keys=True, default=str)
 
@@ -172,8 +180,13 @@ class Plan:
                     for split in SPLITS
                 },
                 stats=data["stats"],
+                schema=(
+                    pa.ipc.read_schema(pa.py_buffer(base64.b64decode(data["schema"])))
+                    if data["schema"] is not None
+                    else None
+                ),
             )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"not a Faucet plan: {exc}") from exc
         if plan.fingerprint != data["fingerprint"]:
             raise ValueError("the plan was altered: its fingerprint does not match its chunks")
@@ -238,4 +251,5 @@ def make_plan(
         rows_id=rows_id,
         chunks=chunks,
         stats={**stats, **counted.stats},
+        schema=counted.schema,
     )

@@ -92,6 +92,25 @@ class PlanCache:
             log.warning("could not save the plan %s: %s", path, exc)
             temp.unlink(missing_ok=True)
 
+    def get_text(self, name: str) -> str | None:
+        """Another saved value (a fitted preprocessor), or ``None``."""
+        try:
+            return (self.directory / name).read_text(encoding="utf-8")
+        except OSError:
+            return None
+
+    def put_text(self, name: str, text: str) -> None:
+        """Save another value beside the plans (atomically)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / name
+        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            temp.write_text(text, encoding="utf-8")
+            os.replace(temp, path)
+        except OSError as exc:
+            log.warning("could not save %s: %s", path, exc)
+            temp.unlink(missing_ok=True)
+
     def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """A lock on ``key`` across processes: planning or materializing it, one at a time."""
         return file_lock(self.directory / f"{key}.lock")

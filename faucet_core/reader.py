@@ -8,11 +8,15 @@ order), formatted as pandas, numpy or Arrow.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
+
+import pyarrow as pa
 
 from faucet_core.batches import batch_count
 from faucet_core.config import FaucetConfig
@@ -21,6 +25,8 @@ from faucet_core.output import Batch, format_batch
 from faucet_core.plan import Plan
 from faucet_core.planner import PlanOrigin, obtain_plan
 from faucet_core.position import Partition, StreamPosition, worker_rows
+from faucet_core.preprocessing import Preprocessor
+from faucet_core.preprocessing.obtain import obtain_preprocessor
 from faucet_core.settings import load_config
 from faucet_core.stream import Pass, PassMetrics, Stream, StreamSpec
 from faucet_core.warehouse import SplitName, WarehouseCosts
@@ -41,17 +47,29 @@ class Reader:
             reader then asks the warehouse nothing until a chunk is missing from the cache.
             Without it, the reader reuses the plan saved in the cache folder for the same
             source at the same data version, or plans the source (and saves the plan).
+        preprocessor: A preprocessor fitted elsewhere, used instead of fitting the
+            config's ``preprocessing``.
 
     Attributes:
         config: The validated configuration.
         seed: The shuffle seed in use (drawn at random when the config has none).
         plan: The chunk plan.
         plan_origin: ``"warehouse"`` (planned now), ``"cache"`` (a saved plan) or ``"given"``.
+        preprocessor: The fitted :class:`~faucet_core.preprocessing.Preprocessor` applied to
+            every batch, or ``None`` without a ``preprocessing`` section.
+        feature_columns: The names of a batch's features (the preprocessor's
+            ``feature_names`` with one).
         stream: The pipeline serving the passes (shared with the PyTorch dataset).
         metrics: One :class:`~faucet_core.stream.PassMetrics` per pass started so far.
     """
 
-    def __init__(self, config: FaucetConfig, *, plan: Plan | None = None) -> None:
+    def __init__(
+        self,
+        config: FaucetConfig,
+        *,
+        plan: Plan | None = None,
+        preprocessor: Preprocessor | None = None,
+    ) -> None:
         self.config = config
         self.seed: int = config.seed if config.seed is not None else secrets.randbits(32)
         self.metrics: list[PassMetrics] = []
@@ -84,6 +102,26 @@ class Reader:
         self.stream = Stream(StreamSpec(warehouse_class, config, plan), warehouse)
         self.label_columns = list(config.source.label_columns)
         self.feature_columns = [c for c in plan.columns if c not in self.label_columns]
+        self.preprocessor: Preprocessor | None = preprocessor
+        if preprocessor is None and config.preprocessing.enabled:
+            try:
+                self.preprocessor = obtain_preprocessor(config, plan, self.stream)
+            except BaseException:
+                self.stream.close()
+                raise
+        #: Applied to each chunk of a pass, in the fetch threads (the preprocessing).
+        self._transform: Callable[[pa.Table], pa.Table] | None = None
+        self._batch_labels = self.label_columns
+        if self.preprocessor is not None:
+            fit = {k: v for k, v in self.preprocessor.fitted_on.items() if k != "plan"}
+            self.plan = dataclasses.replace(plan, stats={**plan.stats, "preprocessing": fit})
+            self.feature_columns = self.preprocessor.feature_names
+            if config.output != "numpy":
+                self.feature_columns += self.preprocessor.kept
+            self._batch_labels = self.preprocessor.label_names(self.label_columns)
+            self._transform = functools.partial(
+                self.preprocessor.transform_table, label_columns=self.label_columns
+            )
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Reader:
@@ -144,7 +182,7 @@ class Reader:
         table = current.next_table()
         if table is None:
             return None
-        return format_batch(table, self.feature_columns, self.label_columns, self.config.output)
+        return self._format(table)
 
     # The Pythonic API.
 
@@ -176,12 +214,12 @@ class Reader:
         to its first rows; ``shuffle`` defaults to the config's for train, ``False`` for eval.
         """
         self._check_open()
-        current = self.stream.open_pass(split, epoch, self.seed, start, stop, shuffle)
+        current = self.stream.open_pass(
+            split, epoch, self.seed, start, stop, shuffle, transform=self._transform
+        )
         try:
             for table in current:
-                yield format_batch(
-                    table, self.feature_columns, self.label_columns, self.config.output
-                )
+                yield self._format(table)
         finally:
             current.close()
 
@@ -290,11 +328,16 @@ class Reader:
         previous = self._passes.pop(split, None)
         if previous is not None:
             previous.close()
-        current = self.stream.open_pass(split, self._epoch, self.seed, start, stop)
+        current = self.stream.open_pass(
+            split, self._epoch, self.seed, start, stop, transform=self._transform
+        )
         self._passes[split] = current
         if split == "train":
             self._skipped = skipped
         self.metrics.append(current.metrics)
+
+    def _format(self, table: pa.Table) -> Batch:
+        return format_batch(table, self.feature_columns, self._batch_labels, self.config.output)
 
     def _check_open(self) -> None:
         if self.stream.closed:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from faucet_core import layout
+from faucet_core.preprocessing.stats import StatsRequest, StatsSql, TrainStats
 from faucet_core.warehouse import (
     BucketCounts,
     PermanentWarehouseError,
@@ -39,6 +40,9 @@ class SqlWarehouse(Warehouse):
     """
 
     dialect: ClassVar[layout.Dialect] = layout.Dialect()
+    #: How the dialect spells the statistics preprocessing needs; ``None``: the core
+    #: computes them from the train chunks.
+    stats_sql: ClassVar[StatsSql | None] = None
 
     @abstractmethod
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
@@ -62,19 +66,23 @@ class SqlWarehouse(Warehouse):
             PermanentWarehouseError: Any other failure.
         """
 
-    def source_columns(self, source: SourceSpec) -> list[str]:
-        """The columns of ``source``, in order (default: a ``LIMIT 0`` query)."""
+    def source_schema(self, source: SourceSpec) -> pa.Schema:
+        """The columns of ``source`` and their Arrow types (default: a ``LIMIT 0`` query)."""
         sql, params = self.from_sql(source)
-        return list(self.query(f"SELECT * FROM {sql} LIMIT 0", params).column_names)
+        try:
+            return self.query(f"SELECT * FROM {sql} LIMIT 0", params).schema
+        except PermanentWarehouseError as exc:
+            raise PermanentWarehouseError(f"cannot read {source.describe()}: {exc}") from exc
 
-    def columns(self, request: PlanRequest) -> tuple[str, ...]:
-        """The columns to read, checked against the source's (the key's too).
+    def columns(self, request: PlanRequest) -> pa.Schema:
+        """The columns to read and their types, checked against the source's (the key's too).
 
         Raises:
             PermanentWarehouseError: Naming the columns that do not exist.
         """
         source = request.source
-        available = self.source_columns(source)
+        schema = self.source_schema(source)
+        available = schema.names
         columns = tuple(source.columns) if source.columns is not None else tuple(available)
         for setting, names in (("columns", columns), ("split_key", request.split.key or ())):
             missing = [c for c in names if c not in available]
@@ -83,7 +91,7 @@ class SqlWarehouse(Warehouse):
                     f"source.{setting} {missing} not found in {source.describe()}; "
                     f"it has {available}"
                 )
-        return columns
+        return pa.schema([schema.field(name) for name in columns])
 
     def hashed_rows(
         self, source: SourceSpec, columns: Sequence[str], key: Sequence[str]
@@ -95,10 +103,20 @@ class SqlWarehouse(Warehouse):
         return f"SELECT {selected}{self.hash_sql(key)} AS {layout.HASH_COLUMN} FROM {sql}", params
 
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
-        columns = self.columns(request)
+        schema = self.columns(request)
+        columns = tuple(schema.names)
         hashed, params = self.hashed_rows(request.source, (), request.key(columns))
         counted = self.query(self.dialect.count_query(hashed, request.split.eval_buckets), params)
-        return BucketCounts(columns, counted)
+        return BucketCounts(columns, counted, schema=schema)
+
+    def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
+        if self.stats_sql is None:
+            return None
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        train = f"NOT {self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets)}"
+        rows = f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {train}"
+        sql, read = self.stats_sql.query(rows, request, self.quote)
+        return read(self.query(sql, params).to_pylist()[0])
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)

@@ -125,7 +125,7 @@ class Stream:
         if config.cache.enabled:
             plans = PlanCache(config.cache.dir)
             lock = functools.partial(plans.lock, f"materialize-{spec.plan.rows_id}")
-        self.fetcher = ChunkFetcher(spec.plan, self._warehouse, self.cache, retry, lock)
+        self.fetcher = ChunkFetcher(spec.plan, self.warehouse, self.cache, retry, lock)
         self._pool = FetchPool(config.fetch_threads)
         self._closed = False
         # Stops threads and releases the warehouse even if close() is never called.
@@ -151,7 +151,8 @@ class Stream:
         with self._warehouse_lock:
             return sum((w.costs for w in self._warehouses), WarehouseCosts())
 
-    def _warehouse(self) -> Warehouse:
+    def warehouse(self) -> Warehouse:
+        """This process's warehouse for the stream, made on first use."""
         with self._warehouse_lock:
             if not self._warehouses:
                 self._warehouses.append(self.spec.warehouse_class(self.config.connection))
@@ -165,9 +166,11 @@ class Stream:
         start: int = 0,
         stop: int | None = None,
         shuffle: bool | None = None,
+        transform: Callable[[pa.Table], pa.Table] | None = None,
     ) -> Pass:
         """A pass over rows ``start:stop`` of ``split`` as laid out in ``epoch`` (1-based)
-        by ``seed``.
+        by ``seed``. ``transform`` is applied to each chunk's rows in the fetch threads
+        (preprocessing), before they are cut into batches.
 
         ``shuffle`` defaults to the config's for train and to ``False`` for eval. A ``stop``
         past the split's end wraps around to its first rows.
@@ -179,7 +182,7 @@ class Stream:
             raise ReaderStateError("the reader is closed")
         if shuffle is None:
             shuffle = self.config.shuffle and split == "train"
-        return Pass(self, split, epoch, seed, shuffle, start, stop)
+        return Pass(self, split, epoch, seed, shuffle, start, stop, transform)
 
     def materialize(self) -> None:
         """Make every chunk readable from any process: the warehouse's one-time work runs
@@ -228,8 +231,10 @@ class Pass:
         shuffle: bool,
         start: int = 0,
         stop: int | None = None,
+        transform: Callable[[pa.Table], pa.Table] | None = None,
     ) -> None:
         plan = stream.plan
+        self._transform = transform
         self.metrics = PassMetrics(split=split, epoch=epoch)
         self.start = start
         self._stream = stream
@@ -252,6 +257,8 @@ class Pass:
             table = permute_chunk(table, chunk, self._seed, self._epoch)
         if segment.hi - segment.lo < chunk.rows:
             table = table.slice(segment.lo, segment.hi - segment.lo)
+        if self._transform is not None:
+            table = self._transform(table)
         return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
 
     def _tables(self) -> Iterator[pa.Table]:

@@ -13,6 +13,7 @@ its :meth:`~FaucetDataLoader.state_dict` saves and a restored loader skips.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import time
@@ -29,6 +30,7 @@ from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
 from faucet_core.position import Partition, Remainder, StreamPosition, worker_rows
+from faucet_core.preprocessing import Preprocessor
 from faucet_core.reader import Reader
 from faucet_core.settings import load_config
 from faucet_core.stream import Stream
@@ -86,7 +88,8 @@ def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
         try:
             reader = Reader(config)
             reader.prepare()
-            message = [{"plan": reader.plan.to_json(), "seed": reader.seed}]
+            fitted = reader.preprocessor.to_json() if reader.preprocessor else None
+            message = [{"plan": reader.plan.to_json(), "seed": reader.seed, "fitted": fitted}]
         except Exception as exc:
             message = [{"error": f"{type(exc).__name__}: {exc}"}]
             torch.distributed.broadcast_object_list(message, src=0)
@@ -97,7 +100,12 @@ def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
         raise PermanentWarehouseError(f"rank 0 could not plan the source: {received['error']}")
     if reader is None:
         shared = config.model_copy(update={"seed": received["seed"]})
-        reader = Reader(shared, plan=Plan.from_json(received["plan"]))
+        fitted = received["fitted"]
+        reader = Reader(
+            shared,
+            plan=Plan.from_json(received["plan"]),
+            preprocessor=Preprocessor.from_json(fitted) if fitted else None,
+        )
     return reader
 
 
@@ -153,6 +161,11 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         self.features_dtype = features_dtype
         self.feature_columns = list(reader.feature_columns)
         self.label_columns = list(reader.label_columns)
+        self.preprocessor = reader.preprocessor
+        self._source_labels = list(reader.label_columns)
+        if self.preprocessor is not None:
+            self.feature_columns = self.preprocessor.feature_names
+            self.label_columns = self.preprocessor.label_names(self.label_columns)
         self.epoch = 0
         self.skip_batches = 0
         self.reader: Reader | None = reader  # this process's; workers open their own stream
@@ -172,9 +185,10 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         """A dataset over a new reader of ``config`` (a config, or a config file with
         keyword overrides), planned once for all DDP ranks.
 
-        With ``torch.distributed`` initialized and several ranks, rank 0 plans the source
-        and makes the warehouse's scratch copy, then broadcasts the plan (as JSON) and its
-        seed; the other ranks read that plan and ask the warehouse nothing to plan. Every
+        With ``torch.distributed`` initialized and several ranks, rank 0 plans the source,
+        fits the preprocessing and makes the warehouse's scratch copy, then broadcasts the
+        plan, the seed and the fitted preprocessor (as JSON); the other ranks use them and
+        ask the warehouse nothing to plan or fit. Every
         rank must call this, as with any collective. Close the dataset (or use it as a
         context manager) to release its reader.
 
@@ -258,7 +272,14 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
             return
         own = self.reader.stream if info is None and self.reader is not None else None
         stream = own if own is not None and not own.closed else Stream(self.spec)
-        current = stream.open_pass(self.split, self.epoch + 1, self.seed, start, stop)
+        transform = None
+        if self.preprocessor is not None:
+            transform = functools.partial(
+                self.preprocessor.transform_table, label_columns=self._source_labels
+            )
+        current = stream.open_pass(
+            self.split, self.epoch + 1, self.seed, start, stop, transform=transform
+        )
         try:
             for table in current:
                 yield self._tensors(table)

@@ -31,6 +31,7 @@ from faucet_core import layout
 
 if TYPE_CHECKING:
     from faucet_core.plan import ChunkSpec, Plan
+    from faucet_core.preprocessing.stats import StatsRequest, TrainStats
 
 __all__ = [
     "BucketCounts",
@@ -141,11 +142,14 @@ class BucketCounts:
             :meth:`~faucet_core.layout.Dialect.count_query` returns it (or
             :func:`~faucet_core.layout.count_hashes` makes it).
         stats: Facts about the counting worth showing (bytes processed, jobs run).
+        schema: The Arrow types of ``columns``, where the warehouse knows them before
+            reading (preprocessing decides per type).
     """
 
     columns: tuple[str, ...]
     counts: pa.Table
     stats: Mapping[str, Any] = field(default_factory=dict)
+    schema: pa.Schema | None = None
 
 
 @dataclass
@@ -230,6 +234,12 @@ class Warehouse(ABC):
             ScratchDataMissing: The scratch copy is gone; the core materializes again.
             PermanentWarehouseError: A failure that a retry will not fix.
         """
+
+    def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
+        """Statistics of ``plan``'s train split for preprocessing, in one aggregate query over
+        the whole split; ``None`` (the default) when the warehouse cannot, and the core
+        computes them from one pass over the train chunks instead. Optional."""
+        return None
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
         """Bytes that planning and materializing ``request`` would process, as far as the

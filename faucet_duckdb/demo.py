@@ -1,8 +1,9 @@
 """``faucet demo``: generate a DuckDB training table and train a small model from it.
 
-No account and no network: the command writes a seeded table to a DuckDB file, writes a
-reader config for it, then trains a logistic regression with plain numpy SGD for a few
-epochs, with a train and an eval pass each, and reports loss, throughput and the cache.
+No account and no network: the command writes a seeded table to a DuckDB file (with NULLs
+and a text column, as real tables have), writes a reader config for it with automatic
+preprocessing, then trains a logistic regression with plain numpy SGD for a few epochs,
+with a train and an eval pass each, and reports loss, throughput and the cache.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from faucet_core.cli import console, metrics_table, progress_bar
 from faucet_core.reader import Reader
 from faucet_core.stream import PassMetrics
 
-FEATURES = 4
-
 
 def make_table(path: Path, rows: int, seed: int) -> None:
-    """Write table ``train`` (``id``, ``x1..x4``, ``label``), sorted by label, to ``path``.
+    """Write table ``train`` to ``path``: ``id``, ``x1..x4`` (``x3`` NULL on a tenth of the
+    rows), a ``region`` text column and ``label``, sorted by label.
 
-    The label is a noisy linear function of the features, so a linear model can learn it;
-    sorting by label is the worst storage order for mixing, on purpose.
+    The label is a noisy linear function of the features and of the region, so a linear
+    model can learn it once the NULLs are imputed and the region one-hot encoded; sorting
+    by label is the worst storage order for mixing, on purpose.
     """
     import duckdb
 
@@ -36,10 +37,13 @@ def make_table(path: Path, rows: int, seed: int) -> None:
         db.execute(
             f"""
             CREATE TABLE train AS
-            SELECT i AS id, x1, x2, x3, x4,
-                   (x1 + 2 * x2 - 1.5 * x3 + 0.5 * x4 + 0.3 * (random() - 0.5) > 1.0)::INT
-                       AS label
-            FROM (SELECT i, random() AS x1, random() AS x2, random() AS x3, random() AS x4
+            SELECT i AS id, x1, x2, CASE WHEN i % 10 = 3 THEN NULL ELSE x3 END AS x3, x4,
+                   region,
+                   (x1 + 2 * x2 - 1.5 * x3 + 0.5 * x4 + 0.3 * (random() - 0.5)
+                    + CASE region WHEN 'north' THEN 0.4 WHEN 'south' THEN -0.4 ELSE 0 END
+                    > 1.0)::INT AS label
+            FROM (SELECT i, random() AS x1, random() AS x2, random() AS x3, random() AS x4,
+                         ['north', 'south', 'east', 'west'][1 + (i * 7) % 4] AS region
                   FROM range({int(rows)}) r(i))
             ORDER BY label
             """
@@ -53,7 +57,7 @@ def write_config(folder: Path, database: Path, epochs: int, seed: int) -> Path:
         "connection": {"database": str(database)},
         "source": {
             "table": "train",
-            "columns": ["x1", "x2", "x3", "x4", "label"],
+            "columns": ["x1", "x2", "x3", "x4", "region", "label"],
             "split_key": "id",
             "label_columns": ["label"],
         },
@@ -64,6 +68,8 @@ def write_config(folder: Path, database: Path, epochs: int, seed: int) -> Path:
         "seed": seed,
         "output": "numpy",
         "cache": {"dir": str(folder / "cache")},
+        # NULLs imputed (with an indicator), numbers standardized, the region one-hot.
+        "preprocessing": {"auto": True},
     }
     path = folder / "faucet-demo.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -153,13 +159,14 @@ def demo(rows: int, epochs: int, seed: int, folder: Path) -> None:
     )
     config = write_config(folder, database, epochs, seed)
     console.print(f"wrote the reader config {config}")
-    model = LogisticRegression(FEATURES)
     passes: list[tuple[PassMetrics, float]] = []
     report = []
     with Reader.from_config(config) as reader:
+        model = LogisticRegression(len(reader.feature_columns))
         console.print(
             f"train {reader.rows('train'):,} rows, eval {reader.rows('eval'):,} rows, "
-            f"{len(reader.plan.chunks['train'])} train chunks"
+            f"{len(reader.plan.chunks['train'])} train chunks; features after "
+            f"preprocessing: {', '.join(reader.feature_columns)}"
         )
         with progress_bar() as progress:
             for _ in range(epochs):

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse
 from faucet_core.warehouse import (
     PermanentWarehouseError,
@@ -123,6 +124,7 @@ class DuckDBWarehouse(SqlWarehouse):
     name = "duckdb"
     connection_model = DuckDBConnection
     connection: DuckDBConnection
+    stats_sql = StatsSql()  # exact medians and top values
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -221,9 +223,6 @@ class DuckDBWarehouse(SqlWarehouse):
             with self._lock:
                 self._types[source] = types
         return types
-
-    def source_columns(self, source: SourceSpec) -> list[str]:
-        return list(self._column_types(source))
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
         relation, params = self._relation(source)

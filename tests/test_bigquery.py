@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from faucet_bigquery.warehouse import check_bytes_budget
@@ -157,3 +158,26 @@ def test_bytes_budget_guard() -> None:
     check_bytes_budget(10, None, "reading t")
     with pytest.raises(PermanentWarehouseError, match="11 bytes, over maximum_bytes_billed 10"):
         check_bytes_budget(11, 10, "reading t")
+
+
+def test_preprocessing_is_fitted_in_one_query_on_the_train_split(
+    make_bq_reader: Callable[..., Reader],
+) -> None:
+    train = [
+        b["features"]
+        for b in make_bq_reader(test_split_percent=31, output="arrow", columns=["id", "x", "ds",
+                                                                                  "label"],
+                                ds="2024-01-01").iter_epoch()
+    ]  # fmt: skip
+    x = np.concatenate([t.column("x").to_numpy() for t in train])
+    reader = make_bq_reader(
+        test_split_percent=31, ds="2024-01-01", columns=["id", "x", "ds", "label"],
+        preprocessing={"auto": True, "exclude": ["id"]}, output="numpy",
+    )  # fmt: skip
+    assert reader.plan.stats["preprocessing"]["query_jobs"] == 1
+    transforms = {t.name: t for t in reader.preprocessor.features}  # type: ignore[union-attr]
+    assert transforms["x"].center == pytest.approx(x.mean(), abs=1e-9)
+    assert transforms["x"].width == pytest.approx(x.std(), abs=1e-9)
+    assert transforms["ds"].kind == "date"
+    features = next(reader.iter_epoch())["features"]
+    assert features.shape[1] == len(reader.preprocessor.feature_names)  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from faucet_core.cli import cli
+from faucet_core.cli import cli, console
 
 
 @pytest.fixture
@@ -149,3 +149,19 @@ def test_the_bigquery_example_config_is_valid(
     code, out, err = run("validate", "--offline", str(example))
     assert code == 0, err
     assert "valid (bigquery, source my-project.analytics.training_events)" in out
+
+
+def test_fit_shows_its_decisions_and_saves_them(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)  # one line per column
+    spec = tmp_path / "spec.json"
+    code, out, err = run("fit", str(config), "-o", str(spec))
+    assert code == 0, err
+    assert "no preprocessing section: fitting `auto: true`" in out
+    assert "name" in out and "onehot of 20 categories" in out  # 5,000 names: the top 20
+    assert "rarer values share the __other__ slot" in out
+    assert "x1" in out and "standard" in out
+    from faucet_core import Preprocessor
+
+    assert "x1" in Preprocessor.load(spec).feature_names

@@ -22,13 +22,14 @@ def train(rank: int, world_size: int, port: int) -> None:
         columns=["x1", "x2", "x3", "x4", "label"],
         split_key="id",
         label_columns=["label"],
+        preprocessing={"auto": True},  # x3 has NULLs: imputed, with an indicator
         test_split_percent=20,
         batch_size=1024,
         chunk_size=10_000,
     )
     # Rank 0 plans (and makes any scratch copy); the others receive its plan and seed.
     with FaucetIterableDataset.from_config(config, features_dtype=torch.float32) as dataset:
-        model = torch.nn.Linear(4, 1)
+        model = torch.nn.Linear(len(dataset.feature_columns), 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         loader = FaucetDataLoader(dataset, num_workers=1)
         for _ in range(2):  # the loader moves the dataset to the next epoch

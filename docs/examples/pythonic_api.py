@@ -19,14 +19,18 @@ epochs: 2
 batch_size: 1024
 test_split_percent: 20
 output: numpy
+preprocessing:          # fitted on the train split: NULLs imputed, numbers scaled,
+  auto: true            # the region one-hot encoded
+  exclude: [id]
 """
 )
 
 with Reader.from_config(config, seed=7) as reader:  # keywords override the file
     for _ in range(reader.config.epochs):
         for batch in reader.iter_epoch():
-            x, y = batch["features"], batch["labels"]  # numpy arrays: (rows, 5) and (rows,)
+            x, y = batch["features"], batch["labels"]  # float32 (rows, features), (rows,)
         eval_rows = sum(len(batch["labels"]) for batch in reader.iter_eval())
+        assert x.shape[1] == len(reader.preprocessor.feature_names)
         train = reader.metrics[-2]
         print(
             f"epoch {train.epoch}: {train.rows} train rows ({train.chunks_cached} chunks "

@@ -15,14 +15,14 @@ settings = dict(
     columns=["x1", "x2", "x3", "x4", "label"],
     split_key="id",
     label_columns=["label"],
+    preprocessing={"auto": True},  # x3 has NULLs: imputed, with an indicator
     batch_size=1024,
     test_split_percent=20,
 )
-model = torch.nn.Linear(4, 1)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-
 with get_batch_reader(seed=7, **settings) as reader:
     dataset = FaucetIterableDataset(reader, features_dtype=torch.float32)
+    model = torch.nn.Linear(len(dataset.feature_columns), 1)  # x1..x4 and x3__missing
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     loader = FaucetDataLoader(dataset, num_workers=2)
     for features, labels in itertools.islice(loader, 10):  # train on 10 batches, then stop
         loss = torch.nn.functional.binary_cross_entropy_with_logits(

@@ -1,0 +1,228 @@
+"""Preprocessing: fitted on exactly the train rows, equal to scikit-learn's, saved for serving."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+
+from faucet_core import ConfigError, Reader
+from faucet_core.preprocessing import Preprocessor
+from faucet_core.preprocessing.preprocessor import OOV
+
+MakeReader = Callable[..., Reader]
+ROWS = 4_000
+CITIES = ["paris", "oslo", "lima", "rome", "kyiv", "nice", "bonn", "riga"]
+
+
+def _write(path: Path) -> Path:
+    """NULLs, a skewed category, a sorted column, dates, and awkward columns."""
+    with duckdb.connect(str(path)) as db:
+        db.execute(
+            f"""
+            CREATE TABLE t AS SELECT
+              i AS id,
+              CASE WHEN i % 9 = 0 THEN NULL ELSE ((i * 7919) % 1000) / 37.0 END AS x,
+              CASE WHEN i % 11 = 0 THEN NULL ELSE (i % 97)::DOUBLE END AS y,
+              CASE WHEN i % 13 = 0 THEN NULL
+                   ELSE {CITIES}[1 + (i * i) % 29 % 8] END AS city,
+              i::DOUBLE AS sorted_x,
+              DATE '2024-01-01' + (i % 60)::INT AS day,
+              NULL::DOUBLE AS empty,
+              5.0 AS constant,
+              'only' AS single,
+              (i % 3 = 0)::INT AS label
+            FROM range({ROWS}) r(i) ORDER BY sorted_x
+            """
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write(tmp_path_factory.mktemp("preprocessing") / "p.duckdb")
+
+
+@pytest.fixture
+def make(make_reader: MakeReader, database: Path) -> Callable[..., Reader]:
+    def build(**settings: Any) -> Reader:
+        return make_reader(
+            **{"database": str(database), "test_split_percent": 25, "batch_size": 500,
+               "chunk_size": 700, **settings}
+        )  # fmt: skip
+
+    return build
+
+
+def _rows(reader: Reader, eval: bool = False) -> pa.Table:
+    """Every row of a split, raw, in one table (from a reader without preprocessing)."""
+    batches = reader.iter_eval() if eval else reader.iter_epoch()
+    return pa.concat_tables(
+        [b["features"].append_column("label", b["labels"].column("label")) for b in batches]
+    )
+
+
+def _column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=object)
+
+
+def test_numbers_match_scikit_learn_fitted_on_the_train_rows(make: Callable[..., Reader]) -> None:
+    train = _rows(make(output="arrow"))
+    settings = {"columns": {"x": {"impute": "mean", "scale": "standard"},
+                            "y": {"impute": "median", "scale": "minmax"}}}  # fmt: skip
+    reader = make(preprocessing=settings)
+    transforms = {t.name: t for t in reader.preprocessor.features}  # type: ignore[union-attr]
+    for name, pipeline in (
+        ("x", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler())),
+        ("y", make_pipeline(SimpleImputer(strategy="median"), MinMaxScaler())),
+    ):
+        values = train.column(name).to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
+        expected = pipeline.fit_transform(values)[:, 0]
+        ours = transforms[name].apply(train.column(name))[0]
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+        assert transforms[name].indicator  # NULLs were seen in train
+
+
+def test_categories_match_scikit_learn(make: Callable[..., Reader]) -> None:
+    train = _rows(make(output="arrow"))
+    settings = {"columns": {"city": {"impute": "most_frequent", "encode": "onehot",
+                                     "max_categories": 4, "indicator": False}}}  # fmt: skip
+    reader = make(preprocessing=settings)
+    (city,) = [t for t in reader.preprocessor.features if t.name == "city"]  # type: ignore[union-attr]
+    values = _column(train, "city").reshape(-1, 1)
+    imputed = SimpleImputer(strategy="most_frequent", missing_values=None).fit_transform(values)
+    encoder = OneHotEncoder(max_categories=5, handle_unknown="infrequent_if_exist")
+    expected = encoder.fit_transform(imputed).toarray()
+    names = [n.removeprefix("x0_") for n in encoder.get_feature_names_out()]
+    ours = np.column_stack(city.apply(train.column("city")))
+    for index, name in enumerate(city.outputs()):
+        category = name.removeprefix("city=")
+        column = names.index("infrequent_sklearn" if category == OOV else category)
+        np.testing.assert_array_equal(ours[:, index], expected[:, column])
+
+
+def test_eval_batches_use_the_train_statistics(make: Callable[..., Reader]) -> None:
+    reader = make(output="numpy", preprocessing={"auto": True, "exclude": ["id"]})
+    x = reader.preprocessor.feature_names.index("x")  # type: ignore[union-attr]
+    train = np.concatenate([b["features"][:, x] for b in reader.iter_epoch()])
+    evaluation = np.concatenate([b["features"][:, x] for b in reader.iter_eval()])
+    assert abs(train.mean()) < 1e-5 and abs(train.std() - 1) < 1e-5
+    assert abs(evaluation.mean()) > 1e-3  # eval is not re-centered on itself
+
+
+def test_auto_decides_per_type_and_explains_awkward_columns(make: Callable[..., Reader]) -> None:
+    reader = make(output="numpy", preprocessing={"auto": True, "exclude": ["id"]})
+    preprocessor = reader.preprocessor
+    assert preprocessor is not None
+    kinds = {t.name: t for t in preprocessor.features}
+    assert kinds["id"].kind == "passthrough"
+    assert kinds["empty"].kind == "dropped" and "NULL on every train row" in kinds["empty"].note
+    assert kinds["constant"].width == 1.0 and "constant" in kinds["constant"].note
+    assert kinds["single"].categories == ("only",)
+    assert kinds["day"].date_parts == ("epoch_days", "day_of_week", "month")
+    assert "label" not in {t.name for t in preprocessor.features}  # labels untouched
+    reader.prep_for_epoch()
+    batch = reader.get_batch()
+    assert batch is not None
+    features = batch["features"]
+    assert features.dtype == np.float32 and features.flags["C_CONTIGUOUS"]
+    assert features.shape[1] == len(preprocessor.feature_names)
+    assert np.isfinite(features).all()
+    constant = preprocessor.feature_names.index("constant")
+    assert (features[:, constant] == 0).all()
+    assert set(np.unique(batch["labels"])) <= {0, 1}
+
+
+def test_unseen_categories_and_nulls_share_the_other_slot(make: Callable[..., Reader]) -> None:
+    preprocessor = make(preprocessing={"auto": True}).preprocessor
+    assert preprocessor is not None
+    city = next(t for t in preprocessor.features if t.name == "city")
+    rows = city.apply(pa.chunked_array([["atlantis", None, city.categories[0]]]))
+    onehot = np.column_stack(rows[: len(city.categories) + 1])
+    other = len(city.categories)
+    assert onehot[0, other] == 1 and onehot[1, other] == 1 and onehot[2, 0] == 1
+    assert onehot.sum(axis=1).tolist() == [1, 1, 1]
+
+
+def test_a_saved_preprocessor_serves_what_the_reader_trained_on(
+    make: Callable[..., Reader], tmp_path: Path
+) -> None:
+    settings = {"auto": True, "exclude": ["id"], "columns": {"y": {"clip": [0, 50]}}}
+    reader = make(output="numpy", seed=4, preprocessing=settings)
+    raw = make(output="arrow", seed=4)
+    assert reader.preprocessor is not None
+    reader.preprocessor.save(tmp_path / "spec.json")
+    served = Preprocessor.load(tmp_path / "spec.json")
+    assert served == reader.preprocessor
+    for batch, rows in zip(reader.iter_epoch(), raw.iter_epoch(), strict=True):
+        for data in (rows["features"], rows["features"].to_pandas(), rows["features"].to_pydict()):
+            assert np.array_equal(served.transform(data), batch["features"])
+    again = make(output="numpy", preprocessing={"spec": str(tmp_path / "spec.json")})
+    assert again.preprocessor == served
+
+
+def test_the_cache_keeps_raw_chunks_and_the_fit_is_reused(
+    make: Callable[..., Reader], read_counter: Any
+) -> None:
+    first = make(datastore="counting-duckdb", preprocessing={"auto": True})
+    for _ in first.iter_epoch():
+        pass
+    reads = read_counter.reads
+    other = make(datastore="counting-duckdb", preprocessing={"columns": {"x": {"scale": "none"}}})
+    for _ in other.iter_epoch():
+        pass
+    assert read_counter.reads == reads  # other preprocessing, same cached chunks
+    again = make(datastore="counting-duckdb", preprocessing={"auto": True})
+    assert again.preprocessor == first.preprocessor
+
+
+def test_pandas_and_arrow_keep_named_columns(make: Callable[..., Reader]) -> None:
+    settings = {"auto": True, "exclude": ["id", "city"]}
+    batch = next(make(output="pandas", preprocessing=settings).iter_epoch())
+    assert "x__missing" in batch["features"].columns
+    assert set(batch["features"]["city"].dropna()) <= set(CITIES)  # excluded text, as it is
+    arrow = next(make(output="arrow", preprocessing=settings).iter_epoch())
+    assert arrow["features"].schema.field("x").type == pa.float32()
+
+
+def test_bad_settings_name_their_field(make: Callable[..., Reader], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"preprocessing.columns: \['nope'\] not among"):
+        make(preprocessing={"columns": {"nope": {"scale": "standard"}}})
+    with pytest.raises(ConfigError, match=r"preprocessing\.columns\.x\.scale"):
+        make(preprocessing={"columns": {"x": {"scale": "cube"}}})
+    with pytest.raises(ConfigError, match=r"preprocessing\.spec"):
+        make(preprocessing={"spec": str(tmp_path / "missing.json")})
+
+
+def test_without_a_statistics_query_the_train_chunks_are_read(
+    make_reader: MakeReader, register: Callable[[object], None], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The SQLite example plugin computes no statistics: the core reads the train chunks.
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "faucet-sqlite"))
+    import faucet_sqlite
+
+    register(faucet_sqlite)
+    path = tmp_path / "p.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER, x REAL, label INTEGER)")
+        db.executemany(
+            "INSERT INTO t VALUES (?, ?, ?)",
+            [(i, None if i % 7 == 0 else i % 50 / 3, i % 2) for i in range(2_000)],
+        )
+    settings = {"datastore": "sqlite", "database": str(path), "test_split_percent": 25}
+    reader = make_reader(**settings, preprocessing={"auto": True, "exclude": ["id"]})
+    train = _rows(make_reader(**settings, output="arrow"))
+    x = next(t for t in reader.preprocessor.features if t.name == "x")  # type: ignore[union-attr]
+    values = train.column("x").to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
+    expected = make_pipeline(SimpleImputer(), StandardScaler()).fit_transform(values)[:, 0]
+    np.testing.assert_allclose(x.apply(train.column("x"))[0], expected, rtol=0, atol=1e-6)
