@@ -87,3 +87,11 @@ def test_row_segments_cover_the_range_and_wrap_around(
         for r in range(seg.lo, seg.hi)
     ]
     assert rows == [i % total for i in range(start, start + length)]
+
+
+def test_two_row_chunks_are_shuffled_too() -> None:
+    table = pa.table({"id": [0, 1]})
+    chunk = ChunkSpec("train", 0, 0, 1, 2, 0)
+    orders = {tuple(permute_chunk(table, chunk, seed, 1).column("id").to_pylist())
+              for seed in range(20)}  # fmt: skip
+    assert orders == {(0, 1), (1, 0)}

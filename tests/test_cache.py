@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 
+from faucet_core import cache as cache_module
 from faucet_core.cache import ChunkCache
 
 
@@ -111,3 +116,71 @@ def test_clear_frees_everything(tmp_path: Path) -> None:
     assert cache.clear() > 0
     assert len(cache) == 0
     assert cache.get("a") is None
+
+
+def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    cache.put("a", _table(10))
+    cache.put("a", _table(20))  # other bytes, another checksum, another file name
+    assert len(list(tmp_path.glob("a.*.arrow"))) == 1
+    assert cache.get("a") == _table(20)
+
+
+def test_a_failed_write_is_reported_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(path: Path, data: object) -> None:
+        path.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "_write_file", disk_full)
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    assert not cache.put("a", _table(10))
+    assert not list(tmp_path.iterdir())
+    assert cache.get("a") is None
+
+
+def test_only_stale_temporary_files_are_cleaned(tmp_path: Path) -> None:
+    ChunkCache(tmp_path, max_bytes=10**9).put("old", _table(10))
+    (entry,) = tmp_path.glob("old.*.arrow")
+    stale = tmp_path / ".x.1.2.tmp"  # left by a writer that crashed two hours ago
+    writing = tmp_path / ".y.3.4.tmp"  # another process writing right now
+    for path in (stale, writing):
+        path.write_bytes(b"partial")
+    two_hours_ago = time.time() - 7200
+    for path in (entry, stale):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    assert not stale.exists() and writing.exists()
+    assert cache.get("old") == _table(10)  # an old entry is not a stale temporary file
+
+
+def test_recency_survives_across_instances(tmp_path: Path) -> None:
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(1000))
+    size = probe.total_bytes
+    first = ChunkCache(tmp_path / "cache", max_bytes=3 * size)
+    for key in "cab":  # written in this order: c is the least recently used
+        first.put(key, _table(1000))
+    now = time.time()
+    for age, key in enumerate("bac"):  # make the files' times say so too
+        (path,) = (tmp_path / "cache").glob(f"{key}.*.arrow")
+        os.utime(path, (now - age, now - age))
+    later = ChunkCache(tmp_path / "cache", max_bytes=3 * size)
+    later.put("d", _table(1000))
+    assert later.get("c") is None
+    assert all(later.get(key) is not None for key in "abd")
+
+
+def test_eviction_brings_the_folder_under_budget(tmp_path: Path) -> None:
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(1000))
+    size = probe.total_bytes
+    ChunkCache(tmp_path / "cache", max_bytes=None).put("a", _table(1000))
+    for key in "bcd":
+        ChunkCache(tmp_path / "cache", max_bytes=None).put(key, _table(1000))
+    small = ChunkCache(tmp_path / "cache", max_bytes=2 * size)
+    small.put("e", _table(1000))
+    assert small.total_bytes <= 2 * size
+    assert (small.stats.evictions, small.stats.bytes_evicted) == (3, 3 * size)
+    assert len(list((tmp_path / "cache").glob("*.arrow"))) == 2

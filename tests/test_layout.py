@@ -186,6 +186,7 @@ def test_hash_values_is_stable_and_typed() -> None:
     assert layout.hash_values(1) != layout.hash_values("1")
     assert layout.hash_values(None) != layout.hash_values("None")
     assert layout.hash_values(42) == 6_969_389_294_253_838_187  # pinned: a change moves rows
+    assert layout.hash_values(1, "a") == -4_209_974_568_958_848_522
     assert -(2**63) <= layout.hash_values(3.5, b"x") < 2**63
 
 

@@ -85,6 +85,25 @@ def test_a_state_saved_at_the_end_of_an_epoch_starts_the_next(make_reader: MakeR
         make_reader(**{**settings, "epochs": 1}).load_state_dict(second.state_dict())
 
 
+def test_a_state_saved_between_epochs_or_before_any_resumes_there(make_reader: MakeReader) -> None:
+    settings = {"epochs": 2, "batch_size": 300, "seed": 4}
+    full = _stream(make_reader(**settings), epochs=2)
+    fresh = make_reader(**settings).state_dict()
+    assert (fresh["epoch"], fresh["batches"]) == (1, 0)
+    interrupted = make_reader(**settings)
+    interrupted.prep_for_epoch()
+    served = [interrupted.get_batch()["features"]["id"].tolist() for _ in range(2)]
+    restored = make_reader(**settings)
+    restored.load_state_dict(interrupted.state_dict())
+    # Saved again before the resumed epoch started: the same position.
+    assert restored.state_dict() == interrupted.state_dict()
+    again = make_reader(**settings)
+    again.load_state_dict(restored.state_dict())
+    while again.epoch < 2:
+        served += [b["features"]["id"].tolist() for b in again.iter_epoch()]
+    assert served == full
+
+
 def test_state_is_a_few_plain_values(make_reader: MakeReader) -> None:
     reader = make_reader(batch_size=100)
     reader.prep_for_epoch()
