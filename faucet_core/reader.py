@@ -102,26 +102,30 @@ class Reader:
         self.stream = Stream(StreamSpec(warehouse_class, config, plan), warehouse)
         self.label_columns = list(config.source.label_columns)
         self.feature_columns = [c for c in plan.columns if c not in self.label_columns]
-        self.preprocessor: Preprocessor | None = preprocessor
-        if preprocessor is None and config.preprocessing.enabled:
-            try:
-                self.preprocessor = obtain_preprocessor(config, plan, self.stream)
-            except BaseException:
-                self.stream.close()
-                raise
-        #: Applied to each chunk of a pass, in the fetch threads (the preprocessing).
-        self._transform: Callable[[pa.Table], pa.Table] | None = None
+        self.preprocessor = preprocessor
+        self._transform: Callable[[pa.Table], pa.Table] | None = None  # per chunk served
         self._batch_labels = self.label_columns
-        if self.preprocessor is not None:
-            fit = {k: v for k, v in self.preprocessor.fitted_on.items() if k != "plan"}
-            self.plan = dataclasses.replace(plan, stats={**plan.stats, "preprocessing": fit})
-            self.feature_columns = self.preprocessor.feature_names
-            if config.output != "numpy":
-                self.feature_columns += self.preprocessor.kept
-            self._batch_labels = self.preprocessor.label_names(self.label_columns)
-            self._transform = functools.partial(
-                self.preprocessor.transform_table, label_columns=self.label_columns
-            )
+        try:
+            self._preprocess(preprocessor)
+        except BaseException:
+            self.stream.close()
+            raise
+
+    def _preprocess(self, given: Preprocessor | None) -> None:
+        """Fit (or take) the preprocessing, and make it part of every pass."""
+        if given is None and self.config.preprocessing.enabled:
+            self.preprocessor = obtain_preprocessor(self.config, self.plan, self.stream)
+        if self.preprocessor is None:
+            return
+        fit = {k: v for k, v in self.preprocessor.fitted_on.items() if k != "plan"}
+        self.plan = dataclasses.replace(self.plan, stats={**self.plan.stats, "preprocessing": fit})
+        self.feature_columns = self.preprocessor.feature_names
+        if self.config.output != "numpy":
+            self.feature_columns += self.preprocessor.kept
+        self._batch_labels = self.preprocessor.label_names(self.label_columns)
+        self._transform = functools.partial(
+            self.preprocessor.transform_table, label_columns=self.label_columns
+        )
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Reader:
