@@ -19,6 +19,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
@@ -119,27 +120,27 @@ class ChunkCache:
         return pa.ipc.open_file(source).read_all()
 
     def put(self, key: str, table: pa.Table) -> bool:
-        """Store ``table`` under ``key`` atomically; returns whether it was stored."""
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        data = sink.getvalue()
-        if self.max_bytes is not None and data.size > self.max_bytes:
-            log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, data.size)
-            return False
-        crc = zlib.crc32(data)
-        final = self.directory / f"{key}.{crc:08x}{_SUFFIX}"
+        """Store ``table`` under ``key`` atomically; returns whether it was stored.
+
+        The table is written once, straight to a temporary file, its checksum computed on
+        the way, then renamed into place.
+        """
         temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
-            _write_file(temp, data)
+            crc, size = _write_table(temp, table)
+            if self.max_bytes is not None and size > self.max_bytes:
+                log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, size)
+                temp.unlink(missing_ok=True)
+                return False
+            final = self.directory / f"{key}.{crc:08x}{_SUFFIX}"
             os.replace(temp, final)
         except OSError as exc:
-            log.warning("could not write cache entry %s: %s", final, exc)
+            log.warning("could not write the cache entry of %s: %s", key, exc)
             temp.unlink(missing_ok=True)
             return False
         with self._lock:
             old = self._entries.pop(key, None)
-            self._entries[key] = _Entry(final, data.size, crc)
+            self._entries[key] = _Entry(final, size, crc)
             self._verified.add(final)
             self.stats.writes += 1
         if old is not None and old.path != final:
@@ -246,10 +247,39 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
         return None
 
 
-def _write_file(path: Path, data: pa.Buffer) -> None:
-    """Write ``data`` to a new file at ``path``."""
+class _ChecksummedFile:
+    """A file that keeps the CRC-32 and the size of what was written to it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.crc = 0
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.crc = zlib.crc32(view, self.crc)
+        self.size += view.nbytes
+        self.handle.write(view)
+        return view.nbytes
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def tell(self) -> int:
+        return self.size
+
+
+def _write_table(path: Path, table: pa.Table) -> tuple[int, int]:
+    """Write ``table`` as an Arrow IPC file at ``path``; its CRC-32 and size in bytes."""
     with open(path, "wb") as handle:
-        handle.write(data)
+        sink = _ChecksummedFile(handle)
+        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+            writer.write_table(table)
+    return sink.crc, sink.size
 
 
 def _touch(path: Path) -> None:

@@ -62,13 +62,15 @@ import os, signal, sys
 import pyarrow as pa
 from faucet_core import cache as module
 
-def write_half_then_die(path, data):
-    with open(path, "wb") as handle:
-        handle.write(data.to_pybytes()[: data.size // 2])
-        handle.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
+write = module._write_table
 
-module._write_file = write_half_then_die
+def write_half_then_die(path, table):
+    write(path, table)
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+module._write_table = write_half_then_die
 table = pa.table({"id": list(range(100_000))})
 module.ChunkCache(sys.argv[1]).put("a", table)
 """
@@ -129,11 +131,11 @@ def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:
 def test_a_failed_write_is_reported_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(path: Path, data: object) -> None:
+    def disk_full(path: Path, table: object) -> None:
         path.write_bytes(b"half")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "_write_file", disk_full)
+    monkeypatch.setattr(cache_module, "_write_table", disk_full)
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     assert not cache.put("a", _table(10))
     assert not list(tmp_path.iterdir())
