@@ -172,6 +172,9 @@ class DuckDBWarehouse(SqlWarehouse):
         if cursor is None:
             cursor = self._db.cursor()
             cursor.execute("SET enable_progress_bar = false")
+            # No query here depends on storage order (the core orders chunks); not keeping
+            # it lets DuckDB write and read in parallel with less memory.
+            cursor.execute("SET preserve_insertion_order = false")
             if self.connection.database is not None:
                 cursor.execute("USE faucet_source")
             self._local.cursor = cursor
