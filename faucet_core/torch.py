@@ -188,9 +188,9 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         With ``torch.distributed`` initialized and several ranks, rank 0 plans the source,
         fits the preprocessing and makes the warehouse's scratch copy, then broadcasts the
         plan, the seed and the fitted preprocessor (as JSON); the other ranks use them and
-        ask the warehouse nothing to plan or fit. Every
-        rank must call this, as with any collective. Close the dataset (or use it as a
-        context manager) to release its reader.
+        ask the warehouse nothing to plan or fit. Every rank must call this, as with any
+        collective. Close the dataset (or use it as a context manager) to release its
+        reader.
 
         Raises:
             ConfigError, WarehouseError: On every rank, when rank 0 could not plan.
@@ -231,12 +231,12 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         return state
 
     @property
-    def config(self) -> Any:
+    def config(self) -> FaucetConfig:
         """The reader's configuration."""
         return self.spec.config
 
     @property
-    def plan(self) -> Any:
+    def plan(self) -> Plan:
         """The reader's plan."""
         return self.spec.plan
 
