@@ -26,7 +26,9 @@ from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
-settings.load_profile("faucet")
+# Mutation testing runs the tests thousands of times: fewer examples each time.
+settings.register_profile("mutation", deadline=None, max_examples=8)
+settings.load_profile(os.environ.get("FAUCET_HYPOTHESIS_PROFILE", "faucet"))
 
 ROWS = 5_000
 SMALL_ROWS = 1_000
