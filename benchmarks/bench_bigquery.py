@@ -2,8 +2,9 @@
 
 Run from the repository root: ``python benchmarks/bench_bigquery.py [--rows 200000]``.
 Compares one epoch of 1024-row batches from Faucet (Storage Read API, then from the
-cache) with one query per batch (``LIMIT/OFFSET``, the strawman) and with
-``query(...).to_dataframe()`` of the whole split, and counts the query jobs each issues.
+cache) with the raw Storage Read API stream of the table (unshuffled: the local limit),
+one query per batch (``LIMIT/OFFSET``, the strawman) and ``query(...).to_dataframe()`` of
+the whole split, and counts the query jobs each issues.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyarrow as pa
 
 from faucet_core import get_batch_reader
 from tests.bqemulator import BigQueryEmulator, running_emulator
@@ -75,6 +78,36 @@ def bench_faucet(emulator: BigQueryEmulator, cache: Path, batch_size: int) -> li
     return results
 
 
+def bench_raw_stream(emulator: BigQueryEmulator, batch_size: int) -> dict[str, Any]:
+    """The table's rows through one Storage Read API session, cut into batches."""
+    from google.cloud.bigquery_storage_v1 import types
+
+    from faucet_bigquery.connection import BigQueryConnection
+
+    connection = BigQueryConnection(**emulator.settings())
+    client = connection.read_client(connection.credentials())
+    project, dataset, table = emulator.project, *TABLE.split(".")
+    started, first, rows = time.perf_counter(), 0.0, 0
+    session = client.create_read_session(
+        parent=f"projects/{project}",
+        read_session=types.ReadSession(
+            table=f"projects/{project}/datasets/{dataset}/tables/{table}",
+            data_format=types.DataFormat.ARROW,
+        ),
+        max_stream_count=1,
+    )
+    schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+    for stream in session.streams:
+        for response in client.read_rows(stream.name):
+            data = response.arrow_record_batch.serialized_record_batch
+            batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+            for offset in range(0, batch.num_rows, batch_size):
+                rows += batch.slice(offset, batch_size).num_rows
+                first = first or time.perf_counter() - started
+    return {"name": "raw Storage Read API stream", "rows": rows,
+            "seconds": time.perf_counter() - started, "first": first, "jobs": 0}  # fmt: skip
+
+
 def bench_query_per_batch(
     emulator: BigQueryEmulator, rows: int, batch_size: int, batches: int
 ) -> dict[str, Any]:
@@ -120,6 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder, running_emulator(Path(folder)) as emulator:
         make_table(emulator, args.rows)
         results = bench_faucet(emulator, Path(folder) / "cache", args.batch_size)
+        results.append(bench_raw_stream(emulator, args.batch_size))
         results.append(
             bench_query_per_batch(emulator, args.rows, args.batch_size, args.strawman_batches)
         )
@@ -131,7 +165,11 @@ def main() -> None:
         rate = r["rows"] / r["seconds"]
         ratio = rate / baseline
         print(f"{r['name']:36} {rate:12,.0f} {ratio:12.2f} {r['first']:11.2f}s {r['jobs']:6}")
-    per_batch = results[3]
+    raw = results[3]
+    streamed = results[1]["rows"] / results[1]["seconds"]
+    print(f"streaming after planning: {streamed / (raw['rows'] / raw['seconds']):.2f}x "
+          "the raw Storage Read API stream")  # fmt: skip
+    per_batch = results[4]
     full_jobs = args.rows // args.batch_size
     print(f"one query per batch would issue {full_jobs:,} jobs for one epoch; Faucet issued "
           f"{results[0]['jobs']} for all its epochs ({per_batch['jobs']} for "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,7 +103,18 @@ def child(contender: str, database: str, cache: str, batch_size: int, output: st
         figures["rates"].append(rows / (time.perf_counter() - started))
         if number == 1:
             figures["label_means"] = spread
+    figures["rss"] = peak_rss()
     print(json.dumps(figures))
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes. Linux's ``VmHWM`` counts this process
+    only; ``ru_maxrss`` would start from the parent's size (it survives ``exec``)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def run(contender: str, database: Path, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -111,14 +123,13 @@ def run(contender: str, database: Path, folder: Path, args: argparse.Namespace) 
     command = [sys.executable, __file__, "--child", contender, "--database", str(database),
                "--cache", str(cache), "--batch-size", str(args.batch_size),
                "--output", args.output]  # fmt: skip
+    os.sync()  # the previous contender's writes are not flushed on this one's time
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status:
+    if process.wait():
         raise SystemExit(f"{contender} failed")
     figures: dict[str, Any] = json.loads(out)
-    figures["rss"] = usage.ru_maxrss * 1024
     return figures
 
 
@@ -160,6 +171,8 @@ def main() -> None:
                       f"{rates[0] / 1e6:.2f}M | {rates[1] / 1e6:.2f}M | "
                       f"{figures['rss'] / 2**20:,.0f} MiB | {mixing:.2f} |")  # fmt: skip
             database.unlink()
+            for cache in folder.glob("cache-*"):
+                shutil.rmtree(cache)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ A chunk is permuted once when it is loaded; a batch is then a zero-copy slice of
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ __all__ = [
     "Segment",
     "batch_count",
     "chunk_order",
+    "chunk_permutation",
     "permute_chunk",
     "row_segments",
     "slice_batches",
@@ -72,12 +73,18 @@ def row_segments(order: Sequence[ChunkSpec], start: int, stop: int) -> list[Segm
     return segments
 
 
+def chunk_permutation(chunk: ChunkSpec, seed: int, epoch: int) -> np.ndarray[Any, Any]:
+    """The permutation of ``chunk``'s rows (in chunk order) for ``epoch``, drawn from
+    ``(seed, epoch, split, chunk index)``."""
+    rng = np.random.default_rng([seed, epoch, _SPLIT_IDS[chunk.split], chunk.index])
+    return rng.permutation(chunk.rows)
+
+
 def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:
-    """``table``'s rows in an order drawn from ``(seed, epoch, split, chunk index)``."""
+    """``table`` (``chunk``'s rows in chunk order) permuted for ``epoch``."""
     if table.num_rows < 2:
         return table
-    rng = np.random.default_rng([seed, epoch, _SPLIT_IDS[chunk.split], chunk.index])
-    return table.take(rng.permutation(table.num_rows))
+    return table.take(chunk_permutation(chunk, seed, epoch))
 
 
 def slice_batches(

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 import pyarrow as pa
 
-__all__ = ["CacheStats", "ChunkCache"]
+__all__ = ["CacheStats", "ChunkCache", "EntryWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,22 @@ class ChunkCache:
         The table is written once, straight to a temporary file, its checksum computed on
         the way, then renamed into place.
         """
-        temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        writer = self.writer(key, table.schema)
         try:
-            crc, size = _write_table(temp, table)
+            writer.write(table)
+        except BaseException:
+            writer.abort()
+            raise
+        return writer.commit()
+
+    def writer(self, key: str, schema: pa.Schema) -> EntryWriter:
+        """A new entry for ``key``, written batch by batch, stored by
+        :meth:`EntryWriter.commit` (or dropped by :meth:`EntryWriter.abort`)."""
+        temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.{id(schema)}.tmp"
+        return EntryWriter(self, key, temp, schema)
+
+    def _commit(self, key: str, temp: Path, crc: int, size: int) -> bool:
+        try:
             if self.max_bytes is not None and size > self.max_bytes:
                 log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, size)
                 temp.unlink(missing_ok=True)
@@ -273,13 +286,68 @@ class _ChecksummedFile:
         return self.size
 
 
-def _write_table(path: Path, table: pa.Table) -> tuple[int, int]:
-    """Write ``table`` as an Arrow IPC file at ``path``; its CRC-32 and size in bytes."""
-    with open(path, "wb") as handle:
-        sink = _ChecksummedFile(handle)
-        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), table.schema) as writer:
-            writer.write_table(table)
-    return sink.crc, sink.size
+class EntryWriter:
+    """One cache entry being written: an Arrow IPC file, batch by batch, to a temporary
+    file whose checksum is computed on the way. Not thread-safe."""
+
+    def __init__(self, cache: ChunkCache, key: str, temp: Path, schema: pa.Schema) -> None:
+        self.key = key
+        self.rows = 0
+        self._cache = cache
+        self._temp = temp
+        self._handle: BinaryIO | None = None
+        self._sink: _ChecksummedFile | None = None
+        self._ipc: pa.ipc.RecordBatchFileWriter | None = None
+        self._failed: OSError | None = None
+        try:
+            self._handle = open(temp, "wb")  # noqa: SIM115 - closed by commit() or abort()
+            self._sink = _ChecksummedFile(self._handle)
+            self._ipc = pa.ipc.new_file(pa.PythonFile(self._sink, mode="w"), schema)
+        except OSError as exc:
+            self._fail(exc)
+
+    def write(self, data: pa.Table | pa.RecordBatch) -> None:
+        """Append rows. A write that fails (a full disk) is reported by :meth:`commit`."""
+        if self._ipc is None:
+            return
+        try:
+            if isinstance(data, pa.RecordBatch):
+                self._ipc.write_batch(data)
+            else:
+                self._ipc.write_table(data)
+            self.rows += data.num_rows
+        except OSError as exc:
+            self._fail(exc)
+
+    def commit(self) -> bool:
+        """Finish the file and put it in the cache; returns whether it was stored."""
+        try:
+            if self._ipc is not None:
+                self._ipc.close()
+        except OSError as exc:
+            self._fail(exc)
+        self._close_handle()
+        if self._failed is not None or self._sink is None:
+            log.warning("could not write the cache entry of %s: %s", self.key, self._failed)
+            self._temp.unlink(missing_ok=True)
+            return False
+        return self._cache._commit(self.key, self._temp, self._sink.crc, self._sink.size)
+
+    def abort(self) -> None:
+        """Drop the entry."""
+        self._ipc = None
+        self._close_handle()
+        self._temp.unlink(missing_ok=True)
+
+    def _fail(self, exc: OSError) -> None:
+        self._failed = self._failed or exc
+        self._ipc = None
+
+    def _close_handle(self) -> None:
+        if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.close()
+            self._handle = None
 
 
 def _touch(path: Path) -> None:

@@ -175,6 +175,11 @@ class CacheConfig(_Section):
     max_bytes: ByteSize = Field(
         10 * 2**30, description="Byte budget; least recently used chunks are evicted past it."
     )
+    fill_buffer: ByteSize = Field(
+        128 * 2**20,
+        description="Bytes of rows held in memory while the cache is filled from one scan "
+        "of the source; more are written out.",
+    )
     plan_ttl: Duration | None = Field(
         None,
         description="Reuse the plan of a source without a data version (a query) for this "

@@ -14,13 +14,16 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import tenacity
 
 from faucet_core import layout
 from faucet_core.cache import ChunkCache
 from faucet_core.errors import ChunkReadError
+from faucet_core.fill import BUFFER_BYTES, CacheFill
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.warehouse import (
     PermanentWarehouseError,
@@ -45,12 +48,26 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class FetchedChunk:
-    """A chunk's rows (in chunk order, with the hash column), and where they came from."""
+    """A chunk's rows (with the hash column), and where they came from.
+
+    Attributes:
+        chunk: The chunk.
+        table: Its rows, in any order.
+        from_cache: Whether they came from the cache.
+        attempts: Tries it took to read them from the warehouse (0 from the cache).
+        positions: The positions of ``table``'s rows in the chunk order
+            (:func:`~faucet_core.layout.chunk_positions`); ``None``: in that order already.
+    """
 
     chunk: ChunkSpec
     table: pa.Table
     from_cache: bool
     attempts: int
+    positions: np.ndarray[Any, Any] | None = None
+
+    def ordered(self) -> pa.Table:
+        """The rows in the chunk order."""
+        return self.table if self.positions is None else self.table.take(self.positions)
 
 
 class _Stopped(Exception):
@@ -68,6 +85,8 @@ class ChunkFetcher:
         retry: The retry policy for transient errors.
         materialize_lock: Makes processes sharing a cache folder materialize one at a time,
             so the second finds the first's scratch copy instead of making its own.
+        fill_lock: Likewise for filling the cache from one scan of the source.
+        fill_buffer: Bytes of scanned rows held in memory by that fill.
     """
 
     def __init__(
@@ -77,6 +96,8 @@ class ChunkFetcher:
         cache: ChunkCache | None,
         retry: RetryPolicy,
         materialize_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+        fill_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+        fill_buffer: int = BUFFER_BYTES,
     ) -> None:
         self.plan = plan
         self.cache = cache
@@ -86,14 +107,37 @@ class ChunkFetcher:
         self._materialized = False
         self._materialize_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._fill: CacheFill | None = None
+        if cache is not None:
+            fill = CacheFill(plan, cache, warehouse, fill_lock, fill_buffer)
+            self._fill = fill if fill.possible() else None
 
     def stop(self) -> None:
-        """Interrupt retry waits; fetches under way fail with :class:`ChunkReadError`."""
+        """Interrupt retry waits and the cache fill; fetches under way fail with
+        :class:`ChunkReadError`."""
         self._stopped.set()
+        if self._fill is not None:
+            self._fill.stop(timeout=0)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the cache fill to end after :meth:`stop`; whether it did in time."""
+        return self._fill is None or self._fill.stop(timeout)
 
     def cached(self, chunk: ChunkSpec) -> bool:
         """Whether the cache holds ``chunk`` (not yet checked)."""
         return self.cache is not None and self.plan.chunk_key(chunk) in self.cache
+
+    def prepare(self) -> None:
+        """Make every chunk readable: fill the cache from one scan where that works, else
+        run the warehouse's one-time work, unless the cache holds every chunk already."""
+        chunks = [c for split in self.plan.chunks.values() for c in split]
+        if all(self.cached(c) for c in chunks):
+            return
+        if self._fill is not None:
+            self._fill.wait_all()
+            if all(self.cached(c) for c in chunks):
+                return
+        self.materialize()
 
     def materialize(self) -> None:
         """Run the warehouse's one-time work for this plan, once per fetcher."""
@@ -114,8 +158,11 @@ class ChunkFetcher:
             self.plan.columns,
         )
 
-    def fetch(self, chunk: ChunkSpec) -> FetchedChunk:
-        """Return ``chunk``'s rows in chunk order, with the hash column, as one batch.
+    def fetch(self, chunk: ChunkSpec, first: bool = False) -> FetchedChunk:
+        """Return ``chunk``'s rows, with the hash column, and their chunk order.
+
+        ``first``: a pass starts with this chunk. Missed while the cache fill runs, it is
+        read by itself, so the pass's first batch does not wait for the whole fill.
 
         Raises:
             ChunkReadError: The chunk could not be read: a permanent error, transient errors
@@ -123,17 +170,57 @@ class ChunkFetcher:
         """
         key = self.plan.chunk_key(chunk)
         if self.cache is not None:
-            cached = self.cache.get(key)
-            if cached is not None:
-                problem = self.problem(chunk, cached)
-                if problem is None:
-                    return FetchedChunk(chunk, cached, from_cache=True, attempts=0)
-                log.warning("discarding the cached %s: %s", chunk.describe(), problem)
-                self.cache.discard(key)
+            fetched = self._from_cache(chunk, key)
+            if fetched is None and self._fill is not None:
+                fetched = self._read_while_filling(chunk) if first else None
+                if fetched is None and self._fill.wait(chunk):
+                    fetched = self._from_cache(chunk, key)
+            if fetched is not None:
+                return fetched
         table, attempts = self._read_with_retries(chunk)
         if self.cache is not None:
             self.cache.put(key, table)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts)
+        positions = layout.chunk_positions(table)
+        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts, positions=positions)
+
+    def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
+        """``chunk`` read with a scan of its own while the fill runs; ``None`` if the fill
+        is over or that read fails (the fill then serves the chunk)."""
+        assert self._fill is not None
+        if not self._fill.start():
+            return None
+        try:
+            scanned = self._warehouse().scan(self.plan, [chunk])
+            batches = [] if scanned is None else list(scanned)
+            if not batches:
+                return None
+            table = pa.Table.from_batches(batches).select([*self.plan.columns, layout.HASH_COLUMN])
+            problem = self.problem(chunk, table)
+            if problem is not None:
+                raise PermanentWarehouseError(problem)
+        except Exception as exc:
+            log.info(
+                "reading %s by itself failed (%s); waiting for the fill", chunk.describe(), exc
+            )
+            return None
+        self._fill.served(chunk)
+        positions = layout.chunk_positions(table)
+        return FetchedChunk(chunk, table, from_cache=False, attempts=1, positions=positions)
+
+    def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
+        """``chunk`` from the cache if it holds it intact."""
+        assert self.cache is not None
+        cached = self.cache.get(key)
+        if cached is None:
+            return None
+        problem = self.problem(chunk, cached)
+        if problem is not None:
+            log.warning("discarding the cached %s: %s", chunk.describe(), problem)
+            self.cache.discard(key)
+            return None
+        filled = self._fill is not None and self._fill.claim(chunk)  # read by this process
+        positions = layout.chunk_positions(cached)
+        return FetchedChunk(chunk, cached, not filled, int(filled), positions)
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         name = self.plan.datastore
@@ -188,7 +275,7 @@ class ChunkFetcher:
             raise PermanentWarehouseError(
                 f"{problem}; the source changed after planning, start a new reader"
             )
-        return layout.order_chunk(table).combine_chunks()
+        return table
 
     def _sleep(self, seconds: float) -> None:
         if self._stopped.wait(seconds):

@@ -46,6 +46,7 @@ __all__ = [
     "bucket_counts",
     "bucket_of",
     "checksum_of",
+    "chunk_positions",
     "chunk_problem",
     "count_hashes",
     "eval_buckets",
@@ -312,10 +313,22 @@ def order_chunk(table: pa.Table) -> pa.Table:
     and whenever it is read, which is what lets a seed give the same batches from the
     warehouse and from the cache.
     """
+    positions = chunk_positions(table)
+    return table if positions is None else table.take(positions)
+
+
+def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:
+    """The positions of ``table``'s rows in the chunk order (see :func:`order_chunk`), or
+    ``None`` when the rows are in that order already."""
     hashes = np.asarray(table.column(HASH_COLUMN).to_numpy())
-    order = np.argsort(hashes, kind="stable")
-    if table.num_rows < 2 or np.all(np.diff(hashes[order]) != 0):
-        return table.take(pa.array(order))
+    if table.num_rows < 2:
+        return None
+    if np.all(hashes[1:] > hashes[:-1]):  # not np.diff: it wraps around on uint64
+        return None
+    positions = np.argsort(hashes)  # not stable, but with no equal hashes no need to be
+    ordered = hashes[positions]
+    if np.all(ordered[1:] != ordered[:-1]):
+        return positions
     # Equal hashes (a key that is not unique): sort by every column as well.
     keys = [HASH_COLUMN]
     tie_table = table
@@ -331,7 +344,7 @@ def order_chunk(table: pa.Table) -> pa.Table:
             )
         keys.append(name)
     indices = pc.sort_indices(tie_table, sort_keys=[(key, "ascending") for key in keys])
-    return table.take(indices)
+    return np.asarray(indices.to_numpy())
 
 
 def _sortable(kind: pa.DataType) -> bool:

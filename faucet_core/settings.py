@@ -207,6 +207,7 @@ _SOURCE_KEYWORDS = {
 _CACHE_KEYWORDS = {
     "cache_dir": "dir",
     "cache_max_bytes": "max_bytes",
+    "cache_fill_buffer": "fill_buffer",
     "use_cache": "enabled",
     "plan_ttl": "plan_ttl",
 }

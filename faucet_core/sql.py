@@ -9,7 +9,7 @@ counting buckets and reading them are written here once, with the layout's arith
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
@@ -102,6 +102,28 @@ class SqlWarehouse(Warehouse):
         selected = "".join(f"{self.quote(c)}, " for c in columns)
         return f"SELECT {selected}{self.hash_sql(key)} AS {layout.HASH_COLUMN} FROM {sql}", params
 
+    def stream(self, sql: str, params: Sequence[Any]) -> Iterable[pa.RecordBatch] | None:
+        """Run ``sql`` and stream its result as Arrow batches, without holding it all in
+        memory; ``None`` (the default) if the warehouse cannot."""
+        return None
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        if chunks is not None:
+            hashed = (
+                f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {self._in_chunks(plan, chunks)}"
+            )
+        return self.stream(hashed, params)
+
+    def _in_chunks(self, plan: Plan, chunks: Sequence[ChunkSpec]) -> str:
+        """A condition selecting the rows of ``chunks`` by their key hash."""
+        is_eval = self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets)
+        bucket = self.dialect.bucket(layout.HASH_COLUMN)
+        ranges = [f"({self.dialect.in_range(is_eval, bucket, c.buckets)})" for c in chunks]
+        return " OR ".join(ranges) or "FALSE"
+
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
         schema = self.columns(request)
         columns = tuple(schema.names)
@@ -120,9 +142,5 @@ class SqlWarehouse(Warehouse):
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
-        condition = self.dialect.in_range(
-            self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets),
-            self.dialect.bucket(layout.HASH_COLUMN),
-            chunk.buckets,
-        )
+        condition = self._in_chunks(plan, [chunk])
         return self.query(f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {condition}", params)

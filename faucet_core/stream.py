@@ -21,7 +21,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from faucet_core.batches import Segment, chunk_order, permute_chunk, row_segments, slice_batches
+from faucet_core.batches import (
+    Segment,
+    chunk_order,
+    chunk_permutation,
+    row_segments,
+    slice_batches,
+)
 from faucet_core.cache import ChunkCache
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ReaderStateError
@@ -122,10 +128,14 @@ class Stream:
             config.retry.attempts, config.retry.initial_backoff, config.retry.max_backoff
         )
         lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
+        fill_lock = lock
         if config.cache.enabled:
             plans = PlanCache(config.cache.dir)
             lock = functools.partial(plans.lock, f"materialize-{spec.plan.rows_id}")
-        self.fetcher = ChunkFetcher(spec.plan, self.warehouse, self.cache, retry, lock)
+            fill_lock = functools.partial(plans.lock, f"fill-{spec.plan.rows_id}")
+        self.fetcher = ChunkFetcher(
+            spec.plan, self.warehouse, self.cache, retry, lock, fill_lock, config.cache.fill_buffer
+        )
         self._pool = FetchPool(config.fetch_threads)
         self._closed = False
         # Stops threads and releases the warehouse even if close() is never called.
@@ -185,11 +195,8 @@ class Stream:
         return Pass(self, split, epoch, seed, shuffle, start, stop, transform)
 
     def materialize(self) -> None:
-        """Make every chunk readable from any process: the warehouse's one-time work runs
-        here, unless the cache already holds every chunk."""
-        chunks = [c for split in self.plan.chunks.values() for c in split]
-        if not all(self.fetcher.cached(c) for c in chunks):
-            self.fetcher.materialize()
+        """Make every chunk readable from any process (:meth:`ChunkFetcher.prepare`)."""
+        self.fetcher.prepare()
 
     def submit(self, pass_: Pass, segments: list[Segment]) -> ChunkScheduler[FetchedChunk]:
         """Schedule the chunk loads of ``pass_`` on this stream's threads."""
@@ -206,7 +213,7 @@ class Stream:
 
 def _release(pool: FetchPool, fetcher: ChunkFetcher, warehouses: list[Warehouse]) -> None:
     fetcher.stop()
-    if pool.shutdown(timeout=CLOSE_TIMEOUT):
+    if pool.shutdown(timeout=CLOSE_TIMEOUT) and fetcher.join(timeout=CLOSE_TIMEOUT):
         for warehouse in warehouses:
             warehouse.close()
     else:
@@ -244,19 +251,28 @@ class Pass:
         order = chunk_order(plan.chunks[split], seed, epoch, shuffle)
         stop = plan.rows(split) if stop is None else stop
         self._costs_at_start = stream.costs()
-        self._scheduler = stream.submit(self, row_segments(order, start, stop))
+        segments = row_segments(order, start, stop)
+        self._first = segments[0] if segments else None
+        self._scheduler = stream.submit(self, segments)
         config = stream.config
         self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
 
     def load(self, segment: Segment) -> FetchedChunk:
         """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""
         chunk = segment.chunk
-        fetched = self._stream.fetcher.fetch(chunk)
+        fetched = self._stream.fetcher.fetch(chunk, first=segment is self._first)
         table = fetched.table.select(list(self._stream.plan.columns))
-        if self._shuffle:
-            table = permute_chunk(table, chunk, self._seed, self._epoch)
-        if segment.hi - segment.lo < chunk.rows:
-            table = table.slice(segment.lo, segment.hi - segment.lo)
+        # One take puts the rows in chunk order, permutes them and cuts out the segment.
+        positions = fetched.positions
+        if self._shuffle and chunk.rows > 1:
+            permutation = chunk_permutation(chunk, self._seed, self._epoch)
+            positions = permutation if positions is None else positions[permutation]
+        partial = segment.hi - segment.lo < chunk.rows
+        if positions is None:
+            if partial:
+                table = table.slice(segment.lo, segment.hi - segment.lo)
+        else:
+            table = table.take(positions[segment.lo : segment.hi] if partial else positions)
         if self._transform is not None:
             table = self._transform(table)
         return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)

@@ -12,15 +12,18 @@ that exactly-once and a stable split depend on (see :mod:`faucet_core.layout`):
    scan per chunk.
 4. :meth:`Warehouse.read_buckets`: the rows of one chunk (a bucket range of a split), as
    Arrow, from any thread or process that holds the plan.
+5. :meth:`Warehouse.scan` (optional): stream every row once, so that the core fills its
+   cache from one pass over the source (:mod:`faucet_core.fill`) instead of reading
+   chunk by chunk.
 
-:class:`~faucet_core.sql.SqlWarehouse` implements 2 and 4 for warehouses that speak SQL,
-from a hash expression and a way to run a query.
+:class:`~faucet_core.sql.SqlWarehouse` implements 2, 4 and 5 for warehouses that speak
+SQL, from a hash expression and a way to run a query (and to stream one).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -234,6 +237,22 @@ class Warehouse(ABC):
             ScratchDataMissing: The scratch copy is gone; the core materializes again.
             PermanentWarehouseError: A failure that a retry will not fix.
         """
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        """Every row of ``plan``'s source, both splits, or only the rows of ``chunks``,
+        streamed as Arrow batches in any order: ``plan.columns``, then
+        :data:`~faucet_core.layout.HASH_COLUMN`. Optional.
+
+        Given a scan, the core fills its cache from one pass over the source (cutting the
+        rows by chunk itself) instead of reading chunk by chunk, when the cache can hold
+        the plan; while that pass runs, it reads the first chunk a reader waits for with a
+        scan of that chunk alone. ``None`` (the default) suits a warehouse whose chunks are
+        cheap to read one by one (from a scratch copy clustered by bucket), or that cannot
+        stream.
+        """
+        return None
 
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
         """Statistics of ``plan``'s train split for preprocessing, in one aggregate query over

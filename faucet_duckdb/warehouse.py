@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,11 @@ _PART = "__faucet_part"
 _DONE = ".complete"
 _DEFAULT_PARTITION_COLUMN = "ds"
 _IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+#: Bounds DuckDB's working memory whatever the size of the source; planning and
+#: streaming need little, and sorts and joins past it spill to disk.
+DEFAULT_MEMORY_LIMIT = "256MB"
+#: Rows per batch of a streamed scan.
+_SCAN_BATCH_ROWS = 122_880
 
 
 class DuckDBConnection(BaseModel):
@@ -56,9 +61,15 @@ class DuckDBConnection(BaseModel):
         None, description="DuckDB database file holding the table (opened read-only)."
     )
     threads: int | None = Field(None, ge=1, description="DuckDB worker threads (default: all).")
-    memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. `4GB`.")
+    memory_limit: str | None = Field(
+        DEFAULT_MEMORY_LIMIT,
+        description="DuckDB's memory limit, e.g. `4GB`; past it, DuckDB spills to the "
+        "scratch folder. `null`: DuckDB's own default (80% of the machine's memory).",
+    )
     scratch_dir: Path | None = Field(
-        None, description="Folder for the materialized split (default: the system temp folder)."
+        None,
+        description="Folder for the materialized split and DuckDB's spill files (default: "
+        "the system temp folder).",
     )
 
     @field_validator("database")
@@ -131,7 +142,9 @@ class DuckDBWarehouse(SqlWarehouse):
         import duckdb
 
         self._duckdb = duckdb
-        config: dict[str, Any] = {}
+        scratch = self.connection.scratch_dir or Path(tempfile.gettempdir())
+        self._spill = scratch / f"faucet-duckdb-spill-{uuid.uuid4().hex}"
+        config: dict[str, Any] = {"temp_directory": str(self._spill)}
         if self.connection.threads:
             config["threads"] = self.connection.threads
         if self.connection.memory_limit:
@@ -180,11 +193,21 @@ class DuckDBWarehouse(SqlWarehouse):
             self._local.cursor = cursor
         return cursor
 
-    def _run(self, what: str, sql: str, params: Sequence[Any] = (), arrow: bool = False) -> Any:
+    def _run(
+        self,
+        what: str,
+        sql: str,
+        params: Sequence[Any] = (),
+        result: Literal["cursor", "arrow", "stream"] = "cursor",
+    ) -> Any:
         try:
-            if arrow:  # the relation API hands Arrow over without an extra copy
-                return self._cursor().sql(sql, params=list(params)).to_arrow_table()
-            return self._cursor().execute(sql, list(params))
+            if result == "cursor":
+                return self._cursor().execute(sql, list(params))
+            # The relation API hands Arrow over without an extra copy.
+            relation = self._cursor().sql(sql, params=list(params))
+            if result == "stream":
+                return relation.to_arrow_reader(_SCAN_BATCH_ROWS)
+            return relation.to_arrow_table()
         except self._duckdb.Error as exc:
             error = (
                 TransientWarehouseError
@@ -194,8 +217,12 @@ class DuckDBWarehouse(SqlWarehouse):
             raise error(f"{what}: {exc}") from exc
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
-        table: pa.Table = self._run("query failed", sql, params, arrow=True)
+        table: pa.Table = self._run("query failed", sql, params, result="arrow")
         return table
+
+    def stream(self, sql: str, params: Sequence[Any]) -> pa.RecordBatchReader:
+        reader: pa.RecordBatchReader = self._run("query failed", sql, params, result="stream")
+        return reader
 
     def quote(self, name: str) -> str:
         return quote_identifier(name)
@@ -292,7 +319,7 @@ class DuckDBWarehouse(SqlWarehouse):
             f"cannot read {chunk.describe()}",
             f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false)",
             [files],
-            arrow=True,
+            result="arrow",
         )
         return table
 
@@ -300,5 +327,6 @@ class DuckDBWarehouse(SqlWarehouse):
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
-        for folder in getattr(self, "_owned", ()):
-            shutil.rmtree(folder, ignore_errors=True)
+        for folder in [*getattr(self, "_owned", ()), getattr(self, "_spill", None)]:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)

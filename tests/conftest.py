@@ -80,8 +80,18 @@ class ReadCounter:
             self.reads += 1
 
 
-class CountingDuckDB(DuckDBWarehouse):
-    """The DuckDB warehouse, counting its chunk reads in ``counter``."""
+class ChunkByChunkDuckDB(DuckDBWarehouse):
+    """The DuckDB warehouse without a scan: the core reads its chunks one by one (the path
+    of warehouses that cannot stream their source, and of tests injecting faults in it)."""
+
+    name = "chunk-by-chunk-duckdb"
+
+    def scan(self, plan: Plan) -> None:
+        return None
+
+
+class CountingDuckDB(ChunkByChunkDuckDB):
+    """The DuckDB warehouse read chunk by chunk, counting its chunk reads in ``counter``."""
 
     name = "counting-duckdb"
     counter = ReadCounter()
@@ -96,6 +106,7 @@ class TestWarehouses:
 
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(ChunkByChunkDuckDB)
         register(CountingDuckDB)
 
 

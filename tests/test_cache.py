@@ -62,17 +62,18 @@ import os, signal, sys
 import pyarrow as pa
 from faucet_core import cache as module
 
-write = module._write_table
+class DiesMidWrite(module._ChecksummedFile):
+    def write(self, data):
+        if self.size > 400_000:  # the entry is about 800 KB
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().write(data)
 
-def write_half_then_die(path, table):
-    write(path, table)
-    with open(path, "r+b") as handle:
-        handle.truncate(path.stat().st_size // 2)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-module._write_table = write_half_then_die
+module._ChecksummedFile = DiesMidWrite
 table = pa.table({"id": list(range(100_000))})
-module.ChunkCache(sys.argv[1]).put("a", table)
+writer = module.ChunkCache(sys.argv[1]).writer("a", table.schema)
+for batch in table.to_batches(max_chunksize=10_000):
+    writer.write(batch)
+writer.commit()
 """
 
 
@@ -131,11 +132,10 @@ def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:
 def test_a_failed_write_is_reported_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(path: Path, table: object) -> None:
-        path.write_bytes(b"half")
+    def disk_full(self: object, data: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "_write_table", disk_full)
+    monkeypatch.setattr(cache_module._ChecksummedFile, "write", disk_full)
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     assert not cache.put("a", _table(10))
     assert not list(tmp_path.iterdir())

@@ -20,13 +20,12 @@ from faucet_core import (
     Warehouse,
     hookimpl,
 )
-from faucet_duckdb import DuckDBWarehouse
-from tests.conftest import ROWS, epoch_ids
+from tests.conftest import ROWS, ChunkByChunkDuckDB, epoch_ids
 
 MakeReader = Callable[..., Reader]
 
 
-class FlakyDuckDB(DuckDBWarehouse):
+class FlakyDuckDB(ChunkByChunkDuckDB):
     """Fails the first ``failures`` reads of every chunk with a transient error."""
 
     name = "flaky"
@@ -41,7 +40,7 @@ class FlakyDuckDB(DuckDBWarehouse):
         return super().read_buckets(plan, chunk)
 
 
-class BrokenChunkDuckDB(DuckDBWarehouse):
+class BrokenChunkDuckDB(ChunkByChunkDuckDB):
     """Reads fine, except chunk 2, which fails permanently."""
 
     name = "broken"
@@ -52,7 +51,7 @@ class BrokenChunkDuckDB(DuckDBWarehouse):
         return super().read_buckets(plan, chunk)
 
 
-class StuckDuckDB(DuckDBWarehouse):
+class StuckDuckDB(ChunkByChunkDuckDB):
     """Blocks every read until ``release`` is set; ``entered`` tells a read began."""
 
     name = "stuck"
@@ -65,7 +64,7 @@ class StuckDuckDB(DuckDBWarehouse):
         return super().read_buckets(plan, chunk)
 
 
-class AlwaysTransientDuckDB(DuckDBWarehouse):
+class AlwaysTransientDuckDB(ChunkByChunkDuckDB):
     """Every read fails transiently; ``entered`` tells a read was tried."""
 
     name = "always-transient"

@@ -18,20 +18,19 @@ from faucet_core import (
     hookimpl,
     layout,
 )
-from faucet_duckdb import DuckDBWarehouse
-from tests.conftest import ROWS, ReadCounter, epoch_ids
+from tests.conftest import ROWS, ChunkByChunkDuckDB, ReadCounter, epoch_ids
 
 MakeReader = Callable[..., Reader]
 
 
-class DropsARow(DuckDBWarehouse):
+class DropsARow(ChunkByChunkDuckDB):
     name = "drops-a-row"
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         return super().read_buckets(plan, chunk).slice(1)
 
 
-class BorrowsARow(DuckDBWarehouse):
+class BorrowsARow(ChunkByChunkDuckDB):
     """Serves chunk 1 with one row of chunk 0 in place of one of its own."""
 
     name = "borrows-a-row"
@@ -44,7 +43,7 @@ class BorrowsARow(DuckDBWarehouse):
         return pa.concat_tables([table.slice(1), stranger])
 
 
-class ChangesAKey(DuckDBWarehouse):
+class ChangesAKey(ChunkByChunkDuckDB):
     """Serves a row whose key changed, but whose split and bucket did not."""
 
     name = "changes-a-key"
@@ -58,7 +57,7 @@ class ChangesAKey(DuckDBWarehouse):
         return table.set_column(index, layout.HASH_COLUMN, pa.array(hashes, pa.uint64()))
 
 
-class ReordersColumns(DuckDBWarehouse):
+class ReordersColumns(ChunkByChunkDuckDB):
     name = "reorders-columns"
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:

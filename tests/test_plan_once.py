@@ -29,19 +29,24 @@ MakeReader = Callable[..., Reader]
 
 
 class PlanCountingDuckDB(DuckDBWarehouse):
-    """Counts the counting queries and the materializations of every instance."""
+    """Counts the counting queries, and the reads of the whole source (materializations
+    and scans), of every instance."""
 
     name = "plan-counting-duckdb"
     counted: ClassVar[int] = 0
-    materialized: ClassVar[int] = 0
+    whole_reads: ClassVar[int] = 0
 
     def count_buckets(self, request: PlanRequest) -> Any:
         type(self).counted += 1
         return super().count_buckets(request)
 
     def materialize(self, plan: Plan) -> None:
-        type(self).materialized += 1
+        type(self).whole_reads += 1
         super().materialize(plan)
+
+    def scan(self, plan: Plan) -> Any:
+        type(self).whole_reads += 1
+        return super().scan(plan)
 
 
 class _Plugin:
@@ -53,7 +58,7 @@ class _Plugin:
 @pytest.fixture
 def counting(register: Callable[[object], None]) -> type[PlanCountingDuckDB]:
     register(_Plugin())
-    PlanCountingDuckDB.counted = PlanCountingDuckDB.materialized = 0
+    PlanCountingDuckDB.counted = PlanCountingDuckDB.whole_reads = 0
     return PlanCountingDuckDB
 
 
@@ -67,7 +72,7 @@ def test_a_second_reader_reuses_the_saved_plan(
     assert second.plan_origin == "cache"
     assert second.plan == first.plan
     assert sorted(epoch_ids(second)) == expected
-    assert (counting.counted, counting.materialized) == (1, 1)  # the second read the cache
+    assert (counting.counted, counting.whole_reads) == (1, 1)  # the second read the cache
     other_split = make_reader(datastore=counting.name, test_split_percent=30)
     assert other_split.plan_origin == "warehouse"
 

@@ -130,7 +130,8 @@ def test_a_registered_plugin_is_listed(register: Callable[[object], None]) -> No
 
 def test_an_unknown_name_lists_what_is_installed() -> None:
     with pytest.raises(
-        UnknownDatastore, match="installed warehouses: bigquery, counting-duckdb, duckdb"
+        UnknownDatastore,
+        match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb",
     ):
         get_warehouse_class("postgres")
 

@@ -1,0 +1,387 @@
+"""Filling the cache with every chunk of a plan from one scan of the source.
+
+Reading chunk by chunk costs one scan of the source per chunk where a warehouse has no
+scratch copy, and a write and a read back of the whole source where it makes one. When a
+warehouse can stream its source (:meth:`~faucet_core.warehouse.Warehouse.scan`) and the
+cache can hold the plan, the core reads the source once instead: each batch of rows is cut
+by chunk, and each chunk's rows are appended to its cache entry as they come, so the data
+is written once. Rows, checksum and bucket range of every chunk are checked against the
+plan before any entry is committed. Memory stays within a byte budget of buffered rows,
+whatever the size of the source. Cache entries hold a chunk's rows in scan order; readers
+put them in chunk order (:func:`~faucet_core.layout.chunk_positions`) with the same take
+that shuffles them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from faucet_core import layout
+from faucet_core.cache import ChunkCache, EntryWriter
+from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.warehouse import PermanentWarehouseError, Warehouse
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
+__all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters", "plan_bytes"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes of scanned rows buffered before they are appended to the cache entries.
+BUFFER_BYTES = 128 * 2**20
+#: Bytes assumed per value of a column whose width varies (strings, lists).
+_VARIABLE_WIDTH_GUESS = 32
+#: File descriptors left for everything but the entries being written.
+_SPARE_FILES = 256
+
+
+def plan_bytes(plan: Plan) -> int | None:
+    """About how many bytes the plan's chunks take in Arrow, or ``None`` if the plan does
+    not say its schema."""
+    if plan.schema is None:
+        return None
+    width = 8  # the hash column
+    for kind in plan.schema.types:
+        try:
+            width += max(kind.bit_width // 8, 1)
+        except ValueError:  # no fixed width
+            width += _VARIABLE_WIDTH_GUESS
+    return width * sum(plan.rows(split) for split in plan.chunks)
+
+
+class ChunkWriters:
+    """Rows of a scan, cut by chunk and written straight into cache entries.
+
+    Each chunk's rows are buffered; past the byte budget, every buffer is appended to its
+    chunk's entry, in a thread of its own while the scan goes on (one flush at a time).
+    Rows, checksum and bucket range of each chunk are checked against the plan before its
+    entry is committed, as for any fetched chunk.
+
+    Args:
+        plan: The plan whose chunks the rows belong to.
+        cache: The cache the entries go to.
+        wanted: Indexes (in :attr:`chunks`) of the chunks to write; rows of others are
+            dropped (their entries are cached already).
+        budget: Bytes buffered before a flush.
+    """
+
+    def __init__(self, plan: Plan, cache: ChunkCache, wanted: Iterable[int], budget: int) -> None:
+        self.plan = plan
+        self.chunks: list[ChunkSpec] = [c for split in plan.chunks.values() for c in split]
+        self.columns = [*plan.columns, layout.HASH_COLUMN]
+        self.budget = budget
+        self.flushes = 0
+        self._cache = cache
+        self._wanted = np.zeros(len(self.chunks) + 1, bool)
+        self._wanted[list(wanted)] = True
+        train, evals = plan.chunks["train"], plan.chunks["eval"]
+        self._train_ends = np.array([c.hi for c in train], np.int64)
+        self._eval_ends = np.array([c.hi for c in evals], np.int64)
+        self._rows = np.zeros(len(self.chunks), np.int64)
+        self._checksums = np.zeros(len(self.chunks), np.int64)
+        self._buffers: list[list[pa.RecordBatch]] = [[] for _ in self.chunks]
+        self._writers: dict[int, EntryWriter] = {}
+        self._buffered = 0
+        self._flusher = concurrent.futures.ThreadPoolExecutor(1, "faucet-fill-write")
+        self._flushing: concurrent.futures.Future[None] | None = None
+
+    def _chunk_indexes(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Each row's index in :attr:`chunks`; ``len(chunks)`` for a row no chunk holds."""
+        outside = len(self.chunks)
+        buckets = layout.bucket_of(hashes).astype(np.int64)
+        evals = layout.is_eval(hashes, self.plan.eval_buckets)
+        indexes = np.searchsorted(self._train_ends, buckets, side="right")
+        if not len(self._train_ends):
+            indexes[:] = outside
+        if np.any(evals):
+            if len(self._eval_ends):
+                in_eval = np.searchsorted(self._eval_ends, buckets[evals], side="right")
+                indexes[evals] = len(self._train_ends) + in_eval
+            else:
+                indexes[evals] = outside
+        return indexes
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Cut ``batch`` (the plan's columns and the hash, in any order) by chunk.
+
+        Raises:
+            PermanentWarehouseError: The batch's columns are not the plan's, or a row
+                belongs to no chunk (the source changed after planning).
+        """
+        if sorted(batch.schema.names) != sorted(self.columns):
+            raise PermanentWarehouseError(
+                f"the scan gave columns {batch.schema.names}, expected {self.columns}"
+            )
+        if not batch.num_rows:
+            return
+        batch = batch.select(self.columns)
+        hashes = np.asarray(batch.column(layout.HASH_COLUMN).to_numpy())
+        indexes = self._chunk_indexes(hashes)
+        size = len(self.chunks) + 1
+        counts = np.bincount(indexes, minlength=size)
+        if counts[-1]:
+            raise PermanentWarehouseError(
+                f"{counts[-1]} rows of the source belong to no chunk of the plan: "
+                "the source changed after planning"
+            )
+        folded = (hashes % layout.CHECKSUM_MODULUS).astype(np.float64)
+        # Exact: a batch's sum per chunk stays far below 2**53.
+        sums = np.bincount(indexes, weights=folded, minlength=size).astype(np.int64)
+        self._rows += counts[:-1]
+        self._checksums += sums[:-1]
+        keep = self._wanted[indexes]
+        if not keep.all():
+            indexes = indexes[keep]
+            batch = batch.filter(pa.array(keep))
+            counts = np.bincount(indexes, minlength=size)
+        # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
+        small = indexes.astype(np.uint16) if size <= 2**16 else indexes
+        grouped = batch.take(pa.array(np.argsort(small, kind="stable")))
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for index in np.flatnonzero(counts):
+            self._buffers[index].append(grouped.slice(starts[index], counts[index]))
+        self._buffered += grouped.nbytes
+        if self._buffered > self.budget:
+            self.flush()
+
+    def flush(self) -> None:
+        """Append every chunk's buffered rows to its entry, in the writing thread."""
+        self.wait()
+        jobs = [(i, batches) for i, batches in enumerate(self._buffers) if batches]
+        self._buffers = [[] for _ in self.chunks]
+        self._buffered = 0
+        self.flushes += 1
+        self._flushing = self._flusher.submit(self._write, jobs)
+
+    def wait(self) -> None:
+        """Wait for the flush under way; raise its error, if any."""
+        if self._flushing is not None:
+            flushing, self._flushing = self._flushing, None
+            flushing.result()
+
+    def _write(self, jobs: list[tuple[int, list[pa.RecordBatch]]]) -> None:
+        for index, batches in jobs:
+            writer = self._writers.get(index)
+            if writer is None:
+                key = self.plan.chunk_key(self.chunks[index])
+                writer = self._writers[index] = self._cache.writer(key, batches[0].schema)
+            writer.write(pa.concat_batches(batches) if len(batches) > 1 else batches[0])
+
+    def commit(self) -> list[int]:
+        """Flush what is buffered, check every written chunk against the plan, and commit
+        the entries; returns the indexes of the chunks cached.
+
+        Raises:
+            PermanentWarehouseError: A chunk's rows or checksum differ from the plan's
+                (the source changed after planning); nothing is committed.
+        """
+        self.flush()
+        self.wait()
+        for index in np.flatnonzero(self._wanted[:-1]):
+            chunk = self.chunks[index]
+            if self._rows[index] != chunk.rows:
+                raise PermanentWarehouseError(
+                    f"{chunk.describe()}: the scan gave {self._rows[index]} rows; "
+                    "the source changed after planning"
+                )
+            if self._checksums[index] != chunk.checksum:
+                raise PermanentWarehouseError(
+                    f"{chunk.describe()}: the rows' checksum differs from the plan's; "
+                    "the source changed after planning"
+                )
+        cached = [i for i, writer in sorted(self._writers.items()) if writer.commit()]
+        self._writers.clear()
+        return cached
+
+    def close(self) -> None:
+        """Drop the entries not committed."""
+        self._flusher.shutdown(wait=True)
+        for writer in self._writers.values():
+            writer.abort()
+        self._writers.clear()
+        self._buffers = [[] for _ in self.chunks]
+
+
+class CacheFill:
+    """Fills a plan's chunks into the cache from one scan, in a thread of its own.
+
+    Readers call :meth:`wait` on a cache miss: it starts the fill if it has not run yet and
+    returns once the fill is over. A fill that cannot run (the warehouse has no scan, the
+    cache cannot hold the plan) or fails leaves the chunks to be read one by one.
+
+    Args:
+        plan: The plan to fill.
+        cache: The cache to fill.
+        warehouse: Returns the warehouse to scan.
+        lock: Makes processes sharing the cache fill one at a time, so the second finds
+            the chunks the first cached.
+        budget: Bytes of rows buffered before they are written.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        cache: ChunkCache,
+        warehouse: Callable[[], Warehouse],
+        lock: Callable[[], AbstractContextManager[None]],
+        budget: int = BUFFER_BYTES,
+    ) -> None:
+        self.plan = plan
+        self.cache = cache
+        self.budget = budget
+        self._warehouse = warehouse
+        self._lock = lock
+        self._chunks = [c for split in plan.chunks.values() for c in split]
+        self._index = {(c.split, c.index): i for i, c in enumerate(self._chunks)}
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._over = False
+        self._filled: set[int] = set()
+        self._found: set[int] = set()
+        self._unclaimed: set[int] = set()
+        self._served: set[int] = set()
+        self._stopped = threading.Event()
+
+    def possible(self) -> bool:
+        """Whether the cache has room for the whole plan (as far as its schema tells), and
+        the process may open a file per chunk."""
+        size = plan_bytes(self.plan)
+        budget = self.cache.max_bytes
+        fits = size is not None and (budget is None or size <= 0.8 * budget)
+        return fits and _allow_open_files(len(self._chunks) + _SPARE_FILES)
+
+    def start(self) -> bool:
+        """Start the fill if it has not started; returns whether it is still running."""
+        with self._condition:
+            self._start()
+            return not self._over
+
+    def served(self, chunk: ChunkSpec) -> None:
+        """Note that ``chunk`` was read from the warehouse by other means (and counted so):
+        :meth:`claim` will not count it again."""
+        index = self._index[(chunk.split, chunk.index)]
+        with self._condition:
+            self._served.add(index)
+            self._unclaimed.discard(index)
+
+    def wait(self, chunk: ChunkSpec) -> bool:
+        """Start the fill if it has not started, and wait until it has cached ``chunk`` or
+        is over. Returns whether ``chunk`` is cached now (by this fill or, as the fill
+        found, by another process)."""
+        index = self._index[(chunk.split, chunk.index)]
+        with self._condition:
+            self._start()
+            while index not in self._filled and index not in self._found and not self._over:
+                self._condition.wait()
+            return index in self._filled or index in self._found
+
+    def claim(self, chunk: ChunkSpec) -> bool:
+        """Whether this fill cached ``chunk`` and no one claimed it before: the first to
+        serve it counts it as read from the warehouse."""
+        index = self._index[(chunk.split, chunk.index)]
+        with self._condition:
+            if index in self._unclaimed:
+                self._unclaimed.discard(index)
+                return True
+            return False
+
+    def wait_all(self) -> None:
+        """Start the fill if it has not started, and wait until it is over."""
+        with self._condition:
+            self._start()
+            while not self._over:
+                self._condition.wait()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the fill between two batches; whether its thread ended within ``timeout``."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _start(self) -> None:
+        if self._thread is None and not self._over:
+            self._thread = threading.Thread(target=self._run, name="faucet-fill", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._lock():
+                missing = [i for i, c in enumerate(self._chunks) if not self._cached(c)]
+                with self._condition:
+                    self._found.update(set(range(len(self._chunks))) - set(missing))
+                    self._condition.notify_all()
+                if missing and not self._stopped.is_set():
+                    self._fill(missing)
+        except Exception as exc:
+            log.warning(
+                "could not fill the cache from one scan of %s (%s); reading chunk by chunk",
+                self.plan.request.source.describe(),
+                exc,
+            )
+        finally:
+            with self._condition:
+                self._over = True
+                self._condition.notify_all()
+
+    def _cached(self, chunk: ChunkSpec) -> bool:
+        return self.plan.chunk_key(chunk) in self.cache
+
+    def _fill(self, missing: list[int]) -> None:
+        batches: Iterable[pa.RecordBatch] | None = self._warehouse().scan(self.plan)
+        if batches is None:
+            return
+        writers = ChunkWriters(self.plan, self.cache, missing, self.budget)
+        try:
+            rows = 0
+            for batch in batches:
+                if self._stopped.is_set():
+                    return
+                writers.add(batch)
+                rows += batch.num_rows
+            if self._stopped.is_set():
+                return
+            with self._condition:  # before the entries appear, for readers that find them
+                self._unclaimed.update(set(missing) - self._served)
+            cached = writers.commit()
+        finally:
+            writers.close()
+        log.info(
+            "cached %d chunks of %s from one scan of %d rows",
+            len(cached),
+            self.plan.request.source.describe(),
+            rows,
+        )
+        with self._condition:
+            self._filled.update(cached)
+            self._unclaimed -= set(missing) - set(cached)  # not stored (a full disk)
+            self._condition.notify_all()
+
+
+def _allow_open_files(count: int) -> bool:
+    """Whether this process may open ``count`` files, raising its soft limit if need be."""
+    if resource is None:
+        return count <= 512
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or count <= soft:
+        return True
+    if hard != resource.RLIM_INFINITY and count > hard:
+        return False
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+        return True
+    return False

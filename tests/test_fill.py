@@ -1,0 +1,216 @@
+"""Filling the cache from one scan of the source (faucet_core.fill)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import pyarrow as pa
+import pytest
+
+from faucet_core import ChunkCache, ChunkSpec, Plan, Reader, Warehouse, hookimpl, layout
+from faucet_core.fill import ChunkWriters
+from faucet_duckdb import DuckDBWarehouse
+from tests.conftest import ROWS, ReadCounter, epoch_ids
+
+MakeReader = Callable[..., Reader]
+
+
+class CountingScans(DuckDBWarehouse):
+    """DuckDB, counting its scans of the whole source, and its chunk reads."""
+
+    name = "counting-scans"
+    scans: ClassVar[ReadCounter] = ReadCounter()
+    reads: ClassVar[ReadCounter] = ReadCounter()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        if chunks is None:
+            type(self).scans.add()
+        return super().scan(plan, chunks)
+
+    def read_buckets(self, plan: Plan, chunk: object) -> pa.Table:
+        type(self).reads.add()
+        return super().read_buckets(plan, chunk)  # type: ignore[arg-type]
+
+
+class ScanDropsARow(DuckDBWarehouse):
+    """A scan that disagrees with the plan: the source changed after planning."""
+
+    name = "scan-drops-a-row"
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        for i, batch in enumerate(batches):
+            yield batch.slice(1) if i == 0 else batch
+
+
+class BlockedScan(DuckDBWarehouse):
+    """A scan of the whole source that stops after its first batch until ``release`` is
+    set; scans of a few chunks run freely."""
+
+    name = "blocked-scan"
+    started = threading.Event()
+    release = threading.Event()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        for batch in batches:
+            yield batch
+            if chunks is None:
+                type(self).started.set()
+                type(self).release.wait(timeout=60)
+
+
+class _Plugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        for warehouse in (CountingScans, ScanDropsARow, BlockedScan):
+            register(warehouse)
+
+
+@pytest.fixture(autouse=True)
+def plugin(register: Callable[[object], None]) -> None:
+    register(_Plugin())
+    CountingScans.scans = ReadCounter()
+    CountingScans.reads = ReadCounter()
+
+
+def test_one_scan_caches_every_chunk_of_both_splits(make_reader: MakeReader) -> None:
+    reader = make_reader(datastore="counting-scans", test_split_percent=20, epochs=2)
+    ids = epoch_ids(reader) + epoch_ids(reader, eval=True)
+    assert sorted(ids) == list(range(ROWS))
+    assert CountingScans.scans.reads == 1 and CountingScans.reads.reads == 0
+    chunks = [c for split in reader.plan.chunks.values() for c in split]
+    assert all(reader.stream.fetcher.cached(c) for c in chunks)
+    assert sorted(epoch_ids(reader)) == sorted(ids[: reader.rows("train")])
+    # Each chunk counts as read from the warehouse (by the scan) in the pass that first
+    # serves it; epoch 2 comes from the cache.
+    epoch_1, evaluation, epoch_2 = reader.metrics
+    trains = len(reader.plan.chunks["train"])
+    assert (epoch_1.chunks_fetched, epoch_1.chunks_cached) == (trains, 0)
+    assert (evaluation.chunks_fetched, evaluation.chunks_cached) == (1, 0)
+    assert (epoch_2.chunks_fetched, epoch_2.chunks_cached) == (0, trains)
+    assert CountingScans.scans.reads == 1
+
+
+def test_the_first_batch_does_not_wait_for_the_whole_scan(make_reader: MakeReader) -> None:
+    BlockedScan.started.clear()
+    BlockedScan.release.clear()
+    reader = make_reader(datastore="blocked-scan", chunk_size=500, epochs=2, output="pandas")
+    reader.prep_for_epoch()
+    try:
+        first = reader.get_batch()
+        # The scan of the whole source is held after its first batch until released: this
+        # batch came from a scan of its chunk alone.
+        assert first is not None
+        assert not all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
+    finally:
+        BlockedScan.release.set()
+    ids = first["features"]["id"].tolist()
+    while (batch := reader.get_batch()) is not None:
+        ids.extend(batch["features"]["id"].tolist())
+    assert sorted(ids) == list(range(ROWS))
+    assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert reader.metrics[1].chunks_cached == len(reader.plan.chunks["train"])
+
+
+def test_a_scan_serves_what_chunk_reads_serve(make_reader: MakeReader, tmp_path: Path) -> None:
+    # The in-chunk order is a function of the rows: a seed gives the same batches either way.
+    scanned = make_reader(
+        datastore="duckdb", seed=5, output="arrow", test_split_percent=10, epochs=2
+    )
+    by_chunk = make_reader(
+        datastore="chunk-by-chunk-duckdb",
+        seed=5,
+        output="arrow",
+        test_split_percent=10,
+        epochs=2,
+        cache_dir=str(tmp_path / "other-cache"),
+    )
+    for _ in range(2):
+        assert epoch_ids(scanned) == epoch_ids(by_chunk)
+    assert epoch_ids(scanned, eval=True) == epoch_ids(by_chunk, eval=True)
+
+
+def test_a_scan_that_disagrees_with_the_plan_is_never_cached(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = make_reader(datastore="scan-drops-a-row")
+    with caplog.at_level("WARNING"):
+        ids = epoch_ids(reader)
+    assert "could not fill the cache from one scan" in caplog.text
+    assert "the source changed after planning" in caplog.text
+    # Read chunk by chunk instead, every row once.
+    assert sorted(ids) == list(range(ROWS))
+
+
+def test_without_room_in_the_cache_chunks_are_read_one_by_one(make_reader: MakeReader) -> None:
+    reader = make_reader(datastore="counting-scans", cache_max_bytes=20_000)
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert CountingScans.scans.reads == 0 and CountingScans.reads.reads > 0
+
+
+def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
+    BlockedScan.started.clear()
+    BlockedScan.release.clear()
+    reader = make_reader(datastore="blocked-scan", chunk_size=500)
+    reader.prep_for_epoch()
+    getter = threading.Thread(target=lambda: _swallow(reader.get_batch), daemon=True)
+    getter.start()
+    assert BlockedScan.started.wait(timeout=60)
+    closer = threading.Thread(target=reader.close)
+    closer.start()
+    BlockedScan.release.set()
+    closer.join(timeout=60)
+    getter.join(timeout=60)
+    assert not closer.is_alive() and not getter.is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("faucet-fill")]
+    assert not list((Path(reader.config.cache.dir)).glob("*.arrow"))  # nothing half-cached
+
+
+def _swallow(call: Callable[[], object]) -> None:
+    with contextlib.suppress(Exception):  # the reader was closed under it
+        call()
+
+
+def test_a_small_buffer_writes_entries_in_many_parts(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    chunks = [c for split in plan.chunks.values() for c in split]
+    warehouse = DuckDBWarehouse(reader.config.connection)
+    try:
+        scanned = warehouse.scan(plan)
+        assert scanned is not None
+        rows = pa.Table.from_batches(list(scanned))
+    finally:
+        warehouse.close()
+    cache = ChunkCache(tmp_path / "parts")
+    writers = ChunkWriters(plan, cache, range(len(chunks)), budget=10_000)
+    for batch in rows.to_batches(max_chunksize=300):
+        writers.add(batch)
+    assert sorted(writers.commit()) == list(range(len(chunks)))
+    writers.close()
+    assert writers.flushes > 5
+    for chunk in chunks:
+        entry = cache.get(plan.chunk_key(chunk))
+        assert entry is not None and entry.column(0).num_chunks > 1
+        assert (
+            layout.chunk_problem(
+                entry, chunk.buckets, chunk.rows, chunk.checksum, plan.eval_buckets, plan.columns
+            )
+            is None
+        )
