@@ -95,3 +95,10 @@ def test_two_row_chunks_are_shuffled_too() -> None:
     orders = {tuple(permute_chunk(table, chunk, seed, 1).column("id").to_pylist())
               for seed in range(20)}  # fmt: skip
     assert orders == {(0, 1), (1, 0)}
+
+
+def test_two_chunks_are_shuffled_too() -> None:
+    chunks = [ChunkSpec("train", i, i, i + 1, 10, 0) for i in range(2)]
+    orders = {tuple(c.index for c in chunk_order(chunks, seed, 1, shuffle=True))
+              for seed in range(20)}  # fmt: skip
+    assert orders == {(0, 1), (1, 0)}

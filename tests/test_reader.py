@@ -64,6 +64,16 @@ def test_every_row_once_per_epoch(
         assert reader.metrics[-2].batches == reader.batches_per_epoch("train")
 
 
+def test_a_pass_over_a_range_serves_those_rows_of_the_whole_pass(
+    make_reader: MakeReader,
+) -> None:
+    stream = make_reader(output="arrow").stream
+    whole = [t for t in stream.open_pass("train", epoch=1, seed=3)]
+    ids = [i for table in whole for i in table.column("id").to_pylist()]
+    part = [t for t in stream.open_pass("train", epoch=1, seed=3, start=950, stop=2_170)]
+    assert [i for table in part for i in table.column("id").to_pylist()] == ids[950:2_170]
+
+
 def test_batches_are_full_but_the_last(make_reader: MakeReader) -> None:
     reader = make_reader(batch_size=300, chunk_size=700)
     reader.prep_for_epoch()
