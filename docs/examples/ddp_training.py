@@ -45,6 +45,7 @@ def train(rank: int, world_size: int, port: int) -> None:
         assert steps.item() == loader.metrics.batches == len(dataset)
         if rank == 0:
             print(f"{world_size} ranks, {len(dataset)} steps an epoch each, from one plan")
+    dist.barrier()  # no rank tears down its process group while another still uses it
     dist.destroy_process_group()
 
 
