@@ -307,16 +307,22 @@ class CacheFill:
     def stop(self, timeout: float | None = None) -> bool:
         """Stop the fill between two batches; whether its thread ended within ``timeout``."""
         self._stopped.set()
-        thread = self._thread
+        with self._condition:
+            thread = self._thread
         if thread is not None:
             thread.join(timeout)
             return not thread.is_alive()
         return True
 
     def _start(self) -> None:
+        """Start the fill thread (called with the condition held)."""
         if self._thread is None and not self._over:
-            self._thread = threading.Thread(target=self._run, name="faucet-fill", daemon=True)
-            self._thread.start()
+            if self._stopped.is_set():
+                self._over = True
+                return
+            thread = threading.Thread(target=self._run, name="faucet-fill", daemon=True)
+            thread.start()
+            self._thread = thread  # only once started: stop() may join it from now on
 
     def _run(self) -> None:
         try:
