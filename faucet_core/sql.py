@@ -8,6 +8,7 @@ counting buckets and reading them are written here once, with the layout's arith
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,7 +28,27 @@ from faucet_core.warehouse import (
 if TYPE_CHECKING:
     from faucet_core.plan import ChunkSpec, Plan
 
-__all__ = ["SqlWarehouse"]
+__all__ = ["SqlWarehouse", "quote_identifier", "table_reference"]
+
+_IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` quoted with double quotes, as standard SQL (DuckDB, PostgreSQL) does."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def table_reference(table: str, form: str = "[catalog.][schema.]table") -> str:
+    """``table`` (1 to 3 dot-separated plain identifiers) quoted, for SQL.
+
+    Raises:
+        PermanentWarehouseError: A part is not a plain identifier (letters, digits, ``_``,
+            ``$``, not starting with a digit); ``form`` says what is expected.
+    """
+    parts = table.split(".")
+    if not 1 <= len(parts) <= 3 or not all(_IDENTIFIER_PART.match(p) for p in parts):
+        raise PermanentWarehouseError(f"source.table {table!r} is not a table name ({form})")
+    return ".".join(quote_identifier(p) for p in parts)
 
 
 class SqlWarehouse(Warehouse):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
-from faucet_core.sql import SqlWarehouse
+from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     ScratchDataMissing,
@@ -44,7 +43,6 @@ __all__ = ["DuckDBConnection", "DuckDBWarehouse", "quote_identifier"]
 _PART = "__faucet_part"
 _DONE = ".complete"
 _DEFAULT_PARTITION_COLUMN = "ds"
-_IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 #: Bounds DuckDB's working memory whatever the size of the source; planning and
 #: streaming need little, and sorts and joins past it spill to disk.
 DEFAULT_MEMORY_LIMIT = "256MB"
@@ -78,20 +76,6 @@ class DuckDBConnection(BaseModel):
         if value is not None and not value.is_file():
             raise ValueError(f"no DuckDB database file at {value}")
         return value
-
-
-def quote_identifier(name: str) -> str:
-    """Quote a column name for DuckDB SQL."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _table_reference(table: str) -> str:
-    parts = table.split(".")
-    if not 1 <= len(parts) <= 3 or not all(_IDENTIFIER_PART.match(p) for p in parts):
-        raise PermanentWarehouseError(
-            f"source.table {table!r} is not a table name ([catalog.][schema.]table)"
-        )
-    return ".".join(quote_identifier(p) for p in parts)
 
 
 def _file_reader(files: Sequence[str]) -> str:
@@ -232,7 +216,7 @@ class DuckDBWarehouse(SqlWarehouse):
 
     def _relation(self, source: SourceSpec) -> tuple[str, list[Any]]:
         if source.table:
-            return _table_reference(source.table), []
+            return table_reference(source.table), []
         if source.query:
             return f"({source.query}) AS faucet_query", []
         files = list(source.files or ())

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
-from faucet_core.sql import SqlWarehouse
+from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     ScratchDataMissing,
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 _EVAL = layout.EVAL_COLUMN
 _BUCKET = layout.BUCKET_COLUMN
 _DEFAULT_PARTITION_COLUMN = "ds"
-_IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
 
@@ -75,7 +74,7 @@ class PostgresConnection(BaseModel):
             ("postgresql://", "postgres://")
         ):
             raise ValueError("dsn must be a URL: postgresql://user:password@host:port/dbname")
-        if not _IDENTIFIER_PART.match(self.scratch_schema):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", self.scratch_schema):
             raise ValueError(f"scratch_schema {self.scratch_schema!r} is not a plain identifier")
         return self
 
@@ -90,20 +89,6 @@ class PostgresConnection(BaseModel):
         return f"postgresql://{credentials}@{self.host}:{self.port}/{quote(self.dbname or '')}" + (
             f"?{query}" if query else ""
         )
-
-
-def quote_identifier(name: str) -> str:
-    """Quote a name for PostgreSQL SQL."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _table_reference(table: str) -> str:
-    parts = table.split(".")
-    if not 1 <= len(parts) <= 3 or not all(_IDENTIFIER_PART.match(p) for p in parts):
-        raise PermanentWarehouseError(
-            f"source.table {table!r} is not a table name ([database.][schema.]table)"
-        )
-    return ".".join(quote_identifier(p) for p in parts)
 
 
 class PostgresWarehouse(SqlWarehouse):
@@ -186,25 +171,25 @@ class PostgresWarehouse(SqlWarehouse):
         row = ", ".join(quote_identifier(c) for c in columns)
         return f"hashtextextended(ROW({row})::text, 0)"
 
-    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+    def _relation(self, source: SourceSpec, placeholders: bool) -> str:
+        """What follows ``FROM`` to read ``source``; ``placeholders``: for psycopg, which
+        reads ``%`` as the start of a placeholder."""
         if source.files:
             raise PermanentWarehouseError("source.files is not supported by postgres")
         if source.table:
-            relation = _table_reference(source.table)
-        else:
-            # psycopg reads % as the start of a placeholder.
-            relation = f"({(source.query or '').replace('%', '%%')}) AS faucet_query"
+            return table_reference(source.table, "[database.][schema.]table")
+        query = source.query or ""
+        return f"({query.replace('%', '%%') if placeholders else query}) AS faucet_query"
+
+    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        relation = self._relation(source, placeholders=True)
         if source.ds is None:
             return relation, []
         column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
         return f"{relation} WHERE {column} = %s", [source.ds]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
-        if source.files:
-            raise PermanentWarehouseError("source.files is not supported by postgres")
-        relation = (
-            _table_reference(source.table) if source.table else f"({source.query}) AS faucet_query"
-        )
+        relation = self._relation(source, placeholders=False)
         table = self._read(f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0")
         schema: pa.Schema = table.schema
         column = source.partition_column or _DEFAULT_PARTITION_COLUMN
