@@ -136,7 +136,7 @@ class ChunkCache:
     def writer(self, key: str, schema: pa.Schema) -> EntryWriter:
         """A new entry for ``key``, written batch by batch, stored by
         :meth:`EntryWriter.commit` (or dropped by :meth:`EntryWriter.abort`)."""
-        temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.{id(schema)}.tmp"
+        temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         return EntryWriter(self, key, temp, schema)
 
     def _commit(self, key: str, temp: Path, crc: int, size: int) -> bool:

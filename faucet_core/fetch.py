@@ -65,10 +65,6 @@ class FetchedChunk:
     attempts: int
     positions: np.ndarray[Any, Any] | None = None
 
-    def ordered(self) -> pa.Table:
-        """The rows in the chunk order."""
-        return self.table if self.positions is None else self.table.take(self.positions)
-
 
 class _Stopped(Exception):
     """The fetcher was closed while waiting to retry."""
@@ -194,10 +190,7 @@ class ChunkFetcher:
             batches = [] if scanned is None else list(scanned)
             if not batches:
                 return None
-            table = pa.Table.from_batches(batches).select([*self.plan.columns, layout.HASH_COLUMN])
-            problem = self.problem(chunk, table)
-            if problem is not None:
-                raise PermanentWarehouseError(problem)
+            table = self._conformed(chunk, pa.Table.from_batches(batches))
         except Exception as exc:
             log.info(
                 "reading %s by itself failed (%s); waiting for the fill", chunk.describe(), exc
@@ -267,6 +260,14 @@ class ChunkFetcher:
             with self._materialize_lock:
                 self._materialized = False
             raise
+        return self._conformed(chunk, table)
+
+    def _conformed(self, chunk: ChunkSpec, table: pa.Table) -> pa.Table:
+        """``table`` (read from the warehouse) with its columns in plan order, checked.
+
+        Raises:
+            PermanentWarehouseError: It is not ``chunk``'s rows as planned.
+        """
         expected = [*self.plan.columns, layout.HASH_COLUMN]
         if sorted(table.column_names) == sorted(expected):
             table = table.select(expected)

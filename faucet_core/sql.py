@@ -133,15 +133,21 @@ class SqlWarehouse(Warehouse):
     ) -> Iterable[pa.RecordBatch] | None:
         hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
         if chunks is not None:
-            hashed = (
-                f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {self._in_chunks(plan, chunks)}"
-            )
+            hashed = f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
         return self.stream(hashed, params)
 
-    def _in_chunks(self, plan: Plan, chunks: Sequence[ChunkSpec]) -> str:
-        """A condition selecting the rows of ``chunks`` by their key hash."""
-        is_eval = self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets)
-        bucket = self.dialect.bucket(layout.HASH_COLUMN)
+    def in_chunks(
+        self,
+        plan: Plan,
+        chunks: Sequence[ChunkSpec],
+        is_eval: str | None = None,
+        bucket: str | None = None,
+    ) -> str:
+        """A condition selecting the rows of ``chunks``: by the layout's arithmetic on the
+        key hash, or by ``is_eval`` and ``bucket`` expressions where a scratch copy stores
+        them."""
+        is_eval = is_eval or self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets)
+        bucket = bucket or self.dialect.bucket(layout.HASH_COLUMN)
         ranges = [f"({self.dialect.in_range(is_eval, bucket, c.buckets)})" for c in chunks]
         return " OR ".join(ranges) or "FALSE"
 
@@ -163,5 +169,5 @@ class SqlWarehouse(Warehouse):
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
-        condition = self._in_chunks(plan, [chunk])
+        condition = self.in_chunks(plan, [chunk])
         return self.query(f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {condition}", params)

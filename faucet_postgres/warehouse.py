@@ -255,15 +255,17 @@ class PostgresWarehouse(SqlWarehouse):
         ).fetchone()
         return bool(found and found[0])
 
-    def _selected(self, plan: Plan) -> str:
-        return ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
+    def _scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
+        """A query of the scratch table's rows (of ``chunks``, or all): integers only."""
+        selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
+        sql = f"SELECT {selected} FROM {self._scratch_sql(self._scratch(plan))}"
+        if chunks is None:
+            return sql
+        return f"{sql} WHERE {self.in_chunks(plan, chunks, _EVAL, _BUCKET)}"
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
-        condition = self.dialect.in_range(_EVAL, _BUCKET, chunk.buckets)  # integers only
         table: pa.Table = self._read(
-            f"cannot read {chunk.describe()}",
-            f"SELECT {self._selected(plan)} FROM {self._scratch_sql(self._scratch(plan))} "
-            f"WHERE {condition}",
+            f"cannot read {chunk.describe()}", self._scratch_rows(plan, [chunk])
         )
         return table
 
@@ -273,14 +275,8 @@ class PostgresWarehouse(SqlWarehouse):
         """The scratch table's rows (of ``chunks``, or all), streamed, after materializing
         it if need be."""
         self.materialize(plan)
-        conditions = [f"({self.dialect.in_range(_EVAL, _BUCKET, c.buckets)})" for c in chunks or ()]
-        where = f" WHERE {' OR '.join(conditions)}" if chunks is not None else ""
-        if chunks is not None and not chunks:
-            return iter(())
         reader: Iterable[pa.RecordBatch] = self._read(
-            "cannot read the scratch table",
-            f"SELECT {self._selected(plan)} FROM {self._scratch_sql(self._scratch(plan))}{where}",
-            stream=True,
+            "cannot read the scratch table", self._scratch_rows(plan, chunks), stream=True
         )
         return reader
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pyarrow as pa
 import pytest
 
-from faucet_core import ConfigError, Reader, WarehouseError, get_batch_reader
+from faucet_core import ConfigError, Reader, WarehouseError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from tests.conftest import ROWS, epoch_ids
 
@@ -21,30 +20,9 @@ MakeReader = Callable[..., Reader]
 
 
 @pytest.fixture
-def make_pg_reader(postgres_url: str, tmp_path: Path) -> Iterator[MakeReader]:
-    """Readers of table ``t`` on the server (closed at teardown); keywords override."""
-    readers: list[Reader] = []
-
-    def build(**settings: Any) -> Reader:
-        given: dict[str, Any] = {
-            "datastore": "postgres",
-            "dsn": postgres_url,
-            "table_name": "t",
-            "batch_size": 100,
-            "chunk_size": 1_000,
-            "split_key": "id",
-            "label_columns": ["label"],
-            "seed": 1,
-            "cache_dir": str(tmp_path / "cache"),
-        }
-        given.update(settings)
-        reader = get_batch_reader(**{k: v for k, v in given.items() if v is not None})
-        readers.append(reader)
-        return reader
-
-    yield build
-    for reader in readers:
-        reader.close()
+def make_pg_reader(postgres_url: str, make_reader: MakeReader) -> MakeReader:
+    """Readers of table ``t`` on the server, with the DuckDB tests' defaults."""
+    return functools.partial(make_reader, datastore="postgres", dsn=postgres_url, database=None)
 
 
 def test_every_row_once_and_the_split_is_stable(make_pg_reader: MakeReader) -> None:

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = ["DATE_PARTS", "ColumnConfig", "PreprocessingConfig"]
-
-#: The numeric parts a date or timestamp column can be turned into.
-DATE_PARTS = (
-    "epoch_seconds",
-    "epoch_days",
-    "year",
-    "month",
-    "day",
-    "day_of_week",
-    "day_of_year",
-    "hour",
-    "minute",
-)
 
 DatePart = Literal[
     "epoch_seconds",
@@ -33,6 +20,8 @@ DatePart = Literal[
     "hour",
     "minute",
 ]
+#: The numeric parts a date or timestamp column can be turned into.
+DATE_PARTS: tuple[str, ...] = get_args(DatePart)
 
 
 def _as_list(value: Any) -> Any:
