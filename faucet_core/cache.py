@@ -1,7 +1,8 @@
-"""The chunk cache: Arrow IPC files on local disk, checksummed, with a byte budget.
+"""The chunk cache: Arrow IPC streams on local disk, checksummed, with a byte budget.
 
 Each entry is one chunk, written whole to a temporary file and renamed into place, so a
-crash mid-write leaves only a temporary file, never a half-written entry. The file name
+crash mid-write leaves only a temporary file, never a half-written entry. Files are
+readable by their owner only (mode 0600, in a new folder of mode 0700). The file name
 carries the CRC-32 of its bytes (``<key>.<crc>.arrow``); an entry is verified the first
 time this cache reads it (entries it wrote itself are known good), and a truncated or
 corrupted one is deleted and reported as a miss, so the chunk is fetched again. Entries
@@ -19,7 +20,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pyarrow as pa
 
@@ -67,7 +68,9 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._verified: set[Path] = set()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.directory.is_dir():  # a new folder is its owner's alone
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.chmod(0o700)
         self._scan()
 
     @property
@@ -85,6 +88,12 @@ class ChunkCache:
 
     def get(self, key: str) -> pa.Table | None:
         """The cached table for ``key``, or ``None`` (missing, or found damaged and removed)."""
+        found = self.get_named(key)
+        return None if found is None else found[0]
+
+    def get_named(self, key: str) -> tuple[pa.Table, str] | None:
+        """Like :meth:`get`, with the name of the entry's file: another name means other
+        bytes (its checksum is part of it)."""
         for _ in range(2):  # an entry replaced by another process is looked up once more
             entry = self._lookup(key)
             if entry is None:
@@ -106,18 +115,19 @@ class ChunkCache:
                     self._entries.move_to_end(key)
                 self.stats.hits += 1
             _touch(entry.path)
-            return table
+            return table, entry.path.name
         with self._lock:
             self.stats.misses += 1
         return None
 
     def _read(self, entry: _Entry) -> pa.Table:
-        source = pa.memory_map(str(entry.path))
-        if entry.path not in self._verified:
-            if zlib.crc32(source.read_buffer()) != entry.crc:
-                raise ValueError("checksum mismatch")
-            source.seek(0)
-        return pa.ipc.open_file(source).read_all()
+        with pa.memory_map(str(entry.path)) as source:
+            data = source.read_buffer()
+        if entry.path not in self._verified and zlib.crc32(data) != entry.crc:
+            raise ValueError("checksum mismatch")
+        if data[: len(_FILE_FORMAT_MAGIC)].to_pybytes() == _FILE_FORMAT_MAGIC:
+            return pa.ipc.open_file(data).read_all()
+        return pa.ipc.open_stream(data).read_all()
 
     def put(self, key: str, table: pa.Table) -> bool:
         """Store ``table`` under ``key`` atomically; returns whether it was stored.
@@ -260,94 +270,99 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
         return None
 
 
-class _ChecksummedFile:
-    """A file that keeps the CRC-32 and the size of what was written to it."""
+#: The end-of-stream marker of the Arrow IPC stream format.
+_END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
+#: How files in the Arrow IPC file format (written by earlier versions) begin.
+_FILE_FORMAT_MAGIC = b"ARROW1"
 
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
-        self.crc = 0
-        self.size = 0
-        self.closed = False
 
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        self.crc = zlib.crc32(view, self.crc)
-        self.size += view.nbytes
-        self.handle.write(view)
-        return view.nbytes
+def _open_new(path: Path) -> int:
+    """A new file at ``path`` for writing, readable by its owner only (whatever the umask)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return descriptor
 
-    def flush(self) -> None:
-        self.handle.flush()
 
-    def close(self) -> None:
-        self.closed = True
-
-    def tell(self) -> int:
-        return self.size
+def _write_all(descriptor: int, data: Any) -> None:
+    """Write all of ``data`` (a buffer) to ``descriptor``."""
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
 class EntryWriter:
-    """One cache entry being written: an Arrow IPC file, batch by batch, to a temporary
-    file whose checksum is computed on the way. Not thread-safe."""
+    """One cache entry being written: an Arrow IPC stream, batch by batch, to a temporary
+    file whose checksum is computed on the way. Not thread-safe.
+
+    Each batch is serialized once and written with one system call: writing, checksumming
+    and serializing all run without holding the interpreter lock.
+    """
 
     def __init__(self, cache: ChunkCache, key: str, temp: Path, schema: pa.Schema) -> None:
         self.key = key
         self.rows = 0
         self._cache = cache
         self._temp = temp
-        self._handle: BinaryIO | None = None
-        self._sink: _ChecksummedFile | None = None
-        self._ipc: pa.ipc.RecordBatchFileWriter | None = None
+        self._descriptor: int | None = None
+        self._crc = 0
+        self._size = 0
         self._failed: OSError | None = None
         try:
-            self._handle = open(temp, "wb")  # noqa: SIM115 - closed by commit() or abort()
-            self._sink = _ChecksummedFile(self._handle)
-            self._ipc = pa.ipc.new_file(pa.PythonFile(self._sink, mode="w"), schema)
+            self._descriptor = _open_new(temp)
+            self._append(schema.serialize())
         except OSError as exc:
             self._fail(exc)
 
     def write(self, data: pa.Table | pa.RecordBatch) -> None:
         """Append rows. A write that fails (a full disk) is reported by :meth:`commit`."""
-        if self._ipc is None:
-            return
+        batches = [data] if isinstance(data, pa.RecordBatch) else data.to_batches()
         try:
-            if isinstance(data, pa.RecordBatch):
-                self._ipc.write_batch(data)
-            else:
-                self._ipc.write_table(data)
-            self.rows += data.num_rows
+            for batch in batches:
+                self._append(batch.serialize())
+                self.rows += batch.num_rows
         except OSError as exc:
             self._fail(exc)
 
     def commit(self) -> bool:
         """Finish the file and put it in the cache; returns whether it was stored."""
         try:
-            if self._ipc is not None:
-                self._ipc.close()
+            self._append(_END_OF_STREAM)
         except OSError as exc:
             self._fail(exc)
-        self._close_handle()
-        if self._failed is not None or self._sink is None:
+        self._close()
+        if self._failed is not None:
             log.warning("could not write the cache entry of %s: %s", self.key, self._failed)
             self._temp.unlink(missing_ok=True)
             return False
-        return self._cache._commit(self.key, self._temp, self._sink.crc, self._sink.size)
+        return self._cache._commit(self.key, self._temp, self._crc, self._size)
 
     def abort(self) -> None:
         """Drop the entry."""
-        self._ipc = None
-        self._close_handle()
+        self._close()
         self._temp.unlink(missing_ok=True)
+
+    def _append(self, data: Any) -> None:
+        if self._descriptor is None:
+            return
+        _write_all(self._descriptor, data)
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(memoryview(data).cast("B"))
 
     def _fail(self, exc: OSError) -> None:
         self._failed = self._failed or exc
-        self._ipc = None
+        self._close()
 
-    def _close_handle(self) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                self._handle.close()
-            self._handle = None
+    def _close(self) -> None:
+        if self._descriptor is not None:
+            descriptor, self._descriptor = self._descriptor, None
+            try:
+                os.close(descriptor)
+            except OSError as exc:
+                self._failed = self._failed or exc
 
 
 def _touch(path: Path) -> None:

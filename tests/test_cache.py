@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -62,13 +64,17 @@ import os, signal, sys
 import pyarrow as pa
 from faucet_core import cache as module
 
-class DiesMidWrite(module._ChecksummedFile):
-    def write(self, data):
-        if self.size > 400_000:  # the entry is about 800 KB
-            os.kill(os.getpid(), signal.SIGKILL)
-        return super().write(data)
+written = 0
+write_all = module._write_all
 
-module._ChecksummedFile = DiesMidWrite
+def dies_mid_write(descriptor, data):
+    global written
+    if written > 400_000:  # the entry is about 800 KB
+        os.kill(os.getpid(), signal.SIGKILL)
+    written += len(memoryview(data).cast("B"))
+    write_all(descriptor, data)
+
+module._write_all = dies_mid_write
 table = pa.table({"id": list(range(100_000))})
 writer = module.ChunkCache(sys.argv[1]).writer("a", table.schema)
 for batch in table.to_batches(max_chunksize=10_000):
@@ -132,10 +138,10 @@ def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:
 def test_a_failed_write_is_reported_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def disk_full(self: object, data: object) -> int:
+    def full_disk(descriptor: int, data: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module._ChecksummedFile, "write", disk_full)
+    monkeypatch.setattr(cache_module, "_write_all", full_disk)
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     assert not cache.put("a", _table(10))
     assert not list(tmp_path.iterdir())
@@ -186,3 +192,28 @@ def test_eviction_brings_the_folder_under_budget(tmp_path: Path) -> None:
     assert small.total_bytes <= 2 * size
     assert (small.stats.evictions, small.stats.bytes_evicted) == (3, 3 * size)
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == 2
+
+
+def test_entries_of_the_arrow_file_format_are_still_read(tmp_path: Path) -> None:
+    # Entries written before the cache wrote Arrow IPC streams.
+    ChunkCache(tmp_path).put("a", _table(10))
+    (entry,) = tmp_path.glob("a.*.arrow")
+    entry.unlink()
+    older = tmp_path / "older.arrow"
+    with pa.ipc.new_file(older, _table(10).schema) as writer:
+        writer.write_table(_table(10))
+    crc = zlib.crc32(older.read_bytes())
+    older.rename(tmp_path / f"a.{crc:08x}.arrow")
+    assert ChunkCache(tmp_path).get("a") == _table(10)
+
+
+def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o000)
+    try:
+        cache = ChunkCache(tmp_path / "new" / "cache")
+        assert cache.put("a", _table(10))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
+    (entry,) = (tmp_path / "new" / "cache").glob("a.*.arrow")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o600
