@@ -84,7 +84,7 @@ def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> p
     """``table`` (``chunk``'s rows in chunk order) permuted for ``epoch``."""
     if table.num_rows < 2:
         return table
-    return table.take(chunk_permutation(chunk, seed, epoch))
+    return table.take(pa.array(chunk_permutation(chunk, seed, epoch)))
 
 
 def slice_batches(

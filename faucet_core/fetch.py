@@ -37,6 +37,12 @@ __all__ = ["ChunkFetcher", "FetchedChunk", "RetryPolicy"]
 log = logging.getLogger(__name__)
 
 
+#: Seconds a pass's first chunk waits for the cache fill before it is read by itself.
+FIRST_CHUNK_GRACE = 0.5
+#: Seconds more it waits when, by its pace, the fill's scan ends by then.
+FIRST_CHUNK_PATIENCE = 1.5
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How transient warehouse errors are retried."""
@@ -103,6 +109,7 @@ class ChunkFetcher:
         self._materialized = False
         self._materialize_lock = threading.Lock()
         self._stopped = threading.Event()
+        self._conforming: set[str] = set()  # names of cache files found to hold their chunk
         self._fill: CacheFill | None = None
         if cache is not None:
             fill = CacheFill(plan, cache, warehouse, fill_lock, fill_buffer)
@@ -157,8 +164,9 @@ class ChunkFetcher:
     def fetch(self, chunk: ChunkSpec, first: bool = False) -> FetchedChunk:
         """Return ``chunk``'s rows, with the hash column, and their chunk order.
 
-        ``first``: a pass starts with this chunk. Missed while the cache fill runs, it is
-        read by itself, so the pass's first batch does not wait for the whole fill.
+        ``first``: a pass starts with this chunk. Missed while the cache fill runs, and
+        unless the fill is about to end, it is read by itself, so the pass's first batch
+        does not wait for the whole fill.
 
         Raises:
             ChunkReadError: The chunk could not be read: a permanent error, transient errors
@@ -168,7 +176,8 @@ class ChunkFetcher:
         if self.cache is not None:
             fetched = self._from_cache(chunk, key)
             if fetched is None and self._fill is not None:
-                fetched = self._read_while_filling(chunk) if first else None
+                if first and not self._filled_soon(chunk):
+                    fetched = self._read_while_filling(chunk)
                 if fetched is None and self._fill.wait(chunk):
                     fetched = self._from_cache(chunk, key)
             if fetched is not None:
@@ -178,6 +187,20 @@ class ChunkFetcher:
             self.cache.put(key, table)
         positions = layout.chunk_positions(table)
         return FetchedChunk(chunk, table, from_cache=False, attempts=attempts, positions=positions)
+
+    def _filled_soon(self, chunk: ChunkSpec) -> bool:
+        """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
+        within :data:`FIRST_CHUNK_GRACE` seconds, or, if by its pace the scan ends within
+        :data:`FIRST_CHUNK_PATIENCE` seconds more, by then. Reading the chunk by itself
+        instead costs a scan of its own, which slows the fill down."""
+        fill = self._fill
+        assert fill is not None
+        if fill.wait(chunk, timeout=FIRST_CHUNK_GRACE) or fill.over:
+            return True
+        left = fill.seconds_left()
+        if left is None or left > FIRST_CHUNK_PATIENCE:
+            return False
+        return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
 
     def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
         """``chunk`` read with a scan of its own while the fill runs; ``None`` if the fill
@@ -203,14 +226,17 @@ class ChunkFetcher:
     def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
         """``chunk`` from the cache if it holds it intact."""
         assert self.cache is not None
-        cached = self.cache.get(key)
-        if cached is None:
+        found = self.cache.get_named(key)
+        if found is None:
             return None
-        problem = self.problem(chunk, cached)
-        if problem is not None:
-            log.warning("discarding the cached %s: %s", chunk.describe(), problem)
-            self.cache.discard(key)
-            return None
+        cached, name = found
+        if name not in self._conforming:  # the same file is checked once per process
+            problem = self.problem(chunk, cached)
+            if problem is not None:
+                log.warning("discarding the cached %s: %s", chunk.describe(), problem)
+                self.cache.discard(key)
+                return None
+            self._conforming.add(name)
         filled = self._fill is not None and self._fill.claim(chunk)  # read by this process
         positions = layout.chunk_positions(cached)
         return FetchedChunk(chunk, cached, not filled, int(filled), positions)

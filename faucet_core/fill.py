@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -45,6 +46,8 @@ BUFFER_BYTES = 128 * 2**20
 _VARIABLE_WIDTH_GUESS = 32
 #: File descriptors left for everything but the entries being written.
 _SPARE_FILES = 256
+#: Rows cut at once: their checksums add up exactly in float64 (2**53 / 2**31).
+_MAX_BATCH_ROWS = 2**22
 
 
 def plan_bytes(plan: Plan) -> int | None:
@@ -86,9 +89,11 @@ class ChunkWriters:
         self._cache = cache
         self._wanted = np.zeros(len(self.chunks) + 1, bool)
         self._wanted[list(wanted)] = True
-        train, evals = plan.chunks["train"], plan.chunks["eval"]
-        self._train_ends = np.array([c.hi for c in train], np.int64)
-        self._eval_ends = np.array([c.hi for c in evals], np.int64)
+        # The chunk holding each (split, bucket): eval buckets come after the train ones.
+        self._lookup = np.full(2 * layout.BUCKETS, len(self.chunks), np.int32)
+        for index, chunk in enumerate(self.chunks):
+            offset = layout.BUCKETS if chunk.buckets.eval else 0
+            self._lookup[offset + chunk.lo : offset + chunk.hi] = index
         self._rows = np.zeros(len(self.chunks), np.int64)
         self._checksums = np.zeros(len(self.chunks), np.int64)
         self._buffers: list[list[pa.RecordBatch]] = [[] for _ in self.chunks]
@@ -99,19 +104,9 @@ class ChunkWriters:
 
     def _chunk_indexes(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Each row's index in :attr:`chunks`; ``len(chunks)`` for a row no chunk holds."""
-        outside = len(self.chunks)
-        buckets = layout.bucket_of(hashes).astype(np.int64)
-        evals = layout.is_eval(hashes, self.plan.eval_buckets)
-        indexes = np.searchsorted(self._train_ends, buckets, side="right")
-        if not len(self._train_ends):
-            indexes[:] = outside
-        if np.any(evals):
-            if len(self._eval_ends):
-                in_eval = np.searchsorted(self._eval_ends, buckets[evals], side="right")
-                indexes[evals] = len(self._train_ends) + in_eval
-            else:
-                indexes[evals] = outside
-        return indexes
+        keys = layout.bucket_of(hashes).astype(np.intp)
+        keys[layout.is_eval(hashes, self.plan.eval_buckets)] += layout.BUCKETS
+        return np.asarray(self._lookup[keys])
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Cut ``batch`` (the plan's columns and the hash, in any order) by chunk.
@@ -124,8 +119,10 @@ class ChunkWriters:
             raise PermanentWarehouseError(
                 f"the scan gave columns {batch.schema.names}, expected {self.columns}"
             )
-        if not batch.num_rows:
-            return
+        for offset in range(0, batch.num_rows, _MAX_BATCH_ROWS):
+            self._add(batch.slice(offset, _MAX_BATCH_ROWS))
+
+    def _add(self, batch: pa.RecordBatch) -> None:
         batch = batch.select(self.columns)
         hashes = np.asarray(batch.column(layout.HASH_COLUMN).to_numpy())
         indexes = self._chunk_indexes(hashes)
@@ -137,7 +134,7 @@ class ChunkWriters:
                 "the source changed after planning"
             )
         folded = (hashes % layout.CHECKSUM_MODULUS).astype(np.float64)
-        # Exact: a batch's sum per chunk stays far below 2**53.
+        # Exact: with at most _MAX_BATCH_ROWS rows, a sum stays below 2**53.
         sums = np.bincount(indexes, weights=folded, minlength=size).astype(np.int64)
         self._rows += counts[:-1]
         self._checksums += sums[:-1]
@@ -253,6 +250,9 @@ class CacheFill:
         self._unclaimed: set[int] = set()
         self._served: set[int] = set()
         self._stopped = threading.Event()
+        self._total_rows = sum(c.rows for c in self._chunks)
+        self._scanned = 0  # rows of the scan so far
+        self._scan_started: float | None = None
 
     def possible(self) -> bool:
         """Whether the cache has room for the whole plan (as far as its schema tells), and
@@ -276,16 +276,35 @@ class CacheFill:
             self._served.add(index)
             self._unclaimed.discard(index)
 
-    def wait(self, chunk: ChunkSpec) -> bool:
-        """Start the fill if it has not started, and wait until it has cached ``chunk`` or
-        is over. Returns whether ``chunk`` is cached now (by this fill or, as the fill
-        found, by another process)."""
+    def wait(self, chunk: ChunkSpec, timeout: float | None = None) -> bool:
+        """Start the fill if it has not started, and wait until it has cached ``chunk``, is
+        over, or ``timeout`` seconds have passed. Returns whether ``chunk`` is cached now (by
+        this fill or, as the fill found, by another process)."""
         index = self._index[(chunk.split, chunk.index)]
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             self._start()
             while index not in self._filled and index not in self._found and not self._over:
-                self._condition.wait()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._condition.wait(left)
             return index in self._filled or index in self._found
+
+    @property
+    def over(self) -> bool:
+        """Whether the fill has ended (or will never run)."""
+        with self._condition:
+            return self._over
+
+    def seconds_left(self) -> float | None:
+        """How long the scan should take still, at its pace so far; ``None`` before it has
+        read anything."""
+        started, scanned = self._scan_started, self._scanned
+        if started is None or not scanned:
+            return None
+        pace = scanned / max(time.monotonic() - started, 1e-9)
+        return max(self._total_rows - scanned, 0) / pace
 
     def claim(self, chunk: ChunkSpec) -> bool:
         """Whether this fill cached ``chunk`` and no one claimed it before: the first to
@@ -352,6 +371,7 @@ class CacheFill:
         if batches is None:
             return
         writers = ChunkWriters(self.plan, self.cache, missing, self.budget)
+        self._scan_started = time.monotonic()
         try:
             rows = 0
             for batch in batches:
@@ -359,6 +379,7 @@ class CacheFill:
                     return
                 writers.add(batch)
                 rows += batch.num_rows
+                self._scanned = rows
             if self._stopped.is_set():
                 return
             with self._condition:  # before the entries appear, for readers that find them

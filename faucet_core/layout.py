@@ -314,7 +314,7 @@ def order_chunk(table: pa.Table) -> pa.Table:
     warehouse and from the cache.
     """
     positions = chunk_positions(table)
-    return table if positions is None else table.take(positions)
+    return table if positions is None else table.take(pa.array(positions))
 
 
 def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:

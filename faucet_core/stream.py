@@ -272,7 +272,9 @@ class Pass:
             if partial:
                 table = table.slice(segment.lo, segment.hi - segment.lo)
         else:
-            table = table.take(positions[segment.lo : segment.hi] if partial else positions)
+            table = table.take(
+                pa.array(positions[segment.lo : segment.hi] if partial else positions)
+            )
         if self._transform is not None:
             table = self._transform(table)
         return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)

@@ -11,7 +11,17 @@ from typing import ClassVar
 import pyarrow as pa
 import pytest
 
-from faucet_core import ChunkCache, ChunkSpec, Plan, Reader, Warehouse, hookimpl, layout
+from faucet_core import (
+    ChunkCache,
+    ChunkSpec,
+    Plan,
+    Reader,
+    Warehouse,
+    fetch,
+    fill,
+    hookimpl,
+    layout,
+)
 from faucet_core.fill import ChunkWriters
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids
@@ -72,10 +82,30 @@ class BlockedScan(DuckDBWarehouse):
                 type(self).release.wait(timeout=60)
 
 
+class SlowToEnd(DuckDBWarehouse):
+    """A scan of the whole source that, having yielded every row, takes ``pause`` seconds
+    to end (a warehouse slow to close its stream); scans of a few chunks are counted."""
+
+    name = "slow-to-end"
+    pause = 2.0
+    chunk_scans: ClassVar[ReadCounter] = ReadCounter()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        if chunks is not None:
+            type(self).chunk_scans.add()
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        yield from batches
+        if chunks is None:
+            threading.Event().wait(timeout=type(self).pause)
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (CountingScans, ScanDropsARow, BlockedScan):
+        for warehouse in (CountingScans, ScanDropsARow, BlockedScan, SlowToEnd):
             register(warehouse)
 
 
@@ -124,6 +154,19 @@ def test_the_first_batch_does_not_wait_for_the_whole_scan(make_reader: MakeReade
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert reader.metrics[1].chunks_cached == len(reader.plan.chunks["train"])
+
+
+def test_the_first_batch_waits_for_a_fill_about_to_end(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fill ends within the grace period: reading the first chunk by itself would only
+    # slow it down.
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 60.0)
+    SlowToEnd.chunk_scans = ReadCounter()
+    reader = make_reader(datastore="slow-to-end", chunk_size=500)
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert SlowToEnd.chunk_scans.reads == 0
+    assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
 
 
 def test_a_scan_serves_what_chunk_reads_serve(make_reader: MakeReader, tmp_path: Path) -> None:
@@ -183,6 +226,27 @@ def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
 def _swallow(call: Callable[[], object]) -> None:
     with contextlib.suppress(Exception):  # the reader was closed under it
         call()
+
+
+def test_large_batches_are_cut_in_parts_whose_checksums_add_up_exactly(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fill, "_MAX_BATCH_ROWS", 700)
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    chunks = [c for split in plan.chunks.values() for c in split]
+    warehouse = DuckDBWarehouse(reader.config.connection)
+    try:
+        scanned = warehouse.scan(plan)
+        assert scanned is not None
+        whole = pa.Table.from_batches(list(scanned)).combine_chunks().to_batches()
+    finally:
+        warehouse.close()
+    assert len(whole) == 1 and whole[0].num_rows == ROWS  # one batch, cut in eight parts
+    writers = ChunkWriters(plan, ChunkCache(tmp_path / "parts"), range(len(chunks)), 10**9)
+    writers.add(whole[0])
+    assert sorted(writers.commit()) == list(range(len(chunks)))
+    writers.close()
 
 
 def test_a_small_buffer_writes_entries_in_many_parts(
