@@ -17,7 +17,7 @@ import dataclasses
 import datetime as dt
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -287,7 +287,7 @@ class BigQueryWarehouse(SqlWarehouse):
             "bytes_processed": self.costs.bytes_processed - before.bytes_processed,
             "bytes_billed": self.costs.bytes_billed - before.bytes_billed,
         }
-        return BucketCounts(counted.columns, counted.counts, stats)
+        return BucketCounts(counted.columns, counted.counts, stats, counted.schema)
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
         """Dry runs (not billed) of the counting query and of the scratch copy's query."""
@@ -372,9 +372,17 @@ class BigQueryWarehouse(SqlWarehouse):
             raise _classify(exc, f"cannot read {chunk.describe()} of {scratch.id}") from exc
 
     def _read_storage(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        restriction = self.dialect.in_range(_EVAL, _BUCKET, chunk.buckets)
+        schema, batches = self._read_session(scratch, plan, restriction)
+        return pa.Table.from_batches(list(batches), schema)
+
+    def _read_session(
+        self, scratch: TableName, plan: Plan, restriction: str | None
+    ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+        """One Storage Read API session over ``scratch``'s rows (those of ``restriction``,
+        or all): their schema, and their record batches as they arrive."""
         from google.cloud.bigquery_storage_v1 import types
 
-        restriction = self.dialect.in_range(_EVAL, _BUCKET, chunk.buckets)
         session = self.read_client.create_read_session(
             retry=None,
             timeout=self.connection.timeout,
@@ -384,26 +392,55 @@ class BigQueryWarehouse(SqlWarehouse):
                 data_format=types.DataFormat.ARROW,
                 read_options=types.ReadSession.TableReadOptions(
                     selected_fields=[*plan.columns, layout.HASH_COLUMN],
-                    row_restriction=restriction,
+                    row_restriction=restriction or "",
                 ),
             ),
             max_stream_count=1,
         )
-        if not session.streams:
+        if not session.streams and restriction is not None:
             raise PermanentWarehouseError(f"no rows in {scratch.id} for {restriction}")
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-        batches = []
-        read = 0
+        return schema, self._session_batches(session, schema)
+
+    def _session_batches(self, session: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         for stream in session.streams:
             for response in self.read_client.read_rows(
                 stream.name, retry=None, timeout=self.connection.timeout
             ):
                 data = response.arrow_record_batch.serialized_record_batch
-                read += len(data)
-                batches.append(pa.ipc.read_record_batch(pa.py_buffer(data), schema))
-        with self._lock:
-            self.costs.bytes_read += read
-        return pa.Table.from_batches(batches, schema)
+                with self._lock:
+                    self.costs.bytes_read += len(data)
+                yield pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch] | None:
+        """The scratch table's rows (of ``chunks``, or all) through one Storage Read API
+        session, after materializing it if need be; ``None`` without that API (chunks are
+        then read one by one, with a query job each)."""
+        if not self.connection.use_storage_api:
+            return None
+        self.materialize(plan)
+        scratch = self.scratch_table(plan)
+        restriction = None
+        if chunks is not None:
+            restriction = self.in_chunks(plan, chunks, _EVAL, _BUCKET)
+        return self._scanned(scratch, plan, restriction)
+
+    def _scanned(
+        self, scratch: TableName, plan: Plan, restriction: str | None
+    ) -> Iterator[pa.RecordBatch]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            _, batches = self._read_session(scratch, plan, restriction)
+            yield from batches
+        except NotFound as exc:
+            raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise _classify(exc, f"cannot read {scratch.id}") from exc
 
     def _read_query(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         """A chunk read with a query job on the clustered scratch table (no Storage API)."""

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from faucet_bigquery.warehouse import check_bytes_budget
-from faucet_core import ConfigError, PermanentWarehouseError, Reader
+from faucet_bigquery.warehouse import BigQueryWarehouse, check_bytes_budget
+from faucet_core import (
+    ChunkSpec,
+    ConfigError,
+    PermanentWarehouseError,
+    Plan,
+    Reader,
+    Warehouse,
+    hookimpl,
+)
 from tests.bqemulator import BigQueryEmulator
-from tests.conftest import BQ_ROWS_PER_DAY, epoch_ids
+from tests.conftest import BQ_ROWS_PER_DAY, ReadCounter, epoch_ids
 from tests.proxies import TcpProxy
 
 MakeReader = Callable[..., Reader]
@@ -49,6 +59,48 @@ def test_storage_read_and_rest_paging_give_the_same_stream(
     storage = make_bq_reader(seed=3, use_cache=False)
     rest = make_bq_reader(seed=3, use_cache=False, use_storage_api=False)
     assert epoch_ids(storage) == epoch_ids(rest)
+
+
+class CountingReads(BigQueryWarehouse):
+    """BigQuery, counting its scans of the whole scratch table and its chunk reads."""
+
+    name = "counting-bigquery"
+    scans: ClassVar[ReadCounter] = ReadCounter()
+    reads: ClassVar[ReadCounter] = ReadCounter()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch] | None:
+        if chunks is None:
+            type(self).scans.add()
+        return super().scan(plan, chunks)
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        type(self).reads.add()
+        return super().read_buckets(plan, chunk)
+
+
+class _CountingPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(CountingReads)
+
+
+def test_one_read_session_fills_the_cache(
+    make_bq_reader: Callable[..., Reader],
+    bq_events: str,
+    register: Callable[[object], None],
+) -> None:
+    register(_CountingPlugin())
+    CountingReads.scans, CountingReads.reads = ReadCounter(), ReadCounter()
+    reader = make_bq_reader(datastore="counting-bigquery", test_split_percent=20, epochs=2)
+    ids = epoch_ids(reader) + epoch_ids(reader, eval=True)
+    assert sorted(ids) == list(range(3 * BQ_ROWS_PER_DAY))
+    assert sorted(epoch_ids(reader)) == sorted(ids[: reader.rows("train")])
+    # One session streams the scratch table into the cache; no chunk is read by itself
+    # with read_buckets (the first chunk of a pass may come from a session of its own).
+    assert (CountingReads.scans.reads, CountingReads.reads.reads) == (1, 0)
+    assert reader.metrics[-1].chunks_cached == len(reader.plan.chunks["train"])
 
 
 def test_query_jobs_do_not_grow_with_chunks_or_epochs(
