@@ -45,7 +45,7 @@ _DONE = ".complete"
 _DEFAULT_PARTITION_COLUMN = "ds"
 #: Bounds DuckDB's working memory whatever the size of the source; planning and
 #: streaming need little, and sorts and joins past it spill to disk.
-DEFAULT_MEMORY_LIMIT = "256MB"
+DEFAULT_MEMORY_LIMIT = "128MB"
 #: Rows per batch of a streamed scan.
 _SCAN_BATCH_ROWS = 122_880
 
