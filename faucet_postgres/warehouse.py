@@ -1,28 +1,30 @@
-"""The PostgreSQL warehouse: a table or a query, read at Arrow speed.
+"""The PostgreSQL warehouse: a table or a query, read at Arrow speed. Redshift's warehouse
+(:mod:`faucet_postgres.redshift`) is this one with another dialect.
 
 Two drivers, each for what it does best: ``psycopg`` runs the statements that take bind
-parameters (the counting query, the statistics, the scratch copy with its ``ds`` filter),
-and ``connectorx`` reads rows straight into Arrow (about 5x a server-side cursor), from
-the scratch copy only, with no value of the user's in its SQL. The key hash is
-``hashtextextended(ROW(key columns)::text, 0)``, a signed 64-bit integer.
+parameters (the data version, the counting query, the statistics, the scratch copy with
+its ``ds`` filter), and ``connectorx`` reads rows straight into Arrow (about 5x a
+server-side cursor), with no value of the user's in its SQL.
 
-The scratch copy is an ``UNLOGGED`` table named after the plan's rows, with an index on
-(split, bucket), made under a temporary name and renamed when complete, so a process
-that finds it uses it as it is.
+Filling the cache streams the source once, with its key hash, straight through
+connectorx when the source needs no bind parameter; otherwise (``ds``), and for chunk by
+chunk reads, the split source is copied once into a scratch table named after the plan's
+rows, with its split flag and bucket, made under a temporary name and renamed when
+complete, so a process that finds it uses it as it is. The dialect
+(:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements and the
+data version.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, ClassVar
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
@@ -33,7 +35,10 @@ from faucet_core.warehouse import (
     ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
+    WarehouseError,
 )
+from faucet_postgres.connection import PostgresConnection, ServerConnection
+from faucet_postgres.dialects import POSTGRES, ServerDialect
 
 __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
 
@@ -44,60 +49,19 @@ _BUCKET = layout.BUCKET_COLUMN
 _DEFAULT_PARTITION_COLUMN = "ds"
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
-
-
-class PostgresConnection(BaseModel):
-    """Connection settings of the ``postgres`` datastore: a ``dsn``, or its parts."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dsn: SecretStr | None = Field(
-        None,
-        description="A connection URL, `postgresql://user:password@host:5432/dbname`; "
-        "secrets are best given as `${ENV}`.",
-    )
-    host: str | None = Field(None, description="Server host name or address.")
-    port: int = Field(5432, ge=1, le=65535, description="Server port.")
-    user: str | None = Field(None, description="User name.")
-    password: SecretStr | None = Field(None, description="Password.")
-    dbname: str | None = Field(None, description="Database name.")
-    sslmode: str | None = Field(None, description="libpq `sslmode`, e.g. `require`.")
-    scratch_schema: str = Field(
-        "public", description="Schema of the scratch tables (the split source, per plan)."
-    )
-
-    @model_validator(mode="after")
-    def _dsn_or_host(self) -> PostgresConnection:
-        if self.dsn is None and self.host is None:
-            raise ValueError("give either dsn or host (with user, password, dbname)")
-        if self.dsn is not None and not self.dsn.get_secret_value().startswith(
-            ("postgresql://", "postgres://")
-        ):
-            raise ValueError("dsn must be a URL: postgresql://user:password@host:port/dbname")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", self.scratch_schema):
-            raise ValueError(f"scratch_schema {self.scratch_schema!r} is not a plain identifier")
-        return self
-
-    def url(self) -> str:
-        """The connection URL (holds the password: never log it)."""
-        if self.dsn is not None:
-            return self.dsn.get_secret_value()
-        credentials = quote(self.user or "", safe="")
-        if self.password is not None:
-            credentials += ":" + quote(self.password.get_secret_value(), safe="")
-        query = urlencode({"sslmode": self.sslmode}) if self.sslmode else ""
-        return f"postgresql://{credentials}@{self.host}:{self.port}/{quote(self.dbname or '')}" + (
-            f"?{query}" if query else ""
-        )
+#: Words of a driver's error that say retrying will not help (credentials, names).
+_PERMANENT_CONNECT_ERRORS = ("authentication failed", "does not exist", "no pg_hba.conf entry")
 
 
 class PostgresWarehouse(SqlWarehouse):
     """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ``connectorx``."""
 
     name = "postgres"
-    connection_model = PostgresConnection
-    connection: PostgresConnection
-    stats_sql = StatsSql(
+    connection_model: ClassVar[type[BaseModel]] = PostgresConnection
+    connection: ServerConnection
+    #: The SQL that differs between the servers of the family.
+    server: ClassVar[ServerDialect] = POSTGRES
+    stats_sql: ClassVar[StatsSql | None] = StatsSql(
         float="CAST({c} AS DOUBLE PRECISION)",
         median="PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY {c})",
         text="CAST({c} AS TEXT)",
@@ -112,8 +76,24 @@ class PostgresWarehouse(SqlWarehouse):
         self._connectorx = connectorx
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._materializing = threading.Lock()
         self._opened: list[Any] = []
         self._owned: list[str] = []  # scratch tables this instance made
+
+    # Errors
+
+    def _one_line(self, what: str, error: BaseException) -> str:
+        """``error`` as one line after ``what``, without the query echo or any secret."""
+        lines = [line.strip() for line in str(error).splitlines()]
+        kept = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
+        message = f"{what}: {' '.join(kept)}"
+        for secret in self.connection.secrets():
+            message = message.replace(secret, "***")
+        return message
+
+    def _connect_error(self, message: str) -> WarehouseError:
+        permanent = any(words in message for words in _PERMANENT_CONNECT_ERRORS)
+        return (PermanentWarehouseError if permanent else TransientWarehouseError)(message)
 
     # Running statements
 
@@ -123,7 +103,8 @@ class PostgresWarehouse(SqlWarehouse):
             try:
                 connection = self._psycopg.connect(self.connection.url(), autocommit=True)
             except self._psycopg.Error as exc:
-                raise TransientWarehouseError(f"cannot connect to PostgreSQL: {exc}") from None
+                message = self._one_line(f"cannot connect to {self.server.title}", exc)
+                raise self._connect_error(message) from None
             self._local.connection = connection
             with self._lock:
                 self._opened.append(connection)
@@ -134,9 +115,13 @@ class PostgresWarehouse(SqlWarehouse):
         try:
             return self._connection().execute(sql, list(params))
         except psycopg.OperationalError as exc:
-            raise TransientWarehouseError(f"{what}: {exc}") from None
+            raise TransientWarehouseError(self._one_line(what, exc)) from None
         except psycopg.Error as exc:
-            raise PermanentWarehouseError(f"{what}: {exc}") from None
+            raise PermanentWarehouseError(self._one_line(what, exc)) from None
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._execute("metadata query failed", sql, params).fetchall()
+        return rows
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
         cursor = self._execute("query failed", sql, params)
@@ -144,23 +129,23 @@ class PostgresWarehouse(SqlWarehouse):
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
-    def _read(self, what: str, sql: str, stream: bool = False) -> Any:
-        """Rows into Arrow through connectorx; ``sql`` holds no user value."""
+    def _read(self, what: str, sql: str, stream: bool = False, scratch: bool = False) -> Any:
+        """Rows into Arrow through connectorx; ``sql`` holds no user value. ``scratch``: it
+        reads the scratch table, whose absence is worth materializing again."""
+        url = self.server.reader_url(self.connection.url())
         try:
             if stream:
                 return self._connectorx.read_sql(
-                    self.connection.url(), sql, return_type="arrow_stream",
-                    batch_size=_STREAM_BATCH_ROWS,
-                )  # fmt: skip
-            return self._connectorx.read_sql(self.connection.url(), sql, return_type="arrow")
+                    url, sql, return_type="arrow_stream", batch_size=_STREAM_BATCH_ROWS
+                )
+            return self._connectorx.read_sql(url, sql, return_type="arrow")
         except RuntimeError as exc:
-            message = str(exc)
-            if "does not exist" in message:
-                raise ScratchDataMissing(f"{what}: {message}") from None
-            error = (
-                TransientWarehouseError if "connect" in message.lower() else PermanentWarehouseError
-            )
-            raise error(f"{what}: {message}") from None
+            message = self._one_line(what, exc)
+            if scratch and "does not exist" in message:
+                raise ScratchDataMissing(message) from None
+            if "connect" in message.lower() or "authentication" in message:
+                raise self._connect_error(message) from None
+            raise PermanentWarehouseError(message) from None
 
     # The dialect
 
@@ -168,14 +153,13 @@ class PostgresWarehouse(SqlWarehouse):
         return quote_identifier(name)
 
     def hash_sql(self, columns: Sequence[str]) -> str:
-        row = ", ".join(quote_identifier(c) for c in columns)
-        return f"hashtextextended(ROW({row})::text, 0)"
+        return self.server.hash_sql(columns)
 
     def _relation(self, source: SourceSpec, placeholders: bool) -> str:
         """What follows ``FROM`` to read ``source``; ``placeholders``: for psycopg, which
         reads ``%`` as the start of a placeholder."""
         if source.files:
-            raise PermanentWarehouseError("source.files is not supported by postgres")
+            raise PermanentWarehouseError(f"source.files is not supported by {self.name}")
         if source.table:
             return table_reference(source.table, "[database.][schema.]table")
         query = source.query or ""
@@ -189,6 +173,7 @@ class PostgresWarehouse(SqlWarehouse):
         return f"{relation} WHERE {column} = %s", [source.ds]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
+        self._connection()  # fails at once where connectorx would retry for seconds
         relation = self._relation(source, placeholders=False)
         table = self._read(f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0")
         schema: pa.Schema = table.schema
@@ -199,6 +184,18 @@ class PostgresWarehouse(SqlWarehouse):
                 "(set source.partition_column)"
             )
         return schema
+
+    def data_version(self, source: SourceSpec) -> str | None:
+        """The table's version from the server's metadata (see
+        :mod:`faucet_postgres.versions`); ``None`` for a query, or when turned off."""
+        if source.table is None or not self.connection.data_version:
+            return None
+        table = table_reference(source.table, "[database.][schema.]table")
+        try:
+            return self.server.version(self._fetch, table)
+        except PermanentWarehouseError as exc:  # views it may not read: plan as if unknown
+            log.info("no data version for %s: %s", source.describe(), exc)
+            return None
 
     # The scratch copy
 
@@ -211,8 +208,16 @@ class PostgresWarehouse(SqlWarehouse):
     def _scratch_sql(self, name: str) -> str:
         return f"{quote_identifier(self.connection.scratch_schema)}.{quote_identifier(name)}"
 
+    def scratch_attributes(self) -> str:
+        """What follows the scratch table's name when it is made (none for PostgreSQL)."""
+        return ""
+
     def materialize(self, plan: Plan) -> None:
         """Copy the split source into the plan's scratch table, unless it is there already."""
+        with self._materializing:  # a fill and a first chunk read may both ask for it
+            self._materialize(plan)
+
+    def _materialize(self, plan: Plan) -> None:
         final = self._scratch(plan)
         if self._exists(final):
             return
@@ -220,18 +225,17 @@ class PostgresWarehouse(SqlWarehouse):
         source = plan.request.source
         hashed, params = self.hashed_rows(source, plan.columns, plan.key)
         h = layout.HASH_COLUMN
+        rows = (
+            f"SELECT *, {self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
+            f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed}) AS faucet_rows"
+        )
+        statements = self.server.scratch_statements(
+            self._scratch_sql(temp), rows, self.scratch_attributes()
+        )
         try:
-            self._execute(
-                f"cannot read {source.describe()}",
-                f"CREATE UNLOGGED TABLE {self._scratch_sql(temp)} AS SELECT *, "
-                f"{self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
-                f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed}) AS faucet_rows",
-                params,
-            )
-            self._execute(
-                "cannot index the scratch table",
-                f"CREATE INDEX ON {self._scratch_sql(temp)} ({_EVAL}, {_BUCKET})",
-            )
+            self._execute(f"cannot read {source.describe()}", statements[0], params)
+            for statement in statements[1:]:
+                self._execute("cannot prepare the scratch table", statement)
             self._execute(
                 "cannot name the scratch table",
                 f"ALTER TABLE {self._scratch_sql(temp)} RENAME TO {quote_identifier(final)}",
@@ -250,10 +254,11 @@ class PostgresWarehouse(SqlWarehouse):
     def _exists(self, name: str) -> bool:
         found = self._execute(
             "cannot look up the scratch table",
-            "SELECT to_regclass(%s) IS NOT NULL",
-            [f"{quote_identifier(self.connection.scratch_schema)}.{quote_identifier(name)}"],
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            [self.connection.scratch_schema, name],
         ).fetchone()
-        return bool(found and found[0])
+        return found is not None
 
     def _scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
         """A query of the scratch table's rows (of ``chunks``, or all): integers only."""
@@ -265,19 +270,32 @@ class PostgresWarehouse(SqlWarehouse):
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         table: pa.Table = self._read(
-            f"cannot read {chunk.describe()}", self._scratch_rows(plan, [chunk])
+            f"cannot read {chunk.describe()}", self._scratch_rows(plan, [chunk]), scratch=True
         )
         return table
 
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        """The scratch table's rows (of ``chunks``, or all), streamed, after materializing
-        it if need be."""
+        """The rows (of ``chunks``, or all), streamed: straight from the source with their
+        hash when it needs no bind parameter, else from the scratch table (made if need be)."""
+        source = plan.request.source
+        if source.ds is None:
+            relation = self._relation(source, placeholders=False)
+            selected = "".join(f"{quote_identifier(c)}, " for c in plan.columns)
+            hashed = f"{self.hash_sql(plan.key)} AS {layout.HASH_COLUMN}"
+            sql = f"SELECT {selected}{hashed} FROM {relation}"
+            if chunks is not None:
+                sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
+            direct: Iterable[pa.RecordBatch] = self._read(
+                f"cannot read {source.describe()}", sql, stream=True
+            )
+            return direct
         self.materialize(plan)
         reader: Iterable[pa.RecordBatch] = self._read(
-            "cannot read the scratch table", self._scratch_rows(plan, chunks), stream=True
-        )
+            "cannot read the scratch table", self._scratch_rows(plan, chunks), stream=True,
+            scratch=True,
+        )  # fmt: skip
         return reader
 
     def close(self) -> None:

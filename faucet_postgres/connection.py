@@ -1,0 +1,121 @@
+"""Connection settings of the ``postgres`` and ``redshift`` datastores: a ``dsn``, or its
+parts, turned into the URL both drivers take."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+__all__ = ["PostgresConnection", "RedshiftConnection", "ServerConnection"]
+
+_PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
+
+class ServerConnection(BaseModel):
+    """What the PostgreSQL-protocol datastores share: a ``dsn``, or host, port, user,
+    password, database and ``sslmode``, and the schema of the scratch tables."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: URL schemes accepted in ``dsn``.
+    schemes: ClassVar[tuple[str, ...]] = ("postgresql://", "postgres://")
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="A connection URL, `postgresql://user:password@host:port/dbname`; "
+        "secrets are best given as `${ENV}`.",
+    )
+    host: str | None = Field(None, description="Server host name or address.")
+    port: int = Field(5432, ge=1, le=65535, description="Server port.")
+    user: str | None = Field(None, description="User name.")
+    password: SecretStr | None = Field(None, description="Password.")
+    dbname: str | None = Field(None, description="Database name.")
+    sslmode: str | None = Field(None, description="libpq `sslmode`, e.g. `require`.")
+    scratch_schema: str = Field(
+        "public", description="Schema of the scratch tables (the split source, per plan)."
+    )
+    data_version: bool = Field(
+        True,
+        description="Give tables a data version from the server's metadata, so a saved "
+        "plan and the cached chunks are reused while the table is unchanged; `false`: "
+        "plan again in every reader (unless `cache.plan_ttl`).",
+    )
+
+    @model_validator(mode="after")
+    def _dsn_or_host(self) -> ServerConnection:
+        if self.dsn is None and self.host is None:
+            raise ValueError("give either dsn or host (with user, password, dbname)")
+        if self.dsn is not None and not self.dsn.get_secret_value().startswith(self.schemes):
+            raise ValueError(f"dsn must be a URL: {self.schemes[0]}user:password@host:port/dbname")
+        if not _PLAIN_IDENTIFIER.fullmatch(self.scratch_schema):
+            raise ValueError(f"scratch_schema {self.scratch_schema!r} is not a plain identifier")
+        return self
+
+    def url(self) -> str:
+        """The connection URL, ``postgresql://...`` (holds the password: never log it)."""
+        if self.dsn is not None:
+            dsn = self.dsn.get_secret_value()
+            return "postgresql://" + dsn.split("://", 1)[1]
+        credentials = quote(self.user or "", safe="")
+        if self.password is not None:
+            credentials += ":" + quote(self.password.get_secret_value(), safe="")
+        query = urlencode({"sslmode": self.sslmode}) if self.sslmode else ""
+        return f"postgresql://{credentials}@{self.host}:{self.port}/{quote(self.dbname or '')}" + (
+            f"?{query}" if query else ""
+        )
+
+    def secrets(self) -> list[str]:
+        """The secret values (the password, also as found in the URL), to keep out of
+        error messages; longest first."""
+        values = {self.url()}
+        if self.password is not None:
+            values.add(self.password.get_secret_value())
+        if self.dsn is not None:
+            values.add(self.dsn.get_secret_value())
+            values.add(unquote(urlsplit(self.dsn.get_secret_value()).password or ""))
+        values |= {quote(value, safe="") for value in values}
+        return sorted((v for v in values if v), key=len, reverse=True)
+
+
+class PostgresConnection(ServerConnection):
+    """Connection settings of the ``postgres`` datastore: a ``dsn``, or its parts."""
+
+
+class RedshiftConnection(ServerConnection):
+    """Connection settings of the ``redshift`` datastore: a ``dsn``, or its parts.
+
+    For IAM authentication, give the temporary password that Redshift's
+    ``GetClusterCredentials`` (or ``GetCredentials`` for Serverless) returns as ``password``
+    (and its database user as ``user``), through ``${ENV}``.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ("redshift://", "postgresql://", "postgres://")
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="A connection URL, `redshift://user:password@host:5439/dbname` "
+        "(`postgresql://` works too); secrets are best given as `${ENV}`.",
+    )
+    port: int = Field(5439, ge=1, le=65535, description="Server port (Redshift's is 5439).")
+    password: SecretStr | None = Field(
+        None,
+        description="Password; with IAM authentication, the temporary password from "
+        "`GetClusterCredentials` (Serverless: `GetCredentials`).",
+    )
+    sslmode: str | None = Field(
+        None, description="libpq `sslmode`, e.g. `require` (Redshift accepts SSL)."
+    )
+    scratch_attributes: str = Field(
+        "BACKUP NO DISTSTYLE EVEN COMPOUND SORTKEY(__faucet_eval, __faucet_bucket)",
+        description="What follows the scratch table's name in its `CREATE TABLE ... AS`: "
+        'Redshift\'s table attributes. `""` for a server that is not Redshift.',
+    )
+
+    @model_validator(mode="after")
+    def _attributes_are_plain(self) -> RedshiftConnection:
+        if ";" in self.scratch_attributes or "--" in self.scratch_attributes:
+            raise ValueError("scratch_attributes must be table attributes, not statements")
+        return self

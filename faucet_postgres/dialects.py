@@ -1,0 +1,90 @@
+"""What differs between PostgreSQL and Redshift, as far as the warehouse needs it: the key
+hash, the scratch table's statements, the reading driver's URL scheme and the data version.
+
+Everything else (counting, copying, reading, errors) is written once in
+:mod:`faucet_postgres.warehouse` and runs the same on both.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from faucet_core import layout
+from faucet_core.sql import quote_identifier
+from faucet_postgres import versions
+
+__all__ = ["POSTGRES", "REDSHIFT", "PostgresDialect", "RedshiftDialect", "ServerDialect"]
+
+_EVAL = layout.EVAL_COLUMN
+_BUCKET = layout.BUCKET_COLUMN
+
+
+class ServerDialect(ABC):
+    """The SQL of one server of the PostgreSQL family."""
+
+    #: The server's name, in errors and logs.
+    title: str
+    #: The URL scheme that tells connectorx how to read from the server.
+    reader_scheme: str
+    #: Looks up a table's data version (see :mod:`faucet_postgres.versions`).
+    version: versions.VersionLookup
+
+    @abstractmethod
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        """A signed 64-bit integer hash of ``columns`` (not yet quoted)."""
+
+    @abstractmethod
+    def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
+        """The statements that make ``table`` (quoted) hold the result of ``rows`` (a query
+        with the split flag and bucket columns), ready for bucket range reads."""
+
+    def reader_url(self, url: str) -> str:
+        """``url`` (``postgresql://...``) as connectorx should get it."""
+        return self.reader_scheme + url.split("://", 1)[1]
+
+
+class PostgresDialect(ServerDialect):
+    """PostgreSQL: ``hashtextextended`` of the key's row text; an ``UNLOGGED`` scratch table
+    with a B-tree index on (split, bucket); connectorx's binary ``COPY`` reads."""
+
+    title = "PostgreSQL"
+    reader_scheme = "postgresql://"
+    version = staticmethod(versions.postgres_version)
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        row = ", ".join(quote_identifier(c) for c in columns)
+        return f"hashtextextended(ROW({row})::text, 0)"
+
+    def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
+        return [
+            f"CREATE UNLOGGED TABLE {table} AS {rows}",
+            f"CREATE INDEX ON {table} ({_EVAL}, {_BUCKET})",
+        ]
+
+
+class RedshiftDialect(ServerDialect):
+    """Redshift: ``FNV_HASH`` per key column, the column hashes chained as ``FNV_HASH``
+    seeds; a regular scratch table (``BACKUP NO``, sorted on split and bucket); connectorx's
+    cursor reads (Redshift has no ``COPY ... TO STDOUT``)."""
+
+    title = "Redshift"
+    reader_scheme = "redshift://"
+    version = staticmethod(versions.redshift_version)
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        # Each column is hashed alone (NULL: 0), then the column hashes are chained as
+        # 8-byte values: chaining the columns themselves would make ('ab', 'c') and
+        # ('a', 'bc') collide, FNV_HASH('c', FNV_HASH('ab')) being FNV_HASH('abc').
+        hashes = [f"COALESCE(FNV_HASH({quote_identifier(c)}), 0)" for c in columns]
+        expression = hashes[0]
+        for column_hash in hashes[1:]:
+            expression = f"FNV_HASH({column_hash}, {expression})"
+        return expression
+
+    def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
+        return [f"CREATE TABLE {table} {attributes} AS {rows}".replace("  ", " ")]
+
+
+POSTGRES = PostgresDialect()
+REDSHIFT = RedshiftDialect()
