@@ -41,6 +41,8 @@ BUILTIN_PLUGINS = ("faucet_core.commands",)
 KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {
     "bigquery": "faucetml[bigquery]",
     "duckdb": "faucetml[duckdb]",
+    "postgres": "faucetml[postgres]",
+    "redshift": "faucetml[redshift]",
 }
 
 #: The process's plugin manager.

@@ -65,6 +65,7 @@ class PostgresWarehouse(SqlWarehouse):
         float="CAST({c} AS DOUBLE PRECISION)",
         median="PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY {c})",
         text="CAST({c} AS TEXT)",
+        ranked="json_agg(json_build_object('value', v, 'count', n) ORDER BY n DESC, v)",
     )
 
     def __init__(self, connection: BaseModel) -> None:

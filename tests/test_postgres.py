@@ -13,7 +13,7 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from faucet_core import ConfigError, Reader, WarehouseError
+from faucet_core import ConfigError, Reader, Warehouse, WarehouseError, hookimpl
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
 from faucet_postgres import PostgresConnection, PostgresWarehouse
@@ -276,3 +276,44 @@ def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
     assert sorted(epoch_ids(again) + epoch_ids(again, eval=True)) == served
     warm = postgres_server.statements("postgres", mark)
     assert warm and all(s.startswith(VERSION_LOOKUPS) for s in warm), warm
+
+
+class StatisticsFromChunks(PostgresWarehouse):
+    """PostgreSQL with no statistics query: the core fits on the train chunks."""
+
+    name = "postgres-without-statistics"
+    stats_sql = None
+
+
+class _StatisticsPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(StatisticsFromChunks)
+
+
+def test_preprocessing_is_fitted_in_one_query_as_on_the_train_chunks(
+    make_pg_reader: MakeReader, postgres_url: str, register: Callable[[object], None]
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS cities AS
+            SELECT i AS id, CASE WHEN i % 9 = 0 THEN NULL ELSE (i * 7919) % 1000 / 37.0 END AS x,
+                   CASE WHEN i % 13 = 0 THEN NULL
+                        ELSE (ARRAY['paris', 'oslo', 'lima', 'rome'])[1 + i * i % 29 % 4] END
+                   AS city,
+                   (i % 3 = 0)::INT AS label
+            FROM generate_series(0, 1999) AS s(i)
+            """
+        )
+    register(_StatisticsPlugin())
+    settings = {"table_name": "cities", "test_split_percent": 25,
+                "preprocessing": {"auto": True, "exclude": ["id"]}}  # fmt: skip
+    in_sql = make_pg_reader(**settings).preprocessor
+    from_chunks = make_pg_reader(datastore="postgres-without-statistics", **settings).preprocessor
+    assert in_sql is not None and from_chunks is not None
+    assert in_sql.feature_names == from_chunks.feature_names
+    assert len([name for name in in_sql.feature_names if name.startswith("city=")]) == 5
+    for ours, theirs in zip(in_sql.features, from_chunks.features, strict=True):
+        assert ours.categories == theirs.categories and ours.fill == pytest.approx(theirs.fill)
+        assert (ours.center, ours.width) == pytest.approx((theirs.center, theirs.width))

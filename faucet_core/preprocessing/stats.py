@@ -96,7 +96,9 @@ class StatsSql:
         text: A value as text.
         top: One aggregate giving the ``{k}`` most frequent values and their counts, as a
             list of ``(value, count)`` structs (BigQuery: ``APPROX_TOP_COUNT``); ``None``
-            counts them exactly in a subquery per column.
+            counts them exactly in a subquery per column, listed by ``ranked``.
+        ranked: An aggregate over that subquery's values ``v`` and counts ``n``: a list of
+            ``{value, count}`` structs (or JSON objects), most frequent first.
     """
 
     float: str = "CAST({c} AS DOUBLE)"
@@ -104,6 +106,7 @@ class StatsSql:
     median: str = "MEDIAN({c})"
     text: str = "CAST({c} AS VARCHAR)"
     top: str | None = None
+    ranked: str = "list(struct_pack(value := v, count := n) ORDER BY n DESC, v)"
 
     def query(
         self, train_rows: str, request: StatsRequest, quote: Callable[[str], str]
@@ -134,7 +137,7 @@ class StatsSql:
                 item(self.top.format(c=text, k=request.top_k), column, "top")
             else:
                 item(
-                    f"(SELECT list(struct_pack(value := v, count := n) ORDER BY n DESC, v) FROM "
+                    f"(SELECT {self.ranked} FROM "
                     f"(SELECT {text} AS v, COUNT(*) AS n FROM faucet_train WHERE {quote(column)} "
                     f"IS NOT NULL GROUP BY 1 ORDER BY n DESC, v LIMIT {int(request.top_k)}))",
                     column,
