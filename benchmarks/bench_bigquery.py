@@ -1,7 +1,8 @@
 """Faucet against the ways people read BigQuery for training, on bqemulator, in one run.
 
 Run from the repository root: ``python benchmarks/bench_bigquery.py [--rows 200000]``.
-Compares one epoch of 1024-row batches from Faucet (Storage Read API, then from the
+Compares one epoch of 1024-row batches from Faucet (planning: the counting query and the
+scratch copy, both timed; then one Storage Read API session filling the cache; then the
 cache) with the raw Storage Read API stream of the table (unshuffled: the local limit),
 one query per batch (``LIMIT/OFFSET``, the strawman) and ``query(...).to_dataframe()`` of
 the whole split, and counts the query jobs each issues.
@@ -56,6 +57,9 @@ def bench_faucet(emulator: BigQueryEmulator, cache: Path, batch_size: int) -> li
         chunk_size=50_000, split_key="id", label_columns=["label"], seed=1, output="arrow",
         cache_dir=str(cache), **emulator.settings(),
     )  # fmt: skip
+    # Planning: the counting query, then the scratch copy (made on the first cache miss
+    # otherwise, timed apart here); what follows is streaming.
+    reader.stream.warehouse().materialize(reader.plan)
     plan_seconds = time.perf_counter() - started
     results = []
     for epoch in (1, 2):
@@ -72,7 +76,7 @@ def bench_faucet(emulator: BigQueryEmulator, cache: Path, batch_size: int) -> li
     results[0]["jobs"] = jobs(emulator) - before
     results[1]["jobs"] = 0
     streamed = results[0]["seconds"] - plan_seconds
-    results.insert(1, {"name": "  of which streaming (after planning)", "rows": results[0]["rows"],
+    results.insert(1, {"name": "  of which streaming (after planning and copying)", "rows": results[0]["rows"],
                        "seconds": streamed, "first": results[0]["first"] - plan_seconds,
                        "jobs": 0})  # fmt: skip
     return results

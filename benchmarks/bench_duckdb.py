@@ -153,6 +153,7 @@ def main() -> None:
     header = ("rows", "contender", "first batch", "epoch 1 rows/s", "epoch 2 rows/s",
               "peak RSS", "mixing")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    ratios: list[str] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as temp:
         folder = Path(temp)
         for rows in args.rows:
@@ -170,9 +171,21 @@ def main() -> None:
                 print(f"| {rows / 1e6:g}M | {name} | {figures['first']:.2f} s | "
                       f"{rates[0] / 1e6:.2f}M | {rates[1] / 1e6:.2f}M | "
                       f"{figures['rss'] / 2**20:,.0f} MiB | {mixing:.2f} |")  # fmt: skip
+            ratios.append(_ratios(rows, results))
             database.unlink()
             for cache in folder.glob("cache-*"):
                 shutil.rmtree(cache)
+    print()
+    print("\n".join(ratios))
+
+
+def _ratios(rows: int, results: dict[str, dict[str, Any]]) -> str:
+    """Faucet's epochs as ratios to the two others at one table size."""
+    faucet, raw, shuffled = (results[c]["rates"] for c in ("faucet", "raw stream",
+                                                           "ORDER BY random()"))  # fmt: skip
+    return (f"{rows / 1e6:g}M rows: Faucet epoch 1 = {faucet[0] / shuffled[0]:.2f}x ORDER BY "
+            f"random(), {faucet[0] / raw[0]:.2f}x the raw stream; cached epoch = "
+            f"{faucet[1] / raw[1]:.2f}x the raw stream")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,27 @@ class ChunkCache:
 
     def __contains__(self, key: str) -> bool:
         return self._lookup(key) is not None
+
+    def holding(self, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` have an entry, with one listing of the folder for all of them
+        (entries written by other processes included)."""
+        wanted = set(keys)
+        with self._lock:
+            found = wanted & self._entries.keys()
+        if found == wanted:
+            return found
+        for path in self.directory.iterdir():
+            parsed = _parse_name(path)
+            if parsed is None or parsed[0] not in wanted or parsed[0] in found:
+                continue
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            with self._lock:
+                self._entries.setdefault(parsed[0], _Entry(path, size, parsed[1]))
+            found.add(parsed[0])
+        return found
 
     def get(self, key: str) -> pa.Table | None:
         """The cached table for ``key``, or ``None`` (missing, or found damaged and removed)."""

@@ -133,14 +133,20 @@ class ChunkFetcher:
     def prepare(self) -> None:
         """Make every chunk readable: fill the cache from one scan where that works, else
         run the warehouse's one-time work, unless the cache holds every chunk already."""
-        chunks = [c for split in self.plan.chunks.values() for c in split]
-        if all(self.cached(c) for c in chunks):
+        if self.all_cached():
             return
         if self._fill is not None:
             self._fill.wait_all()
-            if all(self.cached(c) for c in chunks):
+            if self.all_cached():
                 return
         self.materialize()
+
+    def all_cached(self) -> bool:
+        """Whether the cache holds every chunk of the plan (not yet checked)."""
+        if self.cache is None:
+            return False
+        keys = [self.plan.chunk_key(c) for split in self.plan.chunks.values() for c in split]
+        return len(self.cache.holding(keys)) == len(set(keys))
 
     def materialize(self) -> None:
         """Run the warehouse's one-time work for this plan, once per fetcher."""

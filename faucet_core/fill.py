@@ -46,6 +46,9 @@ BUFFER_BYTES = 128 * 2**20
 _VARIABLE_WIDTH_GUESS = 32
 #: File descriptors left for everything but the entries being written.
 _SPARE_FILES = 256
+#: Parts a source is written in at least (when its size allows: see _MIN_PART_BYTES).
+_PARTS = 8
+_MIN_PART_BYTES = 4 * 2**20
 #: Rows cut at once: their checksums add up exactly in float64 (2**53 / 2**31).
 _MAX_BATCH_ROWS = 2**22
 
@@ -346,7 +349,9 @@ class CacheFill:
     def _run(self) -> None:
         try:
             with self._lock():
-                missing = [i for i, c in enumerate(self._chunks) if not self._cached(c)]
+                keys = [self.plan.chunk_key(c) for c in self._chunks]
+                cached = self.cache.holding(keys)
+                missing = [i for i, key in enumerate(keys) if key not in cached]
                 with self._condition:
                     self._found.update(set(range(len(self._chunks))) - set(missing))
                     self._condition.notify_all()
@@ -363,14 +368,14 @@ class CacheFill:
                 self._over = True
                 self._condition.notify_all()
 
-    def _cached(self, chunk: ChunkSpec) -> bool:
-        return self.plan.chunk_key(chunk) in self.cache
-
     def _fill(self, missing: list[int]) -> None:
         batches: Iterable[pa.RecordBatch] | None = self._warehouse().scan(self.plan)
         if batches is None:
             return
-        writers = ChunkWriters(self.plan, self.cache, missing, self.budget)
+        # A small source is written in a few parts too, while it is scanned, not at the end.
+        size = plan_bytes(self.plan) or self.budget
+        budget = min(self.budget, max(size // _PARTS, _MIN_PART_BYTES))
+        writers = ChunkWriters(self.plan, self.cache, missing, budget)
         self._scan_started = time.monotonic()
         try:
             rows = 0

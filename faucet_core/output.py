@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Batch", "OutputFormat", "format_batch"]
+__all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
 
 OutputFormat = Literal["pandas", "numpy", "arrow"]
 
@@ -31,16 +31,17 @@ def _convert(table: pa.Table, output: OutputFormat) -> Any:
 
 def format_batch(
     table: pa.Table,
-    feature_columns: Sequence[str],
-    label_columns: Sequence[str],
+    feature_columns: Sequence[str | int],
+    label_columns: Sequence[str | int],
     output: OutputFormat,
 ) -> Batch:
     """Split ``table`` into features and labels, in the ``output`` format.
 
-    ``pandas`` gives DataFrames; ``numpy`` gives a 2-D array of features (one column per
-    feature; float32 and C-contiguous when the features are float32, as preprocessed ones
-    are) and a 1-D label array for one label column, 2-D for several; ``arrow`` gives
-    ``pyarrow.Table`` objects without copying.
+    Columns are named, or given by position (faster, for a stream of tables of one
+    schema: see :class:`BatchFormatter`). ``pandas`` gives DataFrames; ``numpy`` gives a 2-D
+    array of features (one column per feature; float32 and C-contiguous when the features
+    are float32, as preprocessed ones are) and a 1-D label array for one label column, 2-D
+    for several; ``arrow`` gives ``pyarrow.Table`` objects without copying.
     """
     features = _convert(table.select(list(feature_columns)), output)
     labels = None
@@ -49,3 +50,30 @@ def format_batch(
         if output == "numpy" and labels.shape[1] == 1:
             labels = labels[:, 0]
     return {"features": features, "labels": labels}
+
+
+class BatchFormatter:
+    """:func:`format_batch` for a stream of tables: columns found by name once per schema."""
+
+    def __init__(
+        self, feature_columns: Sequence[str], label_columns: Sequence[str], output: OutputFormat
+    ) -> None:
+        self.feature_columns = list(feature_columns)
+        self.label_columns = list(label_columns)
+        self.output = output
+        self._schema: pa.Schema | None = None
+        self._positions: tuple[list[int], list[int]] = ([], [])
+
+    def __call__(self, table: pa.Table) -> Batch:
+        """``table`` as a batch."""
+        schema = table.schema
+        if self._schema is None or not schema.equals(self._schema):
+            self._positions = (
+                [schema.get_field_index(name) for name in self.feature_columns],
+                [schema.get_field_index(name) for name in self.label_columns],
+            )
+            if -1 in self._positions[0] + self._positions[1]:  # let select name the column
+                return format_batch(table, self.feature_columns, self.label_columns, self.output)
+            self._schema = schema
+        features, labels = self._positions
+        return format_batch(table, features, labels, self.output)

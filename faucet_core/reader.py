@@ -21,7 +21,7 @@ import pyarrow as pa
 from faucet_core.batches import batch_count
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
-from faucet_core.output import Batch, format_batch
+from faucet_core.output import Batch, BatchFormatter
 from faucet_core.plan import Plan
 from faucet_core.planner import PlanOrigin, obtain_plan
 from faucet_core.position import Partition, StreamPosition, worker_rows
@@ -105,6 +105,7 @@ class Reader:
         self.preprocessor = preprocessor
         self._transform: Callable[[pa.Table], pa.Table] | None = None  # per chunk served
         self._batch_labels = self.label_columns
+        self._formatter: BatchFormatter | None = None
         try:
             self._preprocess(preprocessor)
         except BaseException:
@@ -341,7 +342,15 @@ class Reader:
         self.metrics.append(current.metrics)
 
     def _format(self, table: pa.Table) -> Batch:
-        return format_batch(table, self.feature_columns, self._batch_labels, self.config.output)
+        formatter = self._formatter
+        if (
+            formatter is None
+            or formatter.feature_columns != self.feature_columns
+            or formatter.label_columns != self._batch_labels
+        ):
+            formatter = BatchFormatter(self.feature_columns, self._batch_labels, self.config.output)
+            self._formatter = formatter
+        return formatter(table)
 
     def _check_open(self) -> None:
         if self.stream.closed:

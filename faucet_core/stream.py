@@ -286,7 +286,14 @@ class Pass:
             else:
                 self.metrics.chunks_fetched += 1
                 self.metrics.retries += max(fetched.attempts - 1, 0)
+            self._count_costs()
             yield fetched.table
+
+    def _count_costs(self) -> None:
+        """What the warehouse spent since the pass began (per chunk: not per batch)."""
+        costs = self._stream.costs()
+        self.metrics.query_jobs = costs.query_jobs - self._costs_at_start.query_jobs
+        self.metrics.bytes_billed = costs.bytes_billed - self._costs_at_start.bytes_billed
 
     def next_table(self) -> pa.Table | None:
         """The next batch as an Arrow table, ``None`` at the end of the pass.
@@ -299,11 +306,9 @@ class Pass:
         finally:
             self.metrics.wait_seconds = self._scheduler.wait_seconds
             self.metrics.elapsed_seconds = time.perf_counter() - self.metrics._started
-            costs = self._stream.costs()
-            self.metrics.query_jobs = costs.query_jobs - self._costs_at_start.query_jobs
-            self.metrics.bytes_billed = costs.bytes_billed - self._costs_at_start.bytes_billed
         if table is None:
             if not self.metrics.finished:
+                self._count_costs()
                 self.metrics.finished = True
                 log.info(
                     "%s pass of epoch %d done: %s",

@@ -217,3 +217,11 @@ def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: P
     assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
     (entry,) = (tmp_path / "new" / "cache").glob("a.*.arrow")
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+
+
+def test_holding_finds_entries_other_caches_wrote(tmp_path: Path) -> None:
+    mine = ChunkCache(tmp_path)
+    mine.put("a", _table(10))
+    ChunkCache(tmp_path).put("b", _table(10))  # another reader, another process
+    assert mine.holding(["a", "b", "c"]) == {"a", "b"}
+    assert mine.get("b") == _table(10)
