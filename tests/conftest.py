@@ -22,11 +22,13 @@ import faucet_bigquery.plugin
 import faucet_duckdb.plugin
 import faucet_postgres.plugin
 import faucet_postgres.redshift_plugin
+import faucet_snowflake.plugin
 from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
 from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer, running_postgres
+from tests.snowserver import SnowServer, SnowServerError, running_snowflake
 
 # Shared 2-core machines make per-example timings noisy; correctness is what is tested.
 settings.register_profile("faucet", deadline=None)
@@ -122,6 +124,7 @@ def plugins() -> Iterator[None]:
         pm.register(faucet_bigquery.plugin, name="bigquery"),
         pm.register(faucet_postgres.plugin, name="postgres"),
         pm.register(faucet_postgres.redshift_plugin, name="redshift"),
+        pm.register(faucet_snowflake.plugin, name="snowflake"),
         pm.register(TestWarehouses(), name="test-warehouses"),
     ]
     yield
@@ -359,3 +362,33 @@ def redshift_url(postgres_server: PostgresServer) -> str:
         db.execute(REDSHIFT_FUNCTIONS)
         db.execute(REDSHIFT_VIEWS)
     return "redshift://" + url.split("://", 1)[1]
+
+
+# --- Snowflake: fakesnow's HTTP server (tests/snowserver.py), started once per run.
+
+SF_DATABASE, SF_SCHEMA = "FAUCET_TEST", "PUBLIC"
+
+
+@pytest.fixture(scope="session")
+def snowflake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnowServer]:
+    """The stand-in, with table ``FAUCET_TEST.PUBLIC.T``: the rows of the DuckDB tests'
+    table ``t`` over three ``DS`` days, sorted by label, under Snowflake's upper-case names."""
+    try:
+        with running_snowflake(tmp_path_factory.mktemp("fakesnow")) as server:
+            with server.connect() as db:
+                cursor = db.cursor()
+                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {SF_DATABASE}")
+                cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {SF_DATABASE}.{SF_SCHEMA}")
+                cursor.execute(
+                    f"""
+                    CREATE TABLE {SF_DATABASE}.{SF_SCHEMA}.T AS
+                    SELECT seq4() AS id, MOD(seq4() * 7919, 1000) / 1000.0 AS x1,
+                           MOD(seq4(), 13)::FLOAT AS x2, 'name-' || seq4() AS name,
+                           IFF(MOD(seq4(), 4) = 0, 1, 0) AS label,
+                           DATEADD(day, MOD(seq4(), 3), '2024-01-01'::DATE) AS ds
+                    FROM TABLE(GENERATOR(ROWCOUNT => {ROWS})) ORDER BY label, id
+                    """
+                )
+            yield server
+    except SnowServerError as exc:
+        pytest.fail(str(exc))

@@ -132,9 +132,9 @@ def test_an_unknown_name_lists_what_is_installed() -> None:
     with pytest.raises(
         UnknownDatastore,
         match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, "
-        "postgres, redshift",
+        "postgres, redshift, snowflake",
     ):
-        get_warehouse_class("snowflake")
+        get_warehouse_class("oracle")
 
 
 def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> None:

@@ -1,0 +1,96 @@
+"""The Arrow type of each Snowflake column type, and results conformed to them.
+
+The connector picks the Arrow type of a column per result batch, from the values in it
+(a NUMBER column of small values comes as a narrow integer or a decimal, a timestamp's
+unit follows its range), so two chunks of one column could differ. Each column is given
+one type here, from the result's metadata, and every result is cast to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faucet_core.warehouse import PermanentWarehouseError
+
+__all__ = ["UNSUPPORTED", "arrow_type", "conform", "schema_of"]
+
+#: Snowflake types Faucet does not read; a ``source.query`` can cast them.
+UNSUPPORTED = ("VECTOR", "MAP", "FILE", "INTERVAL_YEAR_MONTH", "INTERVAL_DAY_TIME")
+
+_SIMPLE: dict[str, pa.DataType] = {
+    "REAL": pa.float64(),
+    "TEXT": pa.string(),
+    "DATE": pa.date32(),
+    "TIMESTAMP_NTZ": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMP_LTZ": pa.timestamp("us", tz="UTC"),
+    "TIMESTAMP_TZ": pa.timestamp("us", tz="UTC"),
+    "VARIANT": pa.string(),
+    "OBJECT": pa.string(),
+    "ARRAY": pa.string(),
+    "BINARY": pa.binary(),
+    "TIME": pa.time64("us"),
+    "BOOLEAN": pa.bool_(),
+    "GEOGRAPHY": pa.string(),
+    "GEOMETRY": pa.string(),
+}
+
+
+def arrow_type(type_name: str, precision: int | None, scale: int | None) -> pa.DataType | None:
+    """The Arrow type of a Snowflake column (``type_name`` as the connector names it:
+    ``FIXED``, ``REAL``, ``TEXT``, ...), or ``None`` for a type Faucet does not read."""
+    if type_name == "FIXED":
+        if not scale:
+            return pa.int64()
+        return pa.decimal128(precision or 38, scale)
+    return _SIMPLE.get(type_name)
+
+
+def schema_of(description: Sequence[Any], type_names: Any, what: str) -> pa.Schema:
+    """The Arrow schema of a result, from the connector's ``cursor.description``.
+
+    Raises:
+        PermanentWarehouseError: A column has a type Faucet does not read.
+    """
+    fields = []
+    for column in description:
+        name = type_names[column.type_code]
+        kind = arrow_type(name, column.precision, column.scale)
+        if kind is None:
+            raise PermanentWarehouseError(
+                f"{what}: column {column.name!r} is a {name}, which Faucet does not read; "
+                "cast it in a source.query"
+            )
+        fields.append(pa.field(column.name, kind))
+    return pa.schema(fields)
+
+
+def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
+    """``table`` with the types of ``schema`` (same columns, in order).
+
+    Raises:
+        PermanentWarehouseError: A column's values do not fit its type (an integer beyond
+            64 bits), naming the column.
+    """
+    if table.schema.equals(schema):
+        return table
+    if table.column_names != schema.names:
+        raise PermanentWarehouseError(
+            f"{what}: expected the columns {schema.names}, got {table.column_names}"
+        )
+    columns = []
+    for column, field in zip(table.columns, schema, strict=True):
+        if column.type == field.type:
+            columns.append(column)
+            continue
+        try:
+            columns.append(pc.cast(column, field.type, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise PermanentWarehouseError(
+                f"{what}: column {field.name!r} does not fit {field.type}: {exc}"
+            ) from None
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,404 @@
+"""The Snowflake warehouse: count in one query, copy once, read chunks as Arrow.
+
+Everything runs through ``snowflake-connector-python``, with server-side bind parameters
+(``?``) for every value of the user's. The key hash is Snowflake's ``HASH(key columns)``,
+a signed 64-bit integer. A table's version is its ``LAST_ALTERED``, ``ROW_COUNT`` and
+``BYTES`` in ``INFORMATION_SCHEMA.TABLES`` (a view or an external table has none).
+
+On the first chunk the cache cannot serve, the split source is copied once into a
+TRANSIENT scratch table named after the plan's rows, with the split flag and bucket as
+columns, sorted and clustered by them (so a chunk's read prunes to its micro-partitions).
+It is made under a temporary name and renamed when complete, so a process that finds it
+uses it as it is; the instance that made it drops it on :meth:`SnowflakeWarehouse.close`.
+Chunks, and the one streamed pass that fills the cache, are read from it as Arrow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel
+
+from faucet_core import layout
+from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.sql import SqlWarehouse
+from faucet_core.warehouse import (
+    BucketCounts,
+    PermanentWarehouseError,
+    PlanRequest,
+    ScratchDataMissing,
+    SourceSpec,
+    TransientWarehouseError,
+    WarehouseError,
+)
+from faucet_snowflake.connection import SnowflakeConnection, connect_arguments
+from faucet_snowflake.errors import classify
+from faucet_snowflake.names import parse_table, quote_identifier
+from faucet_snowflake.types import conform, schema_of
+
+__all__ = ["SnowflakeWarehouse"]
+
+log = logging.getLogger(__name__)
+
+_EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
+#: The partition column ``ds`` filters when ``source.partition_column`` is not set: a
+#: column created as ``ds``, which Snowflake stores upper-cased.
+_DEFAULT_PARTITION_COLUMN = "DS"
+#: Statements that run on the virtual warehouse (the others are metadata and DDL).
+_WAREHOUSE_STATEMENTS = frozenset({"count", "copy", "read", "scan", "query"})
+#: Snowflake's error code for an object that does not exist (or is not visible).
+_NO_SUCH_OBJECT = 2003
+_SCRATCH_COMMENT = "Faucet: a scratch copy of a split source; dropped by the reader that made it"
+
+
+class SnowflakeWarehouse(SqlWarehouse):
+    """Reads a Snowflake table or query through a TRANSIENT scratch table clustered by
+    split and bucket."""
+
+    name = "snowflake"
+    connection_model = SnowflakeConnection
+    connection: SnowflakeConnection
+
+    def __init__(self, connection: BaseModel) -> None:
+        super().__init__(connection)
+        try:
+            import snowflake.connector
+            from snowflake.connector.constants import FIELD_ID_TO_NAME
+        except ImportError as exc:
+            raise PermanentWarehouseError(
+                f"the snowflake datastore needs snowflake-connector-python ({exc}); "
+                "install it with: pip install 'faucetml[snowflake]'"
+            ) from None
+        self._connector = snowflake.connector
+        self._type_names = FIELD_ID_TO_NAME
+        self._secrets = self.connection.secrets()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[Any] = []
+        self._owned: list[str] = []  # scratch tables this instance made
+        self._ready: set[str] = set()  # scratch tables this instance made or found
+        self._materializing = threading.Lock()
+        #: The kind of every statement this instance ran, in order: ``version``,
+        #: ``describe``, ``count``, ``exists``, ``copy``, ``rename``, ``read``, ``scan``,
+        #: ``drop`` (and ``query``, for :meth:`query`). Those that run on the virtual
+        #: warehouse are counted in ``costs.query_jobs``.
+        self.statements: list[str] = []
+
+    # Running statements
+
+    def _where(self) -> str:
+        c = self.connection
+        place = f"connection {c.connection_name!r}" if c.connection_name else f"account {c.account}"
+        return f"{place} as {c.user}" if c.user else place
+
+    def _session(self) -> Any:
+        """This thread's connection, opened on first use."""
+        session = getattr(self._local, "session", None)
+        if session is None or session.is_closed():
+            try:
+                session = self._connector.connect(**connect_arguments(self.connection))
+            except Exception as exc:
+                what = f"cannot connect to Snowflake {self._where()}"
+                raise classify(exc, what, self._secrets) from None
+            self._local.session = session
+            with self._lock:
+                self._opened.append(session)
+        return session
+
+    def _forget_session(self) -> None:
+        """Drop this thread's connection after a failure, so a retry opens a new one."""
+        session = getattr(self._local, "session", None)
+        self._local.session = None
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.close()
+
+    def _execute(
+        self,
+        kind: str,
+        what: str,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        describe: bool = False,
+        scratch: str | None = None,
+    ) -> Any:
+        """Run ``sql`` and return its cursor (to fetch from, then close).
+
+        ``describe``: only compile it (the result's columns, no rows, no warehouse);
+        ``scratch``: it reads this scratch table, whose absence is :class:`ScratchDataMissing`.
+        """
+        session = self._session()
+        with self._lock:
+            self.statements.append(kind)
+            if kind in _WAREHOUSE_STATEMENTS:
+                self.costs.query_jobs += 1
+        cursor = session.cursor()
+        bound = list(params) or None
+        try:
+            if describe:
+                cursor.describe(sql, bound)
+            else:
+                cursor.execute(sql, bound)
+        except Exception as exc:
+            cursor.close()
+            if scratch is not None and getattr(exc, "errno", None) == _NO_SUCH_OBJECT:
+                with self._lock:
+                    self._ready.discard(scratch)  # materialize() makes it again
+                raise ScratchDataMissing(f"{what}: the scratch table is gone") from None
+            error = classify(exc, what, self._secrets)
+            if isinstance(error, TransientWarehouseError):
+                self._forget_session()
+            raise error from None
+        return cursor
+
+    def _fetch(self, cursor: Any, what: str, schema: pa.Schema | None = None) -> pa.Table:
+        """The whole result of ``cursor`` as Arrow, in ``schema`` (default: the types of
+        its columns)."""
+        try:
+            target = schema or schema_of(cursor.description, self._type_names, what)
+            table = cursor.fetch_arrow_all(force_microsecond_precision=True)
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise classify(exc, what, self._secrets) from None
+        finally:
+            cursor.close()
+        return target.empty_table() if table is None else conform(table, target, what)
+
+    def _stream(self, cursor: Any, schema: pa.Schema, what: str) -> Iterator[pa.RecordBatch]:
+        """The result of ``cursor`` as Arrow batches, one result batch at a time."""
+        try:
+            for table in cursor.fetch_arrow_batches(force_microsecond_precision=True):
+                yield from conform(table, schema, what).to_batches()
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise classify(exc, what, self._secrets) from None
+        finally:
+            cursor.close()
+
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        return self._fetch(self._execute("query", "query failed", sql, params), "query failed")
+
+    # The dialect
+
+    def quote(self, name: str) -> str:
+        return quote_identifier(name)
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        # HASH is a signed 64-bit integer, on which the fold below is the identity. It maps
+        # an unsigned 64-bit hash onto the same range (two's complement), so that the SQL
+        # also runs where HASH is unsigned (fakesnow, the local stand-in, runs DuckDB's);
+        # adding 3 * 2^63 first keeps the sum positive, and wider than 64 bits there.
+        key = ", ".join(quote_identifier(c) for c in columns)
+        return f"CAST(MOD(HASH({key}) + {3 * 2**63}, {2**64}) - {2**63} AS BIGINT)"
+
+    def _relation(self, source: SourceSpec) -> str:
+        if source.files:
+            raise PermanentWarehouseError("source.files is not supported by snowflake")
+        if source.table:
+            return f"{parse_table(source.table).sql} AS faucet_source"
+        return f"({source.query}) AS faucet_source"
+
+    def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        relation = self._relation(source)
+        if source.ds is None:
+            return relation, []
+        column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
+        return f"{relation} WHERE {column} = ?", [source.ds]
+
+    def source_schema(self, source: SourceSpec) -> pa.Schema:
+        """The columns of ``source`` as Snowflake names them, from compiling a query of it
+        (no rows read, no warehouse needed)."""
+        what = f"cannot read {source.describe()}"
+        cursor = self._execute(
+            "describe", what, f"SELECT * FROM {self._relation(source)} LIMIT 0", describe=True
+        )
+        try:
+            schema = schema_of(cursor.description, self._type_names, what)
+        finally:
+            cursor.close()
+        column = source.partition_column or _DEFAULT_PARTITION_COLUMN
+        if source.ds is not None and column not in schema.names:
+            raise PermanentWarehouseError(
+                f"source.ds is set but {source.describe()} has no partition column {column!r} "
+                f"(set source.partition_column); it has {schema.names}"
+            )
+        return schema
+
+    def columns(self, request: PlanRequest) -> pa.Schema:
+        try:
+            return super().columns(request)
+        except PermanentWarehouseError as exc:
+            if not str(exc).startswith(("source.columns", "source.split_key")):
+                raise
+            raise PermanentWarehouseError(
+                f"{exc} (Snowflake stores names created without quotes in upper case)"
+            ) from None
+
+    def data_version(self, source: SourceSpec) -> str | None:
+        """A table's ``LAST_ALTERED``, ``ROW_COUNT`` and ``BYTES`` (metadata only); ``None``
+        for a query, a view or an external table.
+
+        Raises:
+            PermanentWarehouseError: The table does not exist or is not visible to the role.
+        """
+        if not source.table:
+            return None
+        table = parse_table(source.table)
+        views = "INFORMATION_SCHEMA.TABLES"
+        if table.database is not None:
+            views = f"{table.database}.{views}"
+        cursor = self._execute(
+            "version",
+            f"cannot look up {source.describe()}",
+            f"SELECT TABLE_TYPE, LAST_ALTERED, ROW_COUNT, BYTES FROM {views} "
+            "WHERE TABLE_SCHEMA = COALESCE(?, CURRENT_SCHEMA()) AND TABLE_NAME = ?",
+            [table.schema, table.name],
+        )
+        try:
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        if not rows:
+            raise PermanentWarehouseError(
+                f"table {source.table} does not exist or is not authorized "
+                f"(looked up as {'.'.join(table.stored)} in {views})"
+            )
+        kind, altered, row_count, size = rows[0]
+        if kind != "BASE TABLE":
+            return None
+        return layout.stable_digest(str(altered), row_count, size)
+
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        schema = self.columns(request)
+        columns = tuple(schema.names)
+        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
+        sql = self.dialect.count_query(hashed, request.split.eval_buckets)
+        what = f"cannot count the rows of {request.source.describe()}"
+        counted = self._fetch(self._execute("count", what, sql, params), what)
+        return BucketCounts(columns, counted, {"query_jobs": 1}, schema=schema)
+
+    # The scratch copy
+
+    def _scratch(self, plan: Plan) -> str:
+        return f"FAUCET_SCRATCH_{plan.rows_id.upper()}"
+
+    def scratch_location(self, plan: Plan) -> str:
+        """``database.schema.table`` of ``plan``'s scratch copy, as far as the settings say
+        (it is made in the session's current database and schema)."""
+        where = [p for p in (self.connection.database, self.connection.schema) if p]
+        return ".".join([*where, self._scratch(plan)])
+
+    def _exists(self, name: str) -> bool:
+        cursor = self._execute(
+            "exists",
+            "cannot look up the scratch table",
+            "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES "
+            "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?",
+            [name],
+        )
+        try:
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        return bool(found and found[0])
+
+    def _drop(self, name: str) -> None:
+        self._execute("drop", "cannot drop a scratch table", f"DROP TABLE IF EXISTS {name}").close()
+
+    def materialize(self, plan: Plan) -> None:
+        """Copy the split source into the plan's scratch table, unless it is there already
+        (threads of this instance wait for the one copying)."""
+        final = self._scratch(plan)
+        with self._materializing:
+            if final not in self._ready:
+                self._copy(plan, final)
+                self._ready.add(final)
+
+    def _copy(self, plan: Plan, final: str) -> None:
+        if self._exists(final):
+            return
+        temp = f"FAUCET_TMP_{uuid.uuid4().hex.upper()}"
+        source = plan.request.source
+        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
+        h = layout.HASH_COLUMN
+        try:
+            self._execute(
+                "copy",
+                f"cannot copy {source.describe()} into a scratch table",
+                f"CREATE TRANSIENT TABLE {temp} CLUSTER BY ({_EVAL}, {_BUCKET}) "
+                f"DATA_RETENTION_TIME_IN_DAYS = 0 COMMENT = '{_SCRATCH_COMMENT}' AS SELECT *, "
+                f"{self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
+                f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed}) AS faucet_rows "
+                f"ORDER BY {_EVAL}, {_BUCKET}",
+                params,
+            ).close()
+            self._execute(
+                "rename", "cannot name the scratch table", f"ALTER TABLE {temp} RENAME TO {final}"
+            ).close()
+        except WarehouseError as exc:
+            with contextlib.suppress(WarehouseError):
+                self._drop(temp)
+            if isinstance(exc, PermanentWarehouseError) and self._exists(final):
+                return  # another process finished first: its copy is the same
+            raise
+        with self._lock:
+            self._owned.append(final)
+        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
+
+    def _scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
+        """A query of the scratch table's rows (of ``chunks``, or all): integers only."""
+        selected = [quote_identifier(c) for c in plan.columns]
+        selected.append(f"{layout.HASH_COLUMN} AS {quote_identifier(layout.HASH_COLUMN)}")
+        sql = f"SELECT {', '.join(selected)} FROM {self._scratch(plan)}"
+        if chunks is None:
+            return sql
+        return f"{sql} WHERE {self.in_chunks(plan, chunks, _EVAL, _BUCKET)}"
+
+    def _chunk_schema(self, plan: Plan) -> pa.Schema | None:
+        if plan.schema is None:
+            return None
+        return pa.schema([*plan.schema, pa.field(layout.HASH_COLUMN, pa.int64())])
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        what = f"cannot read {chunk.describe()} of {self.scratch_location(plan)}"
+        scratch = self._scratch(plan)
+        cursor = self._execute("read", what, self._scratch_rows(plan, [chunk]), scratch=scratch)
+        return self._fetch(cursor, what, self._chunk_schema(plan))
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        """The scratch table's rows (of ``chunks``, or all), streamed, after materializing
+        it if need be."""
+        self.materialize(plan)
+        what = f"cannot read {self.scratch_location(plan)}"
+        scratch = self._scratch(plan)
+        cursor = self._execute("scan", what, self._scratch_rows(plan, chunks), scratch=scratch)
+        schema = self._chunk_schema(plan) or schema_of(cursor.description, self._type_names, what)
+        return self._stream(cursor, schema, what)
+
+    def close(self) -> None:
+        if not hasattr(self, "_lock"):  # the connector could not be imported
+            return
+        with self._lock:
+            owned, self._owned = self._owned, []
+            self._ready.difference_update(owned)
+        for name in owned:
+            try:
+                self._drop(name)
+            except Exception as exc:  # a server gone away keeps its tables
+                log.warning("could not drop the scratch table %s: %s", name, exc)
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for session in opened:
+            with contextlib.suppress(Exception):
+                session.close()

@@ -1,0 +1,159 @@
+"""A local Snowflake stand-in for tests and benchmarks: fakesnow's HTTP server, in a process
+of its own, that the real ``snowflake-connector-python`` talks to.
+
+fakesnow accepts any user and password; the server here answers a login with other
+credentials as Snowflake does (code 390100), so that wrong credentials can be tested
+through the connector. Everything else is fakesnow's (a DuckDB database in memory,
+shared by every session).
+
+Run as a script: ``python -m tests.snowserver PORT USER PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.bqemulator import free_port
+
+USER = "faucet"
+PASSWORD = "fake-snow-password"
+ACCOUNT = "fakesnow"
+
+
+class SnowServerError(RuntimeError):
+    """The stand-in could not be started."""
+
+
+@dataclass(frozen=True)
+class SnowServer:
+    """Where the stand-in listens, and the credentials it accepts."""
+
+    port: int
+    user: str = USER
+    password: str = PASSWORD
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        """Connection keywords for ``get_batch_reader(datastore="snowflake", ...)``."""
+        return {
+            "account": ACCOUNT,
+            "user": self.user,
+            "password": self.password,
+            "host": "127.0.0.1",
+            "port": self.port,
+            "protocol": "http",
+            # The connector retries a failed request until this many seconds have passed.
+            "network_timeout": 60,
+            **overrides,
+        }
+
+    def connect(self, **overrides: Any) -> Any:
+        """A connection of the real connector, for setting up test data."""
+        import snowflake.connector
+
+        settings = self.settings(**overrides)
+        return snowflake.connector.connect(
+            **settings,
+            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+        )
+
+
+@contextmanager
+def running_snowflake(folder: Path, timeout: float = 60) -> Iterator[SnowServer]:
+    """Run the stand-in on a free loopback port until the block ends."""
+    port = free_port()
+    log = folder / "fakesnow.log"
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.snowserver", str(port), USER, PASSWORD],
+            cwd=root, env={**os.environ, "HOME": str(folder)},
+            stdout=output, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_until_ready(process, port, timeout, log)
+        yield SnowServer(port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_ready(
+    process: subprocess.Popen[bytes], port: int, timeout: float, log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Any HTTP answer (fakesnow has no route for GET /) means the server is up.
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SnowServerError(f"the fakesnow server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)  # polling a server until it answers
+
+
+def _app(user: str, password: str) -> Any:
+    """fakesnow's app, behind a login that checks the credentials."""
+    import importlib
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Mount, Route
+
+    async def login(request: Request) -> Response:
+        body = await request.body()  # kept by the request for fakesnow's handler
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        data = json.loads(body)["data"]
+        if data.get("LOGIN_NAME") != user or data.get("PASSWORD") != password:
+            return JSONResponse(
+                {
+                    "data": {"nextAction": "RETRY_LOGIN", "authnMethod": "USERNAME_PASSWORD"},
+                    "code": "390100",
+                    "message": "Incorrect username or password was specified.",
+                    "success": False,
+                    "headers": None,
+                }
+            )
+        return await server.login_request(request)
+
+    server = importlib.import_module("fakesnow.server")  # not fakesnow.server(), a function
+    return Starlette(
+        routes=[
+            Route("/session/v1/login-request", login, methods=["POST"]),
+            Mount("/", app=server.app),
+        ]
+    )
+
+
+def main() -> None:
+    """Serve on ``127.0.0.1:PORT`` until terminated."""
+    import uvicorn
+
+    port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    uvicorn.run(_app(user, password), host="127.0.0.1", port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""The snowflake warehouse, through the real connector, against fakesnow's HTTP server.
+
+fakesnow runs DuckDB: its ``HASH`` is not Snowflake's, so the tests check properties of
+the split (every row once, disjoint, stable, about the planned share), never which rows
+land where.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pytest
+
+from faucet_core import Reader, Warehouse, hookimpl
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
+from faucet_core.warehouse import PermanentWarehouseError, TransientWarehouseError
+from faucet_snowflake import SnowflakeConnection, SnowflakeWarehouse
+from tests.bqemulator import free_port
+from tests.conftest import ROWS, SF_DATABASE, SF_SCHEMA
+from tests.snowserver import SnowServer
+
+MakeReader = Callable[..., Reader]
+
+
+@pytest.fixture
+def make_sf_reader(snowflake_server: SnowServer, make_reader: MakeReader) -> MakeReader:
+    """Readers of table ``T`` on the stand-in, with the DuckDB tests' defaults."""
+    settings = snowflake_server.settings(database=SF_DATABASE, schema=SF_SCHEMA)
+    return functools.partial(
+        make_reader, datastore="snowflake", table_name="T", split_key="ID",
+        label_columns=["LABEL"], **settings,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def sql(snowflake_server: SnowServer) -> Iterator[Callable[..., list[tuple[Any, ...]]]]:
+    """Run a statement on the stand-in (in ``FAUCET_TEST.PUBLIC``) and return its rows."""
+    db = snowflake_server.connect(database=SF_DATABASE, schema=SF_SCHEMA, paramstyle="qmark")
+
+    def run(statement: str, *params: Any) -> list[tuple[Any, ...]]:
+        with db.cursor() as cursor:
+            cursor.execute(statement, params or None)
+            return list(cursor.fetchall())
+
+    yield run
+    db.close()
+
+
+def ids(reader: Reader, eval: bool = False) -> list[int]:
+    """The ``ID`` of every row of one training epoch (or eval pass), in order."""
+    passes = reader.iter_eval() if eval else reader.iter_epoch()
+    served: list[int] = []
+    for batch in passes:
+        column = batch["features"]["ID"]
+        served += column.to_pylist() if hasattr(column, "to_pylist") else column.tolist()
+    return served
+
+
+def scratch_tables(sql: Callable[..., list[tuple[Any, ...]]]) -> list[str]:
+    """The Faucet tables (scratch copies, temporary ones) in ``FAUCET_TEST.PUBLIC``."""
+    rows = sql("SELECT TABLE_NAME FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = ?", SF_SCHEMA)
+    return sorted(row[0] for row in rows if row[0].startswith("FAUCET_"))
+
+
+class CountingSnowflake(SnowflakeWarehouse):
+    """The Snowflake warehouse, recording the kind of every statement of every instance."""
+
+    name = "counting-snowflake"
+    kinds: ClassVar[list[str]] = []
+
+    def _execute(self, kind: str, *args: Any, **kwargs: Any) -> Any:
+        type(self).kinds.append(kind)
+        return super()._execute(kind, *args, **kwargs)
+
+
+class _CountingPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(CountingSnowflake)
+
+
+@pytest.fixture
+def counting(register: Callable[[object], None]) -> type[CountingSnowflake]:
+    register(_CountingPlugin())
+    CountingSnowflake.kinds = []
+    return CountingSnowflake
+
+
+# Every row once, the split, ds
+
+
+def test_every_row_once_and_the_split_is_disjoint_and_stable(make_sf_reader: MakeReader) -> None:
+    reader = make_sf_reader(test_split_percent=20, epochs=2)
+    train = ids(reader)
+    evaluation = ids(reader, eval=True)
+    assert sorted(train + evaluation) == list(range(ROWS))  # disjoint, and nothing lost
+    assert 0.15 < len(evaluation) / ROWS < 0.25
+    assert sorted(ids(reader)) == sorted(train)  # epoch 2, from the cache
+    assert reader.metrics[-1].chunks_fetched == 0
+    other = make_sf_reader(test_split_percent=20, chunk_size=700, use_cache=False)
+    assert len(other.plan.chunks["train"]) != len(reader.plan.chunks["train"])
+    assert sorted(ids(other, eval=True)) == sorted(evaluation)  # another run and chunking
+
+
+def test_chunk_reads_serve_what_the_scan_serves(make_sf_reader: MakeReader) -> None:
+    scanned = make_sf_reader(seed=4)
+    by_chunk = make_sf_reader(seed=4, use_cache=False)
+    assert ids(scanned) == ids(by_chunk)
+
+
+def test_ds_keeps_one_partition(make_sf_reader: MakeReader) -> None:
+    reader = make_sf_reader(ds="2024-01-02")
+    assert sorted(ids(reader)) == [i for i in range(ROWS) if i % 3 == 1]
+
+
+def test_ds_is_a_bind_parameter(make_sf_reader: MakeReader) -> None:
+    by_name = functools.partial(make_sf_reader, partition_column="NAME")
+    assert ids(by_name(ds="name-7")) + ids(by_name(ds="name-7"), eval=True) == [7]
+    # Pasted into the SQL, this value would select every row.
+    with pytest.raises(PermanentWarehouseError, match="has no rows for ds="):
+        by_name(ds="name-7' OR '1' = '1")
+
+
+def test_a_query_source_with_ds(make_sf_reader: MakeReader) -> None:
+    reader = make_sf_reader(
+        table_name=None, query="SELECT * FROM T WHERE NAME LIKE 'name-1%'", ds="2024-01-01"
+    )
+    assert reader.plan.data_version is None
+    expected = [i for i in range(ROWS) if str(i).startswith("1") and i % 3 == 0]
+    assert sorted(ids(reader)) == expected
+
+
+def test_quoted_names_keep_their_case(make_sf_reader: MakeReader, sql: Any) -> None:
+    sql(
+        'CREATE TABLE IF NOT EXISTS "Mixed Case" ("key" INT, "Value" FLOAT) AS '
+        "SELECT seq4(), seq4() / 2 FROM TABLE(GENERATOR(ROWCOUNT => 300))"
+    )
+    reader = make_sf_reader(
+        table_name=f'{SF_DATABASE}.{SF_SCHEMA}."Mixed Case"', split_key="key", label_columns=None
+    )
+    assert reader.plan.columns == ("key", "Value")
+    served = [k for b in reader.iter_epoch() for k in b["features"]["key"].tolist()]
+    assert sorted(served) == list(range(300))
+
+
+# Resume and DataLoader workers
+
+
+def test_resume_serves_the_rest_of_the_epoch(make_sf_reader: MakeReader) -> None:
+    whole = ids(make_sf_reader(output="arrow"))
+    reader = make_sf_reader(output="arrow")
+    reader.prep_for_epoch()
+    served = []
+    for _ in range(7):
+        batch = reader.get_batch()
+        assert batch is not None
+        served += batch["features"]["ID"].to_pylist()
+    state = reader.state_dict()
+    resumed = make_sf_reader(output="arrow")
+    resumed.load_state_dict(state)
+    rest = [i for batch in resumed.iter_epoch() for i in batch["features"]["ID"].to_pylist()]
+    assert served + rest == whole
+
+
+def test_dataloader_workers_read_every_row_once(make_sf_reader: MakeReader) -> None:
+    reader = make_sf_reader(columns=["ID", "X2", "LABEL"])
+    batches = list(FaucetDataLoader(FaucetIterableDataset(reader), num_workers=2))
+    served = [int(i) for features, _ in batches for i in features[:, 0]]
+    assert sorted(served) == list(range(ROWS))
+
+
+# Plan once, the scratch copy
+
+
+def test_a_warm_rerun_runs_no_query(
+    make_sf_reader: MakeReader, counting: type[CountingSnowflake]
+) -> None:
+    first = make_sf_reader(datastore=counting.name)
+    expected = sorted(ids(first))
+    assert first.plan_origin == "warehouse"
+    assert counting.kinds.count("count") == counting.kinds.count("copy") == 1
+    scans = counting.kinds.count("scan")  # the whole copy, and maybe the first chunk alone
+    assert scans in (1, 2) and "read" not in counting.kinds
+    assert first.costs.query_jobs == 2 + scans
+    first.close()
+    counting.kinds.clear()
+    again = make_sf_reader(datastore=counting.name, seed=9)
+    assert again.plan_origin == "cache"
+    assert sorted(ids(again)) == expected
+    assert counting.kinds == ["version"]  # a metadata lookup, on no virtual warehouse
+    assert again.costs.query_jobs == 0
+
+
+def test_changed_data_is_planned_again(make_sf_reader: MakeReader, sql: Any) -> None:
+    sql("CREATE OR REPLACE TABLE CHANGING AS SELECT * FROM T WHERE ID < 1000")
+    first = make_sf_reader(table_name="CHANGING")
+    assert first.plan.data_version is not None
+    first.close()
+    sql("INSERT INTO CHANGING SELECT * FROM T WHERE ID = 1000")
+    second = make_sf_reader(table_name="CHANGING")
+    assert second.plan_origin == "warehouse"
+    assert second.plan.data_version != first.plan.data_version
+    assert sorted(ids(second)) == list(range(1001))
+
+
+def test_the_scratch_copy_is_made_once_found_by_others_and_dropped_by_its_maker(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any
+) -> None:
+    reader = make_sf_reader(use_cache=False)
+    ids(reader)
+    scratch = f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"
+    assert scratch_tables(sql) == [scratch]
+    other = SnowflakeWarehouse(reader.config.connection)  # as another process would
+    try:
+        other.materialize(reader.plan)
+        other.materialize(reader.plan)
+        assert other.statements == ["exists"]
+        chunk = reader.plan.chunks["train"][0]
+        assert other.read_buckets(reader.plan, chunk).num_rows == chunk.rows
+    finally:
+        other.close()
+    assert scratch_tables(sql) == [scratch]  # not the other's to drop
+    reader.close()
+    assert scratch_tables(sql) == []
+
+
+def test_a_lost_race_keeps_the_winners_copy(make_sf_reader: MakeReader, sql: Any) -> None:
+    reader = make_sf_reader(use_cache=False)
+    reader.prepare()  # the winner's copy
+
+    class Late(SnowflakeWarehouse):
+        looked = False
+
+        def _exists(self, name: str) -> bool:
+            if not self.looked:  # looked before the winner renamed its copy
+                self.looked = True
+                return False
+            return super()._exists(name)
+
+    late = Late(reader.config.connection)
+    try:
+        late.materialize(reader.plan)
+        assert late.statements == ["copy", "rename", "drop", "exists"]  # the rename failed
+    finally:
+        late.close()
+    assert scratch_tables(sql) == [f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"]
+    served = ids(reader)  # from the winner's copy
+    assert len(served) == len(set(served)) == reader.rows("train")
+
+
+def test_a_scratch_table_gone_is_made_again(make_sf_reader: MakeReader, sql: Any) -> None:
+    reader = make_sf_reader(use_cache=False, chunk_size=500, prefetch_chunks=1, fetch_threads=1)
+    reader.prep_for_epoch()
+    first = reader.get_batch()
+    assert first is not None
+    served = first["features"]["ID"].tolist()
+    sql(f"DROP TABLE FAUCET_SCRATCH_{reader.plan.rows_id.upper()}")
+    while (batch := reader.get_batch()) is not None:
+        served += batch["features"]["ID"].tolist()
+    assert len(served) == reader.rows("train")
+    assert len(set(served)) == len(served)
+    assert reader.stream.warehouse().statements.count("copy") == 2  # made again
+
+
+# Types
+
+
+def test_types_come_out_as_documented_arrow_types(make_sf_reader: MakeReader, sql: Any) -> None:
+    sql(
+        """
+        CREATE OR REPLACE TABLE TYPED (ID NUMBER(38, 0), AMOUNT NUMBER(12, 2), SMALL NUMBER(4, 0),
+            X FLOAT, WORDS VARCHAR, FLAG BOOLEAN, DAY DATE, NTZ TIMESTAMP_NTZ,
+            LTZ TIMESTAMP_LTZ, TZ TIMESTAMP_TZ, DOC VARIANT, OBJ OBJECT, ARR ARRAY,
+            BYTES BINARY, CLOCK TIME)
+        """
+    )
+    sql(
+        """
+        INSERT INTO TYPED SELECT seq4(), seq4() / 4, MOD(seq4(), 100), seq4() / 8,
+            'text ' || seq4(), MOD(seq4(), 2) = 0, DATEADD(day, seq4(), '2024-01-01'::DATE),
+            DATEADD(hour, seq4(), '2024-01-01 00:00:00.123456'::TIMESTAMP_NTZ),
+            DATEADD(hour, seq4(), '2024-01-01 00:00:00'::TIMESTAMP_LTZ),
+            DATEADD(hour, seq4(), '2024-01-01 00:00:00 +02:00'::TIMESTAMP_TZ),
+            OBJECT_CONSTRUCT('i', seq4()), OBJECT_CONSTRUCT('a', 1), ARRAY_CONSTRUCT(seq4(), 1),
+            TO_BINARY('ABCD', 'HEX'), '01:02:03'::TIME
+        FROM TABLE(GENERATOR(ROWCOUNT => 100))
+        """
+    )
+    reader = make_sf_reader(table_name="TYPED", label_columns=None, output="arrow")
+    schema = reader.plan.schema
+    assert schema is not None
+    expected = {
+        "ID": pa.int64(), "AMOUNT": pa.decimal128(12, 2), "SMALL": pa.int64(),
+        "X": pa.float64(), "WORDS": pa.string(), "FLAG": pa.bool_(), "DAY": pa.date32(),
+        "NTZ": pa.timestamp("us"), "LTZ": pa.timestamp("us", tz="UTC"),
+        "TZ": pa.timestamp("us", tz="UTC"), "DOC": pa.string(), "OBJ": pa.string(),
+        "ARR": pa.string(), "BYTES": pa.binary(), "CLOCK": pa.time64("us"),
+    }  # fmt: skip
+    assert {f.name: f.type for f in schema} == expected
+    for use_cache in (True, False):  # the scan and the chunk reads
+        rows = make_sf_reader(
+            table_name="TYPED", label_columns=None, output="arrow", use_cache=use_cache
+        )
+        table = pa.concat_tables(b["features"] for b in rows.iter_epoch()).sort_by("ID")
+        assert table.schema == schema
+        row = table.to_pylist()[5]
+        assert row["AMOUNT"] == Decimal("1.25")
+        assert row["SMALL"] == 5 and row["FLAG"] is False and row["WORDS"] == "text 5"
+        assert row["DAY"] == datetime.date(2024, 1, 6)
+        assert row["NTZ"] == datetime.datetime(2024, 1, 1, 5, 0, 0, 123456)
+        utc = datetime.timezone.utc
+        assert row["LTZ"] == datetime.datetime(2024, 1, 1, 5, tzinfo=utc)
+        assert row["TZ"] == datetime.datetime(2024, 1, 1, 3, tzinfo=utc)  # 05:00 at +02:00
+        assert json.loads(row["DOC"]) == {"i": 5}
+        assert json.loads(row["ARR"]) == [5, 1]
+        assert row["BYTES"] == b"\xab\xcd"
+        assert row["CLOCK"] == datetime.time(1, 2, 3)
+
+
+# Errors and secrets
+
+
+def test_bad_input_names_what_is_wrong(make_sf_reader: MakeReader) -> None:
+    started = time.monotonic()
+    with pytest.raises(PermanentWarehouseError, match="table nope does not exist") as missing:
+        make_sf_reader(table_name="nope")
+    with pytest.raises(PermanentWarehouseError, match="drop table"):
+        make_sf_reader(table_name="T; drop table T")
+    with pytest.raises(
+        PermanentWarehouseError, match=r"source.columns \['id'\] not found.*upper case"
+    ):
+        make_sf_reader(columns=["id", "LABEL"])
+    with pytest.raises(PermanentWarehouseError, match=r"source.split_key \['MISSING'\]"):
+        make_sf_reader(split_key="MISSING")
+    with pytest.raises(PermanentWarehouseError, match="no partition column 'DAY'"):
+        make_sf_reader(ds="2024-01-01", partition_column="DAY")
+    with pytest.raises(PermanentWarehouseError, match="cannot read the source query"):
+        make_sf_reader(table_name=None, query="SELECT nope FROM T")
+    assert "\n" not in str(missing.value)
+    assert time.monotonic() - started < 30  # none waits for the connector's retries
+
+
+def test_wrong_credentials_fail_at_once_without_the_secret(make_sf_reader: MakeReader) -> None:
+    started = time.monotonic()
+    with pytest.raises(PermanentWarehouseError) as raised:
+        make_sf_reader(password="s3cret-value-42")
+    message = str(raised.value)
+    assert "Incorrect username or password" in message
+    assert "connection.password" in message
+    assert "s3cret-value-42" not in message and "\n" not in message
+    assert time.monotonic() - started < 30
+
+
+def test_an_unreachable_server_is_a_transient_error(snowflake_server: SnowServer) -> None:
+    settings = snowflake_server.settings(port=free_port(), network_timeout=1)
+    warehouse = SnowflakeWarehouse(SnowflakeConnection(**settings))
+    try:
+        with pytest.raises(TransientWarehouseError, match="cannot connect to Snowflake"):
+            warehouse.query("SELECT 1", [])
+    finally:
+        warehouse.close()
+
+
+def test_secrets_stay_out_of_reprs_and_logs(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reader = make_sf_reader()
+    ids(reader)
+    reader.close()
+    password = snowflake_server.password
+    assert password not in repr(reader.config)
+    assert password not in repr(reader.config.connection)
+    assert password not in json.dumps(reader.config.model_dump(mode="json"))
+    assert caplog.records  # the connector logged
+    assert password not in caplog.text
+
+
+# Connection settings
+
+
+def test_connection_name_reads_connections_toml(
+    snowflake_server: SnowServer, tmp_path: Path
+) -> None:
+    home = tmp_path / "snowflake-home"
+    home.mkdir()
+    toml = home / "connections.toml"
+    settings = snowflake_server.settings(database=SF_DATABASE, schema=SF_SCHEMA)
+    toml.write_text(
+        "[faucet_test]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+    )
+    toml.chmod(0o600)
+    program = (
+        "import faucet_core.plugins, faucet_snowflake.plugin\n"
+        "faucet_core.plugins.pm.register(faucet_snowflake.plugin, name='snowflake')\n"
+        "from faucet_core import get_batch_reader\n"
+        "r = get_batch_reader(datastore='snowflake', connection_name='faucet_test', "
+        "network_timeout=60, table_name='T', split_key='ID', use_cache=False, batch_size=1000)\n"
+        "print(sum(len(b['features']) for b in r.iter_epoch()), r.rows('train'))\n"
+        "r.close()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        env={**os.environ, "SNOWFLAKE_HOME": str(home)},
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    served, planned = (int(n) for n in done.stdout.split()[-2:])
+    assert served == planned > ROWS // 2
