@@ -2,7 +2,8 @@
 
 Every random choice is drawn from a generator seeded by ``(seed, epoch, ...)``, never
 from thread timing, so the same seed gives the same stream and each epoch a new one.
-A chunk is permuted once when it is loaded; a batch is then a zero-copy slice of it.
+A chunk is permuted once when it is loaded, in an order computed from its rows' key
+hashes with one sort; a batch is then a zero-copy slice of it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from faucet_core import layout
 from faucet_core.plan import ChunkSpec
 from faucet_core.warehouse import SplitName
 
@@ -20,9 +22,10 @@ __all__ = [
     "Segment",
     "batch_count",
     "chunk_order",
-    "chunk_permutation",
     "permute_chunk",
     "row_segments",
+    "shuffle_key",
+    "shuffled_positions",
     "slice_batches",
 ]
 
@@ -73,18 +76,53 @@ def row_segments(order: Sequence[ChunkSpec], start: int, stop: int) -> list[Segm
     return segments
 
 
-def chunk_permutation(chunk: ChunkSpec, seed: int, epoch: int) -> np.ndarray[Any, Any]:
-    """The permutation of ``chunk``'s rows (in chunk order) for ``epoch``, drawn from
-    ``(seed, epoch, split, chunk index)``."""
+def shuffle_key(chunk: ChunkSpec, seed: int, epoch: int) -> int:
+    """The 64-bit key of ``chunk``'s shuffle in ``epoch``, drawn from ``(seed, epoch, split,
+    chunk index)``."""
     rng = np.random.default_rng([seed, epoch, _SPLIT_IDS[chunk.split], chunk.index])
-    return rng.permutation(chunk.rows)
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
+def _mix(values: np.ndarray[Any, Any], key: int) -> np.ndarray[Any, Any]:
+    """SplitMix64's finalizer of ``values ^ key``: a bijection of 64-bit integers that
+    scatters neighbouring inputs over the whole range."""
+    mixed = values ^ np.uint64(key)
+    mixed ^= mixed >> np.uint64(30)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(27)
+    mixed *= np.uint64(0x94D049BB133111EB)
+    mixed ^= mixed >> np.uint64(31)
+    return mixed
+
+
+def shuffled_positions(
+    table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int
+) -> np.ndarray[Any, Any]:
+    """The positions of ``table``'s rows (``chunk``'s rows, in any order, with the hash
+    column) in their order of ``epoch``: by a keyed mix of each row's key hash
+    (:func:`shuffle_key`), rows of equal hash (a key that is not unique) in chunk order.
+
+    The order is a function of the rows and the key alone, so a chunk is served the same
+    from the warehouse and from the cache, and one sort gives it, whatever order the rows
+    came in.
+    """
+    hashes = np.asarray(table.column(layout.HASH_COLUMN).to_numpy())
+    mixed = _mix(hashes.view(np.uint64), shuffle_key(chunk, seed, epoch))
+    order = np.argsort(mixed)  # not stable, but with no equal values no need to be
+    ordered = mixed[order]
+    if np.all(ordered[1:] != ordered[:-1]):
+        return order
+    canonical = layout.chunk_positions(table)
+    rank = np.empty(table.num_rows, np.int64)
+    rank[np.arange(table.num_rows) if canonical is None else canonical] = np.arange(table.num_rows)
+    return np.lexsort((rank, mixed))
 
 
 def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:
-    """``table`` (``chunk``'s rows in chunk order) permuted for ``epoch``."""
+    """``table`` (``chunk``'s rows, with the hash column) in their order of ``epoch``."""
     if table.num_rows < 2:
         return table
-    return table.take(pa.array(chunk_permutation(chunk, seed, epoch)))
+    return table.take(pa.array(shuffled_positions(table, chunk, seed, epoch)))
 
 
 def slice_batches(

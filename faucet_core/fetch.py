@@ -14,9 +14,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import tenacity
 
@@ -61,15 +59,12 @@ class FetchedChunk:
         table: Its rows, in any order.
         from_cache: Whether they came from the cache.
         attempts: Tries it took to read them from the warehouse (0 from the cache).
-        positions: The positions of ``table``'s rows in the chunk order
-            (:func:`~faucet_core.layout.chunk_positions`); ``None``: in that order already.
     """
 
     chunk: ChunkSpec
     table: pa.Table
     from_cache: bool
     attempts: int
-    positions: np.ndarray[Any, Any] | None = None
 
 
 class _Stopped(Exception):
@@ -168,7 +163,7 @@ class ChunkFetcher:
         )
 
     def fetch(self, chunk: ChunkSpec, first: bool = False) -> FetchedChunk:
-        """Return ``chunk``'s rows, with the hash column, and their chunk order.
+        """Return ``chunk``'s rows, with the hash column, in any order.
 
         ``first``: a pass starts with this chunk. Missed while the cache fill runs, and
         unless the fill is about to end, it is read by itself, so the pass's first batch
@@ -191,8 +186,7 @@ class ChunkFetcher:
         table, attempts = self._read_with_retries(chunk)
         if self.cache is not None:
             self.cache.put(key, table)
-        positions = layout.chunk_positions(table)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts, positions=positions)
+        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts)
 
     def _filled_soon(self, chunk: ChunkSpec) -> bool:
         """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
@@ -226,8 +220,7 @@ class ChunkFetcher:
             )
             return None
         self._fill.served(chunk)
-        positions = layout.chunk_positions(table)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=1, positions=positions)
+        return FetchedChunk(chunk, table, from_cache=False, attempts=1)
 
     def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
         """``chunk`` from the cache if it holds it intact."""
@@ -244,8 +237,7 @@ class ChunkFetcher:
                 return None
             self._conforming.add(name)
         filled = self._fill is not None and self._fill.claim(chunk)  # read by this process
-        positions = layout.chunk_positions(cached)
-        return FetchedChunk(chunk, cached, not filled, int(filled), positions)
+        return FetchedChunk(chunk, cached, not filled, int(filled))
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         name = self.plan.datastore

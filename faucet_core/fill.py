@@ -8,8 +8,8 @@ by chunk, and each chunk's rows are appended to its cache entry as they come, so
 is written once. Rows, checksum and bucket range of every chunk are checked against the
 plan before any entry is committed. Memory stays within a byte budget of buffered rows,
 whatever the size of the source. Cache entries hold a chunk's rows in scan order; readers
-put them in chunk order (:func:`~faucet_core.layout.chunk_positions`) with the same take
-that shuffles them.
+put them in their epoch's order (:func:`~faucet_core.batches.shuffled_positions`) with
+the take that shuffles them.
 """
 
 from __future__ import annotations

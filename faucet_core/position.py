@@ -28,8 +28,9 @@ __all__ = [
     "worker_rows",
 ]
 
-#: The version of the saved-state layout.
-STATE_FORMAT = 2
+#: The version of the saved-state layout, and of the stream it resumes (3: rows of a chunk
+#: shuffled by a keyed mix of their hashes).
+STATE_FORMAT = 3
 
 Remainder = Literal["drop", "pad"]
 

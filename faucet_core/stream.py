@@ -19,13 +19,15 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
+from faucet_core import layout
 from faucet_core.batches import (
     Segment,
     chunk_order,
-    chunk_permutation,
     row_segments,
+    shuffled_positions,
     slice_batches,
 )
 from faucet_core.cache import ChunkCache
@@ -261,12 +263,13 @@ class Pass:
         """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""
         chunk = segment.chunk
         fetched = self._stream.fetcher.fetch(chunk, first=segment is self._first)
+        # One take puts the rows in this epoch's order (or chunk order) and cuts the segment.
+        positions: np.ndarray[Any, Any] | None = (
+            shuffled_positions(fetched.table, chunk, self._seed, self._epoch)
+            if self._shuffle and chunk.rows > 1
+            else layout.chunk_positions(fetched.table)
+        )
         table = fetched.table.select(list(self._stream.plan.columns))
-        # One take puts the rows in chunk order, permutes them and cuts out the segment.
-        positions = fetched.positions
-        if self._shuffle and chunk.rows > 1:
-            permutation = chunk_permutation(chunk, self._seed, self._epoch)
-            positions = permutation if positions is None else positions[permutation]
         partial = segment.hi - segment.lo < chunk.rows
         if positions is None:
             if partial:

@@ -6,6 +6,7 @@ import pyarrow as pa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from faucet_core import layout
 from faucet_core.batches import (
     batch_count,
     chunk_order,
@@ -57,8 +58,14 @@ def test_chunk_order_is_a_seeded_permutation_per_epoch() -> None:
     assert chunk_order(chunks, seed=3, epoch=1, shuffle=False) == chunks
 
 
+def _hashed(ids: list[int]) -> pa.Table:
+    """Rows with these ids, and key hashes as a warehouse gives them."""
+    hashes = [layout.hash_values(i) for i in ids]
+    return pa.table({"id": ids, layout.HASH_COLUMN: pa.array(hashes, pa.int64())})
+
+
 def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
-    table = pa.table({"id": list(range(100))})
+    table = _hashed(list(range(100)))
     chunk = ChunkSpec("train", 0, 0, 1, 100, 0)
     once = permute_chunk(table, chunk, seed=1, epoch=1).column("id").to_pylist()
     assert sorted(once) == list(range(100))
@@ -67,6 +74,24 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     assert permute_chunk(table, chunk, seed=1, epoch=2).column("id").to_pylist() != once
     other_chunk = ChunkSpec("train", 1, 1, 2, 100, 0)
     assert permute_chunk(table, other_chunk, seed=1, epoch=1).column("id").to_pylist() != once
+    # The order is the rows' own: the same whatever order they come in.
+    reversed_rows = table.take(pa.array(range(99, -1, -1)))
+    assert permute_chunk(reversed_rows, chunk, seed=1, epoch=1).column("id").to_pylist() == once
+
+
+def test_rows_of_equal_hash_are_shuffled_among_the_others_in_chunk_order() -> None:
+    # A split key that is not unique: rows 0 and 1 share a hash (and so sort together).
+    table = _hashed([5, 5, 6, 7, 8]).set_column(0, "id", pa.array([0, 1, 2, 3, 4]))
+    chunk = ChunkSpec("train", 0, 0, 1, 5, 0)
+    orders = set()
+    for seed in range(30):
+        once = permute_chunk(table, chunk, seed, 1).column("id").to_pylist()
+        flipped = permute_chunk(table.take(pa.array([1, 0, 4, 3, 2])), chunk, seed, 1)
+        assert flipped.column("id").to_pylist() == once
+        position = once.index(0)
+        assert once[position + 1] == 1  # together, in chunk order
+        orders.add(tuple(once))
+    assert len(orders) > 10
 
 
 @given(
@@ -90,7 +115,7 @@ def test_row_segments_cover_the_range_and_wrap_around(
 
 
 def test_two_row_chunks_are_shuffled_too() -> None:
-    table = pa.table({"id": [0, 1]})
+    table = _hashed([0, 1])
     chunk = ChunkSpec("train", 0, 0, 1, 2, 0)
     orders = {tuple(permute_chunk(table, chunk, seed, 1).column("id").to_pylist())
               for seed in range(20)}  # fmt: skip
