@@ -392,3 +392,42 @@ def snowflake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnowS
             yield server
     except SnowServerError as exc:
         pytest.fail(str(exc))
+
+
+# --- Ray: a local cluster (2 CPUs, loopback addresses only, no dashboard), one per run.
+
+# Ray's switch for a cluster of this machine alone: its processes bind and talk on the
+# loopback address instead of the machine's own (read when Ray is imported, so set here).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report to Ray's servers
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local Ray cluster whose workers can import the tests; a start failure fails the
+    tests that need it."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    # Short: Ray's Unix sockets live under it, and their paths have a length limit.
+    folder = tempfile.mkdtemp(prefix="faucet-ray-")
+    root = str(Path(__file__).parents[1])
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=512 * 2**20,
+            logging_level="warning",
+            _temp_dir=folder,
+            runtime_env={"env_vars": {"PYTHONPATH": root}},
+        )
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.fail(f"could not start a local Ray cluster: {exc}")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
