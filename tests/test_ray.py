@@ -163,6 +163,17 @@ def test_blocks_in_task_order_are_faucets_stream_of_the_epoch(
     assert eval_rows.equals(faucet_stream(config, split="eval"))
 
 
+def test_a_datasource_built_by_hand_takes_rays_read_options(make_config: MakeConfig) -> None:
+    config = make_config()
+    with Reader(config) as reader:
+        reader.prepare()
+        source = FaucetDatasource(reader, "eval")
+        dataset = ray.data.read_datasource(source, concurrency=1, num_cpus=0.5)
+        assert sorted(ids(dataset)) == sorted(
+            faucet_stream(config, "eval").column("id").to_pylist()
+        )
+
+
 @ray.remote
 def _run_read_task(read: Callable[[], Iterator[pa.Table]]) -> list[int]:
     return [i for table in read() for i in table.column("id").to_pylist()]
