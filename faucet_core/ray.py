@@ -158,8 +158,13 @@ class FaucetDatasource(Datasource):
             raise ValueError(f"epoch is 1-based: {epoch} < 1")
         self.plan: Plan = reader.plan
         largest = max((c.rows for c in self.plan.chunks[split]), default=1)
+        config = reader.config
+        # Tasks run in other folders and machines: the cache folder is the driver's path.
+        cache = config.cache.model_copy(update={"dir": config.cache.dir.absolute()})
         # A task's pass is one chunk: one table, which Ray cuts into blocks of its size.
-        config = reader.config.model_copy(update={"batch_size": largest, "drop_last": False})
+        config = config.model_copy(
+            update={"batch_size": largest, "drop_last": False, "cache": cache}
+        )
         self.layout = EpochLayout(
             dataclasses.replace(reader.stream.spec, config=config),
             split,

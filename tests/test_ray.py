@@ -174,6 +174,16 @@ def test_a_datasource_built_by_hand_takes_rays_read_options(make_config: MakeCon
         )
 
 
+def test_tasks_get_the_cache_folder_as_an_absolute_path(
+    make_config: MakeConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the driver's folder; a worker's may be another
+    with Reader(make_config(cache_dir="relative")) as reader:
+        layout = FaucetDatasource(reader).layout
+    assert layout.spec.config.cache.dir == tmp_path / "relative"
+    assert layout.spec.config.batch_size == max(c.rows for c in reader.plan.chunks["train"])
+
+
 @ray.remote
 def _run_read_task(read: Callable[[], Iterator[pa.Table]]) -> list[int]:
     return [i for table in read() for i in table.column("id").to_pylist()]
