@@ -129,7 +129,7 @@ def main() -> None:
             include_dashboard=False,
             object_store_memory=2 * 2**30,
             logging_level="warning",
-            _temp_dir=tempfile.mkdtemp(prefix="faucet-ray-"),  # short: Ray's socket paths
+            _temp_dir=str(folder / "ray"),  # short, as Ray's socket paths must be
         )
         ray.data.DataContext.get_current().enable_progress_bars = False
         ray.data.range(100).materialize()  # start the workers before any contender
