@@ -8,7 +8,12 @@ label (the worst storage order for mixing), each contender runs in a process of 
 - ``raw stream``: DuckDB's Arrow record batches of the table, unshuffled: the local limit;
 - ``ORDER BY random()``: the same stream of a global shuffle, sorted anew each epoch;
 - ``faucet``: a reader with default settings and an empty cache (epoch 1 includes planning,
-  materializing, reading and caching; epoch 2 is served from the cache).
+  the one scan that fills the cache, and serving; epoch 2 is served from the cache).
+
+Before each contender, the previous one's writes are flushed, the page cache is emptied
+where the machine allows it (as root on Linux: a full page cache slows down the writes of
+whoever comes next), and the table file is read once, so that every contender starts with
+the table cached and the machine's memory free.
 
 Printed per contender: time to the first batch (from opening the database), rows/s of
 epochs 1 and 2, the process's peak RSS, and the mixing of epoch 1's batches against the
@@ -117,13 +122,29 @@ def peak_rss() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def settle(database: Path) -> bool:
+    """Start every contender from the same memory: the previous one's writes flushed, the
+    page cache emptied where the machine allows (root on Linux), then the table file read
+    once, so it is cached for all alike. Returns whether the page cache was emptied."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1")
+        dropped = True
+    except OSError:
+        dropped = False
+    with open(database, "rb") as table:
+        while table.read(2**24):
+            pass
+    return dropped
+
+
 def run(contender: str, database: Path, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run ``contender`` in a process of its own; its figures and peak RSS."""
     cache = folder / f"cache-{contender.split()[0]}"
     command = [sys.executable, __file__, "--child", contender, "--database", str(database),
                "--cache", str(cache), "--batch-size", str(args.batch_size),
                "--output", args.output]  # fmt: skip
-    os.sync()  # the previous contender's writes are not flushed on this one's time
+    settle(database)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     out = process.stdout.read()
@@ -149,7 +170,9 @@ def main() -> None:
         child(args.child, args.database, args.cache, args.batch_size, args.output)
         return
     print(f"{args.columns} columns, {args.batch_size}-row batches, output {args.output}, "
-          f"{os.cpu_count()} cores")  # fmt: skip
+          f"{os.cpu_count()} cores; before each contender: writes flushed, "
+          f"page cache {'emptied' if os.access('/proc/sys/vm/drop_caches', os.W_OK) else 'kept'}"
+          ", the table file read once")  # fmt: skip
     header = ("rows", "contender", "first batch", "epoch 1 rows/s", "epoch 2 rows/s",
               "peak RSS", "mixing")  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
