@@ -132,7 +132,7 @@ def test_an_unknown_name_lists_what_is_installed() -> None:
     with pytest.raises(
         UnknownDatastore,
         match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, "
-        "postgres, redshift, snowflake",
+        "feast, postgres, redshift, snowflake",
     ):
         get_warehouse_class("oracle")
 
