@@ -58,7 +58,7 @@ class FeastConnection(BaseModel):
         "(default: the system temp folder).",
     )
     memory_limit: str | None = Field(
-        "1GB",
+        "256MB",
         description="DuckDB's memory limit for the point-in-time join of the DuckDB offline "
         "store and for reading its result; past it, DuckDB spills to `scratch_dir`. `null`: "
         "DuckDB's default.",

@@ -49,7 +49,10 @@ def _configure(backend: Any, memory_limit: str | None, threads: int | None, temp
     if threads:
         settings["threads"] = str(threads)
     for name, value in settings.items():
-        backend.raw_sql(f"SET {name} = '{value}'")
+        try:
+            backend.raw_sql(f"SET {name} = '{value}'")
+        except Exception as exc:  # DuckDB keeps a spill folder it has used: keep it then
+            log.info("DuckDB's %s stays as it is: %s", name, exc)
 
 
 def spill(

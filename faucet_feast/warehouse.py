@@ -87,6 +87,7 @@ class FeastWarehouse(Warehouse):
         self._features: Features | None = None
         self._targets: dict[Any, _Target] = {}
         self._planned: dict[PlanRequest, _Target] = {}
+        self._plans: dict[Any, tuple[Warehouse, Plan]] = {}
         self._delegates: dict[str, Warehouse] = {}
         self._owned: list[Path] = []  # spill folders this instance made
 
@@ -328,8 +329,16 @@ class FeastWarehouse(Warehouse):
             return self._targets[key]
 
     def _delegated_plan(self, plan: Plan) -> tuple[Warehouse, Plan]:
-        target = self._target(plan)
-        return target.warehouse, dataclasses.replace(plan, request=target.request)
+        """The warehouse reading ``plan``'s rows, and ``plan`` as that warehouse reads it."""
+        key = (plan.rows_id, plan.fingerprint)
+        with self._lock:
+            if key not in self._plans:
+                target = self._target(plan)
+                self._plans[key] = (
+                    target.warehouse,
+                    dataclasses.replace(plan, request=target.request),
+                )
+            return self._plans[key]
 
     # The warehouse contract, delegated
 
@@ -337,7 +346,13 @@ class FeastWarehouse(Warehouse):
         target = self._plan_target(request)
         with self._lock:
             self._planned[request] = target
-        counted = target.warehouse.count_buckets(target.request)
+        try:
+            counted = target.warehouse.count_buckets(target.request)
+        except PermanentWarehouseError as exc:  # say the user's source, not the delegated one
+            what = f"the Feast retrieval of {request.source.describe()}"
+            raise PermanentWarehouseError(
+                str(exc).replace(target.request.source.describe(), what)
+            ) from exc
         stats = {**counted.stats, STATS_KEY: target.facts}
         return BucketCounts(counted.columns, counted.counts, stats, counted.schema)
 

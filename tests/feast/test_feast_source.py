@@ -140,6 +140,17 @@ def test_entity_rows_without_the_join_keys_are_an_error(
         make_feast_reader(files=[str(tmp_path / "orders.parquet")])
 
 
+def test_a_split_key_not_in_the_rows_is_an_error_naming_the_source(
+    make_feast_reader: MakeReader, feast_repo: Path
+) -> None:
+    with pytest.raises(
+        PermanentWarehouseError,
+        match=r"source.split_key \['customer_id'\] not found in the Feast retrieval of files "
+        rf"{feast_repo}/data/orders.parquet; it has \['order_id', 'driver_id'",
+    ):
+        make_feast_reader(split_key=["customer_id"])
+
+
 def test_entity_rows_must_be_files_for_the_duckdb_store(make_feast_reader: MakeReader) -> None:
     with pytest.raises(
         PermanentWarehouseError,
