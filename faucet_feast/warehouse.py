@@ -277,7 +277,7 @@ class FeastWarehouse(Warehouse):
                         folder,
                         memory_limit=self.connection.memory_limit,
                         threads=self.connection.threads,
-                        temp=self._scratch_root() / "faucet-feast-duckdb-tmp",
+                        temp=self._scratch_root() / "faucet-feast-join-spill",
                     )
                 except Exception as exc:
                     raise PermanentWarehouseError(

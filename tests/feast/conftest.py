@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from faucet_core import Reader
+from faucet_core import Plan, Reader
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "feast"
@@ -66,12 +66,13 @@ def feast_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_feast_reader(feast_repo: Path, tmp_path: Path) -> Iterator[Callable[..., Reader]]:
-    """Build readers of the example repo's orders (closed at teardown); keywords override."""
-    from faucet_core import get_batch_reader
+    """Build readers of the example repo's orders (closed at teardown); keywords override,
+    and ``plan=`` hands the reader a plan made by another."""
+    from faucet_core import load_config
 
     readers: list[Reader] = []
 
-    def build(**settings: Any) -> Reader:
+    def build(plan: Plan | None = None, **settings: Any) -> Reader:
         defaults: dict[str, Any] = {
             "datastore": "feast",
             "repo_path": str(feast_repo),
@@ -87,7 +88,8 @@ def make_feast_reader(feast_repo: Path, tmp_path: Path) -> Iterator[Callable[...
             "cache_dir": str(tmp_path / "cache"),
         }
         defaults.update(settings)
-        reader = get_batch_reader(**{k: v for k, v in defaults.items() if v is not None})
+        config = load_config(**{k: v for k, v in defaults.items() if v is not None})
+        reader = Reader(config, plan=plan)
         readers.append(reader)
         return reader
 

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from faucet_core import PermanentWarehouseError, Reader, get_batch_reader
+from faucet_core import PermanentWarehouseError, Plan, Reader, load_config
 from tests.feast.conftest import FEATURES, expected_features, served_rows
 
 
@@ -18,7 +18,7 @@ from tests.feast.conftest import FEATURES, expected_features, served_rows
 def make_pg_reader(postgres_repo: Path, tmp_path: Path) -> Any:
     readers: list[Reader] = []
 
-    def build(**settings: Any) -> Reader:
+    def build(plan: Plan | None = None, **settings: Any) -> Reader:
         defaults: dict[str, Any] = {
             "datastore": "feast",
             "repo_path": str(postgres_repo),
@@ -34,7 +34,8 @@ def make_pg_reader(postgres_repo: Path, tmp_path: Path) -> Any:
             "cache_dir": str(tmp_path / "cache"),
         }
         defaults.update(settings)
-        reader = get_batch_reader(**{k: v for k, v in defaults.items() if v is not None})
+        config = load_config(**{k: v for k, v in defaults.items() if v is not None})
+        reader = Reader(config, plan=plan)
         readers.append(reader)
         return reader
 
@@ -73,6 +74,19 @@ def test_the_join_runs_in_postgres_and_its_rows_are_point_in_time_correct(
     assert not set(train["driver_id"]) & set(held_out["driver_id"])
     reader.close()
     assert scratch not in _scratch_tables(feast_postgres_url)
+
+
+def test_a_reader_given_a_pushed_down_plan_copies_and_reads_it_in_postgres(
+    make_pg_reader: Any, feast_postgres_url: str, tmp_path: Path
+) -> None:
+    planner = make_pg_reader()
+    plan = planner.plan
+    planner.close()  # nothing read: no scratch table made
+    assert f"faucet_{plan.rows_id}" not in _scratch_tables(feast_postgres_url)
+    other = make_pg_reader(plan=plan, cache_dir=str(tmp_path / "other-cache"))
+    served = served_rows(other)
+    assert f"faucet_{plan.rows_id}" in _scratch_tables(feast_postgres_url)
+    assert len(served) == plan.rows("train") and served["order_id"].is_unique
 
 
 def test_a_table_of_entity_rows_is_pushed_down_too(make_pg_reader: Any) -> None:

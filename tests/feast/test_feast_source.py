@@ -205,3 +205,29 @@ def test_the_retrieval_is_spilled_to_a_scratch_folder_removed_on_close(
     served_rows(reader)
     reader.close()
     assert not folder.exists()
+
+
+def test_a_reader_given_the_plan_reads_the_planners_files_or_writes_them_again(
+    make_feast_reader: MakeReader, tmp_path: Path
+) -> None:
+    planner = make_feast_reader()
+    folder = Path(planner.plan.stats["feast"]["folder"])
+    # As another process would: its own warehouse, its own empty cache, the plan given.
+    other = make_feast_reader(plan=planner.plan, cache_dir=str(tmp_path / "other-cache"))
+    assert other.plan_origin == "given"
+    expected = served_rows(planner).sort_values("order_id", ignore_index=True)
+    pd.testing.assert_frame_equal(
+        served_rows(other).sort_values("order_id", ignore_index=True), expected
+    )
+    assert other.metrics[-1].chunks_fetched == len(planner.plan.chunks["train"])
+    assert sorted(p.name for p in folder.parent.glob("faucet-feast-[0-9a-f]*")) == [folder.name]
+    planner.close()
+    other.close()
+    assert not folder.exists()  # removed by the planner, which made it
+
+    late = make_feast_reader(plan=planner.plan, cache_dir=str(tmp_path / "late-cache"))
+    rows = served_rows(late).sort_values("order_id", ignore_index=True)
+    assert folder.exists()  # the retrieval, written again where the plan says
+    pd.testing.assert_frame_equal(rows, expected)
+    late.close()
+    assert not folder.exists()
