@@ -109,8 +109,13 @@ class FeastWarehouse(Warehouse):
         """The opened Feast repo (opened on first use: importing Feast takes a while)."""
         with self._lock:
             if self._repo is None:
-                from faucet_feast.repo import open_repo
-
+                try:
+                    from faucet_feast.repo import open_repo
+                except ImportError as exc:
+                    raise PermanentWarehouseError(
+                        f"the feast datastore needs Feast ({exc}); install it with: "
+                        "pip install 'faucetml[feast]'"
+                    ) from exc
                 self._repo = open_repo(self.connection)
             return self._repo
 
