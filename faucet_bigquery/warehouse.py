@@ -213,6 +213,10 @@ class BigQueryWarehouse(SqlWarehouse):
                 self._tables[table.id] = metadata
         return metadata
 
+    def source_identity(self, source: SourceSpec) -> str:
+        """The project that unqualified table names, and the query, run in."""
+        return str(self.client.project)
+
     def data_version(self, source: SourceSpec) -> str | None:
         """A table's last modification time, rows and bytes (metadata only); ``None`` for a
         query."""

@@ -76,8 +76,9 @@ class Plan:
         request: The source, split and chunk size it was made for.
         columns: The columns every chunk has, in order.
         data_version: The source's version when it was planned (``None``: unknown).
-        rows_id: Identifies the rows of each split and their buckets: the data and its
-            version, the source, the split, the columns and the rows counted per bucket.
+        rows_id: Identifies the rows of each split and their buckets: where the data lives
+            and its version, the source, the split, the columns and the rows counted per
+            bucket.
             Scratch copies and cached chunks are named after it.
         chunks: The chunk list of each split.
         stats: Facts about planning worth showing (rows per split, bytes processed).
@@ -194,9 +195,16 @@ class Plan:
 
 
 def make_plan(
-    datastore: str, request: PlanRequest, counted: BucketCounts, data_version: str | None
+    datastore: str,
+    request: PlanRequest,
+    counted: BucketCounts,
+    data_version: str | None,
+    identity: str = "",
 ) -> Plan:
     """Cut a warehouse's bucket counts into the chunks of each split.
+
+    ``identity`` says where the source's data lives
+    (:meth:`~faucet_core.warehouse.Warehouse.source_identity`); it is part of the rows id.
 
     Raises:
         PermanentWarehouseError: The counts break the layout (a bucket out of range,
@@ -226,6 +234,7 @@ def make_plan(
     rows_id = layout.stable_digest(
         layout.LAYOUT_VERSION,
         datastore,
+        identity,
         data_version,
         dataclasses.asdict(source),
         request.key(counted.columns),

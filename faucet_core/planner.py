@@ -63,9 +63,10 @@ def plan_source(warehouse: Warehouse, request: PlanRequest, version: str | None)
     started = time.perf_counter()
     try:
         counted = warehouse.count_buckets(request)
+        identity = warehouse.source_identity(request.source)
     except Exception as exc:
         raise _as_warehouse_error(warehouse, request.source, exc) from exc
-    plan = make_plan(warehouse.name, request, counted, version)
+    plan = make_plan(warehouse.name, request, counted, version, identity)
     log.info(
         "planned %s of %s in %.2fs: train %d rows in %d chunks, eval %d rows in %d chunks",
         request.source.describe(),

@@ -4,7 +4,8 @@ A warehouse does four things, each in its own SQL and I/O; the core decides ever
 that exactly-once and a stable split depend on (see :mod:`faucet_core.layout`):
 
 1. :meth:`Warehouse.data_version`: which version of a source it would read, from
-   metadata alone (no scan), or ``None`` when it cannot tell cheaply.
+   metadata alone (no scan), or ``None`` when it cannot tell cheaply; and
+   :meth:`Warehouse.source_identity`: where its data lives (which database or server).
 2. :meth:`Warehouse.count_buckets`: the source's columns, and its rows per (split,
    bucket), in one aggregate query.
 3. :meth:`Warehouse.materialize` (optional): copy the split source once to scratch storage
@@ -196,6 +197,18 @@ class Warehouse(ABC):
         self.connection = connection
         #: What this instance spent so far (left at zero by warehouses that do not say).
         self.costs = WarehouseCosts()
+
+    def source_identity(self, source: SourceSpec) -> str:
+        """Where ``source``'s data lives, as far as its spelling does not say it: the
+        database file, server, project or account. Part of a plan's ``rows_id``, so that
+        sources spelled alike in two places (a query on two servers) never share cached
+        chunks or scratch copies.
+
+        Default: a digest of the connection settings (secrets masked). Override it to
+        leave out settings that do not change the data (threads, timeouts) and to keep in
+        those a secret holds (the server in a ``dsn``).
+        """
+        return layout.stable_digest(self.connection.model_dump(mode="json"))
 
     def data_version(self, source: SourceSpec) -> str | None:
         """The version of the data ``source`` reads, from metadata alone, or ``None``.

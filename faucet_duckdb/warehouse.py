@@ -149,6 +149,12 @@ class DuckDBWarehouse(SqlWarehouse):
                 f"cannot open DuckDB database {self.connection.database}: {exc}"
             ) from exc
 
+    def source_identity(self, source: SourceSpec) -> str:
+        """The database file (a table or query of it), by its absolute path; files and
+        in-memory queries are spelled out by the source itself."""
+        database = self.connection.database
+        return "" if database is None else os.path.abspath(database)
+
     def data_version(self, source: SourceSpec) -> str | None:
         """The DuckDB version (its ``hash`` changes between versions), and the size and
         modification time of the files read: the database, or the source files."""

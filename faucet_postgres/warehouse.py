@@ -22,6 +22,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -185,6 +186,12 @@ class PostgresWarehouse(SqlWarehouse):
                 "(set source.partition_column)"
             )
         return schema
+
+    def source_identity(self, source: SourceSpec) -> str:
+        """The server, database and user (whose rights decide the rows it sees), from the
+        connection URL, without its password."""
+        url = urlsplit(self.connection.url())
+        return f"{url.username}@{url.hostname}:{url.port}{url.path}"
 
     def data_version(self, source: SourceSpec) -> str | None:
         """The table's version from the server's metadata (see

@@ -243,6 +243,14 @@ class SnowflakeWarehouse(SqlWarehouse):
                 f"{exc} (Snowflake stores names created without quotes in upper case)"
             ) from None
 
+    def source_identity(self, source: SourceSpec) -> str:
+        """The account (or host), the default database and schema, the user and role: what
+        decides which table a name means and which rows it shows."""
+        c = self.connection
+        return layout.stable_digest(
+            c.account, c.host, c.port, c.connection_name, c.database, c.schema, c.user, c.role
+        )
+
     def data_version(self, source: SourceSpec) -> str | None:
         """A table's ``LAST_ALTERED``, ``ROW_COUNT`` and ``BYTES`` (metadata only); ``None``
         for a query, a view or an external table.

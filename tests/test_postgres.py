@@ -317,3 +317,29 @@ def test_preprocessing_is_fitted_in_one_query_as_on_the_train_chunks(
     for ours, theirs in zip(in_sql.features, from_chunks.features, strict=True):
         assert ours.categories == theirs.categories and ours.fill == pytest.approx(theirs.fill)
         assert (ours.center, ours.width) == pytest.approx((theirs.center, theirs.width))
+
+
+def test_a_query_on_two_databases_never_shares_cached_chunks(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer
+) -> None:
+    # The same query, the same keys (so the same buckets and checksums), other values, and
+    # no data version: only where the data lives tells the two apart.
+    values = {}
+    for database, x in (("twin_a", 1), ("twin_b", 2)):
+        with psycopg.connect(postgres_server.url, autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {database}")
+            db.execute(f"CREATE DATABASE {database}")
+        url = postgres_server.database_url(database)
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(
+                f"CREATE TABLE twin AS SELECT i AS id, {x} AS x FROM generate_series(0, 499) i"
+            )
+        reader = make_pg_reader(
+            dsn=url, table_name=None, query="SELECT * FROM twin", label_columns=[]
+        )
+        reader.prep_for_epoch()
+        served = []
+        while (batch := reader.get_batch()) is not None:
+            served.extend(batch["features"]["x"].tolist())
+        values[database] = set(served)
+    assert values == {"twin_a": {1}, "twin_b": {2}}
