@@ -73,7 +73,37 @@ def _bigquery_table(table: str) -> str:
     return f"`{table}`"
 
 
-#: Feast's ``offline_store.type`` -> the Faucet warehouse that runs its SQL.
+def _snowflake_connection(store: Any) -> dict[str, Any]:
+    names = ("connection_name", "account", "user", "password", "role", "warehouse",
+             "authenticator", "private_key_passphrase", "database")  # fmt: skip
+    settings = {name: getattr(store, name) for name in names if getattr(store, name, None)}
+    if getattr(store, "schema_", None):
+        settings["schema"] = store.schema_
+    if getattr(store, "private_key", None):  # Feast's setting is the key file's path
+        settings["private_key_path"] = store.private_key
+    return settings
+
+
+def _snowflake_table(table: str) -> str:
+    from faucet_snowflake.names import parse_table
+
+    return parse_table(table).sql  # plain parts unquoted: Snowflake upper-cases them
+
+
+def _snowflake_unusable(store: Any, entity_sql: bool) -> str | None:
+    if not entity_sql:
+        return (
+            "Feast's Snowflake store uploads entity rows from files to a temporary table of "
+            "its own session; give the entity rows as source.table or source.query"
+        )
+    if getattr(store, "private_key_content", None):
+        return "a private key given as content cannot be passed on; give its file (private_key)"
+    return None
+
+
+#: Feast's ``offline_store.type`` -> the Faucet warehouse that runs its SQL. Redshift is not
+#: here: Feast's Redshift store reaches the cluster through AWS's Data API (cluster id and
+#: region), which names no host for the ``redshift`` warehouse to connect to.
 TARGETS: dict[str, PushDownTarget] = {
     "postgres": PushDownTarget(
         "postgres",
@@ -86,5 +116,11 @@ TARGETS: dict[str, PushDownTarget] = {
         _bigquery_connection,
         _bigquery_table,
         lambda store, entity_sql: None,
+    ),
+    "snowflake.offline": PushDownTarget(
+        "snowflake",
+        _snowflake_connection,
+        _snowflake_table,
+        _snowflake_unusable,
     ),
 }

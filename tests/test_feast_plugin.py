@@ -59,3 +59,29 @@ def test_reading_without_feast_says_what_to_install(
     with pytest.raises(PermanentWarehouseError, match=r"pip install 'faucetml\[feast\]'"):
         warehouse.features()
     warehouse.close()
+
+
+def test_a_snowflake_offline_store_hands_its_settings_to_the_snowflake_warehouse() -> None:
+    from types import SimpleNamespace
+
+    from faucet_feast.pushdown import TARGETS
+
+    target = TARGETS["snowflake.offline"]
+    store = SimpleNamespace(
+        account="acme-xy12345", user="TRAINER", password="s3cret", role="ML",
+        warehouse="WH", database="FEATURES", schema_="PUBLIC", authenticator=None,
+        connection_name=None, private_key="/keys/rsa.p8", private_key_passphrase=None,
+        private_key_content=None,
+    )  # fmt: skip
+    settings = target.connection(store)
+    assert settings == {
+        "account": "acme-xy12345", "user": "TRAINER", "password": "s3cret", "role": "ML",
+        "warehouse": "WH", "database": "FEATURES", "schema": "PUBLIC",
+        "private_key_path": "/keys/rsa.p8",
+    }  # fmt: skip
+    assert target.datastore == "snowflake"
+    assert target.quote_table('features."Orders"') == 'features."Orders"'
+    with pytest.raises(PermanentWarehouseError, match="table name"):
+        target.quote_table("orders; DROP TABLE t")
+    assert target.unusable(store, True) is None
+    assert "temporary table" in (target.unusable(store, False) or "")
