@@ -106,7 +106,7 @@ def shuffled_positions(
     from the warehouse and from the cache, and one sort gives it, whatever order the rows
     came in.
     """
-    hashes = np.asarray(table.column(layout.HASH_COLUMN).to_numpy())
+    hashes = layout.integers(table.column(layout.HASH_COLUMN))
     mixed = _mix(hashes.view(np.uint64), shuffle_key(chunk, seed, epoch))
     order = np.argsort(mixed)  # not stable, but with no equal values no need to be
     ordered = mixed[order]
@@ -122,7 +122,7 @@ def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> p
     """``table`` (``chunk``'s rows, with the hash column) in their order of ``epoch``."""
     if table.num_rows < 2:
         return table
-    return table.take(pa.array(shuffled_positions(table, chunk, seed, epoch)))
+    return table.take(layout.positions_array(shuffled_positions(table, chunk, seed, epoch)))
 
 
 def slice_batches(

@@ -127,7 +127,7 @@ class ChunkWriters:
 
     def _add(self, batch: pa.RecordBatch) -> None:
         batch = batch.select(self.columns)
-        hashes = np.asarray(batch.column(layout.HASH_COLUMN).to_numpy())
+        hashes = layout.integers(batch.column(layout.HASH_COLUMN))
         indexes = self._chunk_indexes(hashes)
         size = len(self.chunks) + 1
         counts = np.bincount(indexes, minlength=size)
@@ -144,11 +144,11 @@ class ChunkWriters:
         keep = self._wanted[indexes]
         if not keep.all():
             indexes = indexes[keep]
-            batch = batch.filter(pa.array(keep))
+            batch = batch.take(layout.positions_array(np.flatnonzero(keep)))
             counts = np.bincount(indexes, minlength=size)
         # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
         small = indexes.astype(np.uint16) if size <= 2**16 else indexes
-        grouped = batch.take(pa.array(np.argsort(small, kind="stable")))
+        grouped = batch.take(layout.positions_array(np.argsort(small, kind="stable")))
         starts = np.concatenate([[0], np.cumsum(counts)])
         for index in np.flatnonzero(counts):
             self._buffers[index].append(grouped.slice(starts[index], counts[index]))

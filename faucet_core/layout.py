@@ -52,8 +52,10 @@ __all__ = [
     "eval_buckets",
     "group_buckets",
     "hash_values",
+    "integers",
     "is_eval",
     "order_chunk",
+    "positions_array",
     "stable_digest",
 ]
 
@@ -303,7 +305,31 @@ def _hashes(table: pa.Table) -> np.ndarray[Any, Any] | None:
         return None
     if column.null_count:
         return None
-    return np.asarray(column.to_numpy())
+    return integers(column)
+
+
+def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
+    """The values of a column of integers without NULLs, as numpy, from its buffers (zero
+    copy for one chunk). Unlike ``to_numpy``, which imports pandas (a second or so of a
+    worker's start, and tens of MiB), this needs numpy alone."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    dtype = np.dtype(column.type.to_pandas_dtype())
+    parts = [
+        np.frombuffer(chunk.buffers()[1], dtype=dtype, count=chunk.offset + len(chunk))[
+            chunk.offset :
+        ]
+        for chunk in chunks
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, dtype)
+
+
+def positions_array(positions: np.ndarray[Any, Any]) -> pa.Array:
+    """Row positions (a numpy array of integers) as Arrow int64 indices for ``take``,
+    sharing their memory where they are int64 already (``pa.array`` would import pandas)."""
+    values = np.ascontiguousarray(positions, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def order_chunk(table: pa.Table) -> pa.Table:
@@ -314,13 +340,13 @@ def order_chunk(table: pa.Table) -> pa.Table:
     warehouse and from the cache.
     """
     positions = chunk_positions(table)
-    return table if positions is None else table.take(pa.array(positions))
+    return table if positions is None else table.take(positions_array(positions))
 
 
 def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:
     """The positions of ``table``'s rows in the chunk order (see :func:`order_chunk`), or
     ``None`` when the rows are in that order already."""
-    hashes = np.asarray(table.column(HASH_COLUMN).to_numpy())
+    hashes = integers(table.column(HASH_COLUMN))
     if table.num_rows < 2:
         return None
     if np.all(hashes[1:] > hashes[:-1]):  # not np.diff: it wraps around on uint64
@@ -344,7 +370,7 @@ def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:
             )
         keys.append(name)
     indices = pc.sort_indices(tie_table, sort_keys=[(key, "ascending") for key in keys])
-    return np.asarray(indices.to_numpy())
+    return integers(indices)
 
 
 def _sortable(kind: pa.DataType) -> bool:

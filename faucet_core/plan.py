@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from faucet_core import layout
 from faucet_core.warehouse import (
@@ -214,9 +215,9 @@ def make_plan(
         counts = layout.bucket_counts(counted.counts)
     except (ValueError, pa.ArrowException) as exc:
         raise PermanentWarehouseError(f"{datastore} counted buckets wrongly: {exc}") from exc
-    evals = counts.column("is_eval").to_numpy(zero_copy_only=False)
+    evals = layout.integers(pc.cast(counts.column("is_eval"), pa.int8())).astype(bool)
     buckets, rows, checksums = (
-        counts.column(name).to_numpy() for name in ("bucket", "row_count", "checksum")
+        layout.integers(counts.column(name)) for name in ("bucket", "row_count", "checksum")
     )
     keys = evals.astype(np.int64) * layout.BUCKETS + buckets
     wrong = (buckets < 0) | (buckets >= layout.BUCKETS) | (rows <= 0)

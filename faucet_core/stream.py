@@ -276,7 +276,7 @@ class Pass:
                 table = table.slice(segment.lo, segment.hi - segment.lo)
         else:
             table = table.take(
-                pa.array(positions[segment.lo : segment.hi] if partial else positions)
+                layout.positions_array(positions[segment.lo : segment.hi] if partial else positions)
             )
         if self._transform is not None:
             table = self._transform(table)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def _modules_after(code: str) -> set[str]:
@@ -38,3 +39,24 @@ def test_listing_plugins_and_validating_config_do_not_import_duckdb() -> None:
     )
     assert "faucet_duckdb.plugin" in modules
     assert "duckdb" not in modules
+
+
+def test_arrow_batches_are_served_without_importing_pandas(table_path: Path) -> None:
+    # pandas is an output format: a reader serving Arrow (a worker, a Ray task) loads it
+    # nowhere (it costs a fraction of a second and tens of MiB per process).
+    modules = _modules_after(
+        f"""
+        import tempfile
+        from faucet_core import get_batch_reader
+        reader = get_batch_reader(
+            datastore="duckdb", database={str(table_path)!r}, table_name="t", split_key="id",
+            label_columns=["label"], output="arrow", test_split_percent=20, chunk_size=700,
+            cache_dir=tempfile.mkdtemp(),
+        )
+        assert sum(b["features"].num_rows for b in reader.iter_epoch()) > 0
+        assert sum(b["features"].num_rows for b in reader.iter_eval()) > 0
+        reader.close()
+        """
+    )
+    assert "faucet_duckdb.warehouse" in modules
+    assert "pandas" not in modules
