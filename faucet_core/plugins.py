@@ -41,8 +41,10 @@ BUILTIN_PLUGINS = ("faucet_core.commands",)
 KNOWN_WAREHOUSE_EXTRAS: dict[str, str] = {
     "bigquery": "faucetml[bigquery]",
     "duckdb": "faucetml[duckdb]",
+    "feast": "faucetml[feast]",
     "postgres": "faucetml[postgres]",
     "redshift": "faucetml[redshift]",
+    "snowflake": "faucetml[snowflake]",
 }
 
 #: The process's plugin manager.
