@@ -108,13 +108,19 @@ def shuffled_positions(
     """
     hashes = layout.integers(table.column(layout.HASH_COLUMN))
     mixed = _mix(hashes.view(np.uint64), shuffle_key(chunk, seed, epoch))
-    order = np.argsort(mixed)  # not stable, but with no equal values no need to be
-    ordered = mixed[order]
-    if np.all(ordered[1:] != ordered[:-1]):
-        return order
+    rows = len(mixed)
+    # Sorting values is about three times faster than argsort: each row's position goes in
+    # the low bits of its mixed hash, below the bits that order it.
+    bits = np.uint64(max(rows - 1, 1).bit_length())
+    keys = np.sort((mixed >> bits << bits) | np.arange(rows, dtype=np.uint64))
+    order = keys >> bits
+    if not np.any(order[1:] == order[:-1]):
+        return (keys & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
+    # Equal high bits: almost always equal hashes (a key that is not unique). Order those
+    # rows by their mix, then in chunk order, whatever order they are stored in.
     canonical = layout.chunk_positions(table)
-    rank = np.empty(table.num_rows, np.int64)
-    rank[np.arange(table.num_rows) if canonical is None else canonical] = np.arange(table.num_rows)
+    rank = np.empty(rows, np.int64)
+    rank[np.arange(rows) if canonical is None else canonical] = np.arange(rows)
     return np.lexsort((rank, mixed))
 
 
