@@ -1,0 +1,1 @@
+"""Reliability suite: faults, crashes, concurrency, hostile input and secrets."""
