@@ -32,7 +32,9 @@ from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
 from faucet_core.warehouse import (
+    BucketCounts,
     PermanentWarehouseError,
+    PlanRequest,
     ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
@@ -52,6 +54,11 @@ _DEFAULT_PARTITION_COLUMN = "ds"
 _STREAM_BATCH_ROWS = 65_536
 #: Words of a driver's error that say retrying will not help (credentials, names).
 _PERMANENT_CONNECT_ERRORS = ("authentication failed", "does not exist", "no pg_hba.conf entry")
+
+
+def _for_psycopg(sql: str) -> str:
+    """``sql`` (quoted names, no placeholder) as psycopg reads it: ``%`` doubled."""
+    return sql.replace("%", "%%")
 
 
 class PostgresWarehouse(SqlWarehouse):
@@ -126,7 +133,10 @@ class PostgresWarehouse(SqlWarehouse):
         return rows
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
-        cursor = self._execute("query failed", sql, params)
+        return self._table("query failed", sql, params)
+
+    def _table(self, what: str, sql: str, params: Sequence[Any]) -> pa.Table:
+        cursor = self._execute(what, sql, params)
         names = [column.name for column in cursor.description]
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
@@ -151,11 +161,15 @@ class PostgresWarehouse(SqlWarehouse):
 
     # The dialect
 
+    # The core's queries (counting, the scratch copy, statistics) run through psycopg,
+    # always with a parameter list, so a ``%`` of a column's name is written ``%%`` there;
+    # connectorx's queries take names as they are.
+
     def quote(self, name: str) -> str:
-        return quote_identifier(name)
+        return _for_psycopg(quote_identifier(name))
 
     def hash_sql(self, columns: Sequence[str]) -> str:
-        return self.server.hash_sql(columns)
+        return _for_psycopg(self.server.hash_sql(columns))
 
     def _relation(self, source: SourceSpec, placeholders: bool) -> str:
         """What follows ``FROM`` to read ``source``; ``placeholders``: for psycopg, which
@@ -172,7 +186,17 @@ class PostgresWarehouse(SqlWarehouse):
         if source.ds is None:
             return relation, []
         column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
-        return f"{relation} WHERE {column} = %s", [source.ds]
+        return f"{relation} WHERE {_for_psycopg(column)} = %s", [source.ds]
+
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        """One counting query; its errors name the source (and ``ds``, a bound value the
+        server may refuse)."""
+        schema = self.columns(request)
+        columns = tuple(schema.names)
+        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
+        sql = self.dialect.count_query(hashed, request.split.eval_buckets)
+        counted = self._table(f"cannot count the rows of {request.source.describe()}", sql, params)
+        return BucketCounts(columns, counted, schema=schema)
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         self._connection()  # fails at once where connectorx would retry for seconds
@@ -291,7 +315,7 @@ class PostgresWarehouse(SqlWarehouse):
         if source.ds is None:
             relation = self._relation(source, placeholders=False)
             selected = "".join(f"{quote_identifier(c)}, " for c in plan.columns)
-            hashed = f"{self.hash_sql(plan.key)} AS {layout.HASH_COLUMN}"
+            hashed = f"{self.server.hash_sql(plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
