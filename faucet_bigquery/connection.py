@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,10 @@ if TYPE_CHECKING:
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient
 
 __all__ = ["BigQueryConnection"]
+
+_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+#: A project ID, with the domain of a domain-scoped project (``example.com:project``).
+_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]")
 
 
 class BigQueryConnection(BaseModel):
@@ -71,6 +76,21 @@ class BigQueryConnection(BaseModel):
             raise ValueError(f"the credential file {value} is not JSON: {exc}") from exc
         if not isinstance(key, dict) or "type" not in key:
             raise ValueError(f"the credential file {value} is not a Google credential (no 'type')")
+        return value
+
+    @field_validator("scratch_dataset")
+    @classmethod
+    def _plain_dataset(cls, value: str) -> str:
+        # Part of the scratch table's name in SQL: a dataset ID, nothing else.
+        if not _DATASET.fullmatch(value):
+            raise ValueError(f"{value!r} is not a dataset ID (letters, digits and _, at most 1024)")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _plain_project(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT.fullmatch(value):
+            raise ValueError(f"{value!r} is not a project ID (lower-case letters, digits, -)")
         return value
 
     @model_validator(mode="after")

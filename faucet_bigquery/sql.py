@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["TableName", "column", "parse_table"]
+__all__ = ["TableName", "column", "is_column", "parse_table"]
 
 _PROJECT = r"[a-z][a-z0-9-]*[a-z0-9]"
 _DATASET = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -52,8 +52,22 @@ def parse_table(name: str, default_project: str) -> TableName:
     )
 
 
-def column(name: str) -> str:
-    """A column name validated and quoted for SQL."""
-    if not _COLUMN.match(name):
-        raise PermanentWarehouseError(f"{name!r} is not a BigQuery column name")
+def is_column(name: str) -> bool:
+    """Whether ``name`` is a column name Faucet quotes for BigQuery's SQL (letters,
+    digits and ``_``, not starting with a digit)."""
+    return bool(_COLUMN.match(name))
+
+
+def column(name: str, setting: str | None = None) -> str:
+    """A column name validated and quoted for SQL; ``setting`` names where it came from.
+
+    Raises:
+        PermanentWarehouseError: ``name`` is not such a name.
+    """
+    if not is_column(name):
+        where = f"{setting} " if setting else ""
+        raise PermanentWarehouseError(
+            f"{where}{name!r} is not a BigQuery column name Faucet reads (letters, digits "
+            "and _, not starting with a digit)"
+        )
     return f"`{name}`"

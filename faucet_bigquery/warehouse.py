@@ -24,7 +24,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from faucet_bigquery.connection import BigQueryConnection
-from faucet_bigquery.sql import TableName, column, parse_table
+from faucet_bigquery.sql import TableName, column, is_column, parse_table
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
@@ -278,10 +278,32 @@ class BigQueryWarehouse(SqlWarehouse):
             if partition not in types:
                 raise PermanentWarehouseError(f"{source.describe()} has no column {partition!r}")
             kind = types[partition]
-        quoted = partition if partition == "_PARTITIONDATE" else column(partition)
+        quoted = (
+            partition
+            if partition == "_PARTITIONDATE"
+            else column(partition, "source.partition_column")
+        )
         value = quoted if kind == "DATE" else f"DATE({quoted})"
         param = bigquery.ScalarQueryParameter("faucet_ds", "DATE", source.ds)
         return f"{relation} WHERE {value} = @faucet_ds", [param]
+
+    def columns(self, request: PlanRequest) -> pa.Schema:
+        """The source's columns, checked as the core does, and each a name Faucet can
+        quote for BigQuery (see :func:`~faucet_bigquery.sql.column`).
+
+        Raises:
+            PermanentWarehouseError: Naming the setting whose columns cannot be read.
+        """
+        schema = super().columns(request)
+        for setting, names in (("columns", schema.names), ("split_key", request.split.key or ())):
+            unfit = [name for name in names if not is_column(name)]
+            if unfit:
+                raise PermanentWarehouseError(
+                    f"source.{setting} {unfit}: not column names Faucet reads from BigQuery "
+                    "(letters, digits and _, not starting with a digit); select others with "
+                    "source.columns"
+                )
+        return schema
 
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
         before = dataclasses.replace(self.costs)
