@@ -25,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["CacheStats", "ChunkCache", "EntryWriter"]
+__all__ = ["CacheStats", "ChunkCache", "EntryWriter", "private_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ class ChunkCache:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._verified: set[Path] = set()
-        if not self.directory.is_dir():  # a new folder is its owner's alone
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.directory.chmod(0o700)
+        private_folder(self.directory)
         self._scan()
 
     @property
@@ -296,6 +294,20 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 #: How files in the Arrow IPC file format (written by earlier versions) begin.
 _FILE_FORMAT_MAGIC = b"ARROW1"
+
+
+def private_folder(path: Path) -> None:
+    """Make the folder ``path`` if missing, and each missing parent: every folder made here
+    is its owner's alone (0700, whatever the umask); existing ones are left as they are."""
+    missing = [folder for folder in (path, *path.parents) if not folder.is_dir()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process, or not a folder
+            if not folder.is_dir():
+                raise
+            continue
+        folder.chmod(0o700)
 
 
 def _open_new(path: Path) -> int:

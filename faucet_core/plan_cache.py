@@ -13,11 +13,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from faucet_core.cache import private_folder
 from faucet_core.layout import stable_digest
 from faucet_core.plan import Plan
 from faucet_core.warehouse import PlanRequest
@@ -34,11 +36,31 @@ log = logging.getLogger(__name__)
 FOLDER = "plans"
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file renamed), in a file
+    readable by its owner only, whatever the umask.
+
+    Raises:
+        OSError: It could not be written.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) across processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    """Hold an exclusive lock on ``path`` (created if missing, its owner's alone) across
+    processes."""
+    private_folder(path.parent)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(descriptor, "a") as handle:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -82,15 +104,12 @@ class PlanCache:
 
     def put(self, key: str, plan: Plan) -> None:
         """Save ``plan`` under ``key`` (atomically: a reader never sees half a plan)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"{key}.json"
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            temp.write_text(plan.to_json(), encoding="utf-8")
-            os.replace(temp, path)
+            private_folder(self.directory)
+            _write_private(path, plan.to_json())
         except OSError as exc:
             log.warning("could not save the plan %s: %s", path, exc)
-            temp.unlink(missing_ok=True)
 
     def get_text(self, name: str) -> str | None:
         """Another saved value (a fitted preprocessor), or ``None``."""
@@ -101,15 +120,12 @@ class PlanCache:
 
     def put_text(self, name: str, text: str) -> None:
         """Save another value beside the plans (atomically)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / name
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            temp.write_text(text, encoding="utf-8")
-            os.replace(temp, path)
+            private_folder(self.directory)
+            _write_private(path, text)
         except OSError as exc:
             log.warning("could not save %s: %s", path, exc)
-            temp.unlink(missing_ok=True)
 
     def lock(self, key: str) -> contextlib.AbstractContextManager[None]:
         """A lock on ``key`` across processes: planning or materializing it, one at a time."""

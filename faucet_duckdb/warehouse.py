@@ -25,6 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faucet_core import layout
+from faucet_core.cache import private_folder
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
@@ -107,6 +108,15 @@ def _chunk_lookup(plan: Plan) -> pa.Table:
             "p": pa.array(np.concatenate(parts), pa.string()),
         }
     )
+
+
+def _owner_only(folder: Path) -> None:
+    """Make what DuckDB wrote under ``folder`` (with the umask's modes) its owner's alone."""
+    for root, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(root, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o600)
 
 
 def _part(chunk: ChunkSpec) -> str:
@@ -272,6 +282,8 @@ class DuckDBWarehouse(SqlWarehouse):
         cursor = self._cursor()
         cursor.register(lookup, _chunk_lookup(plan))
         try:
+            # The copy holds the rows: its folders and files are the owner's alone.
+            private_folder(temp)
             hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
             h = layout.HASH_COLUMN
             target = str(temp).replace("'", "''")
@@ -283,7 +295,8 @@ class DuckDBWarehouse(SqlWarehouse):
                 f"TO '{target}' (FORMAT parquet, PARTITION_BY ({_PART}))",
                 params,
             )
-            (temp / _DONE).touch()
+            _owner_only(temp)
+            (temp / _DONE).touch(mode=0o600)
             try:
                 temp.rename(folder)
             except OSError:  # another process finished first: its copy is the same
