@@ -223,6 +223,7 @@ class PostgresWarehouse(SqlWarehouse):
         if source.table is None or not self.connection.data_version:
             return None
         table = table_reference(source.table, "[database.][schema.]table")
+        self._connection()  # a refused login is an error, not a table without a version
         try:
             return self.server.version(self._fetch, table)
         except PermanentWarehouseError as exc:  # views it may not read: plan as if unknown
