@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
@@ -23,8 +24,10 @@ from click.testing import CliRunner
 from faucet_core import get_batch_reader
 from faucet_core.cli import cli
 from faucet_core.settings import load_config
+from tests.bqemulator import BigQueryEmulator, free_port
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer
 from tests.reliability.figures import record
+from tests.snowserver import SnowServer
 
 # --- Permissions: the cache, the saved plans and preprocessors, the scratch folders.
 
@@ -111,13 +114,12 @@ def everything(exc: BaseException | None) -> str:
 
 
 def leaked(secrets: list[str], *texts: str) -> list[str]:
-    """The secrets found in ``texts`` (each also as its first and last 8 characters)."""
-    found = []
-    for secret in secrets:
-        pieces = {secret, secret[:8], secret[-8:]} if len(secret) >= 16 else {secret}
-        if any(piece in text for piece in pieces for text in texts):
-            found.append(secret)
-    return found
+    """The secrets found in ``texts``, as they are or percent-encoded (as in a URL)."""
+    return [
+        secret
+        for secret in secrets
+        if any(form in text for form in {secret, quote(secret, safe="")} for text in texts)
+    ]
 
 
 class Capture:
@@ -216,4 +218,116 @@ def test_postgres_and_redshift_secrets_stay_hidden(
     record(
         "secrets postgres+redshift", planted=len(secrets), failed_logins=capture.errors,
         texts_searched=len(capture.all()), leaked=0,
+    )  # fmt: skip
+
+
+def private_key_pem(passphrase: str | None = None) -> bytes:
+    """A new RSA private key, as PEM (encrypted with ``passphrase`` if given)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+def pem_secrets(pem: bytes) -> list[str]:
+    """The lines of a PEM key's body: each one is secret."""
+    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
+
+
+def test_snowflake_secrets_stay_hidden(
+    snowflake_server: SnowServer, capture: Capture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pem = private_key_pem(SF_PASSPHRASE)
+    key = tmp_path / "rsa_key.p8"
+    key.write_bytes(pem)
+    key.chmod(0o600)
+    secrets = [snowflake_server.password, SF_WRONG, SF_TOKEN, SF_PASSPHRASE, *pem_secrets(pem)]
+    settings = snowflake_server.settings(database="FAUCET_TEST", schema="PUBLIC")
+    common = {"datastore": "snowflake", "table_name": "T", "split_key": "ID",
+              "cache_dir": str(tmp_path / "cache"), "batch_size": 1_000}  # fmt: skip
+    with get_batch_reader(**common, **settings) as reader:  # a good login: one epoch
+        capture.config(reader.config)
+        assert sum(len(b["features"]) for b in reader.iter_epoch()) > 0
+    logins: list[dict[str, Any]] = [
+        {"password": SF_WRONG},
+        {"password": None, "authenticator": "oauth", "token": SF_TOKEN},
+        {"password": None, "private_key_path": str(key), "private_key_passphrase": SF_PASSPHRASE},
+        {"password": None, "private_key_path": str(key), "private_key_passphrase": SF_WRONG},
+    ]
+    for login in logins:
+        refused = {**settings, **login}
+        given = {k: v for k, v in refused.items() if v is not None}
+        capture.error(get_batch_reader, **common, **given)
+    connection = {k: v for k, v in settings.items() if k != "password"}
+    settings_file = {
+        "datastore": "snowflake",
+        "connection": {**connection, "password": "${SF_SECRET}"},
+        "source": {"table": "T", "split_key": "ID"},
+        "cache": {"dir": str(tmp_path)},
+    }
+    config = tmp_path / "sf.json"
+    config.write_text(json.dumps(settings_file))
+    for password in (snowflake_server.password, SF_WRONG):
+        monkeypatch.setenv("SF_SECRET", password)
+        capture.config(load_config(config))
+        for options in ((), ("--debug",)):
+            capture.texts.append(validate(config, *options))
+    texts = capture.all()
+    assert sum("Incorrect username or password" in text for text in texts) >= 2
+    assert any("valid (snowflake, source T)" in text for text in texts)
+    assert leaked(secrets, *texts) == []
+    record(
+        "secrets snowflake", planted=len(secrets), failed_logins=capture.errors,
+        texts_searched=len(texts), leaked=0,
+    )  # fmt: skip
+
+
+def test_bigquery_credential_file_content_stays_hidden(
+    bigquery_emulator: BigQueryEmulator, capture: Capture, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    pem = private_key_pem()
+    secrets = [*pem_secrets(pem), "pkid-Pl4nted-0123456789abcdef"]
+    key = {
+        "type": "service_account", "project_id": bigquery_emulator.project,
+        "private_key_id": secrets[-1], "private_key": pem.decode(),
+        "client_email": "faucet@test-proj.iam.gserviceaccount.com", "client_id": "1",
+        # Nothing listens there: getting a token fails, as with revoked credentials.
+        "token_uri": f"http://127.0.0.1:{free_port()}/token",
+    }  # fmt: skip
+    good = tmp_path / "key.json"
+    good.write_text(json.dumps(key))
+    broken = tmp_path / "broken.json"  # a key the credentials library cannot load
+    broken.write_text(json.dumps({**key, "private_key": key["private_key"][:-200]}))
+    garbled = tmp_path / "garbled.json"  # not JSON at all
+    garbled.write_text(key["private_key"])
+    endpoints = {k: v for k, v in bigquery_emulator.settings().items() if k != "anonymous"}
+    common = {"datastore": "bigquery", "table_name": "faucet_hostile.canary", "split_key": "v",
+              "cache_dir": str(tmp_path / "cache"), "timeout": 1, "retry_attempts": 1}  # fmt: skip
+    for path in (good, broken, garbled):
+        capture.error(get_batch_reader, **common, **endpoints, credential_path=str(path))
+    config = tmp_path / "bq.yaml"
+    config.write_text(
+        "datastore: bigquery\n"
+        f"connection: {json.dumps({**endpoints, 'credential_path': '${BQ_KEY}', 'timeout': 1})}\n"
+        "source: {table: faucet_hostile.canary, split_key: v}\n"
+        f"cache: {{dir: {tmp_path / 'cache'}}}\n"
+    )
+    for path in (good, broken, garbled):
+        monkeypatch.setenv("BQ_KEY", str(path))
+        for options in ((), ("--debug",)):
+            capture.texts.append(validate(config, *options))
+    texts = capture.all()
+    assert leaked(secrets, *texts) == []
+    record(
+        "secrets bigquery", planted=len(secrets), failed_logins=capture.errors,
+        texts_searched=len(texts), leaked=0,
     )  # fmt: skip
