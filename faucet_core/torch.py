@@ -58,7 +58,12 @@ def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def _tensor(table: pa.Table) -> torch.Tensor:
-    """A 2-D tensor of a table of numeric or boolean columns (one column per feature)."""
+    """A 2-D tensor of a table of numeric or boolean columns (one column per feature).
+
+    Raises:
+        ConfigError: A column is not numeric or boolean, or is an integer or boolean one
+            holding NULLs (naming it).
+    """
     unfit = [
         f"{field.name} ({field.type})"
         for field in table.schema
@@ -71,6 +76,24 @@ def _tensor(table: pa.Table) -> torch.Tensor:
                 (
                     "source.columns",
                     f"{', '.join(unfit)} cannot become tensors; select numeric columns",
+                )
+            ]
+        )
+    # NULL is NaN in a float column; an integer or boolean one would silently become
+    # floats (or objects) in the batches that hold a NULL, and stay integers elsewhere.
+    with_nulls = [
+        f"{field.name} ({field.type})"
+        for field, column in zip(table.schema, table.columns, strict=True)
+        if column.null_count and not pa.types.is_floating(field.type)
+    ]
+    if with_nulls:
+        raise ConfigError(
+            [
+                (
+                    "source.columns",
+                    f"{', '.join(with_nulls)} hold NULLs, which an integer or boolean tensor "
+                    "cannot; fill them (preprocessing `impute`), or cast the column to a float "
+                    "in a query (NULL is then NaN)",
                 )
             ]
         )
