@@ -8,6 +8,8 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from faucet_core.errors import ConfigError
+
 __all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
 
 OutputFormat = Literal["pandas", "numpy", "arrow"]
@@ -18,7 +20,21 @@ Batch = dict[str, Any]
 
 def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
     columns = [column.to_numpy() for column in table.columns]
-    return np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
+    if not columns:
+        return np.empty((table.num_rows, 0))
+    try:
+        return np.column_stack(columns)
+    except TypeError:  # numpy's DTypePromotionError: e.g. dates beside numbers
+        kinds = ", ".join(f"{field.name} ({field.type})" for field in table.schema)
+        raise ConfigError(
+            [
+                (
+                    "output",
+                    f"numpy has no one array type for the columns {kinds}; select columns "
+                    "of one kind (source.columns), or use output pandas or arrow",
+                )
+            ]
+        ) from None
 
 
 def _convert(table: pa.Table, output: OutputFormat) -> Any:
