@@ -143,7 +143,13 @@ class DuckDBWarehouse(SqlWarehouse):
             config["threads"] = self.connection.threads
         if self.connection.memory_limit:
             config["memory_limit"] = self.connection.memory_limit
-        self._db = duckdb.connect(":memory:", config=config)
+        try:
+            self._db = duckdb.connect(":memory:", config=config)
+        except duckdb.Error as exc:
+            raise PermanentWarehouseError(
+                f"DuckDB refuses connection.memory_limit {self.connection.memory_limit!r} "
+                f"or connection.threads {self.connection.threads!r}: {exc}"
+            ) from None
         self._local = threading.local()
         self._lock = threading.Lock()
         self._owned: list[Path] = []  # scratch folders this instance made
