@@ -541,30 +541,36 @@ def test_config_values_that_reach_sql_are_validated(
     duckdb_target: DuckDBTarget,
     bigquery_target: BigQueryTarget,
 ) -> None:
-    """Connection settings that end up in SQL text (schema and dataset names, table
-    attributes) are refused with the setting's name when they are not plain."""
+    """Connection settings that end up in SQL text (schema and dataset names) are refused
+    with the setting's name when they are not plain; so is a DuckDB memory limit DuckDB
+    cannot read."""
     tally = Tally()
+    duck = {"datastore": "duckdb", "database": str(duckdb_target.path)}
     cases: list[tuple[dict[str, Any], str]] = [
         ({"datastore": "postgres", "dsn": postgres_server.url}, "scratch_schema"),
         ({"datastore": "redshift", "dsn": postgres_server.url}, "scratch_schema"),
         ({"datastore": "bigquery", **bigquery_emulator.settings()}, "scratch_dataset"),
         ({"datastore": "bigquery", **bigquery_emulator.settings()}, "project"),
+        (duck, "memory_limit"),
     ]
 
     @property_settings(40)
     @given(case=st.sampled_from(cases), value=HOSTILE.filter(unplain))
     @example(case=cases[0], value='public"; DROP TABLE canary; --')
     @example(case=cases[2], value="faucet_scratch`; DROP TABLE faucet_hostile.canary; --")
+    @example(case=cases[4], value="1GB'; DROP TABLE canary; --")
     def check(case: tuple[dict[str, Any], str], value: str) -> None:
         connection, setting = case
         tally.examples += 1
-        with pytest.raises(ConfigError) as raised:
+        with pytest.raises((ConfigError, PermanentWarehouseError)) as raised:
             get_batch_reader(
                 **{**connection, setting: value},
                 table_name="t",
                 cache_dir=duckdb_target.cache_dir(),
             )
         message = str(raised.value)
+        if setting != "memory_limit":
+            assert raised.type is ConfigError, message
         assert f"connection.{setting}" in message or f"connection: {setting}" in message
         tally.error(raised.value)
 

@@ -113,6 +113,15 @@ def everything(exc: BaseException | None) -> str:
     return "".join(traceback.format_exception(exc)) + repr(exc)
 
 
+def files_text(root: Path) -> list[str]:
+    """The bytes of every file under ``root`` (cache entries, saved plans), as text."""
+    found = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            found.append((Path(folder) / name).read_bytes().decode("utf-8", errors="replace"))
+    return found
+
+
 def leaked(secrets: list[str], *texts: str) -> list[str]:
     """The secrets found in ``texts``, as they are or percent-encoded (as in a URL)."""
     return [
@@ -210,14 +219,15 @@ def test_postgres_and_redshift_secrets_stay_hidden(
         capture.config(load_config(config))
         for options in ((), ("--debug",)):
             capture.texts.append(validate(config, *options))
-    texts = capture.all()
+    texts = capture.all() + files_text(tmp_path / "cache")
+    assert any(name.endswith(".arrow") for name in os.listdir(cache))  # the cache was written
     assert sum("password authentication failed" in text for text in texts) >= 4 + 2
     assert any("valid (postgres, source t)" in text for text in texts)
     assert capture.caplog.records  # DEBUG logging was on and captured
     assert leaked(secrets, *texts) == []
     record(
         "secrets postgres+redshift", planted=len(secrets), failed_logins=capture.errors,
-        texts_searched=len(capture.all()), leaked=0,
+        texts_searched=len(texts), leaked=0,
     )  # fmt: skip
 
 
@@ -280,7 +290,7 @@ def test_snowflake_secrets_stay_hidden(
         capture.config(load_config(config))
         for options in ((), ("--debug",)):
             capture.texts.append(validate(config, *options))
-    texts = capture.all()
+    texts = capture.all() + files_text(tmp_path / "cache")
     assert sum("Incorrect username or password" in text for text in texts) >= 2
     assert any("valid (snowflake, source T)" in text for text in texts)
     assert leaked(secrets, *texts) == []
