@@ -64,7 +64,7 @@ def umask() -> Iterator[Callable[[int], None]]:
     os.umask(previous)
 
 
-@pytest.mark.parametrize("mask", [0o000, 0o022, 0o077])
+@pytest.mark.parametrize("mask", [0o000, 0o022, 0o077], ids=["000", "022", "077"])
 def test_everything_faucet_writes_is_its_owners_alone(
     mask: int, umask: Callable[[int], None], table_path: Path, tmp_path: Path
 ) -> None:
