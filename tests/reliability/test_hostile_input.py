@@ -617,3 +617,22 @@ def test_redshift_table_attributes_never_hold_a_statement(
 
     check()
     report("table attributes", redshift_target, tally)
+
+
+def test_snowflake_reads_quoted_tables_of_any_name(snowflake_target: SnowflakeTarget) -> None:
+    """Snowflake takes a double-quoted table name of any text: such a table is read
+    exactly once, its name never leaving the quotes."""
+    names = ['"t; DROP TABLE CANARY; --"', '"名前 ""q"" /* x */ -- y"', '"lower ? %s $1"']
+    rows = 0
+    for name in names:
+        assert snowflake_target.create(name, "V") == "V", name
+        try:
+            with opened(
+                snowflake_target, table_name=name, columns=["ID", "V"], split_key=["ID"],
+                label_columns=["V"],
+            ) as reader:  # fmt: skip
+                rows += check_served(serve_all(reader), "ID", "V")
+        finally:
+            snowflake_target.drop(name)
+        assert snowflake_target.canary_rows() == [(42,)]
+    record("hostile quoted tables snowflake", tables=len(names), rows_checked=rows, sql_executed=0)
