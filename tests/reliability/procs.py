@@ -1,0 +1,421 @@
+"""Readers in subprocesses, driven step by step through pipes.
+
+A child (``python -m tests.reliability.procs JOB``) reads a job file (reader settings,
+hooks), builds a reader, serves its epochs and writes the split key of every row it
+served, per epoch, to its output folder. It reports progress on stdout, one line per
+event (``ready``, ``batch <epoch> <n>``, ``blocked <what> <detail>``, ``done``), and
+reads lines from stdin where a job asks it to wait (a barrier, a hook that holds it at a
+known step). The parent side is :class:`Child`: start, wait for an event, release, kill.
+
+Hooks (``job["hooks"]``) stop the child at a precise point, so a test kills or resumes it
+there rather than after a guessed delay:
+
+- ``stop_after``: block once this many batches of the run were served.
+- ``block_in_write``: on this call of the cache's low-level write (counted from 1), write
+  half of the bytes, then block: an entry is half written.
+- ``block_before_rename``: block before this commit (counted from 1) renames a complete
+  temporary file into place.
+- ``enospc_after``: every cache write fails with ``ENOSPC`` once this many bytes were
+  written (0: from the first).
+- ``hold_read``: before this read of a cache entry (counted from 1), block until released.
+- ``hold_scratch_read``: before this chunk read from the DuckDB scratch copy, block until
+  released.
+- ``close_after_epoch``: after this epoch, close the reader (releasing what it owns:
+  the DuckDB scratch copy) and wait to be released before exiting.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The worktree root: the child's working folder, so it imports this code.
+ROOT = Path(__file__).resolve().parents[2]
+#: Seconds any one step of a child may take before the test fails.
+STEP_TIMEOUT = 60.0
+
+
+class ChildError(AssertionError):
+    """A child did not do what the test expected (exited, timed out, said something else)."""
+
+
+@dataclass
+class EpochResult:
+    """What one epoch of a child served."""
+
+    keys: np.ndarray[Any, Any]
+    wrong: int
+    chunks_cached: int
+    chunks_fetched: int
+
+
+@dataclass
+class Result:
+    """What a child that ran to its end reported."""
+
+    epochs: list[EpochResult]
+    plan_json: str
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+class Child:
+    """A reader subprocess running ``job`` (see the module docstring), its output in
+    ``out``."""
+
+    def __init__(self, job: dict[str, Any], out: Path) -> None:
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        job_file = out / "job.json"
+        job_file.write_text(json.dumps({**job, "out": str(out)}), encoding="utf-8")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.procs", str(job_file)],
+            cwd=ROOT,
+            env={**os.environ, "FAUCET_DISABLE_PLUGIN_AUTOLOAD": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(out / "stderr.txt", "wb"),  # noqa: SIM115 - the child owns it
+            text=True,
+            bufsize=1,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def wait_for(self, prefix: str, timeout: float = STEP_TIMEOUT) -> str:
+        """The first line of the child's progress starting with ``prefix`` (earlier lines
+        are skipped).
+
+        Raises:
+            ChildError: The child ended, or ``timeout`` seconds passed, first.
+        """
+        while True:
+            try:
+                line = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise ChildError(f"no {prefix!r} from the child in {timeout}s") from None
+            if line is None:
+                self.process.wait(timeout)
+                raise ChildError(
+                    f"the child exited ({self.process.returncode}) before {prefix!r}:\n"
+                    + self.stderr()
+                )
+            if line.startswith(prefix):
+                return line
+
+    def release(self) -> None:
+        """Let a child waiting at a barrier or hook go on."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        """``kill -9`` the child, and reap it."""
+        self.process.kill()
+        self.process.wait(STEP_TIMEOUT)
+
+    def finish(self, timeout: float = STEP_TIMEOUT) -> Result:
+        """Wait for the child to end well; what it served.
+
+        Raises:
+            ChildError: It failed or did not end in time.
+        """
+        self.wait_for("done", timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ChildError("the child did not exit after it was done") from None
+        if code != 0:
+            raise ChildError(f"the child exited with {code}:\n{self.stderr()}")
+        report = json.loads((self.out / "result.json").read_text(encoding="utf-8"))
+        epochs = [
+            EpochResult(
+                np.load(self.out / f"epoch-{e['epoch']}.npy"),
+                e["wrong"],
+                e["chunks_cached"],
+                e["chunks_fetched"],
+            )
+            for e in report["epochs"]
+        ]
+        return Result(epochs, report["plan"], report["stats"])
+
+    def stderr(self) -> str:
+        """What the child wrote to stderr so far."""
+        return (self.out / "stderr.txt").read_text(encoding="utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Kill the child if it still runs (test teardown)."""
+        if self.process.poll() is None:
+            self.kill()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+
+
+def start_together(jobs: list[tuple[dict[str, Any], Path]]) -> list[Child]:
+    """Children started at once: each waits at a barrier until all are ready."""
+    children = [Child({**job, "barrier": True}, out) for job, out in jobs]
+    for child in children:
+        child.wait_for("ready")
+    for child in children:
+        child.release()
+    return children
+
+
+def exactly_once(keys: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]) -> tuple[int, int]:
+    """``(lost, duplicated)``: keys of ``expected`` never served, and rows served more than
+    once (or not in ``expected`` at all)."""
+    unique = np.unique(keys)
+    lost = int(np.setdiff1d(expected, unique).size)
+    duplicated = int(keys.size - unique.size) + int(np.setdiff1d(unique, expected).size)
+    return lost, duplicated
+
+
+@dataclass
+class CacheCheck:
+    """What a cache folder holds, each entry read back with the cache's own read and
+    checked against the plan."""
+
+    entries: int
+    bytes: int
+    temp_files: int
+    bad: list[str]
+
+
+def check_cache(folder: Path, plan_json: str) -> CacheCheck:
+    """Every entry of ``folder`` read by a fresh :class:`~faucet_core.cache.ChunkCache`
+    (checksum verified) and checked against the chunk it claims to be; temporary files
+    are counted apart, and anything else is reported as bad."""
+    from faucet_core import layout
+    from faucet_core.cache import ChunkCache, _parse_name
+    from faucet_core.plan import Plan
+
+    plan = Plan.from_json(plan_json)
+    chunks = {plan.chunk_key(c): c for split in plan.chunks.values() for c in split}
+    cache = ChunkCache(folder)
+    entries, size, temps, bad = 0, 0, 0, []
+    for path in sorted(folder.iterdir()):
+        parsed = _parse_name(path)
+        if path.is_dir() or path.name.endswith(".lock"):
+            continue
+        if parsed is None:
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                temps += 1
+            else:
+                bad.append(f"{path.name}: not an entry")
+            continue
+        entries += 1
+        size += path.stat().st_size
+        chunk = chunks.get(parsed[0])
+        if chunk is None:
+            continue  # another plan's entry: its checksum is still verified below
+        table = cache.get(parsed[0])
+        if table is None:
+            bad.append(f"{path.name}: unreadable or checksum mismatch")
+            continue
+        problem = layout.chunk_problem(
+            table, chunk.buckets, chunk.rows, chunk.checksum, plan.eval_buckets, plan.columns
+        )
+        if problem is not None:
+            bad.append(f"{path.name}: {problem}")
+    if cache.stats.corrupt_discarded:
+        bad.append(f"{cache.stats.corrupt_discarded} entries failed their checksum")
+    return CacheCheck(entries, size, temps, bad)
+
+
+# --- The child side.
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _wait_for_parent() -> None:
+    """Block until the parent writes a line (or closes the pipe, or kills us)."""
+    sys.stdin.readline()
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self.count += 1
+            return self.count
+
+
+def _install_hooks(hooks: dict[str, Any]) -> None:
+    from faucet_core import cache
+
+    write_all: Callable[[int, Any], None] = cache._write_all
+
+    if "block_in_write" in hooks:
+        target, calls = int(hooks["block_in_write"]), _Counter()
+
+        def half_then_block(descriptor: int, data: Any) -> None:
+            if calls.next() != target:
+                write_all(descriptor, data)
+                return
+            view = memoryview(data).cast("B")
+            write_all(descriptor, view[: len(view) // 2])
+            _emit(f"blocked write {os.readlink(f'/proc/self/fd/{descriptor}')}")
+            threading.Event().wait()
+
+        cache._write_all = half_then_block
+
+    if "enospc_after" in hooks:
+        room, written, lock = int(hooks["enospc_after"]), [0], threading.Lock()
+
+        def full_disk(descriptor: int, data: Any) -> None:
+            size = len(memoryview(data).cast("B"))
+            with lock:
+                fits = written[0] + size <= room
+                if fits:
+                    written[0] += size
+            if not fits:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            write_all(descriptor, data)
+
+        cache._write_all = full_disk
+
+    if "block_before_rename" in hooks:
+        target, commits = int(hooks["block_before_rename"]), _Counter()
+        commit = cache.ChunkCache._commit
+
+        def commit_later(self: Any, key: str, temp: Path, crc: int, size: int) -> bool:
+            if commits.next() == target:
+                _emit(f"blocked rename {temp}")
+                threading.Event().wait()
+            return commit(self, key, temp, crc, size)
+
+        cache.ChunkCache._commit = commit_later  # type: ignore[method-assign]
+
+    if "hold_read" in hooks:
+        target, reads = int(hooks["hold_read"]), _Counter()
+        read = cache.ChunkCache._read
+
+        def read_later(self: Any, entry: Any) -> Any:
+            if reads.next() == target:
+                _emit(f"blocked read {entry.path}")
+                _wait_for_parent()
+            return read(self, entry)
+
+        cache.ChunkCache._read = read_later  # type: ignore[method-assign]
+
+    if "hold_scratch_read" in hooks:
+        from faucet_duckdb.warehouse import DuckDBWarehouse
+
+        target, scratch_reads = int(hooks["hold_scratch_read"]), _Counter()
+        run = DuckDBWarehouse._run
+
+        def run_later(self: Any, what: str, sql: str, *args: Any, **kwargs: Any) -> Any:
+            if "read_parquet" in sql and scratch_reads.next() == target:
+                _emit(f"blocked scratch {what}")
+                _wait_for_parent()
+            return run(self, what, sql, *args, **kwargs)
+
+        DuckDBWarehouse._run = run_later  # type: ignore[method-assign]
+
+
+def _register_plugins() -> None:
+    import faucet_duckdb.plugin
+    import faucet_postgres.plugin
+    from faucet_core import hookimpl
+    from faucet_core.plugins import pm
+    from faucet_duckdb import DuckDBWarehouse
+
+    class ChunkByChunk(DuckDBWarehouse):
+        """DuckDB without a scan: chunks are read (and cached) one at a time."""
+
+        name = "chunk-by-chunk-duckdb"
+
+        def scan(self, plan: Any, chunks: Any = None) -> None:
+            return None
+
+    class Plugin:
+        @hookimpl
+        def register_warehouses(self, register: Callable[[type], None]) -> None:
+            register(ChunkByChunk)
+
+    pm.register(faucet_duckdb.plugin, name="duckdb")
+    pm.register(faucet_postgres.plugin, name="postgres")
+    pm.register(Plugin(), name="reliability-procs")
+
+
+def run_job(job: dict[str, Any]) -> None:
+    """Serve the job's epochs, reporting each as the module docstring says."""
+    _register_plugins()
+    hooks = job.get("hooks", {})
+    _install_hooks(hooks)
+    from faucet_core import get_batch_reader
+
+    _emit("ready")
+    if job.get("barrier"):
+        _wait_for_parent()
+    out = Path(job["out"])
+    key, check = job.get("key", "id"), job.get("check", "x2")
+    stop_after = hooks.get("stop_after")
+    served = 0
+    epochs = []
+    reader = get_batch_reader(**{"output": "arrow", **job["settings"]})
+    for epoch in range(1, reader.config.epochs + 1):
+        reader.prep_for_epoch()
+        parts, wrong, batches = [], 0, 0
+        while (batch := reader.get_batch()) is not None:
+            keys = batch["features"][key].to_numpy()
+            parts.append(keys)
+            # The table's rows carry x2 = id % 13: a row with other values is wrong data.
+            values = batch["features"][check].to_numpy()
+            wrong += int(np.count_nonzero(values != keys % 13))
+            batches += 1
+            served += 1
+            _emit(f"batch {epoch} {batches}")
+            if served == stop_after:
+                _emit("blocked stop")
+                threading.Event().wait()
+        keys = np.concatenate(parts) if parts else np.array([], np.int64)
+        np.save(out / f"epoch-{epoch}.npy", keys)
+        metrics = reader.metrics[-1]
+        epochs.append(
+            {
+                "epoch": epoch,
+                "wrong": wrong,
+                "chunks_cached": metrics.chunks_cached,
+                "chunks_fetched": metrics.chunks_fetched,
+            }
+        )
+        _emit(f"epoch {epoch}")
+        if hooks.get("close_after_epoch") == epoch:
+            break
+    stats = vars(reader.cache.stats) if reader.cache is not None else {}
+    report = {"epochs": epochs, "plan": reader.plan.to_json(), "stats": dict(stats)}
+    reader.close()
+    if "close_after_epoch" in hooks:
+        _emit("closed")
+        _wait_for_parent()
+    temp = out / "result.json.tmp"
+    temp.write_text(json.dumps(report), encoding="utf-8")
+    os.replace(temp, out / "result.json")
+    _emit("done")
+
+
+if __name__ == "__main__":
+    run_job(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
