@@ -167,6 +167,31 @@ class Child:
             self.process.stdin.close()
 
 
+#: The tables of these tests: ``write_table``'s, with 20,000 rows in ten chunks.
+TABLE_ROWS = 20_000
+CHUNK_ROWS = 2_000
+BATCH_ROWS = 250
+
+
+def reader_settings(database: Path | None, cache: Path, **overrides: Any) -> dict[str, Any]:
+    """Keyword settings of a child's reader of table ``t`` in the DuckDB file ``database``
+    (with ``database=None`` and a ``dsn``: table ``t`` on PostgreSQL)."""
+    settings = {
+        "datastore": "duckdb",
+        "database": None if database is None else str(database),
+        "table_name": "t",
+        "batch_size": BATCH_ROWS,
+        "chunk_size": CHUNK_ROWS,
+        "split_key": "id",
+        "label_columns": ["label"],
+        "seed": 7,
+        "cache_dir": str(cache),
+        "initial_backoff": 0,
+        **overrides,
+    }
+    return {key: value for key, value in settings.items() if value is not None}
+
+
 def start_together(jobs: list[tuple[dict[str, Any], Path]]) -> list[Child]:
     """Children started at once: each waits at a barrier until all are ready."""
     children = [Child({**job, "barrier": True}, out) for job, out in jobs]

@@ -20,11 +20,15 @@ import pytest
 from faucet_core.plan import Plan
 from tests.conftest import ROWS, write_table
 from tests.reliability.figures import record
-from tests.reliability.procs import Child, check_cache, exactly_once
+from tests.reliability.procs import (
+    BATCH_ROWS,
+    TABLE_ROWS,
+    Child,
+    check_cache,
+    exactly_once,
+    reader_settings,
+)
 
-TABLE_ROWS = 20_000
-CHUNK_ROWS = 2_000
-BATCH_ROWS = 250
 BATCHES = TABLE_ROWS // BATCH_ROWS
 IDS = np.arange(TABLE_ROWS)
 SEEDS = [1, 2, 3, 4]
@@ -43,22 +47,6 @@ def children() -> Iterator[list[Child]]:
     yield started
     for child in started:
         child.close()
-
-
-def _settings(table: Path, cache: Path, **overrides: Any) -> dict[str, Any]:
-    return {
-        "datastore": "duckdb",
-        "database": str(table),
-        "table_name": "t",
-        "batch_size": BATCH_ROWS,
-        "chunk_size": CHUNK_ROWS,
-        "split_key": "id",
-        "label_columns": ["label"],
-        "seed": 7,
-        "cache_dir": str(cache),
-        "initial_backoff": 0,
-        **overrides,
-    }
 
 
 @dataclass
@@ -131,7 +119,7 @@ def test_readers_killed_after_n_batches_leave_caches_a_rerun_serves_exactly_once
         stop_after = random.Random(seed).randrange(1, BATCHES)
         # Odd seeds fill the cache from one scan; even ones read and cache chunk by chunk.
         datastore = "duckdb" if seed % 2 else "chunk-by-chunk-duckdb"
-        settings = _settings(crash_table, tmp_path / f"cache-{seed}", datastore=datastore)
+        settings = reader_settings(crash_table, tmp_path / f"cache-{seed}", datastore=datastore)
         cases.append(
             Case(f"seed-{seed}", {**settings, "seed": seed}, {"stop_after": stop_after}, IDS)
         )
@@ -159,12 +147,14 @@ def test_readers_killed_while_writing_an_entry_never_serve_it(
         # A small fill buffer writes each entry in several appends, so the write cut in
         # half may be any part of an entry, not only its first.
         write = random.Random(seed).randrange(1, 30)
-        settings = _settings(
+        settings = reader_settings(
             crash_table, tmp_path / f"cache-{seed}", datastore=datastore, cache_fill_buffer=2**16
         )
         cases.append(Case(f"write-{seed}", settings, {"block_in_write": write}, IDS))
     # And a complete entry whose writer dies just before renaming it into place.
-    settings = _settings(crash_table, tmp_path / "cache-21", datastore="chunk-by-chunk-duckdb")
+    settings = reader_settings(
+        crash_table, tmp_path / "cache-21", datastore="chunk-by-chunk-duckdb"
+    )
     commit = random.Random(21).randrange(1, 8)
     cases.append(Case("rename-21", settings, {"block_before_rename": commit}, IDS))
     outcomes = _crash_and_rerun(cases, tmp_path, children)
@@ -196,11 +186,14 @@ def test_postgres_readers_killed_mid_epoch_then_rerun_exactly_once(
     cases = []
     for seed, hook in [(31, "stop_after"), (32, "block_in_write")]:
         point = random.Random(seed).randrange(1, ROWS // BATCH_ROWS)
-        settings = _settings(
-            Path(), tmp_path / f"cache-{seed}", datastore="postgres", chunk_size=1_000
+        settings = reader_settings(
+            None,
+            tmp_path / f"cache-{seed}",
+            datastore="postgres",
+            dsn=postgres_url,
+            chunk_size=1_000,
+            cache_fill_buffer=2**14,
         )
-        del settings["database"]
-        settings.update(dsn=postgres_url, cache_fill_buffer=2**14)
         cases.append(Case(f"pg-{seed}", settings, {hook: point}, np.arange(ROWS)))
     for case, outcome in zip(cases, _crash_and_rerun(cases, tmp_path, children), strict=True):
         ((hook, point),) = case.hooks.items()
