@@ -57,7 +57,7 @@ class ChunkCache:
 
     Args:
         directory: Where entries live; created if missing. Several caches (readers,
-            processes) may share it; the budget is enforced by each for what it sees.
+            processes) may share it; the budget is the folder's, whoever wrote its entries.
         max_bytes: The byte budget (``None``: no budget). A chunk larger than the whole
             budget is not cached.
     """
@@ -255,11 +255,23 @@ class ChunkCache:
             entry.path.unlink(missing_ok=True)
 
     def _evict(self, keep: str) -> None:
+        """Delete the least recently used entries of the folder until it fits the budget.
+
+        The folder is listed first: entries other caches (processes) wrote count against
+        the budget too, and those they removed no longer do.
+        """
         if self.max_bytes is None:
             return
+        duplicates = self._refresh()
         victims = []
         with self._lock:
             total = sum(entry.size for entry in self._entries.values())
+            total += sum(entry.size for entry in duplicates)
+            for entry in duplicates:  # a second file of a key: the first to go
+                if total <= self.max_bytes:
+                    break
+                total -= entry.size
+                victims.append(entry)
             for key in list(self._entries):
                 if total <= self.max_bytes:
                     break
@@ -269,14 +281,50 @@ class ChunkCache:
                 self._verified.discard(entry.path)
                 total -= entry.size
                 victims.append(entry)
-                self.stats.evictions += 1
-                self.stats.bytes_evicted += entry.size
+            self.stats.evictions += len(victims)
+            self.stats.bytes_evicted += sum(entry.size for entry in victims)
         for entry in victims:
             entry.path.unlink(missing_ok=True)
         if victims:
             log.debug(
                 "evicted %d cache entries to stay under %d bytes", len(victims), self.max_bytes
             )
+
+    def _refresh(self) -> list[_Entry]:
+        """Bring the entries known to this cache in line with the folder: forget those
+        removed by others, learn those others wrote (as recently used, in the order of
+        their files' times). Returns the files holding a second entry of a key known
+        already (written by another cache from rows in another order)."""
+        try:
+            names = set(os.listdir(self.directory))
+        except OSError:
+            return []
+        with self._lock:
+            known = {entry.path.name: key for key, entry in self._entries.items()}
+            for name in known.keys() - names:
+                entry = self._entries.pop(known[name])
+                self._verified.discard(entry.path)
+        found = []
+        for name in names - known.keys():
+            if not name.endswith(_SUFFIX):  # temporary files, plans, locks
+                continue
+            path = self.directory / name
+            parsed = _parse_name(path)
+            if parsed is None:
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append((stat.st_mtime_ns, parsed[0], _Entry(path, stat.st_size, parsed[1])))
+        duplicates = []
+        with self._lock:
+            for _, key, entry in sorted(found, key=lambda item: item[0]):
+                if key in self._entries:
+                    duplicates.append(entry)
+                else:
+                    self._entries[key] = entry
+        return duplicates
 
 
 def _parse_name(path: Path) -> tuple[str, int] | None:

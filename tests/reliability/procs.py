@@ -17,11 +17,12 @@ there rather than after a guessed delay:
   temporary file into place.
 - ``enospc_after``: every cache write fails with ``ENOSPC`` once this many bytes were
   written (0: from the first).
-- ``hold_read``: before this read of a cache entry (counted from 1), block until released.
+- ``hold_read``: before this read of a cache entry (counted from 1), block until released;
+  ``hold_after_read``: likewise once the entry is read (its table maps the file).
 - ``hold_scratch_read``: before this chunk read from the DuckDB scratch copy, block until
   released.
-- ``close_after_epoch``: after this epoch, close the reader (releasing what it owns:
-  the DuckDB scratch copy) and wait to be released before exiting.
+- ``close_after_epoch``: after this epoch, wait to be released, then close the reader
+  (releasing what it owns: the DuckDB scratch copy) and say ``closed``.
 """
 
 from __future__ import annotations
@@ -333,15 +334,21 @@ def _install_hooks(hooks: dict[str, Any]) -> None:
 
         cache.ChunkCache._commit = commit_later  # type: ignore[method-assign]
 
-    if "hold_read" in hooks:
-        target, reads = int(hooks["hold_read"]), _Counter()
+    if "hold_read" in hooks or "hold_after_read" in hooks:
+        before = "hold_read" in hooks
+        target, reads = int(hooks.get("hold_read", hooks.get("hold_after_read"))), _Counter()
         read = cache.ChunkCache._read
 
         def read_later(self: Any, entry: Any) -> Any:
-            if reads.next() == target:
+            held = reads.next() == target
+            if held and before:
                 _emit(f"blocked read {entry.path}")
                 _wait_for_parent()
-            return read(self, entry)
+            table = read(self, entry)
+            if held and not before:
+                _emit(f"blocked read {entry.path}")
+                _wait_for_parent()
+            return table
 
         cache.ChunkCache._read = read_later  # type: ignore[method-assign]
 
@@ -432,10 +439,11 @@ def run_job(job: dict[str, Any]) -> None:
             break
     stats = vars(reader.cache.stats) if reader.cache is not None else {}
     report = {"epochs": epochs, "plan": reader.plan.to_json(), "stats": dict(stats)}
-    reader.close()
     if "close_after_epoch" in hooks:
-        _emit("closed")
+        _emit("blocked close")
         _wait_for_parent()
+    reader.close()
+    _emit("closed")
     temp = out / "result.json.tmp"
     temp.write_text(json.dumps(report), encoding="utf-8")
     os.replace(temp, out / "result.json")
