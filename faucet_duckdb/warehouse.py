@@ -319,23 +319,51 @@ class DuckDBWarehouse(SqlWarehouse):
             self._owned.append(folder)
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        """The chunk's rows, from the scratch folder.
+
+        Raises:
+            ScratchDataMissing: The folder is gone, or went while it was read (its maker,
+                another process maybe, closed): some of its files may have been missed.
+        """
         folder = self._scratch(plan)
-        if not (folder / _DONE).exists():
+        done = folder / _DONE
+        if not done.exists():
             raise ScratchDataMissing(f"the scratch folder {folder} is gone")
         files = str(folder / f"{_PART}={_part(chunk)}" / "*.parquet")
         selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
-        table: pa.Table = self._run(
-            f"cannot read {chunk.describe()}",
-            f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false)",
-            [files],
-            result="arrow",
-        )
+        try:
+            table: pa.Table = self._run(
+                f"cannot read {chunk.describe()}",
+                f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false)",
+                [files],
+                result="arrow",
+            )
+        except PermanentWarehouseError as exc:
+            if done.exists():
+                raise
+            raise ScratchDataMissing(f"the scratch folder {folder} went during a read") from exc
+        if not done.exists():
+            raise ScratchDataMissing(f"the scratch folder {folder} went during a read")
         return table
 
     def close(self) -> None:
         db = getattr(self, "_db", None)
         if db is not None:
             db.close()
-        for folder in [*getattr(self, "_owned", ()), getattr(self, "_spill", None)]:
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
+        for folder in getattr(self, "_owned", ()):
+            _remove_scratch(folder)
+        spill = getattr(self, "_spill", None)
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
+def _remove_scratch(folder: Path) -> None:
+    """Delete a scratch folder that other processes may be reading: renamed away first, so
+    a reader sees all of it or none of it (and its ``.complete`` marker gone), never the
+    part of it that deleting file by file has not reached yet."""
+    gone = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.gone")
+    try:
+        folder.rename(gone)
+    except OSError:
+        gone = folder
+    shutil.rmtree(gone, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 Readers started together (released by a barrier) serve each of their epochs exactly
 once, leave no corrupt entry, and keep the folder within its byte budget whoever wrote
-its entries. An entry evicted by one process while another reads it never costs a row:
-the reader falls back to the warehouse.
+its entries. An entry evicted by one process while another reads it, and a scratch copy
+removed by the process that made it while another reads it, never cost a row: the reader
+falls back to the warehouse.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -227,6 +229,46 @@ def test_a_reader_beside_a_process_evicting_its_entries_serves_every_epoch(
         "reader beside an evicting process, 4 epochs each",
         evictions=evicting.stats["evictions"],
         refetched_chunks=sum(e.chunks_fetched for e in reader.epochs[1:]),
+        rows_checked=rows,
+        lost=0,
+        duplicated=0,
+        wrong=0,
+    )
+
+
+def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_costs_no_row(
+    shared_table: Path, tmp_path: Path, children: list[Child]
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    # No cache: every chunk is read from the scratch copy, by both processes; one fetch
+    # thread, so the read held is the one that finds the copy gone.
+    settings: dict[str, Any] = reader_settings(
+        shared_table,
+        tmp_path / "unused",
+        datastore="chunk-by-chunk-duckdb",
+        use_cache=False,
+        scratch_dir=str(scratch),
+        fetch_threads=1,
+    )
+    maker = Child({"settings": settings, "hooks": {"close_after_epoch": 1}}, tmp_path / "maker")
+    children.append(maker)
+    maker.wait_for("blocked close")
+    (copy,) = scratch.glob("faucet-duckdb-*")
+    (copy / "planted").touch()  # gone with the copy, not in one made again
+    held_read = random.Random(5).randrange(1, 10)
+    other = Child({"settings": settings, "hooks": {"hold_scratch_read": held_read}}, tmp_path / "o")
+    children.append(other)
+    other.wait_for("blocked scratch")  # past its check that the copy is there
+    maker.release()
+    maker.finish()
+    assert not (copy / "planted").exists()
+    other.release()
+    result = other.finish()
+    rows = _exactly_once(result)
+    record(
+        f"scratch copy removed by its maker during another's read {held_read}",
+        removals=1,
         rows_checked=rows,
         lost=0,
         duplicated=0,
