@@ -221,12 +221,14 @@ class CacheCheck:
     bytes: int
     temp_files: int
     bad: list[str]
+    counted: int
 
 
 def check_cache(folder: Path, plan_json: str) -> CacheCheck:
     """Every entry of ``folder`` read by a fresh :class:`~faucet_core.cache.ChunkCache`
     (checksum verified) and checked against the chunk it claims to be; temporary files
-    are counted apart, and anything else is reported as bad."""
+    are counted apart, and anything else is reported as bad, as is a cache that counts
+    other files than the entries as entries."""
     from faucet_core import layout
     from faucet_core.cache import ChunkCache, _parse_name
     from faucet_core.plan import Plan
@@ -234,6 +236,7 @@ def check_cache(folder: Path, plan_json: str) -> CacheCheck:
     plan = Plan.from_json(plan_json)
     chunks = {plan.chunk_key(c): c for split in plan.chunks.values() for c in split}
     cache = ChunkCache(folder)
+    counted = len(cache)  # what the cache itself takes for entries when it opens the folder
     entries, size, temps, bad = 0, 0, 0, []
     for path in sorted(folder.iterdir()):
         parsed = _parse_name(path)
@@ -259,9 +262,11 @@ def check_cache(folder: Path, plan_json: str) -> CacheCheck:
         )
         if problem is not None:
             bad.append(f"{path.name}: {problem}")
+    if counted != entries:
+        bad.append(f"the cache counted {counted} entries in a folder of {entries}")
     if cache.stats.corrupt_discarded:
         bad.append(f"{cache.stats.corrupt_discarded} entries failed their checksum")
-    return CacheCheck(entries, size, temps, bad)
+    return CacheCheck(entries, size, temps, bad, counted)
 
 
 # --- The child side.

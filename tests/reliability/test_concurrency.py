@@ -51,9 +51,10 @@ def children() -> Iterator[list[Child]]:
         child.close()
 
 
-def _exactly_once(result: Result) -> int:
+def _exactly_once(result: Result, expected: np.ndarray[Any, Any] = IDS) -> int:
+    """Assert every epoch of ``result`` served each row once, with its values; rows checked."""
     for epoch in result.epochs:
-        assert exactly_once(epoch.keys, IDS) == (0, 0)
+        assert exactly_once(epoch.keys, expected) == (0, 0)
         assert epoch.wrong == 0
     return sum(e.keys.size for e in result.epochs)
 
@@ -68,6 +69,7 @@ def _folder_bytes(folder: Path) -> int:
         (2, "duckdb", 4 * 2**20),
         (4, "duckdb", 4 * 2**20),
         (4, "chunk-by-chunk-duckdb", SMALL_BUDGET),
+        (2, "postgres", 4 * 2**20),
     ],
 )
 def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
@@ -77,16 +79,25 @@ def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
     shared_table: Path,
     tmp_path: Path,
     children: list[Child],
+    request: pytest.FixtureRequest,
 ) -> None:
     cache = tmp_path / "cache"
+    source: dict[str, Any] = {"datastore": datastore}
+    if datastore == "postgres":  # the same rows (ids 0-4999) on the PostgreSQL server
+        source.update(dsn=request.getfixturevalue("postgres_url"), chunk_size=1_000)
+    expected = np.arange(5_000) if datastore == "postgres" else IDS
     settings = reader_settings(
-        shared_table, cache, datastore=datastore, epochs=2, cache_max_bytes=budget
+        None if datastore == "postgres" else shared_table,
+        cache,
+        epochs=2,
+        cache_max_bytes=budget,
+        **source,
     )
     jobs = [({"settings": settings}, tmp_path / f"p{i}") for i in range(processes)]
     started = start_together(jobs)
     children.extend(started)
     results = [child.finish() for child in started]
-    rows = sum(_exactly_once(result) for result in results)
+    rows = sum(_exactly_once(result, expected) for result in results)
     check = check_cache(cache, results[0].plan_json)
     assert check.bad == [] and check.temp_files == 0
     assert check.bytes <= budget
