@@ -20,6 +20,7 @@ import pytest
 
 from faucet_core.cache import ChunkCache
 from faucet_core.plan import Plan
+from faucet_core.warehouse import ScratchDataMissing
 from tests.conftest import write_table
 from tests.reliability.figures import record
 from tests.reliability.procs import (
@@ -285,3 +286,43 @@ def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_cost
         duplicated=0,
         wrong=0,
     )
+
+
+def test_a_scratch_copy_being_deleted_is_never_read_in_part(
+    shared_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from faucet_core import get_batch_reader
+    from faucet_duckdb import warehouse as duckdb_warehouse
+
+    settings = reader_settings(shared_table, tmp_path / "cache", scratch_dir=str(tmp_path))
+    with get_batch_reader(**settings) as reader:
+        plan, connection = reader.plan, reader.config.connection
+    maker = duckdb_warehouse.DuckDBWarehouse(connection)
+    other = duckdb_warehouse.DuckDBWarehouse(connection)
+    maker.materialize(plan)
+    chunk = plan.chunks["train"][3]
+    whole = other.read_buckets(plan, chunk)
+    assert whole.num_rows == chunk.rows
+    # The maker deletes its copy while the other reads: the read happens after the first
+    # of the chunk's files is gone and before the rest (and the copy's marker) are.
+    remove = duckdb_warehouse.shutil.rmtree
+    reads: list[BaseException | int] = []
+
+    def rmtree_with_a_read_between(path: Any, ignore_errors: bool = False) -> None:
+        files = sorted(Path(path).glob(f"*=train-{chunk.index}/*.parquet"))
+        if files:  # the scratch copy (not the spill folder)
+            files[0].unlink()
+            try:
+                reads.append(other.read_buckets(plan, chunk).num_rows)
+            except ScratchDataMissing as exc:
+                reads.append(exc)
+        remove(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(duckdb_warehouse.shutil, "rmtree", rmtree_with_a_read_between)
+    maker.close()
+    monkeypatch.undo()
+    assert len(reads) >= 1 and all(isinstance(r, ScratchDataMissing) for r in reads), reads
+    other.materialize(plan)  # what the fetcher does on ScratchDataMissing: made again
+    assert other.read_buckets(plan, chunk).num_rows == chunk.rows
+    other.close()
+    record("scratch copy deleted file by file during a read", removals=1, partial_reads=0)
