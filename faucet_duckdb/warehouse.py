@@ -326,8 +326,8 @@ class DuckDBWarehouse(SqlWarehouse):
                 another process maybe, closed): some of its files may have been missed.
         """
         folder = self._scratch(plan)
-        done = folder / _DONE
-        if not done.exists():
+        marker = _marker(folder)
+        if marker is None:
             raise ScratchDataMissing(f"the scratch folder {folder} is gone")
         files = str(folder / f"{_PART}={_part(chunk)}" / "*.parquet")
         selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
@@ -339,10 +339,11 @@ class DuckDBWarehouse(SqlWarehouse):
                 result="arrow",
             )
         except PermanentWarehouseError as exc:
-            if done.exists():
+            if _marker(folder) == marker:
                 raise
             raise ScratchDataMissing(f"the scratch folder {folder} went during a read") from exc
-        if not done.exists():
+        # Gone (or gone and made again) meanwhile: files of the chunk may have been missed.
+        if _marker(folder) != marker:
             raise ScratchDataMissing(f"the scratch folder {folder} went during a read")
         return table
 
@@ -355,6 +356,16 @@ class DuckDBWarehouse(SqlWarehouse):
         spill = getattr(self, "_spill", None)
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
+
+
+def _marker(folder: Path) -> tuple[int, int, int] | None:
+    """Which copy a scratch folder holds (its ``.complete`` marker's identity), or ``None``
+    while it has none."""
+    try:
+        stat = (folder / _DONE).stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns
 
 
 def _remove_scratch(folder: Path) -> None:
