@@ -6,7 +6,8 @@ readable by their owner only (mode 0600, in a new folder of mode 0700). The file
 carries the CRC-32 of its bytes (``<key>.<crc>.arrow``); an entry is verified the first
 time this cache reads it (entries it wrote itself are known good), and a truncated or
 corrupted one is deleted and reported as a miss, so the chunk is fetched again. Entries
-are memory-mapped on read. Past the byte budget, the least recently used entries go.
+are memory-mapped on read. Past the byte budget, the least recently used entries go: the
+budget is the folder's, so the entries other processes wrote count too.
 """
 
 from __future__ import annotations
