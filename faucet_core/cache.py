@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,7 +170,7 @@ class ChunkCache:
         temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         return EntryWriter(self, key, temp, schema)
 
-    def _commit(self, key: str, temp: Path, crc: int, size: int) -> bool:
+    def _commit(self, key: str, temp: Path, crc: int, size: int, evict: bool = True) -> bool:
         try:
             if self.max_bytes is not None and size > self.max_bytes:
                 log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, size)
@@ -189,7 +189,8 @@ class ChunkCache:
             self.stats.writes += 1
         if old is not None and old.path != final:
             old.path.unlink(missing_ok=True)
-        self._evict(keep=key)
+        if evict:
+            self.evict(keep={key})
         return True
 
     def discard(self, key: str) -> None:
@@ -255,8 +256,9 @@ class ChunkCache:
         if delete and entry is not None:
             entry.path.unlink(missing_ok=True)
 
-    def _evict(self, keep: str) -> None:
-        """Delete the least recently used entries of the folder until it fits the budget.
+    def evict(self, keep: Collection[str] = ()) -> None:
+        """Delete the least recently used entries of the folder, but those of ``keep``,
+        until it fits the budget (done by each write; after writes that deferred it, once).
 
         The folder is listed first: entries other caches (processes) wrote count against
         the budget too, and those they removed no longer do.
@@ -276,7 +278,7 @@ class ChunkCache:
             for key in list(self._entries):
                 if total <= self.max_bytes:
                     break
-                if key == keep:
+                if key in keep:
                     continue
                 entry = self._entries.pop(key)
                 self._verified.discard(entry.path)
@@ -410,8 +412,12 @@ class EntryWriter:
         except OSError as exc:
             self._fail(exc)
 
-    def commit(self) -> bool:
-        """Finish the file and put it in the cache; returns whether it was stored."""
+    def commit(self, evict: bool = True) -> bool:
+        """Finish the file and put it in the cache; returns whether it was stored.
+
+        ``evict=False`` leaves the budget to a later :meth:`ChunkCache.evict` (a batch of
+        entries committed at once).
+        """
         try:
             self._append(_END_OF_STREAM)
         except OSError as exc:
@@ -421,7 +427,7 @@ class EntryWriter:
             log.warning("could not write the cache entry of %s: %s", self.key, self._failed)
             self._temp.unlink(missing_ok=True)
             return False
-        return self._cache._commit(self.key, self._temp, self._crc, self._size)
+        return self._cache._commit(self.key, self._temp, self._crc, self._size, evict)
 
     def abort(self) -> None:
         """Drop the entry."""

@@ -201,8 +201,10 @@ class ChunkWriters:
                     f"{chunk.describe()}: the rows' checksum differs from the plan's; "
                     "the source changed after planning"
                 )
-        cached = [i for i, writer in sorted(self._writers.items()) if writer.commit()]
+        # One eviction for all of them: each would list the cache folder again.
+        cached = [i for i, writer in sorted(self._writers.items()) if writer.commit(evict=False)]
         self._writers.clear()
+        self._cache.evict(keep={self.plan.chunk_key(self.chunks[i]) for i in cached})
         return cached
 
     def close(self) -> None:
