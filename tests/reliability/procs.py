@@ -331,11 +331,11 @@ def _install_hooks(hooks: dict[str, Any]) -> None:
         target, commits = int(hooks["block_before_rename"]), _Counter()
         commit = cache.ChunkCache._commit
 
-        def commit_later(self: Any, key: str, temp: Path, crc: int, size: int) -> bool:
+        def commit_later(self: Any, key: str, temp: Path, *args: Any) -> bool:
             if commits.next() == target:
                 _emit(f"blocked rename {temp}")
                 threading.Event().wait()
-            return commit(self, key, temp, crc, size)
+            return commit(self, key, temp, *args)
 
         cache.ChunkCache._commit = commit_later  # type: ignore[method-assign]
 
