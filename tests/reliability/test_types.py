@@ -377,14 +377,14 @@ def server_readers(tmp_path: Path) -> Iterator[Callable[..., Callable[..., Reade
 
 
 PG_TYPED = f"""
-DROP TABLE IF EXISTS typed, typed_empty;
-CREATE TABLE typed AS SELECT i AS id,
+DROP TABLE IF EXISTS nullable_types, nullable_types_empty;
+CREATE TABLE nullable_types AS SELECT i AS id,
   CASE WHEN i % 3 = 0 THEN NULL ELSE i / 2.0 END::FLOAT8 AS f_null,
   CASE WHEN i % 3 = 0 THEN NULL ELSE i END::BIGINT AS i_null,
   (i * 1.25)::NUMERIC(18, 4) AS dec,
   TIMESTAMPTZ '2024-01-01 00:00:00+02' + i * INTERVAL '1 second' AS tstz
 FROM generate_series(0, {ROWS - 1}) AS s(i);
-CREATE TABLE typed_empty AS SELECT * FROM typed WHERE false;
+CREATE TABLE nullable_types_empty AS SELECT * FROM nullable_types WHERE false;
 """
 
 
@@ -395,13 +395,15 @@ def test_postgres_types(
 
     with psycopg.connect(postgres_server.url, autocommit=True) as db:
         db.execute(PG_TYPED.encode())
-    make = server_readers(datastore="postgres", dsn=postgres_server.url, table_name="typed")
-    figures = check_server(make, {c: c for c in SERVER_COLUMNS}, "typed_empty")
+    make = server_readers(
+        datastore="postgres", dsn=postgres_server.url, table_name="nullable_types"
+    )
+    figures = check_server(make, {c: c for c in SERVER_COLUMNS}, "nullable_types_empty")
     record("types postgres", **figures, wrong=0)
 
 
 SF_TYPED = f"""
-CREATE OR REPLACE TABLE TYPED AS SELECT seq4() AS id,
+CREATE OR REPLACE TABLE NULLABLE_TYPES AS SELECT seq4() AS id,
   IFF(MOD(seq4(), 3) = 0, NULL, seq4() / 2)::FLOAT AS f_null,
   IFF(MOD(seq4(), 3) = 0, NULL, seq4())::BIGINT AS i_null,
   (seq4() * 1.25)::NUMBER(18, 4) AS dec,
@@ -416,10 +418,13 @@ def test_snowflake_types(
     with snowflake_server.connect(database="FAUCET_TEST", schema="PUBLIC") as db:
         cursor = db.cursor()
         cursor.execute(SF_TYPED)
-        cursor.execute("CREATE OR REPLACE TABLE TYPED_EMPTY AS SELECT * FROM TYPED WHERE false")
+        cursor.execute(
+            "CREATE OR REPLACE TABLE NULLABLE_TYPES_EMPTY AS "
+            "SELECT * FROM NULLABLE_TYPES WHERE false"
+        )
     settings = snowflake_server.settings(database="FAUCET_TEST", schema="PUBLIC")
-    make = server_readers(datastore="snowflake", table_name="TYPED", **settings)
-    figures = check_server(make, {c: c.upper() for c in SERVER_COLUMNS}, "TYPED_EMPTY")
+    make = server_readers(datastore="snowflake", table_name="NULLABLE_TYPES", **settings)
+    figures = check_server(make, {c: c.upper() for c in SERVER_COLUMNS}, "NULLABLE_TYPES_EMPTY")
     record("types snowflake", **figures, wrong=0)
 
 
