@@ -271,7 +271,7 @@ class CacheFill:
         """Start the fill if it has not started; returns whether it is still running."""
         with self._condition:
             self._start()
-            return not self._over
+            return not self._over and not self._stopped.is_set()
 
     def served(self, chunk: ChunkSpec) -> None:
         """Note that ``chunk`` was read from the warehouse by other means (and counted so):
@@ -289,7 +289,12 @@ class CacheFill:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             self._start()
-            while index not in self._filled and index not in self._found and not self._over:
+            while not (
+                index in self._filled
+                or index in self._found
+                or self._over
+                or self._stopped.is_set()
+            ):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
@@ -325,14 +330,17 @@ class CacheFill:
         """Start the fill if it has not started, and wait until it is over."""
         with self._condition:
             self._start()
-            while not self._over:
+            while not self._over and not self._stopped.is_set():
                 self._condition.wait()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop the fill between two batches; whether its thread ended within ``timeout``."""
+        """Stop the fill between two batches, and wake the readers waiting for it (their
+        chunks are then read by themselves, or not at all once the reader is closed);
+        whether its thread ended within ``timeout``."""
         self._stopped.set()
         with self._condition:
             thread = self._thread
+            self._condition.notify_all()
         if thread is not None:
             thread.join(timeout)
             return not thread.is_alive()

@@ -9,10 +9,12 @@ thread timing.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from faucet_core.batches import Segment
@@ -26,41 +28,82 @@ T = TypeVar("T")
 class FetchPool:
     """The background threads of one reader, which can be shut down without hanging.
 
+    Its threads are daemon threads: a load stuck in the warehouse for good (a read that
+    never returns) cannot keep the process from exiting once the reader is closed, as the
+    threads of a ``ThreadPoolExecutor`` would (the interpreter joins those at exit).
+
     Args:
         threads: How many chunks may load at once.
     """
 
     def __init__(self, threads: int) -> None:
-        self._executor = cf.ThreadPoolExecutor(threads, thread_name_prefix="faucet-fetch")
-        self._running: set[cf.Future[Any]] = set()
+        self._size = threads
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._shut = False
 
     def submit(self, fn: Callable[[Segment], T], segment: Segment) -> cf.Future[T]:
-        """Run ``fn(segment)`` on a pool thread."""
-        future = self._executor.submit(fn, segment)
+        """Run ``fn(segment)`` on a pool thread.
+
+        Raises:
+            RuntimeError: The pool was shut down.
+        """
+        future: cf.Future[T] = cf.Future()
         with self._lock:
-            self._running.add(future)
-        future.add_done_callback(self._discard)
+            if self._shut:
+                raise RuntimeError("the fetch threads were shut down")
+            self._queue.put(_Job(future, fn, segment))
+            if len(self._threads) < self._size:
+                thread = threading.Thread(
+                    target=self._work, name=f"faucet-fetch-{len(self._threads)}", daemon=True
+                )
+                thread.start()
+                self._threads.append(thread)
         return future
 
     def shutdown(self, timeout: float) -> bool:
         """Cancel queued loads and wait up to ``timeout`` seconds for running ones.
 
         Returns whether every load finished; a load stuck in the warehouse is left behind
-        (its thread ends when the call returns) rather than blocking the caller forever.
+        (its thread ends when the call returns, or with the process) rather than blocking
+        the caller forever.
         """
-        self._executor.shutdown(wait=False, cancel_futures=True)
         with self._lock:
-            running = list(self._running)
-        _, not_done = cf.wait(running, timeout=timeout)
-        if not_done:
-            return False
-        self._executor.shutdown(wait=True)  # only idle threads are left: they exit at once
-        return True
+            self._shut = True
+            threads = list(self._threads)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job.future.cancel()
+        for _ in threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        return not any(thread.is_alive() for thread in threads)
 
-    def _discard(self, future: cf.Future[Any]) -> None:
-        with self._lock:
-            self._running.discard(future)
+    def _work(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = job.fn(job.segment)
+            except BaseException as exc:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+            del job  # not held while waiting for the next one
+
+
+@dataclass(frozen=True)
+class _Job:
+    future: cf.Future[Any]
+    fn: Callable[[Segment], Any]
+    segment: Segment
 
 
 class ChunkScheduler(Generic[T]):

@@ -43,7 +43,8 @@ __all__ = ["CLOSE_TIMEOUT", "Pass", "PassMetrics", "Stream", "StreamSpec"]
 
 log = logging.getLogger("faucet")
 
-#: Seconds :meth:`Stream.close` waits for chunk reads under way before leaving them behind.
+#: Seconds :meth:`Stream.close` waits at most for chunk reads under way before leaving them
+#: behind (no longer than ``retry.chunk_timeout``: a read that long is deemed stuck).
 CLOSE_TIMEOUT = 60.0
 
 
@@ -141,7 +142,10 @@ class Stream:
         self._pool = FetchPool(config.fetch_threads)
         self._closed = False
         # Stops threads and releases the warehouse even if close() is never called.
-        self._release = weakref.finalize(self, _release, self._pool, self.fetcher, self._warehouses)
+        wait = min(CLOSE_TIMEOUT, config.retry.chunk_timeout)
+        self._release = weakref.finalize(
+            self, _release, self._pool, self.fetcher, self._warehouses, wait
+        )
 
     @property
     def plan(self) -> Plan:
@@ -213,15 +217,15 @@ class Stream:
         self._release()
 
 
-def _release(pool: FetchPool, fetcher: ChunkFetcher, warehouses: list[Warehouse]) -> None:
+def _release(
+    pool: FetchPool, fetcher: ChunkFetcher, warehouses: list[Warehouse], timeout: float
+) -> None:
     fetcher.stop()
-    if pool.shutdown(timeout=CLOSE_TIMEOUT) and fetcher.join(timeout=CLOSE_TIMEOUT):
+    if pool.shutdown(timeout=timeout) and fetcher.join(timeout=timeout):
         for warehouse in warehouses:
             warehouse.close()
     else:
-        log.warning(
-            "chunk reads still running %gs after close(); leaving them behind", CLOSE_TIMEOUT
-        )
+        log.warning("chunk reads still running %gs after close(); leaving them behind", timeout)
 
 
 class Pass:
