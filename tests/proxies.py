@@ -1,29 +1,91 @@
-"""A loopback TCP proxy in front of the emulator: counts connections, can cut one short."""
+"""A loopback TCP proxy in front of the emulator: counts connections, can cut one short,
+and can inject seeded faults into a share of the connections it accepts."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
+import struct
 import threading
+from collections import Counter
+from dataclasses import dataclass, field
 
 from tests.bqemulator import free_port
+
+#: What a faulty connection suffers: reset at once (RST), dropped after the client's first
+#: bytes (closed without a reply), cut short mid-response (RST), or delayed before it is
+#: forwarded.
+FAULT_KINDS = ("reset", "drop", "cut", "delay")
+
+
+@dataclass
+class ConnectionFaults:
+    """Which connections a :class:`TcpProxy` breaks: the n-th fails by a seeded draw.
+
+    Args:
+        rate: The share of connections that suffer a fault.
+        seed: The seed of the draws.
+        delay: Seconds a delayed connection waits before it is forwarded.
+        kinds: The faults drawn from (evenly).
+        lifetime: ``(least, most)``: every connection is reset after a seeded number of
+            response bytes in this range, as a long-lived connection (gRPC's) would be by a
+            network that breaks it now and then; ``None``: only the drawn faults.
+
+    Attributes:
+        injected: Faults injected, per kind.
+    """
+
+    rate: float
+    seed: int = 0
+    delay: float = 0.2
+    kinds: tuple[str, ...] = FAULT_KINDS
+    lifetime: tuple[int, int] | None = None
+    injected: Counter[str] = field(default_factory=Counter)
+
+    def draw(self, *key: object) -> float:
+        """A number in [0, 1) that depends on the seed and ``key`` alone."""
+        digest = hashlib.sha256(repr((self.seed, *key)).encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    def fault(self, connection: int) -> str | None:
+        """The fault of the ``connection``-th connection (1-based), or ``None``."""
+        if self.draw("connection", connection) >= self.rate:
+            return None
+        return self.kinds[int(self.draw("kind", connection) * len(self.kinds))]
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a TCP reset instead of an orderly end (waking a thread blocked
+    reading it first: closing alone would leave that read, and the connection, open)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+    sock.close()
 
 
 class TcpProxy:
     """Forwards loopback connections to ``upstream`` (``host:port``), counting them.
 
-    With ``cut_after``, the first connection's response is cut after that many bytes.
+    With ``cut_after``, the first connection's response is cut after that many bytes. With
+    ``faults``, a seeded share of connections is reset, dropped, cut short or delayed.
     """
 
-    def __init__(self, upstream: str, cut_after: int | None = None) -> None:
+    def __init__(
+        self, upstream: str, cut_after: int | None = None, faults: ConnectionFaults | None = None
+    ) -> None:
         host, port = upstream.split(":")
         self.upstream = (host, int(port))
         self.cut_after = cut_after
+        self.faults = faults
         self.connections = 0
         self.broken = 0
+        self.response_bytes = 0
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._server = socket.create_server(("127.0.0.1", self.port))
+        self._closed = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -33,27 +95,81 @@ class TcpProxy:
             except OSError:
                 return
             self.connections += 1
-            server = socket.create_connection(self.upstream)
-            cut = self.cut_after if self.connections == 1 else None
-            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, cut), daemon=True).start()
+            fault = self.faults.fault(self.connections) if self.faults is not None else None
+            threading.Thread(
+                target=self._serve, args=(client, self.connections, fault), daemon=True
+            ).start()
 
-    def _pipe(self, source: socket.socket, target: socket.socket, cut: int | None) -> None:
+    def _serve(self, client: socket.socket, number: int, fault: str | None) -> None:
+        if fault is not None:
+            assert self.faults is not None
+            self.faults.injected[fault] += 1
+        if fault == "reset":
+            _reset(client)
+            return
+        if fault == "drop":
+            client.settimeout(5)
+            with contextlib.suppress(OSError):
+                client.recv(65536)
+            client.close()
+            return
+        if fault == "delay":
+            assert self.faults is not None
+            self._closed.wait(self.faults.delay)
+        try:
+            server = socket.create_connection(self.upstream)
+        except OSError:
+            client.close()
+            return
+        cut = self.cut_after if number == 1 else None
+        hard = self.faults is not None and (fault == "cut" or self.faults.lifetime is not None)
+        if self.faults is not None and fault == "cut":
+            cut = 1 + int(self.faults.draw("cut", number) * 4096)
+        elif self.faults is not None and self.faults.lifetime is not None:
+            least, most = self.faults.lifetime
+            cut = least + int(self.faults.draw("lifetime", number) * (most - least))
+        threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+        self._pipe(server, client, cut, hard, counted=fault == "cut", responses=True)
+
+    def _pipe(
+        self,
+        source: socket.socket,
+        target: socket.socket,
+        cut: int | None,
+        hard: bool = False,
+        counted: bool = True,
+        responses: bool = False,
+    ) -> None:
+        """Forward ``source`` to ``target``; past ``cut`` bytes, end both (``hard``: at
+        exactly ``cut`` bytes, with a reset, counted as a ``lifetime`` fault unless
+        ``counted`` already). ``responses``: count the bytes in :attr:`response_bytes`."""
         sent = 0
         try:
             while data := source.recv(65536):
-                target.sendall(data)
-                sent += len(data)
+                if hard and cut is not None and sent + len(data) > cut:
+                    target.sendall(data[: cut - sent])
+                    sent = cut + 1
+                else:
+                    target.sendall(data)
+                    sent += len(data)
+                if responses:
+                    self.response_bytes += len(data)
                 if cut is not None and sent > cut:
                     self.broken += 1
+                    if hard and not counted and self.faults is not None:
+                        self.faults.injected["lifetime"] += 1
                     break
         except OSError:
             pass
         for sock in (source, target):
+            if hard and cut is not None and sent > cut:
+                _reset(sock)
+                continue
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def close(self) -> None:
         """Stop accepting connections."""
+        self._closed.set()
         self._server.close()

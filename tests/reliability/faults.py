@@ -69,6 +69,7 @@ class Faults:
     Args:
         rate: The share of reads that fail transiently (drawn per read).
         seed: The seed of the draws.
+        scan_rate: The share of scans that fail transiently, mid-stream (default: ``rate``).
         broken: ``(split, index)`` of chunks whose every read fails.
         broken_error: The error those reads raise.
         stuck: ``(split, index)`` of chunks whose reads block until :attr:`release` is set.
@@ -82,6 +83,7 @@ class Faults:
 
     rate: float = 0.0
     seed: int = 0
+    scan_rate: float | None = None
     broken: frozenset[tuple[str, int]] = frozenset()
     broken_error: type[Exception] = TransientWarehouseError
     stuck: frozenset[tuple[str, int]] = frozenset()
@@ -115,7 +117,8 @@ class Faults:
             with self._lock:
                 self.injected[path] += 1
             raise self.broken_error(f"injected fault: {split} chunk {index} is unreadable")
-        if self.rate and draw(self.seed, path, split, index, n) < self.rate:
+        rate = self.rate if path == "read" or self.scan_rate is None else self.scan_rate
+        if rate and draw(self.seed, path, split, index, n) < rate:
             with self._lock:
                 self.injected[path] += 1
             raise TransientWarehouseError(f"injected fault: {path} {n} of {split} chunk {index}")
