@@ -14,12 +14,13 @@ the first passes read chunk by chunk under faults and the next are served from t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from faucet_core import Reader
+from faucet_core import ChunkReadError, Reader
 from tests.bqemulator import BigQueryEmulator
 from tests.proxies import ConnectionFaults, TcpProxy
 from tests.reliability.faults import FAULTY, Case, Check, FaultPlugin, Faults, case, exactly_once
@@ -170,5 +171,48 @@ def test_bigquery_reads_are_exactly_once_through_a_faulty_network(
         eval_passes=1,
         rows_checked=sum(check.rows for check in checks),
         lost=0,
+        duplicated=0,
+    )
+
+
+@pytest.mark.timeout(180)
+def test_bigquery_read_streams_cut_mid_way_never_serve_a_row_twice(
+    request: pytest.FixtureRequest, make_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    """Every Storage Read connection is reset after 30-150 kB. The client library resumes a
+    cut stream at the rows it has; the emulator ignores that offset and sends the stream
+    again from its start, so a chunk cut after its rows arrived comes back twice. Faucet
+    must refuse such a chunk (its row count is not the plan's), never serve it."""
+    grpc = TcpProxy(
+        bigquery_emulator.grpc,
+        faults=ConnectionFaults(rate=0.0, seed=SEED, lifetime=(30_000, 150_000)),
+    )
+    tested = case("bigquery", request)
+    reader = make_reader(
+        **{**tested.settings, "datastore": "bigquery", "read_api_endpoint": grpc.address},
+        chunk_size=1_500, test_split_percent=10, epochs=3, output="arrow",
+        columns=["id", "label"], use_cache=False, **FAST_RETRIES,
+    )  # fmt: skip
+    served = refused = rows = 0
+    for _ in range(3):
+        try:
+            keys = pass_keys(reader, "id")
+        except ChunkReadError as exc:
+            got = re.search(r"expected (\d+) rows but got (\d+)", str(exc))
+            assert got is not None, exc  # refused for its row count, nothing else
+            refused += 1
+            continue
+        check = exactly_once(keys, tested.keys)
+        assert check.duplicated == 0 and check.rows == reader.rows("train")
+        served += 1
+        rows += check.rows
+    grpc.close()
+    assert grpc.faults is not None and grpc.faults.injected["lifetime"] > 0
+    record(
+        "Storage Read streams cut mid-way, bigquery",
+        cuts=grpc.faults.injected["lifetime"],
+        epochs_served=served,
+        epochs_refused_for_replayed_rows=refused,
+        rows_checked=rows,
         duplicated=0,
     )
