@@ -1,9 +1,10 @@
 """Fault injection at the plugin boundary: warehouses whose chunk reads fail on purpose.
 
 :func:`faulty` makes a subclass of a warehouse class, registered under a name of its own,
-whose read paths (:meth:`~faucet_core.warehouse.Warehouse.read_buckets`, and the
-:meth:`~faucet_core.warehouse.Warehouse.scan` the core fills its cache from) ask a
-:class:`Faults` whether to fail before doing the real read. The decision for the n-th read
+whose read paths ask a :class:`Faults` whether to fail: a chunk read
+(:meth:`~faucet_core.warehouse.Warehouse.read_buckets`) before it reads, a
+:meth:`~faucet_core.warehouse.Warehouse.scan` (which the core fills its cache from) after
+its first batch, as a connection dropped mid-stream would. The decision for the n-th read
 of a chunk is a pure function of a seed, the path, the chunk and n, so a test injects the
 same faults whatever the thread timing, and counts what it injected.
 
@@ -53,7 +54,7 @@ __all__ = [
     "faulty",
 ]
 
-Path_ = Literal["read", "scan"]
+ReadPath = Literal["read", "scan"]
 
 
 def draw(seed: int, *key: object) -> float:
@@ -97,7 +98,7 @@ class Faults:
         """Chunk reads (``read_buckets`` calls) tried for one chunk."""
         return self.reads["read", split, index]
 
-    def check(self, path: Path_, chunks: Sequence[ChunkSpec]) -> None:
+    def check(self, path: ReadPath, chunks: Sequence[ChunkSpec]) -> None:
         """Count a read of ``chunks`` by ``path``; raise if it is to fail.
 
         Raises:
