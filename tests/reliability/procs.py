@@ -212,6 +212,16 @@ def exactly_once(keys: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]) -> 
     return lost, duplicated
 
 
+def served_exactly_once(result: Result, expected: np.ndarray[Any, Any] | None = None) -> int:
+    """Assert every epoch of ``result`` served each key of ``expected`` (default: the
+    table's ids) once, with its values; returns the rows checked."""
+    keys = np.arange(TABLE_ROWS) if expected is None else expected
+    for epoch in result.epochs:
+        assert exactly_once(epoch.keys, keys) == (0, 0)
+        assert epoch.wrong == 0
+    return sum(epoch.keys.size for epoch in result.epochs)
+
+
 @dataclass
 class CacheCheck:
     """What a cache folder holds, each entry read back with the cache's own read and
@@ -267,6 +277,18 @@ def check_cache(folder: Path, plan_json: str) -> CacheCheck:
     if cache.stats.corrupt_discarded:
         bad.append(f"{cache.stats.corrupt_discarded} entries failed their checksum")
     return CacheCheck(entries, size, temps, bad, counted)
+
+
+def cached_whole(result: Result, folder: Path) -> CacheCheck:
+    """Assert ``result``'s second epoch was served from the cache alone, and ``folder``
+    holds every chunk of its plan, whole; returns the folder's check."""
+    from faucet_core.plan import Plan
+
+    chunks = len(Plan.from_json(result.plan_json).chunks["train"])
+    assert (result.epochs[1].chunks_cached, result.epochs[1].chunks_fetched) == (chunks, 0)
+    after = check_cache(folder, result.plan_json)
+    assert after.bad == [] and after.entries == chunks
+    return after
 
 
 # --- The child side.

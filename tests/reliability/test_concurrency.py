@@ -10,7 +10,6 @@ falls back to the warehouse.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +20,19 @@ import pytest
 from faucet_core.cache import ChunkCache
 from faucet_core.plan import Plan
 from faucet_core.warehouse import ScratchDataMissing
-from tests.conftest import write_table
 from tests.reliability.figures import record
 from tests.reliability.procs import (
     TABLE_ROWS,
     Child,
-    Result,
     check_cache,
-    exactly_once,
     reader_settings,
+    served_exactly_once,
     start_together,
 )
 
 IDS = np.arange(TABLE_ROWS)
 #: About five of the ten entries of a 2,000-row chunking of the table.
 SMALL_BUDGET = 540_000
-
-
-@pytest.fixture(scope="module")
-def shared_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20,000 rows in ten chunks of 2,000."""
-    return write_table(tmp_path_factory.mktemp("concurrency") / "w.duckdb", TABLE_ROWS)
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.close()
-
-
-def _exactly_once(result: Result, expected: np.ndarray[Any, Any] = IDS) -> int:
-    """Assert every epoch of ``result`` served each row once, with its values; rows checked."""
-    for epoch in result.epochs:
-        assert exactly_once(epoch.keys, expected) == (0, 0)
-        assert epoch.wrong == 0
-    return sum(e.keys.size for e in result.epochs)
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -73,11 +48,11 @@ def _folder_bytes(folder: Path) -> int:
         (2, "postgres", 4 * 2**20),
     ],
 )
-def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
+def test_processes_with_one_config_and_cache_folder_each_serveserved_exactly_once(
     processes: int,
     datastore: str,
     budget: int,
-    shared_table: Path,
+    duckdb_table: Path,
     tmp_path: Path,
     children: list[Child],
     request: pytest.FixtureRequest,
@@ -88,7 +63,7 @@ def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
         source.update(dsn=request.getfixturevalue("postgres_url"), chunk_size=1_000)
     expected = np.arange(5_000) if datastore == "postgres" else IDS
     settings = reader_settings(
-        None if datastore == "postgres" else shared_table,
+        None if datastore == "postgres" else duckdb_table,
         cache,
         epochs=2,
         cache_max_bytes=budget,
@@ -98,7 +73,7 @@ def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
     started = start_together(jobs)
     children.extend(started)
     results = [child.finish() for child in started]
-    rows = sum(_exactly_once(result, expected) for result in results)
+    rows = sum(served_exactly_once(result, expected) for result in results)
     check = check_cache(cache, results[0].plan_json)
     assert check.bad == [] and check.temp_files == 0
     assert check.bytes <= budget
@@ -118,7 +93,7 @@ def test_processes_with_one_config_and_cache_folder_each_serve_exactly_once(
 
 
 def test_processes_reading_other_plans_keep_the_folder_within_its_budget(
-    shared_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cache = tmp_path / "cache"
     # Four chunkings of the table: no entry of one is an entry of another, so each
@@ -126,7 +101,7 @@ def test_processes_reading_other_plans_keep_the_folder_within_its_budget(
     jobs = []
     for i, chunk_size in enumerate([2_000, 1_000, 4_000, 1_500]):
         settings = reader_settings(
-            shared_table,
+            duckdb_table,
             cache,
             datastore="chunk-by-chunk-duckdb",
             chunk_size=chunk_size,
@@ -137,7 +112,7 @@ def test_processes_reading_other_plans_keep_the_folder_within_its_budget(
     started = start_together(jobs)
     children.extend(started)
     results = [child.finish() for child in started]
-    rows = sum(_exactly_once(result) for result in results)
+    rows = sum(served_exactly_once(result) for result in results)
     for result in results:
         assert check_cache(cache, result.plan_json).bad == []
     size = _folder_bytes(cache)
@@ -172,20 +147,20 @@ def test_eviction_counts_the_entries_other_caches_wrote_after_it_opened(tmp_path
 
 @pytest.mark.parametrize("when", ["hold_read", "hold_after_read"])
 def test_an_entry_evicted_while_another_process_reads_it_costs_no_row(
-    when: str, shared_table: Path, tmp_path: Path, children: list[Child]
+    when: str, duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cache = tmp_path / "cache"
     # The reader fills the cache in epoch 1 and reads each entry back; it stops at a
     # seeded read of epoch 2, before or after reading the entry's file.
     held_read = 10 + random.Random(len(when)).randrange(1, 10)
-    settings = reader_settings(shared_table, cache, epochs=2)
+    settings = reader_settings(duckdb_table, cache, epochs=2)
     reader = Child({"settings": settings, "hooks": {when: held_read}}, tmp_path / "reader")
     children.append(reader)
     held = Path(reader.wait_for("blocked read").split(" ", 2)[2])
     assert held.exists()
     # Another process, another plan, a budget of about one entry: it evicts the rest.
     evictor_settings = reader_settings(
-        shared_table,
+        duckdb_table,
         cache,
         datastore="chunk-by-chunk-duckdb",
         chunk_size=1_000,
@@ -198,7 +173,7 @@ def test_an_entry_evicted_while_another_process_reads_it_costs_no_row(
     assert not held.exists()
     reader.release()
     result = reader.finish()
-    rows = _exactly_once(result) + _exactly_once(evicted)
+    rows = served_exactly_once(result) + served_exactly_once(evicted)
     second = result.epochs[1]
     plan = Plan.from_json(result.plan_json)
     # Read before its file went: served as read; read after: fetched again.
@@ -217,12 +192,12 @@ def test_an_entry_evicted_while_another_process_reads_it_costs_no_row(
 
 
 def test_a_reader_beside_a_process_evicting_its_entries_serves_every_epoch(
-    shared_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cache = tmp_path / "cache"
-    settings = reader_settings(shared_table, cache, epochs=4)
+    settings = reader_settings(duckdb_table, cache, epochs=4)
     evictor = reader_settings(
-        shared_table,
+        duckdb_table,
         cache,
         datastore="chunk-by-chunk-duckdb",
         chunk_size=1_000,
@@ -235,7 +210,7 @@ def test_a_reader_beside_a_process_evicting_its_entries_serves_every_epoch(
     )
     children.extend(started)
     reader, evicting = (child.finish() for child in started)
-    rows = _exactly_once(reader) + _exactly_once(evicting)
+    rows = served_exactly_once(reader) + served_exactly_once(evicting)
     assert check_cache(cache, reader.plan_json).bad == []
     record(
         "reader beside an evicting process, 4 epochs each",
@@ -249,14 +224,14 @@ def test_a_reader_beside_a_process_evicting_its_entries_serves_every_epoch(
 
 
 def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_costs_no_row(
-    shared_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     # No cache: every chunk is read from the scratch copy, by both processes; one fetch
     # thread, so the read held is the one that finds the copy gone.
     settings: dict[str, Any] = reader_settings(
-        shared_table,
+        duckdb_table,
         tmp_path / "unused",
         datastore="chunk-by-chunk-duckdb",
         use_cache=False,
@@ -277,7 +252,7 @@ def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_cost
     assert not (copy / "planted").exists()
     other.release()
     result = other.finish()
-    rows = _exactly_once(result)
+    rows = served_exactly_once(result)
     record(
         f"scratch copy removed by its maker during another's read {held_read}",
         removals=1,
@@ -289,12 +264,12 @@ def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_cost
 
 
 def test_a_scratch_copy_being_deleted_is_never_read_in_part(
-    shared_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    duckdb_table: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from faucet_core import get_batch_reader
     from faucet_duckdb import warehouse as duckdb_warehouse
 
-    settings = reader_settings(shared_table, tmp_path / "cache", scratch_dir=str(tmp_path))
+    settings = reader_settings(duckdb_table, tmp_path / "cache", scratch_dir=str(tmp_path))
     with get_batch_reader(**settings) as reader:
         plan, connection = reader.plan, reader.config.connection
     maker = duckdb_warehouse.DuckDBWarehouse(connection)

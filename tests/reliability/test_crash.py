@@ -9,44 +9,27 @@ before the rename that stores a complete entry) and waits there; the test then k
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from faucet_core.plan import Plan
-from tests.conftest import ROWS, write_table
+from tests.conftest import ROWS
 from tests.reliability.figures import record
 from tests.reliability.procs import (
     BATCH_ROWS,
     TABLE_ROWS,
     Child,
+    cached_whole,
     check_cache,
-    exactly_once,
     reader_settings,
+    served_exactly_once,
 )
 
 BATCHES = TABLE_ROWS // BATCH_ROWS
 IDS = np.arange(TABLE_ROWS)
 SEEDS = [1, 2, 3, 4]
-
-
-@pytest.fixture(scope="module")
-def crash_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20,000 rows in ten chunks of 2,000 (x2 = id % 13)."""
-    return write_table(tmp_path_factory.mktemp("crash") / "w.duckdb", TABLE_ROWS)
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    """Children started by a test; any left running are killed at teardown."""
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.close()
 
 
 @dataclass
@@ -92,55 +75,52 @@ def _crash_and_rerun(cases: list[Case], out: Path, children: list[Child]) -> lis
     outcomes = []
     for case, rerun, line, check in zip(cases, reruns, lines, left, strict=True):
         result = rerun.finish()
-        for epoch in result.epochs:
-            assert exactly_once(epoch.keys, case.expected) == (0, 0), case.name
-            assert epoch.wrong == 0, case.name
-        chunks = len(Plan.from_json(result.plan_json).chunks["train"])
-        assert (result.epochs[1].chunks_cached, result.epochs[1].chunks_fetched) == (chunks, 0)
-        after = check_cache(Path(case.settings["cache_dir"]), result.plan_json)
-        assert after.bad == [] and after.entries == chunks, case.name
+        rows = served_exactly_once(result, case.expected)
+        cached_whole(result, Path(case.settings["cache_dir"]))
         outcomes.append(
-            Outcome(
-                line,
-                check.entries,
-                check.temp_files,
-                result.epochs[0].chunks_fetched,
-                sum(e.keys.size for e in result.epochs),
-            )
+            Outcome(line, check.entries, check.temp_files, result.epochs[0].chunks_fetched, rows)
         )
     return outcomes
 
 
+def _record(name: str, outcome: Outcome, left_as: str = "temp_files_left") -> None:
+    """Record the figures of one kill and its rerun (the files it left, named ``left_as``)."""
+    record(
+        name,
+        kills=1,
+        entries_left=outcome.entries_left,
+        **{left_as: outcome.temp_files_left},
+        rerun_epochs=2,
+        refetched_chunks=outcome.refetched,
+        rows_checked=outcome.rows_checked,
+        lost=0,
+        duplicated=0,
+        wrong=0,
+    )
+
+
 def test_readers_killed_after_n_batches_leave_caches_a_rerun_serves_exactly_once(
-    crash_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cases = []
     for seed in SEEDS:
         stop_after = random.Random(seed).randrange(1, BATCHES)
         # Odd seeds fill the cache from one scan; even ones read and cache chunk by chunk.
         datastore = "duckdb" if seed % 2 else "chunk-by-chunk-duckdb"
-        settings = reader_settings(crash_table, tmp_path / f"cache-{seed}", datastore=datastore)
+        settings = reader_settings(duckdb_table, tmp_path / f"cache-{seed}", datastore=datastore)
         cases.append(
             Case(f"seed-{seed}", {**settings, "seed": seed}, {"stop_after": stop_after}, IDS)
         )
     for case, outcome in zip(cases, _crash_and_rerun(cases, tmp_path, children), strict=True):
-        record(
+        _record(
             f"kill -9 after {case.hooks['stop_after']} batches "
             f"({case.settings['datastore']}, {case.name})",
-            kills=1,
-            entries_left=outcome.entries_left,
-            temp_files_left=outcome.temp_files_left,
-            rerun_epochs=2,
-            refetched_chunks=outcome.refetched,
-            rows_checked=outcome.rows_checked,
-            lost=0,
-            duplicated=0,
-            wrong=0,
+            outcome,
         )
 
 
 def test_readers_killed_while_writing_an_entry_never_serve_it(
-    crash_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cases = []
     for seed, datastore in [(11, "duckdb"), (12, "chunk-by-chunk-duckdb"), (13, "duckdb")]:
@@ -148,12 +128,12 @@ def test_readers_killed_while_writing_an_entry_never_serve_it(
         # half may be any part of an entry, not only its first.
         write = random.Random(seed).randrange(1, 30)
         settings = reader_settings(
-            crash_table, tmp_path / f"cache-{seed}", datastore=datastore, cache_fill_buffer=2**16
+            duckdb_table, tmp_path / f"cache-{seed}", datastore=datastore, cache_fill_buffer=2**16
         )
         cases.append(Case(f"write-{seed}", settings, {"block_in_write": write}, IDS))
     # And a complete entry whose writer dies just before renaming it into place.
     settings = reader_settings(
-        crash_table, tmp_path / "cache-21", datastore="chunk-by-chunk-duckdb"
+        duckdb_table, tmp_path / "cache-21", datastore="chunk-by-chunk-duckdb"
     )
     commit = random.Random(21).randrange(1, 8)
     cases.append(Case("rename-21", settings, {"block_before_rename": commit}, IDS))
@@ -166,17 +146,10 @@ def test_readers_killed_while_writing_an_entry_never_serve_it(
         assert left.exists() and outcome.temp_files_left >= 1
         assert outcome.refetched >= 1
         ((hook, point),) = case.hooks.items()
-        record(
+        _record(
             f"kill -9 at {hook}={point} ({case.settings['datastore']}, {case.name})",
-            kills=1,
-            entries_left=outcome.entries_left,
-            partial_files=outcome.temp_files_left,
-            rerun_epochs=2,
-            refetched_chunks=outcome.refetched,
-            rows_checked=outcome.rows_checked,
-            lost=0,
-            duplicated=0,
-            wrong=0,
+            outcome,
+            left_as="partial_files",
         )
 
 
@@ -197,17 +170,7 @@ def test_postgres_readers_killed_mid_epoch_then_rerun_exactly_once(
         cases.append(Case(f"pg-{seed}", settings, {hook: point}, np.arange(ROWS)))
     for case, outcome in zip(cases, _crash_and_rerun(cases, tmp_path, children), strict=True):
         ((hook, point),) = case.hooks.items()
-        record(
-            f"kill -9 postgres reader at {hook}={point}",
-            kills=1,
-            entries_left=outcome.entries_left,
-            temp_files_left=outcome.temp_files_left,
-            rerun_epochs=2,
-            refetched_chunks=outcome.refetched,
-            rows_checked=outcome.rows_checked,
-            lost=0,
-            duplicated=0,
-        )
+        _record(f"kill -9 postgres reader at {hook}={point}", outcome)
 
 
 def _plan_of(cache: Path) -> str:

@@ -16,37 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from faucet_core.plan import Plan
-from tests.conftest import write_table
 from tests.reliability.figures import record
 from tests.reliability.procs import (
-    TABLE_ROWS,
     Child,
-    Result,
+    cached_whole,
     check_cache,
-    exactly_once,
     reader_settings,
+    served_exactly_once,
 )
 
-IDS = np.arange(TABLE_ROWS)
 DATASTORES = ["duckdb", "chunk-by-chunk-duckdb"]  # filled from one scan / chunk by chunk
-
-
-@pytest.fixture(scope="module")
-def disk_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20,000 rows (about 1.1 MB of cache entries) in ten chunks."""
-    return write_table(tmp_path_factory.mktemp("disk-full") / "w.duckdb", TABLE_ROWS)
-
-
-@pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
-    yield started
-    for child in started:
-        child.close()
 
 
 @pytest.fixture
@@ -73,14 +55,6 @@ def tiny_disks(tmp_path: Path) -> Iterator[list[Path]]:
             subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def _exactly_once(result: Result) -> int:
-    """Assert every epoch of ``result`` served each row once, with its values; rows checked."""
-    for epoch in result.epochs:
-        assert exactly_once(epoch.keys, IDS) == (0, 0)
-        assert epoch.wrong == 0
-    return sum(e.keys.size for e in result.epochs)
-
-
 def _later_reader(settings: dict[str, Any], out: Path, children: list[Child]) -> Child:
     """A reader with room, on the same folder, for two epochs."""
     child = Child({"settings": {**settings, "epochs": 2}}, out)
@@ -92,26 +66,23 @@ def _caches_everything(child: Child) -> int:
     """Assert ``child`` served exactly once and left every chunk cached whole; rows checked."""
     result = child.finish()
     settings = json.loads((child.out / "job.json").read_text(encoding="utf-8"))["settings"]
-    rows = _exactly_once(result)
-    chunks = len(Plan.from_json(result.plan_json).chunks["train"])
-    assert (result.epochs[1].chunks_cached, result.epochs[1].chunks_fetched) == (chunks, 0)
-    after = check_cache(Path(settings["cache_dir"]), result.plan_json)
-    assert after.bad == [] and after.temp_files == 0 and after.entries == chunks
+    rows = served_exactly_once(result)
+    assert cached_whole(result, Path(settings["cache_dir"])).temp_files == 0
     return rows
 
 
 def test_a_full_tmpfs_leaves_the_read_whole_and_the_cache_consistent(
-    disk_table: Path, tiny_disks: list[Path], tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tiny_disks: list[Path], tmp_path: Path, children: list[Child]
 ) -> None:
     settings = [
-        reader_settings(disk_table, disk, datastore=name, epochs=2, cache_fill_buffer=2**16)
+        reader_settings(duckdb_table, disk, datastore=name, epochs=2, cache_fill_buffer=2**16)
         for name, disk in zip(DATASTORES, tiny_disks, strict=True)
     ]
     readers = [Child({"settings": s}, tmp_path / f"full-{i}") for i, s in enumerate(settings)]
     children.extend(readers)
     for name, disk, setting, reader in zip(DATASTORES, tiny_disks, settings, readers, strict=True):
         result = reader.finish()
-        rows = _exactly_once(result)
+        rows = served_exactly_once(result)
         check = check_cache(disk, result.plan_json)
         assert check.bad == [] and check.temp_files == 0
         chunks = len(Plan.from_json(result.plan_json).chunks["train"])
@@ -135,7 +106,7 @@ def test_a_full_tmpfs_leaves_the_read_whole_and_the_cache_consistent(
 
 
 def test_enospc_from_the_cache_writes_leaves_the_read_whole_and_the_cache_consistent(
-    disk_table: Path, tmp_path: Path, children: list[Child]
+    duckdb_table: Path, tmp_path: Path, children: list[Child]
 ) -> None:
     cases = []
     for seed in (1, 2, 3, 4):
@@ -143,7 +114,7 @@ def test_enospc_from_the_cache_writes_leaves_the_read_whole_and_the_cache_consis
         # No room at all, or room for part of the entries: one is cut off mid-write.
         room = 0 if seed == 1 else random.Random(seed).randrange(1_000, 900_000)
         settings = reader_settings(
-            disk_table,
+            duckdb_table,
             tmp_path / f"cache-{seed}",
             datastore=name,
             epochs=2,
@@ -158,7 +129,7 @@ def test_enospc_from_the_cache_writes_leaves_the_read_whole_and_the_cache_consis
     stored = []
     for (_, _, room, settings), reader in zip(cases, readers, strict=True):
         result = reader.finish()
-        rows = _exactly_once(result)
+        rows = served_exactly_once(result)
         check = check_cache(Path(settings["cache_dir"]), result.plan_json)
         assert check.bad == [] and check.temp_files == 0
         chunks = len(Plan.from_json(result.plan_json).chunks["train"])
