@@ -154,23 +154,36 @@ def typed_db() -> Iterator[Path]:
 
 
 @pytest.fixture
-def duck(typed_db: Path, tmp_path: Path) -> Iterator[Callable[..., Reader]]:
-    """Readers of the typed DuckDB tables, closed after the test."""
+def server_readers(tmp_path: Path) -> Iterator[Callable[..., Callable[..., Reader]]]:
+    """Reader factories for one table (``server_readers(**table_settings)``); each
+    factory's keywords override the table's and the defaults; closed after the test."""
     readers: list[Reader] = []
 
-    def make(**settings: Any) -> Reader:
-        given = {
-            "datastore": "duckdb", "database": str(typed_db), "table_name": "typed",
-            "split_key": "id", "batch_size": 16, "chunk_size": 25, "test_split_percent": 25,
-            "seed": 2, "cache_dir": str(tmp_path / "cache"), **settings,
-        }  # fmt: skip
-        reader = get_batch_reader(**given)
-        readers.append(reader)
-        return reader
+    def for_settings(**base: Any) -> Callable[..., Reader]:
+        def make(**settings: Any) -> Reader:
+            given = {
+                "batch_size": 16, "chunk_size": 25, "test_split_percent": 25, "seed": 2,
+                "cache_dir": str(tmp_path / "cache"), **base, **settings,
+            }  # fmt: skip
+            reader = get_batch_reader(**given)
+            readers.append(reader)
+            return reader
 
-    yield make
+        return make
+
+    yield for_settings
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture
+def duck(
+    typed_db: Path, server_readers: Callable[..., Callable[..., Reader]]
+) -> Callable[..., Reader]:
+    """Readers of the typed DuckDB tables, closed after the test."""
+    return server_readers(
+        datastore="duckdb", database=str(typed_db), table_name="typed", split_key="id"
+    )
 
 
 def test_duckdb_arrow_and_pandas_keep_every_type_and_null(duck: Callable[..., Reader]) -> None:
@@ -353,27 +366,6 @@ def check_server(make: Callable[..., Reader], names: dict[str, str], empty: str)
         assert read_rows(reader, "arrow", columns) == []
         outcome = "empty"
     return {"rows_checked": served.rows_checked, "empty": outcome}
-
-
-@pytest.fixture
-def server_readers(tmp_path: Path) -> Iterator[Callable[..., Callable[..., Reader]]]:
-    readers: list[Reader] = []
-
-    def for_settings(**base: Any) -> Callable[..., Reader]:
-        def make(**settings: Any) -> Reader:
-            given = {
-                "batch_size": 16, "chunk_size": 25, "test_split_percent": 25, "seed": 2,
-                "cache_dir": str(tmp_path / "cache"), **base, **settings,
-            }  # fmt: skip
-            reader = get_batch_reader(**given)
-            readers.append(reader)
-            return reader
-
-        return make
-
-    yield for_settings
-    for reader in readers:
-        reader.close()
 
 
 PG_TYPED = f"""
