@@ -155,7 +155,14 @@ class SqlWarehouse(Warehouse):
         schema = self.columns(request)
         columns = tuple(schema.names)
         hashed, params = self.hashed_rows(request.source, (), request.key(columns))
-        counted = self.query(self.dialect.count_query(hashed, request.split.eval_buckets), params)
+        try:
+            counted = self.query(
+                self.dialect.count_query(hashed, request.split.eval_buckets), params
+            )
+        except PermanentWarehouseError as exc:  # e.g. a ds value the server refuses
+            raise PermanentWarehouseError(
+                f"cannot count the rows of {request.source.describe()}: {exc}"
+            ) from exc
         return BucketCounts(columns, counted, schema=schema)
 
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:

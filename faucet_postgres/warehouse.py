@@ -32,9 +32,7 @@ from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
 from faucet_core.warehouse import (
-    BucketCounts,
     PermanentWarehouseError,
-    PlanRequest,
     ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
@@ -133,10 +131,7 @@ class PostgresWarehouse(SqlWarehouse):
         return rows
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
-        return self._table("query failed", sql, params)
-
-    def _table(self, what: str, sql: str, params: Sequence[Any]) -> pa.Table:
-        cursor = self._execute(what, sql, params)
+        cursor = self._execute("query failed", sql, params)
         names = [column.name for column in cursor.description]
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
@@ -187,16 +182,6 @@ class PostgresWarehouse(SqlWarehouse):
             return relation, []
         column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
         return f"{relation} WHERE {_for_psycopg(column)} = %s", [source.ds]
-
-    def count_buckets(self, request: PlanRequest) -> BucketCounts:
-        """One counting query; its errors name the source (and ``ds``, a bound value the
-        server may refuse)."""
-        schema = self.columns(request)
-        columns = tuple(schema.names)
-        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
-        sql = self.dialect.count_query(hashed, request.split.eval_buckets)
-        counted = self._table(f"cannot count the rows of {request.source.describe()}", sql, params)
-        return BucketCounts(columns, counted, schema=schema)
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         self._connection()  # fails at once where connectorx would retry for seconds
