@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from faucet_bigquery.sql import PROJECT_ID
+
 if TYPE_CHECKING:
     from google.cloud import bigquery
     from google.cloud.bigquery_storage_v1 import BigQueryReadClient
@@ -17,7 +19,7 @@ __all__ = ["BigQueryConnection"]
 
 _DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
 #: A project ID, with the domain of a domain-scoped project (``example.com:project``).
-_PROJECT = re.compile(r"(?:[a-z0-9.-]+:)?[a-z][a-z0-9-]*[a-z0-9]")
+_PROJECT = re.compile(rf"(?:[a-z0-9.-]+:)?{PROJECT_ID}")
 
 
 class BigQueryConnection(BaseModel):

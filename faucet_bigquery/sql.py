@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["TableName", "column", "is_column", "parse_table"]
+__all__ = ["PROJECT_ID", "TableName", "column", "is_column", "parse_table"]
 
-_PROJECT = r"[a-z][a-z0-9-]*[a-z0-9]"
+#: A project ID as it appears in a table name (the pattern).
+PROJECT_ID = r"[a-z][a-z0-9-]*[a-z0-9]"
 _DATASET = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE = r"[A-Za-z_][A-Za-z0-9_$-]*"
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,7 +42,7 @@ class TableName:
 
 def parse_table(name: str, default_project: str) -> TableName:
     """Validate ``project.dataset.table`` or ``dataset.table``; never pasted raw into SQL."""
-    full = re.fullmatch(rf"({_PROJECT})\.({_DATASET})\.({_TABLE})", name)
+    full = re.fullmatch(rf"({PROJECT_ID})\.({_DATASET})\.({_TABLE})", name)
     if full:
         return TableName(*full.groups())
     short = re.fullmatch(rf"({_DATASET})\.({_TABLE})", name)
