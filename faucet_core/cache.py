@@ -176,7 +176,7 @@ class ChunkCache:
                 log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, size)
                 temp.unlink(missing_ok=True)
                 return False
-            final = self.directory / f"{key}.{crc:08x}{_SUFFIX}"
+            final = self.directory / entry_name(key, crc)
             os.replace(temp, final)
         except OSError as exc:
             log.warning("could not write the cache entry of %s: %s", key, exc)
@@ -330,6 +330,11 @@ class ChunkCache:
         return duplicates
 
 
+def entry_name(key: str, crc: int) -> str:
+    """The file name of ``key``'s entry whose bytes have the CRC-32 ``crc``."""
+    return f"{key}.{crc:08x}{_SUFFIX}"
+
+
 def _parse_name(path: Path) -> tuple[str, int] | None:
     """``(key, crc)`` from ``<key>.<crc>.arrow``, or ``None`` for other files."""
     if path.suffix != _SUFFIX or path.name.startswith("."):
@@ -428,6 +433,11 @@ class EntryWriter:
             self._temp.unlink(missing_ok=True)
             return False
         return self._cache._commit(self.key, self._temp, self._crc, self._size, evict)
+
+    @property
+    def name(self) -> str:
+        """The file name of the entry, as committed (its checksum is part of it)."""
+        return entry_name(self.key, self._crc)
 
     def abort(self) -> None:
         """Drop the entry."""

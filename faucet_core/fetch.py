@@ -229,14 +229,17 @@ class ChunkFetcher:
         if found is None:
             return None
         cached, name = found
-        if name not in self._conforming:  # the same file is checked once per process
+        # The same file is checked once per process, and not at all if this process wrote
+        # it from a scan (checked as it was written).
+        fill = self._fill
+        if name not in self._conforming and not (fill is not None and fill.wrote(chunk, name)):
             problem = self.problem(chunk, cached)
             if problem is not None:
                 log.warning("discarding the cached %s: %s", chunk.describe(), problem)
                 self.cache.discard(key)
                 return None
             self._conforming.add(name)
-        filled = self._fill is not None and self._fill.claim(chunk)  # read by this process
+        filled = fill is not None and fill.claim(chunk)  # read by this process
         return FetchedChunk(chunk, cached, not filled, int(filled))
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:

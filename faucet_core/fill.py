@@ -177,11 +177,13 @@ class ChunkWriters:
             if writer is None:
                 key = self.plan.chunk_key(self.chunks[index])
                 writer = self._writers[index] = self._cache.writer(key, batches[0].schema)
-            writer.write(pa.concat_batches(batches) if len(batches) > 1 else batches[0])
+            for batch in batches:  # as they are: a copy to join them would cost more than
+                writer.write(batch)  # readers' takes over several batches do
 
-    def commit(self) -> list[int]:
+    def commit(self) -> dict[int, str]:
         """Flush what is buffered, check every written chunk against the plan, and commit
-        the entries; returns the indexes of the chunks cached.
+        the entries; returns the file name of each chunk's entry, by index, for the chunks
+        cached.
 
         Raises:
             PermanentWarehouseError: A chunk's rows or checksum differ from the plan's
@@ -202,7 +204,8 @@ class ChunkWriters:
                     "the source changed after planning"
                 )
         # One eviction for all of them: each would list the cache folder again.
-        cached = [i for i, writer in sorted(self._writers.items()) if writer.commit(evict=False)]
+        writers = sorted(self._writers.items())
+        cached = {i: writer.name for i, writer in writers if writer.commit(evict=False)}
         self._writers.clear()
         self._cache.evict(keep={self.plan.chunk_key(self.chunks[i]) for i in cached})
         return cached
@@ -250,7 +253,7 @@ class CacheFill:
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._over = False
-        self._filled: set[int] = set()
+        self._filled: dict[int, str] = {}  # the entry file written for each chunk filled
         self._found: set[int] = set()
         self._unclaimed: set[int] = set()
         self._served: set[int] = set()
@@ -315,6 +318,12 @@ class CacheFill:
             return None
         pace = scanned / max(time.monotonic() - started, 1e-9)
         return max(self._total_rows - scanned, 0) / pace
+
+    def wrote(self, chunk: ChunkSpec, name: str) -> bool:
+        """Whether this fill wrote the entry file ``name`` for ``chunk``: its rows were
+        checked against the plan as they were written."""
+        with self._condition:
+            return self._filled.get(self._index[(chunk.split, chunk.index)]) == name
 
     def claim(self, chunk: ChunkSpec) -> bool:
         """Whether this fill cached ``chunk`` and no one claimed it before: the first to
@@ -410,7 +419,7 @@ class CacheFill:
         )
         with self._condition:
             self._filled.update(cached)
-            self._unclaimed -= set(missing) - set(cached)  # not stored (a full disk)
+            self._unclaimed -= set(missing) - cached.keys()  # not stored (a full disk)
             self._condition.notify_all()
 
 

@@ -278,3 +278,29 @@ def test_a_small_buffer_writes_entries_in_many_parts(
             )
             is None
         )
+
+
+def test_entries_a_fill_wrote_are_not_checked_again_by_its_process(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checked: list[ChunkSpec] = []
+    problem = fetch.ChunkFetcher.problem
+
+    def counted(self: fetch.ChunkFetcher, chunk: ChunkSpec, table: pa.Table) -> str | None:
+        checked.append(chunk)
+        return problem(self, chunk, table)
+
+    monkeypatch.setattr(fetch.ChunkFetcher, "problem", counted)
+    cache = str(tmp_path / "shared-cache")
+    filler = make_reader(datastore="counting-scans", epochs=2, cache_dir=cache)
+    assert sorted(epoch_ids(filler)) == list(range(ROWS))
+    assert sorted(epoch_ids(filler)) == list(range(ROWS))
+    # Only a chunk read by itself while the scan ran is checked; the scan checked the rest.
+    assert CountingScans.scans.reads == 1 and len(checked) <= 1
+    checked.clear()
+    # Another reader of the same cache did not write its entries: it checks each, once.
+    other = make_reader(datastore="counting-scans", epochs=2, cache_dir=cache)
+    assert sorted(epoch_ids(other)) == list(range(ROWS))
+    assert sorted(epoch_ids(other)) == list(range(ROWS))
+    assert sorted(c.index for c in checked) == [c.index for c in other.plan.chunks["train"]]
+    assert CountingScans.scans.reads == 1
