@@ -138,6 +138,8 @@ class BigQueryWarehouse(SqlWarehouse):
         self._read_client: Any = None
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
+        #: Scratch tables this instance made or found, until a read finds one gone.
+        self._scratch_seen: set[str] = set()
         #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
 
@@ -344,8 +346,11 @@ class BigQueryWarehouse(SqlWarehouse):
         from google.cloud import bigquery
 
         scratch = self.scratch_table(plan)
+        if scratch.id in self._scratch_seen:
+            return
         try:
             self.client.get_table(scratch.id, retry=self._retry, timeout=self.connection.timeout)
+            self._scratch_seen.add(scratch.id)
             return
         except NotFound:
             pass
@@ -374,6 +379,7 @@ class BigQueryWarehouse(SqlWarehouse):
             f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed})",
             params,
         )
+        self._scratch_seen.add(scratch.id)
         log.info(
             "materialized %s into %s: %s bytes processed, %s billed",
             source.describe(),
@@ -391,6 +397,7 @@ class BigQueryWarehouse(SqlWarehouse):
                 return self._read_storage(scratch, plan, chunk)
             return self._read_query(scratch, plan, chunk)
         except NotFound as exc:
+            self._scratch_seen.discard(scratch.id)
             raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
         except WarehouseError:
             raise
@@ -462,6 +469,7 @@ class BigQueryWarehouse(SqlWarehouse):
             _, batches = self._read_session(scratch, plan, restriction)
             yield from batches
         except NotFound as exc:
+            self._scratch_seen.discard(scratch.id)
             raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
         except WarehouseError:
             raise
