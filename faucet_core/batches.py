@@ -13,8 +13,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from faucet_core import layout
+from faucet_core import layout, memory
 from faucet_core.plan import ChunkSpec
 from faucet_core.warehouse import SplitName
 
@@ -128,7 +129,8 @@ def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> p
     """``table`` (``chunk``'s rows, with the hash column) in their order of ``epoch``."""
     if table.num_rows < 2:
         return table
-    return table.take(layout.positions_array(shuffled_positions(table, chunk, seed, epoch)))
+    positions = layout.positions_array(shuffled_positions(table, chunk, seed, epoch))
+    return pc.take(table, positions, memory_pool=memory.pool())
 
 
 def slice_batches(

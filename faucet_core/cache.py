@@ -26,6 +26,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from faucet_core import memory
+
 __all__ = ["CacheStats", "ChunkCache", "EntryWriter", "private_folder"]
 
 log = logging.getLogger(__name__)
@@ -412,7 +414,7 @@ class EntryWriter:
         batches = [data] if isinstance(data, pa.RecordBatch) else data.to_batches()
         try:
             for batch in batches:
-                self._append(batch.serialize())
+                self._append(batch.serialize(memory_pool=memory.pool()))
                 self.rows += batch.num_rows
         except OSError as exc:
             self._fail(exc)

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from faucet_core import layout
+from faucet_core import layout, memory
 from faucet_core.cache import ChunkCache, EntryWriter
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.warehouse import PermanentWarehouseError, Warehouse
@@ -142,13 +143,15 @@ class ChunkWriters:
         self._rows += counts[:-1]
         self._checksums += sums[:-1]
         keep = self._wanted[indexes]
+        pool = memory.pool()
         if not keep.all():
             indexes = indexes[keep]
-            batch = batch.take(layout.positions_array(np.flatnonzero(keep)))
+            batch = pc.take(batch, layout.positions_array(np.flatnonzero(keep)), memory_pool=pool)
             counts = np.bincount(indexes, minlength=size)
         # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
         small = indexes.astype(np.uint16) if size <= 2**16 else indexes
-        grouped = batch.take(layout.positions_array(np.argsort(small, kind="stable")))
+        order = layout.positions_array(np.argsort(small, kind="stable"))
+        grouped = pc.take(batch, order, memory_pool=pool)
         starts = np.concatenate([[0], np.cumsum(counts)])
         for index in np.flatnonzero(counts):
             self._buffers[index].append(grouped.slice(starts[index], counts[index]))

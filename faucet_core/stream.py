@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from faucet_core import layout
+from faucet_core import layout, memory
 from faucet_core.batches import (
     Segment,
     chunk_order,
@@ -279,8 +280,12 @@ class Pass:
             if partial:
                 table = table.slice(segment.lo, segment.hi - segment.lo)
         else:
-            table = table.take(
-                layout.positions_array(positions[segment.lo : segment.hi] if partial else positions)
+            table = pc.take(
+                table,
+                layout.positions_array(
+                    positions[segment.lo : segment.hi] if partial else positions
+                ),
+                memory_pool=memory.pool(),
             )
         if self._transform is not None:
             table = self._transform(table)
