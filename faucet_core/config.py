@@ -176,7 +176,7 @@ class CacheConfig(_Section):
         10 * 2**30, description="Byte budget; least recently used chunks are evicted past it."
     )
     fill_buffer: ByteSize = Field(
-        128 * 2**20,
+        64 * 2**20,
         description="Bytes of rows held in memory while the cache is filled from one scan "
         "of the source; more are written out.",
     )

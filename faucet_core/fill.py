@@ -3,13 +3,13 @@
 Reading chunk by chunk costs one scan of the source per chunk where a warehouse has no
 scratch copy, and a write and a read back of the whole source where it makes one. When a
 warehouse can stream its source (:meth:`~faucet_core.warehouse.Warehouse.scan`) and the
-cache can hold the plan, the core reads the source once instead: each batch of rows is cut
-by chunk, and each chunk's rows are appended to its cache entry as they come, so the data
-is written once. Rows, checksum and bucket range of every chunk are checked against the
-plan before any entry is committed. Memory stays within a byte budget of buffered rows,
-whatever the size of the source. Cache entries hold a chunk's rows in scan order; readers
-put them in their epoch's order (:func:`~faucet_core.batches.shuffled_positions`) with
-the take that shuffles them.
+cache can hold the plan, the core reads the source once instead: the rows scanned are
+grouped by chunk a buffer at a time, and each chunk's rows are appended to its cache
+entry, so the data is written once. Rows, checksum and bucket range of every chunk are
+checked against the plan before any entry is committed. Memory stays within a byte
+budget of buffered rows, whatever the size of the source. Cache entries hold a chunk's
+rows in scan order; readers put them in their epoch's order
+(:func:`~faucet_core.batches.shuffled_positions`) with the take that shuffles them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters", "plan_bytes"]
 log = logging.getLogger(__name__)
 
 #: Bytes of scanned rows buffered before they are appended to the cache entries.
-BUFFER_BYTES = 128 * 2**20
+BUFFER_BYTES = 64 * 2**20
 #: Bytes assumed per value of a column whose width varies (strings, lists).
 _VARIABLE_WIDTH_GUESS = 32
 #: File descriptors left for everything but the entries being written.
@@ -71,8 +71,9 @@ def plan_bytes(plan: Plan) -> int | None:
 class ChunkWriters:
     """Rows of a scan, cut by chunk and written straight into cache entries.
 
-    Each chunk's rows are buffered; past the byte budget, every buffer is appended to its
-    chunk's entry, in a thread of its own while the scan goes on (one flush at a time).
+    Scanned batches are buffered with each row's chunk; past the byte budget, a thread of
+    its own groups the buffered rows by chunk and appends them to their entries while the
+    scan goes on (one flush at a time).
     Rows, checksum and bucket range of each chunk are checked against the plan before its
     entry is committed, as for any fetched chunk.
 
@@ -100,7 +101,8 @@ class ChunkWriters:
             self._lookup[offset + chunk.lo : offset + chunk.hi] = index
         self._rows = np.zeros(len(self.chunks), np.int64)
         self._checksums = np.zeros(len(self.chunks), np.int64)
-        self._buffers: list[list[pa.RecordBatch]] = [[] for _ in self.chunks]
+        # Scanned batches not written yet, with each row's chunk index.
+        self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
         self._buffered = 0
         self._flusher = concurrent.futures.ThreadPoolExecutor(1, "faucet-fill-write")
@@ -143,30 +145,22 @@ class ChunkWriters:
         self._rows += counts[:-1]
         self._checksums += sums[:-1]
         keep = self._wanted[indexes]
-        pool = memory.pool()
-        if not keep.all():
-            indexes = indexes[keep]
-            batch = pc.take(batch, layout.positions_array(np.flatnonzero(keep)), memory_pool=pool)
-            counts = np.bincount(indexes, minlength=size)
-        # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
-        small = indexes.astype(np.uint16) if size <= 2**16 else indexes
-        order = layout.positions_array(np.argsort(small, kind="stable"))
-        grouped = pc.take(batch, order, memory_pool=pool)
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for index in np.flatnonzero(counts):
-            self._buffers[index].append(grouped.slice(starts[index], counts[index]))
-        self._buffered += grouped.nbytes
+        if not keep.any():
+            return
+        # Rows of chunks not wanted go to the end of the flush's order, and are left out.
+        self._pending.append((batch, np.where(keep, indexes, len(self.chunks))))
+        self._buffered += batch.nbytes
         if self._buffered > self.budget:
             self.flush()
 
     def flush(self) -> None:
         """Append every chunk's buffered rows to its entry, in the writing thread."""
         self.wait()
-        jobs = [(i, batches) for i, batches in enumerate(self._buffers) if batches]
-        self._buffers = [[] for _ in self.chunks]
+        pending, self._pending = self._pending, []
         self._buffered = 0
-        self.flushes += 1
-        self._flushing = self._flusher.submit(self._write, jobs)
+        if pending:
+            self.flushes += 1
+            self._flushing = self._flusher.submit(self._write, pending)
 
     def wait(self) -> None:
         """Wait for the flush under way; raise its error, if any."""
@@ -174,14 +168,24 @@ class ChunkWriters:
             flushing, self._flushing = self._flushing, None
             flushing.result()
 
-    def _write(self, jobs: list[tuple[int, list[pa.RecordBatch]]]) -> None:
-        for index, batches in jobs:
+    def _write(self, pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]]) -> None:
+        """Group the buffered rows by chunk with one take (one copy, into one run of rows
+        per chunk) and append each chunk's run to its entry."""
+        table = pa.Table.from_batches([batch for batch, _ in pending])
+        indexes = np.concatenate([chunk_indexes for _, chunk_indexes in pending])
+        size = len(self.chunks) + 1
+        counts = np.bincount(indexes, minlength=size)
+        # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
+        small = indexes.astype(np.uint16) if size <= 2**16 else indexes
+        order = np.argsort(small, kind="stable")[: len(indexes) - counts[-1]]
+        grouped = pc.take(table, layout.positions_array(order), memory_pool=memory.pool())
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for index in np.flatnonzero(counts[:-1]).tolist():
             writer = self._writers.get(index)
             if writer is None:
                 key = self.plan.chunk_key(self.chunks[index])
-                writer = self._writers[index] = self._cache.writer(key, batches[0].schema)
-            for batch in batches:  # as they are: a copy to join them would cost more than
-                writer.write(batch)  # readers' takes over several batches do
+                writer = self._writers[index] = self._cache.writer(key, grouped.schema)
+            writer.write(grouped.slice(starts[index], counts[index]))
 
     def commit(self) -> dict[int, str]:
         """Flush what is buffered, check every written chunk against the plan, and commit
@@ -219,7 +223,7 @@ class ChunkWriters:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
-        self._buffers = [[] for _ in self.chunks]
+        self._pending = []
 
 
 class CacheFill:
