@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -50,6 +51,8 @@ _SPARE_FILES = 256
 #: Parts a source is written in at least (when its size allows: see _MIN_PART_BYTES).
 _PARTS = 8
 _MIN_PART_BYTES = 4 * 2**20
+#: Threads grouping and writing the rows of a fill, each a run of the chunks.
+_WRITERS = 2
 #: Rows cut at once: their checksums add up exactly in float64 (2**53 / 2**31).
 _MAX_BATCH_ROWS = 2**22
 
@@ -105,8 +108,8 @@ class ChunkWriters:
         self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
         self._buffered = 0
-        self._flusher = concurrent.futures.ThreadPoolExecutor(1, "faucet-fill-write")
-        self._flushing: concurrent.futures.Future[None] | None = None
+        self._flusher = concurrent.futures.ThreadPoolExecutor(_WRITERS, "faucet-fill-write")
+        self._flushing: list[concurrent.futures.Future[None]] = []
 
     def _chunk_indexes(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Each row's index in :attr:`chunks`; ``len(chunks)`` for a row no chunk holds."""
@@ -154,38 +157,58 @@ class ChunkWriters:
             self.flush()
 
     def flush(self) -> None:
-        """Append every chunk's buffered rows to its entry, in the writing thread."""
+        """Append every chunk's buffered rows to its entry, in the writing threads: each
+        groups and writes the rows of a run of chunks."""
         self.wait()
         pending, self._pending = self._pending, []
         self._buffered = 0
-        if pending:
-            self.flushes += 1
-            self._flushing = self._flusher.submit(self._write, pending)
+        if not pending:
+            return
+        self.flushes += 1
+        table = pa.Table.from_batches([batch for batch, _ in pending])
+        indexes = np.concatenate([chunk_indexes for _, chunk_indexes in pending])
+        counts = np.bincount(indexes, minlength=len(self.chunks) + 1)[:-1]
+        # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
+        small = indexes.astype(np.uint16) if len(self.chunks) < 2**16 else indexes
+        order = np.argsort(small, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        # Runs of chunks of about equal rows; a chunk is always in the same writer's run
+        # of a flush, and flushes follow each other, so its rows are appended in order.
+        cuts = np.searchsorted(starts, np.linspace(0, starts[-1], _WRITERS + 1)[1:-1])
+        bounds = [0, *cuts.tolist(), len(self.chunks)]
+        for lo, hi in itertools.pairwise(bounds):
+            if starts[hi] > starts[lo]:
+                rows = order[starts[lo] : starts[hi]]
+                job = self._flusher.submit(self._write, table, rows, starts, lo, hi)
+                self._flushing.append(job)
 
     def wait(self) -> None:
         """Wait for the flush under way; raise its error, if any."""
-        if self._flushing is not None:
-            flushing, self._flushing = self._flushing, None
-            flushing.result()
+        flushing, self._flushing = self._flushing, []
+        for job in flushing:
+            job.result()
 
-    def _write(self, pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]]) -> None:
-        """Group the buffered rows by chunk with one take (one copy, into one run of rows
-        per chunk) and append each chunk's run to its entry."""
-        table = pa.Table.from_batches([batch for batch, _ in pending])
-        indexes = np.concatenate([chunk_indexes for _, chunk_indexes in pending])
-        size = len(self.chunks) + 1
-        counts = np.bincount(indexes, minlength=size)
-        # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
-        small = indexes.astype(np.uint16) if size <= 2**16 else indexes
-        order = np.argsort(small, kind="stable")[: len(indexes) - counts[-1]]
-        grouped = pc.take(table, layout.positions_array(order), memory_pool=memory.pool())
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        for index in np.flatnonzero(counts[:-1]).tolist():
+    def _write(
+        self,
+        table: pa.Table,
+        rows: np.ndarray[Any, Any],
+        starts: np.ndarray[Any, Any],
+        lo: int,
+        hi: int,
+    ) -> None:
+        """Take ``rows`` of ``table`` (those of chunks ``lo`` to ``hi``, by chunk: one copy
+        into one run of rows per chunk) and append each chunk's run to its entry."""
+        grouped = pc.take(table, layout.positions_array(rows), memory_pool=memory.pool())
+        offsets = starts - starts[lo]
+        for index in range(lo, hi):
+            count = int(offsets[index + 1] - offsets[index])
+            if not count:
+                continue
             writer = self._writers.get(index)
             if writer is None:
                 key = self.plan.chunk_key(self.chunks[index])
                 writer = self._writers[index] = self._cache.writer(key, grouped.schema)
-            writer.write(grouped.slice(starts[index], counts[index]))
+            writer.write(grouped.slice(int(offsets[index]), count))
 
     def commit(self) -> dict[int, str]:
         """Flush what is buffered, check every written chunk against the plan, and commit
