@@ -65,7 +65,7 @@ def test_reading_a_table_five_times_the_budget_stays_within_it(
 ) -> None:
     # In a process of its own, so its peak memory is the reader's. Its budget: DuckDB gets
     # 64 MB, the cache fill 16 MiB, and chunks of 10,000 rows (2 MB) are in flight a few at
-    # a time: about 100 MB, a sixth of the train split. Measured: the peak grows by about
+    # a time: about 100 MB, a sixth of the train split. Measured: the peak grows by 200 to
     # 240 MiB (DuckDB's scan threads and allocator above its limit), for 1M rows as for 3M.
     done = subprocess.run(
         [sys.executable, "-c", READ_TWO_EPOCHS, str(wide_table), str(tmp_path / "cache")],
