@@ -74,8 +74,8 @@ def plan_bytes(plan: Plan) -> int | None:
 class ChunkWriters:
     """Rows of a scan, cut by chunk and written straight into cache entries.
 
-    Scanned batches are buffered with each row's chunk; past the byte budget, a thread of
-    its own groups the buffered rows by chunk and appends them to their entries while the
+    Scanned batches are buffered with each row's chunk; past the byte budget, writer
+    threads group the buffered rows by chunk and append them to their entries while the
     scan goes on (one flush at a time).
     Rows, checksum and bucket range of each chunk are checked against the plan before its
     entry is committed, as for any fetched chunk.
