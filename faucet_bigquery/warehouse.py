@@ -388,6 +388,11 @@ class BigQueryWarehouse(SqlWarehouse):
             job.total_bytes_billed,
         )
 
+    def _scratch_gone(self, scratch: TableName) -> ScratchDataMissing:
+        """The error of a read that found ``scratch`` gone, which is looked up again next."""
+        self._scratch_seen.discard(scratch.id)
+        return ScratchDataMissing(f"the scratch table {scratch.id} is gone")
+
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         from google.api_core.exceptions import NotFound
 
@@ -397,8 +402,7 @@ class BigQueryWarehouse(SqlWarehouse):
                 return self._read_storage(scratch, plan, chunk)
             return self._read_query(scratch, plan, chunk)
         except NotFound as exc:
-            self._scratch_seen.discard(scratch.id)
-            raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
+            raise self._scratch_gone(scratch) from exc
         except WarehouseError:
             raise
         except Exception as exc:
@@ -469,8 +473,7 @@ class BigQueryWarehouse(SqlWarehouse):
             _, batches = self._read_session(scratch, plan, restriction)
             yield from batches
         except NotFound as exc:
-            self._scratch_seen.discard(scratch.id)
-            raise ScratchDataMissing(f"the scratch table {scratch.id} is gone") from exc
+            raise self._scratch_gone(scratch) from exc
         except WarehouseError:
             raise
         except Exception as exc:

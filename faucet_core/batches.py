@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from faucet_core import layout, memory
 from faucet_core.plan import ChunkSpec
@@ -129,8 +128,7 @@ def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> p
     """``table`` (``chunk``'s rows, with the hash column) in their order of ``epoch``."""
     if table.num_rows < 2:
         return table
-    positions = layout.positions_array(shuffled_positions(table, chunk, seed, epoch))
-    return pc.take(table, positions, memory_pool=memory.pool())
+    return memory.take(table, shuffled_positions(table, chunk, seed, epoch))
 
 
 def slice_batches(

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from faucet_core import layout, memory
 from faucet_core.cache import ChunkCache, EntryWriter
@@ -198,17 +197,17 @@ class ChunkWriters:
     ) -> None:
         """Take ``rows`` of ``table`` (those of chunks ``lo`` to ``hi``, by chunk: one copy
         into one run of rows per chunk) and append each chunk's run to its entry."""
-        grouped = pc.take(table, layout.positions_array(rows), memory_pool=memory.pool())
+        grouped = memory.take(table, rows)
         offsets = starts - starts[lo]
         for index in range(lo, hi):
-            count = int(offsets[index + 1] - offsets[index])
-            if not count:
+            start, end = int(offsets[index]), int(offsets[index + 1])
+            if start == end:
                 continue
             writer = self._writers.get(index)
             if writer is None:
                 key = self.plan.chunk_key(self.chunks[index])
                 writer = self._writers[index] = self._cache.writer(key, grouped.schema)
-            writer.write(grouped.slice(int(offsets[index]), count))
+            writer.write(grouped.slice(start, end - start))
 
     def commit(self) -> dict[int, str]:
         """Flush what is buffered, check every written chunk against the plan, and commit

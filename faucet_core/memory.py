@@ -12,10 +12,15 @@ the jemalloc pool made the first epoch about a tenth faster and its peak memory 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-__all__ = ["pool"]
+from faucet_core import layout
+
+__all__ = ["pool", "take"]
 
 
 @functools.cache
@@ -25,3 +30,9 @@ def pool() -> pa.MemoryPool:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:  # pyarrow built without jemalloc (macOS, Windows)
         return pa.default_memory_pool()
+
+
+def take(table: pa.Table, positions: np.ndarray[Any, Any]) -> pa.Table:
+    """The rows of ``table`` at ``positions`` (numpy integers), in one contiguous run per
+    column, in the pipeline's pool."""
+    return pc.take(table, layout.positions_array(positions), memory_pool=pool())

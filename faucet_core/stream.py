@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from faucet_core import layout, memory
 from faucet_core.batches import (
@@ -280,13 +279,7 @@ class Pass:
             if partial:
                 table = table.slice(segment.lo, segment.hi - segment.lo)
         else:
-            table = pc.take(
-                table,
-                layout.positions_array(
-                    positions[segment.lo : segment.hi] if partial else positions
-                ),
-                memory_pool=memory.pool(),
-            )
+            table = memory.take(table, positions[segment.lo : segment.hi] if partial else positions)
         if self._transform is not None:
             table = self._transform(table)
         return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
