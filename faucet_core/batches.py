@@ -83,15 +83,22 @@ def shuffle_key(chunk: ChunkSpec, seed: int, epoch: int) -> int:
     return int(rng.integers(0, 2**64, dtype=np.uint64))
 
 
-def _mix(values: np.ndarray[Any, Any], key: int) -> np.ndarray[Any, Any]:
-    """SplitMix64's finalizer of ``values ^ key``: a bijection of 64-bit integers that
-    scatters neighbouring inputs over the whole range."""
-    mixed = values ^ np.uint64(key)
-    mixed ^= mixed >> np.uint64(30)
-    mixed *= np.uint64(0xBF58476D1CE4E5B9)
-    mixed ^= mixed >> np.uint64(27)
-    mixed *= np.uint64(0x94D049BB133111EB)
-    mixed ^= mixed >> np.uint64(31)
+def _mix(
+    parts: list[np.ndarray[Any, Any]], key: int, scratch: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """SplitMix64's finalizer of ``values ^ key`` (``values``: ``parts`` end to end): a
+    bijection of 64-bit integers that scatters neighbouring inputs over the whole range.
+    Computed in place, in pooled arrays (``scratch``: one of the same length)."""
+    mixed = memory.empty(len(scratch), np.uint64)
+    offset = 0
+    for part in parts:
+        np.bitwise_xor(part.view(np.uint64), np.uint64(key), out=mixed[offset : offset + len(part)])
+        offset += len(part)
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB), (31, None)):
+        np.right_shift(mixed, np.uint64(shift), out=scratch)
+        mixed ^= scratch
+        if factor is not None:
+            mixed *= np.uint64(factor)
     return mixed
 
 
@@ -106,22 +113,43 @@ def shuffled_positions(
     from the warehouse and from the cache, and one sort gives it, whatever order the rows
     came in.
     """
-    hashes = layout.integers(table.column(layout.HASH_COLUMN))
-    mixed = _mix(hashes.view(np.uint64), shuffle_key(chunk, seed, epoch))
-    rows = len(mixed)
+    parts = layout.integer_parts(table.column(layout.HASH_COLUMN))
+    key = shuffle_key(chunk, seed, epoch)
+    rows = table.num_rows
+    scratch = memory.empty(rows, np.uint64)
     # Sorting values is about three times faster than argsort: each row's position goes in
     # the low bits of its mixed hash, below the bits that order it.
     bits = np.uint64(max(rows - 1, 1).bit_length())
-    keys = np.sort((mixed >> bits << bits) | np.arange(rows, dtype=np.uint64))
-    order = keys >> bits
-    if not np.any(order[1:] == order[:-1]):
-        return (keys & ((np.uint64(1) << bits) - np.uint64(1))).astype(np.int64)
+    low = (np.uint64(1) << bits) - np.uint64(1)
+    keys = _mix(parts, key, scratch)
+    keys &= ~low
+    keys |= _counting(rows)
+    keys.sort()
+    steps = scratch[: max(rows - 1, 0)]
+    np.bitwise_xor(keys[1:], keys[:-1], out=steps)
+    if not len(steps) or steps.min() > low:  # no two rows with equal high bits
+        keys &= low
+        return keys.view(np.int64)
     # Equal high bits: almost always equal hashes (a key that is not unique). Order those
     # rows by their mix, then in chunk order, whatever order they are stored in.
     canonical = layout.chunk_positions(table)
     rank = np.empty(rows, np.int64)
     rank[np.arange(rows) if canonical is None else canonical] = np.arange(rows)
-    return np.lexsort((rank, mixed))
+    return np.lexsort((rank, _mix(parts, key, scratch)))
+
+
+_COUNTING = np.arange(0, dtype=np.uint64)
+
+
+def _counting(rows: int) -> np.ndarray[Any, Any]:
+    """``0 .. rows - 1`` as uint64, read-only, from one array kept for the largest chunk."""
+    global _COUNTING
+    counting = _COUNTING
+    if len(counting) < rows:
+        counting = np.arange(rows, dtype=np.uint64)
+        counting.flags.writeable = False
+        _COUNTING = counting  # a race only makes it twice
+    return counting[:rows]
 
 
 def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:

@@ -96,6 +96,7 @@ class ChunkWriters:
         self._cache = cache
         self._wanted = np.zeros(len(self.chunks) + 1, bool)
         self._wanted[list(wanted)] = True
+        self._unwanted = ~self._wanted
         # The chunk holding each (split, bucket): eval buckets come after the train ones.
         self._lookup = np.full(2 * layout.BUCKETS, len(self.chunks), np.int32)
         for index, chunk in enumerate(self.chunks):
@@ -112,9 +113,11 @@ class ChunkWriters:
 
     def _chunk_indexes(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Each row's index in :attr:`chunks`; ``len(chunks)`` for a row no chunk holds."""
-        keys = layout.bucket_of(hashes).astype(np.intp)
-        keys[layout.is_eval(hashes, self.plan.eval_buckets)] += layout.BUCKETS
-        return np.asarray(self._lookup[keys])
+        keys = layout.bucket_of(hashes, out=memory.empty(len(hashes), hashes.dtype))
+        if self.plan.eval_buckets:
+            scratch = memory.empty(len(hashes), hashes.dtype)
+            keys[layout.is_eval(hashes, self.plan.eval_buckets, scratch)] += layout.BUCKETS
+        return np.take(self._lookup, keys, out=memory.empty(len(hashes), self._lookup.dtype))
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Cut ``batch`` (the plan's columns and the hash, in any order) by chunk.
@@ -141,16 +144,17 @@ class ChunkWriters:
                 f"{counts[-1]} rows of the source belong to no chunk of the plan: "
                 "the source changed after planning"
             )
-        folded = (hashes % layout.CHECKSUM_MODULUS).astype(np.float64)
+        terms = layout.checksum_terms(hashes, out=memory.empty(len(hashes), np.float64))
         # Exact: with at most _MAX_BATCH_ROWS rows, a sum stays below 2**53.
-        sums = np.bincount(indexes, weights=folded, minlength=size).astype(np.int64)
+        sums = np.bincount(indexes, weights=terms, minlength=size).astype(np.int64)
         self._rows += counts[:-1]
         self._checksums += sums[:-1]
-        keep = self._wanted[indexes]
-        if not keep.any():
+        unwanted = np.take(self._unwanted, indexes, out=memory.empty(len(indexes), bool))
+        if unwanted.all():
             return
         # Rows of chunks not wanted go to the end of the flush's order, and are left out.
-        self._pending.append((batch, np.where(keep, indexes, len(self.chunks))))
+        np.putmask(indexes, unwanted, len(self.chunks))
+        self._pending.append((batch, indexes))
         self._buffered += batch.nbytes
         if self._buffered > self.budget:
             self.flush()
@@ -165,10 +169,14 @@ class ChunkWriters:
             return
         self.flushes += 1
         table = pa.Table.from_batches([batch for batch, _ in pending])
-        indexes = np.concatenate([chunk_indexes for _, chunk_indexes in pending])
+        parts = [chunk_indexes for _, chunk_indexes in pending]
+        indexes = np.concatenate(parts, out=memory.empty(table.num_rows, parts[0].dtype))
         counts = np.bincount(indexes, minlength=len(self.chunks) + 1)[:-1]
         # Chunk indexes fit 16 bits in all but huge plans, where numpy sorts by radix.
-        small = indexes.astype(np.uint16) if len(self.chunks) < 2**16 else indexes
+        small = indexes
+        if len(self.chunks) < 2**16:
+            small = memory.empty(len(indexes), np.uint16)
+            np.copyto(small, indexes, casting="unsafe")
         order = np.argsort(small, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)])
         # Runs of chunks of about equal rows; a chunk is always in the same writer's run

@@ -46,12 +46,14 @@ __all__ = [
     "bucket_counts",
     "bucket_of",
     "checksum_of",
+    "checksum_terms",
     "chunk_positions",
     "chunk_problem",
     "count_hashes",
     "eval_buckets",
     "group_buckets",
     "hash_values",
+    "integer_parts",
     "integers",
     "is_eval",
     "order_chunk",
@@ -100,23 +102,41 @@ def hash_values(*values: Any) -> int:
 # The rules as numpy, over an array of key hashes (int64 or uint64).
 
 
-def _fold(hashes: np.ndarray[Any, Any], modulus: int) -> np.ndarray[Any, Any]:
-    return np.asarray(np.mod(hashes, np.array(modulus, dtype=hashes.dtype)))
+def _fold(
+    hashes: np.ndarray[Any, Any], modulus: int, out: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    return np.asarray(np.mod(hashes, np.array(modulus, dtype=hashes.dtype), out=out))
 
 
-def is_eval(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> np.ndarray[Any, Any]:
-    """Whether each hash puts its row in the eval split."""
-    return np.asarray(_fold(hashes, SPLIT_BUCKETS) < eval_bucket_count)
+def is_eval(
+    hashes: np.ndarray[Any, Any],
+    eval_bucket_count: int,
+    scratch: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """Whether each hash puts its row in the eval split (``scratch``: an integer array of
+    their length to compute in)."""
+    return np.asarray(_fold(hashes, SPLIT_BUCKETS, scratch) < eval_bucket_count)
 
 
-def bucket_of(hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Each hash's bucket, in ``0 .. BUCKETS - 1``."""
-    return _fold(hashes, BUCKETS)
+def bucket_of(
+    hashes: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    """Each hash's bucket, in ``0 .. BUCKETS - 1`` (into ``out``, if given)."""
+    return _fold(hashes, BUCKETS, out)
+
+
+def checksum_terms(
+    hashes: np.ndarray[Any, Any], out: np.ndarray[Any, Any] | None = None
+) -> np.ndarray[Any, Any]:
+    """What each row adds to its bucket's checksum (into ``out``, if given: a float64
+    array holds them exactly)."""
+    modulus = np.array(CHECKSUM_MODULUS, dtype=hashes.dtype)
+    return np.asarray(np.mod(hashes, modulus, out=out, casting="unsafe"))
 
 
 def checksum_of(hashes: np.ndarray[Any, Any]) -> int:
     """The checksum of a set of rows, from their hashes."""
-    return int(_fold(hashes, CHECKSUM_MODULUS).astype(np.int64).sum(dtype=np.int64))
+    return int(checksum_terms(hashes).astype(np.int64).sum(dtype=np.int64))
 
 
 # The rules as SQL.
@@ -312,17 +332,23 @@ def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
     """The values of a column of integers without NULLs, as numpy, from its buffers (zero
     copy for one chunk). Unlike ``to_numpy``, which imports pandas (a second or so of a
     worker's start, and tens of MiB), this needs numpy alone."""
+    parts = integer_parts(column)
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate(parts) if parts else np.empty(0, column.type.to_pandas_dtype())
+
+
+def integer_parts(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray[Any, Any]]:
+    """The values of each chunk of a column of integers without NULLs, as numpy views of
+    its buffers."""
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     dtype = np.dtype(column.type.to_pandas_dtype())
-    parts = [
+    return [
         np.frombuffer(chunk.buffers()[1], dtype=dtype, count=chunk.offset + len(chunk))[
             chunk.offset :
         ]
         for chunk in chunks
     ]
-    if len(parts) == 1:
-        return parts[0]
-    return np.concatenate(parts) if parts else np.empty(0, dtype)
 
 
 def positions_array(positions: np.ndarray[Any, Any]) -> pa.Array:

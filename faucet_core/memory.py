@@ -1,7 +1,8 @@
 """The memory pool of the pipeline's own Arrow buffers.
 
 Every pass shuffles each chunk with a take, and a cache fill cuts and serializes what it
-scans: buffers of chunk size, made and dropped many times a second. Arrow's jemalloc pool
+scans: buffers of chunk size, made and dropped many times a second, and so are the numpy
+temporaries that compute each chunk's order and each scanned row's chunk (:func:`empty`). Arrow's jemalloc pool
 (in the pyarrow builds that have it) hands them to the next take still mapped, where the
 default pool returns them to the system, which then maps them in again page by page. On
 machines where that is slow (virtual machines that give free memory back to their host
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from faucet_core import layout
 
-__all__ = ["pool", "take"]
+__all__ = ["empty", "pool", "take"]
 
 
 @functools.cache
@@ -30,6 +31,15 @@ def pool() -> pa.MemoryPool:
         return pa.jemalloc_memory_pool()
     except NotImplementedError:  # pyarrow built without jemalloc (macOS, Windows)
         return pa.default_memory_pool()
+
+
+def empty(count: int, dtype: Any) -> np.ndarray[Any, Any]:
+    """An uninitialized numpy array of ``count`` values of ``dtype`` in the pipeline's pool,
+    for the temporaries made per chunk (numpy's own arrays of that size come from the
+    system, mapped in anew each time)."""
+    kind = np.dtype(dtype)
+    buffer = pa.allocate_buffer(count * kind.itemsize, memory_pool=pool())
+    return np.frombuffer(buffer, dtype=kind)
 
 
 def take(table: pa.Table, positions: np.ndarray[Any, Any]) -> pa.Table:

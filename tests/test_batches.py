@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,6 +78,19 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     # The order is the rows' own: the same whatever order they come in.
     reversed_rows = table.take(pa.array(range(99, -1, -1)))
     assert permute_chunk(reversed_rows, chunk, seed=1, epoch=1).column("id").to_pylist() == once
+
+
+@pytest.mark.parametrize("ids", [list(range(100)), [5, 5, 6, 7, 8, 8, 9]])
+def test_permutation_is_the_same_whatever_batches_hold_the_rows(ids: list[int]) -> None:
+    # A cache entry holds a chunk's rows in as many batches as its fill flushed.
+    table = _hashed(ids).set_column(0, "id", pa.array(range(len(ids))))
+    chunk = ChunkSpec("train", 0, 0, 1, len(ids), 0)
+    pieces = [table.slice(lo, 3).combine_chunks() for lo in range(0, len(ids), 3)]
+    batched = pa.concat_tables(pieces)
+    assert batched.column(layout.HASH_COLUMN).num_chunks > 1
+    for seed in range(5):
+        expected = permute_chunk(table, chunk, seed, 1).column("id").to_pylist()
+        assert permute_chunk(batched, chunk, seed, 1).column("id").to_pylist() == expected
 
 
 def test_rows_of_equal_hash_are_shuffled_among_the_others_in_chunk_order() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -93,6 +94,14 @@ def test_shuffled_rows_come_from_the_pipeline_pool(make_reader: Callable[..., Re
     # The batch is a slice of its chunk, shuffled by a take into the pipeline's pool.
     assert memory.pool().bytes_allocated() - before >= batch["features"].nbytes
     reader.close()
+
+
+def test_per_chunk_temporaries_come_from_the_pipeline_pool() -> None:
+    before = memory.pool().bytes_allocated()
+    values = memory.empty(100_000, np.int64)
+    assert memory.pool().bytes_allocated() - before >= values.nbytes
+    values[:] = 7  # writable, of the size asked
+    assert values.shape == (100_000,) and int(values.sum()) == 700_000
 
 
 def test_the_pipeline_pool_is_the_default_one_without_jemalloc(
