@@ -94,9 +94,9 @@ class ChunkWriters:
         self.budget = budget
         self.flushes = 0
         self._cache = cache
-        self._wanted = np.zeros(len(self.chunks) + 1, bool)
-        self._wanted[list(wanted)] = True
-        self._unwanted = ~self._wanted
+        # Whether each chunk's rows are dropped (the last: rows of no chunk).
+        self._unwanted = np.ones(len(self.chunks) + 1, bool)
+        self._unwanted[list(wanted)] = False
         # The chunk holding each (split, bucket): eval buckets come after the train ones.
         self._lookup = np.full(2 * layout.BUCKETS, len(self.chunks), np.int32)
         for index, chunk in enumerate(self.chunks):
@@ -228,7 +228,7 @@ class ChunkWriters:
         """
         self.flush()
         self.wait()
-        for index in np.flatnonzero(self._wanted[:-1]):
+        for index in np.flatnonzero(~self._unwanted[:-1]):
             chunk = self.chunks[index]
             if self._rows[index] != chunk.rows:
                 raise PermanentWarehouseError(

@@ -105,7 +105,9 @@ def hash_values(*values: Any) -> int:
 def _fold(
     hashes: np.ndarray[Any, Any], modulus: int, out: np.ndarray[Any, Any] | None = None
 ) -> np.ndarray[Any, Any]:
-    return np.asarray(np.mod(hashes, np.array(modulus, dtype=hashes.dtype), out=out))
+    # "unsafe": the remainders fit any ``out`` asked for (float64 holds them exactly).
+    modulus_array = np.array(modulus, dtype=hashes.dtype)
+    return np.asarray(np.mod(hashes, modulus_array, out=out, casting="unsafe"))
 
 
 def is_eval(
@@ -130,8 +132,7 @@ def checksum_terms(
 ) -> np.ndarray[Any, Any]:
     """What each row adds to its bucket's checksum (into ``out``, if given: a float64
     array holds them exactly)."""
-    modulus = np.array(CHECKSUM_MODULUS, dtype=hashes.dtype)
-    return np.asarray(np.mod(hashes, modulus, out=out, casting="unsafe"))
+    return _fold(hashes, CHECKSUM_MODULUS, out)
 
 
 def checksum_of(hashes: np.ndarray[Any, Any]) -> int:
