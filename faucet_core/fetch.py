@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 #: Seconds a pass's first chunk waits for the cache fill before it is read by itself.
-FIRST_CHUNK_GRACE = 0.5
+FIRST_CHUNK_GRACE = 0.2
 #: Seconds more it waits when, by its pace, the fill's scan ends by then.
 FIRST_CHUNK_PATIENCE = 1.5
 
@@ -203,14 +203,16 @@ class ChunkFetcher:
         return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
 
     def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
-        """``chunk`` read with a scan of its own while the fill runs; ``None`` if the fill
-        is over or that read fails (the fill then serves the chunk)."""
+        """``chunk`` read with a scan of its own while the fill runs (its scan waiting
+        meanwhile); ``None`` if the fill is over or that read fails (the fill then serves
+        the chunk)."""
         assert self._fill is not None
         if not self._fill.start():
             return None
         try:
-            scanned = self._warehouse().scan(self.plan, [chunk])
-            batches = [] if scanned is None else list(scanned)
+            with self._fill.held():
+                scanned = self._warehouse().scan(self.plan, [chunk])
+                batches = [] if scanned is None else list(scanned)
             if not batches:
                 return None
             table = self._conformed(chunk, pa.Table.from_batches(batches))

@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -298,6 +298,8 @@ class CacheFill:
         self._total_rows = sum(c.rows for c in self._chunks)
         self._scanned = 0  # rows of the scan so far
         self._scan_started: float | None = None
+        self._holds = 0  # reads of a chunk by itself the scan waits for
+        self._held_seconds = 0.0  # how long the scan waited for them
 
     def possible(self) -> bool:
         """Whether the cache has room for the whole plan (as far as its schema tells), and
@@ -353,8 +355,32 @@ class CacheFill:
         started, scanned = self._scan_started, self._scanned
         if started is None or not scanned:
             return None
-        pace = scanned / max(time.monotonic() - started, 1e-9)
+        pace = scanned / max(time.monotonic() - started - self._held_seconds, 1e-9)
         return max(self._total_rows - scanned, 0) / pace
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the scan between two of its batches while the block runs: a chunk read by
+        itself (a pass's first) then has the machine's cores, and its pass starts sooner,
+        instead of sharing them with the scan."""
+        with self._condition:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._holds -= 1
+                self._condition.notify_all()
+
+    def _wait_while_held(self) -> None:
+        """Return once no read holds the scan (or the fill is stopped)."""
+        with self._condition:
+            if not self._holds:
+                return
+            started = time.monotonic()
+            while self._holds and not self._stopped.is_set():
+                self._condition.wait()
+            self._held_seconds += time.monotonic() - started
 
     def wrote(self, chunk: ChunkSpec, name: str) -> bool:
         """Whether this fill wrote the entry file ``name`` for ``chunk``: its rows were
@@ -435,9 +461,14 @@ class CacheFill:
         self._scan_started = time.monotonic()
         try:
             rows = 0
-            for batch in batches:
+            scanned = iter(batches)
+            while True:
+                self._wait_while_held()  # before the next batch is asked for
                 if self._stopped.is_set():
                     return
+                batch = next(scanned, None)
+                if batch is None:
+                    break
                 writers.add(batch)
                 rows += batch.num_rows
                 self._scanned = rows

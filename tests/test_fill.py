@@ -102,10 +102,41 @@ class SlowToEnd(DuckDBWarehouse):
             threading.Event().wait(timeout=type(self).pause)
 
 
+class HeldScan(DuckDBWarehouse):
+    """A scan of the whole source in 10-row batches that, after its first, waits for a
+    chunk to be read by itself; that read notes whether the scan moved on meanwhile."""
+
+    name = "held-scan"
+    chunk_read = threading.Event()
+    third_batch = threading.Event()
+    moved_on: ClassVar[list[bool]] = []
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        if chunks is not None:
+            type(self).chunk_read.set()
+            # Broken holds show at once; a held scan never pulls a third batch meanwhile.
+            type(self).moved_on.append(type(self).third_batch.wait(timeout=0.5))
+            yield from batches
+            return
+        pulled = 0
+        for batch in batches:
+            for offset in range(0, batch.num_rows, 10):
+                if pulled == 1:
+                    type(self).chunk_read.wait(timeout=60)
+                pulled += 1
+                if pulled == 3:
+                    type(self).third_batch.set()
+                yield batch.slice(offset, 10)
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (CountingScans, ScanDropsARow, BlockedScan, SlowToEnd):
+        for warehouse in (CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan):
             register(warehouse)
 
 
@@ -154,6 +185,20 @@ def test_the_first_batch_does_not_wait_for_the_whole_scan(make_reader: MakeReade
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert reader.metrics[1].chunks_cached == len(reader.plan.chunks["train"])
+
+
+def test_the_scan_waits_while_the_first_chunk_is_read_by_itself(
+    make_reader: MakeReader,
+) -> None:
+    # Both would share the machine's cores; the pass's first batch waits only for its chunk.
+    HeldScan.chunk_read.clear()
+    HeldScan.third_batch.clear()
+    HeldScan.moved_on = []
+    reader = make_reader(datastore="held-scan", chunk_size=500)
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert HeldScan.moved_on == [False]
+    assert HeldScan.third_batch.is_set()  # the scan went on once the read was over
+    assert all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
 
 
 def test_the_first_batch_waits_for_a_fill_about_to_end(
