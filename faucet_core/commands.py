@@ -66,7 +66,7 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
     fits, else what the warehouse estimates planning and its scratch copy will process."""
     request = config.plan_request()
     version = data_version(warehouse, request.source)
-    key = saved_plan_key(config, version)
+    key = saved_plan_key(config, warehouse, version)
     plan = saved_plan(config, key, version) if key is not None else None
     if plan is not None:
         lines = [f"plan: a saved plan fits this data ({plan.fingerprint}): planning runs no query"]

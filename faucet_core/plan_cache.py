@@ -1,7 +1,8 @@
 """Plans kept beside the cached chunks, so a source is planned once per version of its data.
 
-A plan is stored under a key made of the warehouse, its connection settings, the request
-(source, split, chunk size) and the source's data version. A reader finds it there before
+A plan is stored under a key made of the warehouse, its connection settings, where the
+source's data lives, the request (source, split, chunk size) and the source's data
+version. A reader finds it there before
 asking the warehouse anything, so a rerun, another process or another DDP rank on the
 same machine reuses it. Processes planning the same key at once take turns (a lock file),
 so one of them plans and the others read its plan.
@@ -82,10 +83,15 @@ class PlanCache:
 
     @staticmethod
     def key(
-        datastore: str, connection: dict[str, Any], request: PlanRequest, version: str | None
+        datastore: str,
+        connection: dict[str, Any],
+        identity: str,
+        request: PlanRequest,
+        version: str | None,
     ) -> str:
-        """The key of a plan: what was asked, of which warehouse, at which data version."""
-        return stable_digest(datastore, connection, dataclasses.asdict(request), version)
+        """The key of a plan: what was asked, of which warehouse, where its data lives
+        (the source's identity), at which data version."""
+        return stable_digest(datastore, connection, identity, dataclasses.asdict(request), version)
 
     def get(self, key: str, max_age: float | None = None) -> Plan | None:
         """The plan saved under ``key``, unless missing, unreadable or older than ``max_age``

@@ -80,13 +80,22 @@ def plan_source(warehouse: Warehouse, request: PlanRequest, version: str | None)
     return plan
 
 
-def saved_plan_key(config: FaucetConfig, version: str | None) -> str | None:
+def saved_plan_key(config: FaucetConfig, warehouse: Warehouse, version: str | None) -> str | None:
     """The key of ``config``'s saved plan at ``version``, or ``None`` when its plans are not
-    saved (no cache, or no version and no ``plan_ttl``)."""
+    saved (no cache, or no version and no ``plan_ttl``).
+
+    The key holds where the data lives (:meth:`Warehouse.source_identity`): the connection
+    settings alone do not say it where a secret (a DSN) holds the server.
+    """
     if not config.cache.enabled or (version is None and config.cache.plan_ttl is None):
         return None
+    request = config.plan_request()
+    try:
+        identity = warehouse.source_identity(request.source)
+    except Exception as exc:
+        raise _as_warehouse_error(warehouse, request.source, exc) from exc
     connection = config.connection.model_dump(mode="json")
-    return PlanCache.key(config.datastore, connection, config.plan_request(), version)
+    return PlanCache.key(config.datastore, connection, identity, request, version)
 
 
 def saved_plan(config: FaucetConfig, key: str, version: str | None) -> Plan | None:
@@ -107,7 +116,7 @@ def obtain_plan(config: FaucetConfig, warehouse: Warehouse) -> tuple[Plan, PlanO
     """
     request = config.plan_request()
     version = data_version(warehouse, request.source)
-    key = saved_plan_key(config, version)
+    key = saved_plan_key(config, warehouse, version)
     if key is None:
         return plan_source(warehouse, request, version), "warehouse"
     plans = PlanCache(config.cache.dir)

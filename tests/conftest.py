@@ -348,6 +348,19 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture
+def twin_postgres_servers() -> Iterator[tuple[PostgresServer, PostgresServer]]:
+    """Two fresh servers, made alike: a production server and a staging copy restored
+    from its dump, which differ only in where they listen."""
+    with (
+        tempfile.TemporaryDirectory(prefix="faucet-postgres-") as first,
+        tempfile.TemporaryDirectory(prefix="faucet-postgres-") as second,
+        running_postgres(Path(first)) as production,
+        running_postgres(Path(second)) as staging,
+    ):
+        yield production, staging
+
+
 @pytest.fixture(scope="session")
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The superuser's URL of database ``postgres``, with the table ``t``."""

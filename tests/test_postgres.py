@@ -343,3 +343,31 @@ def test_a_query_on_two_databases_never_shares_cached_chunks(
             served.extend(batch["features"]["x"].tolist())
         values[database] = set(served)
     assert values == {"twin_a": {1}, "twin_b": {2}}
+
+
+def test_two_servers_alike_never_share_a_saved_plan_or_cached_chunks(
+    twin_postgres_servers: tuple[PostgresServer, PostgresServer], make_pg_reader: MakeReader
+) -> None:
+    # The same table on both servers (the same keys, so the same buckets and checksums),
+    # other values: the DSNs differ only in where the server is, which a saved plan's key
+    # does not see in the masked connection settings.
+    urls = []
+    for server, x in zip(twin_postgres_servers, (1, 2), strict=True):
+        with psycopg.connect(server.url, autocommit=True) as db:
+            rows = "FROM generate_series(1, 500) AS s(i)"
+            db.execute(f"CREATE TABLE twin AS SELECT i AS id, {x} AS x {rows}")
+            db.execute("SELECT pg_stat_force_next_flush()")
+        urls.append(server.url)
+    versions = set()
+    for url in urls:
+        warehouse = PostgresWarehouse(PostgresConnection(dsn=url))
+        versions.add(warehouse.data_version(SourceSpec(table="twin")))
+        warehouse.close()
+    assert len(versions) == 1 and None not in versions  # the servers look the same
+
+    for source in ({"table_name": "twin"}, {"table_name": None, "query": "SELECT * FROM twin"}):
+        served = []
+        for url in urls:
+            reader = make_pg_reader(dsn=url, label_columns=[], plan_ttl="1h", **source)
+            served.append({x for batch in reader.iter_epoch() for x in batch["features"]["x"]})
+        assert served == [{1}, {2}], source
