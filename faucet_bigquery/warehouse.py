@@ -2,13 +2,13 @@
 
 Planning runs one aggregate query job (rows and checksum per split and bucket, from
 ``FARM_FINGERPRINT`` of the split key), which scans only the key columns. On the first
-chunk the cache cannot serve, :meth:`BigQueryWarehouse.materialize` copies the split
-source into a scratch table named after the plan's rows (``CREATE TABLE ... CLUSTER BY``
-split and bucket, with an expiration); any process holding the plan finds it there and
-copies nothing. Chunks are read from it with the Storage Read API (a row restriction on
-split and buckets, a short read session per chunk read), or with a query job per chunk
-where that API is unavailable. The row order inside a chunk is the core's, so no
-``ORDER BY`` runs in BigQuery.
+chunk the cache cannot serve, the split source is copied into a scratch table named after
+the plan's rows (``CREATE TABLE IF NOT EXISTS ... CLUSTER BY`` split and bucket, with an
+expiration), as the core's protocol says (:mod:`faucet_core.scratch`); any process holding
+the plan finds it there and copies nothing. Chunks are read from it with the Storage Read
+API (a row restriction on split and buckets, a short read session per chunk read), or with
+a query job per chunk where that API is unavailable. The row order inside a chunk is the
+core's, so no ``ORDER BY`` runs in BigQuery.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from faucet_bigquery.sql import TableName, column, is_column, parse_table
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
-from faucet_core.sql import SqlWarehouse
+from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
     BucketCounts,
     PermanentWarehouseError,
     PlanRequest,
-    ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
     WarehouseError,
@@ -110,12 +109,14 @@ def arrow_type(field: Any) -> pa.DataType:
     return pa.list_(kind) if field.mode == "REPEATED" else kind
 
 
-class BigQueryWarehouse(SqlWarehouse):
+class BigQueryWarehouse(ScratchWarehouse):
     """Reads a BigQuery table or query through a materialized, clustered scratch table."""
 
     name = "bigquery"
     connection_model = BigQueryConnection
     connection: BigQueryConnection
+    scratch_created_atomically = True
+    scratch_expires = True
     stats_sql = StatsSql(
         float="CAST({c} AS FLOAT64)",
         median="APPROX_QUANTILES({c}, 1000)[OFFSET(500)]",
@@ -138,8 +139,6 @@ class BigQueryWarehouse(SqlWarehouse):
         self._read_client: Any = None
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
-        #: Scratch tables this instance made or found, until a read finds one gone.
-        self._scratch_seen: set[str] = set()
         #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
 
@@ -336,26 +335,32 @@ class BigQueryWarehouse(SqlWarehouse):
 
     def scratch_table(self, plan: Plan) -> TableName:
         """The scratch table of ``plan``'s rows: the same for every process and chunk size."""
-        return TableName(
-            self.client.project, self.connection.scratch_dataset, f"faucet_{plan.rows_id}"
-        )
+        return self._scratch_table(self.scratch_name(plan))
 
-    def materialize(self, plan: Plan) -> None:
-        """Copy the split source into the plan's scratch table, unless it is there already."""
+    def _scratch_table(self, name: str) -> TableName:
+        return TableName(self.client.project, self.connection.scratch_dataset, name)
+
+    def scratch_reference(self, name: str) -> str:
+        return self._scratch_table(name).sql
+
+    def scratch_exists(self, name: str) -> bool:
         from google.api_core.exceptions import NotFound
+
+        table = self._scratch_table(name)
+        try:
+            self.client.get_table(table.id, retry=self._retry, timeout=self.connection.timeout)
+        except NotFound:
+            return False
+        except Exception as exc:
+            raise _classify(exc, f"cannot look up the scratch table {table.id}") from exc
+        return True
+
+    def prepare_scratch_place(self, plan: Plan) -> None:
+        """The scratch dataset, made if missing, with the scratch tables' expiration as its
+        default."""
         from google.cloud import bigquery
 
         scratch = self.scratch_table(plan)
-        if scratch.id in self._scratch_seen:
-            return
-        try:
-            self.client.get_table(scratch.id, retry=self._retry, timeout=self.connection.timeout)
-            self._scratch_seen.add(scratch.id)
-            return
-        except NotFound:
-            pass
-        except Exception as exc:
-            raise _classify(exc, f"cannot look up the scratch table {scratch.id}") from exc
         dataset = bigquery.Dataset(f"{scratch.project}.{scratch.dataset}")
         if self.connection.location:
             dataset.location = self.connection.location
@@ -367,31 +372,34 @@ class BigQueryWarehouse(SqlWarehouse):
             )
         except Exception as exc:
             raise _classify(exc, f"cannot create the scratch dataset {scratch.dataset}") from exc
-        source = plan.request.source
-        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
-        h = layout.HASH_COLUMN
+
+    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+        """``CREATE TABLE IF NOT EXISTS ... AS``, clustered by split and bucket, expiring
+        ``scratch_expiration_hours`` from now."""
+        table = self._scratch_table(name)
+        minutes = int(self.connection.scratch_expiration_hours * 60)
         job = self._guarded_job(
-            f"cannot materialize {source.describe()}",
-            f"CREATE TABLE IF NOT EXISTS {scratch.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
+            f"cannot materialize {plan.request.source.describe()}",
+            f"CREATE TABLE IF NOT EXISTS {table.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
             f"OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
-            f"INTERVAL {int(hours * 60)} MINUTE)) AS SELECT *, "
-            f"{self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
-            f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed})",
+            f"INTERVAL {minutes} MINUTE)) AS {rows}",
             params,
         )
-        self._scratch_seen.add(scratch.id)
         log.info(
-            "materialized %s into %s: %s bytes processed, %s billed",
-            source.describe(),
-            scratch.id,
+            "copied into %s: %s bytes processed, %s billed",
+            table.id,
             job.total_bytes_processed,
             job.total_bytes_billed,
         )
 
-    def _scratch_gone(self, scratch: TableName) -> ScratchDataMissing:
-        """The error of a read that found ``scratch`` gone, which is looked up again next."""
-        self._scratch_seen.discard(scratch.id)
-        return ScratchDataMissing(f"the scratch table {scratch.id} is gone")
+    def drop_scratch(self, name: str) -> None:
+        table = self._scratch_table(name)
+        try:
+            self.client.delete_table(
+                table.id, not_found_ok=True, retry=self._retry, timeout=self.connection.timeout
+            )
+        except Exception as exc:
+            raise _classify(exc, f"cannot drop the scratch table {table.id}") from exc
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         from google.api_core.exceptions import NotFound
@@ -402,7 +410,7 @@ class BigQueryWarehouse(SqlWarehouse):
                 return self._read_storage(scratch, plan, chunk)
             return self._read_query(scratch, plan, chunk)
         except NotFound as exc:
-            raise self._scratch_gone(scratch) from exc
+            raise self.scratch_gone(plan, f"cannot read {scratch.id}") from exc
         except WarehouseError:
             raise
         except Exception as exc:
@@ -473,7 +481,7 @@ class BigQueryWarehouse(SqlWarehouse):
             _, batches = self._read_session(scratch, plan, restriction)
             yield from batches
         except NotFound as exc:
-            raise self._scratch_gone(scratch) from exc
+            raise self.scratch_gone(plan, f"cannot read {scratch.id}") from exc
         except WarehouseError:
             raise
         except Exception as exc:
@@ -493,6 +501,7 @@ class BigQueryWarehouse(SqlWarehouse):
         return self.query(f"SELECT {selected} FROM {scratch.sql} WHERE {condition}", params)
 
     def close(self) -> None:
+        super().close()
         for client in (getattr(self, "client", None), self._read_client):
             close = getattr(getattr(client, "transport", client), "close", None)
             if callable(close):

@@ -16,6 +16,7 @@ from faucet_core.plugins import installed_plugins, warehouses
 from faucet_core.position import StreamPosition
 from faucet_core.preprocessing import Preprocessor
 from faucet_core.reader import Reader, get_batch_reader
+from faucet_core.scratch import ScratchWarehouse
 from faucet_core.settings import load_config
 from faucet_core.sql import SqlWarehouse
 from faucet_core.stream import PassMetrics
@@ -48,6 +49,7 @@ __all__ = [
     "ReaderStateError",
     "ResumeError",
     "ScratchDataMissing",
+    "ScratchWarehouse",
     "SourceSpec",
     "SplitSpec",
     "SqlWarehouse",

@@ -8,9 +8,8 @@ server-side cursor), with no value of the user's in its SQL.
 
 Filling the cache streams the source once, with its key hash, straight through
 connectorx when the source needs no bind parameter; otherwise (``ds``), and for chunk by
-chunk reads, the split source is copied once into a scratch table named after the plan's
-rows, with its split flag and bucket, made under a temporary name and renamed when
-complete, so a process that finds it uses it as it is. The dialect
+chunk reads, the split source is copied once into a scratch table (the core's protocol:
+:mod:`faucet_core.scratch`). The dialect
 (:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements and the
 data version.
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -30,10 +28,10 @@ from pydantic import BaseModel
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
-from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
+from faucet_core.scratch import ScratchWarehouse
+from faucet_core.sql import quote_identifier, table_reference
 from faucet_core.warehouse import (
     PermanentWarehouseError,
-    ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
     WarehouseError,
@@ -45,8 +43,6 @@ __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
 
 log = logging.getLogger(__name__)
 
-_EVAL = layout.EVAL_COLUMN
-_BUCKET = layout.BUCKET_COLUMN
 _DEFAULT_PARTITION_COLUMN = "ds"
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
@@ -59,7 +55,7 @@ def _for_psycopg(sql: str) -> str:
     return sql.replace("%", "%%")
 
 
-class PostgresWarehouse(SqlWarehouse):
+class PostgresWarehouse(ScratchWarehouse):
     """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ``connectorx``."""
 
     name = "postgres"
@@ -83,9 +79,7 @@ class PostgresWarehouse(SqlWarehouse):
         self._connectorx = connectorx
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._materializing = threading.Lock()
         self._opened: list[Any] = []
-        self._owned: list[str] = []  # scratch tables this instance made
 
     # Errors
 
@@ -136,9 +130,9 @@ class PostgresWarehouse(SqlWarehouse):
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
-    def _read(self, what: str, sql: str, stream: bool = False, scratch: bool = False) -> Any:
+    def _read(self, what: str, sql: str, stream: bool = False, scratch: Plan | None = None) -> Any:
         """Rows into Arrow through connectorx; ``sql`` holds no user value. ``scratch``: it
-        reads the scratch table, whose absence is worth materializing again."""
+        reads this plan's scratch table, whose absence is worth materializing again."""
         url = self.server.reader_url(self.connection.url())
         try:
             if stream:
@@ -148,8 +142,8 @@ class PostgresWarehouse(SqlWarehouse):
             return self._connectorx.read_sql(url, sql, return_type="arrow")
         except RuntimeError as exc:
             message = self._one_line(what, exc)
-            if scratch and "does not exist" in message:
-                raise ScratchDataMissing(message) from None
+            if scratch is not None and "does not exist" in message:
+                raise self.scratch_gone(scratch, message) from None
             if "connect" in message.lower() or "authentication" in message:
                 raise self._connect_error(message) from None
             raise PermanentWarehouseError(message) from None
@@ -217,59 +211,17 @@ class PostgresWarehouse(SqlWarehouse):
 
     # The scratch copy
 
-    def _scratch(self, plan: Plan) -> str:
-        return f"faucet_{plan.rows_id}"
-
     def scratch_location(self, plan: Plan) -> str:
-        return f"{self.connection.scratch_schema}.{self._scratch(plan)}"
+        return f"{self.connection.scratch_schema}.{self.scratch_name(plan)}"
 
-    def _scratch_sql(self, name: str) -> str:
+    def scratch_reference(self, name: str) -> str:
         return f"{quote_identifier(self.connection.scratch_schema)}.{quote_identifier(name)}"
 
     def scratch_attributes(self) -> str:
         """What follows the scratch table's name when it is made (none for PostgreSQL)."""
         return ""
 
-    def materialize(self, plan: Plan) -> None:
-        """Copy the split source into the plan's scratch table, unless it is there already."""
-        with self._materializing:  # a fill and a first chunk read may both ask for it
-            self._materialize(plan)
-
-    def _materialize(self, plan: Plan) -> None:
-        final = self._scratch(plan)
-        if self._exists(final):
-            return
-        temp = f"faucet_tmp_{uuid.uuid4().hex}"
-        source = plan.request.source
-        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
-        h = layout.HASH_COLUMN
-        rows = (
-            f"SELECT *, {self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
-            f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed}) AS faucet_rows"
-        )
-        statements = self.server.scratch_statements(
-            self._scratch_sql(temp), rows, self.scratch_attributes()
-        )
-        try:
-            self._execute(f"cannot read {source.describe()}", statements[0], params)
-            for statement in statements[1:]:
-                self._execute("cannot prepare the scratch table", statement)
-            self._execute(
-                "cannot name the scratch table",
-                f"ALTER TABLE {self._scratch_sql(temp)} RENAME TO {quote_identifier(final)}",
-            )
-        except PermanentWarehouseError:
-            self._execute(
-                "cannot drop a scratch table", f"DROP TABLE IF EXISTS {self._scratch_sql(temp)}"
-            )
-            if self._exists(final):  # another process finished first: its copy is the same
-                return
-            raise
-        with self._lock:
-            self._owned.append(final)
-        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
-
-    def _exists(self, name: str) -> bool:
+    def scratch_exists(self, name: str) -> bool:
         found = self._execute(
             "cannot look up the scratch table",
             "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -278,17 +230,27 @@ class PostgresWarehouse(SqlWarehouse):
         ).fetchone()
         return found is not None
 
-    def _scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
-        """A query of the scratch table's rows (of ``chunks``, or all): integers only."""
-        selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
-        sql = f"SELECT {selected} FROM {self._scratch_sql(self._scratch(plan))}"
-        if chunks is None:
-            return sql
-        return f"{sql} WHERE {self.in_chunks(plan, chunks, _EVAL, _BUCKET)}"
+    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+        table = self.scratch_reference(name)
+        first, *rest = self.server.scratch_statements(table, rows, self.scratch_attributes())
+        self._execute(f"cannot read {plan.request.source.describe()}", first, params)
+        for statement in rest:
+            self._execute("cannot prepare the scratch table", statement)
+
+    def rename_scratch(self, temporary: str, name: str) -> None:
+        self._execute(
+            "cannot name the scratch table",
+            f"ALTER TABLE {self.scratch_reference(temporary)} RENAME TO {quote_identifier(name)}",
+        )
+
+    def drop_scratch(self, name: str) -> None:
+        self._execute(
+            "cannot drop a scratch table", f"DROP TABLE IF EXISTS {self.scratch_reference(name)}"
+        )
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         table: pa.Table = self._read(
-            f"cannot read {chunk.describe()}", self._scratch_rows(plan, [chunk]), scratch=True
+            f"cannot read {chunk.describe()}", self.scratch_rows(plan, [chunk]), scratch=plan
         )
         return table
 
@@ -311,19 +273,12 @@ class PostgresWarehouse(SqlWarehouse):
             return direct
         self.materialize(plan)
         reader: Iterable[pa.RecordBatch] = self._read(
-            "cannot read the scratch table", self._scratch_rows(plan, chunks), stream=True,
-            scratch=True,
+            "cannot read the scratch table", self.scratch_rows(plan, chunks), stream=True,
+            scratch=plan,
         )  # fmt: skip
         return reader
 
     def close(self) -> None:
-        owned = getattr(self, "_owned", [])
-        for name in owned:
-            try:
-                self._execute(
-                    "cannot drop a scratch table", f"DROP TABLE IF EXISTS {self._scratch_sql(name)}"
-                )
-            except Exception as exc:  # a server gone away keeps its tables
-                log.warning("could not drop the scratch table %s: %s", name, exc)
+        super().close()
         for connection in getattr(self, "_opened", []):
             connection.close()

@@ -8,17 +8,14 @@ a signed 64-bit integer. A table's version is its ``LAST_ALTERED``, ``ROW_COUNT`
 On the first chunk the cache cannot serve, the split source is copied once into a
 TRANSIENT scratch table named after the plan's rows, with the split flag and bucket as
 columns, sorted and clustered by them (so a chunk's read prunes to its micro-partitions).
-It is made under a temporary name and renamed when complete, so a process that finds it
-uses it as it is; the instance that made it drops it on :meth:`SnowflakeWarehouse.close`.
+It is made, found and dropped as the core's protocol says (:mod:`faucet_core.scratch`).
 Chunks, and the one streamed pass that fills the cache, are read from it as Arrow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -27,12 +24,11 @@ from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
-from faucet_core.sql import SqlWarehouse
+from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
     BucketCounts,
     PermanentWarehouseError,
     PlanRequest,
-    ScratchDataMissing,
     SourceSpec,
     TransientWarehouseError,
     WarehouseError,
@@ -44,7 +40,6 @@ from faucet_snowflake.types import conform, schema_of
 
 __all__ = ["SnowflakeWarehouse"]
 
-log = logging.getLogger(__name__)
 
 _EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
 #: The partition column ``ds`` filters when ``source.partition_column`` is not set: a
@@ -57,7 +52,7 @@ _NO_SUCH_OBJECT = 2003
 _SCRATCH_COMMENT = "Faucet: a scratch copy of a split source; dropped by the reader that made it"
 
 
-class SnowflakeWarehouse(SqlWarehouse):
+class SnowflakeWarehouse(ScratchWarehouse):
     """Reads a Snowflake table or query through a TRANSIENT scratch table clustered by
     split and bucket."""
 
@@ -81,9 +76,6 @@ class SnowflakeWarehouse(SqlWarehouse):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
-        self._owned: list[str] = []  # scratch tables this instance made
-        self._ready: set[str] = set()  # scratch tables this instance made or found
-        self._materializing = threading.Lock()
         #: The kind of every statement this instance ran, in order: ``version``,
         #: ``describe``, ``count``, ``exists``, ``copy``, ``rename``, ``read``, ``scan``,
         #: ``drop`` (and ``query``, for :meth:`query`). Those that run on the virtual
@@ -127,12 +119,13 @@ class SnowflakeWarehouse(SqlWarehouse):
         params: Sequence[Any] = (),
         *,
         describe: bool = False,
-        scratch: str | None = None,
+        scratch: Plan | None = None,
     ) -> Any:
         """Run ``sql`` and return its cursor (to fetch from, then close).
 
         ``describe``: only compile it (the result's columns, no rows, no warehouse);
-        ``scratch``: it reads this scratch table, whose absence is :class:`ScratchDataMissing`.
+        ``scratch``: it reads this plan's scratch table, whose absence is
+        :class:`~faucet_core.warehouse.ScratchDataMissing`.
         """
         session = self._session()
         with self._lock:
@@ -149,9 +142,7 @@ class SnowflakeWarehouse(SqlWarehouse):
         except Exception as exc:
             cursor.close()
             if scratch is not None and getattr(exc, "errno", None) == _NO_SUCH_OBJECT:
-                with self._lock:
-                    self._ready.discard(scratch)  # materialize() makes it again
-                raise ScratchDataMissing(f"{what}: the scratch table is gone") from None
+                raise self.scratch_gone(scratch, what) from None
             error = classify(exc, what, self._secrets)
             if isinstance(error, TransientWarehouseError):
                 self._forget_session()
@@ -296,16 +287,23 @@ class SnowflakeWarehouse(SqlWarehouse):
 
     # The scratch copy
 
-    def _scratch(self, plan: Plan) -> str:
+    def scratch_name(self, plan: Plan) -> str:
         return f"FAUCET_SCRATCH_{plan.rows_id.upper()}"
+
+    def temporary_scratch_name(self) -> str:
+        return super().temporary_scratch_name().upper()
+
+    def scratch_reference(self, name: str) -> str:
+        """``name`` (upper-case, unquoted) in the session's current database and schema."""
+        return name
 
     def scratch_location(self, plan: Plan) -> str:
         """``database.schema.table`` of ``plan``'s scratch copy, as far as the settings say
         (it is made in the session's current database and schema)."""
         where = [p for p in (self.connection.database, self.connection.schema) if p]
-        return ".".join([*where, self._scratch(plan)])
+        return ".".join([*where, self.scratch_name(plan)])
 
-    def _exists(self, name: str) -> bool:
+    def scratch_exists(self, name: str) -> bool:
         cursor = self._execute(
             "exists",
             "cannot look up the scratch table",
@@ -319,57 +317,24 @@ class SnowflakeWarehouse(SqlWarehouse):
             cursor.close()
         return bool(found and found[0])
 
-    def _drop(self, name: str) -> None:
+    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+        """A TRANSIENT table, sorted and clustered by split and bucket, with no Time Travel."""
+        self._execute(
+            "copy",
+            f"cannot copy {plan.request.source.describe()} into a scratch table",
+            f"CREATE TRANSIENT TABLE {name} CLUSTER BY ({_EVAL}, {_BUCKET}) "
+            f"DATA_RETENTION_TIME_IN_DAYS = 0 COMMENT = '{_SCRATCH_COMMENT}' AS "
+            f"{rows} ORDER BY {_EVAL}, {_BUCKET}",
+            params,
+        ).close()
+
+    def rename_scratch(self, temporary: str, name: str) -> None:
+        self._execute(
+            "rename", "cannot name the scratch table", f"ALTER TABLE {temporary} RENAME TO {name}"
+        ).close()
+
+    def drop_scratch(self, name: str) -> None:
         self._execute("drop", "cannot drop a scratch table", f"DROP TABLE IF EXISTS {name}").close()
-
-    def materialize(self, plan: Plan) -> None:
-        """Copy the split source into the plan's scratch table, unless it is there already
-        (threads of this instance wait for the one copying)."""
-        final = self._scratch(plan)
-        with self._materializing:
-            if final not in self._ready:
-                self._copy(plan, final)
-                self._ready.add(final)
-
-    def _copy(self, plan: Plan, final: str) -> None:
-        if self._exists(final):
-            return
-        temp = f"FAUCET_TMP_{uuid.uuid4().hex.upper()}"
-        source = plan.request.source
-        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
-        h = layout.HASH_COLUMN
-        try:
-            self._execute(
-                "copy",
-                f"cannot copy {source.describe()} into a scratch table",
-                f"CREATE TRANSIENT TABLE {temp} CLUSTER BY ({_EVAL}, {_BUCKET}) "
-                f"DATA_RETENTION_TIME_IN_DAYS = 0 COMMENT = '{_SCRATCH_COMMENT}' AS SELECT *, "
-                f"{self.dialect.is_eval(h, plan.eval_buckets)} AS {_EVAL}, "
-                f"{self.dialect.bucket(h)} AS {_BUCKET} FROM ({hashed}) AS faucet_rows "
-                f"ORDER BY {_EVAL}, {_BUCKET}",
-                params,
-            ).close()
-            self._execute(
-                "rename", "cannot name the scratch table", f"ALTER TABLE {temp} RENAME TO {final}"
-            ).close()
-        except WarehouseError as exc:
-            with contextlib.suppress(WarehouseError):
-                self._drop(temp)
-            if isinstance(exc, PermanentWarehouseError) and self._exists(final):
-                return  # another process finished first: its copy is the same
-            raise
-        with self._lock:
-            self._owned.append(final)
-        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
-
-    def _scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
-        """A query of the scratch table's rows (of ``chunks``, or all): integers only."""
-        selected = [quote_identifier(c) for c in plan.columns]
-        selected.append(f"{layout.HASH_COLUMN} AS {quote_identifier(layout.HASH_COLUMN)}")
-        sql = f"SELECT {', '.join(selected)} FROM {self._scratch(plan)}"
-        if chunks is None:
-            return sql
-        return f"{sql} WHERE {self.in_chunks(plan, chunks, _EVAL, _BUCKET)}"
 
     def _chunk_schema(self, plan: Plan) -> pa.Schema | None:
         if plan.schema is None:
@@ -378,8 +343,7 @@ class SnowflakeWarehouse(SqlWarehouse):
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         what = f"cannot read {chunk.describe()} of {self.scratch_location(plan)}"
-        scratch = self._scratch(plan)
-        cursor = self._execute("read", what, self._scratch_rows(plan, [chunk]), scratch=scratch)
+        cursor = self._execute("read", what, self.scratch_rows(plan, [chunk]), scratch=plan)
         return self._fetch(cursor, what, self._chunk_schema(plan))
 
     def scan(
@@ -389,22 +353,14 @@ class SnowflakeWarehouse(SqlWarehouse):
         it if need be."""
         self.materialize(plan)
         what = f"cannot read {self.scratch_location(plan)}"
-        scratch = self._scratch(plan)
-        cursor = self._execute("scan", what, self._scratch_rows(plan, chunks), scratch=scratch)
+        cursor = self._execute("scan", what, self.scratch_rows(plan, chunks), scratch=plan)
         schema = self._chunk_schema(plan) or schema_of(cursor.description, self._type_names, what)
         return self._stream(cursor, schema, what)
 
     def close(self) -> None:
         if not hasattr(self, "_lock"):  # the connector could not be imported
             return
-        with self._lock:
-            owned, self._owned = self._owned, []
-            self._ready.difference_update(owned)
-        for name in owned:
-            try:
-                self._drop(name)
-            except Exception as exc:  # a server gone away keeps its tables
-                log.warning("could not drop the scratch table %s: %s", name, exc)
+        super().close()
         with self._lock:
             opened, self._opened = self._opened, []
         for session in opened:

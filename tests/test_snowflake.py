@@ -243,11 +243,11 @@ def test_a_lost_race_keeps_the_winners_copy(make_sf_reader: MakeReader, sql: Any
     class Late(SnowflakeWarehouse):
         looked = False
 
-        def _exists(self, name: str) -> bool:
+        def scratch_exists(self, name: str) -> bool:
             if not self.looked:  # looked before the winner renamed its copy
                 self.looked = True
                 return False
-            return super()._exists(name)
+            return super().scratch_exists(name)
 
     late = Late(reader.config.connection)
     try:

@@ -1,0 +1,179 @@
+"""Scratch copies: a split source copied once per plan into a table chunks are read from.
+
+A warehouse whose chunks would each cost a scan of the source (BigQuery, Snowflake,
+PostgreSQL and Redshift) copies the source once, with every row's split flag and bucket
+as columns (:data:`~faucet_core.layout.EVAL_COLUMN`, :data:`~faucet_core.layout.BUCKET_COLUMN`),
+into a scratch table named after the plan's rows, and reads each chunk from it by a
+bucket range. :class:`ScratchWarehouse` holds the protocol, once; a plugin gives its
+statements (look up, create, rename, drop) through a few hooks.
+
+The protocol:
+
+1. A scratch table is named after ``plan.rows_id`` (:meth:`ScratchWarehouse.scratch_name`),
+   so every process, rank and task of a plan, and every chunk size, finds the same one.
+2. Before making it, look it up: a process that finds it uses it as it is.
+3. Make it complete or not at all: under a temporary name, renamed when complete (or in
+   one statement where the warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic).
+   When two processes make it at once, the one whose rename fails drops its copy and
+   uses the other's.
+4. Its lifetime, the one rule: where the warehouse expires tables by itself
+   (:attr:`ScratchWarehouse.scratch_expires`, BigQuery), the copy is left to expire;
+   elsewhere the instance that made it drops it on :meth:`~ScratchWarehouse.close`.
+5. A read that finds it gone raises :class:`~faucet_core.warehouse.ScratchDataMissing`
+   (:meth:`ScratchWarehouse.scratch_gone`): the core materializes again and retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import uuid
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from faucet_core import layout
+from faucet_core.sql import SqlWarehouse, quote_identifier
+from faucet_core.warehouse import PermanentWarehouseError, ScratchDataMissing, WarehouseError
+
+if TYPE_CHECKING:
+    from faucet_core.plan import ChunkSpec, Plan
+
+__all__ = ["ScratchWarehouse"]
+
+log = logging.getLogger(__name__)
+
+
+class ScratchWarehouse(SqlWarehouse):
+    """A SQL warehouse that reads chunks from a scratch copy of the split source.
+
+    Implement :meth:`scratch_reference`, :meth:`scratch_exists`, :meth:`create_scratch`,
+    :meth:`drop_scratch` and :meth:`rename_scratch` (unless
+    :attr:`scratch_created_atomically`); :meth:`materialize`, :meth:`scratch_gone` and
+    :meth:`close` follow the protocol of this module.
+    """
+
+    #: The warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic and idempotent:
+    #: the copy is made under its own name, in one statement.
+    scratch_created_atomically: ClassVar[bool] = False
+    #: The copy expires by itself (an expiry set when it is made): it is never dropped.
+    scratch_expires: ClassVar[bool] = False
+
+    def __init__(self, connection: BaseModel) -> None:
+        super().__init__(connection)
+        self._scratch_lock = threading.Lock()  # threads of this instance copy one at a time
+        self._scratch_ready: set[str] = set()  # made or found here, until a read finds it gone
+        self._scratch_owned: list[str] = []  # made here, to drop on close
+
+    # The hooks a plugin implements
+
+    def scratch_name(self, plan: Plan) -> str:
+        """The name of ``plan``'s scratch table, as the warehouse stores it."""
+        return f"faucet_{plan.rows_id}"
+
+    def temporary_scratch_name(self) -> str:
+        """A fresh name to make a copy under before it is renamed."""
+        return f"faucet_tmp_{uuid.uuid4().hex}"
+
+    @abstractmethod
+    def scratch_reference(self, name: str) -> str:
+        """The scratch table ``name`` as SQL refers to it (qualified, quoted)."""
+
+    @abstractmethod
+    def scratch_exists(self, name: str) -> bool:
+        """Whether the scratch table ``name`` exists (metadata only)."""
+
+    @abstractmethod
+    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+        """Make the table ``name`` hold the result of ``rows`` (the split source's rows, with
+        the split flag and bucket columns), with ``params``, ready for bucket-range reads
+        (sorted, clustered or indexed by split and bucket)."""
+
+    def rename_scratch(self, temporary: str, name: str) -> None:
+        """Rename the complete copy ``temporary`` to ``name``; fail if ``name`` exists.
+        Needed unless :attr:`scratch_created_atomically`."""
+        raise PermanentWarehouseError(f"{self.name} cannot rename scratch tables")
+
+    @abstractmethod
+    def drop_scratch(self, name: str) -> None:
+        """Drop the scratch table ``name`` if it exists."""
+
+    def prepare_scratch_place(self, plan: Plan) -> None:
+        """Make sure the place scratch tables go (a dataset) exists. Optional."""
+
+    # The protocol
+
+    def scratch_location(self, plan: Plan) -> str | None:
+        return self.scratch_name(plan)
+
+    def materialize(self, plan: Plan) -> None:
+        """Copy the split source into ``plan``'s scratch table, unless it is there already
+        (threads of this instance wait for the one copying)."""
+        name = self.scratch_name(plan)
+        with self._scratch_lock:
+            if name in self._scratch_ready:
+                return
+            if not self.scratch_exists(name):
+                self._copy(plan, name)
+            self._scratch_ready.add(name)
+
+    def _copy(self, plan: Plan, name: str) -> None:
+        source = plan.request.source
+        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
+        h = layout.HASH_COLUMN
+        rows = (
+            f"SELECT *, {self.dialect.is_eval(h, plan.eval_buckets)} AS {layout.EVAL_COLUMN}, "
+            f"{self.dialect.bucket(h)} AS {layout.BUCKET_COLUMN} FROM ({hashed}) AS faucet_rows"
+        )
+        self.prepare_scratch_place(plan)
+        if self.scratch_created_atomically:
+            self.create_scratch(plan, name, rows, params)
+        else:
+            temporary = self.temporary_scratch_name()
+            try:
+                self.create_scratch(plan, temporary, rows, params)
+                self.rename_scratch(temporary, name)
+            except WarehouseError as exc:
+                with contextlib.suppress(WarehouseError):
+                    self.drop_scratch(temporary)
+                if isinstance(exc, PermanentWarehouseError) and self.scratch_exists(name):
+                    return  # another process finished first: its copy is the same
+                raise
+        if not self.scratch_expires:
+            self._scratch_owned.append(name)
+        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
+
+    def scratch_gone(self, plan: Plan, what: str) -> ScratchDataMissing:
+        """The error of a read that found ``plan``'s scratch table gone; the next
+        :meth:`materialize` looks it up (and makes it) again."""
+        with self._scratch_lock:
+            self._scratch_ready.discard(self.scratch_name(plan))
+        return ScratchDataMissing(f"{what}: the scratch table is gone")
+
+    def scratch_rows(self, plan: Plan, chunks: Sequence[ChunkSpec] | None) -> str:
+        """A query of the scratch table's rows (of ``chunks``, or all): ``plan.columns``,
+        then the key hash; integers only in its condition."""
+        selected = [quote_identifier(c) for c in plan.columns]
+        selected.append(f"{layout.HASH_COLUMN} AS {quote_identifier(layout.HASH_COLUMN)}")
+        sql = f"SELECT {', '.join(selected)} FROM {self.scratch_reference(self.scratch_name(plan))}"
+        if chunks is None:
+            return sql
+        condition = self.in_chunks(plan, chunks, layout.EVAL_COLUMN, layout.BUCKET_COLUMN)
+        return f"{sql} WHERE {condition}"
+
+    def close(self) -> None:
+        """Drop the scratch tables this instance made (unless they expire by themselves)."""
+        lock = getattr(self, "_scratch_lock", None)
+        if lock is None:  # the constructor failed before the protocol's state was made
+            return
+        with lock:
+            owned, self._scratch_owned = self._scratch_owned, []
+            self._scratch_ready.difference_update(owned)
+        for name in owned:
+            try:
+                self.drop_scratch(name)
+            except Exception as exc:  # a server gone away keeps its tables
+                log.warning("could not drop the scratch table %s: %s", name, exc)
