@@ -13,7 +13,6 @@ core's, so no ``ORDER BY`` runs in BigQuery.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -30,7 +29,6 @@ from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
-    BucketCounts,
     PermanentWarehouseError,
     PlanRequest,
     SourceSpec,
@@ -305,16 +303,6 @@ class BigQueryWarehouse(ScratchWarehouse):
                     "source.columns"
                 )
         return schema
-
-    def count_buckets(self, request: PlanRequest) -> BucketCounts:
-        before = dataclasses.replace(self.costs)
-        counted = super().count_buckets(request)
-        stats = {
-            "query_jobs": self.costs.query_jobs - before.query_jobs,
-            "bytes_processed": self.costs.bytes_processed - before.bytes_processed,
-            "bytes_billed": self.costs.bytes_billed - before.bytes_billed,
-        }
-        return BucketCounts(counted.columns, counted.counts, stats, counted.schema)
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
         """Dry runs (not billed) of the counting query and of the scratch copy's query."""

@@ -8,6 +8,7 @@ counting buckets and reading them are written here once, with the layout's arith
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from abc import abstractmethod
 from collections.abc import Iterable, Sequence
@@ -64,6 +65,9 @@ class SqlWarehouse(Warehouse):
     #: How the dialect spells the statistics preprocessing needs; ``None``: the core
     #: computes them from the train chunks.
     stats_sql: ClassVar[StatsSql | None] = None
+    #: The column ``source.ds`` filters when ``source.partition_column`` is not set, as
+    #: the warehouse stores a column created as ``ds``.
+    default_partition_column: ClassVar[str] = "ds"
 
     @abstractmethod
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
@@ -95,8 +99,23 @@ class SqlWarehouse(Warehouse):
         except PermanentWarehouseError as exc:
             raise PermanentWarehouseError(f"cannot read {source.describe()}: {exc}") from exc
 
+    def partition_column(self, source: SourceSpec, names: Sequence[str] | None = None) -> str:
+        """The column ``source.ds`` filters; with ``names`` (the source's columns), checked.
+
+        Raises:
+            PermanentWarehouseError: ``names`` lacks it.
+        """
+        column = source.partition_column or self.default_partition_column
+        if names is not None and column not in names:
+            raise PermanentWarehouseError(
+                f"source.ds is set but {source.describe()} has no partition column {column!r} "
+                f"(set source.partition_column); it has {list(names)}"
+            )
+        return column
+
     def columns(self, request: PlanRequest) -> pa.Schema:
-        """The columns to read and their types, checked against the source's (the key's too).
+        """The columns to read and their types, checked against the source's (the key's,
+        and with ``ds`` the partition column's, too).
 
         Raises:
             PermanentWarehouseError: Naming the columns that do not exist.
@@ -104,6 +123,8 @@ class SqlWarehouse(Warehouse):
         source = request.source
         schema = self.source_schema(source)
         available = schema.names
+        if source.ds is not None:
+            self.partition_column(source, available)
         columns = tuple(source.columns) if source.columns is not None else tuple(available)
         for setting, names in (("columns", columns), ("split_key", request.split.key or ())):
             missing = [c for c in names if c not in available]
@@ -152,6 +173,9 @@ class SqlWarehouse(Warehouse):
         return " OR ".join(ranges) or "FALSE"
 
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        """As :meth:`Warehouse.count_buckets`; its stats are what the counting cost, where
+        the warehouse says (:attr:`~faucet_core.warehouse.Warehouse.costs`)."""
+        before = dataclasses.replace(self.costs)
         schema = self.columns(request)
         columns = tuple(schema.names)
         hashed, params = self.hashed_rows(request.source, (), request.key(columns))
@@ -163,7 +187,9 @@ class SqlWarehouse(Warehouse):
             raise PermanentWarehouseError(
                 f"cannot count the rows of {request.source.describe()}: {exc}"
             ) from exc
-        return BucketCounts(columns, counted, schema=schema)
+        spent = dataclasses.asdict(self.costs - before)
+        stats = {name: value for name, value in spent.items() if value}
+        return BucketCounts(columns, counted, stats, schema=schema)
 
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
         if self.stats_sql is None:

@@ -180,6 +180,14 @@ class WarehouseCosts:
             self.bytes_read + other.bytes_read,
         )
 
+    def __sub__(self, other: WarehouseCosts) -> WarehouseCosts:
+        return WarehouseCosts(
+            self.query_jobs - other.query_jobs,
+            self.bytes_processed - other.bytes_processed,
+            self.bytes_billed - other.bytes_billed,
+            self.bytes_read - other.bytes_read,
+        )
+
 
 class Warehouse(ABC):
     """Base class of warehouse plugins.

@@ -43,7 +43,6 @@ __all__ = ["DuckDBConnection", "DuckDBWarehouse", "quote_identifier"]
 
 _PART = "__faucet_part"
 _DONE = ".complete"
-_DEFAULT_PARTITION_COLUMN = "ds"
 #: Bounds DuckDB's working memory whatever the size of the source; planning and
 #: streaming need little, and sorts and joins past it spill to disk.
 DEFAULT_MEMORY_LIMIT = "128MB"
@@ -265,12 +264,7 @@ class DuckDBWarehouse(SqlWarehouse):
         if source.ds is None:
             return relation, params
         types = self._column_types(source)
-        column = source.partition_column or _DEFAULT_PARTITION_COLUMN
-        if column not in types:
-            raise PermanentWarehouseError(
-                f"source.ds is set but {source.describe()} has no partition column {column!r} "
-                "(set source.partition_column)"
-            )
+        column = self.partition_column(source, list(types))
         condition = f"{quote_identifier(column)} = TRY_CAST(? AS {types[column]})"
         return f"{relation} WHERE {condition}", [*params, source.ds]
 

@@ -43,7 +43,6 @@ __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_PARTITION_COLUMN = "ds"
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
 #: Words of a driver's error that say retrying will not help (credentials, names).
@@ -174,20 +173,14 @@ class PostgresWarehouse(ScratchWarehouse):
         relation = self._relation(source, placeholders=True)
         if source.ds is None:
             return relation, []
-        column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
-        return f"{relation} WHERE {_for_psycopg(column)} = %s", [source.ds]
+        column = self.quote(self.partition_column(source))
+        return f"{relation} WHERE {column} = %s", [source.ds]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         self._connection()  # fails at once where connectorx would retry for seconds
         relation = self._relation(source, placeholders=False)
         table = self._read(f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0")
         schema: pa.Schema = table.schema
-        column = source.partition_column or _DEFAULT_PARTITION_COLUMN
-        if source.ds is not None and column not in schema.names:
-            raise PermanentWarehouseError(
-                f"source.ds is set but {source.describe()} has no partition column {column!r} "
-                "(set source.partition_column)"
-            )
         return schema
 
     def source_identity(self, source: SourceSpec) -> str:

@@ -26,7 +26,6 @@ from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
-    BucketCounts,
     PermanentWarehouseError,
     PlanRequest,
     SourceSpec,
@@ -42,11 +41,8 @@ __all__ = ["SnowflakeWarehouse"]
 
 
 _EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
-#: The partition column ``ds`` filters when ``source.partition_column`` is not set: a
-#: column created as ``ds``, which Snowflake stores upper-cased.
-_DEFAULT_PARTITION_COLUMN = "DS"
 #: Statements that run on the virtual warehouse (the others are metadata and DDL).
-_WAREHOUSE_STATEMENTS = frozenset({"count", "copy", "read", "scan", "query"})
+_WAREHOUSE_STATEMENTS = frozenset({"copy", "read", "scan", "query"})
 #: Snowflake's error code for an object that does not exist (or is not visible).
 _NO_SUCH_OBJECT = 2003
 _SCRATCH_COMMENT = "Faucet: a scratch copy of a split source; dropped by the reader that made it"
@@ -59,6 +55,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
     name = "snowflake"
     connection_model = SnowflakeConnection
     connection: SnowflakeConnection
+    default_partition_column = "DS"  # a column created as ds, stored upper-cased
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -77,9 +74,9 @@ class SnowflakeWarehouse(ScratchWarehouse):
         self._lock = threading.Lock()
         self._opened: list[Any] = []
         #: The kind of every statement this instance ran, in order: ``version``,
-        #: ``describe``, ``count``, ``exists``, ``copy``, ``rename``, ``read``, ``scan``,
-        #: ``drop`` (and ``query``, for :meth:`query`). Those that run on the virtual
-        #: warehouse are counted in ``costs.query_jobs``.
+        #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``exists``,
+        #: ``copy``, ``rename``, ``read``, ``scan``, ``drop``. Those that run on the
+        #: virtual warehouse are counted in ``costs.query_jobs``.
         self.statements: list[str] = []
 
     # Running statements
@@ -202,8 +199,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
         relation = self._relation(source)
         if source.ds is None:
             return relation, []
-        column = quote_identifier(source.partition_column or _DEFAULT_PARTITION_COLUMN)
-        return f"{relation} WHERE {column} = ?", [source.ds]
+        return f"{relation} WHERE {self.quote(self.partition_column(source))} = ?", [source.ds]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The columns of ``source`` as Snowflake names them, from compiling a query of it
@@ -213,16 +209,9 @@ class SnowflakeWarehouse(ScratchWarehouse):
             "describe", what, f"SELECT * FROM {self._relation(source)} LIMIT 0", describe=True
         )
         try:
-            schema = schema_of(cursor.description, self._type_names, what)
+            return schema_of(cursor.description, self._type_names, what)
         finally:
             cursor.close()
-        column = source.partition_column or _DEFAULT_PARTITION_COLUMN
-        if source.ds is not None and column not in schema.names:
-            raise PermanentWarehouseError(
-                f"source.ds is set but {source.describe()} has no partition column {column!r} "
-                f"(set source.partition_column); it has {schema.names}"
-            )
-        return schema
 
     def columns(self, request: PlanRequest) -> pa.Schema:
         try:
@@ -275,15 +264,6 @@ class SnowflakeWarehouse(ScratchWarehouse):
         if kind != "BASE TABLE":
             return None
         return layout.stable_digest(str(altered), row_count, size)
-
-    def count_buckets(self, request: PlanRequest) -> BucketCounts:
-        schema = self.columns(request)
-        columns = tuple(schema.names)
-        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
-        sql = self.dialect.count_query(hashed, request.split.eval_buckets)
-        what = f"cannot count the rows of {request.source.describe()}"
-        counted = self._fetch(self._execute("count", what, sql, params), what)
-        return BucketCounts(columns, counted, {"query_jobs": 1}, schema=schema)
 
     # The scratch copy
 

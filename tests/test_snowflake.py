@@ -190,7 +190,7 @@ def test_a_warm_rerun_runs_no_query(
     first = make_sf_reader(datastore=counting.name)
     expected = sorted(ids(first))
     assert first.plan_origin == "warehouse"
-    assert counting.kinds.count("count") == counting.kinds.count("copy") == 1
+    assert counting.kinds.count("query") == counting.kinds.count("copy") == 1  # counting
     scans = counting.kinds.count("scan")  # the whole copy, and maybe the first chunk alone
     assert scans in (1, 2) and "read" not in counting.kinds
     assert first.costs.query_jobs == 2 + scans
