@@ -1,9 +1,10 @@
 """Getting one chunk: from the cache when it holds it, else from the warehouse, with retries.
 
-Every chunk is checked against the plan before it is served, whichever way it came: its
-columns, its row count, each row's split and bucket, and the checksum of its rows. A chunk
-read from the warehouse that fails the check means the source changed after planning; a
-cached one that fails it is discarded and read again.
+Every chunk is checked against the plan before it is served, whichever way it came
+(:func:`~faucet_core.checks.check_chunk`): its columns, each row's key hash, split and
+bucket, its row count and the checksum of its rows. A chunk read from the warehouse that
+fails the check is refused, naming the warehouse and the rule it broke; a cached one that
+fails it is discarded and read again.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import tenacity
 
-from faucet_core import layout
 from faucet_core.cache import ChunkCache
+from faucet_core.checks import PlanBreach, check_chunk
 from faucet_core.errors import ChunkReadError
 from faucet_core.fill import BUFFER_BYTES, CacheFill
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.warehouse import (
-    PermanentWarehouseError,
     ScratchDataMissing,
     TransientWarehouseError,
     Warehouse,
@@ -151,17 +151,6 @@ class ChunkFetcher:
                     self._warehouse().materialize(self.plan)
                 self._materialized = True
 
-    def problem(self, chunk: ChunkSpec, table: pa.Table) -> str | None:
-        """What is wrong with ``table`` as ``chunk``'s rows, or ``None``."""
-        return layout.chunk_problem(
-            table,
-            chunk.buckets,
-            chunk.rows,
-            chunk.checksum,
-            self.plan.eval_buckets,
-            self.plan.columns,
-        )
-
     def fetch(self, chunk: ChunkSpec, first: bool = False) -> FetchedChunk:
         """Return ``chunk``'s rows, with the hash column, in any order.
 
@@ -215,7 +204,7 @@ class ChunkFetcher:
                 batches = [] if scanned is None else list(scanned)
             if not batches:
                 return None
-            table = self._conformed(chunk, pa.Table.from_batches(batches))
+            table = check_chunk(self.plan, chunk, pa.Table.from_batches(batches))
         except Exception as exc:
             log.info(
                 "reading %s by itself failed (%s); waiting for the fill", chunk.describe(), exc
@@ -235,9 +224,10 @@ class ChunkFetcher:
         # it from a scan (checked as it was written).
         fill = self._fill
         if name not in self._conforming and not (fill is not None and fill.wrote(chunk, name)):
-            problem = self.problem(chunk, cached)
-            if problem is not None:
-                log.warning("discarding the cached %s: %s", chunk.describe(), problem)
+            try:
+                check_chunk(self.plan, chunk, cached, ordered=True)
+            except PlanBreach as exc:
+                log.warning("discarding the cached %s: %s", chunk.describe(), exc.rule)
                 self.cache.discard(key)
                 return None
             self._conforming.add(name)
@@ -289,23 +279,7 @@ class ChunkFetcher:
             with self._materialize_lock:
                 self._materialized = False
             raise
-        return self._conformed(chunk, table)
-
-    def _conformed(self, chunk: ChunkSpec, table: pa.Table) -> pa.Table:
-        """``table`` (read from the warehouse) with its columns in plan order, checked.
-
-        Raises:
-            PermanentWarehouseError: It is not ``chunk``'s rows as planned.
-        """
-        expected = [*self.plan.columns, layout.HASH_COLUMN]
-        if sorted(table.column_names) == sorted(expected):
-            table = table.select(expected)
-        problem = self.problem(chunk, table)
-        if problem is not None:
-            raise PermanentWarehouseError(
-                f"{problem}; the source changed after planning, start a new reader"
-            )
-        return table
+        return check_chunk(self.plan, chunk, table)
 
     def _sleep(self, seconds: float) -> None:
         if self._stopped.wait(seconds):

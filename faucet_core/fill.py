@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from faucet_core import layout, memory
+from faucet_core import memory
 from faucet_core.cache import ChunkCache, EntryWriter
+from faucet_core.checks import RowCheck
 from faucet_core.plan import ChunkSpec, Plan
-from faucet_core.warehouse import PermanentWarehouseError, Warehouse
+from faucet_core.warehouse import Warehouse
 
 try:
     import resource
@@ -52,8 +53,6 @@ _PARTS = 8
 _MIN_PART_BYTES = 4 * 2**20
 #: Threads grouping and writing the rows of a fill, each a run of the chunks.
 _WRITERS = 2
-#: Rows cut at once: their checksums add up exactly in float64 (2**53 / 2**31).
-_MAX_BATCH_ROWS = 2**22
 
 
 def plan_bytes(plan: Plan) -> int | None:
@@ -76,8 +75,9 @@ class ChunkWriters:
     Scanned batches are buffered with each row's chunk; past the byte budget, writer
     threads group the buffered rows by chunk and append them to their entries while the
     scan goes on (one flush at a time).
-    Rows, checksum and bucket range of each chunk are checked against the plan before its
-    entry is committed, as for any fetched chunk.
+    The rows are checked against the plan as they come, and each chunk's rows and checksum
+    before its entry is committed (:class:`~faucet_core.checks.RowCheck`), as for any
+    fetched chunk.
 
     Args:
         plan: The plan whose chunks the rows belong to.
@@ -89,21 +89,14 @@ class ChunkWriters:
 
     def __init__(self, plan: Plan, cache: ChunkCache, wanted: Iterable[int], budget: int) -> None:
         self.plan = plan
-        self.chunks: list[ChunkSpec] = [c for split in plan.chunks.values() for c in split]
-        self.columns = [*plan.columns, layout.HASH_COLUMN]
+        self._check = RowCheck(plan)
+        self.chunks: list[ChunkSpec] = self._check.chunks
         self.budget = budget
         self.flushes = 0
         self._cache = cache
         # Whether each chunk's rows are dropped (the last: rows of no chunk).
         self._unwanted = np.ones(len(self.chunks) + 1, bool)
         self._unwanted[list(wanted)] = False
-        # The chunk holding each (split, bucket): eval buckets come after the train ones.
-        self._lookup = np.full(2 * layout.BUCKETS, len(self.chunks), np.int32)
-        for index, chunk in enumerate(self.chunks):
-            offset = layout.BUCKETS if chunk.buckets.eval else 0
-            self._lookup[offset + chunk.lo : offset + chunk.hi] = index
-        self._rows = np.zeros(len(self.chunks), np.int64)
-        self._checksums = np.zeros(len(self.chunks), np.int64)
         # Scanned batches not written yet, with each row's chunk index.
         self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
@@ -111,44 +104,13 @@ class ChunkWriters:
         self._flusher = concurrent.futures.ThreadPoolExecutor(_WRITERS, "faucet-fill-write")
         self._flushing: list[concurrent.futures.Future[None]] = []
 
-    def _chunk_indexes(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        """Each row's index in :attr:`chunks`; ``len(chunks)`` for a row no chunk holds."""
-        keys = layout.bucket_of(hashes, out=memory.empty(len(hashes), hashes.dtype))
-        if self.plan.eval_buckets:
-            scratch = memory.empty(len(hashes), hashes.dtype)
-            keys[layout.is_eval(hashes, self.plan.eval_buckets, scratch)] += layout.BUCKETS
-        return np.take(self._lookup, keys, out=memory.empty(len(hashes), self._lookup.dtype))
-
     def add(self, batch: pa.RecordBatch) -> None:
         """Cut ``batch`` (the plan's columns and the hash, in any order) by chunk.
 
         Raises:
-            PermanentWarehouseError: The batch's columns are not the plan's, or a row
-                belongs to no chunk (the source changed after planning).
+            PlanBreach: The batch breaks the plan (:meth:`~faucet_core.checks.RowCheck.add`).
         """
-        if sorted(batch.schema.names) != sorted(self.columns):
-            raise PermanentWarehouseError(
-                f"the scan gave columns {batch.schema.names}, expected {self.columns}"
-            )
-        for offset in range(0, batch.num_rows, _MAX_BATCH_ROWS):
-            self._add(batch.slice(offset, _MAX_BATCH_ROWS))
-
-    def _add(self, batch: pa.RecordBatch) -> None:
-        batch = batch.select(self.columns)
-        hashes = layout.integers(batch.column(layout.HASH_COLUMN))
-        indexes = self._chunk_indexes(hashes)
-        size = len(self.chunks) + 1
-        counts = np.bincount(indexes, minlength=size)
-        if counts[-1]:
-            raise PermanentWarehouseError(
-                f"{counts[-1]} rows of the source belong to no chunk of the plan: "
-                "the source changed after planning"
-            )
-        terms = layout.checksum_terms(hashes, out=memory.empty(len(hashes), np.float64))
-        # Exact: with at most _MAX_BATCH_ROWS rows, a sum stays below 2**53.
-        sums = np.bincount(indexes, weights=terms, minlength=size).astype(np.int64)
-        self._rows += counts[:-1]
-        self._checksums += sums[:-1]
+        batch, indexes = self._check.add(batch)
         unwanted = np.take(self._unwanted, indexes, out=memory.empty(len(indexes), bool))
         if unwanted.all():
             return
@@ -223,23 +185,12 @@ class ChunkWriters:
         cached.
 
         Raises:
-            PermanentWarehouseError: A chunk's rows or checksum differ from the plan's
-                (the source changed after planning); nothing is committed.
+            PlanBreach: A chunk's rows or checksum differ from the plan's
+                (:meth:`~faucet_core.checks.RowCheck.finish`); nothing is committed.
         """
         self.flush()
         self.wait()
-        for index in np.flatnonzero(~self._unwanted[:-1]):
-            chunk = self.chunks[index]
-            if self._rows[index] != chunk.rows:
-                raise PermanentWarehouseError(
-                    f"{chunk.describe()}: the scan gave {self._rows[index]} rows; "
-                    "the source changed after planning"
-                )
-            if self._checksums[index] != chunk.checksum:
-                raise PermanentWarehouseError(
-                    f"{chunk.describe()}: the rows' checksum differs from the plan's; "
-                    "the source changed after planning"
-                )
+        self._check.finish(np.flatnonzero(~self._unwanted[:-1]).tolist())
         # One eviction for all of them: each would list the cache folder again.
         writers = sorted(self._writers.items())
         cached = {i: writer.name for i, writer in writers if writer.commit(evict=False)}

@@ -17,14 +17,14 @@ core to check what the warehouse returned):
 unsigned (DuckDB) hashes both work. Since split and bucket depend only on the key, the
 split is the same in every run and for every chunk size; since every row of a bucket
 range lands in exactly one chunk, and the core checks each chunk's row count, bucket
-membership and checksum, a plugin cannot serve a row twice or lose one unnoticed.
+membership and checksum (:mod:`faucet_core.checks`), a plugin cannot serve a row twice or
+lose one unnoticed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,8 @@ __all__ = [
     "Dialect",
     "bucket_counts",
     "bucket_of",
-    "checksum_of",
     "checksum_terms",
     "chunk_positions",
-    "chunk_problem",
     "count_hashes",
     "eval_buckets",
     "group_buckets",
@@ -133,11 +131,6 @@ def checksum_terms(
     """What each row adds to its bucket's checksum (into ``out``, if given: a float64
     array holds them exactly)."""
     return _fold(hashes, CHECKSUM_MODULUS, out)
-
-
-def checksum_of(hashes: np.ndarray[Any, Any]) -> int:
-    """The checksum of a set of rows, from their hashes."""
-    return int(checksum_terms(hashes).astype(np.int64).sum(dtype=np.int64))
 
 
 # The rules as SQL.
@@ -278,55 +271,6 @@ def group_buckets(
         (int(lo), int(hi), int(n), int(c))
         for lo, hi, n, c in zip(los, his, chunk_rows, chunk_checksums, strict=True)
     ]
-
-
-# What a chunk must look like.
-
-
-def chunk_problem(
-    table: pa.Table,
-    chunk: BucketRange,
-    rows: int,
-    checksum: int,
-    eval_bucket_count: int,
-    columns: Sequence[str],
-) -> str | None:
-    """What is wrong with ``table`` as the rows of ``chunk``, or ``None`` if nothing is.
-
-    ``table`` must have exactly ``columns`` then :data:`HASH_COLUMN`, ``rows`` rows, every
-    row's hash in the chunk's split and bucket range, and the planned ``checksum``.
-    """
-    expected = [*columns, HASH_COLUMN]
-    if table.column_names != expected:
-        return f"expected columns {expected} but got {table.column_names}"
-    if table.num_rows != rows:
-        return f"expected {rows} rows but got {table.num_rows}"
-    hashes = _hashes(table)
-    if hashes is None:
-        return (
-            f"{HASH_COLUMN} must hold 64-bit integers, not {table.schema.field(HASH_COLUMN).type}"
-        )
-    splits = is_eval(hashes, eval_bucket_count)
-    buckets = bucket_of(hashes)
-    outside = int(
-        np.count_nonzero((splits != chunk.eval) | (buckets < chunk.lo) | (buckets >= chunk.hi))
-    )
-    if outside:
-        return (
-            f"{outside} rows are outside the chunk's split and buckets {chunk.lo}..{chunk.hi - 1}"
-        )
-    if checksum_of(hashes) != checksum:
-        return "the rows' checksum differs from the plan's: other rows than planned"
-    return None
-
-
-def _hashes(table: pa.Table) -> np.ndarray[Any, Any] | None:
-    column = table.column(HASH_COLUMN)
-    if not (pa.types.is_int64(column.type) or pa.types.is_uint64(column.type)):
-        return None
-    if column.null_count:
-        return None
-    return integers(column)
 
 
 def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:

@@ -17,10 +17,9 @@ from faucet_core import (
     Plan,
     Reader,
     Warehouse,
+    checks,
     fetch,
-    fill,
     hookimpl,
-    layout,
 )
 from faucet_core.fill import ChunkWriters
 from faucet_duckdb import DuckDBWarehouse
@@ -276,7 +275,7 @@ def _swallow(call: Callable[[], object]) -> None:
 def test_large_batches_are_cut_in_parts_whose_checksums_add_up_exactly(
     make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fill, "_MAX_BATCH_ROWS", 700)
+    monkeypatch.setattr(checks, "_MAX_BATCH_ROWS", 700)
     reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
     plan = reader.plan
     chunks = [c for split in plan.chunks.values() for c in split]
@@ -317,25 +316,19 @@ def test_a_small_buffer_writes_entries_in_many_parts(
     for chunk in chunks:
         entry = cache.get(plan.chunk_key(chunk))
         assert entry is not None and entry.column(0).num_chunks > 1
-        assert (
-            layout.chunk_problem(
-                entry, chunk.buckets, chunk.rows, chunk.checksum, plan.eval_buckets, plan.columns
-            )
-            is None
-        )
+        assert checks.check_chunk(plan, chunk, entry, ordered=True).equals(entry)
 
 
 def test_entries_a_fill_wrote_are_not_checked_again_by_its_process(
     make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checked: list[ChunkSpec] = []
-    problem = fetch.ChunkFetcher.problem
 
-    def counted(self: fetch.ChunkFetcher, chunk: ChunkSpec, table: pa.Table) -> str | None:
+    def counted(plan: Plan, chunk: ChunkSpec, table: pa.Table, ordered: bool = False) -> pa.Table:
         checked.append(chunk)
-        return problem(self, chunk, table)
+        return checks.check_chunk(plan, chunk, table, ordered)
 
-    monkeypatch.setattr(fetch.ChunkFetcher, "problem", counted)
+    monkeypatch.setattr(fetch, "check_chunk", counted)
     cache = str(tmp_path / "shared-cache")
     filler = make_reader(datastore="counting-scans", epochs=2, cache_dir=cache)
     assert sorted(epoch_ids(filler)) == list(range(ROWS))

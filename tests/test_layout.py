@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sqlite3
 
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faucet_core import layout
+from faucet_core import ChunkSpec, Plan, PlanRequest, SourceSpec, SplitSpec, layout
+from faucet_core.checks import PlanBreach, check_chunk
 from faucet_core.layout import BucketRange, Dialect
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -157,28 +160,44 @@ def test_a_chunk_is_checked_against_its_plan() -> None:
     train = hashes[~layout.is_eval(hashes, 1_000)]
     buckets = layout.bucket_of(train)
     members = train[(buckets >= 100) & (buckets < 30_000)]
-    chunk = BucketRange(False, 100, 30_000)
-    checksum = layout.checksum_of(members)
-    table = _chunk_table(members.tolist(), id=list(range(len(members))))
+    checksum = pc.sum(layout.count_hashes(members, 1_000).column("checksum")).as_py()
+    chunk = ChunkSpec("train", 0, 100, 30_000, len(members), checksum)
+    request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), 10_000)
+    plan = Plan("w", request, ("id", "x"), None, "rows", {"train": (chunk,), "eval": ()})
+    table = _chunk_table(members.tolist(), id=list(range(len(members))), x=[0] * len(members))
 
-    def problem(candidate: pa.Table, rows: int = len(members)) -> str | None:
-        return layout.chunk_problem(candidate, chunk, rows, checksum, 1_000, ["id"])
+    def problem(candidate: pa.Table, chunk: ChunkSpec = chunk, ordered: bool = False) -> str:
+        with pytest.raises(PlanBreach) as raised:
+            check_chunk(plan, chunk, candidate, ordered)
+        assert str(raised.value).startswith("the w warehouse broke its plan: ")
+        return raised.value.rule
 
-    assert problem(table) is None
-    assert "expected columns" in str(problem(table.select([layout.HASH_COLUMN, "id"])))
-    assert "expected 2 rows but got" in str(problem(table, rows=2))
+    assert check_chunk(plan, chunk, table, ordered=True).equals(table)
+    # A warehouse's columns come in any order; the cache's, in the plan's.
+    shuffled = table.select([layout.HASH_COLUMN, "x", "id"])
+    assert check_chunk(plan, chunk, shuffled).column_names == table.column_names
+    assert problem(shuffled, ordered=True) == (
+        f"columns ['{layout.HASH_COLUMN}', 'x', 'id'] where the plan has "
+        f"['id', 'x', '{layout.HASH_COLUMN}']"
+    )
+    assert problem(table.drop_columns(["x"])).startswith(f"columns ['id', '{layout.HASH_COLUMN}']")
+    fewer = dataclasses.replace(chunk, rows=2)
+    assert problem(table, fewer) == f"train chunk 0: {len(members):,} rows where the plan counted 2"
     outsider = int(hashes[layout.is_eval(hashes, 1_000)][0])
-    swapped = _chunk_table([*members[1:].tolist(), outsider], id=list(range(len(members))))
-    assert "1 rows are outside" in str(problem(swapped))
+    swapped = table.set_column(2, layout.HASH_COLUMN, pa.array([*members[1:], outsider]))
+    bucket = int(layout.bucket_of(np.array([outsider]))[0])
+    assert problem(swapped) == f"row in bucket {bucket} of eval, outside chunk train 100-29999"
     # Another row of the same split and bucket: only the checksum tells.
     step = layout.SPLIT_BUCKETS * layout.BUCKETS
     first = int(members[0])
     other = first - step if first > 0 else first + step
     assert (layout.bucket_of(np.array([other])) == layout.bucket_of(members[:1])).all()
-    replaced = _chunk_table([other, *members[1:].tolist()], id=list(range(len(members))))
-    assert "checksum" in str(problem(replaced))
-    text_hash = pa.table({"id": [1], layout.HASH_COLUMN: ["x"]})
-    assert "64-bit integers" in str(layout.chunk_problem(text_hash, chunk, 1, 0, 1_000, ["id"]))
+    replaced = table.set_column(2, layout.HASH_COLUMN, pa.array([other, *members[1:]]))
+    assert "the checksum of their key hashes is not the plan's" in problem(replaced)
+    texts = table.set_column(2, layout.HASH_COLUMN, pa.array(["x"] * len(members)))
+    assert problem(texts) == "a key hash of type string where the layout needs 64-bit integers"
+    nulls = table.set_column(2, layout.HASH_COLUMN, pa.array([None, *members[1:]], pa.int64()))
+    assert problem(nulls) == "1 row has a NULL key hash"
 
 
 def test_hash_values_is_stable_and_typed() -> None:
@@ -200,4 +219,5 @@ def test_dialect_ranges_select_one_chunk() -> None:
 @pytest.mark.parametrize("kind", [pa.int64(), pa.uint64()])
 def test_checksums_fit_in_64_bits(kind: pa.DataType) -> None:
     big = pa.array([2**63 - 1] * 1000 if kind == pa.int64() else [2**64 - 1] * 1000, kind)
-    assert layout.checksum_of(np.asarray(big.to_numpy())) < 2**63
+    counted = layout.count_hashes(np.asarray(big.to_numpy()), 0)
+    assert counted.column("checksum").to_pylist() == [1000 * (big[0].as_py() % (2**31 - 1))]

@@ -239,8 +239,8 @@ def check_cache(folder: Path, plan_json: str) -> CacheCheck:
     (checksum verified) and checked against the chunk it claims to be; temporary files
     are counted apart, and anything else is reported as bad, as is a cache that counts
     other files than the entries as entries."""
-    from faucet_core import layout
     from faucet_core.cache import ChunkCache, _parse_name
+    from faucet_core.checks import PlanBreach, check_chunk
     from faucet_core.plan import Plan
 
     plan = Plan.from_json(plan_json)
@@ -267,11 +267,10 @@ def check_cache(folder: Path, plan_json: str) -> CacheCheck:
         if table is None:
             bad.append(f"{path.name}: unreadable or checksum mismatch")
             continue
-        problem = layout.chunk_problem(
-            table, chunk.buckets, chunk.rows, chunk.checksum, plan.eval_buckets, plan.columns
-        )
-        if problem is not None:
-            bad.append(f"{path.name}: {problem}")
+        try:
+            check_chunk(plan, chunk, table, ordered=True)
+        except PlanBreach as exc:
+            bad.append(f"{path.name}: {exc.rule}")
     if counted != entries:
         bad.append(f"the cache counted {counted} entries in a folder of {entries}")
     if cache.stats.corrupt_discarded:
