@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from faucet_core import layout
+from faucet_core import checks, layout
 from faucet_core.warehouse import (
     BucketCounts,
     PermanentWarehouseError,
@@ -208,13 +208,23 @@ def make_plan(
     (:meth:`~faucet_core.warehouse.Warehouse.source_identity`); it is part of the rows id.
 
     Raises:
-        PermanentWarehouseError: The counts break the layout (a bucket out of range,
-            counted twice, or empty), or ``ds`` selects no rows.
+        PermanentWarehouseError: The counts break the layout (rows with a NULL key hash, a
+            bucket out of range, counted twice, or empty), or ``ds`` selects no rows.
     """
     try:
         counts = layout.bucket_counts(counted.counts)
     except (ValueError, pa.ArrowException) as exc:
         raise PermanentWarehouseError(f"{datastore} counted buckets wrongly: {exc}") from exc
+    # A NULL hash gives a NULL split and bucket.
+    unplaced = pc.or_(pc.is_null(counts.column("is_eval")), pc.is_null(counts.column("bucket")))
+    if pc.any(unplaced).as_py():
+        nulls = pc.sum(pc.filter(counts.column("row_count"), unplaced)).as_py() or 0
+        raise PermanentWarehouseError(
+            f"the {datastore} warehouse counted rows that break the layout: "
+            f"{checks.null_hashes(nulls)} (a hash of {', '.join(request.key(counted.columns))} "
+            f"in {request.source.describe()}); each row needs a 64-bit key hash, never NULL, "
+            "to be placed in a split and a bucket"
+        )
     evals = layout.integers(pc.cast(counts.column("is_eval"), pa.int8())).astype(bool)
     buckets, rows, checksums = (
         layout.integers(counts.column(name)) for name in ("bucket", "row_count", "checksum")

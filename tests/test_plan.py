@@ -85,6 +85,26 @@ def test_impossible_counts_are_refused(counts: tuple[tuple[bool, int, int], ...]
         make_plan("w", REQUEST, _counts(*counts), None)
 
 
+def test_rows_with_a_null_key_hash_are_refused_naming_the_warehouse() -> None:
+    # A NULL hash gives a NULL split and bucket: the counting query groups those rows.
+    counts = _counts((False, 5, 8)).counts
+    nulls = pa.table(
+        {
+            "is_eval": pa.array([None, False], pa.bool_()),
+            "bucket": pa.array([None, None], pa.int64()),
+            "row_count": pa.array([2, 1], pa.int64()),
+            "checksum": pa.array([None, None], pa.int64()),
+        }
+    )
+    counted = BucketCounts(("id", "x"), pa.concat_tables([counts, nulls]))
+    with pytest.raises(PermanentWarehouseError) as raised:
+        make_plan("w", REQUEST, counted, None)
+    assert str(raised.value).startswith(
+        "the w warehouse counted rows that break the layout: 3 rows have a NULL key hash "
+        "(a hash of id in table t (ds=2024-01-01))"
+    )
+
+
 def test_counts_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(PermanentWarehouseError, match="counted buckets wrongly"):
         make_plan("w", REQUEST, BucketCounts(("id",), pa.table({"bucket": [1]})), None)

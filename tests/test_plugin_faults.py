@@ -1,5 +1,5 @@
 """A plugin whose output breaks its plan is named, with the rule it breaks: when a chunk is
-read by itself, and when the cache is filled from one scan."""
+read by itself, when the cache is filled from one scan, and when the source is planned."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from faucet_core import (
     ChunkReadError,
     ChunkSpec,
+    PermanentWarehouseError,
     Plan,
     Reader,
     Warehouse,
@@ -21,6 +22,7 @@ from faucet_core import (
     layout,
 )
 from faucet_duckdb import DuckDBWarehouse
+from faucet_duckdb.warehouse import quote_identifier
 from tests.conftest import ROWS, ChunkByChunkDuckDB, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -92,10 +94,20 @@ class StrayRow(ChunkByChunkDuckDB):
         return pa.concat_tables([table.slice(1), stranger])
 
 
+class NullKeyHash(DuckDBWarehouse):
+    """DuckDB whose key hash is NULL for the rows with ``id`` below 3."""
+
+    name = "null-key-hash"
+
+    def hash_sql(self, columns: Sequence[str]) -> str:
+        hashed = super().hash_sql(columns)
+        return f"CASE WHEN {quote_identifier('id')} < 3 THEN NULL ELSE {hashed} END"
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (FaultyReads, FaultyScan, StrayRow):
+        for warehouse in (FaultyReads, FaultyScan, StrayRow, NullKeyHash):
             register(warehouse)
 
 
@@ -186,3 +198,11 @@ def test_a_scan_that_breaks_a_rule_names_the_plugin_and_the_rule(
     names_rule(reader.plan, warnings[0])
     # Nothing of the scan was cached: the chunks were read one by one, every row once.
     assert sorted(ids) == list(range(ROWS))
+
+
+def test_null_key_hashes_are_refused_when_the_source_is_planned(make_reader: MakeReader) -> None:
+    with pytest.raises(PermanentWarehouseError) as raised:
+        make_reader(datastore="null-key-hash")
+    message = str(raised.value)
+    assert "the null-key-hash warehouse" in message
+    assert "3 rows have a NULL key hash" in message
