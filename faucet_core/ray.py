@@ -20,10 +20,9 @@ which consumer of a split gets which block.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +32,10 @@ from faucet_core.batches import chunk_order
 from faucet_core.config import FaucetConfig
 from faucet_core.fill import plan_bytes
 from faucet_core.plan import ChunkSpec, Plan
-from faucet_core.preprocessing import Preprocessor
 from faucet_core.reader import Reader
+from faucet_core.serving import Serving
 from faucet_core.settings import load_config
-from faucet_core.stream import Stream, StreamSpec
+from faucet_core.stream import Stream
 from faucet_core.warehouse import SplitName
 
 try:
@@ -55,20 +54,14 @@ class EpochLayout:
     """What every read task of a dataset shares: the stream, the split and its epoch.
 
     Attributes:
-        spec: The stream (warehouse class, config, plan) each task opens.
+        serving: The stream each task opens, the driver's seed and preprocessing.
         split: ``"train"`` or ``"eval"``.
         epoch: The epoch (1-based) whose layout is read.
-        seed: The shuffle seed, the driver's.
-        preprocessor: Applied to each chunk's rows, when the config has preprocessing.
-        label_columns: The source's label columns (the preprocessor's input).
     """
 
-    spec: StreamSpec
+    serving: Serving
     split: SplitName
     epoch: int
-    seed: int
-    preprocessor: Preprocessor | None = None
-    label_columns: tuple[str, ...] = ()
 
     def read(self, chunk: ChunkSpec, start: int) -> Iterator[pa.Table]:
         """Rows ``start:start + chunk.rows`` of the epoch (``chunk``'s), permuted as Faucet
@@ -77,21 +70,14 @@ class EpochLayout:
         Raises:
             ChunkReadError: The chunk could not be read; names the chunk.
         """
-        stream = Stream(self.spec)
+        stream = Stream(self.serving.spec)
         try:
             if not stream.fetcher.cached(chunk):
                 # A node that has not read this plan yet fills its cache from one scan
                 # (or finds the warehouse's scratch copy), once for all its tasks.
                 stream.materialize()
-            transform: Callable[[pa.Table], pa.Table] | None = None
-            if self.preprocessor is not None:
-                transform = functools.partial(
-                    self.preprocessor.transform_table, label_columns=list(self.label_columns)
-                )
             stop = start + chunk.rows
-            current = stream.open_pass(
-                self.split, self.epoch, self.seed, start, stop, transform=transform
-            )
+            current = self.serving.open_pass(stream, self.split, self.epoch, start, stop)
             try:
                 yield from current
             finally:
@@ -165,14 +151,8 @@ class FaucetDatasource(Datasource):
         config = config.model_copy(
             update={"batch_size": largest, "drop_last": False, "cache": cache}
         )
-        self.layout = EpochLayout(
-            dataclasses.replace(reader.stream.spec, config=config),
-            split,
-            epoch,
-            reader.seed,
-            reader.preprocessor,
-            tuple(reader.label_columns),
-        )
+        spec = dataclasses.replace(reader.serving.spec, config=config)
+        self.layout = EpochLayout(dataclasses.replace(reader.serving, spec=spec), split, epoch)
         self._driver = _DriverOnly(reader)
 
     @property
@@ -193,9 +173,9 @@ class FaucetDatasource(Datasource):
         ``layout``: a reference to :attr:`layout` in Ray's object store, for the tasks to
         hold instead of a copy.
         """
-        config = self.layout.spec.config
-        shuffle = config.shuffle and self.split == "train"
-        order = chunk_order(self.plan.chunks[self.split], self.layout.seed, self.epoch, shuffle)
+        serving = self.layout.serving
+        shuffle = serving.spec.shuffles(self.split)
+        order = chunk_order(self.plan.chunks[self.split], serving.seed, self.epoch, shuffle)
         starts = itertools.accumulate((c.rows for c in order), initial=0)
         shared = self.layout if layout is None else layout
         return [ChunkRead(shared, c, start) for c, start in zip(order, starts, strict=False)]
@@ -216,11 +196,10 @@ class FaucetDatasource(Datasource):
         """The blocks' schema, when the plan says its column types."""
         if self.plan.schema is None:
             return None
-        preprocessor = self.layout.preprocessor
-        if preprocessor is None:
+        transform = self.layout.serving.transform
+        if transform is None:
             return self.plan.schema
-        labels = list(self.layout.label_columns)
-        return preprocessor.transform_table(self.plan.schema.empty_table(), labels).schema
+        return transform(self.plan.schema.empty_table()).schema
 
     def get_read_tasks(
         self,

@@ -8,11 +8,9 @@ order), formatted as pandas, numpy or Arrow.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -24,12 +22,16 @@ from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
 from faucet_core.output import Batch, BatchFormatter
 from faucet_core.plan import Plan
 from faucet_core.planner import PlanOrigin, obtain_plan
-from faucet_core.position import Partition, StreamPosition, worker_rows
+from faucet_core.position import Partition, StreamPosition
 from faucet_core.preprocessing import Preprocessor
 from faucet_core.preprocessing.obtain import obtain_preprocessor
+from faucet_core.serving import Serving
 from faucet_core.settings import load_config
 from faucet_core.stream import Pass, PassMetrics, Stream, StreamSpec
 from faucet_core.warehouse import SplitName, WarehouseCosts
+
+#: A reader serves its training stream as one worker of one rank.
+_ONE_WORKER = Partition()
 
 __all__ = ["Reader", "get_batch_reader"]
 
@@ -52,13 +54,9 @@ class Reader:
 
     Attributes:
         config: The validated configuration.
-        seed: The shuffle seed in use (drawn at random when the config has none).
-        plan: The chunk plan.
         plan_origin: ``"warehouse"`` (planned now), ``"cache"`` (a saved plan) or ``"given"``.
-        preprocessor: The fitted :class:`~faucet_core.preprocessing.Preprocessor` applied to
-            every batch, or ``None`` without a ``preprocessing`` section.
-        feature_columns: The names of a batch's features (the preprocessor's
-            ``feature_names`` with one).
+        serving: The stream, seed and preprocessing this reader serves (shared with the
+            PyTorch dataset and the Ray datasource).
         stream: The pipeline serving the passes (shared with the PyTorch dataset).
         metrics: One :class:`~faucet_core.stream.PassMetrics` per pass started so far.
     """
@@ -71,7 +69,6 @@ class Reader:
         preprocessor: Preprocessor | None = None,
     ) -> None:
         self.config = config
-        self.seed: int = config.seed if config.seed is not None else secrets.randbits(32)
         self.metrics: list[PassMetrics] = []
         self._epoch = 0
         self._resume_at = 0  # batches of the next epoch already consumed
@@ -98,35 +95,45 @@ class Reader:
             raise ConfigError(
                 [("source.label_columns", f"{missing} not among the columns {list(plan.columns)}")]
             )
-        self.plan = plan
         self.stream = Stream(StreamSpec(warehouse_class, config, plan), warehouse)
-        self.label_columns = list(config.source.label_columns)
-        self.feature_columns = [c for c in plan.columns if c not in self.label_columns]
-        self.preprocessor = preprocessor
-        self._transform: Callable[[pa.Table], pa.Table] | None = None  # per chunk served
-        self._batch_labels = self.label_columns
-        self._formatter: BatchFormatter | None = None
+        seed = config.seed if config.seed is not None else secrets.randbits(32)
         try:
-            self._preprocess(preprocessor)
+            if preprocessor is None and config.preprocessing.enabled:
+                preprocessor = obtain_preprocessor(config, plan, self.stream)
         except BaseException:
             self.stream.close()
             raise
-
-    def _preprocess(self, given: Preprocessor | None) -> None:
-        """Fit (or take) the preprocessing, and make it part of every pass."""
-        if given is None and self.config.preprocessing.enabled:
-            self.preprocessor = obtain_preprocessor(self.config, self.plan, self.stream)
-        if self.preprocessor is None:
-            return
-        fit = {k: v for k, v in self.preprocessor.fitted_on.items() if k != "plan"}
-        self.plan = dataclasses.replace(self.plan, stats={**self.plan.stats, "preprocessing": fit})
-        self.feature_columns = self.preprocessor.feature_names
-        if self.config.output != "numpy":
-            self.feature_columns += self.preprocessor.kept
-        self._batch_labels = self.preprocessor.label_names(self.label_columns)
-        self._transform = functools.partial(
-            self.preprocessor.transform_table, label_columns=self.label_columns
+        self.serving = Serving(self.stream.spec, seed, config.seed is not None, preprocessor)
+        self._formatter = BatchFormatter(
+            self.feature_columns, self.label_columns, self.config.output
         )
+
+    @property
+    def plan(self) -> Plan:
+        """The chunk plan."""
+        return self.serving.plan
+
+    @property
+    def seed(self) -> int:
+        """The shuffle seed in use (drawn at random when the config has none)."""
+        return self.serving.seed
+
+    @property
+    def preprocessor(self) -> Preprocessor | None:
+        """The fitted :class:`~faucet_core.preprocessing.Preprocessor` applied to every
+        batch, or ``None`` without a ``preprocessing`` section."""
+        return self.serving.preprocessor
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The names of a batch's features (the preprocessor's ``feature_names`` with one,
+        and in pandas and Arrow batches the columns it keeps as they are)."""
+        return self.serving.feature_columns(self.config.output)
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The names of a batch's labels."""
+        return self.serving.label_columns
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **overrides: Any) -> Reader:
@@ -156,14 +163,7 @@ class Reader:
             )
         self._epoch += 1
         consumed, self._resume_at = self._resume_at, 0
-        start, stop = worker_rows(
-            self.plan.rows("train"),
-            self.config.batch_size,
-            self.config.drop_last,
-            Partition(),
-            worker=0,
-            consumed=consumed,
-        )
+        start, stop = self.serving.rows("train", _ONE_WORKER, worker=0, consumed=consumed)
         self._start("train", start, stop, skipped=consumed)
 
     def prep_for_eval(self) -> None:
@@ -219,9 +219,7 @@ class Reader:
         to its first rows; ``shuffle`` defaults to the config's for train, ``False`` for eval.
         """
         self._check_open()
-        current = self.stream.open_pass(
-            split, epoch, self.seed, start, stop, shuffle, transform=self._transform
-        )
+        current = self.serving.open_pass(self.stream, split, epoch, start, stop, shuffle)
         try:
             for table in current:
                 yield self._format(table)
@@ -251,19 +249,6 @@ class Reader:
         self._check_open()
         self.stream.materialize()
 
-    def stream_settings(self) -> dict[str, Any]:
-        """What a saved position must share with this reader to resume it."""
-        return {
-            "split": "train",
-            "batch_size": self.config.batch_size,
-            "drop_last": self.config.drop_last,
-            "shuffle": self.config.shuffle,
-            "rank": 0,
-            "world_size": 1,
-            "remainder": "drop",
-            "workers": 1,
-        }
-
     def position(self) -> StreamPosition:
         """Where the training stream is: the epoch under way and its batches consumed."""
         current = self._passes.get("train")
@@ -273,9 +258,7 @@ class Reader:
             epoch, batches = self._epoch + 1, 0
         else:
             epoch, batches = self._epoch, self._skipped + current.metrics.batches
-        return StreamPosition(
-            self.plan.fingerprint, self.seed, epoch, batches, self.stream_settings()
-        )
+        return self.serving.position("train", _ONE_WORKER, epoch, batches)
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the training stream, in a few plain values (for checkpoints).
@@ -297,11 +280,7 @@ class Reader:
                 rows, so it is refused.
         """
         self._check_open()
-        position = StreamPosition.from_dict(state)
-        settings = self.stream_settings()
-        if self.config.seed is not None:
-            settings["seed"] = self.config.seed
-        position.check(self.plan.fingerprint, settings)
+        serving, position = self.serving.resume(state, "train", _ONE_WORKER)
         if position.epoch - 1 > self.config.epochs:
             raise ResumeError(
                 f"the state is past epoch {position.epoch - 1} of {self.config.epochs}"
@@ -309,7 +288,7 @@ class Reader:
         for current in self._passes.values():
             current.close()
         self._passes.clear()
-        self.seed = position.seed
+        self.serving = serving
         self._epoch, self._resume_at = position.epoch - 1, position.batches
 
     def close(self) -> None:
@@ -333,24 +312,14 @@ class Reader:
         previous = self._passes.pop(split, None)
         if previous is not None:
             previous.close()
-        current = self.stream.open_pass(
-            split, self._epoch, self.seed, start, stop, transform=self._transform
-        )
+        current = self.serving.open_pass(self.stream, split, self._epoch, start, stop)
         self._passes[split] = current
         if split == "train":
             self._skipped = skipped
         self.metrics.append(current.metrics)
 
     def _format(self, table: pa.Table) -> Batch:
-        formatter = self._formatter
-        if (
-            formatter is None
-            or formatter.feature_columns != self.feature_columns
-            or formatter.label_columns != self._batch_labels
-        ):
-            formatter = BatchFormatter(self.feature_columns, self._batch_labels, self.config.output)
-            self._formatter = formatter
-        return formatter(table)
+        return self._formatter(table)
 
     def _check_open(self) -> None:
         if self.stream.closed:

@@ -62,6 +62,11 @@ class StreamSpec:
     config: FaucetConfig
     plan: Plan
 
+    def shuffles(self, split: SplitName) -> bool:
+        """Whether passes over ``split`` are shuffled by default: train as the config says,
+        eval never."""
+        return self.config.shuffle and split == "train"
+
 
 @dataclass
 class PassMetrics:
@@ -197,7 +202,7 @@ class Stream:
         if self._closed:
             raise ReaderStateError("the reader is closed")
         if shuffle is None:
-            shuffle = self.config.shuffle and split == "train"
+            shuffle = self.spec.shuffles(split)
         return Pass(self, split, epoch, seed, shuffle, start, stop, transform)
 
     def materialize(self) -> None:

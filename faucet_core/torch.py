@@ -13,7 +13,7 @@ its :meth:`~FaucetDataLoader.state_dict` saves and a restored loader skips.
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import os
 import secrets
 import time
@@ -29,9 +29,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
-from faucet_core.position import Partition, Remainder, StreamPosition, worker_rows
+from faucet_core.position import Partition, Remainder, StreamPosition
 from faucet_core.preprocessing import Preprocessor
 from faucet_core.reader import Reader
+from faucet_core.serving import Serving
 from faucet_core.settings import load_config
 from faucet_core.stream import Stream
 from faucet_core.warehouse import PermanentWarehouseError, SplitName
@@ -152,8 +153,8 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
 
     Attributes:
         reader: The reader (``None`` in DataLoader workers, which open its stream anew).
+        serving: The reader's stream, seed and preprocessing.
         epoch: The epoch (0-based) the next iteration serves.
-        seed: The shuffle seed.
         skip_batches: Batches of :attr:`epoch` the next iteration leaves out (consumed
             before a resume).
     """
@@ -176,19 +177,12 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
                 "seeds of their own would serve some rows twice and others never"
             )
         reader.prepare()
-        self.spec = reader.stream.spec
-        self.seed = reader.seed
-        self.seed_configured = reader.config.seed is not None
+        self.serving: Serving = reader.serving
         self.split: SplitName = split
         self.remainder: Remainder = remainder
         self.features_dtype = features_dtype
-        self.feature_columns = list(reader.feature_columns)
-        self.label_columns = list(reader.label_columns)
-        self.preprocessor = reader.preprocessor
-        self._source_labels = list(reader.label_columns)
-        if self.preprocessor is not None:
-            self.feature_columns = self.preprocessor.feature_names
-            self.label_columns = self.preprocessor.label_names(self.label_columns)
+        self.feature_columns = self.serving.feature_columns("torch")
+        self.label_columns = self.serving.label_columns
         self.epoch = 0
         self.skip_batches = 0
         self.reader: Reader | None = reader  # this process's; workers open their own stream
@@ -234,7 +228,9 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
             reader.close()
             raise
         dataset._owns_reader = True
-        dataset.seed_configured = config.seed is not None  # a resumed job adopts a drawn one
+        # A resumed job adopts the seed rank 0 drew.
+        configured = config.seed is not None
+        dataset.serving = dataclasses.replace(dataset.serving, seed_configured=configured)
         return dataset
 
     def close(self) -> None:
@@ -256,12 +252,17 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     @property
     def config(self) -> FaucetConfig:
         """The reader's configuration."""
-        return self.spec.config
+        return self.serving.config
 
     @property
     def plan(self) -> Plan:
         """The reader's plan."""
-        return self.spec.plan
+        return self.serving.plan
+
+    @property
+    def seed(self) -> int:
+        """The shuffle seed."""
+        return self.serving.seed
 
     def partition(self, num_workers: int) -> Partition:
         """How an epoch is divided among ranks and ``num_workers`` DataLoader workers."""
@@ -282,27 +283,13 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     def __iter__(self) -> Iterator[TensorBatch]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        config = self.config
-        start, stop = worker_rows(
-            self.plan.rows(self.split),
-            config.batch_size,
-            config.drop_last,
-            self.partition(workers),
-            worker,
-            self.skip_batches,
-        )
+        partition = self.partition(workers)
+        start, stop = self.serving.rows(self.split, partition, worker, self.skip_batches)
         if start >= stop:
             return
         own = self.reader.stream if info is None and self.reader is not None else None
-        stream = own if own is not None and not own.closed else Stream(self.spec)
-        transform = None
-        if self.preprocessor is not None:
-            transform = functools.partial(
-                self.preprocessor.transform_table, label_columns=self._source_labels
-            )
-        current = stream.open_pass(
-            self.split, self.epoch + 1, self.seed, start, stop, transform=transform
-        )
+        stream = own if own is not None and not own.closed else Stream(self.serving.spec)
+        current = self.serving.open_pass(stream, self.split, self.epoch + 1, start, stop)
         try:
             for table in current:
                 yield self._tensors(table)
@@ -384,30 +371,11 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         self._epoch, self._consumed = self._epoch + 1, 0
         dataset.set_epoch(self._epoch)
 
-    def stream_settings(self) -> dict[str, Any]:
-        """What a saved position must share with this loader to resume it."""
-        dataset = self.dataset
-        return {
-            "split": dataset.split,
-            "batch_size": dataset.config.batch_size,
-            "drop_last": dataset.config.drop_last,
-            "shuffle": dataset.config.shuffle,
-            "rank": dataset.rank,
-            "world_size": dataset.world_size,
-            "remainder": dataset.remainder,
-            "workers": max(self.num_workers, 1),
-        }
-
     def position(self) -> StreamPosition:
         """Where the stream is: the epoch under way (1-based) and its batches consumed."""
         dataset = self.dataset
-        return StreamPosition(
-            dataset.plan.fingerprint,
-            dataset.seed,
-            self._epoch + 1,
-            self._consumed,
-            self.stream_settings(),
-        )
+        partition = dataset.partition(self.num_workers)
+        return dataset.serving.position(dataset.split, partition, self._epoch + 1, self._consumed)
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream as a few plain values, for checkpoints."""
@@ -420,11 +388,7 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             ResumeError: The state is from another plan, seed or settings.
         """
         dataset = self.dataset
-        position = StreamPosition.from_dict(state)
-        settings = self.stream_settings()
-        if dataset.seed_configured:
-            settings["seed"] = dataset.seed
-        position.check(dataset.plan.fingerprint, settings)
-        dataset.seed = position.seed
+        partition = dataset.partition(self.num_workers)
+        dataset.serving, position = dataset.serving.resume(state, dataset.split, partition)
         self._epoch, self._consumed = position.epoch - 1, position.batches
         dataset.set_epoch(self._epoch, self._consumed)

@@ -226,7 +226,7 @@ def test_preprocessing_is_fitted_in_one_query_on_the_train_split(
         test_split_percent=31, ds="2024-01-01", columns=["id", "x", "ds", "label"],
         preprocessing={"auto": True, "exclude": ["id"]}, output="numpy",
     )  # fmt: skip
-    assert reader.plan.stats["preprocessing"]["query_jobs"] == 1
+    assert reader.preprocessor is not None and reader.preprocessor.fitted_on["query_jobs"] == 1
     transforms = {t.name: t for t in reader.preprocessor.features}  # type: ignore[union-attr]
     assert transforms["x"].center == pytest.approx(x.mean(), abs=1e-9)
     assert transforms["x"].width == pytest.approx(x.std(), abs=1e-9)

@@ -180,8 +180,8 @@ def test_tasks_get_the_cache_folder_as_an_absolute_path(
     monkeypatch.chdir(tmp_path)  # the driver's folder; a worker's may be another
     with Reader(make_config(cache_dir="relative")) as reader:
         layout = FaucetDatasource(reader).layout
-    assert layout.spec.config.cache.dir == tmp_path / "relative"
-    assert layout.spec.config.batch_size == max(c.rows for c in reader.plan.chunks["train"])
+    assert layout.serving.config.cache.dir == tmp_path / "relative"
+    assert layout.serving.config.batch_size == max(c.rows for c in reader.plan.chunks["train"])
 
 
 @ray.remote

@@ -230,3 +230,16 @@ def test_two_ddp_ranks_get_disjoint_rows_and_equal_steps(
         assert len(first | second) == ROWS - ROWS % 2
     else:
         assert first | second == set(range(ROWS))
+
+
+def test_workers_serve_the_readers_preprocessed_batches(make_reader: MakeReader) -> None:
+    settings = {**SETTINGS, "columns": ["x1", "x2", "name", "label"], "output": "numpy"}
+    preprocessing = {"auto": True}
+    expected = list(make_reader(**settings, preprocessing=preprocessing).iter_epoch())
+    dataset = FaucetIterableDataset(make_reader(**settings, preprocessing=preprocessing))
+    served = list(FaucetDataLoader(dataset, num_workers=1))  # in another process
+    assert len(served) == len(expected)
+    for (features, labels), batch in zip(served, expected, strict=True):
+        assert labels is not None
+        assert torch.equal(features, torch.from_numpy(batch["features"]))
+        assert torch.equal(labels, torch.from_numpy(batch["labels"]))

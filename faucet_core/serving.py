@@ -1,0 +1,146 @@
+"""What a reader, a PyTorch dataset and a Ray datasource serve, as one picklable value.
+
+A :class:`Serving` holds the stream (warehouse class, config, plan), the shuffle seed and
+the fitted preprocessing. Every setting those three derive from them is derived here,
+once: the transform applied to each chunk, the columns of a batch's features and labels,
+the rows a rank's worker serves, and what a saved position must share to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from faucet_core.config import FaucetConfig
+from faucet_core.plan import Plan
+from faucet_core.position import Partition, StreamPosition, worker_rows
+from faucet_core.preprocessing import Preprocessor
+from faucet_core.stream import Pass, Stream, StreamSpec
+from faucet_core.warehouse import SplitName
+
+__all__ = ["BatchFormat", "Serving"]
+
+#: What batches are made into: the config's ``output``, or tensors (PyTorch).
+BatchFormat = Literal["pandas", "numpy", "arrow", "torch"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """A stream, the seed its passes are shuffled by, and the preprocessing they apply.
+
+    Attributes:
+        spec: The stream: warehouse class, config and plan.
+        seed: The shuffle seed in use.
+        seed_configured: Whether the config gave the seed (a resumed stream must then have
+            it), rather than it being drawn.
+        preprocessor: Applied to every chunk's rows, or ``None``.
+    """
+
+    spec: StreamSpec
+    seed: int
+    seed_configured: bool
+    preprocessor: Preprocessor | None = None
+
+    @property
+    def config(self) -> FaucetConfig:
+        """The configuration."""
+        return self.spec.config
+
+    @property
+    def plan(self) -> Plan:
+        """The plan."""
+        return self.spec.plan
+
+    @property
+    def source_labels(self) -> list[str]:
+        """The source's label columns (the preprocessor's input)."""
+        return list(self.config.source.label_columns)
+
+    @property
+    def transform(self) -> Callable[[pa.Table], pa.Table] | None:
+        """What each chunk's rows go through before they are cut into batches."""
+        if self.preprocessor is None:
+            return None
+        return functools.partial(
+            self.preprocessor.transform_table, label_columns=self.source_labels
+        )
+
+    def feature_columns(self, into: BatchFormat) -> list[str]:
+        """The columns of a batch's features: the preprocessor's features (and, in pandas
+        and Arrow batches, the columns it keeps as they are), else every column that is
+        not a label."""
+        if self.preprocessor is None:
+            labels = set(self.source_labels)
+            return [c for c in self.plan.columns if c not in labels]
+        kept = self.preprocessor.kept if into in ("pandas", "arrow") else []
+        return [*self.preprocessor.feature_names, *kept]
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The columns of a batch's labels (one-hot encoded ones, with preprocessing)."""
+        if self.preprocessor is None:
+            return self.source_labels
+        return self.preprocessor.label_names(self.source_labels)
+
+    def rows(
+        self, split: SplitName, partition: Partition, worker: int, consumed: int
+    ) -> tuple[int, int]:
+        """Rows ``start:stop`` of an epoch of ``split`` that ``worker`` of ``partition``
+        serves, ``consumed`` batches in."""
+        config = self.config
+        total = self.plan.rows(split)
+        return worker_rows(total, config.batch_size, config.drop_last, partition, worker, consumed)
+
+    def open_pass(
+        self,
+        stream: Stream,
+        split: SplitName,
+        epoch: int,
+        start: int,
+        stop: int | None,
+        shuffle: bool | None = None,
+    ) -> Pass:
+        """A pass of ``stream`` over rows ``start:stop`` of ``split`` in ``epoch`` (1-based),
+        shuffled by this seed, through this preprocessing."""
+        return stream.open_pass(split, epoch, self.seed, start, stop, shuffle, self.transform)
+
+    def stream_settings(self, split: SplitName, partition: Partition) -> dict[str, Any]:
+        """What a saved position of ``split`` served by ``partition`` must share to resume."""
+        return {
+            "split": split,
+            "batch_size": self.config.batch_size,
+            "drop_last": self.config.drop_last,
+            "shuffle": self.config.shuffle,
+            "rank": partition.rank,
+            "world_size": partition.world_size,
+            "remainder": partition.remainder,
+            "workers": partition.workers,
+        }
+
+    def position(
+        self, split: SplitName, partition: Partition, epoch: int, batches: int
+    ) -> StreamPosition:
+        """The position ``batches`` batches into ``epoch`` (1-based) of ``split``."""
+        settings = self.stream_settings(split, partition)
+        return StreamPosition(self.plan.fingerprint, self.seed, epoch, batches, settings)
+
+    def resume(
+        self, state: Mapping[str, Any], split: SplitName, partition: Partition
+    ) -> tuple[Serving, StreamPosition]:
+        """The saved position ``state``, checked against this stream, and this value with
+        the position's seed.
+
+        Raises:
+            ResumeError: The state is from another plan, seed (when configured) or settings.
+        """
+        position = StreamPosition.from_dict(state)
+        settings = self.stream_settings(split, partition)
+        if self.seed_configured:
+            settings["seed"] = self.seed
+        position.check(self.plan.fingerprint, settings)
+        return dataclasses.replace(self, seed=position.seed), position
