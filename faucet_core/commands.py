@@ -278,9 +278,10 @@ def cache_info(directory: Path | None, config: Path | None) -> None:
         click.echo(f"{folder}: empty (no cache folder yet)")
         return
     store = ChunkCache(folder)
-    plans = PlanCache(folder).count()
+    plans, preprocessors = PlanCache(folder).count()
     click.echo(
-        f"{folder}: {len(store)} chunks, {store.total_bytes / 2**20:,.1f} MiB; {plans} saved plans"
+        f"{folder}: {len(store)} chunks, {store.total_bytes / 2**20:,.1f} MiB; {plans} saved "
+        f"plans, {preprocessors} fitted preprocessors"
     )
 
 

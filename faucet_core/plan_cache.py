@@ -35,6 +35,8 @@ __all__ = ["PlanCache", "file_lock"]
 log = logging.getLogger(__name__)
 
 FOLDER = "plans"
+#: How the file of a fitted preprocessor kept beside the plans ends.
+PREPROCESSOR_SUFFIX = ".preprocessor.json"
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -117,16 +119,16 @@ class PlanCache:
         except OSError as exc:
             log.warning("could not save the plan %s: %s", path, exc)
 
-    def get_text(self, name: str) -> str | None:
-        """Another saved value (a fitted preprocessor), or ``None``."""
+    def get_preprocessor(self, key: str) -> str | None:
+        """The fitted preprocessor saved under ``key`` (as JSON), or ``None``."""
         try:
-            return (self.directory / name).read_text(encoding="utf-8")
+            return (self.directory / f"{key}{PREPROCESSOR_SUFFIX}").read_text(encoding="utf-8")
         except OSError:
             return None
 
-    def put_text(self, name: str, text: str) -> None:
-        """Save another value beside the plans (atomically)."""
-        path = self.directory / name
+    def put_preprocessor(self, key: str, text: str) -> None:
+        """Save a fitted preprocessor (as JSON) under ``key``, beside the plans (atomically)."""
+        path = self.directory / f"{key}{PREPROCESSOR_SUFFIX}"
         try:
             private_folder(self.directory)
             _write_private(path, text)
@@ -137,9 +139,13 @@ class PlanCache:
         """A lock on ``key`` across processes: planning or materializing it, one at a time."""
         return file_lock(self.directory / f"{key}.lock")
 
-    def count(self) -> int:
-        """How many plans are saved."""
-        return len(list(self.directory.glob("*.json"))) if self.directory.is_dir() else 0
+    def count(self) -> tuple[int, int]:
+        """How many plans, and how many fitted preprocessors, are saved."""
+        if not self.directory.is_dir():
+            return 0, 0
+        names = [path.name for path in self.directory.glob("*.json")]
+        preprocessors = sum(name.endswith(PREPROCESSOR_SUFFIX) for name in names)
+        return len(names) - preprocessors, preprocessors
 
     def clear(self) -> int:
         """Delete every saved plan and lock file; returns the bytes freed."""

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from faucet_core import Reader
 from faucet_core.cli import cli, console
 
 
@@ -116,7 +117,12 @@ def test_cache_info_and_clear(config: Path, tmp_path: Path) -> None:
     code, out, _ = run("cache", "info", "--config", str(config))
     assert code == 0
     # One scan of the source cached every chunk, the eval chunk too.
-    assert f"{tmp_path / 'cache'}: 4 chunks" in out and "1 saved plans" in out
+    assert f"{tmp_path / 'cache'}: 4 chunks" in out and "1 saved plans, 0 fitted" in out
+    preprocessing = {"auto": True, "exclude": ["id"]}
+    with Reader.from_config(config, preprocessing=preprocessing) as reader:
+        assert reader.plan_origin == "cache" and reader.preprocessor is not None
+    out = run("cache", "info", "--config", str(config))[1]
+    assert "1 saved plans, 1 fitted preprocessors" in out  # a preprocessor is no plan
     code, out, _ = run("cache", "clear", "--dir", str(tmp_path / "cache"), "--yes")
     assert code == 0 and "freed" in out
     assert "0 chunks" in run("cache", "info", "--dir", str(tmp_path / "cache"))[1]

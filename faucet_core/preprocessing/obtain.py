@@ -70,8 +70,7 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
     _check_names(config, plan)
     labels = list(config.source.label_columns)
     key = layout.stable_digest(plan.fingerprint, settings.model_dump(mode="json"), labels)
-    name = f"{key}.preprocessor.json"
-    saved = PlanCache(config.cache.dir).get_text(name) if config.cache.enabled else None
+    saved = PlanCache(config.cache.dir).get_preprocessor(key) if config.cache.enabled else None
     if saved is not None:
         try:
             return Preprocessor.from_json(saved)
@@ -97,7 +96,7 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
         },
     )
     if config.cache.enabled:
-        PlanCache(config.cache.dir).put_text(name, fitted.to_json())
+        PlanCache(config.cache.dir).put_preprocessor(key, fitted.to_json())
     log.info("fitted preprocessing on %s train rows", fitted.fitted_on.get("rows"))
     return fitted
 
