@@ -134,7 +134,7 @@ def preview(config: Path, rows: int) -> None:
                 f"{reader.batches_per_epoch(split):,}",
             )
         console.print(table)
-        for key, value in reader.plan.stats.items():
+        for key, value in [*reader.plan.stats.items(), *reader.plan.state.items()]:
             console.print(f"{key}: {value}")
         spent = reader.costs
         console.print(

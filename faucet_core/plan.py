@@ -2,7 +2,7 @@
 
 A :class:`Plan` is a value: it can be written as JSON, handed to other processes (DataLoader
 workers, DDP ranks, other machines) and read back, and every process holding it reads the
-same chunks.
+same chunks. It cannot be changed once made.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,8 @@ __all__ = ["PLAN_FORMAT", "ChunkSpec", "Plan", "make_plan"]
 PLAN_FORMAT = 2
 
 SPLITS: tuple[SplitName, ...] = ("train", "eval")
+#: The fields of a plan that are mappings, kept as read-only views.
+_MAPPINGS = ("chunks", "stats", "state")
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,11 @@ class Plan:
             bucket.
             Scratch copies and cached chunks are named after it.
         chunks: The chunk list of each split.
-        stats: Facts about planning worth showing (rows per split, bytes processed).
+        stats: Facts about planning worth showing (rows per split, bytes processed); for
+            display only.
         schema: The Arrow types of ``columns``, when the warehouse said them.
+        state: What the warehouse that made the plan needs to read its chunks in any
+            process (:attr:`BucketCounts.state`): JSON values, part of the fingerprint.
     """
 
     datastore: str
@@ -94,16 +100,28 @@ class Plan:
     chunks: Mapping[SplitName, tuple[ChunkSpec, ...]]
     stats: Mapping[str, Any] = field(default_factory=dict)
     schema: pa.Schema | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in _MAPPINGS:  # read-only views: a plan is not changed once made
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        values = [getattr(self, f.name) for f in dataclasses.fields(self)]
+        return type(self), tuple(dict(v) if isinstance(v, Mapping) else v for v in values)
 
     @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the exact chunks: two plans with the same fingerprint read the same."""
+        """Identifies the exact chunks, and how they are read: two plans with the same
+        fingerprint read the same."""
         ranges = [
             (c.split, c.lo, c.hi, c.rows, c.checksum)
             for split in SPLITS
             for c in self.chunks[split]
         ]
-        return layout.stable_digest(self.rows_id, ranges)
+        if not self.state:
+            return layout.stable_digest(self.rows_id, ranges)
+        return layout.stable_digest(self.rows_id, ranges, dict(self.state))
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -137,7 +155,8 @@ class Plan:
                 split: [[c.lo, c.hi, c.rows, c.checksum] for c in self.chunks[split]]
                 for split in SPLITS
             },
-            "stats": self.stats,
+            "stats": dict(self.stats),
+            "state": dict(self.state),
             "schema": (
                 base64.b64encode(self.schema.serialize().to_pybytes()).decode()
                 if self.schema is not None
@@ -187,6 +206,7 @@ class Plan:
                     if data["schema"] is not None
                     else None
                 ),
+                state=data.get("state", {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"not a Faucet plan: {exc}") from exc
@@ -272,4 +292,5 @@ def make_plan(
         chunks=chunks,
         stats={**stats, **counted.stats},
         schema=counted.schema,
+        state=counted.state,
     )

@@ -145,15 +145,21 @@ class BucketCounts:
             columns :data:`~faucet_core.layout.COUNT_COLUMNS`, as
             :meth:`~faucet_core.layout.Dialect.count_query` returns it (or
             :func:`~faucet_core.layout.count_hashes` makes it).
-        stats: Facts about the counting worth showing (bytes processed, jobs run).
+        stats: Facts about the counting worth showing (bytes processed, jobs run); for
+            display only.
         schema: The Arrow types of ``columns``, where the warehouse knows them before
             reading (preprocessing decides per type).
+        state: What this warehouse needs, in any process, to read the plan's chunks (where
+            it put the rows, which warehouse it delegated to), as JSON values: the plan
+            keeps it (:attr:`Plan.state <faucet_core.plan.Plan.state>`), and it is part of
+            the plan's fingerprint.
     """
 
     columns: tuple[str, ...]
     counts: pa.Table
     stats: Mapping[str, Any] = field(default_factory=dict)
     schema: pa.Schema | None = None
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -58,8 +58,6 @@ __all__ = ["FeastWarehouse"]
 
 log = logging.getLogger(__name__)
 
-#: The key of this warehouse's facts in a plan's ``stats``.
-STATS_KEY = "feast"
 SPILLED = "spilled"
 PUSHED_DOWN = "pushed down"
 
@@ -70,6 +68,7 @@ class _Target:
 
     warehouse: Warehouse
     request: PlanRequest
+    #: How the plan reads it, in any process (the plan's state).
     facts: dict[str, Any]
 
 
@@ -318,7 +317,7 @@ class FeastWarehouse(Warehouse):
             if key not in self._targets and plan.request in self._planned:
                 self._targets[key] = self._planned[plan.request]
             if key not in self._targets:
-                facts = plan.stats.get(STATS_KEY) or {}
+                facts = plan.state
                 if facts.get("retrieval") == PUSHED_DOWN:
                     target = self._push_down_target(plan.request.source)
                     if target is None or target.datastore != facts.get("datastore"):
@@ -358,8 +357,7 @@ class FeastWarehouse(Warehouse):
             raise PermanentWarehouseError(
                 str(exc).replace(target.request.source.describe(), what)
             ) from exc
-        stats = {**counted.stats, STATS_KEY: target.facts}
-        return BucketCounts(counted.columns, counted.counts, stats, counted.schema)
+        return dataclasses.replace(counted, state=target.facts)
 
     def materialize(self, plan: Plan) -> None:
         warehouse, delegated = self._delegated_plan(plan)
@@ -380,8 +378,7 @@ class FeastWarehouse(Warehouse):
         return warehouse.column_stats(delegated, request)
 
     def scratch_location(self, plan: Plan) -> str | None:
-        facts = plan.stats.get(STATS_KEY) or {}
-        return facts.get("folder") or facts.get("datastore")
+        return plan.state.get("folder") or plan.state.get("datastore")
 
     def close(self) -> None:
         for warehouse in list(getattr(self, "_delegates", {}).values()):

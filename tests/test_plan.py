@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -63,6 +64,36 @@ def test_a_plan_round_trips_through_json() -> None:
     assert again == plan
     assert again.fingerprint == plan.fingerprint
     assert again.to_json() == text
+
+
+def test_a_plan_is_a_value_that_cannot_change() -> None:
+    counts = dataclasses.replace(_counts((False, 5, 8)), state={"folder": "/spill/a"})
+    plan = make_plan("w", REQUEST, counts, "v1")
+    for mapping in (plan.stats, plan.state, plan.chunks):
+        with pytest.raises(TypeError):
+            mapping["train"] = ()  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.rows_id = "other"  # type: ignore[misc]
+    for copy in (Plan.from_json(plan.to_json()), pickle.loads(pickle.dumps(plan))):
+        assert copy == plan and copy.fingerprint == plan.fingerprint
+        assert copy.state == {"folder": "/spill/a"}
+
+
+def test_the_warehouses_state_is_part_of_the_fingerprint() -> None:
+    counts = _counts((False, 5, 8))
+    plain = make_plan("w", REQUEST, counts, "v1")
+    spilled = [
+        make_plan(
+            "w", REQUEST, dataclasses.replace(counts, state={"folder": f"/spill/{name}"}), "v1"
+        )
+        for name in "ab"
+    ]
+    assert len({plain.fingerprint, *(p.fingerprint for p in spilled)}) == 3
+    assert {p.rows_id for p in spilled} == {plain.rows_id}  # the same rows
+    data = json.loads(spilled[0].to_json())
+    data["state"]["folder"] = "/spill/b"
+    with pytest.raises(ValueError, match="altered"):
+        Plan.from_json(json.dumps(data))
 
 
 def test_an_altered_or_foreign_plan_is_refused() -> None:

@@ -60,7 +60,7 @@ def test_the_join_runs_in_postgres_and_its_rows_are_point_in_time_correct(
     make_pg_reader: Any, postgres_repo: Path, feast_postgres_url: str, tmp_path: Path
 ) -> None:
     reader = make_pg_reader()
-    assert reader.plan.stats["feast"] == {"retrieval": "pushed down", "datastore": "postgres"}
+    assert reader.plan.state == {"retrieval": "pushed down", "datastore": "postgres"}
     assert reader.plan.data_version is None  # entity rows from a query
     train, held_out = served_rows(reader), served_rows(reader, eval=True)
     served = pd.concat([train, held_out]).set_index("order_id")
@@ -88,7 +88,7 @@ def test_a_reader_given_a_pushed_down_plan_reads_it_from_postgres(
 
 def test_a_table_of_entity_rows_is_pushed_down_too(make_pg_reader: Any) -> None:
     reader = make_pg_reader(query=None, table="orders", features=FEATURES[:1])
-    assert reader.plan.stats["feast"]["retrieval"] == "pushed down"
+    assert reader.plan.state["retrieval"] == "pushed down"
     assert reader.rows("train") + reader.rows("eval") == 3_000
 
 
@@ -98,7 +98,7 @@ def test_without_push_down_the_same_rows_are_read_into_local_files(
     pushed = _all_rows(make_pg_reader())
     with caplog.at_level(logging.WARNING):
         spilled_reader = make_pg_reader(push_down=False)
-    assert spilled_reader.plan.stats["feast"]["retrieval"] == "spilled"
+    assert spilled_reader.plan.state["retrieval"] == "spilled"
     assert "held in memory once" in caplog.text
     spilled = _all_rows(spilled_reader)
     columns = ["driver_id", "completed", "conv_rate", "acc_rate", "trips_today", "rating"]
@@ -112,7 +112,7 @@ def test_entity_files_cannot_be_pushed_down_to_postgres(
 ) -> None:
     with caplog.at_level(logging.WARNING):
         reader = make_pg_reader(query=None, files=[str(postgres_repo / "data" / "orders.parquet")])
-    assert reader.plan.stats["feast"]["retrieval"] == "spilled"
+    assert reader.plan.state["retrieval"] == "spilled"
     assert "not pushed down to postgres" in caplog.text
 
 

@@ -105,7 +105,7 @@ def test_full_feature_names_and_selected_columns(make_feast_reader: MakeReader) 
     )
     batch = next(reader.iter_epoch())
     assert batch["features"].column_names == ["driver_hourly__conv_rate", "driver_daily__rating"]
-    assert reader.plan.stats["feast"]["retrieval"] == "spilled"
+    assert reader.plan.state["retrieval"] == "spilled"
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def test_the_retrieval_is_spilled_to_a_scratch_folder_removed_on_close(
     make_feast_reader: MakeReader, tmp_path: Path
 ) -> None:
     reader = make_feast_reader()
-    folder = Path(reader.plan.stats["feast"]["folder"])
+    folder = Path(reader.plan.state["folder"])
     assert folder.parent == tmp_path / "scratch" and (folder / "rows.parquet").is_file()
     served_rows(reader)
     reader.close()
@@ -211,7 +211,7 @@ def test_a_reader_given_the_plan_reads_the_planners_files_or_writes_them_again(
     make_feast_reader: MakeReader, tmp_path: Path
 ) -> None:
     planner = make_feast_reader()
-    folder = Path(planner.plan.stats["feast"]["folder"])
+    folder = Path(planner.plan.state["folder"])
     # As another process would: its own warehouse, its own empty cache, the plan given.
     other = make_feast_reader(plan=planner.plan, cache_dir=str(tmp_path / "other-cache"))
     assert other.plan_origin == "given"
