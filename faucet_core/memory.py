@@ -5,10 +5,8 @@ scans: buffers of chunk size, made and dropped many times a second, and so are t
 temporaries that compute each chunk's order and each scanned row's chunk (:func:`empty`).
 Arrow's jemalloc pool (in the pyarrow builds that have it) hands them to the next take
 still mapped, where the default pool returns them to the system, which then maps them in
-again page by page. On machines where that is slow (virtual machines that give free
-memory back to their host and fault it in again at a fraction of memory speed, as the one
-of the Performance page), the jemalloc pool made the first epoch about a tenth faster and
-its peak memory lower, and the pooled temporaries made it faster by about as much again.
+again page by page: slow where memory given back is faulted in again at a fraction of
+memory speed (virtual machines that return free memory to their host).
 """
 
 from __future__ import annotations

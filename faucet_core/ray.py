@@ -75,7 +75,7 @@ class EpochLayout:
             if not stream.fetcher.cached(chunk):
                 # A node that has not read this plan yet fills its cache from one scan
                 # (or finds the warehouse's scratch copy), once for all its tasks.
-                stream.materialize()
+                stream.prepare()
             stop = start + chunk.rows
             current = self.serving.open_pass(stream, self.split, self.epoch, start, stop)
             try:

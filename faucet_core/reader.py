@@ -247,7 +247,7 @@ class Reader:
         call it before handing the plan to readers in other processes.
         """
         self._check_open()
-        self.stream.materialize()
+        self.stream.prepare()
 
     def position(self) -> StreamPosition:
         """Where the training stream is: the epoch under way and its batches consumed."""

@@ -205,7 +205,7 @@ class Stream:
             shuffle = self.spec.shuffles(split)
         return Pass(self, split, epoch, seed, shuffle, start, stop, transform)
 
-    def materialize(self) -> None:
+    def prepare(self) -> None:
         """Make every chunk readable from any process (:meth:`ChunkFetcher.prepare`)."""
         self.fetcher.prepare()
 
