@@ -27,8 +27,9 @@ from typing import Any
 import pyarrow as pa
 
 from faucet_core import memory
+from faucet_core.files import open_private, private_folder
 
-__all__ = ["CacheStats", "ChunkCache", "EntryWriter", "private_folder"]
+__all__ = ["CacheStats", "ChunkCache", "EntryWriter"]
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,6 @@ class ChunkCache:
             data = source.read_buffer()
         if entry.path not in self._verified and zlib.crc32(data) != entry.crc:
             raise ValueError("checksum mismatch")
-        if data[: len(_FILE_FORMAT_MAGIC)].to_pybytes() == _FILE_FORMAT_MAGIC:
-            return pa.ipc.open_file(data).read_all()
         return pa.ipc.open_stream(data).read_all()
 
     def put(self, key: str, table: pa.Table) -> bool:
@@ -350,33 +349,6 @@ def _parse_name(path: Path) -> tuple[str, int] | None:
 
 #: The end-of-stream marker of the Arrow IPC stream format.
 _END_OF_STREAM = b"\xff\xff\xff\xff\x00\x00\x00\x00"
-#: How files in the Arrow IPC file format (written by earlier versions) begin.
-_FILE_FORMAT_MAGIC = b"ARROW1"
-
-
-def private_folder(path: Path) -> None:
-    """Make the folder ``path`` if missing, and each missing parent: every folder made here
-    is its owner's alone (0700, whatever the umask); existing ones are left as they are."""
-    missing = [folder for folder in (path, *path.parents) if not folder.is_dir()]
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:  # made meanwhile by another process, or not a folder
-            if not folder.is_dir():
-                raise
-            continue
-        folder.chmod(0o700)
-
-
-def _open_new(path: Path) -> int:
-    """A new file at ``path`` for writing, readable by its owner only (whatever the umask)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(descriptor, 0o600)
-    except OSError:
-        os.close(descriptor)
-        raise
-    return descriptor
 
 
 def _write_all(descriptor: int, data: Any) -> None:
@@ -404,7 +376,7 @@ class EntryWriter:
         self._size = 0
         self._failed: OSError | None = None
         try:
-            self._descriptor = _open_new(temp)
+            self._descriptor = open_private(temp)
             self._append(schema.serialize())
         except OSError as exc:
             self._fail(exc)

@@ -21,6 +21,7 @@ import tenacity
 
 from faucet_core.cache import ChunkCache
 from faucet_core.checks import PlanBreach, check_chunk
+from faucet_core.config import RetryConfig
 from faucet_core.errors import ChunkReadError
 from faucet_core.fill import BUFFER_BYTES, CacheFill
 from faucet_core.plan import ChunkSpec, Plan
@@ -30,7 +31,7 @@ from faucet_core.warehouse import (
     Warehouse,
 )
 
-__all__ = ["ChunkFetcher", "FetchedChunk", "RetryPolicy"]
+__all__ = ["ChunkFetcher", "FetchedChunk"]
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +40,6 @@ log = logging.getLogger(__name__)
 FIRST_CHUNK_GRACE = 0.2
 #: Seconds more it waits when, by its pace, the fill's scan ends by then.
 FIRST_CHUNK_PATIENCE = 1.5
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient warehouse errors are retried."""
-
-    attempts: int = 5
-    initial_backoff: float = 0.5
-    max_backoff: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +83,7 @@ class ChunkFetcher:
         plan: Plan,
         warehouse: Callable[[], Warehouse],
         cache: ChunkCache | None,
-        retry: RetryPolicy,
+        retry: RetryConfig,
         materialize_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
         fill_lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
         fill_buffer: int = BUFFER_BYTES,

@@ -38,14 +38,12 @@ try:
 except ImportError:  # not on Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters", "plan_bytes"]
+__all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters"]
 
 log = logging.getLogger(__name__)
 
 #: Bytes of scanned rows buffered before they are appended to the cache entries.
 BUFFER_BYTES = 64 * 2**20
-#: Bytes assumed per value of a column whose width varies (strings, lists).
-_VARIABLE_WIDTH_GUESS = 32
 #: File descriptors left for everything but the entries being written.
 _SPARE_FILES = 256
 #: Parts a source is written in at least (when its size allows: see _MIN_PART_BYTES).
@@ -53,20 +51,6 @@ _PARTS = 8
 _MIN_PART_BYTES = 4 * 2**20
 #: Threads grouping and writing the rows of a fill, each a run of the chunks.
 _WRITERS = 2
-
-
-def plan_bytes(plan: Plan) -> int | None:
-    """About how many bytes the plan's chunks take in Arrow, or ``None`` if the plan does
-    not say its schema."""
-    if plan.schema is None:
-        return None
-    width = 8  # the hash column
-    for kind in plan.schema.types:
-        try:
-            width += max(kind.bit_width // 8, 1)
-        except ValueError:  # no fixed width
-            width += _VARIABLE_WIDTH_GUESS
-    return width * sum(plan.rows(split) for split in plan.chunks)
 
 
 class ChunkWriters:
@@ -255,7 +239,7 @@ class CacheFill:
     def possible(self) -> bool:
         """Whether the cache has room for the whole plan (as far as its schema tells), and
         the process may open a file per chunk."""
-        size = plan_bytes(self.plan)
+        size = self.plan.arrow_bytes()
         budget = self.cache.max_bytes
         fits = size is not None and (budget is None or size <= 0.8 * budget)
         return fits and _allow_open_files(len(self._chunks) + _SPARE_FILES)
@@ -406,7 +390,7 @@ class CacheFill:
         if batches is None:
             return
         # A small source is written in a few parts too, while it is scanned, not at the end.
-        size = plan_bytes(self.plan) or self.budget
+        size = self.plan.arrow_bytes() or self.budget
         budget = min(self.budget, max(size // _PARTS, _MIN_PART_BYTES))
         writers = ChunkWriters(self.plan, self.cache, missing, budget)
         self._scan_started = time.monotonic()

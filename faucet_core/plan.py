@@ -37,6 +37,8 @@ __all__ = ["PLAN_FORMAT", "ChunkSpec", "Plan", "make_plan"]
 PLAN_FORMAT = 2
 
 SPLITS: tuple[SplitName, ...] = ("train", "eval")
+#: Bytes assumed per value of a column whose width varies (strings, lists).
+_VARIABLE_WIDTH_GUESS = 32
 #: The fields of a plan that are mappings, kept as read-only views.
 _MAPPINGS = ("chunks", "stats", "state")
 
@@ -136,6 +138,19 @@ class Plan:
     def rows(self, split: SplitName) -> int:
         """Total rows of ``split``."""
         return sum(c.rows for c in self.chunks[split])
+
+    def arrow_bytes(self) -> int | None:
+        """About how many bytes the chunks of both splits take in Arrow, key hashes
+        included, or ``None`` if the plan does not say its schema."""
+        if self.schema is None:
+            return None
+        width = 8  # the key hash
+        for kind in self.schema.types:
+            try:
+                width += max(kind.bit_width // 8, 1)
+            except ValueError:  # no fixed width
+                width += _VARIABLE_WIDTH_GUESS
+        return width * sum(self.rows(split) for split in SPLITS)
 
     def chunk_key(self, chunk: ChunkSpec) -> str:
         """The cache key of ``chunk``: the same for the same rows, whatever the chunking."""

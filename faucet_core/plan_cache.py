@@ -14,63 +14,22 @@ import contextlib
 import dataclasses
 import logging
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from faucet_core.cache import private_folder
+from faucet_core.files import file_lock, private_folder, write_private
 from faucet_core.layout import stable_digest
 from faucet_core.plan import Plan
 from faucet_core.warehouse import PlanRequest
 
-try:  # POSIX
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: no cross-process lock, plans are still shared
-    fcntl = None  # type: ignore[assignment]
-
-__all__ = ["PlanCache", "file_lock"]
+__all__ = ["PlanCache"]
 
 log = logging.getLogger(__name__)
 
 FOLDER = "plans"
 #: How the file of a fitted preprocessor kept beside the plans ends.
 PREPROCESSOR_SUFFIX = ".preprocessor.json"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file renamed), in a file
-    readable by its owner only, whatever the umask.
-
-    Raises:
-        OSError: It could not be written.
-    """
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(descriptor, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except OSError:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing, its owner's alone) across
-    processes."""
-    private_folder(path.parent)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with open(descriptor, "a") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class PlanCache:
@@ -115,7 +74,7 @@ class PlanCache:
         path = self.directory / f"{key}.json"
         try:
             private_folder(self.directory)
-            _write_private(path, plan.to_json())
+            write_private(path, plan.to_json())
         except OSError as exc:
             log.warning("could not save the plan %s: %s", path, exc)
 
@@ -131,7 +90,7 @@ class PlanCache:
         path = self.directory / f"{key}{PREPROCESSOR_SUFFIX}"
         try:
             private_folder(self.directory)
-            _write_private(path, text)
+            write_private(path, text)
         except OSError as exc:
             log.warning("could not save %s: %s", path, exc)
 

@@ -30,7 +30,6 @@ import pyarrow as pa
 
 from faucet_core.batches import chunk_order
 from faucet_core.config import FaucetConfig
-from faucet_core.fill import plan_bytes
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.reader import Reader
 from faucet_core.serving import Serving
@@ -182,7 +181,7 @@ class FaucetDatasource(Datasource):
 
     def _bytes(self, rows: int) -> int | None:
         """About how many bytes ``rows`` rows of the plan take in Arrow."""
-        size = plan_bytes(self.plan)
+        size = self.plan.arrow_bytes()
         total = sum(self.plan.rows(split) for split in self.plan.chunks)
         return int(size * rows / total) if size is not None and total else None
 

@@ -33,7 +33,7 @@ from faucet_core.batches import (
 from faucet_core.cache import ChunkCache
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ReaderStateError
-from faucet_core.fetch import ChunkFetcher, FetchedChunk, RetryPolicy
+from faucet_core.fetch import ChunkFetcher, FetchedChunk
 from faucet_core.plan import Plan
 from faucet_core.plan_cache import PlanCache
 from faucet_core.scheduler import ChunkScheduler, FetchPool
@@ -132,9 +132,6 @@ class Stream:
         )
         self._warehouses: list[Warehouse] = [warehouse] if warehouse is not None else []
         self._warehouse_lock = threading.Lock()
-        retry = RetryPolicy(
-            config.retry.attempts, config.retry.initial_backoff, config.retry.max_backoff
-        )
         lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         fill_lock = lock
         if config.cache.enabled:
@@ -142,7 +139,13 @@ class Stream:
             lock = functools.partial(plans.lock, f"materialize-{spec.plan.rows_id}")
             fill_lock = functools.partial(plans.lock, f"fill-{spec.plan.rows_id}")
         self.fetcher = ChunkFetcher(
-            spec.plan, self.warehouse, self.cache, retry, lock, fill_lock, config.cache.fill_buffer
+            spec.plan,
+            self.warehouse,
+            self.cache,
+            config.retry,
+            lock,
+            fill_lock,
+            config.cache.fill_buffer,
         )
         self._pool = FetchPool(config.fetch_threads)
         self._closed = False

@@ -25,7 +25,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faucet_core import layout
-from faucet_core.cache import private_folder
+from faucet_core.files import private_folder
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference

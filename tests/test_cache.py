@@ -194,8 +194,8 @@ def test_eviction_brings_the_folder_under_budget(tmp_path: Path) -> None:
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == 2
 
 
-def test_entries_of_the_arrow_file_format_are_still_read(tmp_path: Path) -> None:
-    # Entries written before the cache wrote Arrow IPC streams.
+def test_an_entry_that_is_no_arrow_stream_is_discarded(tmp_path: Path) -> None:
+    # An Arrow IPC file, not a stream, with a checksum that fits: not an entry the cache wrote.
     ChunkCache(tmp_path).put("a", _table(10))
     (entry,) = tmp_path.glob("a.*.arrow")
     entry.unlink()
@@ -204,7 +204,9 @@ def test_entries_of_the_arrow_file_format_are_still_read(tmp_path: Path) -> None
         writer.write_table(_table(10))
     crc = zlib.crc32(older.read_bytes())
     older.rename(tmp_path / f"a.{crc:08x}.arrow")
-    assert ChunkCache(tmp_path).get("a") == _table(10)
+    cache = ChunkCache(tmp_path)
+    assert cache.get("a") is None
+    assert cache.stats.corrupt_discarded == 1 and not list(tmp_path.glob("a.*.arrow"))
 
 
 def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: Path) -> None:

@@ -9,7 +9,8 @@ import duckdb
 import pytest
 
 from faucet_core import PermanentWarehouseError, Plan, Reader
-from faucet_core.fetch import ChunkFetcher, RetryPolicy
+from faucet_core.config import RetryConfig
+from faucet_core.fetch import ChunkFetcher
 from faucet_core.planner import plan_source
 from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
 from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
@@ -148,7 +149,7 @@ def test_a_vanished_scratch_folder_is_made_again(
     plan = _plan(planner)
     planner.materialize(plan)
     worker = DuckDBWarehouse(connection)  # e.g. a DataLoader worker's
-    fetcher = ChunkFetcher(plan, lambda: worker, None, RetryPolicy(initial_backoff=0))
+    fetcher = ChunkFetcher(plan, lambda: worker, None, RetryConfig(initial_backoff=0))
     fetcher.materialize()
     planner.close()  # the process that made it finished first
     assert not list(tmp_path.iterdir())
