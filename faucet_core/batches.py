@@ -22,7 +22,6 @@ __all__ = [
     "Segment",
     "batch_count",
     "chunk_order",
-    "permute_chunk",
     "row_segments",
     "shuffle_key",
     "shuffled_positions",
@@ -150,13 +149,6 @@ def _counting(rows: int) -> np.ndarray[Any, Any]:
         counting.flags.writeable = False
         _COUNTING = counting  # a race only makes it twice
     return counting[:rows]
-
-
-def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:
-    """``table`` (``chunk``'s rows, with the hash column) in their order of ``epoch``."""
-    if table.num_rows < 2:
-        return table
-    return memory.take(table, shuffled_positions(table, chunk, seed, epoch))
 
 
 def slice_batches(

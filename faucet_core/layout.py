@@ -54,7 +54,6 @@ __all__ = [
     "integer_parts",
     "integers",
     "is_eval",
-    "order_chunk",
     "positions_array",
     "stable_digest",
 ]
@@ -214,7 +213,9 @@ def bucket_counts(table: pa.Table) -> pa.Table:
 
 
 def count_hashes(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> pa.Table:
-    """The count table of rows with ``hashes``: for warehouses that hash rows outside SQL."""
+    """The count table of rows with ``hashes``, as :meth:`Dialect.count_query` computes it in
+    SQL: for a warehouse that hashes its rows outside SQL, and the reference every
+    warehouse's counting is tested against."""
     evals = is_eval(hashes, eval_bucket_count)
     keys = evals.astype(np.int64) * BUCKETS + bucket_of(hashes).astype(np.int64)
     unique, inverse, rows = np.unique(keys, return_inverse=True, return_counts=True)
@@ -303,20 +304,14 @@ def positions_array(positions: np.ndarray[Any, Any]) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
-def order_chunk(table: pa.Table) -> pa.Table:
-    """``table``'s rows in the chunk order: by hash, ties broken by the other columns.
-
-    The order is a function of the rows alone, so a chunk is the same sequence wherever
-    and whenever it is read, which is what lets a seed give the same batches from the
-    warehouse and from the cache.
-    """
-    positions = chunk_positions(table)
-    return table if positions is None else table.take(positions_array(positions))
-
-
 def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:
-    """The positions of ``table``'s rows in the chunk order (see :func:`order_chunk`), or
-    ``None`` when the rows are in that order already."""
+    """The positions of ``table``'s rows in the chunk order, or ``None`` when the rows are
+    in that order already.
+
+    The chunk order is by key hash, ties broken by the other columns: a function of the
+    rows alone, so a chunk is the same sequence wherever and whenever it is read, which
+    is what lets a seed give the same batches from the warehouse and from the cache.
+    """
     hashes = integers(table.column(HASH_COLUMN))
     if table.num_rows < 2:
         return None

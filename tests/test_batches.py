@@ -11,8 +11,8 @@ from faucet_core import layout
 from faucet_core.batches import (
     batch_count,
     chunk_order,
-    permute_chunk,
     row_segments,
+    shuffled_positions,
     slice_batches,
 )
 from faucet_core.plan import ChunkSpec
@@ -57,6 +57,11 @@ def test_chunk_order_is_a_seeded_permutation_per_epoch() -> None:
     assert chunk_order(chunks, seed=3, epoch=2, shuffle=True) != first
     assert chunk_order(chunks, seed=4, epoch=1, shuffle=True) != first
     assert chunk_order(chunks, seed=3, epoch=1, shuffle=False) == chunks
+
+
+def permute_chunk(table: pa.Table, chunk: ChunkSpec, seed: int, epoch: int) -> pa.Table:
+    """``table`` (``chunk``'s rows) in their order of ``epoch``, as a pass takes them."""
+    return table.take(pa.array(shuffled_positions(table, chunk, seed, epoch)))
 
 
 def _hashed(ids: list[int]) -> pa.Table:
