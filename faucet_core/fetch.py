@@ -21,6 +21,7 @@ import tenacity
 
 from faucet_core.cache import ChunkCache
 from faucet_core.checks import PlanBreach, check_chunk
+from faucet_core.chunk_states import ChunkStates, Origin
 from faucet_core.config import RetryConfig
 from faucet_core.errors import ChunkReadError
 from faucet_core.fill import BUFFER_BYTES, CacheFill
@@ -49,14 +50,20 @@ class FetchedChunk:
     Attributes:
         chunk: The chunk.
         table: Its rows, in any order.
-        from_cache: Whether they came from the cache.
+        origin: Where they came from (see :class:`~faucet_core.chunk_states.Origin`).
         attempts: Tries it took to read them from the warehouse (0 from the cache).
     """
 
     chunk: ChunkSpec
     table: pa.Table
-    from_cache: bool
+    origin: Origin
     attempts: int
+
+    @property
+    def from_cache(self) -> bool:
+        """Whether the rows were served from the cache (this process did not fetch them
+        for this serving)."""
+        return self.origin is Origin.CACHE
 
 
 class _Stopped(Exception):
@@ -76,6 +83,10 @@ class ChunkFetcher:
             so the second finds the first's scratch copy instead of making its own.
         fill_lock: Likewise for filling the cache from one scan of the source.
         fill_buffer: Bytes of scanned rows held in memory by that fill.
+
+    Attributes:
+        states: The state of each chunk of the plan in this process, and where it came
+            from.
     """
 
     def __init__(
@@ -96,10 +107,10 @@ class ChunkFetcher:
         self._materialized = False
         self._materialize_lock = threading.Lock()
         self._stopped = threading.Event()
-        self._conforming: set[str] = set()  # names of cache files found to hold their chunk
+        self.states = ChunkStates(plan)
         self._fill: CacheFill | None = None
         if cache is not None:
-            fill = CacheFill(plan, cache, warehouse, fill_lock, fill_buffer)
+            fill = CacheFill(plan, cache, warehouse, fill_lock, self.states, fill_buffer)
             self._fill = fill if fill.possible() else None
 
     def stop(self) -> None:
@@ -164,10 +175,15 @@ class ChunkFetcher:
                     fetched = self._from_cache(chunk, key)
             if fetched is not None:
                 return fetched
-        table, attempts = self._read_with_retries(chunk)
-        if self.cache is not None:
-            self.cache.put(key, table)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=attempts)
+        self.states.reading(chunk)
+        try:
+            table, attempts = self._read_with_retries(chunk)
+        except BaseException:
+            self.states.read_failed(chunk)
+            raise
+        cached = self.cache is not None and self.cache.put(key, table)
+        self.states.read(chunk, cached)
+        return FetchedChunk(chunk, table, Origin.WAREHOUSE, attempts)
 
     def _filled_soon(self, chunk: ChunkSpec) -> bool:
         """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
@@ -202,8 +218,8 @@ class ChunkFetcher:
                 "reading %s by itself failed (%s); waiting for the fill", chunk.describe(), exc
             )
             return None
-        self._fill.served(chunk)
-        return FetchedChunk(chunk, table, from_cache=False, attempts=1)
+        self.states.read(chunk, cached=False)  # the fill caches it
+        return FetchedChunk(chunk, table, Origin.WAREHOUSE, attempts=1)
 
     def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
         """``chunk`` from the cache if it holds it intact."""
@@ -214,17 +230,17 @@ class ChunkFetcher:
         cached, name = found
         # The same file is checked once per process, and not at all if this process wrote
         # it from a scan (checked as it was written).
-        fill = self._fill
-        if name not in self._conforming and not (fill is not None and fill.wrote(chunk, name)):
+        if not self.states.checked(name):
             try:
                 check_chunk(self.plan, chunk, cached, ordered=True)
             except PlanBreach as exc:
                 log.warning("discarding the cached %s: %s", chunk.describe(), exc.rule)
                 self.cache.discard(key)
+                self.states.discarded(chunk)
                 return None
-            self._conforming.add(name)
-        filled = fill is not None and fill.claim(chunk)  # read by this process
-        return FetchedChunk(chunk, cached, not filled, int(filled))
+            self.states.check_passed(name)
+        origin = self.states.serve_cached(chunk)
+        return FetchedChunk(chunk, cached, origin, int(origin is Origin.FILL))
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         name = self.plan.datastore

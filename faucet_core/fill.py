@@ -30,6 +30,7 @@ import pyarrow as pa
 from faucet_core import memory
 from faucet_core.cache import ChunkCache, EntryWriter
 from faucet_core.checks import RowCheck
+from faucet_core.chunk_states import ChunkState, ChunkStates
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.warehouse import Warehouse
 
@@ -195,8 +196,10 @@ class CacheFill:
     """Fills a plan's chunks into the cache from one scan, in a thread of its own.
 
     Readers call :meth:`wait` on a cache miss: it starts the fill if it has not run yet and
-    returns once the fill is over. A fill that cannot run (the warehouse has no scan, the
-    cache cannot hold the plan) or fails leaves the chunks to be read one by one.
+    returns once the fill has cached the chunk, or is over. A fill that cannot run (the
+    warehouse has no scan, the cache cannot hold the plan) or fails leaves the chunks to
+    be read one by one. It moves the chunks it fills through their states (being filled,
+    then cached, or missing again) in ``states``.
 
     Args:
         plan: The plan to fill.
@@ -204,6 +207,7 @@ class CacheFill:
         warehouse: Returns the warehouse to scan.
         lock: Makes processes sharing the cache fill one at a time, so the second finds
             the chunks the first cached.
+        states: The state of each chunk of the plan in this process.
         budget: Bytes of rows buffered before they are written.
     """
 
@@ -213,22 +217,19 @@ class CacheFill:
         cache: ChunkCache,
         warehouse: Callable[[], Warehouse],
         lock: Callable[[], AbstractContextManager[None]],
+        states: ChunkStates,
         budget: int = BUFFER_BYTES,
     ) -> None:
         self.plan = plan
         self.cache = cache
         self.budget = budget
+        self.states = states
         self._warehouse = warehouse
         self._lock = lock
-        self._chunks = [c for split in plan.chunks.values() for c in split]
-        self._index = {(c.split, c.index): i for i, c in enumerate(self._chunks)}
-        self._condition = threading.Condition()
+        self._chunks = states.chunks
+        self._condition = states.condition
         self._thread: threading.Thread | None = None
         self._over = False
-        self._filled: dict[int, str] = {}  # the entry file written for each chunk filled
-        self._found: set[int] = set()
-        self._unclaimed: set[int] = set()
-        self._served: set[int] = set()
         self._stopped = threading.Event()
         self._total_rows = sum(c.rows for c in self._chunks)
         self._scanned = 0  # rows of the scan so far
@@ -250,33 +251,14 @@ class CacheFill:
             self._start()
             return not self._over and not self._stopped.is_set()
 
-    def served(self, chunk: ChunkSpec) -> None:
-        """Note that ``chunk`` was read from the warehouse by other means (and counted so):
-        :meth:`claim` will not count it again."""
-        index = self._index[(chunk.split, chunk.index)]
-        with self._condition:
-            self._served.add(index)
-            self._unclaimed.discard(index)
-
     def wait(self, chunk: ChunkSpec, timeout: float | None = None) -> bool:
         """Start the fill if it has not started, and wait until it has cached ``chunk``, is
         over, or ``timeout`` seconds have passed. Returns whether ``chunk`` is cached now (by
         this fill or, as the fill found, by another process)."""
-        index = self._index[(chunk.split, chunk.index)]
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._condition:
             self._start()
-            while not (
-                index in self._filled
-                or index in self._found
-                or self._over
-                or self._stopped.is_set()
-            ):
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._condition.wait(left)
-            return index in self._filled or index in self._found
+        state = self.states.wait_filled(chunk, self._stopped.is_set, timeout)
+        return state is ChunkState.CACHED
 
     @property
     def over(self) -> bool:
@@ -317,22 +299,6 @@ class CacheFill:
                 self._condition.wait()
             self._held_seconds += time.monotonic() - started
 
-    def wrote(self, chunk: ChunkSpec, name: str) -> bool:
-        """Whether this fill wrote the entry file ``name`` for ``chunk``: its rows were
-        checked against the plan as they were written."""
-        with self._condition:
-            return self._filled.get(self._index[(chunk.split, chunk.index)]) == name
-
-    def claim(self, chunk: ChunkSpec) -> bool:
-        """Whether this fill cached ``chunk`` and no one claimed it before: the first to
-        serve it counts it as read from the warehouse."""
-        index = self._index[(chunk.split, chunk.index)]
-        with self._condition:
-            if index in self._unclaimed:
-                self._unclaimed.discard(index)
-                return True
-            return False
-
     def wait_all(self) -> None:
         """Start the fill if it has not started, and wait until it is over."""
         with self._condition:
@@ -359,6 +325,7 @@ class CacheFill:
             if self._stopped.is_set():
                 self._over = True
                 return
+            self.states.filling()  # until the fill finds them cached, fills them or ends
             thread = threading.Thread(target=self._run, name="faucet-fill", daemon=True)
             thread.start()
             self._thread = thread  # only once started: stop() may join it from now on
@@ -369,9 +336,7 @@ class CacheFill:
                 keys = [self.plan.chunk_key(c) for c in self._chunks]
                 cached = self.cache.holding(keys)
                 missing = [i for i, key in enumerate(keys) if key not in cached]
-                with self._condition:
-                    self._found.update(set(range(len(self._chunks))) - set(missing))
-                    self._condition.notify_all()
+                self.states.found(set(range(len(self._chunks))) - set(missing))
                 if missing and not self._stopped.is_set():
                     self._fill(missing)
         except Exception as exc:
@@ -383,7 +348,7 @@ class CacheFill:
         finally:
             with self._condition:
                 self._over = True
-                self._condition.notify_all()
+                self.states.fill_over()
 
     def _fill(self, missing: list[int]) -> None:
         batches: Iterable[pa.RecordBatch] | None = self._warehouse().scan(self.plan)
@@ -409,8 +374,7 @@ class CacheFill:
                 self._scanned = rows
             if self._stopped.is_set():
                 return
-            with self._condition:  # before the entries appear, for readers that find them
-                self._unclaimed.update(set(missing) - self._served)
+            self.states.committing(missing)  # before the entries appear, for their readers
             cached = writers.commit()
         finally:
             writers.close()
@@ -420,10 +384,7 @@ class CacheFill:
             self.plan.request.source.describe(),
             rows,
         )
-        with self._condition:
-            self._filled.update(cached)
-            self._unclaimed -= set(missing) - cached.keys()  # not stored (a full disk)
-            self._condition.notify_all()
+        self.states.filled(missing, cached)
 
 
 def _allow_open_files(count: int) -> bool:

@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -290,7 +290,7 @@ class Pass:
             table = memory.take(table, positions[segment.lo : segment.hi] if partial else positions)
         if self._transform is not None:
             table = self._transform(table)
-        return FetchedChunk(chunk, table, fetched.from_cache, fetched.attempts)
+        return replace(fetched, table=table)
 
     def _tables(self) -> Iterator[pa.Table]:
         for fetched in self._scheduler:

@@ -1,0 +1,122 @@
+"""The state of each chunk in a process, and where each came from (faucet_core.chunk_states)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pyarrow as pa
+import pytest
+
+from faucet_core import ChunkReadError, ChunkSpec, Plan, Reader, Warehouse, hookimpl
+from faucet_core.chunk_states import ChunkState, ChunkStates, Origin
+from faucet_core.warehouse import PermanentWarehouseError
+from tests.conftest import ChunkByChunkDuckDB
+
+MakeReader = Callable[..., Reader]
+
+
+def states(reader: Reader) -> ChunkStates:
+    return reader.stream.fetcher.states
+
+
+def origins(reader: Reader) -> list[Origin | None]:
+    return [states(reader).origin(chunk) for chunk in states(reader).chunks]
+
+
+def served(reader: Reader) -> tuple[int, int]:
+    """Serve an epoch: how many chunks it fetched, and how many it served from the cache."""
+    reader.prep_for_epoch()
+    while reader.get_batch() is not None:
+        pass
+    metrics = reader.metrics[-1]
+    return metrics.chunks_fetched, metrics.chunks_cached
+
+
+def test_a_fill_caches_every_chunk_and_each_counts_as_fetched_once(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(test_split_percent=20, epochs=2)
+    chunks = states(reader).chunks
+    assert states(reader).counts()[ChunkState.MISSING] == len(chunks)
+    reader.prepare()  # one scan fills the cache
+    assert states(reader).counts()[ChunkState.CACHED] == len(chunks)
+    assert set(origins(reader)) == {Origin.FILL}
+    train = len(reader.plan.chunks["train"])
+    assert served(reader) == (train, 0)  # the fill's chunks, counted as fetched once
+    assert served(reader) == (0, train)  # then from the cache
+
+
+def test_chunks_another_process_cached_come_from_the_cache(make_reader: MakeReader) -> None:
+    make_reader(test_split_percent=20).prepare()
+    reader = make_reader(test_split_percent=20)
+    assert served(reader) == (0, len(reader.plan.chunks["train"]))
+    assert set(origins(reader)) == {None}  # this process fetched nothing
+    train = [states(reader).state(chunk) for chunk in reader.plan.chunks["train"]]
+    assert set(train) == {ChunkState.CACHED}
+
+
+def test_without_a_cache_every_read_is_the_warehouses_and_leaves_the_chunk_missing(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(use_cache=False)
+    train = reader.plan.chunks["train"]
+    assert served(reader) == (len(train), 0)
+    assert {states(reader).origin(chunk) for chunk in train} == {Origin.WAREHOUSE}
+    assert {states(reader).state(chunk) for chunk in train} == {ChunkState.MISSING}
+
+
+class FailingChunk(ChunkByChunkDuckDB):
+    """Reads every chunk but the first of train."""
+
+    name = "failing-chunk"
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        if chunk.split == "train" and chunk.index == 0:
+            raise PermanentWarehouseError("no permission for this chunk")
+        return super().read_buckets(plan, chunk)
+
+
+class _FailingPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(FailingChunk)
+
+
+@pytest.fixture
+def failing(register: Callable[[object], None]) -> Iterator[str]:
+    register(_FailingPlugin())
+    yield FailingChunk.name
+
+
+def test_a_chunk_that_cannot_be_read_is_failed_and_read_again_next_time(
+    make_reader: MakeReader, failing: str
+) -> None:
+    reader = make_reader(datastore=failing, shuffle=False, epochs=2)
+    first = reader.plan.chunks["train"][0]
+    for _ in range(2):
+        reader.prep_for_epoch()
+        with pytest.raises(ChunkReadError, match="no permission"):
+            while reader.get_batch() is not None:
+                pass
+        assert states(reader).state(first) is ChunkState.FAILED
+        assert states(reader).origin(first) is None
+
+
+def test_a_cached_chunk_that_fails_its_check_is_missing_until_read_again(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(datastore="chunk-by-chunk-duckdb")
+    train = reader.plan.chunks["train"]
+    assert served(reader) == (len(train), 0)  # each chunk read by itself, and cached
+    chunk = train[0]
+    key = reader.plan.chunk_key(chunk)
+    cache = reader.cache
+    assert cache is not None
+    damaged = cache.get(key)
+    assert damaged is not None
+    cache.discard(key)
+    cache.put(key, damaged.slice(1))  # a row short
+    other = make_reader(datastore="chunk-by-chunk-duckdb")
+    assert served(other) == (1, len(train) - 1)  # that chunk read again
+    assert states(other).origin(chunk) is Origin.WAREHOUSE
+    assert states(other).state(chunk) is ChunkState.CACHED
