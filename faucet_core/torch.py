@@ -154,7 +154,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     Attributes:
         reader: The reader (``None`` in DataLoader workers, which open its stream anew).
         serving: The reader's stream, seed and preprocessing.
-        epoch: The epoch (0-based) the next iteration serves.
+        epoch: The epoch (1-based, as a reader counts them) the next iteration serves.
         skip_batches: Batches of :attr:`epoch` the next iteration leaves out (consumed
             before a resume).
     """
@@ -183,7 +183,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         self.features_dtype = features_dtype
         self.feature_columns = self.serving.feature_columns("torch")
         self.label_columns = self.serving.label_columns
-        self.epoch = 0
+        self.epoch = 1
         self.skip_batches = 0
         self.reader: Reader | None = reader  # this process's; workers open their own stream
         self._owns_reader = False  # made by from_config(), closed by close()
@@ -276,8 +276,16 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         )
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        """Select the epoch (0-based) the next iteration serves, and the batches of it
+        """Select the epoch the next iteration serves by PyTorch's 0-based epoch index (as
+        ``DistributedSampler.set_epoch``, which training loops call with the loop's epoch
+        counter): Faucet's epoch ``epoch + 1``; and the batches of it already consumed."""
+        self.select_epoch(epoch + 1, skip_batches)
+
+    def select_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Select the epoch (1-based) the next iteration serves, and the batches of it
         already consumed."""
+        if epoch < 1:
+            raise ValueError(f"epochs are 1-based: {epoch} < 1")
         self.epoch, self.skip_batches = epoch, skip_batches
 
     def __iter__(self) -> Iterator[TensorBatch]:
@@ -289,7 +297,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
             return
         own = self.reader.stream if info is None and self.reader is not None else None
         stream = own if own is not None and not own.closed else Stream(self.serving.spec)
-        current = self.serving.open_pass(stream, self.split, self.epoch + 1, start, stop)
+        current = self.serving.open_pass(stream, self.split, self.epoch, start, stop)
         try:
             for table in current:
                 yield self._tensors(table)
@@ -351,7 +359,7 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         dataset = self.dataset
         if dataset.epoch != self._epoch:  # set_epoch() was called: a new epoch
             self._epoch, self._consumed = dataset.epoch, dataset.skip_batches
-        dataset.set_epoch(self._epoch, self._consumed)
+        dataset.select_epoch(self._epoch, self._consumed)
         self.metrics = LoaderMetrics()
         started = time.perf_counter()
         iterator = super().__iter__()
@@ -369,13 +377,13 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             yield batch
         self.metrics.elapsed_seconds = time.perf_counter() - started
         self._epoch, self._consumed = self._epoch + 1, 0
-        dataset.set_epoch(self._epoch)
+        dataset.select_epoch(self._epoch)
 
     def position(self) -> StreamPosition:
         """Where the stream is: the epoch under way (1-based) and its batches consumed."""
         dataset = self.dataset
         partition = dataset.partition(self.num_workers)
-        return dataset.serving.position(dataset.split, partition, self._epoch + 1, self._consumed)
+        return dataset.serving.position(dataset.split, partition, self._epoch, self._consumed)
 
     def state_dict(self) -> dict[str, Any]:
         """The position in the stream as a few plain values, for checkpoints."""
@@ -390,5 +398,5 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         dataset = self.dataset
         partition = dataset.partition(self.num_workers)
         dataset.serving, position = dataset.serving.resume(state, dataset.split, partition)
-        self._epoch, self._consumed = position.epoch - 1, position.batches
-        dataset.set_epoch(self._epoch, self._consumed)
+        self._epoch, self._consumed = position.epoch, position.batches
+        dataset.select_epoch(self._epoch, self._consumed)

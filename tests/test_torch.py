@@ -121,7 +121,7 @@ def test_resume_serves_exactly_the_rest(
     restored.load_state_dict(state)
     rest = list(restored)
     assert _ids(served) + _ids(rest) == full
-    assert restored.dataset.epoch == 1  # the resumed epoch finished
+    assert restored.dataset.epoch == 2  # the resumed epoch finished
 
 
 def test_resume_refuses_other_workers_or_plans(make_reader: MakeReader) -> None:
@@ -243,3 +243,16 @@ def test_workers_serve_the_readers_preprocessed_batches(make_reader: MakeReader)
         assert labels is not None
         assert torch.equal(features, torch.from_numpy(batch["features"]))
         assert torch.equal(labels, torch.from_numpy(batch["labels"]))
+
+
+def test_the_datasets_epochs_are_the_readers(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"], epochs=2)
+    epochs = [[b["features"]["id"].tolist() for b in reader.iter_epoch()] for _ in range(2)]
+    dataset = FaucetIterableDataset(make_reader(**SETTINGS, columns=["id", "label"]))
+    assert dataset.epoch == 1
+    dataset.set_epoch(1)  # a loop's 0-based counter: Faucet's epoch 2
+    assert dataset.epoch == 2 and _ids(list(dataset)) == epochs[1]
+    dataset.select_epoch(1)
+    assert _ids(list(dataset)) == epochs[0]
+    with pytest.raises(ValueError, match="1-based"):
+        dataset.select_epoch(0)
