@@ -45,7 +45,8 @@ class DuckDBStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
                 f"SELECT {', '.join(FEATURES)}, label FROM train WHERE id % {workers} = {worker}"
             )
             for batch in db.sql(query).to_arrow_reader(self.batch_size):
-                columns = [batch.column(name).to_numpy() for name in FEATURES]
+                # zero_copy_only=False: a NULL is NaN, as in Faucet's float tensors
+                columns = [batch.column(name).to_numpy(zero_copy_only=False) for name in FEATURES]
                 yield (
                     torch.from_numpy(np.column_stack(columns)),
                     torch.from_numpy(batch.column("label").to_numpy()),
