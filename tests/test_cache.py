@@ -17,6 +17,7 @@ import pytest
 
 from faucet_core import cache as cache_module
 from faucet_core.cache import ChunkCache
+from faucet_core.plan_cache import PlanCache
 
 
 def _table(rows: int, start: int = 0) -> pa.Table:
@@ -227,3 +228,15 @@ def test_holding_finds_entries_other_caches_wrote(tmp_path: Path) -> None:
     ChunkCache(tmp_path).put("b", _table(10))  # another reader, another process
     assert mine.holding(["a", "b", "c"]) == {"a", "b"}
     assert mine.get("b") == _table(10)
+
+
+def test_saved_plans_and_preprocessors_are_counted_apart_and_cleared(tmp_path: Path) -> None:
+    plans = PlanCache(tmp_path)
+    assert plans.count() == (0, 0) and plans.clear() == 0
+    plans.put_preprocessor("k", '{"caf\u00e9": "d\u00e9j\u00e0"}')
+    (tmp_path / "plans" / "k.json").write_text("{}")
+    assert plans.get_preprocessor("k") == '{"caf\u00e9": "d\u00e9j\u00e0"}'
+    assert plans.get_preprocessor("other") is None
+    assert plans.count() == (1, 1)
+    sizes = sum(p.stat().st_size for p in (tmp_path / "plans").iterdir())
+    assert plans.clear() == sizes and plans.count() == (0, 0)

@@ -32,6 +32,57 @@ def served(reader: Reader) -> tuple[int, int]:
     return metrics.chunks_fetched, metrics.chunks_cached
 
 
+def test_the_states_a_chunk_goes_through(make_reader: MakeReader) -> None:
+    book = ChunkStates(make_reader(test_split_percent=20).plan)
+    first, second, third = book.chunks[:3]
+    indexes = [book.index(c) for c in (first, second, third)]
+    assert indexes == [0, 1, 2]
+    assert book.filling() == list(range(len(book.chunks)))  # every chunk was missing
+    book.found([indexes[2]])  # another process cached it
+    book.committing(indexes[:2])
+    book.filled(indexes[:2], {indexes[0]: "a.arrow"})  # the second was not stored
+    assert [book.state(c) for c in (first, second, third)] == [
+        ChunkState.CACHED, ChunkState.FILLING, ChunkState.CACHED
+    ]  # fmt: skip
+    assert [book.origin(c) for c in (first, second, third)] == [Origin.FILL, None, None]
+    assert book.checked("a.arrow") and not book.checked("b.arrow")
+    book.fill_over()
+    assert book.state(second) is ChunkState.MISSING
+    assert book.serve_cached(first) is Origin.FILL  # counted as fetched once
+    assert book.serve_cached(first) is Origin.CACHE
+    assert book.serve_cached(third) is Origin.CACHE
+    book.reading(second)
+    assert book.state(second) is ChunkState.READING
+    book.read_failed(second)
+    assert book.state(second) is ChunkState.FAILED
+    book.reading(second)
+    book.read(second, cached=True)
+    assert (book.state(second), book.origin(second)) == (ChunkState.CACHED, Origin.WAREHOUSE)
+    assert book.serve_cached(second) is Origin.CACHE  # served when it was read
+    book.discarded(second)
+    assert book.state(second) is ChunkState.MISSING
+    assert book.counts() == {  # the fill is over: the chunks it did not cache are missing
+        ChunkState.MISSING: len(book.chunks) - 2, ChunkState.FILLING: 0,
+        ChunkState.READING: 0, ChunkState.CACHED: 2, ChunkState.FAILED: 0,
+    }  # fmt: skip
+
+
+def test_a_chunk_being_filled_is_not_read_by_itself_meanwhile(make_reader: MakeReader) -> None:
+    book = ChunkStates(make_reader(test_split_percent=20).plan)
+    chunk = book.chunks[0]
+    book.filling()
+    book.reading(chunk)  # a pass's first chunk, read while the fill runs
+    assert book.state(chunk) is ChunkState.FILLING
+    assert book.wait_filled(chunk, stopped=lambda: False, timeout=0) is ChunkState.FILLING
+    book.read(chunk, cached=False)
+    assert (book.state(chunk), book.origin(chunk)) == (ChunkState.FILLING, Origin.WAREHOUSE)
+    book.committing([0])
+    book.filled([0], {0: "a.arrow"})
+    assert book.origin(chunk) is Origin.WAREHOUSE  # read by itself first: counted then
+    assert book.serve_cached(chunk) is Origin.CACHE
+    assert book.wait_filled(chunk, stopped=lambda: True) is ChunkState.CACHED
+
+
 def test_a_fill_caches_every_chunk_and_each_counts_as_fetched_once(
     make_reader: MakeReader,
 ) -> None:

@@ -176,6 +176,7 @@ def test_a_chunk_is_checked_against_its_plan() -> None:
         with pytest.raises(PlanBreach) as raised:
             check_chunk(plan, chunk, candidate, ordered)
         assert str(raised.value).startswith("the w warehouse broke its plan: ")
+        assert raised.value.warehouse == "w"
         return raised.value.rule
 
     assert check_chunk(plan, chunk, table, ordered=True).equals(table)

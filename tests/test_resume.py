@@ -115,6 +115,28 @@ def test_state_is_a_few_plain_values(make_reader: MakeReader) -> None:
         reader.load_state_dict({"epoch": 1})
 
 
+def test_the_state_format_is_stable(make_reader: MakeReader) -> None:
+    # Checkpoints outlive the code that wrote them: these names are the saved format.
+    reader = make_reader(batch_size=100, seed=3)
+    reader.prep_for_epoch()
+    reader.get_batch()
+    assert reader.state_dict() == {
+        "format": 3,
+        "plan": reader.plan.fingerprint,
+        "seed": 3,
+        "epoch": 1,
+        "batches": 1,
+        "split": "train",
+        "batch_size": 100,
+        "drop_last": False,
+        "shuffle": True,
+        "rank": 0,
+        "world_size": 1,
+        "remainder": "drop",
+        "workers": 1,
+    }
+
+
 def test_other_settings_are_refused(make_reader: MakeReader) -> None:
     reader = make_reader(batch_size=100, seed=3)
     reader.prep_for_epoch()
