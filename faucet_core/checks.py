@@ -67,9 +67,7 @@ class RowCheck:
     ) -> None:
         self.plan = plan
         self.ordered = ordered
-        self.chunks: list[ChunkSpec] = (
-            [c for split in plan.chunks.values() for c in split] if chunks is None else list(chunks)
-        )
+        self.chunks: list[ChunkSpec] = plan.every_chunk if chunks is None else list(chunks)
         self.columns = [*plan.columns, layout.HASH_COLUMN]
         self._where = (
             "every chunk of the plan"

@@ -50,7 +50,7 @@ class ChunkStates:
     """
 
     def __init__(self, plan: Plan) -> None:
-        self.chunks = [c for split in plan.chunks.values() for c in split]
+        self.chunks = plan.every_chunk
         self._index = {(c.split, c.index): i for i, c in enumerate(self.chunks)}
         #: Notified on every change of state; a fill's own waits use it too.
         self.condition = threading.Condition()

@@ -143,7 +143,7 @@ class ChunkFetcher:
         """Whether the cache holds every chunk of the plan (not yet checked)."""
         if self.cache is None:
             return False
-        keys = [self.plan.chunk_key(c) for split in self.plan.chunks.values() for c in split]
+        keys = [self.plan.chunk_key(c) for c in self.plan.every_chunk]
         return len(self.cache.holding(keys)) == len(set(keys))
 
     def materialize(self) -> None:

@@ -139,6 +139,12 @@ class Plan:
         """Total rows of ``split``."""
         return sum(c.rows for c in self.chunks[split])
 
+    @property
+    def every_chunk(self) -> list[ChunkSpec]:
+        """The chunks of both splits, train then eval: the order in which the chunk states
+        and the checks of a process number them."""
+        return [c for split in SPLITS for c in self.chunks[split]]
+
     def arrow_bytes(self) -> int | None:
         """About how many bytes the chunks of both splits take in Arrow, key hashes
         included, or ``None`` if the plan does not say its schema."""

@@ -2,10 +2,10 @@
 
 A plan is stored under a key made of the warehouse, its connection settings, where the
 source's data lives, the request (source, split, chunk size) and the source's data
-version. A reader finds it there before
-asking the warehouse anything, so a rerun, another process or another DDP rank on the
-same machine reuses it. Processes planning the same key at once take turns (a lock file),
-so one of them plans and the others read its plan.
+version. A reader finds it there before asking the warehouse anything, so a rerun,
+another process or another DDP rank on the same machine reuses it. Processes planning the
+same key at once take turns (a lock file), so one of them plans and the others read its
+plan.
 """
 
 from __future__ import annotations

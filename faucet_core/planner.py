@@ -24,7 +24,14 @@ from faucet_core.warehouse import (
     WarehouseError,
 )
 
-__all__ = ["PlanOrigin", "data_version", "obtain_plan", "plan_source", "saved_plan_key"]
+__all__ = [
+    "PlanOrigin",
+    "data_version",
+    "obtain_plan",
+    "plan_source",
+    "saved_plan_key",
+    "source_identity",
+]
 
 log = logging.getLogger("faucet")
 
@@ -52,6 +59,19 @@ def data_version(warehouse: Warehouse, source: SourceSpec) -> str | None:
         raise _as_warehouse_error(warehouse, source, exc) from exc
 
 
+def source_identity(warehouse: Warehouse, source: SourceSpec) -> str:
+    """Where ``source``'s data lives, as the warehouse says
+    (:meth:`Warehouse.source_identity`).
+
+    Raises:
+        PermanentWarehouseError: The warehouse failed with an error of its own type.
+    """
+    try:
+        return warehouse.source_identity(source)
+    except Exception as exc:
+        raise _as_warehouse_error(warehouse, source, exc) from exc
+
+
 def plan_source(warehouse: Warehouse, request: PlanRequest, version: str | None) -> Plan:
     """Plan ``request`` on ``warehouse``, whose data is at ``version``: one counting query.
 
@@ -63,9 +83,9 @@ def plan_source(warehouse: Warehouse, request: PlanRequest, version: str | None)
     started = time.perf_counter()
     try:
         counted = warehouse.count_buckets(request)
-        identity = warehouse.source_identity(request.source)
     except Exception as exc:
         raise _as_warehouse_error(warehouse, request.source, exc) from exc
+    identity = source_identity(warehouse, request.source)
     plan = make_plan(warehouse.name, request, counted, version, identity)
     log.info(
         "planned %s of %s in %.2fs: train %d rows in %d chunks, eval %d rows in %d chunks",
@@ -90,10 +110,7 @@ def saved_plan_key(config: FaucetConfig, warehouse: Warehouse, version: str | No
     if not config.cache.enabled or (version is None and config.cache.plan_ttl is None):
         return None
     request = config.plan_request()
-    try:
-        identity = warehouse.source_identity(request.source)
-    except Exception as exc:
-        raise _as_warehouse_error(warehouse, request.source, exc) from exc
+    identity = source_identity(warehouse, request.source)
     connection = config.connection.model_dump(mode="json")
     return PlanCache.key(config.datastore, connection, identity, request, version)
 

@@ -304,9 +304,8 @@ class Pass:
 
     def _count_costs(self) -> None:
         """What the warehouse spent since the pass began (per chunk: not per batch)."""
-        costs = self._stream.costs()
-        self.metrics.query_jobs = costs.query_jobs - self._costs_at_start.query_jobs
-        self.metrics.bytes_billed = costs.bytes_billed - self._costs_at_start.bytes_billed
+        spent = self._stream.costs() - self._costs_at_start
+        self.metrics.query_jobs, self.metrics.bytes_billed = spent.query_jobs, spent.bytes_billed
 
     def next_table(self) -> pa.Table | None:
         """The next batch as an Arrow table, ``None`` at the end of the pass.

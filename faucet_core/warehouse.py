@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -179,20 +179,10 @@ class WarehouseCosts:
     bytes_read: int = 0
 
     def __add__(self, other: WarehouseCosts) -> WarehouseCosts:
-        return WarehouseCosts(
-            self.query_jobs + other.query_jobs,
-            self.bytes_processed + other.bytes_processed,
-            self.bytes_billed + other.bytes_billed,
-            self.bytes_read + other.bytes_read,
-        )
+        return WarehouseCosts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def __sub__(self, other: WarehouseCosts) -> WarehouseCosts:
-        return WarehouseCosts(
-            self.query_jobs - other.query_jobs,
-            self.bytes_processed - other.bytes_processed,
-            self.bytes_billed - other.bytes_billed,
-            self.bytes_read - other.bytes_read,
-        )
+        return WarehouseCosts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 class Warehouse(ABC):

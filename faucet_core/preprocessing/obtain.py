@@ -85,14 +85,14 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
         return stats_from_tables(_train_tables(plan, stream, request), request)
 
     fitted = fit_preprocessor(settings, _schema(plan, stream), labels, statistics)
-    after = stream.costs()
+    spent = stream.costs() - before
     fitted = dataclasses.replace(
         fitted,
         fitted_on={
             **fitted.fitted_on,
             "plan": plan.fingerprint,
-            "query_jobs": after.query_jobs - before.query_jobs,
-            "bytes_billed": after.bytes_billed - before.bytes_billed,
+            "query_jobs": spent.query_jobs,
+            "bytes_billed": spent.bytes_billed,
         },
     )
     if config.cache.enabled:
