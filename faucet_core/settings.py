@@ -12,7 +12,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError, UnknownDatastore
 from faucet_core.plugins import get_warehouse_class
+from faucet_core.suggestions import closest, model_at, setting_paths
 
 try:  # Python 3.11+
     import tomllib
@@ -34,22 +35,61 @@ __all__ = [
     "config_from_kwargs",
     "env_settings",
     "load_config",
+    "misspelt_variables",
     "read_config_file",
 ]
 
 
-def _problems(error: ValidationError, data: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _connection_model(data: Mapping[str, Any]) -> type[BaseModel] | None:
+    try:
+        return get_warehouse_class(str(data.get("datastore"))).connection_model
+    except UnknownDatastore:
+        return None
+
+
+def _keyword_vocabulary(connection: type[BaseModel] | None) -> list[str]:
+    """Every keyword :func:`config_from_kwargs` understands."""
+    names = [*FaucetConfig.model_fields, *_SOURCE_KEYWORDS, *_CACHE_KEYWORDS, *_RETRY_KEYWORDS]
+    return names + list(connection.model_fields if connection is not None else ())
+
+
+def _unknown_setting(
+    loc: tuple[str | int, ...], data: Mapping[str, Any], keywords: Collection[str]
+) -> tuple[str, str]:
+    """The path and message for a setting no model has, with what it probably meant."""
+    connection = _connection_model(data)
+    name = str(loc[-1])
+    takes = ""
+    if loc[:1] == ("connection",):
+        known = ", ".join(connection.model_fields) if connection is not None else ""
+        takes = f" (the connection takes: {known or 'nothing'})"
+    if loc == ("connection", name) and name in keywords:
+        meant = closest(name, _keyword_vocabulary(connection))
+        hint = f"; did you mean {meant}?" if meant else takes
+        return name, f"unknown keyword argument{hint}"
+    prefix = ".".join(str(part) for part in loc[:-1])
+    model = model_at(FaucetConfig, loc, connection)
+    meant = closest(name, model.model_fields) if model is not None else None
+    if meant is not None:
+        meant = f"{prefix}.{meant}" if prefix else meant
+    else:
+        paths = setting_paths(FaucetConfig, connection)
+        by_leaf = {path.rpartition(".")[2]: path for path in reversed(paths)}
+        leaf = closest(name, by_leaf, cutoff=0.8)
+        meant = by_leaf[leaf] if leaf is not None else None
+    hint = f"; did you mean {meant}?" if meant else takes
+    return ".".join(str(part) for part in loc), f"unknown setting{hint}"
+
+
+def _problems(
+    error: ValidationError, data: Mapping[str, Any], keywords: Collection[str]
+) -> list[tuple[str, str]]:
     problems = []
     for item in error.errors(include_url=False):
         path = ".".join(str(part) for part in item["loc"])
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown setting"
-            if item["loc"][:1] == ("connection",):
-                known = ", ".join(
-                    get_warehouse_class(data["datastore"]).connection_model.model_fields
-                )
-                message += f" (the connection takes: {known or 'nothing'})"
+            path, message = _unknown_setting(tuple(item["loc"]), data, keywords)
         elif item["type"] == "missing":
             message = "required"
         elif item["type"] == "value_error":
@@ -58,8 +98,13 @@ def _problems(error: ValidationError, data: Mapping[str, Any]) -> list[tuple[str
     return problems
 
 
-def build_config(data: Mapping[str, Any], origin: str | None = None) -> FaucetConfig:
+def build_config(
+    data: Mapping[str, Any], origin: str | None = None, keywords: Collection[str] = ()
+) -> FaucetConfig:
     """Validate a merged settings mapping into a :class:`FaucetConfig`.
+
+    ``keywords`` are the connection settings that came as keyword arguments: a problem
+    with one is reported by the keyword's name.
 
     Raises:
         UnknownDatastore: ``datastore`` names no installed warehouse (other problems are
@@ -69,7 +114,7 @@ def build_config(data: Mapping[str, Any], origin: str | None = None) -> FaucetCo
     try:
         return FaucetConfig.model_validate(dict(data))
     except ValidationError as exc:
-        problems = _problems(exc, data)
+        problems = _problems(exc, data, keywords)
     error_type = (
         UnknownDatastore if any(path == "datastore" for path, _ in problems) else ConfigError
     )
@@ -160,9 +205,13 @@ def _env_model() -> type[BaseSettings]:
     return create_model("FaucetEnvironment", __base__=_Environment, **fields)
 
 
+_PREFIX = "FAUCET_"
+_NESTED = "__"
+
+
 class _Environment(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="FAUCET_", env_nested_delimiter="__", case_sensitive=False, extra="ignore"
+        env_prefix=_PREFIX, env_nested_delimiter=_NESTED, case_sensitive=False, extra="ignore"
     )
 
 
@@ -181,6 +230,43 @@ def env_settings() -> dict[str, Any]:
         return value
 
     return drop_unset(found)  # type: ignore[no-any-return]
+
+
+def misspelt_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+    """``FAUCET_*`` variables that name no setting but are close to one, with that one.
+
+    :func:`env_settings` ignores variables naming no setting (other tools may use the
+    prefix); one that is probably a misspelling is a problem to report instead.
+    """
+    problems = []
+    sections = {
+        name: model
+        for name in FaucetConfig.model_fields
+        if name != "connection" and (model := model_at(FaucetConfig, (name, ""), None))
+    }
+    for variable in os.environ if environ is None else environ:
+        if not variable.upper().startswith(_PREFIX):
+            continue
+        name = variable[len(_PREFIX) :].lower()
+        section, nested, field = name.partition(_NESTED)
+        if not nested:
+            if name in FaucetConfig.model_fields:
+                continue
+            meant = closest(name, FaucetConfig.model_fields, cutoff=0.8)
+        elif section == "connection":
+            continue  # the connection's own validation names an unknown field
+        elif section in sections:
+            if field in sections[section].model_fields:
+                continue
+            inner = closest(field, sections[section].model_fields, cutoff=0.8)
+            meant = f"{section}{_NESTED}{inner}" if inner else None
+        else:
+            outer = closest(section, [*sections, "connection"], cutoff=0.8)
+            meant = f"{outer}{_NESTED}{field}" if outer else None
+        if meant is not None:
+            suggestion = f"{_PREFIX}{meant.upper()}"
+            problems.append((variable, f"names no setting; did you mean {suggestion}?"))
+    return problems
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,9 +336,13 @@ def load_config(path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Fa
         ConfigError: With every problem and where the settings came from.
     """
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    misspelt = misspelt_variables()
+    if misspelt:
+        raise ConfigError(misspelt, f"{_PREFIX}* environment variables")
     data = _merge(data, env_settings())
-    data = _merge(data, config_from_kwargs(kwargs))
+    keywords = config_from_kwargs(kwargs)
+    data = _merge(data, keywords)
     origin = str(path) if path is not None else "keyword arguments"
     if path is not None and kwargs:
         origin += " (with keyword overrides)"
-    return build_config(data, origin)
+    return build_config(data, origin, keywords=set(kwargs) & set(keywords.get("connection", {})))

@@ -10,6 +10,7 @@ import pytest
 
 from faucet_core import ConfigError, UnknownDatastore
 from faucet_core.settings import config_from_kwargs, env_settings, load_config
+from faucet_core.suggestions import closest
 from faucet_duckdb import DuckDBConnection
 
 
@@ -79,7 +80,7 @@ def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> Non
     assert paths == {"batch_size", "surprise", "source", "connection.databse"}
     assert str(bad) in str(raised.value)
     messages = dict(raised.value.problems)
-    assert "the connection takes: database" in messages["connection.databse"]
+    assert messages["connection.databse"] == "unknown setting; did you mean connection.database?"
     assert "exactly one of table, query or files" in messages["source"]
 
 
@@ -195,3 +196,77 @@ def test_an_unknown_datastore_lists_the_installed_ones() -> None:
         "postgres, redshift, snowflake" in problems["datastore"]
     )
     assert "batch_size" in problems  # the other problems are still reported
+
+
+def _problems_of(load: object) -> dict[str, str]:
+    with pytest.raises(ConfigError) as raised:
+        load()  # type: ignore[operator]
+    return dict(raised.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [("chunksize", "chunk_size"), ("epoch", "epochs"), ("bach_size", "batch_size")],
+)
+def test_a_misspelt_setting_names_the_one_it_probably_meant_however_it_came(
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch, written: str, meant: str
+) -> None:
+    settings = {"datastore": "duckdb", "database": str(database), "table_name": "t"}
+    keyword = _problems_of(lambda: load_config(**settings, **{written: 10}))
+    assert keyword == {written: f"unknown keyword argument; did you mean {meant}?"}
+
+    path = tmp_path / "faucet.yaml"
+    path.write_text(
+        f"datastore: duckdb\nconnection: {{database: '{database}'}}\nsource: {{table: t}}\n"
+        f"{written}: 10\n"
+    )
+    in_file = _problems_of(lambda: load_config(path))
+    assert in_file == {written: f"unknown setting; did you mean {meant}?"}
+
+    variable = f"FAUCET_{written.upper()}"
+    monkeypatch.setenv(variable, "10")
+    from_environment = _problems_of(lambda: load_config(**settings))
+    assert from_environment == {variable: f"names no setting; did you mean FAUCET_{meant.upper()}?"}
+
+
+def test_settings_of_a_section_are_suggested_in_their_section(
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text(
+        f"datastore: duckdb\nconnection: {{database: '{database}', thread: 2}}\n"
+        "source: {table: t, splitkey: id}\ncache: {dirr: /c}\nsplit_key: id\n"
+        "preprocessing: {columns: {x: {scal: standard}}}\nsurprise: 1\n"
+    )
+    assert _problems_of(lambda: load_config(path)) == {
+        "connection.thread": "unknown setting; did you mean connection.threads?",
+        "source.splitkey": "unknown setting; did you mean source.split_key?",
+        "cache.dirr": "unknown setting; did you mean cache.dir?",
+        "preprocessing.columns.x.scal": (
+            "unknown setting; did you mean preprocessing.columns.x.scale?"
+        ),
+        # A setting of a section, given at the top: the section's is meant.
+        "split_key": "unknown setting; did you mean source.split_key?",
+        "surprise": "unknown setting",
+    }
+    keyword = _problems_of(
+        lambda: load_config(datastore="duckdb", database=str(database), tabel_name="t", nope=1)
+    )
+    assert keyword["tabel_name"] == "unknown keyword argument; did you mean table_name?"
+    assert keyword["nope"] == (
+        "unknown keyword argument (the connection takes: database, threads, memory_limit, "
+        "scratch_dir)"
+    )
+    monkeypatch.setenv("FAUCET_CACHE__MAXBYTES", "1GiB")
+    monkeypatch.setenv("FAUCET_CACHES__DIR", "/c")
+    monkeypatch.setenv("FAUCET_TEST_CACHE", "/elsewhere")  # another tool's: still ignored
+    assert _problems_of(lambda: load_config(path)) == {
+        "FAUCET_CACHE__MAXBYTES": "names no setting; did you mean FAUCET_CACHE__MAX_BYTES?",
+        "FAUCET_CACHES__DIR": "names no setting; did you mean FAUCET_CACHE__DIR?",
+    }
+
+
+def test_closest_prefers_the_same_name_spelt_otherwise() -> None:
+    assert closest("chunksize", ["chunk_timeout", "chunk_size"]) == "chunk_size"
+    assert closest("epoch", ["epochs", "seed"]) == "epochs"
+    assert closest("zzz", ["epochs", "seed"]) is None
