@@ -10,17 +10,28 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from faucet_core.cache import ChunkCache
 from faucet_core.cli import console, metrics_table, progress_bar, run_pass
 from faucet_core.config import FaucetConfig, default_cache_dir
 from faucet_core.hookspecs import hookimpl
+from faucet_core.plan import Plan
 from faucet_core.plan_cache import PlanCache
 from faucet_core.planner import data_version, saved_plan, saved_plan_key
 from faucet_core.plugins import installed_plugins
-from faucet_core.preprocessing import ColumnTransform, PreprocessingConfig
+from faucet_core.preprocessing import PreprocessingConfig
 from faucet_core.reader import Reader
+from faucet_core.report import (
+    batch_table,
+    costs_table,
+    facts_table,
+    preprocessing_table,
+    size,
+    splits_table,
+)
 from faucet_core.settings import load_config
 from faucet_core.warehouse import Warehouse
 
@@ -51,23 +62,17 @@ def plugins(as_json: bool) -> None:
     console.print(table)
 
 
-def size(count: int) -> str:
-    """``count`` bytes, for people: ``1.2 TiB``."""
-    value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{count:,} bytes" if unit == "bytes" else f"{value:,.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
+def _saved_plan_of(config: FaucetConfig, warehouse: Warehouse) -> Plan | None:
+    """The saved plan a reader of ``config`` would reuse now, if any."""
+    version = data_version(warehouse, config.plan_request().source)
+    key = saved_plan_key(config, warehouse, version)
+    return saved_plan(config, key, version) if key is not None else None
 
 
 def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
     """What reading ``config`` will cost before its first batch: whether a saved plan
     fits, else what the warehouse estimates planning and its scratch copy will process."""
-    request = config.plan_request()
-    version = data_version(warehouse, request.source)
-    key = saved_plan_key(config, warehouse, version)
-    plan = saved_plan(config, key, version) if key is not None else None
+    plan = _saved_plan_of(config, warehouse)
     if plan is not None:
         lines = [f"plan: a saved plan fits this data ({plan.fingerprint}): planning runs no query"]
         location = warehouse.scratch_location(plan)
@@ -75,6 +80,7 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
             lines.append(f"scratch copy: {location} (made, if missing, on the first cache miss)")
         return lines
     lines = ["plan: none saved for this data; planning runs one counting query"]
+    request = config.plan_request()
     estimate = warehouse.estimate(request)
     if estimate:
         lines.append(
@@ -82,7 +88,7 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
             f"{size(estimate.get('materializing', 0))} for the scratch copy (on the first "
             "chunk the cache lacks)"
         )
-    if version is None and config.cache.plan_ttl is None:
+    if data_version(warehouse, request.source) is None and config.cache.plan_ttl is None:
         lines.append(
             "the source has no data version (a query): it is planned again on every run "
             "unless cache.plan_ttl allows reusing its plan"
@@ -107,15 +113,18 @@ def validate(config: Path, offline: bool) -> None:
     try:
         for line in planning_costs(settings, warehouse):
             click.echo(line)
+        plan = _saved_plan_of(settings, warehouse)
     finally:
         warehouse.close()
+    if plan is not None:
+        _warn_of_surprises(plan)
 
 
 @click.command()
 @_config_argument
 @click.option("--rows", default=5, show_default=True, help="Rows of the batch to show.")
 def preview(config: Path, rows: int) -> None:
-    """Plan CONFIG and show its cost, splits, chunks and the first rows of one batch."""
+    """Plan CONFIG and report its splits, costs, plan and preprocessing, and one batch."""
     settings = load_config(config, output="pandas", epochs=1)
     warehouse = settings.warehouse_class(settings.connection)
     try:
@@ -125,22 +134,15 @@ def preview(config: Path, rows: int) -> None:
     for line in costs:
         console.print(line)
     with Reader(settings) as reader:
-        table = Table("split", "rows", "chunks", "batches per pass")
-        for split in ("train", "eval"):
-            table.add_row(
-                split,
-                f"{reader.rows(split):,}",
-                str(len(reader.plan.chunks[split])),
-                f"{reader.batches_per_epoch(split):,}",
-            )
-        console.print(table)
-        for key, value in [*reader.plan.stats.items(), *reader.plan.state.items()]:
-            console.print(f"{key}: {value}")
-        spent = reader.costs
-        console.print(
-            f"planning ran {spent.query_jobs} query jobs, billed {size(spent.bytes_billed)}"
-            + (" (a saved plan)" if reader.plan_origin == "cache" else "")
-        )
+        plan = reader.plan
+        console.print(splits_table(reader))
+        _warn_of_surprises(plan)
+        console.print(costs_table(reader.costs, reader.plan_origin == "cache"))
+        facts = {k: v for k, v in {**plan.stats, **plan.state}.items() if k != "rows"}
+        if facts:
+            console.print(facts_table(facts))
+        if reader.preprocessor is not None:
+            console.print(preprocessing_table(reader.preprocessor))
         split_eval = reader.rows("train") == 0
         if split_eval:
             reader.prep_for_eval()
@@ -148,12 +150,24 @@ def preview(config: Path, rows: int) -> None:
             reader.prep_for_epoch()
         batch = reader.get_batch(eval=split_eval)
         if batch is None:
-            console.print("the source has no rows")
+            console.print("the source has no rows: no batch to show")
             return
-        console.print(f"first {rows} rows of a {'eval' if split_eval else 'train'} batch:")
-        console.print(batch["features"].head(rows).to_string())
-        if batch["labels"] is not None:
-            console.print(batch["labels"].head(rows).to_string())
+        frames = [batch["labels"], batch["features"]] if batch["labels"] is not None else []
+        frame = pd.concat(frames or [batch["features"]], axis=1).head(rows)
+        table, hidden = batch_table(frame, console.width)
+        console.print(
+            f"first {len(frame)} rows of a {'eval' if split_eval else 'train'} batch "
+            f"({len(batch['features'].columns)} features):"
+        )
+        console.print(table)
+        if hidden:
+            console.print(f"and {hidden} more columns, beyond the terminal's width")
+
+
+def _warn_of_surprises(plan: Plan) -> None:
+    surprise = plan.split_surprise()
+    if surprise is not None:
+        console.print(Text(f"warning: {surprise}", style="yellow"))
 
 
 @click.command()
@@ -178,30 +192,6 @@ def bench(config: Path, epochs: int | None, with_eval: bool) -> None:
         )
 
 
-def describe(transform: ColumnTransform) -> str:
-    """What a fitted transform does, in a few words."""
-    parts = []
-    if transform.kind in ("numeric", "categorical") and transform.fill is not None:
-        fill = transform.fill
-        parts.append(f"NULL -> {fill:.4g}" if isinstance(fill, float) else f"NULL -> {fill!r}")
-    if transform.clip is not None:
-        parts.append(f"clip {list(transform.clip)}")
-    if transform.scale in ("standard", "minmax"):
-        parts.append(f"{transform.scale}: (x - {transform.center:.4g}) / {transform.width:.4g}")
-    elif transform.scale == "log1p":
-        parts.append("log1p")
-    if transform.kind == "categorical":
-        kept = len(transform.categories)
-        parts.append(f"{transform.encode} of {kept} categories + other")
-    if transform.kind == "date":
-        parts.append(", ".join(transform.date_parts))
-    if transform.kind in ("passthrough", "kept"):
-        parts.append("as it is")
-    if transform.indicator:
-        parts.append("missing indicator")
-    return "; ".join(parts) or "-"
-
-
 @click.command()
 @_config_argument
 @click.option(
@@ -221,16 +211,7 @@ def fit(config: Path, spec: Path | None) -> None:
     with Reader(settings) as reader:
         preprocessor = reader.preprocessor
         assert preprocessor is not None  # enabled above
-        table = Table("column", "kind", "what", "features", "note")
-        for transform in (*preprocessor.features, *preprocessor.labels):
-            outputs = transform.outputs()
-            table.add_row(
-                transform.name,
-                transform.kind,
-                describe(transform),
-                str(len(outputs)) if len(outputs) != 1 else outputs[0],
-                transform.note,
-            )
+        table = preprocessing_table(preprocessor)
         console.print(table)
         fitted = preprocessor.fitted_on
         console.print(

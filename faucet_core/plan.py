@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -138,6 +139,39 @@ class Plan:
     def rows(self, split: SplitName) -> int:
         """Total rows of ``split``."""
         return sum(c.rows for c in self.chunks[split])
+
+    def split_surprise(self) -> str | None:
+        """What would surprise in the split, said plainly; None when nothing would.
+
+        Rows go to eval by their key's hash: with many distinct keys, eval holds close to
+        ``test_split_percent`` of the rows, but a key with few distinct values sends each
+        value's rows to one side. Said: the source has no rows; a split that was asked for
+        is empty; eval's share is further from the asked one than a quarter of the smaller
+        side's share and than chance allows (four standard deviations of the share).
+        """
+        rows = {split: self.rows(split) for split in SPLITS}
+        total = sum(rows.values())
+        source = self.request.source.describe()
+        if total == 0:
+            return f"{source} has no rows: both splits are empty"
+        asked = self.eval_buckets / layout.SPLIT_BUCKETS
+        share = rows["eval"] / total
+        key = ", ".join(self.key)
+        said = (
+            f"eval holds {share:.1%} of the {total:,} rows of {source} where "
+            f"test_split_percent asks {asked:.1%}"
+        )
+        empty = "eval" if asked > 0 and rows["eval"] == 0 else None
+        empty = "train" if rows["train"] == 0 else empty
+        chance = 4 * math.sqrt(asked * (1 - asked) / total)
+        if empty is None and abs(share - asked) <= max(0.25 * min(asked, 1 - asked), chance):
+            return None
+        what = f"the {empty} split is empty" if empty else "the split is not as asked"
+        return (
+            f"{what}: {said}. The split key ({key}) sends all rows of one key value to one "
+            "side; a key with few distinct values splits unevenly: choose one with many "
+            "(an id)"
+        )
 
     @property
     def every_chunk(self) -> list[ChunkSpec]:

@@ -126,11 +126,20 @@ def obtain_plan(config: FaucetConfig, warehouse: Warehouse) -> tuple[Plan, PlanO
     (then saved for the next reader).
 
     Processes planning the same source at once take turns, so only one asks the
-    warehouse.
+    warehouse. A split that would surprise (:meth:`Plan.split_surprise`) is logged as a
+    warning.
 
     Raises:
         PermanentWarehouseError: As :func:`plan_source`.
     """
+    plan, origin = _saved_or_new_plan(config, warehouse)
+    surprise = plan.split_surprise()
+    if surprise is not None:
+        log.warning("%s", surprise)
+    return plan, origin
+
+
+def _saved_or_new_plan(config: FaucetConfig, warehouse: Warehouse) -> tuple[Plan, PlanOrigin]:
     request = config.plan_request()
     version = data_version(warehouse, request.source)
     key = saved_plan_key(config, warehouse, version)

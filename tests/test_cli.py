@@ -92,12 +92,61 @@ def test_errors_are_one_line_unless_debug(tmp_path: Path) -> None:
     assert result.exception is not None  # raised, with its traceback, under --debug
 
 
-def test_preview_shows_splits_and_a_batch(config: Path) -> None:
+def _table_rows(out: str) -> list[list[str]]:
+    """The cells of every table row printed (rich's box drawing)."""
+    return [
+        [cell.strip() for cell in line.strip("│┃ ").split("│" if "│" in line else "┃")]
+        for line in out.splitlines()
+        if line.startswith(("│", "┃"))
+    ]
+
+
+def test_preview_reports_splits_costs_preprocessing_and_a_batch_as_tables(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)
+    with Reader.from_config(config) as reader:
+        train, eval_ = reader.rows("train"), reader.rows("eval")
+    text = config.read_text() + "preprocessing: {auto: true, exclude: [id]}\n"
+    config.write_text(text)
     code, out, _ = run("preview", str(config), "--rows", "3")
     assert code == 0, out
-    assert "train" in out and "eval" in out
+    rows = _table_rows(out)
+    assert ["split", "rows", "share", "asked", "chunks", "rows per chunk", "batches"] in rows
+    total = train + eval_
+    assert ["eval", f"{eval_:,}", f"{eval_ / total:.1%}", "20.0%"] == rows[
+        rows.index(["split", "rows", "share", "asked", "chunks", "rows per chunk", "batches"]) + 2
+    ][:4]
+    assert ["a saved plan", "0", "0 bytes", "0 bytes"] in rows
+    assert any(row[:2] == ["x2", "numeric"] for row in rows)  # the preprocessing
     assert "first 3 rows of a train batch" in out
-    assert "x1" in out and "label" in out
+    header = next(row for row in rows if row[:2] == ["label", "id"])
+    batch = rows[rows.index(header) + 1 : rows.index(header) + 4]
+    assert len(batch) == 3 and all(len(row) == len(header) for row in batch)
+    assert "{" not in out  # no Python dicts
+    assert "warning" not in out
+
+
+def test_the_batch_preview_fits_the_terminal(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(console, "width", 30)
+    code, out, _ = run("preview", str(config), "--rows", "2")
+    assert code == 0, out
+    batch = out[out.index("first 2 rows") :]
+    assert max(len(line) for line in batch.splitlines()) <= 30
+    assert "and 2 more columns, beyond the terminal's width" in " ".join(batch.split())
+
+
+def test_preview_and_validate_warn_of_a_split_that_strays(config: Path) -> None:
+    config.write_text(config.read_text().replace("split_key: id", "split_key: label"))
+    code, out, _ = run("validate", str(config))
+    assert code == 0 and "warning" not in out  # nothing planned yet: nothing known
+    code, out, _ = run("preview", str(config))
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert "warning: the split is not as asked" in flat or "split is empty" in flat
+    assert "The split key (label)" in flat
+    code, out, _ = run("validate", str(config))  # a saved plan now tells the shares
+    assert "warning:" in out and "The split key (label)" in " ".join(out.split())
 
 
 def test_bench_reports_cache_use(config: Path) -> None:

@@ -6,7 +6,9 @@ import dataclasses
 import json
 import pickle
 from collections.abc import Callable
+from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -180,3 +182,77 @@ def _settings(reader: Reader) -> dict[str, object]:
         "batch_size": config.batch_size,
         "cache_dir": str(config.cache.dir),
     }
+
+
+def test_shares_near_the_asked_one_are_no_surprise() -> None:
+    # 25% asked: 24 of 100 rows in eval is chance, not a surprise.
+    plan = make_plan("w", REQUEST, _counts((False, 5, 76), (True, 1, 24)), "v1")
+    assert plan.split_surprise() is None
+    # Of a million rows, 24% is four standard deviations away and more than a quarter
+    # of the smaller side's share away: said.
+    plan = make_plan("w", REQUEST, _counts((False, 5, 820_000), (True, 1, 180_000)), "v1")
+    assert plan.split_surprise() == (
+        "the split is not as asked: eval holds 18.0% of the 1,000,000 rows of table t "
+        "(ds=2024-01-01) where test_split_percent asks 25.0%. The split key (id) sends all "
+        "rows of one key value to one side; a key with few distinct values splits unevenly: "
+        "choose one with many (an id)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("counts", "said"),
+    [
+        (((False, 5, 10),), "the eval split is empty: eval holds 0.0% of the 10 rows"),
+        (((True, 5, 10),), "the train split is empty: eval holds 100.0% of the 10 rows"),
+        ((), "table t has no rows: both splits are empty"),
+    ],
+)
+def test_an_empty_split_is_said(counts: tuple[tuple[bool, int, int], ...], said: str) -> None:
+    # Without a ds: a ds with no rows is an error of its own.
+    request = dataclasses.replace(REQUEST, source=SourceSpec(table="t"))
+    plan = make_plan("w", request, _counts(*counts), "v1")
+    surprise = plan.split_surprise()
+    assert surprise is not None and surprise.startswith(said)
+
+
+def test_no_eval_asked_and_none_given_is_no_surprise() -> None:
+    request = dataclasses.replace(REQUEST, split=SplitSpec(("id",), 0.0))
+    assert make_plan("w", request, _counts((False, 5, 10)), "v1").split_surprise() is None
+
+
+def test_a_reader_warns_of_a_split_key_with_few_values(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="faucet"):
+        reader = make_reader(split_key="label", test_split_percent=20)
+    share = reader.rows("eval") / (reader.rows("train") + reader.rows("eval"))
+    # label is 0 or 1: each value's rows all go to one side, so eval holds 0%, 25%, 75%
+    # or 100% of them, never 20%.
+    assert share in (0.0, 0.25, 0.75, 1.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert f"eval holds {share:.1%} of the 5,000 rows of table t" in warnings[0]
+    assert "test_split_percent asks 20.0%" in warnings[0]
+    assert "The split key (label)" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="faucet"):
+        make_reader(split_key="id", test_split_percent=20)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_reader_warns_of_an_empty_table(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    database = tmp_path / "empty.duckdb"
+    with duckdb.connect(str(database)) as db:
+        db.execute("CREATE TABLE t (id BIGINT, label INT)")
+    with caplog.at_level("WARNING", logger="faucet"):
+        reader = Reader(
+            load_config(
+                datastore="duckdb", database=str(database), table_name="t", split_key="id",
+                cache_dir=str(tmp_path / "cache"),
+            )
+        )  # fmt: skip
+    with reader:
+        reader.prep_for_epoch()
+        assert reader.get_batch() is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["table t has no rows: both splits are empty"]
