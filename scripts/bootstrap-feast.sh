@@ -10,7 +10,7 @@ fi
 feast_stamp="$FEAST_VENV/.faucet-installed"
 if [ ! -f "$feast_stamp" ] || [ pyproject.toml -nt "$feast_stamp" ]; then
   "$FEAST_VENV/bin/python" -m pip install --quiet --upgrade pip
-  # These extras pull no torch (bootstrap.sh pins its CPU build for .venv).
+  # These extras pull no torch (bootstrap.sh pins the torch of .venv).
   "$FEAST_VENV/bin/python" -m pip install --quiet -e ".[duckdb,feast,postgres,dev]"
   touch "$feast_stamp"
 fi
