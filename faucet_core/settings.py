@@ -74,7 +74,7 @@ def _unknown_setting(
         meant = f"{prefix}.{meant}" if prefix else meant
     else:
         paths = setting_paths(FaucetConfig, connection)
-        by_leaf = {path.rpartition(".")[2]: path for path in reversed(paths)}
+        by_leaf = {path[-1]: ".".join(path) for path in reversed(paths)}
         leaf = closest(name, by_leaf, cutoff=0.8)
         meant = by_leaf[leaf] if leaf is not None else None
     hint = f"; did you mean {meant}?" if meant else takes
@@ -85,7 +85,7 @@ def _problems(
     error: ValidationError, data: Mapping[str, Any], keywords: Collection[str]
 ) -> list[tuple[str, str]]:
     problems = []
-    for item in error.errors(include_url=False):
+    for item in error.errors():
         path = ".".join(str(part) for part in item["loc"])
         message = item["msg"]
         if item["type"] == "extra_forbidden":

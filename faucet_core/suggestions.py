@@ -74,13 +74,15 @@ def model_at(
     return model
 
 
-def setting_paths(root: type[BaseModel], connection: type[BaseModel] | None) -> list[str]:
-    """Every setting's dotted path: ``epochs``, ``source.table``, ``connection.database``."""
-    paths = []
+def setting_paths(
+    root: type[BaseModel], connection: type[BaseModel] | None
+) -> list[tuple[str, ...]]:
+    """Every setting's path: ``(epochs,)``, ``(source, table)``, ``(connection, database)``."""
+    paths: list[tuple[str, ...]] = []
     for name, field in root.model_fields.items():
         section = connection if name == "connection" else _section_model(field.annotation)
         if section is None:
-            paths.append(name)
+            paths.append((name,))
         else:
-            paths += [f"{name}.{inner}" for inner in section.model_fields]
+            paths += [(name, inner) for inner in section.model_fields]
     return paths

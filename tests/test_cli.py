@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 from click.testing import CliRunner
 
 from faucet_core import Reader
-from faucet_core.cli import cli, console
+from faucet_core.cli import cli, console, progress_bar, run_pass
 
 
 @pytest.fixture
@@ -221,3 +223,22 @@ def test_fit_shows_its_decisions_and_saves_them(
     from faucet_core import Preprocessor
 
     assert "x1" in Preprocessor.load(spec).feature_names
+
+
+@pytest.mark.parametrize("eval", [False, True])
+def test_a_pass_with_a_progress_bar_counts_every_batch(config: Path, eval: bool) -> None:
+    split = "eval" if eval else "train"
+    progress = progress_bar()  # not started: nothing drawn, the tasks still counted
+    with Reader.from_config(config) as reader:
+        if eval:
+            run_pass(reader, progress, eval=False)  # eval follows an epoch, as in bench
+        started = time.perf_counter()
+        metrics, first = run_pass(reader, progress, eval=eval)
+        elapsed = time.perf_counter() - started
+        batches = reader.batches_per_epoch(split)
+    task = progress.tasks[-1]
+    assert task.description == f"epoch 1 {split}"
+    assert task.total == task.completed == batches
+    assert re.fullmatch(r"[1-9][\d,]* rows/s", task.fields["rate"])
+    assert (metrics.split, metrics.rows) == (split, reader.rows(split))
+    assert 0 < first <= elapsed  # the time to the first batch, within the pass

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from faucet_core import ConfigError, UnknownDatastore
+from faucet_core.config import default_cache_dir
 from faucet_core.settings import config_from_kwargs, env_settings, load_config
 from faucet_core.suggestions import closest
 from faucet_duckdb import DuckDBConnection
@@ -250,9 +251,12 @@ def test_settings_of_a_section_are_suggested_in_their_section(
         "surprise": "unknown setting",
     }
     keyword = _problems_of(
-        lambda: load_config(datastore="duckdb", database=str(database), tabel_name="t", nope=1)
+        lambda: load_config(
+            datastore="duckdb", database=str(database), tabel_name="t", nope=1, thread=2
+        )
     )
     assert keyword["tabel_name"] == "unknown keyword argument; did you mean table_name?"
+    assert keyword["thread"] == "unknown keyword argument; did you mean threads?"
     assert keyword["nope"] == (
         "unknown keyword argument (the connection takes: database, threads, memory_limit, "
         "scratch_dir)"
@@ -270,3 +274,39 @@ def test_closest_prefers_the_same_name_spelt_otherwise() -> None:
     assert closest("chunksize", ["chunk_timeout", "chunk_size"]) == "chunk_size"
     assert closest("epoch", ["epochs", "seed"]) == "epochs"
     assert closest("zzz", ["epochs", "seed"]) is None
+
+
+def test_suggestions_look_in_the_same_section_first_then_everywhere_but_closer(
+    tmp_path: Path, database: Path
+) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text(
+        f"datastore: duckdb\nconnection: {{database: '{database}', scratch: /s}}\n"
+        "source: {table: t}\nmemory_limit: 1GB\ncolumns: [a]\nscratch: /s\n"
+    )
+    assert _problems_of(lambda: load_config(path)) == {
+        # In its own section, a looser likeness is enough...
+        "connection.scratch": "unknown setting; did you mean connection.scratch_dir?",
+        # ...elsewhere, a closer one is needed.
+        "scratch": "unknown setting",
+        # A connection's setting at the top, and one whose name two sections have: the
+        # first section that has it.
+        "memory_limit": "unknown setting; did you mean connection.memory_limit?",
+        "columns": "unknown setting; did you mean source.columns?",
+    }
+
+
+def test_a_missing_setting_is_required(tmp_path: Path) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text("source: {table: t}\n")
+    assert _problems_of(lambda: load_config(path)) == {"datastore": "required"}
+
+
+def test_the_default_cache_folder_follows_xdg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "faucet"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "faucet"
