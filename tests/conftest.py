@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 from hypothesis import settings
+from rich.table import Table
 
 import faucet_bigquery.plugin
 import faucet_duckdb.plugin
@@ -195,6 +196,14 @@ def make_reader(table_path: Path, tmp_path: Path) -> Iterator[Callable[..., Read
     yield build
     for reader in readers:
         reader.close()
+
+
+def cells(table: Table) -> list[list[str]]:
+    """A rich table's header, then every row, as the text of each cell."""
+    columns = table.columns
+    header = [str(column.header) for column in columns]
+    rows = [[str(cell) for cell in row] for row in zip(*(c._cells for c in columns), strict=True)]
+    return [header, *rows]
 
 
 def epoch_ids(reader: Reader, eval: bool = False) -> list[int]:

@@ -8,14 +8,23 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
+from rich.console import Console
 
 from faucet_core import Reader
-from faucet_core.cli import cli, console, progress_bar, run_pass
+from faucet_core.cli import _print_error, cli, console, metrics_table, progress_bar, run_pass
+from faucet_core.errors import ConfigError
+from faucet_core.hookspecs import hookimpl
+from faucet_core.plan import Plan
+from faucet_core.stream import PassMetrics
+from faucet_core.warehouse import Warehouse
+from faucet_duckdb import DuckDBWarehouse
+from tests.conftest import cells
 
 
 @pytest.fixture
@@ -242,3 +251,66 @@ def test_a_pass_with_a_progress_bar_counts_every_batch(config: Path, eval: bool)
     assert re.fullmatch(r"[1-9][\d,]* rows/s", task.fields["rate"])
     assert (metrics.split, metrics.rows) == (split, reader.rows(split))
     assert 0 < first <= elapsed  # the time to the first batch, within the pass
+
+
+def test_the_metrics_table_has_a_row_per_pass() -> None:
+    passes = [
+        (PassMetrics("train", 1, rows=12_345, chunks_fetched=3, wait_seconds=0.257,
+                     elapsed_seconds=2.0), 0.1234),
+        (PassMetrics("eval", 1, rows=10, chunks_cached=2), 0.0),
+    ]  # fmt: skip
+    assert cells(metrics_table(passes)) == [
+        ["epoch", "split", "rows", "rows/s", "first batch", "waited", "fetched", "cached"],
+        ["1", "train", "12,345", "6,172", "0.123s", "0.26s", "3", "0"],
+        ["1", "eval", "10", "0", "0.000s", "0.00s", "0", "2"],
+    ]
+
+
+def test_the_progress_bar_shows_the_pass_its_count_rate_and_times() -> None:
+    progress = progress_bar()
+    assert progress.console is console and not progress.live.transient
+    progress.add_task("epoch 2 train", total=40, rate="1,234 rows/s", completed=10)
+    recorded = Console(width=120, record=True)
+    recorded.print(progress.make_tasks_table(progress.tasks))
+    line = recorded.export_text().strip()
+    assert re.fullmatch(
+        r"epoch 2 train\s+\S+\s+10/40\s+1,234 rows/s\s+\d:\d\d:\d\d\s+(-:--:--|\d:\d\d:\d\d)", line
+    ), line
+
+
+def test_an_error_without_a_file_or_a_field_is_one_plain_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _print_error(ConfigError([("", "the file must hold a mapping"), ("epochs", "required")]))
+    assert capsys.readouterr().err.splitlines() == [
+        "error: the file must hold a mapping",
+        "error: epochs: required",
+    ]
+
+
+class _ScratchSaying(DuckDBWarehouse):
+    name = "scratch-saying"
+
+    def scratch_location(self, plan: Plan) -> str | None:
+        return f"scratch.t_{plan.fingerprint[:8]}"
+
+
+class _ScratchPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(_ScratchSaying)
+
+
+def test_validate_names_the_scratch_copy_a_saved_plan_reads(
+    config: Path, register: Callable[[object], None]
+) -> None:
+    register(_ScratchPlugin())
+    config.write_text(config.read_text().replace("datastore: duckdb", "datastore: scratch-saying"))
+    assert "scratch copy" not in run("validate", str(config))[1]  # no plan: no copy yet
+    with Reader.from_config(config) as reader:
+        fingerprint = reader.plan.fingerprint
+    out = run("validate", str(config))[1]
+    assert (
+        f"scratch copy: scratch.t_{fingerprint[:8]} (made, if missing, on the first cache miss)"
+        in out
+    )

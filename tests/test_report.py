@@ -8,7 +8,6 @@ from collections.abc import Callable
 import pandas as pd
 import pytest
 from rich.console import Console
-from rich.table import Table
 
 from faucet_core import Reader
 from faucet_core.preprocessing import ColumnTransform, Preprocessor
@@ -22,16 +21,9 @@ from faucet_core.report import (
     splits_table,
 )
 from faucet_core.warehouse import WarehouseCosts
+from tests.conftest import cells
 
 MakeReader = Callable[..., Reader]
-
-
-def cells(table: Table) -> list[list[str]]:
-    """The header, then every row, as the text of each cell."""
-    columns = table.columns
-    header = [str(column.header) for column in columns]
-    rows = [[str(cell) for cell in row] for row in zip(*(c._cells for c in columns), strict=True)]
-    return [header, *rows]
 
 
 @pytest.mark.parametrize(
