@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from faucet_core import ConfigError, Reader
 from faucet_core.preprocessing import Preprocessor
-from faucet_core.preprocessing.preprocessor import OOV
+from faucet_core.preprocessing.preprocessor import OOV, ColumnTransform
 
 MakeReader = Callable[..., Reader]
 ROWS = 4_000
@@ -226,3 +228,99 @@ def test_without_a_statistics_query_the_train_chunks_are_read(
     values = train.column("x").to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
     expected = make_pipeline(SimpleImputer(), StandardScaler()).fit_transform(values)[:, 0]
     np.testing.assert_allclose(x.apply(train.column("x"))[0], expected, rtol=0, atol=1e-6)
+
+
+def _applied(transform: ColumnTransform, values: pa.Array) -> list[list[float]]:
+    return [list(feature) for feature in transform.apply(pa.chunked_array([values]))]
+
+
+def test_date_parts_of_dates_and_timestamps_nulls_as_zero() -> None:
+    parts = ("year", "month", "day", "day_of_week", "hour", "epoch_days", "epoch_seconds")
+    transform = ColumnTransform("d", "date", date_parts=parts, indicator=True)
+    dates = pa.array([dt.date(2024, 2, 29), None, dt.date(1970, 1, 3)], pa.date32())
+    assert _applied(transform, dates) == [
+        [2024.0, 0.0, 1970.0],
+        [2.0, 0.0, 1.0],
+        [29.0, 0.0, 3.0],
+        [3.0, 0.0, 5.0],  # Thursday, Saturday (Monday is 0)
+        [0.0, 0.0, 0.0],
+        [19782.0, 0.0, 2.0],
+        [19782.0 * 86400, 0.0, 2.0 * 86400],
+        [0.0, 1.0, 0.0],  # the indicator
+    ]
+    # Sub-second timestamps keep their fractions, in any unit and time zone.
+    moments = [dt.datetime(1970, 1, 2, 12, 0, 0, 500_000, tzinfo=dt.timezone.utc), None]
+    for unit in ("ms", "us", "ns"):
+        stamps = pa.array(moments, pa.timestamp(unit, tz="UTC"))
+        assert _applied(transform, stamps) == [
+            [1970.0, 0.0],
+            [1.0, 0.0],
+            [2.0, 0.0],
+            [4.0, 0.0],
+            [12.0, 0.0],
+            [1.5 + 0.5 / 86400, 0.0],
+            [129600.5, 0.0],
+            [0.0, 1.0],
+        ]
+    assert _applied(ColumnTransform("d", "date", date_parts=("year",)), dates) == [
+        [2024.0, 0.0, 1970.0]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("transform", "expected"),
+    [
+        # NULL becomes 0 when no fill was fitted; then clipped to [0, 10], then log(1 + x).
+        (
+            ColumnTransform("x", "numeric", clip=(0.0, 10.0), scale="log1p", indicator=True),
+            [[0.0, 0.0, math.log(11.0), math.log(4.0)], [0.0, 1.0, 0.0, 0.0]],
+        ),
+        # NULL becomes the fill; clipped to [1, 5], then centered and scaled.
+        (
+            ColumnTransform(
+                "x", "numeric", fill=2.0, clip=(1.0, 5.0), scale="standard", center=1, width=2
+            ),
+            [[0.0, 0.5, 2.0, 1.0]],
+        ),
+        (ColumnTransform("x", "passthrough"), [[-5.0, math.nan, 20.0, 3.0]]),
+    ],
+)
+def test_numbers_are_imputed_clipped_then_scaled(
+    transform: ColumnTransform, expected: list[list[float]]
+) -> None:
+    values = pa.array([-5.0, None, 20.0, 3.0])
+    got = _applied(transform, values)
+    assert np.allclose(got, expected, equal_nan=True), got
+
+
+def test_categories_by_index_with_an_indicator_and_a_fitted_fill() -> None:
+    transform = ColumnTransform(
+        "c", "categorical", fill="b", indicator=True, encode="index", categories=("a", "b")
+    )
+    values = pa.array(["b", None, "zzz", "a"])
+    assert _applied(transform, values) == [[1.0, 1.0, 2.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+
+
+def test_timestamps_with_fractions_of_a_second_are_preprocessed(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    path = tmp_path / "moments.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute(
+            "CREATE TABLE t AS SELECT i AS id, (i % 2)::INT AS label, TIMESTAMP '1970-01-01' "
+            "+ INTERVAL (i * 1500) MILLISECOND AS moment FROM range(400) r(i)"
+        )
+    reader = make_reader(
+        database=str(path), output="numpy", test_split_percent=0,
+        preprocessing={"auto": True, "exclude": ["id"]},
+    )  # fmt: skip
+    preprocessor = reader.preprocessor
+    assert preprocessor is not None
+    (moment,) = [t for t in preprocessor.features if t.name == "moment"]
+    assert moment.date_parts[0] == "epoch_days"
+    column = preprocessor.feature_names.index("moment:epoch_days")
+    ids = preprocessor.feature_names.index("id")
+    for batch in reader.iter_epoch():
+        days = batch["features"][:, ids].astype(np.float64) * 1.5 / 86400
+        scaled = (days - moment.center) / moment.width
+        assert np.allclose(batch["features"][:, column], scaled, atol=1e-5)

@@ -107,18 +107,18 @@ class ColumnTransform:
             values = np.log1p(np.maximum(values, 0.0))
         elif self.scale in ("standard", "minmax"):
             values = (values - self.center) / self.width
-        return [values, *([missing.astype(np.float64)] if self.indicator else [])]
+        return [values, *([np.where(missing, 1.0, 0.0)] if self.indicator else [])]
 
     def _categorical(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
         text = pc.cast(column, pa.string())
-        missing = np.asarray(pc.is_null(text).to_numpy(zero_copy_only=False), bool)
+        missing = np.asarray(pc.is_null(text))
         if self.fill is not None:
             text = pc.fill_null(text, str(self.fill))
         found = pc.index_in(text, value_set=pa.array(self.categories, pa.string()))
         index = np.asarray(
             pc.fill_null(found, len(self.categories)).to_numpy(zero_copy_only=False), np.int64
         )
-        indicator = [missing.astype(np.float64)] if self.indicator else []
+        indicator = [np.where(missing, 1.0, 0.0)] if self.indicator else []
         if self.encode == "index":
             return [index.astype(np.float64), *indicator]
         onehot = np.zeros((len(index), len(self.categories) + 1))
@@ -126,17 +126,17 @@ class ColumnTransform:
         return [*onehot.T, *indicator]
 
     def _date(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
-        missing = np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), bool)
+        missing = np.asarray(pc.is_null(column))
+        # Dates as timestamps (whole days: exact), so every part has a kernel.
         moments = pc.cast(column, pa.timestamp("s")) if pa.types.is_date(column.type) else column
         parts = []
         for part in self.date_parts:
             if part in ("epoch_seconds", "epoch_days"):
-                seconds = pc.cast(pc.cast(moments, pa.timestamp("s")), pa.int64())
-                value = _floats(seconds) / (86400.0 if part == "epoch_days" else 1.0)
+                value = _epoch_seconds(moments) / (86400.0 if part == "epoch_days" else 1.0)
             else:
                 value = _floats(getattr(pc, part)(moments))
             parts.append(np.where(missing, 0.0, value))
-        return [*parts, *([missing.astype(np.float64)] if self.indicator else [])]
+        return [*parts, *([np.where(missing, 1.0, 0.0)] if self.indicator else [])]
 
 
 def _plain_numeric(
@@ -157,6 +157,14 @@ def _plain_numeric(
     for index, (transform, position) in enumerate(plain):
         if transform.indicator:
             out[position + 1] = missing[index]
+
+
+_UNITS_PER_SECOND = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+def _epoch_seconds(moments: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
+    """Seconds since 1970-01-01 of timestamps, sub-second parts kept."""
+    return _floats(pc.cast(moments, pa.int64())) / _UNITS_PER_SECOND[moments.type.unit]
 
 
 def _floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
