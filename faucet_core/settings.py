@@ -124,24 +124,26 @@ def build_config(
 _ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand_env(value: Any, path: str, problems: list[tuple[str, str]]) -> Any:
+def _dotted(path: tuple[str | int, ...]) -> str:
+    """A field path as errors show it: ``source.label_columns[0]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+    return text
+
+
+def _expand_env(value: Any, path: tuple[str | int, ...], problems: list[tuple[str, str]]) -> Any:
     """Replace ``${NAME}`` in strings with environment variables (how secrets get in)."""
     if isinstance(value, dict):
-        return {
-            k: _expand_env(v, f"{path}.{k}" if path else str(k), problems) for k, v in value.items()
-        }
+        return {k: _expand_env(v, (*path, str(k)), problems) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", problems) for i, v in enumerate(value)]
+        return [_expand_env(v, (*path, i), problems) for i, v in enumerate(value)]
     if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in os.environ:
-                problems.append((path, f"environment variable {name} is not set"))
-                return ""
-            return os.environ[name]
-
-        return _ENV_VAR.sub(substitute, value)
+        unset = [name for name in _ENV_VAR.findall(value) if name not in os.environ]
+        problems += [(_dotted(path), f"environment variable {name} is not set") for name in unset]
+        if unset:
+            return value
+        return _ENV_VAR.sub(lambda match: os.environ[match.group(1)], value)
     return value
 
 
@@ -178,7 +180,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError([("", "the file must hold a mapping of settings")], origin)
     problems: list[tuple[str, str]] = []
-    expanded: dict[str, Any] = _expand_env(data, "", problems)
+    expanded: dict[str, Any] = _expand_env(data, (), problems)
     if problems:
         raise ConfigError(problems, origin)
     return expanded

@@ -122,10 +122,25 @@ def test_a_chunk_larger_than_the_budget_is_not_cached(tmp_path: Path) -> None:
 def test_clear_frees_everything(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     cache.put("a", _table(10))
-    cache.put("b", _table(10))
-    assert cache.clear() > 0
+    cache.put("b", _table(20))
+    (tmp_path / "c.1234.tmp").write_bytes(b"x" * 100)  # left by a killed writer
+    (tmp_path / "notes.txt").write_text("not the cache's")
+    files = [*tmp_path.glob("*.arrow"), tmp_path / "c.1234.tmp"]
+    sizes = sum(path.stat().st_size for path in files)
+    assert cache.clear() == sizes
     assert len(cache) == 0
     assert cache.get("a") is None
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_discarding_a_missing_or_vanished_entry_is_no_error(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    cache.discard("never-written")
+    cache.put("a", _table(10))
+    for path in tmp_path.glob("a.*"):
+        path.unlink()  # removed by another process
+    cache.discard("a")
+    assert cache.get("a") is None and len(cache) == 0
 
 
 def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ def _files(tmp_path: Path, database: Path) -> list[Path]:
 
 
 def test_yaml_toml_and_json_load_the_same_config(tmp_path: Path, database: Path) -> None:
-    configs = [load_config(path) for path in _files(tmp_path, database)]
+    files = _files(tmp_path, database)
+    files.append(files[0].rename(tmp_path / "faucet.yml"))  # the other YAML suffix
+    configs = [load_config(path) for path in files[1:]]
     assert configs[0] == configs[1] == configs[2]
     config = configs[0]
     assert isinstance(config.connection, DuckDBConnection)
@@ -90,7 +92,7 @@ def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> Non
     [
         ("faucet.ini", "x", "unknown config file type '.ini'"),
         ("faucet.yaml", "a: [1", "cannot parse the file"),
-        ("faucet.json", "[1, 2]", "must hold a mapping"),
+        ("faucet.json", "[1, 2]", "the file must hold a mapping of settings"),
     ],
 )
 def test_unreadable_files_are_named(tmp_path: Path, name: str, text: str, message: str) -> None:
@@ -99,8 +101,12 @@ def test_unreadable_files_are_named(tmp_path: Path, name: str, text: str, messag
     with pytest.raises(ConfigError, match=message) as raised:
         load_config(path)
     assert raised.value.origin == str(path)
-    with pytest.raises(ConfigError, match="cannot read the file"):
-        load_config(tmp_path / "missing.yaml")
+    ((where, said),) = raised.value.problems
+    assert where == "" and said.startswith(message)  # the file's problem, of no field
+    missing = tmp_path / "missing.yaml"
+    assert _problems_of(lambda: load_config(missing)) == {
+        "": "cannot read the file: No such file or directory"
+    }
 
 
 def test_environment_variables_fill_in_secrets(
@@ -115,6 +121,22 @@ def test_environment_variables_fill_in_secrets(
         ConfigError, match=r"connection\.database: environment variable DB is not set"
     ):
         load_config(path)
+    path.write_text(
+        "datastore: ${STORE}\nconnection: {database: '${DIR}/${FILE}'}\n"
+        "source: {table: t, label_columns: [label, '${LABEL}']}\n"
+    )
+    monkeypatch.setenv("DIR", str(database.parent))
+    assert _problems_of(lambda: load_config(path)) == {
+        "datastore": "environment variable STORE is not set",
+        "connection.database": "environment variable FILE is not set",
+        "source.label_columns[1]": "environment variable LABEL is not set",
+    }
+    monkeypatch.setenv("STORE", "duckdb")
+    monkeypatch.setenv("FILE", database.name)
+    monkeypatch.setenv("LABEL", "y")
+    config = load_config(path)
+    assert config.connection.database == database
+    assert config.source.label_columns == ["label", "y"]
 
 
 def test_precedence_keywords_then_environment_then_file(

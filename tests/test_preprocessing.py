@@ -228,6 +228,14 @@ def test_without_a_statistics_query_the_train_chunks_are_read(
     values = train.column("x").to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
     expected = make_pipeline(SimpleImputer(), StandardScaler()).fit_transform(values)[:, 0]
     np.testing.assert_allclose(x.apply(train.column("x"))[0], expected, rtol=0, atol=1e-6)
+    # Minimum, maximum and median come from the chunks too.
+    choices = {"columns": {"x": {"impute": "median", "scale": "minmax"}}, "exclude": ["id"]}
+    fitted = make_reader(**settings, preprocessing=choices).preprocessor
+    x = next(t for t in fitted.features if t.name == "x")  # type: ignore[union-attr]
+    expected = make_pipeline(SimpleImputer(strategy="median"), MinMaxScaler()).fit_transform(
+        values
+    )[:, 0]
+    np.testing.assert_allclose(x.apply(train.column("x"))[0], expected, rtol=0, atol=1e-6)
 
 
 def _applied(transform: ColumnTransform, values: pa.Array) -> list[list[float]]:

@@ -122,3 +122,25 @@ print(json.dumps({{"dist": info.distribution, "version": info.version,
     assert (result["dist"], result["version"]) == ("faucet-sqlite", "0.1.0")
     assert sorted(result["train"] + result["eval"]) == list(range(ROWS))
     assert 150 < len(result["eval"]) < 450
+
+
+def test_the_same_table_in_two_files_is_two_sources(
+    make_sqlite_reader: Callable[..., Reader], sqlite_path: Path, tmp_path: Path
+) -> None:
+    # The plugin keeps the default source identity: a digest of its connection settings.
+    copy = tmp_path / "copy.sqlite"
+    shutil.copy(sqlite_path, copy)
+    with sqlite3.connect(copy) as db:
+        db.execute("UPDATE t SET x = -1")
+    first, second = make_sqlite_reader(), make_sqlite_reader(database=str(copy))
+    warehouse = first.config.warehouse_class(first.config.connection)
+    source = first.plan.request.source
+    identity = warehouse.source_identity(source)
+    assert identity == warehouse.source_identity(source)
+    assert identity != second.config.warehouse_class(second.config.connection).source_identity(
+        source
+    )
+    assert first.plan.rows_id != second.plan.rows_id  # same spelling, other data: not shared
+    second.prep_for_epoch()
+    xs = {x for batch in iter(second.get_batch, None) for x in batch["features"]["x"]}
+    assert xs == {-1}
