@@ -332,3 +332,11 @@ def test_the_default_cache_folder_follows_xdg(
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "faucet"
+
+
+def test_a_config_error_says_each_problem_on_its_own_line() -> None:
+    error = ConfigError([("source.table", "required"), ("", "cannot parse the file")], "f.yaml")
+    assert str(error) == (
+        "invalid Faucet config in f.yaml:\n  source.table: required\n  cannot parse the file"
+    )
+    assert str(ConfigError([("epochs", "bad")])) == "invalid Faucet config:\n  epochs: bad"

@@ -80,18 +80,21 @@ def _column(table: pa.Table, name: str) -> np.ndarray[Any, Any]:
 def test_numbers_match_scikit_learn_fitted_on_the_train_rows(make: Callable[..., Reader]) -> None:
     train = _rows(make(output="arrow"))
     settings = {"columns": {"x": {"impute": "mean", "scale": "standard"},
-                            "y": {"impute": "median", "scale": "minmax"}}}  # fmt: skip
+                            "y": {"impute": "median", "scale": "minmax"},
+                            "sorted_x": {"scale": "minmax"}}}  # fmt: skip
     reader = make(preprocessing=settings)
     transforms = {t.name: t for t in reader.preprocessor.features}  # type: ignore[union-attr]
+    assert min(_column(train, "sorted_x")) > 0  # a minimum that is not 0 is fitted
     for name, pipeline in (
         ("x", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler())),
         ("y", make_pipeline(SimpleImputer(strategy="median"), MinMaxScaler())),
+        ("sorted_x", make_pipeline(SimpleImputer(strategy="mean"), MinMaxScaler())),
     ):
         values = train.column(name).to_numpy(zero_copy_only=False).astype(float).reshape(-1, 1)
         expected = pipeline.fit_transform(values)[:, 0]
         ours = transforms[name].apply(train.column(name))[0]
         np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
-        assert transforms[name].indicator  # NULLs were seen in train
+        assert transforms[name].indicator == (name != "sorted_x")  # NULLs seen in train
 
 
 def test_categories_match_scikit_learn(make: Callable[..., Reader]) -> None:
@@ -332,3 +335,23 @@ def test_timestamps_with_fractions_of_a_second_are_preprocessed(
         days = batch["features"][:, ids].astype(np.float64) * 1.5 / 86400
         scaled = (days - moment.center) / moment.width
         assert np.allclose(batch["features"][:, column], scaled, atol=1e-5)
+
+
+def test_category_choices_are_fitted_as_asked(make: Callable[..., Reader]) -> None:
+    settings = {
+        "columns": {
+            "city": {"impute": "constant", "fill_value": "atlantis", "indicator": True,
+                     "encode": "index", "max_categories": 3},
+            "single": {"impute": "constant", "max_categories": 1},
+        }
+    }  # fmt: skip
+    transforms = {t.name: t for t in make(preprocessing=settings).preprocessor.features}  # type: ignore[union-attr]
+    city, single = transforms["city"], transforms["single"]
+    assert (city.fill, city.indicator, city.encode) == ("atlantis", True, "index")
+    assert len(city.categories) == 3 and city.note == f"rarer values share the {OOV} slot"
+    # One category kept of one seen: nothing rarer; the constant fill defaults to "missing".
+    assert (single.fill, single.categories, single.note) == ("missing", ("only",), "")
+    assert (single.encode, single.indicator) == ("onehot", False)  # no NULLs in train
+    # NULL becomes "atlantis", which is no kept category: the OOV slot, and the indicator.
+    applied = [list(feature) for feature in city.apply(pa.array([None, city.categories[1]]))]
+    assert applied == [[3.0, 1.0], [1.0, 0.0]]
