@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
@@ -152,6 +151,8 @@ def preview(config: Path, rows: int) -> None:
         if batch is None:
             console.print("the source has no rows: no batch to show")
             return
+        import pandas as pd  # output: pandas, so already imported by the reader
+
         frames = [batch["labels"], batch["features"]] if batch["labels"] is not None else []
         frame = pd.concat(frames or [batch["features"]], axis=1).head(rows)
         table, hidden = batch_table(frame, console.width)

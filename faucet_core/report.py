@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.table import Table
 
 from faucet_core import layout
 from faucet_core.preprocessing import ColumnTransform, Preprocessor
 from faucet_core.reader import Reader
 from faucet_core.warehouse import WarehouseCosts
+
+if TYPE_CHECKING:  # pandas is imported by the batches shown, not by this module
+    import pandas as pd
 
 __all__ = [
     "batch_table",
@@ -147,7 +149,7 @@ def batch_table(frame: pd.DataFrame, width: int) -> tuple[Table, int]:
         used += needed
     table = Table()
     for name in shown:
-        numeric = pd.api.types.is_numeric_dtype(frame[name].dtype)
+        numeric = frame[name].dtype.kind in "biuf"
         table.add_column(str(name), justify="right" if numeric else "left", no_wrap=True)
     for row in range(len(frame)):
         table.add_row(*[cells[name][row] for name in shown])

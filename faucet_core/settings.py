@@ -66,7 +66,7 @@ def _unknown_setting(
     if loc == ("connection", name) and name in keywords:
         meant = closest(name, _keyword_vocabulary(connection))
         hint = f"; did you mean {meant}?" if meant else takes
-        return name, f"unknown keyword argument{hint}"
+        return name, f"unknown setting{hint}"
     prefix = ".".join(str(part) for part in loc[:-1])
     model = model_at(FaucetConfig, loc, connection)
     meant = closest(name, model.model_fields) if model is not None else None

@@ -236,7 +236,7 @@ def test_a_misspelt_setting_names_the_one_it_probably_meant_however_it_came(
 ) -> None:
     settings = {"datastore": "duckdb", "database": str(database), "table_name": "t"}
     keyword = _problems_of(lambda: load_config(**settings, **{written: 10}))
-    assert keyword == {written: f"unknown keyword argument; did you mean {meant}?"}
+    assert keyword == {written: f"unknown setting; did you mean {meant}?"}
 
     path = tmp_path / "faucet.yaml"
     path.write_text(
@@ -277,10 +277,10 @@ def test_settings_of_a_section_are_suggested_in_their_section(
             datastore="duckdb", database=str(database), tabel_name="t", nope=1, thread=2
         )
     )
-    assert keyword["tabel_name"] == "unknown keyword argument; did you mean table_name?"
-    assert keyword["thread"] == "unknown keyword argument; did you mean threads?"
+    assert keyword["tabel_name"] == "unknown setting; did you mean table_name?"
+    assert keyword["thread"] == "unknown setting; did you mean threads?"
     assert keyword["nope"] == (
-        "unknown keyword argument (the connection takes: database, threads, memory_limit, "
+        "unknown setting (the connection takes: database, threads, memory_limit, "
         "scratch_dir)"
     )
     monkeypatch.setenv("FAUCET_CACHE__MAXBYTES", "1GiB")

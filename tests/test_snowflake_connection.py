@@ -126,7 +126,9 @@ def test_bad_settings_name_the_field(settings: dict[str, Any], problem: str) -> 
     with pytest.raises(ConfigError) as raised:
         load_config(datastore="snowflake", table_name="T", **settings)
     assert problem in str(raised.value)
-    assert "connection" in str(raised.value)
+    # Named by the connection's field, or by the keyword as written when it names none.
+    (path,) = {path for path, _ in raised.value.problems}
+    assert path in {"connection", *(f"connection.{name}" for name in settings), "warehous"}
 
 
 # Table names
