@@ -280,8 +280,7 @@ def test_settings_of_a_section_are_suggested_in_their_section(
     assert keyword["tabel_name"] == "unknown setting; did you mean table_name?"
     assert keyword["thread"] == "unknown setting; did you mean threads?"
     assert keyword["nope"] == (
-        "unknown setting (the connection takes: database, threads, memory_limit, "
-        "scratch_dir)"
+        "unknown setting (the connection takes: database, threads, memory_limit, scratch_dir)"
     )
     monkeypatch.setenv("FAUCET_CACHE__MAXBYTES", "1GiB")
     monkeypatch.setenv("FAUCET_CACHES__DIR", "/c")

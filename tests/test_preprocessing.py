@@ -19,7 +19,9 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
 from faucet_core import ConfigError, Reader
 from faucet_core.preprocessing import Preprocessor
+from faucet_core.preprocessing.fit import _scaling
 from faucet_core.preprocessing.preprocessor import OOV, ColumnTransform
+from faucet_core.preprocessing.stats import ColumnStats
 
 MakeReader = Callable[..., Reader]
 ROWS = 4_000
@@ -355,3 +357,38 @@ def test_category_choices_are_fitted_as_asked(make: Callable[..., Reader]) -> No
     # NULL becomes "atlantis", which is no kept category: the OOV slot, and the indicator.
     applied = [list(feature) for feature in city.apply(pa.array([None, city.categories[1]]))]
     assert applied == [[3.0, 1.0], [1.0, 0.0]]
+
+
+@pytest.mark.parametrize(
+    ("scale", "stats", "rows", "fill", "fitted"),
+    [
+        ("none", ColumnStats(4, mean=2.0, std=1.0), 4, 0.0, (0.0, 1.0, "")),
+        ("standard", ColumnStats(0), 4, 0.0, (0.0, 1.0, "")),  # all NULL: nothing to fit
+        # min..max of the values; with NULLs, of the fill too.
+        ("minmax", ColumnStats(4, min=2.0, max=6.0), 4, 9.0, (2.0, 4.0, "")),
+        ("minmax", ColumnStats(3, min=2.0, max=6.0), 4, 10.0, (2.0, 8.0, "")),
+        ("minmax", ColumnStats(3, min=2.0, max=6.0), 4, 0.0, (0.0, 6.0, "")),
+        ("minmax", ColumnStats(4, min=0.0, max=4.0), 4, 0.0, (0.0, 4.0, "")),
+        ("minmax", ColumnStats(4, min=-4.0, max=0.0), 4, 0.0, (-4.0, 4.0, "")),
+        ("minmax", ColumnStats(1, min=3.0, max=3.0), 1, 0.0, (3.0, 1.0, "constant in train")),
+        # mean and standard deviation of the values; with NULLs, of the imputed column.
+        ("standard", ColumnStats(4, mean=0.0, std=2.0), 4, 5.0, (0.0, 2.0, "")),
+        ("standard", ColumnStats(3, mean=2.0, std=1.0), 4, 6.0, (3.0, math.sqrt(3.75), "")),
+        (
+            "standard", ColumnStats(1, mean=7.0, std=0.0), 1, 0.0,
+            (7.0, 1.0, "constant in train: centered only"),
+        ),
+        # Spread below a millionth of a millionth of the values' size is rounding: constant.
+        (
+            "standard", ColumnStats(5, mean=1e6, std=1e-7), 5, 0.0,
+            (1e6, 1.0, "constant in train: centered only"),
+        ),
+        ("standard", ColumnStats(5, mean=0.0, std=1.5e-12), 5, 0.0, (0.0, 1.5e-12, "")),
+    ],
+)  # fmt: skip
+def test_centers_and_widths_of_numbers(
+    scale: str, stats: ColumnStats, rows: int, fill: float, fitted: tuple[float, float, str]
+) -> None:
+    center, width, note = _scaling(scale, stats, rows, fill)
+    assert (center, note) == (pytest.approx(fitted[0]), fitted[2])
+    assert width == pytest.approx(fitted[1], rel=1e-9)
