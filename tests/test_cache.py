@@ -141,6 +141,18 @@ def test_discarding_a_missing_or_vanished_entry_is_no_error(tmp_path: Path) -> N
         path.unlink()  # removed by another process
     cache.discard("a")
     assert cache.get("a") is None and len(cache) == 0
+    cache.put("b", _table(10))
+    cache.discard("b")
+    assert list(tmp_path.iterdir()) == [] and cache.get("b") is None
+
+
+def test_an_aborted_write_leaves_nothing_even_twice(tmp_path: Path) -> None:
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    writer = cache.writer("a", _table(1).schema)
+    writer.write(_table(5))
+    writer.abort()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == [] and cache.get("a") is None
 
 
 def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:

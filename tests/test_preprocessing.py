@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import sqlite3
 from collections.abc import Callable
@@ -392,3 +393,46 @@ def test_centers_and_widths_of_numbers(
     center, width, note = _scaling(scale, stats, rows, fill)
     assert (center, note) == (pytest.approx(fitted[0]), fitted[2])
     assert width == pytest.approx(fitted[1], rel=1e-9)
+
+
+def _small_preprocessor() -> Preprocessor:
+    return Preprocessor(
+        features=(
+            ColumnTransform("x", "numeric", scale="standard", center=1.0, width=2.0),
+            ColumnTransform("c", "categorical", encode="index", categories=("a", "b")),
+        ),
+        labels=(ColumnTransform("y", "numeric", scale="minmax", center=10.0, width=5.0),),
+    )
+
+
+def test_transform_takes_tables_frames_and_dicts() -> None:
+    import pandas as pd
+
+    preprocessor = _small_preprocessor()
+    expected = np.array([[0.0, 1.0], [1.0, 2.0]], np.float32)
+    frame = pd.DataFrame({"x": [1.0, 3.0], "c": ["b", "z"]}, index=[7, 9])
+    arrow = pa.table({"x": [1.0, 3.0], "c": ["b", "z"]})
+    for data in (frame, {"x": [1.0, 3.0], "c": ["b", "z"]}, arrow, arrow.to_batches()[0]):
+        np.testing.assert_array_equal(preprocessor.transform(data), expected)  # numpy: default
+        assert list(preprocessor.transform(data, output="pandas").columns) == ["x", "c"]
+        assert preprocessor.transform(data, output="arrow").column_names == ["x", "c"]
+    with pytest.raises(TypeError, match="not <class 'list'>"):
+        preprocessor.transform([1, 2])
+
+
+def test_labels_are_transformed_where_configured_and_kept_elsewhere() -> None:
+    table = pa.table({"x": [1.0], "c": ["a"], "w": [3], "y": [12.5]})
+    labels = _small_preprocessor().label_table(table, ["w", "y"])
+    assert labels.to_pydict() == {"w": [3], "y": [0.5]}
+
+
+def test_a_saved_preprocessor_reads_back_the_same() -> None:
+    preprocessor = _small_preprocessor()
+    again = Preprocessor.from_json(preprocessor.to_json())
+    assert again == preprocessor and again.labels == preprocessor.labels
+    data = json.loads(preprocessor.to_json())
+    del data["fitted_on"]  # written by an earlier version
+    assert Preprocessor.from_json(json.dumps(data)).fitted_on == {}
+    for text in ("[1]", json.dumps({**data, "format": 0})):
+        with pytest.raises(ValueError, match="not a Faucet preprocessor of format"):
+            Preprocessor.from_json(text)

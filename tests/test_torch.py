@@ -252,6 +252,9 @@ def test_the_datasets_epochs_are_the_readers(make_reader: MakeReader) -> None:
     assert dataset.epoch == 1
     dataset.set_epoch(1)  # a loop's 0-based counter: Faucet's epoch 2
     assert dataset.epoch == 2 and _ids(list(dataset)) == epochs[1]
+    dataset.set_epoch(1, skip_batches=2)  # resumed after two batches of it
+    assert (dataset.epoch, dataset.skip_batches) == (2, 2)
+    assert _ids(list(dataset)) == epochs[1][2:]
     dataset.select_epoch(1)
     assert _ids(list(dataset)) == epochs[0]
     with pytest.raises(ValueError, match="1-based"):
