@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from faucet_core.config import FaucetConfig
+from faucet_core.epochs import EpochCounter
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
 from faucet_core.position import Partition, Remainder, StreamPosition
@@ -137,9 +138,13 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     """An ``IterableDataset`` of ``(features, labels)`` tensor batches of a reader's split.
 
     Use it with :class:`FaucetDataLoader` (or ``DataLoader(dataset, batch_size=None)``), so
-    that Faucet's batches pass through. Call :meth:`set_epoch` before each epoch, as with a
-    ``DistributedSampler``. Without DataLoader workers it serves batches from the reader's
-    own stream; each worker process opens the same stream from the reader's plan.
+    that Faucet's batches pass through. Each new iteration serves the next epoch, in its
+    own order, so a loop or framework that never calls :meth:`set_epoch` still reshuffles
+    every epoch; :meth:`set_epoch` (as with a ``DistributedSampler``) or
+    :meth:`select_epoch` chooses the epoch the next iteration serves instead. There is no
+    last epoch: iterations go on past the config's ``epochs``, each a new order. Without
+    DataLoader workers it serves batches from the reader's own stream; each worker process
+    opens the same stream from the reader's plan, and serves the same epoch as the others.
 
     Args:
         reader: A reader; its plan, seed and settings are used, it serves no batches itself.
@@ -154,8 +159,9 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     Attributes:
         reader: The reader (``None`` in DataLoader workers, which open its stream anew).
         serving: The reader's stream, seed and preprocessing.
-        epoch: The epoch (1-based, as a reader counts them) the next iteration serves.
-        skip_batches: Batches of :attr:`epoch` the next iteration leaves out (consumed
+        epoch: The epoch (1-based, as a reader counts them) selected last: the first
+            iteration after the selection serves it, the next ones the epochs after it.
+        skip_batches: Batches of :attr:`epoch` its first iteration leaves out (consumed
             before a resume).
     """
 
@@ -183,8 +189,7 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         self.features_dtype = features_dtype
         self.feature_columns = self.serving.feature_columns("torch")
         self.label_columns = self.serving.label_columns
-        self.epoch = 1
-        self.skip_batches = 0
+        self._epochs = EpochCounter()
         self.reader: Reader | None = reader  # this process's; workers open their own stream
         self._owns_reader = False  # made by from_config(), closed by close()
 
@@ -286,18 +291,41 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         already consumed."""
         if epoch < 1:
             raise ValueError(f"epochs are 1-based: {epoch} < 1")
-        self.epoch, self.skip_batches = epoch, skip_batches
+        self._epochs.select(epoch, skip_batches)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch selected last (see the class's attributes)."""
+        return self._epochs.epoch
+
+    @property
+    def skip_batches(self) -> int:
+        """Batches of :attr:`epoch` its first iteration leaves out."""
+        return self._epochs.skip_batches
+
+    @property
+    def selections(self) -> int:
+        """How many times an epoch was selected (tells a loader that one was since)."""
+        return self._epochs.selections
 
     def __iter__(self) -> Iterator[TensorBatch]:
+        # Not a generator: the epoch is counted when a worker starts, as DataLoader calls
+        # iter() on each worker's copy then, whether or not the worker gets a batch.
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        epoch, skip = self._epochs.start(None if info is None else worker)
         partition = self.partition(workers)
-        start, stop = self.serving.rows(self.split, partition, worker, self.skip_batches)
+        start, stop = self.serving.rows(self.split, partition, worker, skip)
         if start >= stop:
-            return
+            return iter(())
         own = self.reader.stream if info is None and self.reader is not None else None
+        return self._batches(own, epoch, start, stop)
+
+    def _batches(
+        self, own: Stream | None, epoch: int, start: int, stop: int
+    ) -> Iterator[TensorBatch]:
         stream = own if own is not None and not own.closed else Stream(self.serving.spec)
-        current = self.serving.open_pass(stream, self.split, self.epoch, start, stop)
+        current = self.serving.open_pass(stream, self.split, epoch, start, stop)
         try:
             for table in current:
                 yield self._tensors(table)
@@ -338,9 +366,11 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
     """A ``DataLoader`` over a :class:`FaucetIterableDataset` that can save its position.
 
     It passes Faucet's batches through (``batch_size=None``), counts the batches the loop
-    consumed for :meth:`state_dict`, and measures the time the loop waited for data. At the
-    end of an epoch it moves the dataset to the next one. ``persistent_workers`` is
-    refused: workers would keep a stale epoch.
+    consumed for :meth:`state_dict`, and measures the time the loop waited for data. Each
+    new iteration serves the next epoch, whether the last one ran to its end or was
+    stopped (frameworks stop after ``len(loader)`` batches); an epoch selected on the
+    dataset since (``set_epoch``), or a state loaded, is served instead, from where it
+    stood. ``persistent_workers`` is refused: workers would keep a stale epoch.
     """
 
     dataset: FaucetIterableDataset
@@ -354,12 +384,26 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         self.metrics = LoaderMetrics()
         self._epoch = dataset.epoch
         self._consumed = dataset.skip_batches
+        self._seen = dataset.selections  # selections made by others than this loader
+        self._open = False  # an iteration began and did not run to its end
 
     def __iter__(self) -> Iterator[TensorBatch]:  # type: ignore[override]
         dataset = self.dataset
-        if dataset.epoch != self._epoch:  # set_epoch() was called: a new epoch
+        if dataset.selections != self._seen:  # set_epoch() was called: that epoch
             self._epoch, self._consumed = dataset.epoch, dataset.skip_batches
-        dataset.select_epoch(self._epoch, self._consumed)
+        elif self._open:  # the last iteration was stopped: the next epoch
+            self._epoch, self._consumed = self._epoch + 1, 0
+        if self._consumed and self._consumed >= len(dataset):  # saved as an epoch ended
+            self._epoch, self._consumed = self._epoch + 1, 0
+        self._select(self._epoch, self._consumed)
+        self._open = True
+        return self._batches()
+
+    def _select(self, epoch: int, consumed: int) -> None:
+        self.dataset.select_epoch(epoch, consumed)
+        self._seen = self.dataset.selections
+
+    def _batches(self) -> Iterator[TensorBatch]:
         self.metrics = LoaderMetrics()
         started = time.perf_counter()
         iterator = super().__iter__()
@@ -376,8 +420,9 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
             self.metrics.elapsed_seconds = time.perf_counter() - started
             yield batch
         self.metrics.elapsed_seconds = time.perf_counter() - started
+        self._open = False
         self._epoch, self._consumed = self._epoch + 1, 0
-        dataset.select_epoch(self._epoch)
+        self._select(self._epoch, 0)
 
     def position(self) -> StreamPosition:
         """Where the stream is: the epoch under way (1-based) and its batches consumed."""
@@ -399,4 +444,5 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
         partition = dataset.partition(self.num_workers)
         dataset.serving, position = dataset.serving.resume(state, dataset.split, partition)
         self._epoch, self._consumed = position.epoch, position.batches
-        dataset.select_epoch(self._epoch, self._consumed)
+        self._open = False
+        self._select(self._epoch, self._consumed)

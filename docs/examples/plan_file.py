@@ -54,7 +54,7 @@ def train() -> None:
         model = torch.nn.Linear(len(dataset.feature_columns), 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
         loader = FaucetDataLoader(dataset)
-        for _ in range(2):  # the loader moves the dataset to the next epoch
+        for _ in range(2):  # each iteration is the next epoch
             for features, labels in loader:
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
                     model(features)[:, 0], labels.float()
