@@ -179,3 +179,21 @@ def test_ddp_ranks_reshuffle_every_epoch_without_set_epoch(
         assert len(first) == len(second) == train // 2
         assert not set(first) & set(second)
     assert ranks[0][0][0] != ranks[0][1][0]  # a new order in epoch 2
+
+
+def _iterate_a_copy(rank: int, dataset: FaucetIterableDataset, out: str) -> None:
+    pm.register(faucet_duckdb.plugin)  # a spawned process: the tests' plugins are not there
+    loader = DataLoader(dataset, batch_size=None, num_workers=2)
+    Path(f"{out}.{rank}").write_text(json.dumps([sorted(_ids(loader)) for _ in range(2)]))
+
+
+def test_processes_spawned_with_a_copy_count_their_own_epochs(
+    dataset: FaucetIterableDataset, epochs: list[list[int]], tmp_path: Path
+) -> None:
+    dataset.set_epoch(1)  # copied as selected: epoch 2, then 3, in each process
+    out = str(tmp_path / "served")
+    mp.spawn(_iterate_a_copy, args=(dataset, out), nprocs=2, join=True)
+    for rank in range(2):
+        served = json.loads(Path(f"{out}.{rank}").read_text())
+        assert served == [sorted(epochs[1]), sorted(epochs[2])]
+    assert sorted(_ids(DataLoader(dataset, batch_size=None))) == sorted(epochs[1])  # its own
