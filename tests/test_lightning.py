@@ -1,0 +1,181 @@
+"""PyTorch Lightning's Trainer over Faucet's datasets: every train row once per epoch, a
+new order each epoch, validation over the eval split, and exact mid-epoch resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+import faucet_duckdb.plugin
+from faucet_core import Reader
+from faucet_core.plugins import pm
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
+
+MakeReader = Callable[..., Reader]
+SETTINGS = {
+    "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
+    "columns": ["id", "x1", "label"],
+}  # fmt: skip
+
+
+class Recorder(pl.LightningModule):
+    """A linear model that records the ids (feature 0) of every batch it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.epochs: dict[int, list[int]] = {}  # by Lightning's epoch, which resumes count
+        self.validated: list[list[int]] = []
+
+    @property
+    def trained(self) -> list[list[int]]:
+        """The ids trained on, per epoch this module saw."""
+        return [self.epochs[epoch] for epoch in sorted(self.epochs)]
+
+    def training_step(self, batch: Any, index: int) -> torch.Tensor:
+        features, labels = batch
+        self.epochs.setdefault(self.current_epoch, []).extend(features[:, 0].long().tolist())
+        return torch.nn.functional.mse_loss(self.layer(features).squeeze(1), labels.float())
+
+    def on_validation_epoch_start(self) -> None:
+        self.validated.append([])
+
+    def validation_step(self, batch: Any, index: int) -> None:
+        self.validated[-1].extend(batch[0][:, 0].long().tolist())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=1e-6)
+
+
+def _trainer(root: Path, **settings: Any) -> pl.Trainer:
+    return pl.Trainer(
+        default_root_dir=root, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, **{"devices": 1, **settings},
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> None:
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+@pytest.fixture
+def epochs(make_reader: MakeReader) -> list[list[int]]:
+    """The train rows of epochs 1 and 2, in the order the reader serves them."""
+    reader = make_reader(**SETTINGS, epochs=2)
+    return [
+        [i for batch in reader.iter_epoch() for i in batch["features"]["id"].tolist()]
+        for _ in range(2)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["DataLoader", "FaucetDataLoader"])
+def test_fit_trains_every_row_once_per_epoch_in_a_new_order(
+    make_reader: MakeReader, epochs: list[list[int]], kind: str, tmp_path: Path
+) -> None:
+    reader = make_reader(**SETTINGS)
+    train = FaucetIterableDataset(reader, features_dtype=torch.float32)
+    loader = DataLoader(train, batch_size=None) if kind == "DataLoader" else FaucetDataLoader(train)
+    validation = DataLoader(
+        FaucetIterableDataset(reader, split="eval", features_dtype=torch.float32), batch_size=None
+    )
+    module = Recorder()
+    _trainer(tmp_path, max_epochs=2, enable_checkpointing=False).fit(module, loader, validation)
+    assert module.trained == epochs
+    eval_rows = [i for b in reader.iter_eval() for i in b["features"]["id"].tolist()]
+    assert module.validated == [eval_rows, eval_rows]
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CheckpointThenCrash(pl.Callback):
+    def __init__(self, path: Path, after: int) -> None:
+        self.path, self.after = path, after
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: Any, outputs: Any, batch: Any, index: int
+    ) -> None:
+        if trainer.current_epoch == 0 and index + 1 == self.after:
+            trainer.save_checkpoint(self.path)
+            raise _Crash
+
+
+def test_a_checkpoint_taken_mid_epoch_resumes_exactly(
+    make_reader: MakeReader, epochs: list[list[int]], tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "mid.ckpt"
+    first = Recorder()
+    loader = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**SETTINGS), features_dtype=torch.float32)
+    )
+    with pytest.raises(_Crash):
+        _trainer(tmp_path, max_epochs=2, callbacks=[_CheckpointThenCrash(checkpoint, 5)]).fit(
+            first, loader
+        )
+    assert first.trained == [epochs[0][:500]]
+    resumed = Recorder()
+    loader = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**SETTINGS), features_dtype=torch.float32)
+    )
+    _trainer(tmp_path, max_epochs=2).fit(resumed, loader, ckpt_path=checkpoint)
+    assert first.trained[0] + resumed.trained[0] == epochs[0]  # none repeated, none skipped
+    assert resumed.trained[1] == epochs[1]
+
+
+class RankRecorder(Recorder):
+    """Builds its loader in each rank, as DDP needs, and writes what the rank trained on."""
+
+    def __init__(self, config: Path, out: Path, faucet_loader: bool) -> None:
+        super().__init__()
+        self.config, self.out, self.faucet_loader = config, out, faucet_loader
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        pm.register(faucet_duckdb.plugin)  # a spawned rank: the tests' plugins are not there
+        dataset = FaucetIterableDataset.from_config(self.config, features_dtype=torch.float32)
+        if self.faucet_loader:
+            return FaucetDataLoader(dataset, num_workers=1)
+        return DataLoader(dataset, batch_size=None, num_workers=1)
+
+    def on_train_end(self) -> None:
+        Path(f"{self.out}.{self.global_rank}").write_text(json.dumps(self.trained))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("faucet_loader", [False, True])
+def test_ddp_ranks_train_disjoint_rows_in_equal_steps_each_epoch(
+    table_path: Path, tmp_path: Path, make_reader: MakeReader, faucet_loader: bool
+) -> None:
+    config = tmp_path / "faucet.yaml"
+    config.write_text(yaml.safe_dump({
+        "datastore": "duckdb", "connection": {"database": str(table_path)},
+        "source": {"table": "t", "columns": ["id", "x1", "label"], "split_key": "id",
+                   "label_columns": ["label"]},
+        "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
+        "cache": {"dir": str(tmp_path / "cache")},
+    }))  # fmt: skip
+    out = tmp_path / "trained"
+    module = RankRecorder(config, out, faucet_loader)
+    trainer = _trainer(
+        tmp_path, max_epochs=2, devices=2, strategy="ddp_spawn", enable_checkpointing=False
+    )
+    trainer.fit(module)
+    ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(2)]
+    train = make_reader(**SETTINGS).rows("train")
+    for epoch in range(2):
+        first, second = ranks[0][epoch], ranks[1][epoch]
+        assert len(first) == len(second) == train // 2  # equal steps, the remainder dropped
+        assert not set(first) & set(second)
+    assert ranks[0][0] != ranks[0][1]  # a new order in epoch 2
