@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
@@ -22,7 +20,7 @@ from faucet_core import Reader
 from faucet_core.epochs import MAX_WORKERS, EpochCounter
 from faucet_core.plugins import pm
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
-from tests.test_torch import _free_port
+from tests.test_torch import _free_port, ddp_reader, gather_to_file
 
 MakeReader = Callable[..., Reader]
 SETTINGS = {"batch_size": 128, "chunk_size": 700, "seed": 5, "test_split_percent": 10}
@@ -140,25 +138,10 @@ def test_set_epoch_wins_over_the_count(
 
 
 def _ddp_rank(rank: int, world: int, port: int, database: str, cache: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    pm.register(faucet_duckdb.plugin)  # a spawned process: the tests' plugins are not there
-    try:
-        from faucet_core import get_batch_reader
-
-        with get_batch_reader(
-            datastore="duckdb", database=database, table_name="t", columns=["id", "label"],
-            split_key="id", label_columns=["label"], batch_size=100, chunk_size=800,
-            seed=9, cache_dir=cache,
-        ) as reader:  # fmt: skip
-            loader = DataLoader(FaucetIterableDataset(reader), batch_size=None, num_workers=2)
-            served = [[_ids(loader)] for _ in range(2)]  # no set_epoch, as most loops
-        gathered: list[object] = [None] * world
-        dist.all_gather_object(gathered, served)
-        if rank == 0:
-            Path(out).write_text(json.dumps(gathered))
-    finally:
-        dist.destroy_process_group()
+    with ddp_reader(rank, world, port, database, cache) as reader:
+        loader = DataLoader(FaucetIterableDataset(reader), batch_size=None, num_workers=2)
+        served = [[_ids(loader)] for _ in range(2)]  # no set_epoch, as most loops
+        gather_to_file(rank, world, served, out)
 
 
 @pytest.mark.timeout(240)

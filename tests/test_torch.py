@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -183,9 +184,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _ddp_rank(
-    rank: int, world: int, port: int, database: str, cache: str, out: str, remainder: str
-) -> None:
+@contextlib.contextmanager
+def ddp_reader(rank: int, world: int, port: int, database: str, cache: str) -> Iterator[Reader]:
+    """In a spawned DDP rank: the process group, and a reader of table ``t`` (id, label)."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     pm.register(faucet_duckdb.plugin)  # a spawned process: the tests' plugins are not there
@@ -197,16 +198,27 @@ def _ddp_rank(
             split_key="id", label_columns=["label"], batch_size=100, chunk_size=800,
             seed=9, cache_dir=cache,
         ) as reader:  # fmt: skip
-            dataset = FaucetIterableDataset(reader, remainder=remainder)  # type: ignore[arg-type]
-            loader = FaucetDataLoader(dataset, num_workers=2)
-            ids = [i for features, _ in loader for i in features[:, 0].long().tolist()]
-            steps = loader.metrics.batches
-        gathered: list[object] = [None] * world
-        dist.all_gather_object(gathered, {"ids": ids, "steps": steps})
-        if rank == 0:
-            Path(out).write_text(json.dumps(gathered))
+            yield reader
     finally:
         dist.destroy_process_group()
+
+
+def gather_to_file(rank: int, world: int, served: object, out: str) -> None:
+    """Gather each rank's ``served`` on rank 0, which writes them to ``out`` as JSON."""
+    gathered: list[object] = [None] * world
+    dist.all_gather_object(gathered, served)
+    if rank == 0:
+        Path(out).write_text(json.dumps(gathered))
+
+
+def _ddp_rank(
+    rank: int, world: int, port: int, database: str, cache: str, out: str, remainder: str
+) -> None:
+    with ddp_reader(rank, world, port, database, cache) as reader:
+        dataset = FaucetIterableDataset(reader, remainder=remainder)  # type: ignore[arg-type]
+        loader = FaucetDataLoader(dataset, num_workers=2)
+        ids = [i for features, _ in loader for i in features[:, 0].long().tolist()]
+        gather_to_file(rank, world, {"ids": ids, "steps": loader.metrics.batches}, out)
 
 
 @pytest.mark.timeout(240)
