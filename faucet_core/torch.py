@@ -370,7 +370,8 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
     new iteration serves the next epoch, whether the last one ran to its end or was
     stopped (frameworks stop after ``len(loader)`` batches); an epoch selected on the
     dataset since (``set_epoch``), or a state loaded, is served instead, from where it
-    stood. ``persistent_workers`` is refused: workers would keep a stale epoch.
+    stood. Persistent workers (``persistent_workers=True``) follow it too: they read the
+    epoch from memory shared with the loader.
     """
 
     dataset: FaucetIterableDataset
@@ -378,8 +379,6 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
     def __init__(self, dataset: FaucetIterableDataset, **kwargs: Any) -> None:
         if kwargs.pop("batch_size", None) is not None:
             raise ValueError("FaucetDataLoader passes Faucet's batches through: no batch_size")
-        if kwargs.get("persistent_workers"):
-            raise ValueError("persistent_workers would keep a stale epoch in the workers")
         super().__init__(dataset, batch_size=None, **kwargs)
         self.metrics = LoaderMetrics()
         self._epoch = dataset.epoch

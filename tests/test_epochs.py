@@ -180,3 +180,30 @@ def test_processes_spawned_with_a_copy_count_their_own_epochs(
         served = json.loads(Path(f"{out}.{rank}").read_text())
         assert served == [sorted(epochs[1]), sorted(epochs[2])]
     assert sorted(_ids(DataLoader(dataset, batch_size=None))) == sorted(epochs[1])  # its own
+
+
+@pytest.fixture
+def epoch_batches(make_reader: MakeReader) -> list[list[tuple[int, ...]]]:
+    """The batches (as id tuples) of the reader's epochs 1 to 3, each epoch's sorted."""
+    reader = make_reader(**SETTINGS, columns=["id", "label"], epochs=3)
+    return [
+        sorted(tuple(batch["features"]["id"].tolist()) for batch in reader.iter_epoch())
+        for _ in range(3)
+    ]
+
+
+def _batches(loader: Iterator[tuple[torch.Tensor, torch.Tensor | None]]) -> list[tuple[int, ...]]:
+    return sorted(tuple(features[:, 0].long().tolist()) for features, _ in loader)
+
+
+def test_a_loader_with_persistent_workers_serves_each_epoch_and_resumes(
+    dataset: FaucetIterableDataset, epoch_batches: list[list[tuple[int, ...]]]
+) -> None:
+    loader = FaucetDataLoader(dataset, num_workers=2, persistent_workers=True)
+    # The same batches as one process serves, each epoch its own.
+    assert [_batches(iter(loader)), _batches(iter(loader))] == epoch_batches[:2]
+    taken = list(itertools.islice(loader, 4))  # epoch 3, broken off after 4 batches
+    state = loader.state_dict()
+    assert _batches(iter(loader)) != epoch_batches[2]  # epoch 4: another order
+    loader.load_state_dict(state)
+    assert sorted(_batches(iter(taken)) + _batches(iter(loader))) == epoch_batches[2]
