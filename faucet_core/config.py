@@ -222,7 +222,7 @@ class FaucetConfig(_Section):
     seed: int | None = Field(None, ge=0, description="Shuffle seed; default: drawn at random.")
     prefetch_chunks: int = Field(2, ge=0, description="Chunks fetched ahead of the consumer.")
     fetch_threads: int = Field(2, ge=1, description="Background threads fetching chunks.")
-    output: Literal["pandas", "numpy", "arrow"] = Field(
+    output: Literal["pandas", "polars", "numpy", "arrow"] = Field(
         "pandas", description="Type of `batch['features']` and `batch['labels']`."
     )
     drop_last: bool = Field(False, description="Drop a last batch smaller than batch_size.")

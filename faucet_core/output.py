@@ -1,4 +1,5 @@
-"""Turning an Arrow batch into what the training loop asked for: pandas, numpy or Arrow."""
+"""Turning an Arrow batch into what the training loop asked for: pandas, polars, numpy or
+Arrow."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from faucet_core.errors import ConfigError
 
 __all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
 
-OutputFormat = Literal["pandas", "numpy", "arrow"]
+OutputFormat = Literal["pandas", "polars", "numpy", "arrow"]
 
 #: A batch: ``{"features": ..., "labels": ...}``; ``labels`` is ``None`` without label columns.
 Batch = dict[str, Any]
@@ -37,11 +38,27 @@ def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
         ) from None
 
 
+def polars_module() -> Any:
+    """The ``polars`` package, which ``output: polars`` needs.
+
+    Raises:
+        ConfigError: It is not installed (naming the extra that installs it).
+    """
+    try:
+        import polars
+    except ModuleNotFoundError:
+        message = "polars needs the polars package: pip install 'faucetml[polars]'"
+        raise ConfigError([("output", message)]) from None
+    return polars
+
+
 def _convert(table: pa.Table, output: OutputFormat) -> Any:
     if output == "arrow":
         return table
     if output == "pandas":  # one block per column: no consolidation copy, twice as fast
         return table.to_pandas(split_blocks=True)
+    if output == "polars":  # numbers stay on Arrow's buffers: not copied
+        return polars_module().from_arrow(table, rechunk=False)
     return _to_numpy(table)
 
 
@@ -54,7 +71,8 @@ def format_batch(
     """Split ``table`` into features and labels, in the ``output`` format.
 
     Columns are named, or given by position (faster, for a stream of tables of one
-    schema: see :class:`BatchFormatter`). ``pandas`` gives DataFrames; ``numpy`` gives a 2-D
+    schema: see :class:`BatchFormatter`). ``pandas`` and ``polars`` give DataFrames of their
+    library (polars' numeric columns on Arrow's buffers, not copied); ``numpy`` gives a 2-D
     array of features (one column per feature; float32 and C-contiguous when the features
     are float32, as preprocessed ones are) and a 1-D label array for one label column, 2-D
     for several; ``arrow`` gives ``pyarrow.Table`` objects without copying.
@@ -77,6 +95,8 @@ class BatchFormatter:
         self.feature_columns = list(feature_columns)
         self.label_columns = list(label_columns)
         self.output = output
+        if output == "polars":
+            polars_module()  # missing: said before the first batch
         self._schema: pa.Schema | None = None
         self._positions: tuple[list[int], list[int]] = ([], [])
 

@@ -26,7 +26,7 @@ from faucet_core.warehouse import SplitName
 __all__ = ["BatchFormat", "Serving"]
 
 #: What batches are made into: the config's ``output``, or tensors (PyTorch).
-BatchFormat = Literal["pandas", "numpy", "arrow", "torch"]
+BatchFormat = Literal["pandas", "polars", "numpy", "arrow", "torch"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class Serving:
         if self.preprocessor is None:
             labels = set(self.source_labels)
             return [c for c in self.plan.columns if c not in labels]
-        kept = self.preprocessor.kept if into in ("pandas", "arrow") else []
+        kept = self.preprocessor.kept if into in ("pandas", "polars", "arrow") else []
         return [*self.preprocessor.feature_names, *kept]
 
     @property

@@ -186,7 +186,7 @@ def test_a_config_pickles_without_validating_again(database: Path) -> None:
         ({"columns": ["id", "id"]}, "source", "lists a column twice"),
         ({"columns": ["id"], "label_columns": ["label"]}, "source", "not among columns"),
         ({"query": "SELECT 1"}, "source", "found: table, query"),
-        ({"output": "polars"}, "output", "'pandas', 'numpy' or 'arrow'"),
+        ({"output": "excel"}, "output", "'pandas', 'polars', 'numpy' or 'arrow'"),
     ],
 )
 def test_bad_values_name_their_field(

@@ -193,13 +193,16 @@ def test_the_cache_keeps_raw_chunks_and_the_fit_is_reused(
     assert again.preprocessor == first.preprocessor
 
 
-def test_pandas_and_arrow_keep_named_columns(make: Callable[..., Reader]) -> None:
+def test_pandas_polars_and_arrow_keep_named_columns(make: Callable[..., Reader]) -> None:
     settings = {"auto": True, "exclude": ["id", "city"]}
     batch = next(make(output="pandas", preprocessing=settings).iter_epoch())
     assert "x__missing" in batch["features"].columns
     assert set(batch["features"]["city"].dropna()) <= set(CITIES)  # excluded text, as it is
     arrow = next(make(output="arrow", preprocessing=settings).iter_epoch())
     assert arrow["features"].schema.field("x").type == pa.float32()
+    polars = next(make(output="polars", preprocessing=settings).iter_epoch())["features"]
+    assert polars.columns == arrow["features"].column_names  # the kept text columns too
+    assert polars.to_dicts() == arrow["features"].to_pylist()
 
 
 def test_bad_settings_name_their_field(make: Callable[..., Reader], tmp_path: Path) -> None:
@@ -416,6 +419,8 @@ def test_transform_takes_tables_frames_and_dicts() -> None:
         np.testing.assert_array_equal(preprocessor.transform(data), expected)  # numpy: default
         assert list(preprocessor.transform(data, output="pandas").columns) == ["x", "c"]
         assert preprocessor.transform(data, output="arrow").column_names == ["x", "c"]
+        polars = preprocessor.transform(data, output="polars")
+        assert polars.columns == ["x", "c"] and polars.to_numpy().tolist() == expected.tolist()
     with pytest.raises(TypeError, match="not <class 'list'>"):
         preprocessor.transform([1, 2])
 

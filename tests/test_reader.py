@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faucet_core import Reader, ReaderStateError
+from faucet_core import ConfigError, Reader, ReaderStateError
+from faucet_core.output import format_batch
 from tests.conftest import ROWS, SMALL_ROWS, ReadCounter, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -180,7 +183,7 @@ def test_corrupted_cache_entry_is_refetched(
     assert second.cache.stats.corrupt_discarded == 2
 
 
-@pytest.mark.parametrize("output", ["pandas", "numpy", "arrow"])
+@pytest.mark.parametrize("output", ["pandas", "polars", "numpy", "arrow"])
 def test_output_formats(make_reader: MakeReader, output: str) -> None:
     reader = make_reader(output=output, columns=["id", "x1", "label"], batch_size=64)
     reader.prep_for_epoch()
@@ -195,10 +198,41 @@ def test_output_formats(make_reader: MakeReader, output: str) -> None:
         assert isinstance(features, np.ndarray)
         assert features.shape == (64, 2)
         assert labels.shape == (64,)
+    elif output == "polars":
+        assert isinstance(features, pl.DataFrame) and isinstance(labels, pl.DataFrame)
+        assert features.columns == ["id", "x1"] and labels.columns == ["label"]
+        assert features.height == labels.height == 64
     else:
         assert isinstance(features, pa.Table)
         assert features.column_names == ["id", "x1"]
         assert labels.column_names == ["label"]
+
+
+def test_every_output_serves_the_same_rows(make_reader: MakeReader) -> None:
+    served = {}
+    for output in ("arrow", "pandas", "polars", "numpy"):
+        reader = make_reader(output=output, columns=["id", "x1", "label"], batch_size=500)
+        reader.prep_for_epoch()
+        batch = reader.get_batch()
+        assert batch is not None
+        features = batch["features"]
+        rows = (
+            features.to_pylist() if output == "arrow"
+            else features.to_dict("records") if output == "pandas"
+            else features.to_dicts() if output == "polars"
+            else [{"id": int(i), "x1": x} for i, x in features]
+        )  # fmt: skip
+        served[output] = rows
+    assert served["arrow"] == served["pandas"] == served["polars"] == served["numpy"]
+
+
+def test_polars_output_without_polars_names_the_extra(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "polars", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"pip install 'faucetml\[polars\]'") as raised:
+        make_reader(output="polars")
+    assert [path for path, _ in raised.value.problems] == ["output"]
 
 
 def test_no_label_columns_gives_no_labels(make_reader: MakeReader) -> None:
@@ -251,3 +285,11 @@ def test_metrics_report_rows_and_waits(make_reader: MakeReader) -> None:
     assert metrics.chunks_fetched == len(reader.plan.chunks["train"])
     assert 0 <= metrics.wait_seconds <= metrics.elapsed_seconds
     assert metrics.as_dict()["rows_per_second"] > 0
+
+
+def test_polars_batches_keep_numbers_on_the_arrow_buffers() -> None:
+    table = pa.table({"x": np.arange(100, dtype=np.float64), "y": np.arange(100)})
+    batch = format_batch(table, ["x"], ["y"], "polars")
+    shared = batch["features"]["x"].to_arrow().buffers()[1].address
+    assert shared == table.column("x").chunk(0).buffers()[1].address  # not copied
+    assert batch["labels"]["y"].to_list() == list(range(100))

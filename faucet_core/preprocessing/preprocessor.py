@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from faucet_core.output import polars_module
+
 __all__ = ["OOV", "SPEC_FORMAT", "ColumnTransform", "Preprocessor"]
 
 #: The version of the saved JSON layout.
@@ -36,7 +38,7 @@ class ColumnTransform:
         name: The column.
         kind: ``numeric`` (numbers and booleans), ``categorical``, ``date`` (dates and
             timestamps), ``passthrough`` (a number left as it is), ``kept`` (another type
-            left as it is: beside the features in pandas and Arrow output, not in the
+            left as it is: beside the features in pandas, polars and Arrow output, not in the
             matrix) or ``dropped`` (no feature).
         fill: The value NULLs become (numeric: a number; categorical: a category), or
             ``None``: numeric 0 for dates, the OOV slot for categories.
@@ -203,14 +205,18 @@ class Preprocessor:
         """The columns of the feature matrix, in order."""
         return [name for t in self.features for name in t.outputs()]
 
-    def transform(self, data: Any, output: Literal["numpy", "pandas", "arrow"] = "numpy") -> Any:
+    def transform(
+        self, data: Any, output: Literal["numpy", "pandas", "polars", "arrow"] = "numpy"
+    ) -> Any:
         """The features of ``data`` (an Arrow table, a pandas DataFrame or a dict of columns):
         a C-contiguous float32 matrix in :attr:`feature_names` order (``numpy``), or named
-        float32 columns (``pandas``, ``arrow``)."""
+        float32 columns (``pandas``, ``polars``, ``arrow``)."""
         table = _as_table(data)
         if output == "numpy":
             return self.matrix(table)
         features = self.feature_table(table)
+        if output == "polars":
+            return polars_module().from_arrow(features)
         return features.to_pandas() if output == "pandas" else features
 
     def matrix(self, table: pa.Table) -> np.ndarray[Any, Any]:

@@ -100,6 +100,8 @@ def rows_of(batch: dict[str, Any], output: str, columns: list[str]) -> list[dict
             {c: None if v is None or v is pd_na() else v for c, v in row.items()}
             for row in features.to_dict("records")
         ]
+    if output == "polars":
+        return list(features.to_dicts())
     return [dict(zip(columns, row, strict=True)) for row in features]
 
 
@@ -186,9 +188,11 @@ def duck(
     )
 
 
-def test_duckdb_arrow_and_pandas_keep_every_type_and_null(duck: Callable[..., Reader]) -> None:
+def test_duckdb_arrow_pandas_and_polars_keep_every_type_and_null(
+    duck: Callable[..., Reader],
+) -> None:
     served = Served()
-    for output in ("arrow", "pandas"):
+    for output in ("arrow", "pandas", "polars"):
         reader = duck(output=output)
         served.check(read_rows(reader, output, ALL), list(range(ROWS)))
         if output == "arrow":
@@ -197,8 +201,8 @@ def test_duckdb_arrow_and_pandas_keep_every_type_and_null(duck: Callable[..., Re
             assert schema.field("dec").type == pa.decimal128(18, 4)
             assert schema.field("tstz").type.tz is not None
     record(
-        "types duckdb arrow+pandas", columns=len(ALL), rows_checked=served.rows_checked,
-        nulls_as="None (arrow), NaN/None (pandas)", wrong=0,
+        "types duckdb arrow+pandas+polars", columns=len(ALL), rows_checked=served.rows_checked,
+        nulls_as="None (arrow, polars), NaN/None (pandas)", wrong=0,
     )  # fmt: skip
 
 
