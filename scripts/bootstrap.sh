@@ -2,7 +2,7 @@
 # Creates .venv with python3 and installs into it what the calling script needs, once per
 # change of pyproject.toml. Sourced by the other scripts:
 #   source bootstrap.sh demo   the project with DuckDB: what `faucet demo` needs;
-#   source bootstrap.sh        every extra (PyTorch and Lightning too), the test and docs
+#   source bootstrap.sh        every extra (PyTorch, Lightning and Keras too), the test and docs
 #                              tools, added to the same virtualenv (the demo's stays).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,7 +21,7 @@ if ! installed "$profile" && ! installed all; then
     # PyTorch is pinned to the release the tests run against; installed first, it is the
     # one the `torch` extra keeps.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs,lightning]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs,lightning,keras]"
   fi
   touch "$VENV/.faucet-installed-$profile"
 fi
