@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 import faucet_duckdb.plugin
 from faucet_core import Reader
+from faucet_core.lightning import FaucetDataModule
 from faucet_core.plugins import pm
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 
@@ -135,29 +136,40 @@ def test_a_checkpoint_taken_mid_epoch_resumes_exactly(
     assert resumed.trained[1] == epochs[1]
 
 
-class RankRecorder(Recorder):
-    """Builds its loader in each rank, as DDP needs, and writes what the rank trained on."""
+class FileRecorder(Recorder):
+    """Writes what its process trained on when training ends (a rank's, under DDP)."""
 
-    def __init__(self, config: Path, out: Path, faucet_loader: bool) -> None:
+    def __init__(self, out: Path) -> None:
         super().__init__()
-        self.config, self.out, self.faucet_loader = config, out, faucet_loader
-
-    def train_dataloader(self) -> DataLoader[Any]:
-        pm.register(faucet_duckdb.plugin)  # a spawned rank: the tests' plugins are not there
-        dataset = FaucetIterableDataset.from_config(self.config, features_dtype=torch.float32)
-        if self.faucet_loader:
-            return FaucetDataLoader(dataset, num_workers=1)
-        return DataLoader(dataset, batch_size=None, num_workers=1)
+        self.out = out
 
     def on_train_end(self) -> None:
         Path(f"{self.out}.{self.global_rank}").write_text(json.dumps(self.trained))
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("faucet_loader", [False, True])
-def test_ddp_ranks_train_disjoint_rows_in_equal_steps_each_epoch(
-    table_path: Path, tmp_path: Path, make_reader: MakeReader, faucet_loader: bool
-) -> None:
+class RankRecorder(FileRecorder):
+    """Builds its loader in each rank, as DDP needs."""
+
+    def __init__(self, config: Path, out: Path, faucet_loader: bool) -> None:
+        super().__init__(out)
+        self.config, self.faucet_loader = config, faucet_loader
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        dataset = FaucetIterableDataset.from_config(self.config, features_dtype=torch.float32)
+        if self.faucet_loader:
+            return FaucetDataLoader(dataset, num_workers=1)
+        return DataLoader(dataset, batch_size=None, num_workers=1)
+
+
+class _DuckDBInRanks(pl.Callback):
+    """Registers the DuckDB plugin in spawned ranks, which lack the tests' plugins."""
+
+    def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        pm.register(faucet_duckdb.plugin)
+
+
+@pytest.fixture
+def config_file(table_path: Path, tmp_path: Path) -> Path:
     config = tmp_path / "faucet.yaml"
     config.write_text(yaml.safe_dump({
         "datastore": "duckdb", "connection": {"database": str(table_path)},
@@ -166,12 +178,23 @@ def test_ddp_ranks_train_disjoint_rows_in_equal_steps_each_epoch(
         "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
         "cache": {"dir": str(tmp_path / "cache")},
     }))  # fmt: skip
+    return config
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("loader", ["DataLoader", "FaucetDataLoader", "FaucetDataModule"])
+def test_ddp_ranks_train_disjoint_rows_in_equal_steps_each_epoch(
+    config_file: Path, tmp_path: Path, make_reader: MakeReader, loader: str
+) -> None:
     out = tmp_path / "trained"
-    module = RankRecorder(config, out, faucet_loader)
     trainer = _trainer(
-        tmp_path, max_epochs=2, devices=2, strategy="ddp_spawn", enable_checkpointing=False
-    )
-    trainer.fit(module)
+        tmp_path, max_epochs=2, devices=2, strategy="ddp_spawn", enable_checkpointing=False,
+        callbacks=[_DuckDBInRanks()], limit_val_batches=0,
+    )  # fmt: skip
+    if loader == "FaucetDataModule":
+        trainer.fit(FileRecorder(out), datamodule=FaucetDataModule(config_file))
+    else:
+        trainer.fit(RankRecorder(config_file, out, loader == "FaucetDataLoader"))
     ranks = [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(2)]
     train = make_reader(**SETTINGS).rows("train")
     for epoch in range(2):
@@ -179,3 +202,19 @@ def test_ddp_ranks_train_disjoint_rows_in_equal_steps_each_epoch(
         assert len(first) == len(second) == train // 2  # equal steps, the remainder dropped
         assert not set(first) & set(second)
     assert ranks[0][0] != ranks[0][1]  # a new order in epoch 2
+
+
+def test_a_data_module_trains_and_validates_a_config(
+    config_file: Path, tmp_path: Path, make_reader: MakeReader, epochs: list[list[int]]
+) -> None:
+    module = Recorder()
+    data = FaucetDataModule(config_file, loader_options={"num_workers": 2})
+    _trainer(tmp_path, max_epochs=2, enable_checkpointing=False).fit(module, datamodule=data)
+    assert [sorted(ids) for ids in module.trained] == [sorted(ids) for ids in epochs]
+    assert module.trained[0] != module.trained[1]
+    eval_rows = [
+        i for b in make_reader(**SETTINGS).iter_eval() for i in b["features"]["id"].tolist()
+    ]
+    # Two workers each serve a run of the eval batches: every row once, interleaved.
+    assert [sorted(ids) for ids in module.validated] == [sorted(eval_rows)] * 2
+    assert data._datasets == {}  # closed when training ended
