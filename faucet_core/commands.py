@@ -61,25 +61,21 @@ def plugins(as_json: bool) -> None:
     console.print(table)
 
 
-def _saved_plan_of(config: FaucetConfig, warehouse: Warehouse) -> Plan | None:
-    """The saved plan a reader of ``config`` would reuse now, if any."""
-    version = data_version(warehouse, config.plan_request().source)
-    key = saved_plan_key(config, warehouse, version)
-    return saved_plan(config, key, version) if key is not None else None
-
-
-def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
+def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str], Plan | None]:
     """What reading ``config`` will cost before its first batch: whether a saved plan
-    fits, else what the warehouse estimates planning and its scratch copy will process."""
-    plan = _saved_plan_of(config, warehouse)
+    fits, else what the warehouse estimates planning and its scratch copy will process.
+    Returns those lines and the saved plan a reader would reuse now, if any."""
+    request = config.plan_request()
+    version = data_version(warehouse, request.source)
+    key = saved_plan_key(config, warehouse, version)
+    plan = saved_plan(config, key, version) if key is not None else None
     if plan is not None:
         lines = [f"plan: a saved plan fits this data ({plan.fingerprint}): planning runs no query"]
         location = warehouse.scratch_location(plan)
         if location:
             lines.append(f"scratch copy: {location} (made, if missing, on the first cache miss)")
-        return lines
+        return lines, plan
     lines = ["plan: none saved for this data; planning runs one counting query"]
-    request = config.plan_request()
     estimate = warehouse.estimate(request)
     if estimate:
         lines.append(
@@ -87,12 +83,12 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> list[str]:
             f"{size(estimate.get('materializing', 0))} for the scratch copy (on the first "
             "chunk the cache lacks)"
         )
-    if data_version(warehouse, request.source) is None and config.cache.plan_ttl is None:
+    if version is None and config.cache.plan_ttl is None:
         lines.append(
             "the source has no data version (a query): it is planned again on every run "
             "unless cache.plan_ttl allows reusing its plan"
         )
-    return lines
+    return lines, None
 
 
 @click.command()
@@ -110,11 +106,11 @@ def validate(config: Path, offline: bool) -> None:
         return
     warehouse = settings.warehouse_class(settings.connection)
     try:
-        for line in planning_costs(settings, warehouse):
-            click.echo(line)
-        plan = _saved_plan_of(settings, warehouse)
+        lines, plan = planning_costs(settings, warehouse)
     finally:
         warehouse.close()
+    for line in lines:
+        click.echo(line)
     if plan is not None:
         _warn_of_surprises(plan)
 
@@ -127,7 +123,7 @@ def preview(config: Path, rows: int) -> None:
     settings = load_config(config, output="pandas", epochs=1)
     warehouse = settings.warehouse_class(settings.connection)
     try:
-        costs = planning_costs(settings, warehouse)
+        costs, _ = planning_costs(settings, warehouse)
     finally:
         warehouse.close()
     for line in costs:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from faucet_core import layout
+from faucet_core.plan import SPLITS
 from faucet_core.preprocessing import ColumnTransform, Preprocessor
 from faucet_core.reader import Reader
 from faucet_core.warehouse import WarehouseCosts
@@ -41,10 +42,10 @@ def size(count: int) -> str:
 def splits_table(reader: Reader) -> Table:
     """Per split: rows, their share against the one asked, chunks and batches per pass."""
     plan = reader.plan
-    total = sum(reader.rows(split) for split in ("train", "eval"))
+    total = sum(reader.rows(split) for split in SPLITS)
     asked_eval = plan.eval_buckets / layout.SPLIT_BUCKETS
     table = Table("split", "rows", "share", "asked", "chunks", "rows per chunk", "batches")
-    for split in ("train", "eval"):
+    for split in SPLITS:
         rows = reader.rows(split)
         chunks = [chunk.rows for chunk in plan.chunks[split]]
         asked = asked_eval if split == "eval" else 1 - asked_eval

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError, UnknownDatastore
 from faucet_core.plugins import get_warehouse_class
-from faucet_core.suggestions import closest, model_at, setting_paths
+from faucet_core.suggestions import closest, model_at, sections, setting_paths
 
 try:  # Python 3.11+
     import tomllib
@@ -234,19 +234,15 @@ def env_settings() -> dict[str, Any]:
     return drop_unset(found)  # type: ignore[no-any-return]
 
 
-def misspelt_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+def misspelt_variables() -> list[tuple[str, str]]:
     """``FAUCET_*`` variables that name no setting but are close to one, with that one.
 
     :func:`env_settings` ignores variables naming no setting (other tools may use the
     prefix); one that is probably a misspelling is a problem to report instead.
     """
     problems = []
-    sections = {
-        name: model
-        for name in FaucetConfig.model_fields
-        if name != "connection" and (model := model_at(FaucetConfig, (name, ""), None))
-    }
-    for variable in os.environ if environ is None else environ:
+    known = sections(FaucetConfig, None)
+    for variable in os.environ:
         if not variable.upper().startswith(_PREFIX):
             continue
         name = variable[len(_PREFIX) :].lower()
@@ -257,13 +253,13 @@ def misspelt_variables(environ: Mapping[str, str] | None = None) -> list[tuple[s
             meant = closest(name, FaucetConfig.model_fields, cutoff=0.8)
         elif section == "connection":
             continue  # the connection's own validation names an unknown field
-        elif section in sections:
-            if field in sections[section].model_fields:
+        elif section in known:
+            if field in known[section].model_fields:
                 continue
-            inner = closest(field, sections[section].model_fields, cutoff=0.8)
+            inner = closest(field, known[section].model_fields, cutoff=0.8)
             meant = f"{section}{_NESTED}{inner}" if inner else None
         else:
-            outer = closest(section, [*sections, "connection"], cutoff=0.8)
+            outer = closest(section, [*known, "connection"], cutoff=0.8)
             meant = f"{outer}{_NESTED}{field}" if outer else None
         if meant is not None:
             suggestion = f"{_PREFIX}{meant.upper()}"

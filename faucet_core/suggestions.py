@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel
 
-__all__ = ["closest", "model_at", "setting_paths"]
+__all__ = ["closest", "model_at", "sections", "setting_paths"]
 
 
 def _squashed(name: str) -> str:
@@ -74,15 +74,28 @@ def model_at(
     return model
 
 
+def sections(
+    root: type[BaseModel], connection: type[BaseModel] | None
+) -> dict[str, type[BaseModel]]:
+    """The settings of ``root`` that are sections, with their models (``connection``'s is
+    ``connection``, left out when None)."""
+    found = {}
+    for name, field in root.model_fields.items():
+        section = connection if name == "connection" else _section_model(field.annotation)
+        if section is not None:
+            found[name] = section
+    return found
+
+
 def setting_paths(
     root: type[BaseModel], connection: type[BaseModel] | None
 ) -> list[tuple[str, ...]]:
     """Every setting's path: ``(epochs,)``, ``(source, table)``, ``(connection, database)``."""
+    found = sections(root, connection)
     paths: list[tuple[str, ...]] = []
-    for name, field in root.model_fields.items():
-        section = connection if name == "connection" else _section_model(field.annotation)
-        if section is None:
-            paths.append((name,))
+    for name in root.model_fields:
+        if name in found:
+            paths += [(name, inner) for inner in found[name].model_fields]
         else:
-            paths += [(name, inner) for inner in section.model_fields]
+            paths.append((name,))
     return paths
