@@ -2,7 +2,9 @@
 
 An epoch's rows are its chunks, in that epoch's order, each permuted, laid end to end.
 Each DDP rank takes an equal, contiguous range of them; each DataLoader worker of a rank
-takes a contiguous run of that rank's batches. A :class:`StreamPosition` says how many
+takes a contiguous run of that rank's batches. For a loader that reads on one process and
+dispatches slices of its batches to the others, that process serves the rows all ranks
+would, end to end. A :class:`StreamPosition` says how many
 batches of an epoch the training loop consumed; :func:`worker_rows` turns it into the
 rows each worker still has to serve. A :class:`~faucet_core.reader.Reader` is a single
 worker of a single rank, so readers and data loaders share one resume rule.
@@ -75,16 +77,50 @@ class Partition:
     world_size: int = 1
     remainder: Remainder = "drop"
     workers: int = 1
+    #: One process serves every rank's rows, for a loader that dispatches them.
+    dispatch: bool = False
+
+    def rank_range(self, total: int, batch_size: int, drop_last: bool) -> tuple[int, int]:
+        """Rows ``start:stop`` of an epoch of ``total`` rows this rank serves.
+
+        Dispatching, the rows of all ranks: as many as each rank would serve (its whole
+        batches only, with ``drop_last``) times the ranks, so that slicing each batch (or
+        each group of one batch per rank) evenly among the ranks loses and repeats none.
+        """
+        if not self.dispatch:
+            return rank_rows(total, self.rank, self.world_size, self.remainder)
+        start, stop = rank_rows(total, 0, self.world_size, self.remainder)
+        per_rank = stop - start
+        if drop_last:
+            per_rank -= per_rank % batch_size
+        return 0, self.world_size * per_rank
 
     def rank_batches(self, total: int, batch_size: int, drop_last: bool) -> int:
         """Batches each rank serves per epoch of ``total`` rows (the same on every rank)."""
-        start, stop = rank_rows(total, 0, self.world_size, self.remainder)
+        start, stop = self.rank_range(total, batch_size, drop_last)
         return batch_count(stop - start, batch_size, drop_last)
+
+    def worker_run(
+        self, total: int, batch_size: int, drop_last: bool, worker: int
+    ) -> tuple[int, int]:
+        """The contiguous run of this rank's batches (per epoch of ``total`` rows) that
+        ``worker`` serves.
+
+        Dispatching, a short last batch goes to the last worker, beyond an even split of
+        the whole ones: a DataLoader takes one batch from each worker in turn, so it is
+        then the epoch's last batch (and so are the short batches a loader that batches
+        rows itself makes of it), and every group of batches before it slices evenly.
+        """
+        batches = self.rank_batches(total, batch_size, drop_last)
+        start, stop = self.rank_range(total, batch_size, drop_last)
+        if not self.dispatch or (stop - start) % batch_size == 0:
+            return worker_batches(batches, worker, self.workers)
+        first, last = worker_batches(batches - 1, worker, self.workers)
+        return first, last + (worker == self.workers - 1)
 
     def worker_sizes(self, total: int, batch_size: int, drop_last: bool) -> list[int]:
         """Batches each worker of a rank serves per epoch."""
-        batches = self.rank_batches(total, batch_size, drop_last)
-        spans = [worker_batches(batches, w, self.workers) for w in range(self.workers)]
+        spans = [self.worker_run(total, batch_size, drop_last, w) for w in range(self.workers)]
         return [hi - lo for lo, hi in spans]
 
 
@@ -102,13 +138,10 @@ def worker_rows(
     would have gone on with worker ``turn``: worker ``j`` takes over the run of ``turn + j``.
     A ``stop`` past ``total`` wraps around (ranks padded with the epoch's first rows).
     """
-    rank_start, rank_stop = rank_rows(
-        total, partition.rank, partition.world_size, partition.remainder
-    )
-    batches = partition.rank_batches(total, batch_size, drop_last)
+    rank_start, rank_stop = partition.rank_range(total, batch_size, drop_last)
     taken, turn = resume_point(partition.worker_sizes(total, batch_size, drop_last), consumed)
     run = (worker + turn) % partition.workers
-    first, last = worker_batches(batches, run, partition.workers)
+    first, last = partition.worker_run(total, batch_size, drop_last, run)
     start = rank_start + (first + taken[run]) * batch_size
     stop = min(rank_start + last * batch_size, rank_stop)
     return start, max(start, stop)

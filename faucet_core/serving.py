@@ -111,7 +111,7 @@ class Serving:
 
     def stream_settings(self, split: SplitName, partition: Partition) -> dict[str, Any]:
         """What a saved position of ``split`` served by ``partition`` must share to resume."""
-        return {
+        settings = {
             "split": split,
             "batch_size": self.config.batch_size,
             "drop_last": self.config.drop_last,
@@ -121,6 +121,9 @@ class Serving:
             "remainder": partition.remainder,
             "workers": partition.workers,
         }
+        if partition.dispatch:  # only then: positions saved before it existed still resume
+            settings["dispatch"] = True
+        return settings
 
     def position(
         self, split: SplitName, partition: Partition, epoch: int, batches: int

@@ -19,14 +19,15 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from faucet_core.config import FaucetConfig
+from faucet_core.dispatch import check_loader
 from faucet_core.epochs import EpochCounter
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
@@ -41,6 +42,8 @@ from faucet_core.warehouse import PermanentWarehouseError, SplitName
 __all__ = ["FaucetDataLoader", "FaucetIterableDataset", "LoaderMetrics"]
 
 TensorBatch = tuple[torch.Tensor, torch.Tensor | None]
+#: What a dataset serves: a batch, or (``rows=True``) one row as ``{"features", "labels"}``.
+Item = TensorBatch | dict[str, torch.Tensor]
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -134,7 +137,7 @@ def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
     return reader
 
 
-class FaucetIterableDataset(IterableDataset[TensorBatch]):
+class FaucetIterableDataset(IterableDataset[Item]):
     """An ``IterableDataset`` of ``(features, labels)`` tensor batches of a reader's split.
 
     Use it with :class:`FaucetDataLoader` (or ``DataLoader(dataset, batch_size=None)``), so
@@ -146,6 +149,11 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     DataLoader workers it serves batches from the reader's own stream; each worker process
     opens the same stream from the reader's plan, and serves the same epoch as the others.
 
+    Hugging Face Accelerate (and so the transformers ``Trainer``) iterates an iterable
+    dataset on the main process only, and dispatches slices of its batches to the others:
+    build the dataset with ``dispatch=True`` there (see :mod:`faucet_core.dispatch`), and
+    with ``rows=True`` for a loader that makes its own batches of rows (the ``Trainer``'s).
+
     Args:
         reader: A reader; its plan, seed and settings are used, it serves no batches itself.
             Its warehouse is prepared here so workers in other processes can read chunks.
@@ -155,6 +163,12 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         remainder: What to do with rows that do not divide evenly among ranks: ``"drop"``
             them (other rows each epoch) or ``"pad"`` ranks with repeated rows.
         features_dtype: Convert features to this dtype (default: as the columns give).
+        dispatch: Serve the rows of every rank from rank 0, for a loader that reads on
+            the main process only and gives each process an even slice of each batch (or
+            of each group of one batch per process): each process then trains on as many
+            rows as a rank would, each row of the epoch once. Other ranks serve nothing.
+        rows: Serve one row at a time, as ``{"features": ..., "labels": ...}`` (no
+            ``labels`` without label columns), for a loader that batches rows itself.
 
     Attributes:
         reader: The reader (``None`` in DataLoader workers, which open its stream anew).
@@ -173,6 +187,9 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         world_size: int | None = None,
         remainder: Remainder = "drop",
         features_dtype: torch.dtype | None = None,
+        *,
+        dispatch: bool = False,
+        rows: bool = False,
     ) -> None:
         super().__init__()
         self.rank, self.world_size = _distributed(rank, world_size)
@@ -189,6 +206,12 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         self.features_dtype = features_dtype
         self.feature_columns = self.serving.feature_columns("torch")
         self.label_columns = self.serving.label_columns
+        self.dispatch, self.rows = dispatch, rows
+        if dispatch and not rows and not self.label_columns:
+            raise ValueError(
+                "a dispatching loader cannot slice the batches (features, None) of a source "
+                "without label columns: build the dataset with rows=True"
+            )
         self._epochs = EpochCounter()
         self.reader: Reader | None = reader  # this process's; workers open their own stream
         self._owns_reader = False  # made by from_config(), closed by close()
@@ -202,6 +225,9 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         world_size: int | None = None,
         remainder: Remainder = "drop",
         features_dtype: torch.dtype | None = None,
+        *,
+        dispatch: bool = False,
+        rows: bool = False,
         **overrides: Any,
     ) -> FaucetIterableDataset:
         """A dataset over a new reader of ``config`` (a config, or a config file with
@@ -228,7 +254,10 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         )
         reader = _plan_on_rank_zero(config) if collective else Reader(config)
         try:
-            dataset = cls(reader, split, rank, world_size, remainder, features_dtype)
+            dataset = cls(
+                reader, split, rank, world_size, remainder, features_dtype,
+                dispatch=dispatch, rows=rows,
+            )  # fmt: skip
         except BaseException:
             reader.close()
             raise
@@ -271,19 +300,29 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
 
     def partition(self, num_workers: int) -> Partition:
         """How an epoch is divided among ranks and ``num_workers`` DataLoader workers."""
-        return Partition(self.rank, self.world_size, self.remainder, max(num_workers, 1))
+        workers = max(num_workers, 1)
+        return Partition(self.rank, self.world_size, self.remainder, workers, self.dispatch)
 
     def __len__(self) -> int:
-        """Batches this rank serves per epoch (the same on every rank)."""
-        config = self.config
-        return self.partition(1).rank_batches(
-            self.plan.rows(self.split), config.batch_size, config.drop_last
-        )
+        """Batches (rows, with ``rows=True``) this rank serves per epoch (the same on every
+        rank; dispatching, those of all ranks)."""
+        config, partition = self.config, self.partition(1)
+        total = self.plan.rows(self.split)
+        if self.rows:
+            start, stop = partition.rank_range(total, config.batch_size, config.drop_last)
+            return stop - start
+        return partition.rank_batches(total, config.batch_size, config.drop_last)
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Select the epoch the next iteration serves by PyTorch's 0-based epoch index (as
         ``DistributedSampler.set_epoch``, which training loops call with the loop's epoch
-        counter): Faucet's epoch ``epoch + 1``; and the batches of it already consumed."""
+        counter): Faucet's epoch ``epoch + 1``; and the batches of it already consumed.
+
+        Raises:
+            ValueError: A Hugging Face Accelerate loader starting to iterate this dataset
+                would lose or repeat rows (see :func:`faucet_core.dispatch.check_loader`).
+        """
+        check_loader(self)
         self.select_epoch(epoch + 1, skip_batches)
 
     def select_epoch(self, epoch: int, skip_batches: int = 0) -> None:
@@ -308,12 +347,15 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         """How many times an epoch was selected (tells a loader that one was since)."""
         return self._epochs.selections
 
-    def __iter__(self) -> Iterator[TensorBatch]:
+    def __iter__(self) -> Iterator[Item]:
         # Not a generator: the epoch is counted when a worker starts, as DataLoader calls
         # iter() on each worker's copy then, whether or not the worker gets a batch.
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch, skip = self._epochs.start(None if info is None else worker)
+        if self.dispatch and self.rank != 0:
+            # A dispatching loader makes an iterator on every process, and reads rank 0's.
+            return _not_dispatched(self.rank)
         partition = self.partition(workers)
         start, stop = self.serving.rows(self.split, partition, worker, skip)
         if start >= stop:
@@ -321,14 +363,16 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
         own = self.reader.stream if info is None and self.reader is not None else None
         return self._batches(own, epoch, start, stop)
 
-    def _batches(
-        self, own: Stream | None, epoch: int, start: int, stop: int
-    ) -> Iterator[TensorBatch]:
+    def _batches(self, own: Stream | None, epoch: int, start: int, stop: int) -> Iterator[Item]:
         stream = own if own is not None and not own.closed else Stream(self.serving.spec)
         current = self.serving.open_pass(stream, self.split, epoch, start, stop)
         try:
             for table in current:
-                yield self._tensors(table)
+                batch = self._tensors(table)
+                if self.rows:
+                    yield from _rows(*batch)
+                else:
+                    yield batch
         finally:
             current.close()
             if stream is not own:
@@ -346,6 +390,25 @@ class FaucetIterableDataset(IterableDataset[TensorBatch]):
     def loader(self, **kwargs: Any) -> FaucetDataLoader:
         """A :class:`FaucetDataLoader` over this dataset (keywords go to ``DataLoader``)."""
         return FaucetDataLoader(self, **kwargs)
+
+
+def _rows(features: torch.Tensor, labels: torch.Tensor | None) -> Iterator[Item]:
+    """A batch's rows, one at a time."""
+    if labels is None:
+        for row in features:
+            yield {"features": row}
+    else:
+        for row, label in zip(features, labels, strict=True):
+            yield {"features": row, "labels": label}
+
+
+def _not_dispatched(rank: int) -> Iterator[Item]:
+    """What a rank other than 0 serves with ``dispatch=True``: an error, when read."""
+    raise RuntimeError(
+        f"rank {rank} of a dataset built with dispatch=True serves nothing: rank 0 serves "
+        "every rank's rows to a loader that dispatches them (Hugging Face Accelerate's)"
+    )
+    yield  # a generator: the error comes at the first batch, not at iter()
 
 
 @dataclass
@@ -374,12 +437,18 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
     epoch from memory shared with the loader.
     """
 
-    dataset: FaucetIterableDataset
+    dataset: FaucetIterableDataset  # type: ignore[assignment]
 
     def __init__(self, dataset: FaucetIterableDataset, **kwargs: Any) -> None:
         if kwargs.pop("batch_size", None) is not None:
             raise ValueError("FaucetDataLoader passes Faucet's batches through: no batch_size")
-        super().__init__(dataset, batch_size=None, **kwargs)
+        if dataset.rows:
+            raise ValueError(
+                "FaucetDataLoader passes Faucet's batches through: a dataset of rows "
+                "(rows=True) goes to a loader that batches them (DataLoader with a batch_size)"
+            )
+        # Not rows: the dataset serves the batches this loader passes through.
+        super().__init__(cast("Dataset[TensorBatch]", dataset), batch_size=None, **kwargs)
         self.metrics = LoaderMetrics()
         self._epoch = dataset.epoch
         self._consumed = dataset.skip_batches

@@ -2,8 +2,8 @@
 # Creates .venv with python3 and installs into it what the calling script needs, once per
 # change of pyproject.toml. Sourced by the other scripts:
 #   source bootstrap.sh demo   the project with DuckDB: what `faucet demo` needs;
-#   source bootstrap.sh        every extra (PyTorch, Lightning and Keras too), the test and docs
-#                              tools, added to the same virtualenv (the demo's stays).
+#   source bootstrap.sh        every extra (PyTorch and the training frameworks too), the test
+#                              and docs tools, added to the same virtualenv (the demo's stays).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV="${FAUCET_VENV:-.venv}"
@@ -21,7 +21,7 @@ if ! installed "$profile" && ! installed all; then
     # PyTorch is pinned to the release the tests run against; installed first, it is the
     # one the `torch` extra keeps.
     "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-    "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs,lightning,keras]"
+    "$VENV/bin/python" -m pip install --quiet -e ".[all,dev,docs,lightning,keras,transformers]"
   fi
   touch "$VENV/.faucet-installed-$profile"
 fi

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+import yaml
 from hypothesis import settings
 from rich.table import Table
 
@@ -28,6 +29,7 @@ import faucet_snowflake.plugin
 from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
+from faucet_duckdb.demo import make_table
 from tests.bqemulator import BigQueryEmulator, EmulatorError, running_emulator
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer, running_postgres
 from tests.snowserver import SnowServer, SnowServerError, running_snowflake
@@ -196,6 +198,36 @@ def make_reader(table_path: Path, tmp_path: Path) -> Iterator[Callable[..., Read
     yield build
     for reader in readers:
         reader.close()
+
+
+@pytest.fixture(scope="session")
+def example_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's table ``train`` of 50,000 rows, which the docs examples read."""
+    path = tmp_path_factory.mktemp("docs") / "warehouse.duckdb"
+    make_table(path, 50_000, seed=1)
+    return path
+
+
+#: The reader settings of ``config_file``, for the training framework tests.
+FRAMEWORK_SETTINGS: dict[str, Any] = {
+    "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
+    "columns": ["id", "x1", "label"],
+}  # fmt: skip
+
+
+@pytest.fixture
+def config_file(table_path: Path, tmp_path: Path) -> Path:
+    """A config file of ``table_path`` with :data:`FRAMEWORK_SETTINGS`, for processes that
+    build their own readers."""
+    config = tmp_path / "faucet.yaml"
+    settings = {k: v for k, v in FRAMEWORK_SETTINGS.items() if k != "columns"}
+    config.write_text(yaml.safe_dump({
+        "datastore": "duckdb", "connection": {"database": str(table_path)},
+        "source": {"table": "t", "columns": FRAMEWORK_SETTINGS["columns"], "split_key": "id",
+                   "label_columns": ["label"]},
+        **settings, "cache": {"dir": str(tmp_path / "cache")},
+    }))  # fmt: skip
+    return config
 
 
 def cells(table: Table) -> list[list[str]]:

@@ -16,19 +16,11 @@ from pydantic import BaseModel
 
 from faucet_core import hookspecs
 from faucet_core.config import FaucetConfig
-from faucet_duckdb.demo import make_table
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
 EXAMPLES = sorted((DOCS / "examples").glob("*.py"))
 PAGES = sorted(DOCS.rglob("*.md"))
-
-
-@pytest.fixture(scope="module")
-def example_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("docs") / "warehouse.duckdb"
-    make_table(path, 50_000, seed=1)
-    return path
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])

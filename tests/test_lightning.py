@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 import faucet_duckdb.plugin
@@ -21,12 +20,10 @@ from faucet_core import Reader
 from faucet_core.lightning import FaucetDataModule
 from faucet_core.plugins import pm
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
+from tests.conftest import FRAMEWORK_SETTINGS
 
 MakeReader = Callable[..., Reader]
-SETTINGS = {
-    "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
-    "columns": ["id", "x1", "label"],
-}  # fmt: skip
+SETTINGS = FRAMEWORK_SETTINGS
 
 
 class Recorder(pl.LightningModule):
@@ -166,19 +163,6 @@ class _DuckDBInRanks(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
         pm.register(faucet_duckdb.plugin)
-
-
-@pytest.fixture
-def config_file(table_path: Path, tmp_path: Path) -> Path:
-    config = tmp_path / "faucet.yaml"
-    config.write_text(yaml.safe_dump({
-        "datastore": "duckdb", "connection": {"database": str(table_path)},
-        "source": {"table": "t", "columns": ["id", "x1", "label"], "split_key": "id",
-                   "label_columns": ["label"]},
-        "batch_size": 100, "chunk_size": 700, "seed": 5, "test_split_percent": 10,
-        "cache": {"dir": str(tmp_path / "cache")},
-    }))  # fmt: skip
-    return config
 
 
 @pytest.mark.timeout(300)

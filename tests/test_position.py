@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -35,6 +37,58 @@ def test_workers_of_all_ranks_cover_the_epoch_once(
         served += rank_rows
     if remainder == "drop" and not drop_last:
         assert sorted(served) == list(range(total - total % world))
+
+
+def _dispatched_groups(
+    total: int, batch_size: int, drop_last: bool, world: int, workers: int, remainder: str,
+    loader_batch: int,
+) -> list[list[int]]:  # fmt: skip
+    """The rows a dispatching loader gathers at each step: its DataLoader batches each
+    worker's rows by ``loader_batch`` and takes one batch from each worker in turn; one
+    batch per process makes a step."""
+    partition = Partition(0, world, remainder, workers, dispatch=True)  # type: ignore[arg-type]
+    runs = []
+    for worker in range(workers):
+        start, stop = worker_rows(total, batch_size, drop_last, partition, worker, 0)
+        rows = list(range(start, stop))
+        runs.append([rows[i : i + loader_batch] for i in range(0, len(rows), loader_batch)])
+    order: list[list[int]] = []
+    while any(runs):
+        order += [run.pop(0) for run in runs if run]
+    return [list(itertools.chain(*order[i : i + world])) for i in range(0, len(order), world)]
+
+
+@given(
+    total=st.integers(0, 500),
+    loader_batch=st.integers(1, 15),
+    loader_batches=st.integers(1, 3),
+    drop_last=st.booleans(),
+    world=st.integers(1, 4),
+    workers=st.integers(1, 4),
+    remainder=st.sampled_from(["drop", "pad"]),
+)
+def test_a_dispatching_process_serves_what_the_ranks_would_in_even_slices(
+    total: int, loader_batch: int, loader_batches: int, drop_last: bool, world: int,
+    workers: int, remainder: str,
+) -> None:  # fmt: skip
+    # Faucet's batches pass through (one loader batch each), or a loader batches rows.
+    batch_size = loader_batch * loader_batches
+    groups = _dispatched_groups(
+        total, batch_size, drop_last, world, workers, remainder, loader_batch
+    )
+    assert all(len(group) % world == 0 for group in groups)  # sliced evenly: none padded
+    ranks = [Partition(r, world, remainder) for r in range(world)]  # type: ignore[arg-type]
+    if loader_batches == 1:  # as many steps as each rank would take
+        assert len(groups) == ranks[0].rank_batches(total, batch_size, drop_last)
+    served = [row for group in groups for row in group]
+    assert len(served) == len(set(served))
+    would = 0
+    for rank in ranks:
+        start, stop = worker_rows(total, batch_size, drop_last, rank, 0, 0)
+        would += stop - start
+    assert len(served) == would
+    if remainder == "drop":
+        assert set(served) <= set(range(total))
 
 
 @given(sizes=st.lists(st.integers(0, 6), min_size=1, max_size=4), data=st.data())
