@@ -1,11 +1,19 @@
 """What each process runs in the Hugging Face tests, launched by ``torchrun`` on the CPU
-(``ACCELERATE_USE_CPU=yes``) as ``hf_launched.py SCENARIO CONFIG OUT WORKERS``; each
+(``ACCELERATE_USE_CPU=yes``) as ``hf_launched.py SCENARIO CONFIG OUT WORKERS``, where each
 process writes what it trained and evaluated on (feature 0 of each row is its id) to
-``OUT.<process index>`` as JSON."""
+``OUT.<process index>`` as JSON; or as ``hf_launched.py example SCRIPT``, which runs a
+docs example.
+
+A process ends without finalizing the interpreter: gloo's threads release the work of a
+collective after it completed, and one doing so as the interpreter finalizes aborts the
+process (``terminate called without an active exception``), by chance.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import sys
 from pathlib import Path
 from typing import Any
@@ -114,6 +122,13 @@ def trainer(config: str, workers: int) -> tuple[int, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    scenario, config, out, workers = sys.argv[1:]
-    index, seen = {"accelerate": accelerate, "trainer": trainer}[scenario](config, int(workers))
-    Path(f"{out}.{index}").write_text(json.dumps(seen))
+    if sys.argv[1] == "example":
+        runpy.run_path(sys.argv[2], run_name="__main__")
+    else:
+        scenario, config, out, workers = sys.argv[1:]
+        run = {"accelerate": accelerate, "trainer": trainer}[scenario]
+        index, seen = run(config, int(workers))
+        Path(f"{out}.{index}").write_text(json.dumps(seen))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -152,7 +152,7 @@ def test_the_docs_examples_run_on_two_processes(
 ) -> None:
     script = Path(__file__).parents[1] / "docs" / "examples" / example
     output = run_on_two_processes(
-        script, cwd=tmp_path, FAUCET_EXAMPLE_DATABASE=str(example_database),
-        XDG_CACHE_HOME=str(tmp_path),
+        LAUNCHED, "example", str(script), cwd=tmp_path,
+        FAUCET_EXAMPLE_DATABASE=str(example_database), XDG_CACHE_HOME=str(tmp_path),
     )  # fmt: skip
     assert "on each of 2 processes" in output
