@@ -48,15 +48,13 @@ def check_loader(dataset: FaucetIterableDataset) -> None:
             loader that shards the dataset again on every process.
     """
     loader = _active_loader()
-    if loader is None:
+    data_loader = sys.modules.get("accelerate.data_loader")
+    if loader is None or data_loader is None:
         return
-    data_loader = sys.modules["accelerate.data_loader"]
-    if isinstance(loader, data_loader.DataLoaderDispatcher) and loader.dataset is dataset:
+    iterated = getattr(loader, "dataset", None)
+    if isinstance(loader, data_loader.DataLoaderDispatcher) and iterated is dataset:
         _check_dispatcher(dataset, loader)
-    elif (
-        isinstance(loader.dataset, data_loader.IterableDatasetShard)
-        and loader.dataset.dataset is dataset
-    ):
+    elif isinstance(iterated, data_loader.IterableDatasetShard) and iterated.dataset is dataset:
         raise ValueError(
             "Accelerate with dispatch_batches=False iterates the whole dataset on every "
             "process and keeps every n-th slice of it, which splits Faucet's ranks again: "
