@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from faucet_core import vectors
 from faucet_core.errors import ConfigError
 
 __all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
@@ -20,7 +21,11 @@ Batch = dict[str, Any]
 
 
 def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
-    columns = [column.to_numpy() for column in table.columns]
+    vectors.check_columns(table.schema, "output numpy")
+    columns = [
+        vectors.block(column) if vectors.is_vector(column.type) else column.to_numpy()
+        for column in table.columns
+    ]
     if not columns:
         return np.empty((table.num_rows, 0))
     try:
@@ -73,9 +78,10 @@ def format_batch(
     Columns are named, or given by position (faster, for a stream of tables of one
     schema: see :class:`BatchFormatter`). ``pandas`` and ``polars`` give DataFrames of their
     library (polars' numeric columns on Arrow's buffers, not copied); ``numpy`` gives a 2-D
-    array of features (one column per feature; float32 and C-contiguous when the features
-    are float32, as preprocessed ones are) and a 1-D label array for one label column, 2-D
-    for several; ``arrow`` gives ``pyarrow.Table`` objects without copying.
+    array of features (one column per feature, and per element of a vector column; float32
+    and C-contiguous when the features are float32, as preprocessed ones are) and a 1-D
+    label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``
+    objects without copying.
     """
     features = _convert(table.select(list(feature_columns)), output)
     labels = None

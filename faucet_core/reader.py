@@ -131,6 +131,12 @@ class Reader:
         return self.serving.feature_columns(self.config.output)
 
     @property
+    def feature_names(self) -> list[str]:
+        """The names of the columns of a batch's features: :attr:`feature_columns`, with a
+        vector column in a numpy batch as its elements ``name[0]``, ``name[1]``, ..."""
+        return self.serving.feature_names(self.config.output)
+
+    @property
     def label_columns(self) -> list[str]:
         """The names of a batch's labels."""
         return self.serving.label_columns

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
+from faucet_core import vectors
 from faucet_core.config import FaucetConfig
 from faucet_core.plan import Plan
 from faucet_core.position import Partition, StreamPosition, worker_rows
@@ -79,6 +80,16 @@ class Serving:
             return [c for c in self.plan.columns if c not in labels]
         kept = self.preprocessor.kept if into in ("pandas", "polars", "arrow") else []
         return [*self.preprocessor.feature_names, *kept]
+
+    def feature_names(self, into: BatchFormat) -> list[str]:
+        """The columns of a batch's features as a numpy matrix or a tensor has them: a
+        vector column (without preprocessing) as its elements ``name[i]``; in other
+        formats, :meth:`feature_columns`."""
+        columns = self.feature_columns(into)
+        schema = self.plan.schema
+        if into not in ("numpy", "torch") or self.preprocessor is not None or schema is None:
+            return columns
+        return vectors.expanded_names(schema, columns)
 
     @property
     def label_columns(self) -> list[str]:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from faucet_core import vectors
 from faucet_core.config import FaucetConfig
 from faucet_core.dispatch import check_loader
 from faucet_core.epochs import EpochCounter
@@ -63,17 +64,19 @@ def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def _tensor(table: pa.Table) -> torch.Tensor:
-    """A 2-D tensor of a table of numeric or boolean columns (one column per feature).
+    """A 2-D tensor of a table of numeric or boolean columns (one column per feature, and
+    per element of a vector column; a NULL vector is NaN).
 
     Raises:
         ConfigError: A column is not numeric or boolean, or is an integer or boolean one
             holding NULLs (naming it).
     """
+    vectors.check_columns(table.schema, "a tensor")
     unfit = [
         f"{field.name} ({field.type})"
         for field in table.schema
         if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
-                or pa.types.is_boolean(field.type))
+                or pa.types.is_boolean(field.type) or vectors.is_vector(field.type))
     ]  # fmt: skip
     if unfit:
         raise ConfigError(
@@ -89,7 +92,8 @@ def _tensor(table: pa.Table) -> torch.Tensor:
     with_nulls = [
         f"{field.name} ({field.type})"
         for field, column in zip(table.schema, table.columns, strict=True)
-        if column.null_count and not pa.types.is_floating(field.type)
+        if column.null_count
+        and not (pa.types.is_floating(field.type) or vectors.is_vector(field.type))
     ]
     if with_nulls:
         raise ConfigError(
@@ -102,7 +106,10 @@ def _tensor(table: pa.Table) -> torch.Tensor:
                 )
             ]
         )
-    columns = [column.to_numpy() for column in table.columns]
+    columns = [
+        vectors.block(column) if vectors.is_vector(column.type) else column.to_numpy()
+        for column in table.columns
+    ]
     return torch.from_numpy(np.column_stack(columns) if columns else np.empty((table.num_rows, 0)))
 
 
@@ -205,6 +212,7 @@ class FaucetIterableDataset(IterableDataset[Item]):
         self.remainder: Remainder = remainder
         self.features_dtype = features_dtype
         self.feature_columns = self.serving.feature_columns("torch")
+        self.feature_names = self.serving.feature_names("torch")
         self.label_columns = self.serving.label_columns
         self.dispatch, self.rows = dispatch, rows
         if dispatch and not rows and not self.label_columns:

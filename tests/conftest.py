@@ -77,6 +77,28 @@ def small_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vector_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 600-row table ``v``: ``id``, ``x1``, an embedding ``emb FLOAT[4]`` equal to
+    ``[id, 2 id, id % 7, 1]`` (NULL where ``id % 10 = 3``), lists ``tags DOUBLE[]`` of
+    one to three values, and ``label``."""
+    path = tmp_path_factory.mktemp("warehouse") / "vectors.duckdb"
+    with duckdb.connect(str(path)) as db:
+        db.execute(
+            """
+            CREATE TABLE v AS
+            SELECT i AS id, i / 10.0 AS x1,
+                   CASE WHEN i % 10 = 3 THEN NULL
+                        ELSE [i, 2 * i, i % 7, 1]::FLOAT[4] END AS emb,
+                   CASE i % 3 WHEN 0 THEN [0.0] WHEN 1 THEN [0.0, 1.5]
+                        ELSE [0.0, 1.5, 3.0] END::DOUBLE[] AS tags,
+                   (i % 2)::INT AS label
+            FROM range(600) r(i)
+            """
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
 def partitioned_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3,000-row table spread over three ``ds`` days."""
     return write_table(tmp_path_factory.mktemp("warehouse") / "days.duckdb", 3_000, days=3)

@@ -44,8 +44,10 @@ class ColumnConfig(_Section):
     indicator: bool | None = Field(
         None, description="Add a `<column>__missing` feature: 1 where the value was NULL."
     )
-    scale: Literal["standard", "minmax", "log1p", "none"] | None = Field(
-        None, description="Standardize, scale to [0, 1], take log(1 + x), or leave as is."
+    scale: Literal["standard", "minmax", "log1p", "l2", "none"] | None = Field(
+        None,
+        description="Standardize, scale to [0, 1], take log(1 + x), or leave as is; for a "
+        "vector column, divide each vector by its length (l2) or leave as is.",
     )
     clip: tuple[float, float] | None = Field(
         None, description="Bound the (imputed) value to [lo, hi] before scaling."

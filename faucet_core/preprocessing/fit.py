@@ -10,7 +10,12 @@ What ``auto`` decides, per feature column (a column's own settings override any 
   values, plus one slot shared by rarer ones, values never seen in train, and NULLs.
 - dates and timestamps: days since 1970, day of the week, and the month (dates) or the
   hour (timestamps); NULLs become 0, with an indicator when seen.
-- anything else (lists, structs, binary): kept as it is, outside the feature matrix.
+- vectors (fixed-size lists of numbers: embeddings): one feature per element,
+  ``name[0]`` ... ``name[n-1]``, as they are; NULL vectors (and elements) become 0 (or
+  ``fill_value``, with ``impute: constant``), with an indicator when seen; ``scale: l2``
+  divides each vector by its length.
+- anything else (lists of varying size, structs, binary): kept as it is, outside the
+  feature matrix.
 
 Scaling statistics are those of the imputed column, as a scikit-learn pipeline of an
 imputer and a scaler computes them.
@@ -24,6 +29,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from faucet_core import vectors
+from faucet_core.errors import ConfigError
 from faucet_core.preprocessing.config import ColumnConfig, PreprocessingConfig
 from faucet_core.preprocessing.preprocessor import OOV, ColumnTransform, Preprocessor
 from faucet_core.preprocessing.stats import ColumnStats, StatsRequest, TrainStats
@@ -34,7 +41,9 @@ StatsProvider = Callable[[StatsRequest], TrainStats]
 
 
 def column_kind(kind: pa.DataType) -> str:
-    """``numeric``, ``boolean``, ``categorical``, ``date`` or ``other``."""
+    """``numeric``, ``boolean``, ``categorical``, ``date``, ``vector`` or ``other``."""
+    if vectors.is_vector(kind):
+        return "vector"
     if pa.types.is_boolean(kind):
         return "boolean"
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
@@ -125,6 +134,13 @@ def _fit(
 ) -> ColumnTransform:
     nulls = rows - stats.count
     indicator = settings.indicator if settings.indicator is not None else nulls > 0
+    if kind == "vector":
+        return _fit_vector(field, settings, indicator)
+    if settings.scale == "l2":
+        raise ConfigError(
+            [(f"preprocessing.columns.{field.name}.scale",
+              f"l2 scales a vector column; {field.name} is {field.type}")]
+        )  # fmt: skip
     if kind == "categorical":
         return _fit_categorical(field.name, settings, stats, indicator, config)
     if kind == "date":
@@ -147,6 +163,26 @@ def _fit(
     return ColumnTransform(
         field.name, "numeric", fill=fill, indicator=indicator, clip=settings.clip,
         scale=scale, center=center, width=width, note=note,
+    )  # fmt: skip
+
+
+def _fit_vector(field: pa.Field, settings: ColumnConfig, indicator: bool) -> ColumnTransform:
+    """A vector column's transform: no statistics, only settings."""
+    setting = f"preprocessing.columns.{field.name}"
+    if settings.impute not in (None, "constant"):
+        raise ConfigError(
+            [(f"{setting}.impute",
+              f"{field.name} is a vector column: its NULL vectors become a constant "
+              f"(impute: constant, fill_value; 0 by default), not the train {settings.impute}")]
+        )  # fmt: skip
+    if settings.scale not in (None, "none", "l2"):
+        raise ConfigError(
+            [(f"{setting}.scale",
+              f"{field.name} is a vector column: scale it by l2, or none, not {settings.scale}")]
+        )  # fmt: skip
+    return ColumnTransform(
+        field.name, "vector", fill=float(settings.fill_value or 0), indicator=indicator,
+        clip=settings.clip, scale=settings.scale or "none", size=field.type.list_size,
     )  # fmt: skip
 
 

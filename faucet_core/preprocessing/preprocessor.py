@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from faucet_core import vectors
 from faucet_core.output import polars_module
 
 __all__ = ["OOV", "SPEC_FORMAT", "ColumnTransform", "Preprocessor"]
@@ -27,7 +28,7 @@ SPEC_FORMAT = 1
 #: The name of the slot shared by rare, unseen and (unless imputed) NULL categories.
 OOV = "__other__"
 
-Kind = Literal["numeric", "categorical", "date", "passthrough", "kept", "dropped"]
+Kind = Literal["numeric", "categorical", "date", "vector", "passthrough", "kept", "dropped"]
 
 
 @dataclass(frozen=True)
@@ -37,19 +38,21 @@ class ColumnTransform:
     Attributes:
         name: The column.
         kind: ``numeric`` (numbers and booleans), ``categorical``, ``date`` (dates and
-            timestamps), ``passthrough`` (a number left as it is), ``kept`` (another type
-            left as it is: beside the features in pandas, polars and Arrow output, not in the
-            matrix) or ``dropped`` (no feature).
+            timestamps), ``vector`` (a fixed-size list of numbers), ``passthrough`` (a
+            number left as it is), ``kept`` (another type left as it is: beside the
+            features in pandas, polars and Arrow output, not in the matrix) or ``dropped``
+            (no feature).
         fill: The value NULLs become (numeric: a number; categorical: a category), or
             ``None``: numeric 0 for dates, the OOV slot for categories.
         indicator: Whether a ``<name>__missing`` feature says where the value was NULL.
         clip: Bounds applied after imputation, before scaling.
-        scale: ``standard``, ``minmax``, ``log1p`` or ``none``.
+        scale: ``standard``, ``minmax``, ``log1p``, ``l2`` (vectors) or ``none``.
         center: Subtracted before dividing by ``width`` (``standard`` and ``minmax``).
         width: The divisor (1 where the train values do not vary).
         encode: ``onehot`` or ``index``, for categories.
         categories: The categories kept, most frequent first; others share the OOV slot.
         date_parts: The parts of a date or timestamp.
+        size: The elements of a vector.
         note: Why, where a choice needs explaining (an all-NULL column, a constant one).
     """
 
@@ -64,6 +67,7 @@ class ColumnTransform:
     encode: str = "none"
     categories: tuple[str, ...] = ()
     date_parts: tuple[str, ...] = ()
+    size: int = 0
     note: str = ""
 
     @property
@@ -82,6 +86,8 @@ class ColumnTransform:
             return [*(f"{self.name}={c}" for c in (*self.categories, OOV)), *missing]
         if self.kind == "date":
             return [*(f"{self.name}:{part}" for part in self.date_parts), *missing]
+        if self.kind == "vector":
+            return [*vectors.element_names(self.name, self.size), *missing]
         if self.kind == "passthrough":
             return [self.name]
         return []
@@ -94,6 +100,8 @@ class ColumnTransform:
             return self._categorical(column)
         if self.kind == "date":
             return self._date(column)
+        if self.kind == "vector":
+            return self._vector(column)
         if self.kind == "passthrough":
             return [_floats(column)]
         return []
@@ -126,6 +134,17 @@ class ColumnTransform:
         onehot = np.zeros((len(index), len(self.categories) + 1))
         onehot[np.arange(len(index)), index] = 1.0
         return [*onehot.T, *indicator]
+
+    def _vector(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
+        values = np.array(vectors.block(column), np.float64)  # a copy to fill and scale
+        missing = np.asarray(pc.is_null(column), bool)
+        values[np.isnan(values)] = 0.0 if self.fill is None else float(self.fill)
+        if self.clip is not None:
+            values = np.clip(values, self.clip[0], self.clip[1])
+        if self.scale == "l2":
+            lengths = np.linalg.norm(values, axis=1, keepdims=True)
+            values /= np.where(lengths > 0, lengths, 1.0)
+        return [*values.T, *([np.where(missing, 1.0, 0.0)] if self.indicator else [])]
 
     def _date(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
         missing = np.asarray(pc.is_null(column))

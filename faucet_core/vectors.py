@@ -1,0 +1,119 @@
+"""Vector columns (embeddings): fixed-size lists of numbers, as blocks of float columns.
+
+A column of fixed-size lists of numbers (DuckDB's ``FLOAT[n]``, in Arrow a
+``fixed_size_list``) is a vector column. In a numpy feature matrix or a features tensor
+it becomes ``n`` columns, named ``name[0]`` ... ``name[n-1]``, read from Arrow's values
+without a copy where the layout allows (one chunk, no NULLs). A NULL vector is a row of
+NaN, as a NULL number is NaN. A column of lists whose size varies from row to row has no
+such block: it is refused by name, with the cast that makes it a vector column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from faucet_core.errors import ConfigError
+
+__all__ = [
+    "block",
+    "check_columns",
+    "element_names",
+    "expanded_names",
+    "is_list",
+    "is_vector",
+    "list_problem",
+]
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    )
+
+
+def is_vector(kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` is a vector: a fixed-size list of numbers or booleans."""
+    return pa.types.is_fixed_size_list(kind) and _is_number(kind.value_type)
+
+
+def is_list(kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` holds lists (of any size and element type)."""
+    return bool(
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    )
+
+
+def element_names(name: str, size: int) -> list[str]:
+    """The names of a vector column's ``size`` feature columns."""
+    return [f"{name}[{index}]" for index in range(size)]
+
+
+def expanded_names(schema: pa.Schema, columns: Iterable[str]) -> list[str]:
+    """``columns`` of ``schema`` as the columns of a feature matrix: a vector column as its
+    elements, any other as itself."""
+    names: list[str] = []
+    for name in columns:
+        kind = schema.field(name).type
+        names += element_names(name, kind.list_size) if is_vector(kind) else [name]
+    return names
+
+
+def list_problem(field: pa.Field) -> str | None:
+    """Why a column of lists cannot be a block of feature columns, or ``None`` if it can
+    (or holds no lists)."""
+    kind = field.type
+    if not is_list(kind) or is_vector(kind):
+        return None
+    if not _is_number(kind.value_type):
+        return f"{field.name} ({kind}) holds lists of {kind.value_type}, not of numbers"
+    return (
+        f"{field.name} ({kind}) holds lists whose size may vary from row to row; cast it to "
+        f"a fixed-size array in a query (DuckDB: {field.name}::FLOAT[n]) to read it as "
+        "n feature columns"
+    )
+
+
+def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
+    """A vector column as an ``(N, size)`` array: of its element type, a view of Arrow's
+    values where there is one chunk and no NULL; else float64 with NaN for NULLs."""
+    size = column.type.list_size
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = [_chunk_block(chunk, size) for chunk in chunks]
+    if not parts:
+        return np.empty((0, size))
+    if len(parts) == 1:
+        return parts[0]
+    if len({part.dtype for part in parts}) > 1:
+        parts = [part.astype(np.float64) for part in parts]
+    return np.concatenate(parts)
+
+
+def _chunk_block(array: pa.FixedSizeListArray, size: int) -> np.ndarray[Any, Any]:
+    # `values` is the whole child array: the slice this chunk holds starts at its offset.
+    values = array.values.slice(array.offset * size, len(array) * size)
+    if array.null_count == 0 and values.null_count == 0 and not pa.types.is_boolean(values.type):
+        view: np.ndarray[Any, Any] = values.to_numpy(zero_copy_only=True)
+        return view.reshape(len(array), size)
+    floats = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    out = np.array(floats, np.float64).reshape(len(array), size)  # a copy we may write
+    if array.null_count:
+        out[np.asarray(array.is_null())] = np.nan
+    return out
+
+
+def check_columns(schema: pa.Schema, into: str) -> None:
+    """Refuse, by name, the list columns of ``schema`` that cannot be feature columns.
+
+    Raises:
+        ConfigError: A list column whose size varies, or of other than numbers.
+    """
+    problems = [p for p in (list_problem(field) for field in schema) if p is not None]
+    if problems:
+        raise ConfigError(
+            [("source.columns", f"{problem}; {into} needs numbers") for problem in problems]
+        )

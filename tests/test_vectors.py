@@ -1,0 +1,141 @@
+"""Vector columns (embeddings) as blocks of float columns: in numpy batches, in tensors,
+through preprocessing; lists whose size varies refused by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from faucet_core import ConfigError, Reader
+from faucet_core.torch import FaucetIterableDataset
+from faucet_core.vectors import block, element_names, expanded_names, is_vector, list_problem
+
+MakeReader = Callable[..., Reader]
+
+
+def test_a_vector_block_is_a_view_of_arrows_values() -> None:
+    array = pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], pa.list_(pa.float32(), 2))
+    values = block(array.slice(1, 2))
+    assert values.dtype == np.float32 and values.tolist() == [[3.0, 4.0], [5.0, 6.0]]
+    assert np.shares_memory(values, np.asarray(array.values))
+
+
+def test_null_vectors_and_elements_are_nan_rows() -> None:
+    array = pa.array([[1, 2], None, [3, None]], pa.list_(pa.int64(), 2))
+    values = block(pa.chunked_array([array.slice(0, 1), array.slice(1)]))
+    assert values.dtype == np.float64
+    assert np.array_equal(values, [[1, 2], [np.nan, np.nan], [3, np.nan]], equal_nan=True)
+
+
+def test_boolean_vectors_are_zeros_and_ones() -> None:
+    array = pa.array([[True, False]], pa.list_(pa.bool_(), 2))
+    assert block(array).tolist() == [[1.0, 0.0]]
+
+
+def test_only_fixed_size_lists_of_numbers_are_vectors() -> None:
+    assert is_vector(pa.list_(pa.float64(), 3))
+    assert not is_vector(pa.list_(pa.float64()))
+    assert not is_vector(pa.list_(pa.string(), 3))
+    varying = list_problem(pa.field("tags", pa.list_(pa.float64())))
+    assert varying is not None and "tags" in varying and "tags::FLOAT[n]" in varying
+    texts = list_problem(pa.field("words", pa.list_(pa.string(), 2)))
+    assert texts is not None and "not of numbers" in texts
+    assert list_problem(pa.field("x", pa.float64())) is None
+
+
+def test_vector_columns_expand_into_named_elements() -> None:
+    schema = pa.schema([("x", pa.float64()), ("emb", pa.list_(pa.float32(), 3))])
+    assert element_names("emb", 2) == ["emb[0]", "emb[1]"]
+    assert expanded_names(schema, ["emb", "x"]) == ["emb[0]", "emb[1]", "emb[2]", "x"]
+
+
+@pytest.fixture
+def make_vector_reader(make_reader: MakeReader, vector_table_path: Path) -> MakeReader:
+    def build(**settings: object) -> Reader:
+        defaults = {"database": str(vector_table_path), "table_name": "v",
+                    "columns": ["id", "x1", "emb", "label"], "test_split_percent": 0}  # fmt: skip
+        return make_reader(**{**defaults, **settings})
+
+    return build
+
+
+def _expected_emb(ids: np.ndarray) -> np.ndarray:
+    emb = np.column_stack([ids, 2 * ids, ids % 7, np.ones_like(ids)]).astype(np.float64)
+    emb[ids % 10 == 3] = np.nan
+    return emb
+
+
+def test_numpy_batches_hold_a_vector_column_as_its_elements(
+    make_vector_reader: MakeReader,
+) -> None:
+    reader = make_vector_reader(output="numpy")
+    assert reader.feature_columns == ["id", "x1", "emb"]
+    assert reader.feature_names == ["id", "x1", "emb[0]", "emb[1]", "emb[2]", "emb[3]"]
+    batches = list(reader.iter_epoch())
+    features = np.concatenate([b["features"] for b in batches])
+    assert features.shape == (600, 6)
+    ids = features[:, 0]
+    assert sorted(ids.tolist()) == list(range(600))
+    assert np.array_equal(features[:, 2:], _expected_emb(ids), equal_nan=True)
+
+
+def test_tensors_hold_a_vector_column_as_its_elements(make_vector_reader: MakeReader) -> None:
+    dataset = FaucetIterableDataset(make_vector_reader(), features_dtype=torch.float32)
+    assert dataset.feature_names == ["id", "x1", "emb[0]", "emb[1]", "emb[2]", "emb[3]"]
+    features = torch.cat([f for f, _ in dataset]).numpy()
+    assert features.dtype == np.float32 and features.shape == (600, 6)
+    assert np.array_equal(features[:, 2:], _expected_emb(features[:, 0]), equal_nan=True)
+
+
+def test_lists_whose_size_varies_are_refused_by_name(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(columns=["id", "tags", "label"], output="numpy")
+    with pytest.raises(ConfigError, match=r"tags \(list<.*tags::FLOAT\[n\]"):
+        next(reader.iter_epoch())
+    dataset = FaucetIterableDataset(make_vector_reader(columns=["id", "tags", "label"]))
+    with pytest.raises(ConfigError, match="tags"):
+        next(iter(dataset))
+
+
+def test_preprocessing_passes_vectors_through_and_fills_null_ones(
+    make_vector_reader: MakeReader,
+) -> None:
+    reader = make_vector_reader(output="numpy", preprocessing={"auto": True, "exclude": ["id"]})
+    names = reader.feature_names
+    assert names[-5:] == ["emb[0]", "emb[1]", "emb[2]", "emb[3]", "emb__missing"]
+    # id is excluded: kept as a number, first in the matrix.
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    expected = np.nan_to_num(_expected_emb(ids))
+    assert np.allclose(features[:, -5:-1], expected)
+    assert np.array_equal(features[:, -1], (ids % 10 == 3).astype(np.float32))
+
+
+def test_l2_scaling_makes_unit_vectors(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(
+        output="pandas", preprocessing={"columns": {"emb": {"scale": "l2"}}}
+    )
+    frame = next(reader.iter_epoch())["features"]
+    emb = frame[["emb[0]", "emb[1]", "emb[2]", "emb[3]"]].to_numpy()
+    lengths = np.linalg.norm(emb, axis=1)
+    assert np.allclose(lengths[frame["emb__missing"] == 0], 1.0, atol=1e-6)
+    assert np.allclose(lengths[frame["emb__missing"] == 1], 0.0)
+    assert reader.preprocessor is not None
+    again = type(reader.preprocessor).from_json(reader.preprocessor.to_json())
+    assert again == reader.preprocessor
+
+
+@pytest.mark.parametrize(
+    ("columns", "setting"),
+    [({"emb": {"impute": "mean"}}, "emb.impute"), ({"emb": {"scale": "standard"}}, "emb.scale"),
+     ({"x1": {"scale": "l2"}}, "x1.scale")],
+)  # fmt: skip
+def test_settings_vectors_do_not_take_are_refused_by_name(
+    make_vector_reader: MakeReader, columns: dict[str, object], setting: str
+) -> None:
+    with pytest.raises(ConfigError, match=f"preprocessing.columns.{setting}"):
+        make_vector_reader(preprocessing={"columns": columns})
