@@ -132,6 +132,12 @@ class SourceConfig(_Section):
     split_key: Names | None = Field(
         None, description="Columns hashed to assign rows to train/eval (default: all columns)."
     )
+    inputs: dict[str, Names] | None = Field(
+        None,
+        description="Groups of feature columns, each a matrix (numpy) or tensor of its own "
+        "in a batch's features, for models with several inputs: `{user: [age, user_emb], "
+        "item: [price, item_emb]}`. The features are then these groups alone.",
+    )
 
     @field_validator("ds", mode="before")
     @classmethod
@@ -153,7 +159,23 @@ class SourceConfig(_Section):
             missing = [c for c in self.label_columns if c not in self.columns]
             if missing:
                 raise ValueError(f"label_columns {missing} are not among columns {self.columns}")
+        self._check_inputs()
         return self
+
+    def _check_inputs(self) -> None:
+        seen: dict[str, str] = {}
+        for group, members in (self.inputs or {}).items():
+            if group in ("features", "labels"):
+                raise ValueError(f"inputs: {group!r} names a batch's part; call the group else")
+            if not members:
+                raise ValueError(f"inputs.{group} lists no column")
+            for column in members:
+                where = "label_columns" if column in self.label_columns else seen.get(column)
+                if where is not None:
+                    raise ValueError(f"inputs.{group}: {column} is in {where} too")
+                if self.columns is not None and column not in self.columns:
+                    raise ValueError(f"inputs.{group}: {column} is not among columns")
+                seen[column] = f"inputs.{group}"
 
     def spec(self) -> SourceSpec:
         """The warehouse-facing description of this source."""

@@ -3,7 +3,7 @@ Arrow."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -72,8 +72,10 @@ def format_batch(
     feature_columns: Sequence[str | int],
     label_columns: Sequence[str | int],
     output: OutputFormat,
+    groups: Mapping[str, Sequence[str | int]] | None = None,
 ) -> Batch:
-    """Split ``table`` into features and labels, in the ``output`` format.
+    """Split ``table`` into features and labels, in the ``output`` format; with ``groups``
+    (input groups: their columns), the features are a dict of each group's, in it.
 
     Columns are named, or given by position (faster, for a stream of tables of one
     schema: see :class:`BatchFormatter`). ``pandas`` and ``polars`` give DataFrames of their
@@ -83,7 +85,12 @@ def format_batch(
     label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``
     objects without copying.
     """
-    features = _convert(table.select(list(feature_columns)), output)
+    if groups is not None:
+        features: Any = {
+            name: _convert(table.select(list(c)), output) for name, c in groups.items()
+        }
+    else:
+        features = _convert(table.select(list(feature_columns)), output)
     labels = None
     if label_columns:
         labels = _convert(table.select(list(label_columns)), output)
@@ -96,15 +103,21 @@ class BatchFormatter:
     """:func:`format_batch` for a stream of tables: columns found by name once per schema."""
 
     def __init__(
-        self, feature_columns: Sequence[str], label_columns: Sequence[str], output: OutputFormat
+        self,
+        feature_columns: Sequence[str],
+        label_columns: Sequence[str],
+        output: OutputFormat,
+        groups: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.feature_columns = list(feature_columns)
         self.label_columns = list(label_columns)
         self.output = output
+        self.groups = {name: list(columns) for name, columns in (groups or {}).items()} or None
         if output == "polars":
             polars_module()  # missing: said before the first batch
         self._schema: pa.Schema | None = None
         self._positions: tuple[list[int], list[int]] = ([], [])
+        self._group_positions: dict[str, list[int]] | None = None
 
     def __call__(self, table: pa.Table) -> Batch:
         """``table`` as a batch."""
@@ -115,7 +128,14 @@ class BatchFormatter:
                 [schema.get_field_index(name) for name in self.label_columns],
             )
             if -1 in self._positions[0] + self._positions[1]:  # let select name the column
-                return format_batch(table, self.feature_columns, self.label_columns, self.output)
+                return format_batch(
+                    table, self.feature_columns, self.label_columns, self.output, self.groups
+                )
+            if self.groups is not None:
+                self._group_positions = {
+                    name: [schema.get_field_index(c) for c in columns]
+                    for name, columns in self.groups.items()
+                }
             self._schema = schema
         features, labels = self._positions
-        return format_batch(table, features, labels, self.output)
+        return format_batch(table, features, labels, self.output, self._group_positions)

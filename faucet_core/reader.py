@@ -88,6 +88,13 @@ class Reader:
             raise ConfigError(
                 [("", "the plan given was made for another datastore, source, split or chunk_size")]
             )
+        for group, members in (config.source.inputs or {}).items():
+            absent = [c for c in members if c not in plan.columns]
+            if absent:
+                if warehouse is not None:
+                    warehouse.close()
+                message = f"{absent} not among the columns {list(plan.columns)}"
+                raise ConfigError([(f"source.inputs.{group}", message)])
         missing = [c for c in config.source.label_columns if c not in plan.columns]
         if missing:
             if warehouse is not None:
@@ -105,7 +112,10 @@ class Reader:
             raise
         self.serving = Serving(self.stream.spec, seed, config.seed is not None, preprocessor)
         self._formatter = BatchFormatter(
-            self.feature_columns, self.label_columns, self.config.output
+            self.feature_columns,
+            self.label_columns,
+            self.config.output,
+            self.serving.input_columns(self.config.output),
         )
 
     @property
@@ -135,6 +145,13 @@ class Reader:
         """The names of the columns of a batch's features: :attr:`feature_columns`, with a
         vector column in a numpy batch as its elements ``name[0]``, ``name[1]``, ..."""
         return self.serving.feature_names(self.config.output)
+
+    @property
+    def inputs(self) -> dict[str, list[str]] | None:
+        """The feature names of each input group (``source.inputs``), as in a batch's
+        features, which are then a dict of one matrix (DataFrame, table) per group; ``None``
+        without groups."""
+        return self.serving.input_names(self.config.output)
 
     @property
     def label_columns(self) -> list[str]:

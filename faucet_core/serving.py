@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from faucet_core import vectors
 from faucet_core.config import FaucetConfig
+from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
 from faucet_core.position import Partition, StreamPosition, worker_rows
 from faucet_core.preprocessing import Preprocessor
@@ -72,24 +73,65 @@ class Serving:
         )
 
     def feature_columns(self, into: BatchFormat) -> list[str]:
-        """The columns of a batch's features: the preprocessor's features (and, in pandas
-        and Arrow batches, the columns it keeps as they are), else every column that is
-        not a label."""
+        """The columns of a batch's features: those of the input groups, with groups;
+        else the preprocessor's features (and, in pandas and Arrow batches, the columns it
+        keeps as they are), else every column that is not a label."""
+        groups = self.input_columns(into)
+        if groups is not None:
+            return [column for columns in groups.values() for column in columns]
         if self.preprocessor is None:
             labels = set(self.source_labels)
             return [c for c in self.plan.columns if c not in labels]
         kept = self.preprocessor.kept if into in ("pandas", "polars", "arrow") else []
         return [*self.preprocessor.feature_names, *kept]
 
-    def feature_names(self, into: BatchFormat) -> list[str]:
-        """The columns of a batch's features as a numpy matrix or a tensor has them: a
-        vector column (without preprocessing) as its elements ``name[i]``; in other
-        formats, :meth:`feature_columns`."""
-        columns = self.feature_columns(into)
+    def input_columns(self, into: BatchFormat) -> dict[str, list[str]] | None:
+        """The columns of each input group (``source.inputs``) in a batch, after the
+        preprocessing (a column gives the features it is transformed into); ``None``
+        without groups.
+
+        Raises:
+            ConfigError: A group's column gives no feature in ``into`` batches (naming it).
+        """
+        groups = self.config.source.inputs
+        if not groups:
+            return None
+        if self.preprocessor is None:
+            return {group: list(columns) for group, columns in groups.items()}
+        transforms = {t.name: t for t in self.preprocessor.features}
+        found: dict[str, list[str]] = {}
+        for group, columns in groups.items():
+            found[group] = []
+            for column in columns:
+                transform = transforms[column]
+                if transform.kind == "kept" and into in ("pandas", "polars", "arrow"):
+                    found[group].append(column)
+                elif transform.outputs():
+                    found[group] += transform.outputs()
+                else:
+                    why = f"{transform.kind}{': ' + transform.note if transform.note else ''}"
+                    message = f"{column} gives no feature in {into} batches ({why})"
+                    raise ConfigError([(f"source.inputs.{group}", message)])
+        return found
+
+    def _matrix_names(self, into: BatchFormat, columns: list[str]) -> list[str]:
         schema = self.plan.schema
         if into not in ("numpy", "torch") or self.preprocessor is not None or schema is None:
             return columns
         return vectors.expanded_names(schema, columns)
+
+    def feature_names(self, into: BatchFormat) -> list[str]:
+        """The columns of a batch's features as a numpy matrix or a tensor has them: a
+        vector column (without preprocessing) as its elements ``name[i]``; in other
+        formats, :meth:`feature_columns`."""
+        return self._matrix_names(into, self.feature_columns(into))
+
+    def input_names(self, into: BatchFormat) -> dict[str, list[str]] | None:
+        """:meth:`feature_names` of each input group, or ``None`` without groups."""
+        groups = self.input_columns(into)
+        if groups is None:
+            return None
+        return {group: self._matrix_names(into, columns) for group, columns in groups.items()}
 
     @property
     def label_columns(self) -> list[str]:

@@ -287,6 +287,7 @@ _SOURCE_KEYWORDS = {
     "columns": "columns",
     "label_columns": "label_columns",
     "split_key": "split_key",
+    "inputs": "inputs",
 }
 _CACHE_KEYWORDS = {
     "cache_dir": "dir",

@@ -42,8 +42,11 @@ from faucet_core.warehouse import PermanentWarehouseError, SplitName
 
 __all__ = ["FaucetDataLoader", "FaucetIterableDataset", "LoaderMetrics"]
 
-TensorBatch = tuple[torch.Tensor, torch.Tensor | None]
-#: What a dataset serves: a batch, or (``rows=True``) one row as ``{"features", "labels"}``.
+#: A batch's features: one tensor, or one per input group (``source.inputs``).
+Features = torch.Tensor | dict[str, torch.Tensor]
+TensorBatch = tuple[Features, torch.Tensor | None]
+#: What a dataset serves: a batch, or (``rows=True``) one row as ``{"features", "labels"}``
+#: (with input groups, one entry per group instead of ``features``).
 Item = TensorBatch | dict[str, torch.Tensor]
 
 
@@ -213,6 +216,8 @@ class FaucetIterableDataset(IterableDataset[Item]):
         self.features_dtype = features_dtype
         self.feature_columns = self.serving.feature_columns("torch")
         self.feature_names = self.serving.feature_names("torch")
+        self.input_columns = self.serving.input_columns("torch")
+        self.inputs = self.serving.input_names("torch")
         self.label_columns = self.serving.label_columns
         self.dispatch, self.rows = dispatch, rows
         if dispatch and not rows and not self.label_columns:
@@ -387,27 +392,35 @@ class FaucetIterableDataset(IterableDataset[Item]):
                 stream.close()
 
     def _tensors(self, table: pa.Table) -> TensorBatch:
-        features = _tensor(table.select(self.feature_columns))
-        if self.features_dtype is not None:
-            features = features.to(self.features_dtype)
+        features: Features
+        if self.input_columns is not None:
+            features = {
+                group: self._features(table.select(columns))
+                for group, columns in self.input_columns.items()
+            }
+        else:
+            features = self._features(table.select(self.feature_columns))
         if not self.label_columns:
             return features, None
         labels = _tensor(table.select(self.label_columns))
         return features, labels[:, 0] if labels.shape[1] == 1 else labels
+
+    def _features(self, table: pa.Table) -> torch.Tensor:
+        features = _tensor(table)
+        return features if self.features_dtype is None else features.to(self.features_dtype)
 
     def loader(self, **kwargs: Any) -> FaucetDataLoader:
         """A :class:`FaucetDataLoader` over this dataset (keywords go to ``DataLoader``)."""
         return FaucetDataLoader(self, **kwargs)
 
 
-def _rows(features: torch.Tensor, labels: torch.Tensor | None) -> Iterator[Item]:
-    """A batch's rows, one at a time."""
-    if labels is None:
-        for row in features:
-            yield {"features": row}
-    else:
-        for row, label in zip(features, labels, strict=True):
-            yield {"features": row, "labels": label}
+def _rows(features: Features, labels: torch.Tensor | None) -> Iterator[Item]:
+    """A batch's rows, one at a time: ``features`` (or each input group) and ``labels``."""
+    parts = features if isinstance(features, dict) else {"features": features}
+    if labels is not None:
+        parts = {**parts, "labels": labels}
+    for index in range(len(next(iter(parts.values())))):
+        yield {name: values[index] for name, values in parts.items()}
 
 
 def _not_dispatched(rank: int) -> Iterator[Item]:

@@ -139,6 +139,16 @@ def test_every_row_once_per_epoch_and_eval_disjoint_from_train(make_config: Make
     assert sorted(ids(read_faucet(config, epoch=2))) == sorted(train)
 
 
+def test_input_groups_leave_the_rows_whole(make_config: MakeConfig) -> None:
+    # Groups shape the batches of readers and datasets; a Ray dataset's rows keep every column.
+    config = make_config(inputs={"a": ["x1", "x2"], "b": ["id"]})
+    train = ids(read_faucet(config))
+    with Reader(config) as reader:
+        assert sorted(train) == sorted(
+            i for b in reader.iter_epoch() for i in b["features"]["b"]["id"]
+        )
+
+
 def test_read_tasks_are_the_chunks_in_the_epochs_order(make_config: MakeConfig) -> None:
     config = make_config()
     dataset = read_faucet(config, epoch=2)
