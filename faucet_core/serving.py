@@ -104,7 +104,8 @@ class Serving:
             found[group] = []
             for column in columns:
                 transform = transforms[column]
-                if transform.kind == "kept" and into in ("pandas", "polars", "arrow"):
+                text = len(columns) == 1 and self._is_text(column)  # strings for a tokenizer
+                if transform.kind == "kept" and (into in ("pandas", "polars", "arrow") or text):
                     found[group].append(column)
                 elif transform.outputs():
                     found[group] += transform.outputs()
@@ -113,6 +114,10 @@ class Serving:
                     message = f"{column} gives no feature in {into} batches ({why})"
                     raise ConfigError([(f"source.inputs.{group}", message)])
         return found
+
+    def _is_text(self, column: str) -> bool:
+        schema = self.plan.schema
+        return schema is not None and vectors.is_text(schema.field(column).type)
 
     def _matrix_names(self, into: BatchFormat, columns: list[str]) -> list[str]:
         schema = self.plan.schema

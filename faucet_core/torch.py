@@ -38,16 +38,18 @@ from faucet_core.reader import Reader
 from faucet_core.serving import Serving
 from faucet_core.settings import load_config
 from faucet_core.stream import Stream
+from faucet_core.vectors import is_text
 from faucet_core.warehouse import PermanentWarehouseError, SplitName
 
 __all__ = ["FaucetDataLoader", "FaucetIterableDataset", "LoaderMetrics"]
 
-#: A batch's features: one tensor, or one per input group (``source.inputs``).
-Features = torch.Tensor | dict[str, torch.Tensor]
+#: A batch's features: one tensor, or one per input group (``source.inputs``); a group of
+#: one text column is a list of its strings.
+Features = torch.Tensor | dict[str, torch.Tensor | list[str | None]]
 TensorBatch = tuple[Features, torch.Tensor | None]
 #: What a dataset serves: a batch, or (``rows=True``) one row as ``{"features", "labels"}``
 #: (with input groups, one entry per group instead of ``features``).
-Item = TensorBatch | dict[str, torch.Tensor]
+Item = TensorBatch | dict[str, Any]
 
 
 def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -86,7 +88,9 @@ def _tensor(table: pa.Table) -> torch.Tensor:
             [
                 (
                     "source.columns",
-                    f"{', '.join(unfit)} cannot become tensors; select numeric columns",
+                    f"{', '.join(unfit)} cannot become tensors; select numeric columns (a "
+                    "text column in an input group of its own, source.inputs, is served as "
+                    "a list of strings)",
                 )
             ]
         )
@@ -393,9 +397,9 @@ class FaucetIterableDataset(IterableDataset[Item]):
 
     def _tensors(self, table: pa.Table) -> TensorBatch:
         features: Features
-        if self.input_columns is not None:
+        if self.input_columns is not None:  # a dict of tensors, and lists of strings
             features = {
-                group: self._features(table.select(columns))
+                group: self._group(table.select(columns))
                 for group, columns in self.input_columns.items()
             }
         else:
@@ -404,6 +408,12 @@ class FaucetIterableDataset(IterableDataset[Item]):
             return features, None
         labels = _tensor(table.select(self.label_columns))
         return features, labels[:, 0] if labels.shape[1] == 1 else labels
+
+    def _group(self, table: pa.Table) -> torch.Tensor | list[str | None]:
+        if table.num_columns == 1 and is_text(table.schema.types[0]):  # for a tokenizer
+            strings: list[str | None] = table.column(0).to_pylist()
+            return strings
+        return self._features(table)
 
     def _features(self, table: pa.Table) -> torch.Tensor:
         features = _tensor(table)

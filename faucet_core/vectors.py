@@ -1,4 +1,5 @@
-"""Vector columns (embeddings): fixed-size lists of numbers, as blocks of float columns.
+"""Vector columns (embeddings): fixed-size lists of numbers, as blocks of float columns;
+and which columns hold lists, or text.
 
 A column of fixed-size lists of numbers (DuckDB's ``FLOAT[n]``, in Arrow a
 ``fixed_size_list``) is a vector column. In a numpy feature matrix or a features tensor
@@ -25,6 +26,7 @@ __all__ = [
     "element_names",
     "expanded_names",
     "is_list",
+    "is_text",
     "is_vector",
     "list_problem",
 ]
@@ -39,6 +41,11 @@ def _is_number(kind: pa.DataType) -> bool:
 def is_vector(kind: pa.DataType) -> bool:
     """Whether a column of ``kind`` is a vector: a fixed-size list of numbers or booleans."""
     return pa.types.is_fixed_size_list(kind) and _is_number(kind.value_type)
+
+
+def is_text(kind: pa.DataType) -> bool:
+    """Whether a column of ``kind`` holds text."""
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def is_list(kind: pa.DataType) -> bool:

@@ -80,7 +80,8 @@ def small_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def vector_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 600-row table ``v``: ``id``, ``x1``, an embedding ``emb FLOAT[4]`` equal to
     ``[id, 2 id, id % 7, 1]`` (NULL where ``id % 10 = 3``), lists ``tags DOUBLE[]`` of
-    one to three values, and ``label``."""
+    one to three values, a text ``title`` (``item <id>``, NULL where ``id % 50 = 7``) and
+    ``label``."""
     path = tmp_path_factory.mktemp("warehouse") / "vectors.duckdb"
     with duckdb.connect(str(path)) as db:
         db.execute(
@@ -91,6 +92,7 @@ def vector_table_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         ELSE [i, 2 * i, i % 7, 1]::FLOAT[4] END AS emb,
                    CASE i % 3 WHEN 0 THEN [0.0] WHEN 1 THEN [0.0, 1.5]
                         ELSE [0.0, 1.5, 3.0] END::DOUBLE[] AS tags,
+                   CASE WHEN i % 50 = 7 THEN NULL ELSE 'item ' || i END AS title,
                    (i % 2)::INT AS label
             FROM range(600) r(i)
             """

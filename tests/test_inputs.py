@@ -136,3 +136,29 @@ def test_rows_carry_one_entry_per_group(make_grouped: MakeReader) -> None:
     batch = next(iter(DataLoader(dataset, batch_size=8)))
     assert set(batch) == {"user", "item", "labels"}
     assert batch["user"].shape == (8, 5) and batch["item"].shape == (8, 1)
+
+
+def _titles(ids: list[int]) -> list[str | None]:
+    return [None if i % 50 == 7 else f"item {i}" for i in ids]
+
+
+def test_a_text_column_of_its_own_group_is_a_list_of_strings(make_grouped: MakeReader) -> None:
+    inputs = {"numbers": ["id", "x1"], "title": ["title"]}
+    reader = make_grouped(columns=["id", "x1", "title", "label"], inputs=inputs,
+                          preprocessing={"auto": True, "exclude": ["id", "title"]})  # fmt: skip
+    dataset = FaucetIterableDataset(reader)
+    batches = list(DataLoader(dataset, batch_size=None, num_workers=2))
+    for features, _ in batches:
+        ids = [int(i) for i in features["numbers"][:, 0]]
+        assert features["title"] == _titles(ids)
+    rows = DataLoader(FaucetIterableDataset(reader, rows=True), batch_size=4)
+    batch = next(iter(rows))
+    assert batch["title"] == _titles([int(i) for i in batch["numbers"][:, 0]])
+
+
+def test_text_among_numbers_is_refused_with_the_way_to_serve_it(
+    make_grouped: MakeReader,
+) -> None:
+    reader = make_grouped(columns=["id", "title", "label"], inputs=None)
+    with pytest.raises(ConfigError, match=r"title \(string\).*input group of its own"):
+        next(iter(FaucetIterableDataset(reader)))
