@@ -151,6 +151,9 @@ def test_a_text_column_of_its_own_group_is_a_list_of_strings(make_grouped: MakeR
     for features, _ in batches:
         ids = [int(i) for i in features["numbers"][:, 0]]
         assert features["title"] == _titles(ids)
+    numpy = make_grouped(columns=["id", "x1", "title", "label"], inputs=inputs, output="numpy")
+    batch = next(numpy.iter_epoch())["features"]
+    assert batch["title"][:, 0].tolist() == _titles([int(i) for i in batch["numbers"][:, 0]])
     rows = DataLoader(FaucetIterableDataset(reader, rows=True), batch_size=4)
     batch = next(iter(rows))
     assert batch["title"] == _titles([int(i) for i in batch["numbers"][:, 0]])
