@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from faucet_core import ConfigError, Reader
+from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from_tables
 from faucet_core.torch import FaucetIterableDataset
 from faucet_core.vectors import block, element_names, expanded_names, is_vector, list_problem
 
@@ -131,11 +132,36 @@ def test_l2_scaling_makes_unit_vectors(make_vector_reader: MakeReader) -> None:
 
 @pytest.mark.parametrize(
     ("columns", "setting"),
-    [({"emb": {"impute": "mean"}}, "emb.impute"), ({"emb": {"scale": "standard"}}, "emb.scale"),
-     ({"x1": {"scale": "l2"}}, "x1.scale")],
+    [({"emb": {"impute": "median"}}, "emb.impute"),
+     ({"emb": {"scale": "standard"}}, "emb.scale"), ({"x1": {"scale": "l2"}}, "x1.scale")],
 )  # fmt: skip
 def test_settings_vectors_do_not_take_are_refused_by_name(
     make_vector_reader: MakeReader, columns: dict[str, object], setting: str
 ) -> None:
     with pytest.raises(ConfigError, match=f"preprocessing.columns.{setting}"):
         make_vector_reader(preprocessing={"columns": columns})
+
+
+def test_null_vectors_can_become_the_train_mean_vector(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(
+        output="numpy", preprocessing={"columns": {"emb": {"impute": "mean"}}}
+    )
+    known = np.array([i for i in range(600) if i % 10 != 3], np.float64)
+    mean = _expected_emb(known).mean(axis=0)
+    assert reader.preprocessor is not None
+    (emb,) = [t for t in reader.preprocessor.features if t.name == "emb"]
+    assert np.allclose(emb.fill_vector, mean)
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    columns = [reader.feature_names.index(f"emb[{i}]") for i in range(4)]
+    filled = features[ids % 10 == 3][:, columns]
+    assert len(filled) == 60 and np.allclose(filled, mean)
+
+
+def test_mean_vectors_from_the_train_chunks_leave_nulls_out() -> None:
+    table = pa.table({"emb": pa.array([[1.0, None], None, [3.0, 4.0]], pa.list_(pa.float64(), 2))})
+    request = StatsRequest(vector_means=("emb",))
+    stats = stats_from_tables([table.slice(0, 2), table.slice(2)], request)
+    assert stats.columns["emb"].count == 2
+    assert stats.columns["emb"].vector_mean == (2.0, 4.0)
+    assert TrainStats.from_dict(stats.as_dict()) == stats

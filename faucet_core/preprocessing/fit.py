@@ -12,8 +12,8 @@ What ``auto`` decides, per feature column (a column's own settings override any 
   hour (timestamps); NULLs become 0, with an indicator when seen.
 - vectors (fixed-size lists of numbers: embeddings): one feature per element,
   ``name[0]`` ... ``name[n-1]``, as they are; NULL vectors (and elements) become 0 (or
-  ``fill_value``, with ``impute: constant``), with an indicator when seen; ``scale: l2``
-  divides each vector by its length.
+  ``fill_value``, with ``impute: constant``; the train mean vector, with ``mean``), with
+  an indicator when seen; ``scale: l2`` divides each vector by its length.
 - anything else (lists of varying size, structs, binary): kept as it is, outside the
   feature matrix.
 
@@ -74,7 +74,7 @@ def stats_request(
     config: PreprocessingConfig, schema: pa.Schema, labels: Sequence[str]
 ) -> StatsRequest:
     """The statistics the columns of ``schema`` need."""
-    numeric, medians, top, counted = [], [], [], []
+    numeric, medians, top, counted, means = [], [], [], [], []
     for field in schema:
         chosen = _choices(config, field.name, column_kind(field.type), field.name in labels)
         if chosen is None:
@@ -90,8 +90,12 @@ def stats_request(
             top.append(field.name)
         else:
             counted.append(field.name)
+            if kind == "vector" and settings.impute == "mean":
+                means.append(field.name)
     top_k = max([config.max_categories, *(c.max_categories or 0 for c in config.columns.values())])
-    return StatsRequest(tuple(numeric), tuple(medians), tuple(top), top_k + 1, tuple(counted))
+    return StatsRequest(
+        tuple(numeric), tuple(medians), tuple(top), top_k + 1, tuple(counted), tuple(means)
+    )
 
 
 def fit_preprocessor(
@@ -135,7 +139,7 @@ def _fit(
     nulls = rows - stats.count
     indicator = settings.indicator if settings.indicator is not None else nulls > 0
     if kind == "vector":
-        return _fit_vector(field, settings, indicator)
+        return _fit_vector(field, settings, indicator, stats)
     if settings.scale == "l2":
         raise ConfigError(
             [(f"preprocessing.columns.{field.name}.scale",
@@ -166,23 +170,28 @@ def _fit(
     )  # fmt: skip
 
 
-def _fit_vector(field: pa.Field, settings: ColumnConfig, indicator: bool) -> ColumnTransform:
-    """A vector column's transform: no statistics, only settings."""
+def _fit_vector(
+    field: pa.Field, settings: ColumnConfig, indicator: bool, stats: ColumnStats
+) -> ColumnTransform:
+    """A vector column's transform: its settings, and the train mean vector to impute."""
     setting = f"preprocessing.columns.{field.name}"
-    if settings.impute not in (None, "constant"):
+    if settings.impute not in (None, "constant", "mean"):
         raise ConfigError(
             [(f"{setting}.impute",
-              f"{field.name} is a vector column: its NULL vectors become a constant "
-              f"(impute: constant, fill_value; 0 by default), not the train {settings.impute}")]
+              f"{field.name} is a vector column: its NULL vectors become the train mean "
+              f"vector (mean) or a constant (constant, fill_value; 0 by default), not the "
+              f"train {settings.impute}")]
         )  # fmt: skip
     if settings.scale not in (None, "none", "l2"):
         raise ConfigError(
             [(f"{setting}.scale",
               f"{field.name} is a vector column: scale it by l2, or none, not {settings.scale}")]
         )  # fmt: skip
+    mean = stats.vector_mean if settings.impute == "mean" else None
     return ColumnTransform(
         field.name, "vector", fill=float(settings.fill_value or 0), indicator=indicator,
         clip=settings.clip, scale=settings.scale or "none", size=field.type.list_size,
+        fill_vector=mean or (),
     )  # fmt: skip
 
 

@@ -80,9 +80,19 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
 
     def statistics(request: StatsRequest) -> TrainStats:
         found = stream.warehouse().column_stats(plan, request)
-        if found is not None:
+        if found is None:
+            return stats_from_tables(_train_tables(plan, stream, request), request)
+        if not request.vector_means:
             return found
-        return stats_from_tables(_train_tables(plan, stream, request), request)
+        # No warehouse computes a mean vector: those come from one pass over the chunks.
+        means = StatsRequest(vector_means=request.vector_means)
+        vectors = stats_from_tables(_train_tables(plan, stream, means), means).columns
+        columns = {
+            name: dataclasses.replace(column, vector_mean=vectors[name].vector_mean)
+            if name in vectors else column
+            for name, column in found.columns.items()
+        }  # fmt: skip
+        return dataclasses.replace(found, columns=columns)
 
     fitted = fit_preprocessor(settings, _schema(plan, stream), labels, statistics)
     spent = stream.costs() - before

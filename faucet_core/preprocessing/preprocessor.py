@@ -53,6 +53,8 @@ class ColumnTransform:
         categories: The categories kept, most frequent first; others share the OOV slot.
         date_parts: The parts of a date or timestamp.
         size: The elements of a vector.
+        fill_vector: What a vector's NULL elements become, each its own (the train mean
+            vector), instead of ``fill``.
         note: Why, where a choice needs explaining (an all-NULL column, a constant one).
     """
 
@@ -68,6 +70,7 @@ class ColumnTransform:
     categories: tuple[str, ...] = ()
     date_parts: tuple[str, ...] = ()
     size: int = 0
+    fill_vector: tuple[float, ...] = ()
     note: str = ""
 
     @property
@@ -138,7 +141,11 @@ class ColumnTransform:
     def _vector(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
         values = np.array(vectors.block(column), np.float64)  # a copy to fill and scale
         missing = np.asarray(pc.is_null(column), bool)
-        values[np.isnan(values)] = 0.0 if self.fill is None else float(self.fill)
+        holes = np.isnan(values)
+        if self.fill_vector:
+            values = np.where(holes, np.asarray(self.fill_vector)[None, :], values)
+        else:
+            values[holes] = 0.0 if self.fill is None else float(self.fill)
         if self.clip is not None:
             values = np.clip(values, self.clip[0], self.clip[1])
         if self.scale == "l2":
@@ -375,7 +382,7 @@ def _plain(transform: ColumnTransform) -> dict[str, Any]:
 
 def _transform(data: Mapping[str, Any]) -> ColumnTransform:
     values = dict(data)
-    for key in ("categories", "date_parts"):
+    for key in ("categories", "date_parts", "fill_vector"):
         if key in values:
             values[key] = tuple(values[key])
     if values.get("clip") is not None:

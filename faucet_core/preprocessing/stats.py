@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from faucet_core import vectors
+
 __all__ = ["ColumnStats", "StatsRequest", "StatsSql", "TrainStats", "stats_from_tables"]
 
 
@@ -30,6 +32,8 @@ class StatsRequest:
         top: Columns needing their most frequent values (as text) with counts.
         top_k: How many of the most frequent values to keep per column.
         counted: Columns needing only their count of non-NULL values.
+        vector_means: Vector columns needing the mean of each element (from the train
+            chunks: no warehouse computes it).
     """
 
     numeric: tuple[str, ...] = ()
@@ -37,11 +41,13 @@ class StatsRequest:
     top: tuple[str, ...] = ()
     top_k: int = 21
     counted: tuple[str, ...] = ()
+    vector_means: tuple[str, ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
         """Every column the request names, once each."""
-        return tuple(dict.fromkeys([*self.numeric, *self.top, *self.counted]))
+        named = [*self.numeric, *self.top, *self.counted, *self.vector_means]
+        return tuple(dict.fromkeys(named))
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ColumnStats:
     max: float | None = None
     median: float | None = None
     top: tuple[tuple[str, int], ...] = ()
+    vector_mean: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,13 @@ class TrainStats:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainStats:
         """Read :meth:`as_dict`'s values back."""
-        columns = {
-            name: ColumnStats(**{**values, "top": tuple(tuple(t) for t in values["top"])})
-            for name, values in data["columns"].items()
-        }
+        columns = {}
+        for name, values in data["columns"].items():
+            vector_mean = values.get("vector_mean")
+            columns[name] = ColumnStats(**{
+                **values, "top": tuple(tuple(t) for t in values["top"]),
+                "vector_mean": tuple(vector_mean) if vector_mean is not None else None,
+            })  # fmt: skip
         return cls(int(data["rows"]), columns)
 
 
@@ -211,6 +221,8 @@ def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> Trai
     moments = {column: _Moments() for column in request.numeric}
     median_values: dict[str, list[np.ndarray[Any, Any]]] = {c: [] for c in request.medians}
     tops: dict[str, Counter[str]] = {column: Counter() for column in request.top}
+    sums: dict[str, Any] = {column: 0.0 for column in request.vector_means}
+    seen: dict[str, Any] = {column: 0 for column in request.vector_means}
     for table in tables:
         rows += table.num_rows
         for column in request.columns:
@@ -220,6 +232,11 @@ def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> Trai
             moment.add(values)
             if column in median_values:
                 median_values[column].append(values)
+        for column in request.vector_means:  # per element, NULL vectors and elements left out
+            values = vectors.block(table.column(column))
+            known = ~np.isnan(values)
+            sums[column] = sums[column] + np.where(known, values, 0.0).sum(axis=0)
+            seen[column] = seen[column] + known.sum(axis=0)
         for column, counter in tops.items():
             text = pc.cast(table.column(column), pa.string())
             counted = pc.value_counts(text.drop_null())
@@ -241,5 +258,8 @@ def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> Trai
         if column in tops:
             ranked = sorted(tops[column].items(), key=lambda pair: (-pair[1], pair[0]))
             stats["top"] = tuple(ranked[: request.top_k])
+        if column in sums and np.ndim(sums[column]):  # no train row: no mean
+            means = sums[column] / np.maximum(seen[column], 1)  # an element never seen: 0
+            stats["vector_mean"] = tuple(float(m) for m in means)
         columns[column] = ColumnStats(**stats)
     return TrainStats(rows, columns)
