@@ -254,6 +254,17 @@ def config_file(table_path: Path, tmp_path: Path) -> Path:
     return config
 
 
+@pytest.fixture
+def epochs(make_reader: Callable[..., Reader]) -> list[list[int]]:
+    """The train rows of epochs 1 and 2 of :data:`FRAMEWORK_SETTINGS`, in the order a
+    reader serves them."""
+    reader = make_reader(**FRAMEWORK_SETTINGS, epochs=2)
+    return [
+        [i for batch in reader.iter_epoch() for i in batch["features"]["id"].tolist()]
+        for _ in range(2)
+    ]
+
+
 def cells(table: Table) -> list[list[str]]:
     """A rich table's header, then every row, as the text of each cell."""
     columns = table.columns

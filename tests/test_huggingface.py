@@ -47,16 +47,6 @@ def launch(scenario: str, config: Path, workers: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def epochs(make_reader: MakeReader) -> list[list[int]]:
-    """The train rows of epochs 1 and 2, in the order a reader serves them."""
-    reader = make_reader(**FRAMEWORK_SETTINGS, epochs=2)
-    return [
-        [i for batch in reader.iter_epoch() for i in batch["features"]["id"].tolist()]
-        for _ in range(2)
-    ]
-
-
-@pytest.fixture
 def eval_rows(make_reader: MakeReader) -> list[int]:
     reader = make_reader(**FRAMEWORK_SETTINGS)
     return [i for batch in reader.iter_eval() for i in batch["features"]["id"].tolist()]

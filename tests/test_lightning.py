@@ -68,16 +68,6 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
-@pytest.fixture
-def epochs(make_reader: MakeReader) -> list[list[int]]:
-    """The train rows of epochs 1 and 2, in the order the reader serves them."""
-    reader = make_reader(**SETTINGS, epochs=2)
-    return [
-        [i for batch in reader.iter_epoch() for i in batch["features"]["id"].tolist()]
-        for _ in range(2)
-    ]
-
-
 @pytest.mark.parametrize("kind", ["DataLoader", "FaucetDataLoader"])
 def test_fit_trains_every_row_once_per_epoch_in_a_new_order(
     make_reader: MakeReader, epochs: list[list[int]], kind: str, tmp_path: Path
