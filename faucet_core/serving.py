@@ -31,6 +31,12 @@ __all__ = ["BatchFormat", "Serving"]
 BatchFormat = Literal["pandas", "polars", "numpy", "arrow", "torch"]
 
 
+def _chained(steps: list[Callable[[pa.Table], pa.Table]], table: pa.Table) -> pa.Table:
+    for step in steps:
+        table = step(table)
+    return table
+
+
 @dataclass(frozen=True)
 class Serving:
     """A stream, the seed its passes are shuffled by, and the preprocessing they apply.
@@ -65,12 +71,22 @@ class Serving:
 
     @property
     def transform(self) -> Callable[[pa.Table], pa.Table] | None:
-        """What each chunk's rows go through before they are cut into batches."""
-        if self.preprocessor is None:
-            return None
-        return functools.partial(
-            self.preprocessor.transform_table, label_columns=self.source_labels
-        )
+        """What each chunk's rows go through before they are cut into batches: lists the
+        plan found of one size made vectors (:func:`~faucet_core.vectors.conform`), then
+        the preprocessing."""
+        steps: list[Callable[[pa.Table], pa.Table]] = []
+        schema = self.plan.schema
+        if schema is not None and any(vectors.is_vector(kind) for kind in schema.types):
+            steps.append(functools.partial(vectors.conform, schema=schema))
+        if self.preprocessor is not None:
+            steps.append(
+                functools.partial(
+                    self.preprocessor.transform_table, label_columns=self.source_labels
+                )
+            )
+        if len(steps) < 2:
+            return steps[0] if steps else None
+        return functools.partial(_chained, steps)
 
     def feature_columns(self, into: BatchFormat) -> list[str]:
         """The columns of a batch's features: those of the input groups, with groups;

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from faucet_core import layout
+from faucet_core import layout, vectors
 from faucet_core.preprocessing.stats import StatsRequest, StatsSql, TrainStats
 from faucet_core.warehouse import (
     BucketCounts,
@@ -135,6 +135,31 @@ class SqlWarehouse(Warehouse):
                 )
         return pa.schema([schema.field(name) for name in columns])
 
+    def uniform_lists(self, request: PlanRequest, schema: pa.Schema) -> pa.Schema:
+        """``schema`` with its list columns of numbers whose lists all hold one number of
+        values as vector columns of that size (:func:`~faucet_core.vectors.uniform_lists`),
+        from one query of their least and most sizes; as it is where the dialect cannot
+        measure a list (:attr:`StatsSql.length <faucet_core.preprocessing.stats.StatsSql>`).
+        """
+        varying = vectors.varying_lists(schema)
+        length = self.stats_sql.length if self.stats_sql is not None else None
+        if not varying or length is None:
+            return schema
+        sql, params = self.from_sql(request.source)
+        items = [
+            f"{aggregate}({length.format(c=self.quote(name))}) AS s{2 * index + offset}"
+            for index, name in enumerate(varying)
+            for offset, aggregate in enumerate(("MIN", "MAX"))
+        ]
+        found = list(
+            self.query(f"SELECT {', '.join(items)} FROM {sql}", params).to_pylist()[0].values()
+        )
+        sizes = {
+            name: (int(found[2 * index] or 0), int(found[2 * index + 1] or 0))
+            for index, name in enumerate(varying)
+        }
+        return vectors.uniform_lists(schema, sizes)
+
     def hashed_rows(
         self, source: SourceSpec, columns: Sequence[str], key: Sequence[str]
     ) -> tuple[str, Sequence[Any]]:
@@ -176,7 +201,7 @@ class SqlWarehouse(Warehouse):
         """As :meth:`Warehouse.count_buckets`; its stats are what the counting cost, where
         the warehouse says (:attr:`~faucet_core.warehouse.Warehouse.costs`)."""
         before = dataclasses.replace(self.costs)
-        schema = self.columns(request)
+        schema = self.uniform_lists(request, self.columns(request))
         columns = tuple(schema.names)
         hashed, params = self.hashed_rows(request.source, (), request.key(columns))
         try:

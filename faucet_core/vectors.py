@@ -11,7 +11,7 @@ such block: it is refused by name, with the cast that makes it a vector column.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,15 @@ from faucet_core.errors import ConfigError
 __all__ = [
     "block",
     "check_columns",
+    "conform",
     "element_names",
     "expanded_names",
     "is_list",
     "is_text",
     "is_vector",
     "list_problem",
+    "uniform_lists",
+    "varying_lists",
 ]
 
 
@@ -83,6 +86,51 @@ def list_problem(field: pa.Field) -> str | None:
         f"a fixed-size array in a query (DuckDB: {field.name}::FLOAT[n]) to read it as "
         "n feature columns"
     )
+
+
+def varying_lists(schema: pa.Schema) -> list[str]:
+    """The columns of ``schema`` holding lists of numbers whose size may vary."""
+    return [
+        field.name
+        for field in schema
+        if is_list(field.type) and not is_vector(field.type) and _is_number(field.type.value_type)
+    ]
+
+
+def uniform_lists(schema: pa.Schema, sizes: Mapping[str, tuple[int, int]]) -> pa.Schema:
+    """``schema`` with each list column whose lists all hold the same number of values
+    (``sizes``: the least and the most, over the rows) as a vector column of that size."""
+    fields = []
+    for field in schema:
+        least, most = sizes.get(field.name, (-1, -2))
+        if least == most and least > 0:
+            field = field.with_type(pa.list_(field.type.value_type, least))
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s list columns that ``schema`` (a plan's) holds as vectors, as vectors.
+
+    Raises:
+        ConfigError: A row's list has another size than the plan found (naming the column).
+    """
+    for index, field in enumerate(table.schema):
+        if not is_list(field.type) or is_vector(field.type) or field.name not in schema.names:
+            continue
+        planned = schema.field(field.name).type
+        if not is_vector(planned):
+            continue
+        try:
+            column = pc.cast(table.column(index), planned)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise ConfigError(
+                [("source.columns", f"{field.name}: a row's list does not hold the "
+                  f"{planned.list_size} values every row held when the source was planned "
+                  f"({exc}); the source changed since: plan again (faucet cache clear)")]
+            ) from None  # fmt: skip
+        table = table.set_column(index, field.with_type(planned), column)
+    return table
 
 
 def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:

@@ -128,7 +128,7 @@ class DuckDBWarehouse(SqlWarehouse):
     name = "duckdb"
     connection_model = DuckDBConnection
     connection: DuckDBConnection
-    stats_sql = StatsSql()  # exact medians and top values
+    stats_sql = StatsSql(length="len({c})")  # exact medians and top values
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)

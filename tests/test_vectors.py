@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -165,3 +166,34 @@ def test_mean_vectors_from_the_train_chunks_leave_nulls_out() -> None:
     assert stats.columns["emb"].count == 2
     assert stats.columns["emb"].vector_mean == (2.0, 4.0)
     assert TrainStats.from_dict(stats.as_dict()) == stats
+
+
+def test_lists_of_one_size_everywhere_are_planned_as_vectors(
+    make_vector_reader: MakeReader, tmp_path: Path
+) -> None:
+    database = tmp_path / "lists.duckdb"
+    with duckdb.connect(str(database)) as db:
+        db.execute(
+            "CREATE TABLE l AS SELECT i AS id, [i, i + 0.5, NULL]::DOUBLE[] AS emb, "
+            "CASE WHEN i % 9 = 2 THEN NULL ELSE [i]::DOUBLE[] END AS one, (i % 2) AS label "
+            "FROM range(300) r(i)"
+        )
+    reader = make_vector_reader(database=str(database), table_name="l", columns=None,
+                                output="numpy")  # fmt: skip
+    assert reader.plan.schema is not None
+    assert reader.plan.schema.field("emb").type == pa.list_(pa.float64(), 3)
+    assert reader.feature_names == ["id", "emb[0]", "emb[1]", "emb[2]", "one[0]"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    assert sorted(ids.tolist()) == list(range(300))
+    assert np.allclose(features[:, 1:3], np.column_stack([ids, ids + 0.5]))
+    assert np.isnan(features[:, 3]).all()
+    assert np.array_equal(np.isnan(features[:, 4]), ids % 9 == 2)
+    mean = {"columns": {"emb": {"impute": "mean"}}}
+    preprocessed = make_vector_reader(
+        database=str(database), table_name="l", columns=None, preprocessing=mean
+    )
+    assert preprocessed.preprocessor is not None
+    (emb,) = [t for t in preprocessed.preprocessor.features if t.name == "emb"]
+    assert emb.kind == "vector" and emb.size == 3
+    assert np.allclose(emb.fill_vector, [149.5, 150.0, 0.0])

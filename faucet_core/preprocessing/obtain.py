@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
-from faucet_core import layout
+from faucet_core import layout, vectors
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
@@ -114,4 +114,5 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
 def _train_tables(plan: Plan, stream: Stream, request: StatsRequest) -> Iterator[pa.Table]:
     columns = list(request.columns)
     for chunk in plan.chunks["train"]:
-        yield stream.fetcher.fetch(chunk).table.select(columns)
+        table = stream.fetcher.fetch(chunk).table.select(columns)
+        yield table if plan.schema is None else vectors.conform(table, plan.schema)

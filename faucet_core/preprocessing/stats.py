@@ -109,6 +109,9 @@ class StatsSql:
             counts them exactly in a subquery per column, listed by ``ranked``.
         ranked: An aggregate over that subquery's values ``v`` and counts ``n``: a list of
             ``{value, count}`` structs (or JSON objects), most frequent first.
+        length: The number of values in a list (array) column's value; ``None``: the
+            dialect cannot say, and lists whose size may vary stay lists (see
+            :func:`faucet_core.vectors.uniform_lists`).
     """
 
     float: str = "CAST({c} AS DOUBLE)"
@@ -117,6 +120,7 @@ class StatsSql:
     text: str = "CAST({c} AS VARCHAR)"
     top: str | None = None
     ranked: str = "list(struct_pack(value := v, count := n) ORDER BY n DESC, v)"
+    length: str | None = None
 
     def query(
         self, train_rows: str, request: StatsRequest, quote: Callable[[str], str]
