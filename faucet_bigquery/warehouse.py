@@ -120,6 +120,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         median="APPROX_QUANTILES({c}, 1000)[OFFSET(500)]",
         text="CAST({c} AS STRING)",
         top="APPROX_TOP_COUNT({c}, {k})",
+        length="ARRAY_LENGTH({c})",
     )
 
     def __init__(self, connection: BaseModel) -> None:

@@ -67,6 +67,7 @@ class PostgresWarehouse(ScratchWarehouse):
         median="PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY {c})",
         text="CAST({c} AS TEXT)",
         ranked="json_agg(json_build_object('value', v, 'count', n) ORDER BY n DESC, v)",
+        length="cardinality({c})",
     )
 
     def __init__(self, connection: BaseModel) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pytest
 import torch
@@ -16,6 +17,7 @@ from faucet_core import ConfigError, Reader
 from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from_tables
 from faucet_core.torch import FaucetIterableDataset
 from faucet_core.vectors import block, element_names, expanded_names, is_vector, list_problem
+from tests.bqemulator import BigQueryEmulator
 
 MakeReader = Callable[..., Reader]
 
@@ -197,3 +199,45 @@ def test_lists_of_one_size_everywhere_are_planned_as_vectors(
     (emb,) = [t for t in preprocessed.preprocessor.features if t.name == "emb"]
     assert emb.kind == "vector" and emb.size == 3
     assert np.allclose(emb.fill_vector, [149.5, 150.0, 0.0])
+
+
+def test_postgres_arrays_of_one_size_are_vectors(
+    postgres_url: str, make_reader: MakeReader
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS arrays AS SELECT i AS id, "
+            "ARRAY[i, i * 2, 1]::float8[] AS emb, ARRAY_FILL(1.0, ARRAY[1 + i % 2]) AS ragged, "
+            "(i % 2) AS label FROM generate_series(0, 199) AS s(i)"
+        )
+    reader = make_reader(datastore="postgres", dsn=postgres_url, database=None,
+                         table_name="arrays", columns=["id", "emb", "label"], output="numpy",
+                         test_split_percent=0)  # fmt: skip
+    assert reader.feature_names == ["id", "emb[0]", "emb[1]", "emb[2]"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    assert np.allclose(features[:, 1:], np.column_stack([ids, 2 * ids, np.ones_like(ids)]))
+    ragged = make_reader(datastore="postgres", dsn=postgres_url, database=None,
+                         table_name="arrays", columns=["id", "ragged", "label"], output="numpy",
+                         test_split_percent=0)  # fmt: skip
+    with pytest.raises(ConfigError, match="ragged"):
+        next(ragged.iter_epoch())
+
+
+def test_bigquery_arrays_of_one_size_are_vectors(
+    bigquery_emulator: BigQueryEmulator, make_bq_reader: MakeReader
+) -> None:
+    client = bigquery_emulator.client()
+    client.create_dataset("faucet_test", exists_ok=True)
+    client.query(
+        "CREATE OR REPLACE TABLE faucet_test.embedded AS SELECT i AS id, "
+        "[CAST(i AS FLOAT64), 2.0 * i, 1.0] AS emb, MOD(i, 2) AS label "
+        "FROM UNNEST(GENERATE_ARRAY(0, 199)) AS i"
+    ).result()
+    reader = make_bq_reader(table_name="faucet_test.embedded", output="numpy",
+                            test_split_percent=0, ds=None)  # fmt: skip
+    assert reader.feature_names == ["id", "emb[0]", "emb[1]", "emb[2]"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    assert sorted(ids.tolist()) == list(range(200))
+    assert np.allclose(features[:, 1:], np.column_stack([ids, 2 * ids, np.ones_like(ids)]))
