@@ -138,6 +138,12 @@ class SourceConfig(_Section):
         "in a batch's features, for models with several inputs: `{user: [age, user_emb], "
         "item: [price, item_emb]}`. The features are then these groups alone.",
     )
+    pad: dict[str, Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        description="List columns to pad with zeros (or cut) to a length, `{tags: 8}`: each "
+        "becomes a vector column of that many values, followed by `<column>__length`, how "
+        "many of them are the row's own.",
+    )
 
     @field_validator("ds", mode="before")
     @classmethod
@@ -160,6 +166,11 @@ class SourceConfig(_Section):
             if missing:
                 raise ValueError(f"label_columns {missing} are not among columns {self.columns}")
         self._check_inputs()
+        for column in self.pad or {}:
+            if column in self.label_columns:
+                raise ValueError(f"pad: {column} is a label column")
+            if self.columns is not None and column not in self.columns:
+                raise ValueError(f"pad: {column} is not among columns")
         return self
 
     def _check_inputs(self) -> None:

@@ -88,13 +88,16 @@ class Reader:
             raise ConfigError(
                 [("", "the plan given was made for another datastore, source, split or chunk_size")]
             )
-        for group, members in (config.source.inputs or {}).items():
+        groups = config.source.inputs or {}
+        wanted = {f"inputs.{group}": members for group, members in groups.items()}
+        wanted["pad"] = list(config.source.pad or {})
+        for setting, members in wanted.items():
             absent = [c for c in members if c not in plan.columns]
             if absent:
                 if warehouse is not None:
                     warehouse.close()
                 message = f"{absent} not among the columns {list(plan.columns)}"
-                raise ConfigError([(f"source.inputs.{group}", message)])
+                raise ConfigError([(f"source.{setting}", message)])
         missing = [c for c in config.source.label_columns if c not in plan.columns]
         if missing:
             if warehouse is not None:

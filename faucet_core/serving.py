@@ -70,14 +70,40 @@ class Serving:
         return list(self.config.source.label_columns)
 
     @property
-    def transform(self) -> Callable[[pa.Table], pa.Table] | None:
-        """What each chunk's rows go through before they are cut into batches: lists the
-        plan found of one size made vectors (:func:`~faucet_core.vectors.conform`), then
-        the preprocessing."""
-        steps: list[Callable[[pa.Table], pa.Table]] = []
+    def padded(self) -> dict[str, int]:
+        """The list columns padded to a length (``source.pad``)."""
+        return dict(self.config.source.pad or {})
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The columns as the preprocessing (or a batch, without one) gets them, with their
+        types: the plan's, padded columns as vectors followed by their lengths."""
         schema = self.plan.schema
-        if schema is not None and any(vectors.is_vector(kind) for kind in schema.types):
-            steps.append(functools.partial(vectors.conform, schema=schema))
+        return vectors.padded_schema(schema, self.padded) if schema is not None else None
+
+    @property
+    def columns(self) -> list[str]:
+        """The names of :attr:`schema`'s columns (known without the plan's types)."""
+        names: list[str] = []
+        for name in self.plan.columns:
+            names += [name, vectors.length_column(name)] if name in self.padded else [name]
+        return names
+
+    @property
+    def conform(self) -> Callable[[pa.Table], pa.Table] | None:
+        """What a chunk's rows go through to have :attr:`schema`
+        (:func:`~faucet_core.vectors.serve`), if anything."""
+        if not vectors.needs_serving(self.plan.schema, self.padded):
+            return None
+        return functools.partial(vectors.serve, schema=self.plan.schema, lengths=self.padded)
+
+    @property
+    def transform(self) -> Callable[[pa.Table], pa.Table] | None:
+        """What each chunk's rows go through before they are cut into batches:
+        :attr:`conform`, then the preprocessing."""
+        steps: list[Callable[[pa.Table], pa.Table]] = []
+        if self.conform is not None:
+            steps.append(self.conform)
         if self.preprocessor is not None:
             steps.append(
                 functools.partial(
@@ -97,7 +123,7 @@ class Serving:
             return [column for columns in groups.values() for column in columns]
         if self.preprocessor is None:
             labels = set(self.source_labels)
-            return [c for c in self.plan.columns if c not in labels]
+            return [c for c in self.columns if c not in labels]
         kept = self.preprocessor.kept if into in ("pandas", "polars", "arrow") else []
         return [*self.preprocessor.feature_names, *kept]
 
@@ -112,6 +138,12 @@ class Serving:
         groups = self.config.source.inputs
         if not groups:
             return None
+        padded = self.padded
+        groups = {  # a padded column brings its length
+            group: [name for c in columns
+                    for name in ([c, vectors.length_column(c)] if c in padded else [c])]
+            for group, columns in groups.items()
+        }  # fmt: skip
         if self.preprocessor is None:
             return {group: list(columns) for group, columns in groups.items()}
         transforms = {t.name: t for t in self.preprocessor.features}
@@ -132,11 +164,11 @@ class Serving:
         return found
 
     def _is_text(self, column: str) -> bool:
-        schema = self.plan.schema
+        schema = self.schema
         return schema is not None and vectors.is_text(schema.field(column).type)
 
     def _matrix_names(self, into: BatchFormat, columns: list[str]) -> list[str]:
-        schema = self.plan.schema
+        schema = self.schema
         if into not in ("numpy", "torch") or self.preprocessor is not None or schema is None:
             return columns
         return vectors.expanded_names(schema, columns)

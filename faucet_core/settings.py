@@ -288,6 +288,7 @@ _SOURCE_KEYWORDS = {
     "label_columns": "label_columns",
     "split_key": "split_key",
     "inputs": "inputs",
+    "pad": "pad",
 }
 _CACHE_KEYWORDS = {
     "cache_dir": "dir",

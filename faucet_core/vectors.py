@@ -29,7 +29,12 @@ __all__ = [
     "is_list",
     "is_text",
     "is_vector",
+    "length_column",
     "list_problem",
+    "needs_serving",
+    "pad",
+    "padded_schema",
+    "serve",
     "uniform_lists",
     "varying_lists",
 ]
@@ -82,9 +87,9 @@ def list_problem(field: pa.Field) -> str | None:
     if not _is_number(kind.value_type):
         return f"{field.name} ({kind}) holds lists of {kind.value_type}, not of numbers"
     return (
-        f"{field.name} ({kind}) holds lists whose size may vary from row to row; cast it to "
-        f"a fixed-size array in a query (DuckDB: {field.name}::FLOAT[n]) to read it as "
-        "n feature columns"
+        f"{field.name} ({kind}) holds lists whose size varies from row to row; pad them "
+        f"(source.pad: {{{field.name}: n}}), or cast the column to a fixed-size array in a "
+        f"query (DuckDB: {field.name}::FLOAT[n]), to read it as n feature columns"
     )
 
 
@@ -131,6 +136,75 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
             ) from None  # fmt: skip
         table = table.set_column(index, field.with_type(planned), column)
     return table
+
+
+def needs_serving(schema: pa.Schema | None, lengths: Mapping[str, int]) -> bool:
+    """Whether chunks of a plan of ``schema`` need :func:`serve` (lists it found of one
+    size, or lists to pad)."""
+    return bool(lengths) or (schema is not None and any(is_vector(k) for k in schema.types))
+
+
+def serve(table: pa.Table, schema: pa.Schema | None, lengths: Mapping[str, int]) -> pa.Table:
+    """A chunk's rows as a plan of ``schema`` serves them: lists it found of one size as
+    vectors (:func:`conform`), then the lists of ``lengths`` padded (:func:`pad`)."""
+    if schema is not None:
+        table = conform(table, schema)
+    return pad(table, lengths) if lengths else table
+
+
+def length_column(name: str) -> str:
+    """The column of how many of a padded column's values are the row's own."""
+    return f"{name}__length"
+
+
+def padded_schema(schema: pa.Schema, lengths: Mapping[str, int]) -> pa.Schema:
+    """``schema`` as :func:`pad` serves it: each padded column a vector of float64 of its
+    length, followed by its :func:`length_column` (int32)."""
+    fields: list[pa.Field] = []
+    for field in schema:
+        if field.name not in lengths:
+            fields.append(field)
+            continue
+        size = lengths[field.name]
+        fields += [pa.field(field.name, pa.list_(pa.float64(), size)),
+                   pa.field(length_column(field.name), pa.int32())]  # fmt: skip
+    return pa.schema(fields)
+
+
+def pad(table: pa.Table, lengths: Mapping[str, int]) -> pa.Table:
+    """``table`` with each list column of ``lengths`` padded with zeros (or cut) to its
+    length, as a vector column, followed by its :func:`length_column`: how many of the
+    values are the row's own (0 for a NULL list).
+
+    Raises:
+        ConfigError: A column to pad holds no lists of numbers (naming it).
+    """
+    for name, size in lengths.items():
+        index = table.schema.get_field_index(name)
+        if index < 0:
+            continue
+        kind = table.schema.field(index).type
+        if not is_list(kind) or not _is_number(kind.value_type):
+            message = f"{name} ({kind}) holds no lists of numbers"
+            raise ConfigError([(f"source.pad.{name}", message)])
+        values, kept = _padded(table.column(index).combine_chunks(), size)
+        table = table.set_column(index, pa.field(name, values.type), values)
+        table = table.add_column(index + 1, pa.field(length_column(name), pa.int32()), [kept])
+    return table
+
+
+def _padded(array: pa.Array, size: int) -> tuple[pa.FixedSizeListArray, pa.Array]:
+    """``array``'s lists padded with zeros (or cut) to ``size``, and each one's kept size."""
+    own = np.asarray(pc.fill_null(pc.list_value_length(array), 0), np.int64)
+    kept = np.minimum(own, size)
+    # flatten() leaves out NULL lists, whose size counts as 0 above.
+    flat = np.asarray(pc.cast(array.flatten(), pa.float64()).to_numpy(zero_copy_only=False))
+    out = np.zeros((len(array), size))
+    rows = np.repeat(np.arange(len(array)), kept)
+    columns = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
+    out[rows, columns] = flat[np.repeat(np.cumsum(own) - own, kept) + columns]
+    values = pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), size)
+    return values, pa.array(kept.astype(np.int32))
 
 
 def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:

@@ -241,3 +241,53 @@ def test_bigquery_arrays_of_one_size_are_vectors(
     ids = features[:, 0]
     assert sorted(ids.tolist()) == list(range(200))
     assert np.allclose(features[:, 1:], np.column_stack([ids, 2 * ids, np.ones_like(ids)]))
+
+
+def _tags(ids: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The vector table's ``tags`` (``[0, 1.5, 3][: 1 + id % 3]``) padded or cut to
+    ``size``, and their kept lengths."""
+    own = 1 + ids.astype(int) % 3
+    kept = np.minimum(own, size)
+    values = np.zeros((len(ids), size))
+    for row, count in enumerate(kept):
+        values[row, :count] = [0.0, 1.5, 3.0][:count]
+    return values, kept
+
+
+def test_padded_lists_are_vectors_with_their_lengths(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(columns=["id", "tags", "label"], pad={"tags": 2}, output="numpy")
+    assert reader.feature_names == ["id", "tags[0]", "tags[1]", "tags__length"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    values, kept = _tags(ids, 2)
+    assert sorted(ids.tolist()) == list(range(600))
+    assert np.array_equal(features[:, 1:3], values) and np.array_equal(features[:, 3], kept)
+    dataset = FaucetIterableDataset(make_vector_reader(columns=["id", "tags", "label"],
+                                                       pad={"tags": 4}))  # fmt: skip
+    rows = torch.cat([f for f, _ in dataset]).numpy()
+    values, kept = _tags(rows[:, 0], 4)
+    assert np.array_equal(rows[:, 1:5], values) and np.array_equal(rows[:, 5], kept)
+
+
+def test_padded_lists_are_preprocessed_and_grouped(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(
+        columns=["id", "x1", "tags", "label"], pad={"tags": 2}, output="numpy",
+        inputs={"a": ["x1"], "b": ["tags"]}, preprocessing={"auto": True},
+    )  # fmt: skip
+    assert reader.inputs == {"a": ["x1"], "b": ["tags[0]", "tags[1]", "tags__length"]}
+    b = np.concatenate([batch["features"]["b"] for batch in reader.iter_epoch()])
+    assert b.shape == (600, 3) and not np.isnan(b).any()
+    # tags__length is standardized over the train rows' kept lengths (1, 2, 2, ...).
+    assert abs(float(b[:, 2].mean())) < 1e-5 and abs(float(b[:, 2].std()) - 1) < 1e-5
+
+
+def test_padding_is_checked(make_vector_reader: MakeReader) -> None:
+    reader = make_vector_reader(columns=["id", "x1", "label"], pad={"x1": 2}, output="numpy")
+    with pytest.raises(ConfigError, match=r"source\.pad\.x1: x1 \(double\) holds no lists"):
+        next(reader.iter_epoch())
+    with pytest.raises(ConfigError, match=r"source\.pad.*'nowhere'"):
+        make_vector_reader(columns=None, pad={"nowhere": 2})
+    with pytest.raises(ConfigError, match="pad: label is a label column"):
+        make_vector_reader(pad={"label": 2})
+    with pytest.raises(ConfigError, match=r"source\.pad\.tags: .*greater than or equal to 1"):
+        make_vector_reader(columns=["id", "tags", "label"], pad={"tags": 0})

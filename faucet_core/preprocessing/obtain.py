@@ -26,13 +26,15 @@ log = logging.getLogger("faucet")
 def _check_names(config: FaucetConfig, plan: Plan) -> None:
     settings = config.preprocessing
     problems = []
+    pad = config.source.pad or {}
+    columns = [*plan.columns, *(vectors.length_column(name) for name in pad)]
     for section, names in (("columns", list(settings.columns)), ("exclude", settings.exclude)):
-        unknown = [name for name in names if name not in plan.columns]
+        unknown = [name for name in names if name not in columns]
         if unknown:
             problems.append(
                 (
                     f"preprocessing.{section}",
-                    f"{unknown} not among the columns {list(plan.columns)}",
+                    f"{unknown} not among the columns {columns}",
                 )
             )
     if problems:
@@ -78,23 +80,24 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
             log.warning("fitting again: the saved preprocessor is unreadable: %s", exc)
     before = dataclasses.replace(stream.costs())
 
-    def statistics(request: StatsRequest) -> TrainStats:
-        found = stream.warehouse().column_stats(plan, request)
-        if found is None:
-            return stats_from_tables(_train_tables(plan, stream, request), request)
-        if not request.vector_means:
-            return found
-        # No warehouse computes a mean vector: those come from one pass over the chunks.
-        means = StatsRequest(vector_means=request.vector_means)
-        vectors = stats_from_tables(_train_tables(plan, stream, means), means).columns
-        columns = {
-            name: dataclasses.replace(column, vector_mean=vectors[name].vector_mean)
-            if name in vectors else column
-            for name, column in found.columns.items()
-        }  # fmt: skip
-        return dataclasses.replace(found, columns=columns)
+    pad = dict(config.source.pad or {})
+    # Padded columns and their lengths are Faucet's, and no warehouse computes a mean
+    # vector: their statistics come from one pass over the train chunks, as served.
+    made = {name for column in pad for name in (column, vectors.length_column(column))}
 
-    fitted = fit_preprocessor(settings, _schema(plan, stream), labels, statistics)
+    def statistics(request: StatsRequest) -> TrainStats:
+        local = request.restricted(lambda c: c in made or c in request.vector_means)
+        remote = request.restricted(lambda c: c not in local.columns)
+        found = stream.warehouse().column_stats(plan, remote) if remote.columns else None
+        if found is None:
+            return stats_from_tables(_train_tables(plan, stream, request, pad), request)
+        if not local.columns:
+            return found
+        served = stats_from_tables(_train_tables(plan, stream, local, pad), local)
+        return dataclasses.replace(found, columns={**found.columns, **served.columns})
+
+    schema = vectors.padded_schema(_schema(plan, stream), pad)
+    fitted = fit_preprocessor(settings, schema, labels, statistics)
     spent = stream.costs() - before
     fitted = dataclasses.replace(
         fitted,
@@ -111,8 +114,13 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
     return fitted
 
 
-def _train_tables(plan: Plan, stream: Stream, request: StatsRequest) -> Iterator[pa.Table]:
+def _train_tables(
+    plan: Plan, stream: Stream, request: StatsRequest, pad: dict[str, int]
+) -> Iterator[pa.Table]:
+    """The train chunks' columns of ``request``, as served (lists as vectors, padded)."""
     columns = list(request.columns)
+    lengths = {vectors.length_column(name): name for name in pad}
+    raw = list(dict.fromkeys(lengths.get(c, c) for c in columns))
     for chunk in plan.chunks["train"]:
-        table = stream.fetcher.fetch(chunk).table.select(columns)
-        yield table if plan.schema is None else vectors.conform(table, plan.schema)
+        table = stream.fetcher.fetch(chunk).table.select(raw)
+        yield vectors.serve(table, plan.schema, pad).select(columns)

@@ -43,6 +43,17 @@ class StatsRequest:
     counted: tuple[str, ...] = ()
     vector_means: tuple[str, ...] = ()
 
+    def restricted(self, keep: Callable[[str], bool]) -> StatsRequest:
+        """This request for the columns ``keep`` accepts only."""
+
+        def kept(columns: tuple[str, ...]) -> tuple[str, ...]:
+            return tuple(column for column in columns if keep(column))
+
+        return StatsRequest(
+            kept(self.numeric), kept(self.medians), kept(self.top), self.top_k,
+            kept(self.counted), kept(self.vector_means),
+        )  # fmt: skip
+
     @property
     def columns(self) -> tuple[str, ...]:
         """Every column the request names, once each."""
