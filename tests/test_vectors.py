@@ -291,3 +291,14 @@ def test_padding_is_checked(make_vector_reader: MakeReader) -> None:
         make_vector_reader(pad={"label": 2})
     with pytest.raises(ConfigError, match=r"source\.pad\.tags: .*greater than or equal to 1"):
         make_vector_reader(columns=["id", "tags", "label"], pad={"tags": 0})
+
+
+def test_a_preprocessor_fitted_for_one_padding_is_not_reused_for_another(
+    make_vector_reader: MakeReader,
+) -> None:
+    for size in (2, 3):  # the same cache folder: a saved preprocessor would be found
+        reader = make_vector_reader(columns=["id", "tags", "label"], pad={"tags": size},
+                                    output="numpy", preprocessing={"auto": True})  # fmt: skip
+        assert reader.feature_names[-1] == "tags__length"
+        assert f"tags[{size - 1}]" in reader.feature_names
+        assert next(reader.iter_epoch())["features"].shape[1] == size + 2

@@ -71,7 +71,8 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
             raise ConfigError([("preprocessing.spec", str(exc))]) from exc
     _check_names(config, plan)
     labels = list(config.source.label_columns)
-    key = layout.stable_digest(plan.fingerprint, settings.model_dump(mode="json"), labels)
+    pad = dict(config.source.pad or {})  # padded columns are fitted as served
+    key = layout.stable_digest(plan.fingerprint, settings.model_dump(mode="json"), labels, pad)
     saved = PlanCache(config.cache.dir).get_preprocessor(key) if config.cache.enabled else None
     if saved is not None:
         try:
@@ -80,7 +81,6 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
             log.warning("fitting again: the saved preprocessor is unreadable: %s", exc)
     before = dataclasses.replace(stream.costs())
 
-    pad = dict(config.source.pad or {})
     # Padded columns and their lengths are Faucet's, and no warehouse computes a mean
     # vector: their statistics come from one pass over the train chunks, as served.
     made = {name for column in pad for name in (column, vectors.length_column(column))}
