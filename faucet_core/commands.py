@@ -149,12 +149,15 @@ def preview(config: Path, rows: int) -> None:
             return
         import pandas as pd  # output: pandas, so already imported by the reader
 
-        frames = [batch["labels"], batch["features"]] if batch["labels"] is not None else []
-        frame = pd.concat(frames or [batch["features"]], axis=1).head(rows)
+        features = batch["features"]
+        if isinstance(features, dict):  # input groups: their columns as group.column
+            features = pd.concat([f.add_prefix(f"{g}.") for g, f in features.items()], axis=1)
+        frames = [batch["labels"], features] if batch["labels"] is not None else []
+        frame = pd.concat(frames or [features], axis=1).head(rows)
         table, hidden = batch_table(frame, console.width)
         console.print(
             f"first {len(frame)} rows of a {'eval' if split_eval else 'train'} batch "
-            f"({len(batch['features'].columns)} features):"
+            f"({len(features.columns)} features):"
         )
         console.print(table)
         if hidden:

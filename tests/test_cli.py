@@ -138,6 +138,20 @@ def test_preview_reports_splits_costs_preprocessing_and_a_batch_as_tables(
     assert "warning" not in out
 
 
+def test_preview_shows_input_groups_as_group_columns(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console, "width", 200)
+    config.write_text(config.read_text().replace(
+        "split_key: id", "split_key: id\n  inputs: {a: [x1, x2], b: [id]}"
+    ))  # fmt: skip
+    code, out, _ = run("preview", str(config), "--rows", "2")
+    assert code == 0, out
+    rows = _table_rows(out[out.index("first 2 rows") :])
+    assert rows[0] == ["label", "a.x1", "a.x2", "b.id"]
+    assert "(3 features)" in out
+
+
 def test_the_batch_preview_fits_the_terminal(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(console, "width", 30)
     code, out, _ = run("preview", str(config), "--rows", "2")
