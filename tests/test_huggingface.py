@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +146,42 @@ def test_the_docs_examples_run_on_two_processes(
         FAUCET_EXAMPLE_DATABASE=str(example_database), XDG_CACHE_HOME=str(tmp_path),
     )  # fmt: skip
     assert "on each of 2 processes" in output
+
+
+@pytest.fixture
+def accelerator() -> Iterator[Any]:
+    """An Accelerator in this process (one process, on the CPU); its state reset after."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield Accelerator(cpu=True)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+@pytest.mark.parametrize(
+    ("dataset_options", "loader_options", "message"),
+    [({"world_size": 2, "rank": 0}, {"batch_size": None},
+      "the dataset serves 2 ranks, and Accelerate dispatches to 1 processes"),
+     ({"rows": True}, {"batch_size": None}, "needs a loader with a batch_size"),
+     ({"rows": True}, {"batch_size": 30, "num_workers": 2},
+      r"make Faucet's batch_size \(100\) a multiple of the loader's \(30\)")],
+)  # fmt: skip
+def test_dispatching_loaders_that_would_slice_unevenly_are_refused(
+    make_reader: MakeReader, accelerator: Any, dataset_options: dict[str, Any],
+    loader_options: dict[str, Any], message: str,
+) -> None:  # fmt: skip
+    reader = make_reader(**FRAMEWORK_SETTINGS)
+    dataset = FaucetIterableDataset(reader, dispatch=True, **dataset_options)
+    loader = accelerator.prepare(DataLoader(dataset, **loader_options))
+    with pytest.raises(ValueError, match=message):
+        next(iter(loader))
+
+
+def test_a_dispatching_loader_of_rows_in_whole_batches_serves_every_row(
+    make_reader: MakeReader, accelerator: Any, epochs: list[list[int]]
+) -> None:
+    dataset = FaucetIterableDataset(make_reader(**FRAMEWORK_SETTINGS), dispatch=True, rows=True)
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=25, num_workers=2))
+    ids = [int(i) for batch in loader for i in batch["features"][:, 0]]
+    assert sorted(ids) == sorted(epochs[0])
