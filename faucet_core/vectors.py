@@ -215,11 +215,7 @@ def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
     parts = [_chunk_block(chunk, size) for chunk in chunks]
     if not parts:
         return np.empty((0, size))
-    if len(parts) == 1:
-        return parts[0]
-    if len({part.dtype for part in parts}) > 1:
-        parts = [part.astype(np.float64) for part in parts]
-    return np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)  # promotes mixed dtypes
 
 
 def _chunk_block(array: pa.FixedSizeListArray, size: int) -> np.ndarray[Any, Any]:

@@ -65,7 +65,7 @@ def check_epochs(seen: list[dict[str, Any]], epochs: list[list[int]]) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("workers", [0, 2])
-def test_accelerate_dispatches_every_row_once_per_epoch(
+def test_launched_accelerate_dispatches_every_row_once_per_epoch(
     config_file: Path, epochs: list[list[int]], eval_rows: list[int], workers: int
 ) -> None:
     seen = launch("accelerate", config_file, workers)
@@ -83,7 +83,7 @@ def test_accelerate_dispatches_every_row_once_per_epoch(
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("workers", [0, 2])
-def test_the_trainer_trains_every_row_once_per_epoch(
+def test_launched_trainer_trains_every_row_once_per_epoch(
     config_file: Path, epochs: list[list[int]], eval_rows: list[int], workers: int
 ) -> None:
     seen = launch("trainer", config_file, workers)
@@ -137,7 +137,7 @@ def test_rows_features_take_the_dtype_asked(make_reader: MakeReader) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("example", ["accelerate_training.py", "transformers_trainer.py"])
-def test_the_docs_examples_run_on_two_processes(
+def test_launched_docs_examples_run_on_two_processes(
     example: str, example_database: Path, tmp_path: Path
 ) -> None:
     script = Path(__file__).parents[1] / "docs" / "examples" / example

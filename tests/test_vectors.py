@@ -16,7 +16,15 @@ import torch
 from faucet_core import ConfigError, Reader
 from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from_tables
 from faucet_core.torch import FaucetIterableDataset
-from faucet_core.vectors import block, element_names, expanded_names, is_vector, list_problem
+from faucet_core.vectors import (
+    block,
+    element_names,
+    expanded_names,
+    is_vector,
+    list_problem,
+    pad,
+    padded_schema,
+)
 from tests.bqemulator import BigQueryEmulator
 
 MakeReader = Callable[..., Reader]
@@ -34,6 +42,26 @@ def test_null_vectors_and_elements_are_nan_rows() -> None:
     values = block(pa.chunked_array([array.slice(0, 1), array.slice(1)]))
     assert values.dtype == np.float64
     assert np.array_equal(values, [[1, 2], [np.nan, np.nan], [3, np.nan]], equal_nan=True)
+
+
+def test_chunks_of_vectors_keep_their_type_or_promote_with_nulls() -> None:
+    whole = pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32(), 2))
+    with_null = pa.array([[5.0, None]], pa.list_(pa.float32(), 2))
+    assert block(pa.chunked_array([whole, whole])).dtype == np.float32
+    values = block(pa.chunked_array([whole, with_null]))
+    assert values.dtype == np.float64
+    assert np.array_equal(values, [[1, 2], [3, 4], [5, np.nan]], equal_nan=True)
+
+
+def test_padding_fills_cuts_and_counts_each_rows_own_values() -> None:
+    lists = pa.array([[1.0, 2.0, 3.0], None, [], [4.0, None]], pa.list_(pa.float64()))
+    table = pa.table({"id": [0, 1, 2, 3], "tags": lists})
+    padded = pad(pa.concat_tables([table.slice(0, 2), table.slice(2)]), {"tags": 2})
+    assert padded.column_names == ["id", "tags", "tags__length"]
+    assert padded.schema == padded_schema(table.schema, {"tags": 2})
+    values = block(padded.column("tags"))
+    assert np.array_equal(values, [[1, 2], [0, 0], [0, 0], [4, np.nan]], equal_nan=True)
+    assert padded.column("tags__length").to_pylist() == [2, 0, 0, 2]
 
 
 def test_boolean_vectors_are_zeros_and_ones() -> None:
