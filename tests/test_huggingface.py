@@ -178,10 +178,13 @@ def test_dispatching_loaders_that_would_slice_unevenly_are_refused(
         next(iter(loader))
 
 
+@pytest.mark.parametrize(("batch_size", "workers"), [(25, 2), (30, 1)])
 def test_a_dispatching_loader_of_rows_in_whole_batches_serves_every_row(
-    make_reader: MakeReader, accelerator: Any, epochs: list[list[int]]
-) -> None:
+    make_reader: MakeReader, accelerator: Any, epochs: list[list[int]], batch_size: int,
+    workers: int,
+) -> None:  # fmt: skip
+    # One worker's run is the whole epoch: its short batch is the last, whatever the size.
     dataset = FaucetIterableDataset(make_reader(**FRAMEWORK_SETTINGS), dispatch=True, rows=True)
-    loader = accelerator.prepare(DataLoader(dataset, batch_size=25, num_workers=2))
+    loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, num_workers=workers))
     ids = [int(i) for batch in loader for i in batch["features"][:, 0]]
     assert sorted(ids) == sorted(epochs[0])

@@ -126,7 +126,7 @@ def test_tensors_hold_a_vector_column_as_its_elements(make_vector_reader: MakeRe
 
 def test_lists_whose_size_varies_are_refused_by_name(make_vector_reader: MakeReader) -> None:
     reader = make_vector_reader(columns=["id", "tags", "label"], output="numpy")
-    with pytest.raises(ConfigError, match=r"tags \(list<.*tags::FLOAT\[n\]"):
+    with pytest.raises(ConfigError, match=r"source\.columns: tags \(list<.*tags::FLOAT\[n\]"):
         next(reader.iter_epoch())
     dataset = FaucetIterableDataset(make_vector_reader(columns=["id", "tags", "label"]))
     with pytest.raises(ConfigError, match="tags"):
