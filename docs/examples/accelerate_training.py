@@ -32,9 +32,12 @@ with train:
     model, optimizer, loader = accelerator.prepare(
         model, optimizer, DataLoader(train, batch_size=None)
     )
+    firsts = []  # each epoch's first batch, to see the order change
     for epoch in range(2):  # each iteration is the next epoch, reshuffled
         rows = steps = 0
         for features, labels in loader:
+            if steps == 0:
+                firsts.append(features.clone())
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 model(features)[:, 0], labels.float()
             )
@@ -49,3 +52,4 @@ with train:
         assert counts[:, 0].sum() == train.plan.rows("train") // processes * processes
         assert (counts[:, 1] == steps).all()
         accelerator.print(f"epoch {epoch + 1}: {steps} steps on each of {processes} processes")
+    assert not torch.equal(firsts[0], firsts[1])  # a new order in epoch 2
