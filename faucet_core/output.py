@@ -22,14 +22,8 @@ Batch = dict[str, Any]
 
 def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
     vectors.check_columns(table.schema, "output numpy")
-    columns = [
-        vectors.block(column) if vectors.is_vector(column.type) else column.to_numpy()
-        for column in table.columns
-    ]
-    if not columns:
-        return np.empty((table.num_rows, 0))
     try:
-        return np.column_stack(columns)
+        return vectors.stacked(table)
     except TypeError:  # numpy's DTypePromotionError: e.g. dates beside numbers
         kinds = ", ".join(f"{field.name} ({field.type})" for field in table.schema)
         raise ConfigError(

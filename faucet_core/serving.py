@@ -101,18 +101,13 @@ class Serving:
     def transform(self) -> Callable[[pa.Table], pa.Table] | None:
         """What each chunk's rows go through before they are cut into batches:
         :attr:`conform`, then the preprocessing."""
-        steps: list[Callable[[pa.Table], pa.Table]] = []
-        if self.conform is not None:
-            steps.append(self.conform)
-        if self.preprocessor is not None:
-            steps.append(
-                functools.partial(
-                    self.preprocessor.transform_table, label_columns=self.source_labels
-                )
-            )
-        if len(steps) < 2:
-            return steps[0] if steps else None
-        return functools.partial(_chained, steps)
+        conform = self.conform
+        if self.preprocessor is None:
+            return conform
+        transform = functools.partial(
+            self.preprocessor.transform_table, label_columns=self.source_labels
+        )
+        return transform if conform is None else functools.partial(_chained, [conform, transform])
 
     def feature_columns(self, into: BatchFormat) -> list[str]:
         """The columns of a batch's features: those of the input groups, with groups;

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import numpy as np
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
@@ -113,11 +112,7 @@ def _tensor(table: pa.Table) -> torch.Tensor:
                 )
             ]
         )
-    columns = [
-        vectors.block(column) if vectors.is_vector(column.type) else column.to_numpy()
-        for column in table.columns
-    ]
-    return torch.from_numpy(np.column_stack(columns) if columns else np.empty((table.num_rows, 0)))
+    return torch.from_numpy(vectors.stacked(table))
 
 
 def _plan_on_rank_zero(config: FaucetConfig) -> Reader:

@@ -35,6 +35,7 @@ __all__ = [
     "pad",
     "padded_schema",
     "serve",
+    "stacked",
     "uniform_lists",
     "varying_lists",
 ]
@@ -205,6 +206,17 @@ def _padded(array: pa.Array, size: int) -> tuple[pa.FixedSizeListArray, pa.Array
     out[rows, columns] = flat[np.repeat(np.cumsum(own) - own, kept) + columns]
     values = pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), size)
     return values, pa.array(kept.astype(np.int32))
+
+
+def stacked(table: pa.Table) -> np.ndarray[Any, Any]:
+    """``table``'s columns side by side (``np.column_stack``): one column per value, and
+    per element of a vector column.
+
+    Raises:
+        TypeError: numpy has no one type for the columns (dates beside numbers).
+    """
+    columns = [block(c) if is_vector(c.type) else c.to_numpy() for c in table.columns]
+    return np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
 
 
 def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
