@@ -122,7 +122,7 @@ class ScratchWarehouse(SqlWarehouse):
 
     def _copy(self, plan: Plan, name: str) -> None:
         source = plan.request.source
-        hashed, params = self.hashed_rows(source, plan.columns, plan.key)
+        hashed, params = self.hashed_rows(source, plan.columns, plan.key, plan.schema)
         h = layout.HASH_COLUMN
         rows = (
             f"SELECT *, {self.dialect.is_eval(h, plan.eval_buckets)} AS {layout.EVAL_COLUMN}, "

@@ -29,7 +29,14 @@ from faucet_core.warehouse import (
 if TYPE_CHECKING:
     from faucet_core.plan import ChunkSpec, Plan
 
-__all__ = ["SqlWarehouse", "quote_identifier", "table_reference"]
+__all__ = [
+    "READ_AS", "SqlWarehouse", "quote_identifier", "read_as", "selected_column", "table_reference",
+]  # fmt: skip
+
+#: Field metadata of a source column that the warehouse reads through an SQL expression
+#: rather than as stored (a type its Arrow reader cannot give as numbers or text): the
+#: expression, with ``{c}`` for the quoted column, e.g. ``{c}::text``.
+READ_AS = b"faucet.read_as"
 
 _IDENTIFIER_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -50,6 +57,23 @@ def table_reference(table: str, form: str = "[catalog.][schema.]table") -> str:
     if not 1 <= len(parts) <= 3 or not all(_IDENTIFIER_PART.match(p) for p in parts):
         raise PermanentWarehouseError(f"source.table {table!r} is not a table name ({form})")
     return ".".join(quote_identifier(p) for p in parts)
+
+
+def read_as(name: str, schema: pa.Schema | None, quoted: str) -> str:
+    """How the source's column ``name`` (``quoted``) is read: as it is, or through the
+    expression ``schema`` (the source's or a plan's) keeps for it (:data:`READ_AS`)."""
+    metadata = schema.field(name).metadata if schema is not None else None
+    if not metadata or READ_AS not in metadata:
+        return quoted
+    expression: str = metadata[READ_AS].decode().format(c=quoted)
+    return expression
+
+
+def selected_column(name: str, schema: pa.Schema | None, quoted: str) -> str:
+    """The column ``name`` (``quoted``) in a select list, read as :func:`read_as` says,
+    under its own name."""
+    expression = read_as(name, schema, quoted)
+    return quoted if expression == quoted else f"{expression} AS {quoted}"
 
 
 class SqlWarehouse(Warehouse):
@@ -147,7 +171,8 @@ class SqlWarehouse(Warehouse):
             return schema
         sql, params = self.from_sql(request.source)
         items = [
-            f"{aggregate}({length.format(c=self.quote(name))}) AS s{2 * index + offset}"
+            f"{aggregate}({length.format(c=read_as(name, schema, self.quote(name)))}) "
+            f"AS s{2 * index + offset}"
             for index, name in enumerate(varying)
             for offset, aggregate in enumerate(("MIN", "MAX"))
         ]
@@ -161,12 +186,16 @@ class SqlWarehouse(Warehouse):
         return vectors.uniform_lists(schema, sizes)
 
     def hashed_rows(
-        self, source: SourceSpec, columns: Sequence[str], key: Sequence[str]
+        self,
+        source: SourceSpec,
+        columns: Sequence[str],
+        key: Sequence[str],
+        schema: pa.Schema | None = None,
     ) -> tuple[str, Sequence[Any]]:
-        """A query of ``columns`` and the key hash (as :data:`~faucet_core.layout.HASH_COLUMN`),
-        and its parameters."""
+        """A query of ``columns`` (read as ``schema`` says, :func:`read_as`) and the key
+        hash (as :data:`~faucet_core.layout.HASH_COLUMN`), and its parameters."""
         sql, params = self.from_sql(source)
-        selected = "".join(f"{self.quote(c)}, " for c in columns)
+        selected = "".join(f"{selected_column(c, schema, self.quote(c))}, " for c in columns)
         return f"SELECT {selected}{self.hash_sql(key)} AS {layout.HASH_COLUMN} FROM {sql}", params
 
     def stream(self, sql: str, params: Sequence[Any]) -> Iterable[pa.RecordBatch] | None:
@@ -177,7 +206,7 @@ class SqlWarehouse(Warehouse):
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
         if chunks is not None:
             hashed = f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
         return self.stream(hashed, params)
@@ -219,13 +248,13 @@ class SqlWarehouse(Warehouse):
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
         if self.stats_sql is None:
             return None
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
         train = f"NOT {self.dialect.is_eval(layout.HASH_COLUMN, plan.eval_buckets)}"
         rows = f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {train}"
         sql, read = self.stats_sql.query(rows, request, self.quote)
         return read(self.query(sql, params).to_pylist()[0])
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
         condition = self.in_chunks(plan, [chunk])
         return self.query(f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {condition}", params)

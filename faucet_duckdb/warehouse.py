@@ -284,7 +284,9 @@ class DuckDBWarehouse(SqlWarehouse):
         try:
             # The copy holds the rows: its folders and files are the owner's alone.
             private_folder(temp)
-            hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key)
+            hashed, params = self.hashed_rows(
+                plan.request.source, plan.columns, plan.key, plan.schema
+            )
             h = layout.HASH_COLUMN
             target = str(temp).replace("'", "''")
             self._run(

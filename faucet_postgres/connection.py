@@ -1,5 +1,6 @@
 """Connection settings of the ``postgres`` and ``redshift`` datastores: a ``dsn``, or its
-parts, turned into the URL both drivers take."""
+parts, turned into the connection string libpq takes (:meth:`ServerConnection.conninfo`)
+and, for Redshift's connectorx reads, a URL (:meth:`ServerConnection.url`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class ServerConnection(BaseModel):
 
     #: URL schemes accepted in ``dsn``.
     schemes: ClassVar[tuple[str, ...]] = ("postgresql://", "postgres://")
+    #: ``dsn`` must be a URL, and a ``dsn`` or ``host`` must be given (Redshift: its rows
+    #: are read by connectorx, which takes URLs only and no libpq environment).
+    needs_url: ClassVar[bool] = True
 
     dsn: SecretStr | None = Field(
         None,
@@ -46,16 +50,45 @@ class ServerConnection(BaseModel):
 
     @model_validator(mode="after")
     def _dsn_or_host(self) -> ServerConnection:
-        if self.dsn is None and self.host is None:
-            raise ValueError("give either dsn or host (with user, password, dbname)")
-        if self.dsn is not None and not self.dsn.get_secret_value().startswith(self.schemes):
-            raise ValueError(f"dsn must be a URL: {self.schemes[0]}user:password@host:port/dbname")
+        dsn = self.dsn.get_secret_value() if self.dsn is not None else None
+        if self.needs_url:
+            if dsn is None and self.host is None:
+                raise ValueError("give either dsn or host (with user, password, dbname)")
+            if dsn is not None and not dsn.startswith(self.schemes):
+                raise ValueError(
+                    f"dsn must be a URL: {self.schemes[0]}user:password@host:port/dbname"
+                )
+        elif dsn is not None:
+            _parsed(dsn)
         if not _PLAIN_IDENTIFIER.fullmatch(self.scratch_schema):
             raise ValueError(f"scratch_schema {self.scratch_schema!r} is not a plain identifier")
         return self
 
+    def conninfo(self) -> str:
+        """The libpq connection string: ``dsn`` as given (a URL or ``key=value`` words),
+        else the parts given; empty when none is (libpq then reads ``PGHOST``, ``PGUSER``,
+        ``PGSERVICE``... and ``.pgpass``). Holds the password: never log it."""
+        if self.dsn is not None:
+            dsn = self.dsn.get_secret_value()
+            if dsn.startswith(self.schemes):
+                return "postgresql://" + dsn.split("://", 1)[1]
+            return dsn
+        from psycopg.conninfo import make_conninfo
+
+        parts = {
+            "host": self.host,
+            "port": self.port if self.host is not None or "port" in self.model_fields_set else None,
+            "user": self.user,
+            "password": self.password.get_secret_value() if self.password is not None else None,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+        }
+        given = {key: value for key, value in parts.items() if value is not None}
+        return make_conninfo("", **given)
+
     def url(self) -> str:
-        """The connection URL, ``postgresql://...`` (holds the password: never log it)."""
+        """The connection URL, ``postgresql://...``, for a connection that :attr:`needs_url`
+        (holds the password: never log it)."""
         if self.dsn is not None:
             dsn = self.dsn.get_secret_value()
             return "postgresql://" + dsn.split("://", 1)[1]
@@ -70,18 +103,54 @@ class ServerConnection(BaseModel):
     def secrets(self) -> list[str]:
         """The secret values (the password, also as found in the URL), to keep out of
         error messages; longest first."""
-        values = {self.url()}
+        values = {self.conninfo()}
+        if self.needs_url:
+            values.add(self.url())
         if self.password is not None:
             values.add(self.password.get_secret_value())
         if self.dsn is not None:
-            values.add(self.dsn.get_secret_value())
-            values.add(unquote(urlsplit(self.dsn.get_secret_value()).password or ""))
+            dsn = self.dsn.get_secret_value()
+            values.add(dsn)
+            if dsn.startswith(self.schemes):
+                values.add(unquote(urlsplit(dsn).password or ""))
+            else:
+                values.add(_parsed(dsn).get("password") or "")
         values |= {quote(value, safe="") for value in values}
         return sorted((v for v in values if v), key=len, reverse=True)
 
 
 class PostgresConnection(ServerConnection):
-    """Connection settings of the ``postgres`` datastore: a ``dsn``, or its parts."""
+    """Connection settings of the ``postgres`` datastore: a ``dsn`` (any libpq connection
+    string), or its parts, or neither (libpq's environment, ``.pgpass``, service files)."""
+
+    needs_url: ClassVar[bool] = False
+
+    dsn: SecretStr | None = Field(
+        None,
+        description="A libpq connection string: a URL, `postgresql://user:password@host:port/"
+        "dbname` (a Unix socket: `postgresql:///dbname?host=/var/run/postgresql`), or "
+        "`host=... dbname=...` words; secrets are best given as `${ENV}`. Without `dsn` "
+        "or `host`, libpq's environment (`PGHOST`, `PGSERVICE`, ...) and `.pgpass` apply.",
+    )
+
+
+def _parsed(dsn: str) -> dict[str, str]:
+    """The parts of a libpq connection string.
+
+    Raises:
+        ValueError: libpq cannot parse it (not quoting libpq, whose message may hold a
+            part of the password).
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
+    except ProgrammingError:
+        raise ValueError(
+            "dsn is not a libpq connection string: give a URL (postgresql://...) or "
+            "key=value words (host=... dbname=...)"
+        ) from None
 
 
 class RedshiftConnection(ServerConnection):

@@ -1,5 +1,6 @@
 """What differs between PostgreSQL and Redshift, as far as the warehouse needs it: the key
-hash, the scratch table's statements, the reading driver's URL scheme and the data version.
+hash, the scratch table's statements, the driver that reads rows into Arrow and the data
+version.
 
 Everything else (counting, copying, reading, errors) is written once in
 :mod:`faucet_postgres.warehouse` and runs the same on both.
@@ -13,6 +14,8 @@ from collections.abc import Sequence
 from faucet_core import layout
 from faucet_core.sql import quote_identifier
 from faucet_postgres import versions
+from faucet_postgres.connection import ServerConnection
+from faucet_postgres.readers import AdbcReader, ArrowReader, ConnectorxReader
 
 __all__ = ["POSTGRES", "REDSHIFT", "PostgresDialect", "RedshiftDialect", "ServerDialect"]
 
@@ -25,8 +28,6 @@ class ServerDialect(ABC):
 
     #: The server's name, in errors and logs.
     title: str
-    #: The URL scheme that tells connectorx how to read from the server.
-    reader_scheme: str
     #: Looks up a table's data version (see :mod:`faucet_postgres.versions`).
     version: versions.VersionLookup
 
@@ -39,17 +40,16 @@ class ServerDialect(ABC):
         """The statements that make ``table`` (quoted) hold the result of ``rows`` (a query
         with the split flag and bucket columns), ready for bucket range reads."""
 
-    def reader_url(self, url: str) -> str:
-        """``url`` (``postgresql://...``) as connectorx should get it."""
-        return self.reader_scheme + url.split("://", 1)[1]
+    @abstractmethod
+    def reader(self, connection: ServerConnection) -> ArrowReader:
+        """What reads rows from the server into Arrow."""
 
 
 class PostgresDialect(ServerDialect):
     """PostgreSQL: ``hashtextextended`` of the key's row text; an ``UNLOGGED`` scratch table
-    with a B-tree index on (split, bucket); connectorx's binary ``COPY`` reads."""
+    with a B-tree index on (split, bucket); the ADBC driver's binary ``COPY`` reads."""
 
     title = "PostgreSQL"
-    reader_scheme = "postgresql://"
     version = staticmethod(versions.postgres_version)
 
     def hash_sql(self, columns: Sequence[str]) -> str:
@@ -62,6 +62,9 @@ class PostgresDialect(ServerDialect):
             f"CREATE INDEX ON {table} ({_EVAL}, {_BUCKET})",
         ]
 
+    def reader(self, connection: ServerConnection) -> ArrowReader:
+        return AdbcReader(connection.conninfo())
+
 
 class RedshiftDialect(ServerDialect):
     """Redshift: ``FNV_HASH`` per key column, the column hashes chained as ``FNV_HASH``
@@ -69,7 +72,6 @@ class RedshiftDialect(ServerDialect):
     cursor reads (Redshift has no ``COPY ... TO STDOUT``)."""
 
     title = "Redshift"
-    reader_scheme = "redshift://"
     version = staticmethod(versions.redshift_version)
 
     def hash_sql(self, columns: Sequence[str]) -> str:
@@ -84,6 +86,13 @@ class RedshiftDialect(ServerDialect):
 
     def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
         return [f"CREATE TABLE {table} {attributes} AS {rows}".replace("  ", " ")]
+
+    def reader(self, connection: ServerConnection) -> ArrowReader:
+        return ConnectorxReader(self.reader_url(connection))
+
+    def reader_url(self, connection: ServerConnection) -> str:
+        """The connection's URL in connectorx's ``redshift://`` (cursor) mode."""
+        return "redshift://" + connection.url().split("://", 1)[1]
 
 
 POSTGRES = PostgresDialect()

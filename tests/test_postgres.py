@@ -91,7 +91,8 @@ def test_types_come_out_as_arrow_types(postgres_url: str, make_pg_reader: MakeRe
             """
             CREATE TABLE IF NOT EXISTS typed AS
             SELECT i AS id, i::SMALLINT AS small, i::BIGINT AS big, i::REAL AS single,
-                   i::NUMERIC(12, 2) / 4 AS amount, i::NUMERIC / 3 AS ratio, i % 2 = 0 AS flag,
+                   (i::NUMERIC(12, 2) / 4)::NUMERIC(12, 2) AS amount, i::NUMERIC / 3 AS ratio,
+                   i % 2 = 0 AS flag,
                    'text ' || i AS words, ('v' || i)::VARCHAR(8) AS short,
                    DATE '2024-01-01' + i AS day,
                    TIMESTAMP '2024-01-01 00:00:00' + i * INTERVAL '1 minute' AS local_at,
@@ -106,12 +107,13 @@ def test_types_come_out_as_arrow_types(postgres_url: str, make_pg_reader: MakeRe
     assert schema is not None
     expected = {
         "id": pa.int32(), "small": pa.int16(), "big": pa.int64(), "single": pa.float32(),
-        "amount": pa.decimal128(38, 10), "ratio": pa.decimal128(38, 10), "flag": pa.bool_(),
+        # numeric(p, s) exactly; numeric without a precision as float64.
+        "amount": pa.decimal128(12, 2), "ratio": pa.float64(), "flag": pa.bool_(),
         "words": pa.string(), "short": pa.string(), "day": pa.date32(),
-        "local_at": pa.timestamp("us"), "at": pa.timestamp("us", tz="+00:00"),
+        "local_at": pa.timestamp("us"), "at": pa.timestamp("us", tz="UTC"),
         "doc": pa.string(), "plain_doc": pa.string(),
         # Arrays of numbers of one size everywhere are planned as vectors of that size.
-        "pair": pa.list_(pa.int32(), 2), "names": pa.large_list(pa.string()),
+        "pair": pa.list_(pa.int32(), 2), "names": pa.list_(pa.string()),
         "xs": pa.list_(pa.float64(), 1),
     }  # fmt: skip
     assert {field.name: field.type for field in schema} == expected
@@ -125,7 +127,7 @@ def test_types_come_out_as_arrow_types(postgres_url: str, make_pg_reader: MakeRe
     row = rows[5]
     assert (row["small"], row["big"], row["single"], row["flag"]) == (5, 5, 5.0, False)
     assert row["amount"] == Decimal("1.25")
-    assert row["ratio"] == Decimal("1.6666666667")  # 10 decimal places, rounded
+    assert row["ratio"] == pytest.approx(5 / 3)
     assert (row["words"], row["short"]) == ("text 5", "v5")
     assert row["day"] == datetime.date(2024, 1, 6)
     assert row["local_at"] == datetime.datetime(2024, 1, 1, 0, 5)
@@ -143,10 +145,8 @@ def test_bad_input_names_what_is_wrong(make_pg_reader: MakeReader, postgres_url:
         make_pg_reader(columns=["id", "missing", "label"])
     with pytest.raises(WarehouseError, match="no partition column 'day'"):
         make_pg_reader(ds="2024-01-01", partition_column="day")
-    with pytest.raises(ConfigError, match="give either dsn or host"):
-        make_pg_reader(dsn=None)
-    with pytest.raises(ConfigError, match="dsn must be a URL"):
-        make_pg_reader(dsn="host=localhost dbname=x")
+    with pytest.raises(ConfigError, match="dsn is not a libpq connection string"):
+        make_pg_reader(dsn="host=localhost dbname")
 
 
 def test_credentials_never_appear_in_errors(postgres_url: str, make_pg_reader: MakeReader) -> None:

@@ -252,6 +252,33 @@ def test_postgres_arrays_of_one_size_are_vectors(
         next(ragged.iter_epoch())
 
 
+def test_pgvector_vectors_are_float_blocks(pgvector_url: str, make_reader: MakeReader) -> None:
+    with psycopg.connect(pgvector_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS embedded AS SELECT i AS id, "
+            "format('[%s,%s,1]', i, i * 2)::vector(3) AS emb, "
+            "format('[%s,0.5]', -i)::vector AS loose, "
+            "(i % 2) AS label FROM generate_series(0, 199) AS s(i)"
+        )
+    reader = make_reader(datastore="postgres", dsn=pgvector_url, database=None,
+                         table_name="embedded", output="numpy", test_split_percent=0)  # fmt: skip
+    assert reader.plan.schema is not None
+    assert reader.plan.schema.field("emb").type == pa.list_(pa.float32(), 3)
+    assert reader.plan.schema.field("loose").type == pa.list_(pa.float32(), 2)
+    assert reader.feature_names == ["id", "emb[0]", "emb[1]", "emb[2]", "loose[0]", "loose[1]"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    ids = features[:, 0]
+    assert sorted(ids) == list(range(200))
+    expected = np.column_stack([ids, 2 * ids, np.ones_like(ids), -ids, np.full_like(ids, 0.5)])
+    assert np.allclose(features[:, 1:], expected)
+    tensors = make_reader(datastore="postgres", dsn=pgvector_url, database=None,
+                          table_name="embedded", test_split_percent=0, use_cache=False)  # fmt: skip
+    rows = [(f, y) for f, y in FaucetIterableDataset(tensors)]
+    assert sum(len(f) for f, _ in rows) == 200
+    for f, _ in rows:
+        assert torch.allclose(f[:, 2], 2 * f[:, 1]) and torch.allclose(f[:, 4], -f[:, 0])
+
+
 def test_bigquery_arrays_of_one_size_are_vectors(
     bigquery_emulator: BigQueryEmulator, make_bq_reader: MakeReader
 ) -> None:
