@@ -55,6 +55,10 @@ _PERMANENT_CONNECT_ERRORS = (
 )  # fmt: skip
 
 
+#: The type oids of ``timestamp`` and ``timestamptz``.
+_TIMESTAMP_OIDS = (1114, 1184)
+
+
 def _for_psycopg(sql: str) -> str:
     """``sql`` (quoted names, no placeholder) as psycopg reads it: ``%`` doubled."""
     return sql.replace("%", "%%")
@@ -85,6 +89,7 @@ class PostgresWarehouse(ScratchWarehouse):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
+        self._timestamps: dict[tuple[str, str], bool] = {}  # (relation, column): a timestamp?
 
     # Errors
 
@@ -173,11 +178,29 @@ class PostgresWarehouse(ScratchWarehouse):
         return f"({query.replace('%', '%%') if placeholders else query}) AS faucet_query"
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        """The source's relation; with ``ds``, its rows whose partition column equals it,
+        or, for a timestamp column, fall on that day (in the session's time zone)."""
         relation = self._relation(source, placeholders=True)
         if source.ds is None:
             return relation, []
-        column = self.quote(self.partition_column(source))
+        name = self.partition_column(source)
+        column = self.quote(name)
+        if self._is_timestamp(source, relation, name):
+            condition = f"{column} >= %s::date AND {column} < %s::date + 1"
+            return f"{relation} WHERE {condition}", [source.ds, source.ds]
         return f"{relation} WHERE {column} = %s", [source.ds]
+
+    def _is_timestamp(self, source: SourceSpec, relation: str, name: str) -> bool:
+        """Whether the source's column ``name`` is a ``timestamp`` or ``timestamptz``
+        (looked up once per source, from a ``LIMIT 0`` query's description)."""
+        known = self._timestamps
+        if (relation, name) not in known:
+            description = self._execute(
+                f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0"
+            ).description
+            kinds = {column.name: column.type_code for column in description}
+            known[(relation, name)] = kinds.get(name) in _TIMESTAMP_OIDS
+        return known[(relation, name)]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The source's columns as they are read: each column the reader has no type for

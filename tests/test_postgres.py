@@ -373,3 +373,24 @@ def test_two_servers_alike_never_share_a_saved_plan_or_cached_chunks(
             reader = make_pg_reader(dsn=url, label_columns=[], plan_ttl="1h", **source)
             served.append({x for batch in reader.iter_epoch() for x in batch["features"]["x"]})
         assert served == [{1}, {2}], source
+
+
+def test_ds_on_a_timestamp_column_keeps_that_day(
+    postgres_url: str, make_pg_reader: MakeReader
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS events AS SELECT i AS id, i % 2 AS label, "
+            "TIMESTAMP '2024-01-01 00:00' + i * INTERVAL '37 minutes' AS at, "
+            "TIMESTAMPTZ '2024-01-01 00:00+00' + i * INTERVAL '37 minutes' AS at_utc "
+            "FROM generate_series(0, 299) AS s(i)"
+        )
+        # a timestamptz's day is the day in the session's time zone, the server's default
+        in_zone = db.execute("SELECT id FROM events WHERE at_utc::date = '2024-01-02'")
+        zoned_day = sorted(row[0] for row in in_zone.fetchall())
+    day = [i for i in range(300) if 24 * 60 <= i * 37 < 48 * 60]  # 2024-01-02
+    for column, expected in (("at", day), ("at_utc", zoned_day)):
+        reader = make_pg_reader(table_name="events", ds="2024-01-02", partition_column=column,
+                                test_split_percent=0)  # fmt: skip
+        assert sorted(epoch_ids(reader)) == expected, column
+    assert zoned_day and len(day) == 39
