@@ -100,7 +100,8 @@ def test_errors_are_one_line_unless_debug(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and str(missing) in err
     result = CliRunner().invoke(cli, ["--debug", "validate", str(missing)])
     assert result.exit_code == 1
-    assert result.exception is not None  # raised, with its traceback, under --debug
+    # raised as it is, with its traceback, under --debug (not a one-line exit)
+    assert isinstance(result.exception, ConfigError) and str(missing) in str(result.exception)
 
 
 def _table_rows(out: str) -> list[list[str]]:
@@ -328,3 +329,20 @@ def test_validate_names_the_scratch_copy_a_saved_plan_reads(
         f"scratch copy: scratch.t_{fingerprint[:8]} (made, if missing, on the first cache miss)"
         in out
     )
+
+
+def test_validate_says_when_a_source_is_planned_on_every_run(config: Path) -> None:
+    settings = yaml.safe_load(config.read_text())
+    _, out, _ = run("validate", str(config))
+    assert "no data version" not in out  # a DuckDB table has one
+    # A query of an in-memory database: no file whose changes would version it.
+    settings["connection"] = {}
+    query = "SELECT range AS id, range % 2 AS label FROM range(1000)"
+    settings["source"] = {**settings["source"], "table": None, "query": query}
+    config.write_text(yaml.safe_dump(settings))
+    _, out, _ = run("validate", str(config))
+    assert "the source has no data version (a query): it is planned again on every run" in out
+    settings["cache"]["plan_ttl"] = "1h"
+    config.write_text(yaml.safe_dump(settings))
+    _, out, _ = run("validate", str(config))
+    assert "no data version" not in out

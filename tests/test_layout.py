@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from faucet_core import ChunkSpec, Plan, PlanRequest, SourceSpec, SplitSpec, layout
@@ -65,6 +65,7 @@ def _sqlite(sql: str, hashes: list[int]) -> list[tuple[object, ...]]:
 
 
 @given(hashes=st.lists(INT64, min_size=0, max_size=80), eval_buckets=st.integers(0, 10_000))
+@example(hashes=[0, 65_537, 1], eval_buckets=1)  # bucket 0 of eval, and of train
 def test_the_count_query_counts_as_the_core_does(hashes: list[int], eval_buckets: int) -> None:
     dialect = Dialect()
     counted = _duckdb(

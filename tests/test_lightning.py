@@ -192,3 +192,16 @@ def test_a_data_module_trains_and_validates_a_config(
     # Two workers each serve a run of the eval batches: every row once, interleaved.
     assert [sorted(ids) for ids in module.validated] == [sorted(eval_rows)] * 2
     assert data._datasets == {}  # closed when training ended
+
+
+def test_the_data_module_passes_overrides_and_loader_options(config_file: Path) -> None:
+    data = FaucetDataModule(config_file, features_dtype=torch.float64,
+                            loader_options={"num_workers": 1}, batch_size=40)  # fmt: skip
+    try:
+        train = data.train_dataloader()
+        assert isinstance(train, FaucetDataLoader) and train.num_workers == 1
+        features, _ = next(iter(train))
+        assert len(features) == 40 and features.dtype == torch.float64
+        assert data.val_dataloader().dataset.split == "eval"
+    finally:
+        data.teardown("fit")

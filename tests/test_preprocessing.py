@@ -441,3 +441,16 @@ def test_a_saved_preprocessor_reads_back_the_same() -> None:
     for text in ("[1]", json.dumps({**data, "format": 0})):
         with pytest.raises(ValueError, match="not a Faucet preprocessor of format"):
             Preprocessor.from_json(text)
+
+
+def test_statistics_from_the_train_chunks_read_back_the_same() -> None:
+    from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from_tables
+
+    table = pa.table({"x": [4.0, None, -2.0, 10.0], "c": ["a", "b", "a", None]})
+    request = StatsRequest(numeric=("x",), medians=("x",), top=("c",), top_k=2)
+    stats = stats_from_tables([table.slice(0, 3), table.slice(3)], request)
+    x, c = stats.columns["x"], stats.columns["c"]
+    assert (stats.rows, x.count, x.min, x.max, x.median) == (4, 3, -2.0, 10.0, 4.0)
+    assert math.isclose(x.mean, 4.0) and math.isclose(x.std, math.sqrt(24.0))
+    assert c.top == (("a", 2), ("b", 1))
+    assert TrainStats.from_dict(json.loads(json.dumps(stats.as_dict()))) == stats

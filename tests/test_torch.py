@@ -20,7 +20,7 @@ from faucet_core import ConfigError, Reader, ResumeError
 from faucet_core.plugins import pm
 from faucet_core.position import rank_rows
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
-from tests.conftest import ROWS, epoch_ids
+from tests.conftest import FRAMEWORK_SETTINGS, ROWS, epoch_ids
 
 MakeReader = Callable[..., Reader]
 SETTINGS = {"batch_size": 128, "chunk_size": 700, "seed": 5, "test_split_percent": 10}
@@ -272,3 +272,42 @@ def test_the_datasets_epochs_are_the_readers(make_reader: MakeReader) -> None:
     assert _ids(list(dataset)) == epochs[0]
     with pytest.raises(ValueError, match="1-based"):
         dataset.select_epoch(0)
+
+
+def test_from_config_reads_the_file_with_overrides_and_owns_its_reader(
+    config_file: Path, make_reader: MakeReader
+) -> None:
+    with FaucetIterableDataset.from_config(config_file, batch_size=50) as dataset:
+        assert (dataset.split, dataset.remainder, dataset.dispatch, dataset.rows) == (
+            "train", "drop", False, False,
+        )  # fmt: skip
+        assert (dataset.rank, dataset.world_size, dataset.features_dtype) == (0, 1, None)
+        assert dataset.config.batch_size == 50 and dataset.serving.seed_configured
+        reader = dataset.reader
+        assert reader is not None
+        served = [int(i) for features, _ in dataset for i in features[:, 0]]
+    assert reader.stream.closed  # closing the dataset closed the reader it made
+    expected = make_reader(**{**FRAMEWORK_SETTINGS, "batch_size": 50})
+    assert served == [int(i) for b in expected.iter_epoch() for i in b["features"]["id"]]
+
+
+def test_from_config_passes_every_setting_to_the_dataset(config_file: Path) -> None:
+    with FaucetIterableDataset.from_config(
+        config_file, "eval", 0, 2, "pad", torch.float64, dispatch=True, rows=True
+    ) as dataset:
+        assert (dataset.split, dataset.rank, dataset.world_size, dataset.remainder) == (
+            "eval", 0, 2, "pad",
+        )  # fmt: skip
+        assert (dataset.features_dtype, dataset.dispatch, dataset.rows) == (
+            torch.float64, True, True,
+        )  # fmt: skip
+        row = next(iter(dataset))
+        assert row["features"].dtype == torch.float64 and row["features"].dim() == 1
+
+
+def test_closing_a_dataset_leaves_a_given_reader_open(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS)
+    with FaucetIterableDataset(reader):
+        pass
+    assert not reader.stream.closed
+    assert len(list(reader.iter_epoch())) > 0

@@ -161,6 +161,48 @@ def test_l2_scaling_makes_unit_vectors(make_vector_reader: MakeReader) -> None:
     assert again == reader.preprocessor
 
 
+#: A query of table ``v``: ``small``, ``[0.03 k, 0.04 k]`` for ``k = id % 3`` (of length
+#: ``0.05 k``), NULL where ``id % 10 = 3``.
+SMALL_VECTORS = (
+    "SELECT id, label, CASE WHEN id % 10 = 3 THEN NULL "
+    "ELSE [0.03 * (id % 3), 0.04 * (id % 3)]::DOUBLE[2] END AS small FROM v"
+)
+
+
+def _small(make_vector_reader: MakeReader, **settings: object) -> tuple[list[str], np.ndarray]:
+    reader = make_vector_reader(
+        table_name=None, query=SMALL_VECTORS, columns=None, output="numpy",
+        preprocessing={"columns": {"small": settings}, "exclude": ["id"]},
+    )  # fmt: skip
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    return reader.feature_names, features[np.argsort(features[:, 0])]
+
+
+def test_l2_scaling_of_short_vectors_and_of_zero_ones(make_vector_reader: MakeReader) -> None:
+    names, features = _small(make_vector_reader, scale="l2", impute="constant", fill_value=3)
+    assert names == ["id", "small[0]", "small[1]", "small__missing"]
+    ids = features[:, 0].astype(int)
+    k = ids % 3
+    expected = np.where((k > 0)[:, None], [[0.6, 0.8]], [[0.0, 0.0]])
+    expected[ids % 10 == 3] = [2**-0.5, 2**-0.5]  # the fill [3, 3], made unit length
+    assert np.allclose(features[:, 1:3], expected)
+
+
+def test_vectors_filled_by_a_constant_and_clipped_without_an_indicator(
+    make_vector_reader: MakeReader,
+) -> None:
+    names, features = _small(
+        make_vector_reader, scale="none", impute="constant", fill_value=3, clip=[0.0, 0.07],
+        indicator=False,
+    )  # fmt: skip
+    assert names == ["id", "small[0]", "small[1]"]
+    ids = features[:, 0].astype(int)
+    k = ids % 3
+    expected = np.minimum(np.column_stack([0.03 * k, 0.04 * k]), 0.07)
+    expected[ids % 10 == 3] = [0.07, 0.07]  # the fill, 3, clipped
+    assert np.allclose(features[:, 1:], expected)
+
+
 @pytest.mark.parametrize(
     ("columns", "setting"),
     [({"emb": {"impute": "median"}}, "emb.impute"),
