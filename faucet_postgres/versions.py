@@ -19,6 +19,7 @@ transaction holds a write lock on it, or when the block list is not visible to t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ from faucet_core import layout
 from faucet_core.warehouse import WarehouseError
 
 __all__ = ["Fetch", "VersionLookup", "postgres_version", "redshift_version"]
+
+log = logging.getLogger(__name__)
 
 #: Runs a statement with bind parameters and returns its rows.
 Fetch = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
@@ -96,7 +99,12 @@ def redshift_version(fetch: Fetch, table: str) -> str | None:
         [oid],
     )
     if not blocks:
-        return None  # not visible to this user, or an empty table
+        log.warning(
+            "no data version for %s: STV_BLOCKLIST shows none of its blocks (it shows "
+            "them to superusers only, or the table is empty); every reader plans it again "
+            "(one counting scan) unless cache.plan_ttl is set", table,
+        )  # fmt: skip
+        return None
     writers = fetch(
         "SELECT COUNT(*) FROM svv_transactions WHERE relation = %s AND granted "
         f"AND lock_mode IN ({', '.join(repr(mode) for mode in _WRITE_LOCKS)}) "

@@ -256,7 +256,10 @@ class PostgresWarehouse(ScratchWarehouse):
         try:
             return self.server.version(self._fetch, table)
         except PermanentWarehouseError as exc:  # views it may not read: plan as if unknown
-            log.info("no data version for %s: %s", source.describe(), exc)
+            log.warning(
+                "no data version for %s (%s): every reader plans it again unless "
+                "cache.plan_ttl is set", source.describe(), exc,
+            )  # fmt: skip
             return None
 
     # The scratch copy

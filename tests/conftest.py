@@ -388,18 +388,24 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
 """
 
 #: Stand-ins of the Redshift system views the data version reads, over PostgreSQL's
-#: statistics and locks: the "blocks" of a table change whenever its rows do.
+#: statistics and locks: the "blocks" of a table change whenever its rows do. As on
+#: Redshift, STV_BLOCKLIST shows rows to superusers only.
 REDSHIFT_VIEWS = """
 CREATE VIEW stv_blocklist AS
-SELECT s.relid::integer AS tbl, 0 AS col, pg_relation_filenode(s.relid)::bigint AS num_values,
-       0::bigint AS minvalue, s.n_tup_ins + s.n_tup_upd AS maxvalue
-FROM pg_stat_user_tables s
-UNION ALL
-SELECT s.relid::integer, 1, 0, 0, s.n_tup_del + s.n_tup_upd FROM pg_stat_user_tables s;
+SELECT * FROM (
+  SELECT s.relid::integer AS tbl, 0 AS col,
+         pg_relation_filenode(s.relid)::bigint AS num_values, 0::bigint AS minvalue,
+         s.n_tup_ins + s.n_tup_upd AS maxvalue
+  FROM pg_stat_user_tables s
+  UNION ALL
+  SELECT s.relid::integer, 1, 0, 0, s.n_tup_del + s.n_tup_upd FROM pg_stat_user_tables s
+) AS blocks
+WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
 CREATE VIEW svv_transactions AS
 SELECT l.pid, l.relation::integer AS relation, l.mode AS lock_mode, l.granted,
        'relation'::text AS lockable_object_type
 FROM pg_locks l WHERE l.locktype = 'relation';
+GRANT SELECT ON stv_blocklist, svv_transactions TO PUBLIC;
 """
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import logging
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -23,7 +24,7 @@ from faucet_core.warehouse import SourceSpec
 from faucet_postgres import RedshiftConnection, RedshiftWarehouse
 from faucet_postgres.dialects import REDSHIFT
 from tests.conftest import ROWS, epoch_ids
-from tests.pgserver import READER, PostgresServer
+from tests.pgserver import READER, READER_PASSWORD, PostgresServer
 
 MakeReader = Callable[..., Reader]
 STANDIN = "redshift_standin"
@@ -254,12 +255,37 @@ def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
     assert warm and all(s.startswith(lookups) for s in warm), warm
 
 
-def test_no_data_version_where_the_system_views_cannot_be_read(postgres_url: str) -> None:
-    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=postgres_url))  # no stv_blocklist
+def test_no_data_version_where_the_system_views_cannot_be_read(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As on Redshift Serverless, which has no STV_BLOCKLIST.
+    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=postgres_url))
     try:
-        assert warehouse.data_version(SourceSpec(table="t")) is None
+        with caplog.at_level(logging.WARNING):
+            assert warehouse.data_version(SourceSpec(table="t")) is None
     finally:
         warehouse.close()
+    assert "no data version for table t" in caplog.text and "cache.plan_ttl" in caplog.text
+
+
+def test_no_data_version_for_a_user_who_is_not_a_superuser(
+    redshift_url: str, postgres_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with psycopg.connect("postgresql://" + redshift_url.split("://", 1)[1]) as db:
+        db.execute(f"GRANT SELECT ON t TO {READER}")
+    dsn = postgres_server.database_url("redshift_standin", READER, READER_PASSWORD)
+    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=dsn))
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert warehouse.data_version(SourceSpec(table="t")) is None
+    finally:
+        warehouse.close()
+    assert "STV_BLOCKLIST shows none of its blocks" in caplog.text
+    superuser = RedshiftWarehouse(RedshiftConnection(dsn=redshift_url))
+    try:
+        assert superuser.data_version(SourceSpec(table="t")) is not None
+    finally:
+        superuser.close()
 
 
 def test_redshifts_types_come_out_as_arrow_types(
