@@ -10,6 +10,8 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from faucet_postgres.iam import IamSettings
+
 __all__ = ["PostgresConnection", "RedshiftConnection", "ServerConnection"]
 
 _PLAIN_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
@@ -86,19 +88,34 @@ class ServerConnection(BaseModel):
         given = {key: value for key, value in parts.items() if value is not None}
         return make_conninfo("", **given)
 
-    def url(self) -> str:
-        """The connection URL, ``postgresql://...``, for a connection that :attr:`needs_url`
-        (holds the password: never log it)."""
+    def url(self, login: tuple[str, str] | None = None) -> str:
+        """The connection URL, ``postgresql://...``, for a connection that :attr:`needs_url`;
+        with ``login`` (a user and password), logging in as that user instead (holds the
+        password: never log it)."""
         if self.dsn is not None:
-            dsn = self.dsn.get_secret_value()
-            return "postgresql://" + dsn.split("://", 1)[1]
-        credentials = quote(self.user or "", safe="")
-        if self.password is not None:
-            credentials += ":" + quote(self.password.get_secret_value(), safe="")
+            parts = urlsplit("postgresql://" + self.dsn.get_secret_value().split("://", 1)[1])
+            if login is None:
+                return parts.geturl()
+            place = parts.netloc.rsplit("@", 1)[-1]
+            credentials = f"{quote(login[0], safe='')}:{quote(login[1], safe='')}"
+            return parts._replace(netloc=f"{credentials}@{place}").geturl()
+        user, password = login or (
+            self.user or "",
+            self.password.get_secret_value() if self.password else None,
+        )
+        credentials = quote(user, safe="")
+        if password is not None:
+            credentials += ":" + quote(password, safe="")
         query = urlencode({"sslmode": self.sslmode}) if self.sslmode else ""
         return f"postgresql://{credentials}@{self.host}:{self.port}/{quote(self.dbname or '')}" + (
             f"?{query}" if query else ""
         )
+
+    def database(self) -> str:
+        """The database name, from ``dbname`` or the ``dsn``."""
+        if self.dbname is not None:
+            return self.dbname
+        return _parsed(self.conninfo()).get("dbname", "")
 
     def secrets(self) -> list[str]:
         """The secret values (the password, also as found in the URL), to keep out of
@@ -154,12 +171,8 @@ def _parsed(dsn: str) -> dict[str, str]:
 
 
 class RedshiftConnection(ServerConnection):
-    """Connection settings of the ``redshift`` datastore: a ``dsn``, or its parts.
-
-    For IAM authentication, give the temporary password that Redshift's
-    ``GetClusterCredentials`` (or ``GetCredentials`` for Serverless) returns as ``password``
-    (and its database user as ``user``), through ``${ENV}``.
-    """
+    """Connection settings of the ``redshift`` datastore: a ``dsn``, or its parts; with
+    ``iam``, the user and password come from IAM (:mod:`faucet_postgres.iam`)."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redshift://", "postgresql://", "postgres://")
 
@@ -169,11 +182,7 @@ class RedshiftConnection(ServerConnection):
         "(`postgresql://` works too); secrets are best given as `${ENV}`.",
     )
     port: int = Field(5439, ge=1, le=65535, description="Server port (Redshift's is 5439).")
-    password: SecretStr | None = Field(
-        None,
-        description="Password; with IAM authentication, the temporary password from "
-        "`GetClusterCredentials` (Serverless: `GetCredentials`).",
-    )
+    password: SecretStr | None = Field(None, description="Password (not with `iam`).")
     sslmode: str | None = Field(
         None, description="libpq `sslmode`, e.g. `require` (Redshift accepts SSL)."
     )
@@ -182,9 +191,16 @@ class RedshiftConnection(ServerConnection):
         description="What follows the scratch table's name in its `CREATE TABLE ... AS`: "
         'Redshift\'s table attributes. `""` for a server that is not Redshift.',
     )
+    iam: IamSettings | None = Field(
+        None,
+        description="Log in with temporary credentials from IAM (GetClusterCredentials, or "
+        "GetCredentials for Serverless), renewed before they expire, instead of a password.",
+    )
 
     @model_validator(mode="after")
     def _attributes_are_plain(self) -> RedshiftConnection:
         if ";" in self.scratch_attributes or "--" in self.scratch_attributes:
             raise ValueError("scratch_attributes must be table attributes, not statements")
+        if self.iam is not None and self.password is not None:
+            raise ValueError("give either password or iam: IAM hands out the password")
         return self

@@ -9,7 +9,7 @@ Everything else (counting, copying, reading, errors) is written once in
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from faucet_core import layout
 from faucet_core.sql import quote_identifier
@@ -41,8 +41,11 @@ class ServerDialect(ABC):
         with the split flag and bucket columns), ready for bucket range reads."""
 
     @abstractmethod
-    def reader(self, connection: ServerConnection) -> ArrowReader:
-        """What reads rows from the server into Arrow."""
+    def reader(
+        self, connection: ServerConnection, login: Callable[[], tuple[str, str]] | None = None
+    ) -> ArrowReader:
+        """What reads rows from the server into Arrow; ``login``: the user and password to
+        log in with at each connection, instead of the connection's."""
 
 
 class PostgresDialect(ServerDialect):
@@ -62,7 +65,9 @@ class PostgresDialect(ServerDialect):
             f"CREATE INDEX ON {table} ({_EVAL}, {_BUCKET})",
         ]
 
-    def reader(self, connection: ServerConnection) -> ArrowReader:
+    def reader(
+        self, connection: ServerConnection, login: Callable[[], tuple[str, str]] | None = None
+    ) -> ArrowReader:
         return AdbcReader(connection.conninfo())
 
 
@@ -87,12 +92,17 @@ class RedshiftDialect(ServerDialect):
     def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
         return [f"CREATE TABLE {table} {attributes} AS {rows}".replace("  ", " ")]
 
-    def reader(self, connection: ServerConnection) -> ArrowReader:
-        return ConnectorxReader(self.reader_url(connection))
+    def reader(
+        self, connection: ServerConnection, login: Callable[[], tuple[str, str]] | None = None
+    ) -> ArrowReader:
+        return ConnectorxReader(
+            lambda: self.reader_url(connection, login() if login is not None else None)
+        )
 
-    def reader_url(self, connection: ServerConnection) -> str:
-        """The connection's URL in connectorx's ``redshift://`` (cursor) mode."""
-        return "redshift://" + connection.url().split("://", 1)[1]
+    def reader_url(self, connection: ServerConnection, login: tuple[str, str] | None = None) -> str:
+        """The connection's URL (as ``login``, if given) in connectorx's ``redshift://``
+        (cursor) mode."""
+        return "redshift://" + connection.url(login).split("://", 1)[1]
 
 
 POSTGRES = PostgresDialect()

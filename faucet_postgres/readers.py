@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -125,11 +125,11 @@ class AdbcReader:
 
 class ConnectorxReader:
     """Reads Redshift through connectorx's ``redshift://`` cursor mode (a connection per
-    query)."""
+    query, to ``url()`` at the time: credentials may change during a run)."""
 
     errors: tuple[type[BaseException], ...] = (RuntimeError,)
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: Callable[[], str]) -> None:
         import connectorx
 
         self._connectorx = connectorx
@@ -140,13 +140,13 @@ class ConnectorxReader:
 
     def read(self, sql: str) -> pa.Table:
         with _panics_as_errors():
-            table: pa.Table = self._connectorx.read_sql(self._url, sql, return_type="arrow")
+            table: pa.Table = self._connectorx.read_sql(self._url(), sql, return_type="arrow")
         return table
 
     def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         with _panics_as_errors():
             batches = self._connectorx.read_sql(
-                self._url, sql, return_type="arrow_stream", batch_size=batch_rows
+                self._url(), sql, return_type="arrow_stream", batch_size=batch_rows
             )
         return self._streamed(batches)
 

@@ -23,6 +23,7 @@ from faucet_core.preprocessing import StatsSql
 from faucet_core.warehouse import SourceSpec
 from faucet_postgres.connection import RedshiftConnection
 from faucet_postgres.dialects import REDSHIFT, ServerDialect
+from faucet_postgres.iam import IamCredentials
 from faucet_postgres.warehouse import PostgresWarehouse
 
 __all__ = ["TEXT_OF", "RedshiftConnection", "RedshiftWarehouse"]
@@ -55,6 +56,10 @@ class RedshiftWarehouse(PostgresWarehouse):
 
     def scratch_attributes(self) -> str:
         return self.connection.scratch_attributes
+
+    def _iam_credentials(self) -> IamCredentials | None:
+        iam = self.connection.iam
+        return IamCredentials(iam, self.connection.database()) if iam is not None else None
 
     def casts(self, source: SourceSpec, what: str) -> dict[str, str | None]:
         """Each column of ``source`` and the expression it is read through: as it is

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -40,11 +41,14 @@ from faucet_core.warehouse import (
 from faucet_postgres import types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
 from faucet_postgres.dialects import POSTGRES, ServerDialect
+from faucet_postgres.iam import IamCredentials, TemporaryLogin
 
 __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
 
 log = logging.getLogger(__name__)
 
+#: How the server says it refused a login (a wrong or expired password).
+_REFUSED_LOGIN = "authentication failed"
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
 #: Words of a driver's error that say retrying will not help (credentials, names, SSL
@@ -85,7 +89,10 @@ class PostgresWarehouse(ScratchWarehouse):
         import psycopg
 
         self._psycopg = psycopg
-        self._reader = self.server.reader(self.connection)
+        #: Temporary logins from IAM (Redshift), else ``None``: the connection's own.
+        self._iam = iam = self._iam_credentials()
+        login = (lambda: self._login_of(iam.current())) if iam is not None else None
+        self._reader = self.server.reader(self.connection, login)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
@@ -93,12 +100,25 @@ class PostgresWarehouse(ScratchWarehouse):
 
     # Errors
 
+    def _iam_credentials(self) -> IamCredentials | None:
+        """Where temporary logins come from, if the connection says (Redshift's IAM)."""
+        return None
+
+    @staticmethod
+    def _login_of(login: TemporaryLogin) -> tuple[str, str]:
+        return login.user, login.password
+
     def _one_line(self, what: str, error: BaseException) -> str:
         """``error`` as one line after ``what``, without the query echo or any secret."""
         lines = [line.strip() for line in str(error).splitlines()]
         kept = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
         message = f"{what}: {' '.join(kept)}"
-        for secret in self.connection.secrets():
+        secrets = self.connection.secrets()
+        if self._iam is not None:
+            secrets += [
+                p for password in self._iam.passwords for p in (password, quote(password, safe=""))
+            ]
+        for secret in sorted(secrets, key=len, reverse=True):
             message = message.replace(secret, "***")
         return message
 
@@ -111,15 +131,38 @@ class PostgresWarehouse(ScratchWarehouse):
     def _connection(self) -> Any:
         connection = getattr(self._local, "connection", None)
         if connection is None or connection.closed:
-            try:
-                connection = self._psycopg.connect(self.connection.conninfo(), autocommit=True)
-            except self._psycopg.Error as exc:
-                message = self._one_line(f"cannot connect to {self.server.title}", exc)
-                raise self._connect_error(message) from None
+            connection = self._with_login(self._connect)
             self._local.connection = connection
             with self._lock:
                 self._opened.append(connection)
         return connection
+
+    def _connect(self, login: TemporaryLogin | None) -> Any:
+        """A psycopg connection (as ``login``, if given)."""
+        conninfo = self.connection.conninfo()
+        if login is not None:
+            conninfo = self._psycopg.conninfo.make_conninfo(
+                conninfo, user=login.user, password=login.password
+            )
+        try:
+            return self._psycopg.connect(conninfo, autocommit=True)
+        except self._psycopg.Error as exc:
+            message = self._one_line(f"cannot connect to {self.server.title}", exc)
+            raise self._connect_error(message) from None
+
+    def _with_login(self, call: Callable[[TemporaryLogin | None], Any]) -> Any:
+        """``call(login)`` with the current IAM login (``None`` without IAM); when the
+        server refuses that login, once more with a new one."""
+        if self._iam is None:
+            return call(None)
+        login = self._iam.current()
+        try:
+            return call(login)
+        except WarehouseError as exc:
+            if _REFUSED_LOGIN not in str(exc):
+                raise
+            log.info("the server refused the IAM login: asking for new credentials")
+            return call(self._iam.refused(login))
 
     def _execute(self, what: str, sql: str, params: Sequence[Any] = ()) -> Any:
         psycopg = self._psycopg
@@ -143,6 +186,9 @@ class PostgresWarehouse(ScratchWarehouse):
     def _read(self, what: str, sql: str, stream: bool = False, scratch: Plan | None = None) -> Any:
         """Rows into Arrow through the reader; ``sql`` holds no user value. ``scratch``: it
         reads this plan's scratch table, whose absence is worth materializing again."""
+        return self._with_login(lambda _: self._read_once(what, sql, stream, scratch))
+
+    def _read_once(self, what: str, sql: str, stream: bool, scratch: Plan | None) -> Any:
         try:
             if stream:
                 return self._reader.stream(sql, _STREAM_BATCH_ROWS)

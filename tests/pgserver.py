@@ -14,10 +14,14 @@ from tests.bqemulator import free_port
 #: A role that must give its password (every other role is trusted on loopback).
 READER = "faucet_reader"
 READER_PASSWORD = "s3cret-reader-pw"
+#: The role temporary IAM logins log in as (Redshift names it ``IAM:<db user>``); it
+#: must give its password too.
+IAM_USER = "IAM:trainer"
 
 _HBA = f"""
 local all all trust
 host all {READER} 127.0.0.1/32 scram-sha-256
+host all "{IAM_USER}" 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 trust
 """
 
