@@ -16,7 +16,15 @@ import pyarrow.compute as pc
 
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["UNSUPPORTED", "arrow_type", "conform", "schema_of"]
+__all__ = ["UNSUPPORTED", "WIDE", "arrow_type", "conform", "schema_of", "widened"]
+
+#: Field metadata of an integer column that may hold values beyond 64 bits (a NUMBER of
+#: more than 18 digits, as Snowflake's INTEGER is): read as ``int64`` unless its values
+#: say otherwise (:func:`widened`).
+WIDE = b"faucet.snowflake.wide"
+#: The Arrow type of the integers beyond 64 bits.
+_BIG_INTEGERS = pa.decimal128(38, 0)
+_INT64 = (-(2**63), 2**63 - 1)
 
 #: Snowflake types Faucet does not read; a ``source.query`` can cast them.
 UNSUPPORTED = ("VECTOR", "MAP", "FILE", "INTERVAL_YEAR_MONTH", "INTERVAL_DAY_TIME")
@@ -58,14 +66,27 @@ def schema_of(description: Sequence[Any], type_names: Any, what: str) -> pa.Sche
     """
     fields = []
     for column in description:
-        name = type_names[column.type_code]
+        # A type newer than the connector (DECFLOAT, say) has no name there.
+        name = type_names.get(column.type_code) or f"type of code {column.type_code}"
         kind = arrow_type(name, column.precision, column.scale)
         if kind is None:
             raise PermanentWarehouseError(
                 f"{what}: column {column.name!r} is a {name}, which Faucet does not read; "
                 "cast it in a source.query"
             )
-        fields.append(pa.field(column.name, kind))
+        wide = name == "FIXED" and not column.scale and (column.precision or 38) > 18
+        fields.append(pa.field(column.name, kind, metadata={WIDE: b"1"} if wide else None))
+    return pa.schema(fields)
+
+
+def widened(schema: pa.Schema, ranges: dict[str, tuple[Any, Any]]) -> pa.Schema:
+    """``schema`` with each :data:`WIDE` integer column whose values (``ranges``: the least
+    and the most) do not fit 64 bits as ``decimal128(38, 0)``."""
+    fields = []
+    for field in schema:
+        low, high = ranges.get(field.name, (None, None))
+        beyond = (low is not None and low < _INT64[0]) or (high is not None and high > _INT64[1])
+        fields.append(field.with_type(_BIG_INTEGERS) if beyond else field)
     return pa.schema(fields)
 
 

@@ -35,14 +35,14 @@ from faucet_core.warehouse import (
 from faucet_snowflake.connection import SnowflakeConnection, connect_arguments
 from faucet_snowflake.errors import classify
 from faucet_snowflake.names import parse_table, quote_identifier
-from faucet_snowflake.types import conform, schema_of
+from faucet_snowflake.types import WIDE, conform, schema_of, widened
 
 __all__ = ["SnowflakeWarehouse"]
 
 
 _EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
 #: Statements that run on the virtual warehouse (the others are metadata and DDL).
-_WAREHOUSE_STATEMENTS = frozenset({"copy", "read", "scan", "query"})
+_WAREHOUSE_STATEMENTS = frozenset({"copy", "read", "scan", "query", "range"})
 #: Snowflake's error code for an object that does not exist (or is not visible).
 _NO_SUCH_OBJECT = 2003
 _SCRATCH_COMMENT = "Faucet: a scratch copy of a split source; dropped by the reader that made it"
@@ -74,10 +74,12 @@ class SnowflakeWarehouse(ScratchWarehouse):
         self._lock = threading.Lock()
         self._opened: list[Any] = []
         #: The kind of every statement this instance ran, in order: ``version``,
-        #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``exists``,
-        #: ``copy``, ``rename``, ``read``, ``scan``, ``drop``. Those that run on the
-        #: virtual warehouse are counted in ``costs.query_jobs``.
+        #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``range`` (the
+        #: least and most values of wide integers), ``exists``, ``copy``, ``rename``,
+        #: ``read``, ``scan``, ``drop``. Those that run on the virtual warehouse are
+        #: counted in ``costs.query_jobs``.
         self.statements: list[str] = []
+        self._timestamps: dict[tuple[str, str], bool] = {}  # (relation, column): timestamps?
 
     # Running statements
 
@@ -196,10 +198,27 @@ class SnowflakeWarehouse(ScratchWarehouse):
         return f"({source.query}) AS faucet_source"
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
+        """The source; with ``ds``, its rows whose partition column equals it, or, for a
+        timestamp column, fall on that day (in the session's time zone)."""
         relation = self._relation(source)
         if source.ds is None:
             return relation, []
-        return f"{relation} WHERE {self.quote(self.partition_column(source))} = ?", [source.ds]
+        name = self.partition_column(source)
+        column = self.quote(name)
+        if self._is_timestamp(source, name):
+            day = f"{column} >= TO_DATE(?) AND {column} < DATEADD(day, 1, TO_DATE(?))"
+            return f"{relation} WHERE {day}", [source.ds, source.ds]
+        return f"{relation} WHERE {column} = ?", [source.ds]
+
+    def _is_timestamp(self, source: SourceSpec, name: str) -> bool:
+        """Whether the source's column ``name`` holds timestamps (looked up once per
+        source, by compiling a query of it)."""
+        key = (self._relation(source), name)
+        if key not in self._timestamps:
+            schema = self.source_schema(source)
+            found = name in schema.names and pa.types.is_timestamp(schema.field(name).type)
+            self._timestamps[key] = found
+        return self._timestamps[key]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The columns of ``source`` as Snowflake names them, from compiling a query of it
@@ -214,14 +233,34 @@ class SnowflakeWarehouse(ScratchWarehouse):
             cursor.close()
 
     def columns(self, request: PlanRequest) -> pa.Schema:
+        """As :meth:`SqlWarehouse.columns`; integer columns of more than 18 digits whose
+        values do not fit 64 bits (their least and most values, one query: from metadata
+        alone for a table without ``ds``) as decimals."""
         try:
-            return super().columns(request)
+            schema = super().columns(request)
         except PermanentWarehouseError as exc:
             if not str(exc).startswith(("source.columns", "source.split_key")):
                 raise
             raise PermanentWarehouseError(
                 f"{exc} (Snowflake stores names created without quotes in upper case)"
             ) from None
+        wide = [f.name for f in schema if f.metadata and WIDE in f.metadata]
+        if not wide:
+            return schema
+        sql, params = self.from_sql(request.source)
+        items = [
+            f"{aggregate}({self.quote(name)})" for name in wide for aggregate in ("MIN", "MAX")
+        ]
+        cursor = self._execute(
+            "range", f"cannot read {request.source.describe()}",
+            f"SELECT {', '.join(items)} FROM {sql}", params,
+        )  # fmt: skip
+        try:
+            (found,) = cursor.fetchall()
+        finally:
+            cursor.close()
+        ranges = {name: (found[2 * i], found[2 * i + 1]) for i, name in enumerate(wide)}
+        return widened(schema, ranges)
 
     def source_identity(self, source: SourceSpec) -> str:
         """The account (or host), the default database and schema, the user and role: what
@@ -298,11 +337,13 @@ class SnowflakeWarehouse(ScratchWarehouse):
         return bool(found and found[0])
 
     def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
-        """A TRANSIENT table, sorted and clustered by split and bucket, with no Time Travel."""
+        """A TRANSIENT table, written in split and bucket order, with no Time Travel. No
+        clustering key: it would turn on Automatic Clustering, a billed service, for a
+        table that is written once in the order its reads need."""
         self._execute(
             "copy",
             f"cannot copy {plan.request.source.describe()} into a scratch table",
-            f"CREATE TRANSIENT TABLE {name} CLUSTER BY ({_EVAL}, {_BUCKET}) "
+            f"CREATE TRANSIENT TABLE {name} "
             f"DATA_RETENTION_TIME_IN_DAYS = 0 COMMENT = '{_SCRATCH_COMMENT}' AS "
             f"{rows} ORDER BY {_EVAL}, {_BUCKET}",
             params,

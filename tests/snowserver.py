@@ -3,10 +3,12 @@ of its own, that the real ``snowflake-connector-python`` talks to.
 
 fakesnow accepts any user and password; the server here answers a login with other
 credentials as Snowflake does (code 390100), so that wrong credentials can be tested
-through the connector. Everything else is fakesnow's (a DuckDB database in memory,
-shared by every session).
+through the connector. It also writes the text of every query it receives to a log, one
+JSON string a line (:meth:`SnowServer.queries`): what the connector sent, at the HTTP
+boundary. Everything else is fakesnow's (a DuckDB database in memory, shared by every
+session).
 
-Run as a script: ``python -m tests.snowserver PORT USER PASSWORD``.
+Run as a script: ``python -m tests.snowserver PORT USER PASSWORD QUERY_LOG``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ class SnowServer:
     port: int
     user: str = USER
     password: str = PASSWORD
+    query_log: Path | None = None
+
+    def queries(self) -> list[str]:
+        """The text of every query the stand-in received so far, in order."""
+        if self.query_log is None or not self.query_log.exists():
+            return []
+        return [json.loads(line) for line in self.query_log.read_text().splitlines()]
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """Connection keywords for ``get_batch_reader(datastore="snowflake", ...)``."""
@@ -74,16 +83,17 @@ def running_snowflake(folder: Path, timeout: float = 60) -> Iterator[SnowServer]
     """Run the stand-in on a free loopback port until the block ends."""
     port = free_port()
     log = folder / "fakesnow.log"
+    queries = folder / "queries.jsonl"
     root = Path(__file__).resolve().parents[1]
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.snowserver", str(port), USER, PASSWORD],
+            [sys.executable, "-m", "tests.snowserver", str(port), USER, PASSWORD, str(queries)],
             cwd=root, env={**os.environ, "HOME": str(folder)},
             stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
         _wait_until_ready(process, port, timeout, log)
-        yield SnowServer(port)
+        yield SnowServer(port, query_log=queries)
     finally:
         process.terminate()
         try:
@@ -112,8 +122,8 @@ def _wait_until_ready(
         time.sleep(0.1)  # polling a server until it answers
 
 
-def _app(user: str, password: str) -> Any:
-    """fakesnow's app, behind a login that checks the credentials."""
+def _app(user: str, password: str, query_log: Path) -> Any:
+    """fakesnow's app, behind a login that checks the credentials, logging each query."""
     import importlib
 
     from starlette.applications import Starlette
@@ -138,10 +148,19 @@ def _app(user: str, password: str) -> Any:
             )
         return await server.login_request(request)
 
+    async def query(request: Request) -> Response:
+        body = await request.body()  # kept by the request for fakesnow's handler
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        with query_log.open("a") as log:
+            log.write(json.dumps(json.loads(body).get("sqlText", "")) + "\n")
+        return await server.query_request(request)
+
     server = importlib.import_module("fakesnow.server")  # not fakesnow.server(), a function
     return Starlette(
         routes=[
             Route("/session/v1/login-request", login, methods=["POST"]),
+            Route("/queries/v1/query-request", query, methods=["POST"]),
             Mount("/", app=server.app),
         ]
     )
@@ -151,8 +170,10 @@ def main() -> None:
     """Serve on ``127.0.0.1:PORT`` until terminated."""
     import uvicorn
 
-    port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    uvicorn.run(_app(user, password), host="127.0.0.1", port=port, log_level="warning")
+    port, user, password, query_log = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+    uvicorn.run(
+        _app(user, password, Path(query_log)), host="127.0.0.1", port=port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from faucet_core import Reader, Warehouse, hookimpl
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import PermanentWarehouseError, TransientWarehouseError
 from faucet_snowflake import SnowflakeConnection, SnowflakeWarehouse
+from faucet_snowflake.types import WIDE, conform, schema_of, widened
 from tests.bqemulator import free_port
 from tests.conftest import ROWS, SF_DATABASE, SF_SCHEMA
 from tests.snowserver import SnowServer
@@ -191,9 +192,10 @@ def test_a_warm_rerun_runs_no_query(
     expected = sorted(ids(first))
     assert first.plan_origin == "warehouse"
     assert counting.kinds.count("query") == counting.kinds.count("copy") == 1  # counting
+    assert counting.kinds.count("range") == 1  # the least and most ID (a NUMBER(38, 0))
     scans = counting.kinds.count("scan")  # the whole copy, and maybe the first chunk alone
     assert scans in (1, 2) and "read" not in counting.kinds
-    assert first.costs.query_jobs == 2 + scans
+    assert first.costs.query_jobs == 3 + scans
     first.close()
     counting.kinds.clear()
     again = make_sf_reader(datastore=counting.name, seed=9)
@@ -234,6 +236,18 @@ def test_the_scratch_copy_is_made_once_found_by_others_and_dropped_by_its_maker(
     assert scratch_tables(sql) == [scratch]  # not the other's to drop
     reader.close()
     assert scratch_tables(sql) == []
+
+
+def test_the_copy_turns_on_no_billed_background_service(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer
+) -> None:
+    # A clustering key would turn on Automatic Clustering, billed by Snowflake.
+    sent = len(snowflake_server.queries())
+    reader = make_sf_reader(use_cache=False, seed=11)
+    ids(reader)
+    (copy,) = [q for q in snowflake_server.queries()[sent:] if q.startswith("CREATE TRANSIENT")]
+    assert "CLUSTER BY" not in copy.upper() and "ORDER BY" in copy.upper()
+    assert "DATA_RETENTION_TIME_IN_DAYS = 0" in copy
 
 
 def test_a_lost_race_keeps_the_winners_copy(make_sf_reader: MakeReader, sql: Any) -> None:
@@ -422,3 +436,45 @@ def test_connection_name_reads_connections_toml(
     assert done.returncode == 0, done.stderr[-2000:]
     served, planned = (int(n) for n in done.stdout.split()[-2:])
     assert served == planned > ROWS // 2
+
+
+def test_integers_beyond_64_bits_are_planned_as_decimals() -> None:
+    # fakesnow stores NUMBER(38, 0) in 64 bits, so it cannot hold such values; Snowflake
+    # sends a batch of them as decimal128(38, 0), other batches as narrower integers.
+    wide = {WIDE: b"1"}
+    schema = pa.schema([
+        pa.field("ID", pa.int64(), metadata=wide), pa.field("BIG", pa.int64(), metadata=wide),
+        pa.field("X", pa.float64()),
+    ])  # fmt: skip
+    planned = widened(schema, {"ID": (0, 2**63 - 1), "BIG": (-(2**63) - 1, 5)})
+    assert planned.types == [pa.int64(), pa.decimal128(38, 0), pa.float64()]
+    batches = [
+        pa.table({"ID": pa.array([1], pa.int8()), "BIG": pa.array([7], pa.int16()), "X": [0.5]}),
+        pa.table({"ID": pa.array([2], pa.int64()),
+                  "BIG": pa.array([Decimal(-(2**63) - 1)], pa.decimal128(38, 0)), "X": [1.5]}),
+    ]  # fmt: skip
+    served = pa.concat_tables(conform(batch, planned, "reading") for batch in batches)
+    assert served.column("BIG").to_pylist() == [Decimal(7), Decimal(-(2**63) - 1)]
+
+
+def test_ds_on_a_timestamp_column_keeps_that_day(make_sf_reader: MakeReader, sql: Any) -> None:
+    sql(
+        "CREATE OR REPLACE TABLE EVENTS AS SELECT seq4() AS ID, MOD(seq4(), 2) AS LABEL, "
+        "DATEADD(minute, seq4() * 37, '2024-01-01 00:00:00'::TIMESTAMP_NTZ) AS AT "
+        "FROM TABLE(GENERATOR(ROWCOUNT => 300))"
+    )
+    reader = make_sf_reader(table_name="EVENTS", ds="2024-01-02", partition_column="AT",
+                            test_split_percent=0)  # fmt: skip
+    assert sorted(ids(reader)) == [i for i in range(300) if 24 * 60 <= i * 37 < 48 * 60]
+
+
+def test_a_type_the_connector_cannot_name_is_refused_by_column() -> None:
+    from snowflake.connector.constants import FIELD_ID_TO_NAME
+    from snowflake.connector.cursor import ResultMetadata
+
+    unknown = max(FIELD_ID_TO_NAME) + 1  # a type newer than the connector, as DECFLOAT is
+    described = [ResultMetadata("D", unknown, None, None, 38, 0, True)]
+    with pytest.raises(
+        PermanentWarehouseError, match=rf"column 'D' is a type of code {unknown}, which"
+    ):
+        schema_of(described, FIELD_ID_TO_NAME, "reading")
