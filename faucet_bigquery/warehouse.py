@@ -344,12 +344,12 @@ class BigQueryWarehouse(ScratchWarehouse):
             raise _classify(exc, f"cannot look up the scratch table {table.id}") from exc
         return True
 
-    def prepare_scratch_place(self, plan: Plan) -> None:
+    def prepare_scratch_place(self) -> None:
         """The scratch dataset, made if missing, with the scratch tables' expiration as its
         default."""
         from google.cloud import bigquery
 
-        scratch = self.scratch_table(plan)
+        scratch = self._scratch_table("")
         dataset = bigquery.Dataset(f"{scratch.project}.{scratch.dataset}")
         if self.connection.location:
             dataset.location = self.connection.location
@@ -362,13 +362,15 @@ class BigQueryWarehouse(ScratchWarehouse):
         except Exception as exc:
             raise _classify(exc, f"cannot create the scratch dataset {scratch.dataset}") from exc
 
-    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+    def create_scratch(
+        self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
+    ) -> None:
         """``CREATE TABLE IF NOT EXISTS ... AS``, clustered by split and bucket, expiring
         ``scratch_expiration_hours`` from now."""
         table = self._scratch_table(name)
         minutes = int(self.connection.scratch_expiration_hours * 60)
         job = self._guarded_job(
-            f"cannot materialize {plan.request.source.describe()}",
+            f"cannot materialize {source.describe()}",
             f"CREATE TABLE IF NOT EXISTS {table.sql} CLUSTER BY {_EVAL}, {_BUCKET} "
             f"OPTIONS(expiration_timestamp=TIMESTAMP_ADD(CURRENT_TIMESTAMP(), "
             f"INTERVAL {minutes} MINUTE)) AS {rows}",

@@ -87,6 +87,10 @@ def plan_source(warehouse: Warehouse, request: PlanRequest, version: str | None)
         raise _as_warehouse_error(warehouse, request.source, exc) from exc
     identity = source_identity(warehouse, request.source)
     plan = make_plan(warehouse.name, request, counted, version, identity)
+    try:
+        warehouse.planned(plan)
+    except Exception as exc:
+        raise _as_warehouse_error(warehouse, request.source, exc) from exc
     log.info(
         "planned %s of %s in %.2fs: train %d rows in %d chunks, eval %d rows in %d chunks",
         request.source.describe(),

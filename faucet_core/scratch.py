@@ -11,7 +11,10 @@ The protocol:
 
 1. A scratch table is named after ``plan.rows_id`` (:meth:`ScratchWarehouse.scratch_name`),
    so every process, rank and task of a plan, and every chunk size, finds the same one.
-2. Before making it, look it up: a process that finds it uses it as it is.
+2. When it is made: where the warehouse :attr:`~ScratchWarehouse.copies_when_planning`,
+   while planning, and the plan counts the copy's rows, so every chunk reads the rows
+   planned whatever the source does after; else at the first read that needs it. Before
+   making it, look it up: a process that finds it uses it as it is.
 3. Make it complete or not at all: under a temporary name, renamed when complete (or in
    one statement where the warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic).
    When two processes make it at once, the one whose rename fails drops its copy and
@@ -26,6 +29,7 @@ The protocol:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import uuid
@@ -33,11 +37,19 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.sql import SqlWarehouse, quote_identifier
-from faucet_core.warehouse import PermanentWarehouseError, ScratchDataMissing, WarehouseError
+from faucet_core.warehouse import (
+    BucketCounts,
+    PermanentWarehouseError,
+    PlanRequest,
+    ScratchDataMissing,
+    SourceSpec,
+    WarehouseError,
+)
 
 if TYPE_CHECKING:
     from faucet_core.plan import ChunkSpec, Plan
@@ -61,12 +73,17 @@ class ScratchWarehouse(SqlWarehouse):
     scratch_created_atomically: ClassVar[bool] = False
     #: The copy expires by itself (an expiry set when it is made): it is never dropped.
     scratch_expires: ClassVar[bool] = False
+    #: The copy is made while planning (under a temporary name, renamed after the plan
+    #: once the plan is made) and the plan counts its rows: every chunk reads the rows
+    #: planned, whatever the source does after. Needs :meth:`rename_scratch`.
+    copies_when_planning: ClassVar[bool] = False
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
         self._scratch_lock = threading.Lock()  # threads of this instance copy one at a time
         self._scratch_ready: set[str] = set()  # made or found here, until a read finds it gone
         self._scratch_owned: list[str] = []  # made here, to drop on close
+        self._planned_copy: str | None = None  # made while planning, not yet named
 
     # The hooks a plugin implements
 
@@ -87,10 +104,12 @@ class ScratchWarehouse(SqlWarehouse):
         """Whether the scratch table ``name`` exists (metadata only)."""
 
     @abstractmethod
-    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
-        """Make the table ``name`` hold the result of ``rows`` (the split source's rows, with
-        the split flag and bucket columns), with ``params``, ready for bucket-range reads
-        (sorted, clustered or indexed by split and bucket)."""
+    def create_scratch(
+        self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
+    ) -> None:
+        """Make the table ``name`` hold the result of ``rows`` (the rows of ``source``, with
+        their key hash, split flag and bucket columns), with ``params``, ready for
+        bucket-range reads (sorted, clustered or indexed by split and bucket)."""
 
     def rename_scratch(self, temporary: str, name: str) -> None:
         """Rename the complete copy ``temporary`` to ``name``; fail if ``name`` exists.
@@ -101,7 +120,7 @@ class ScratchWarehouse(SqlWarehouse):
     def drop_scratch(self, name: str) -> None:
         """Drop the scratch table ``name`` if it exists."""
 
-    def prepare_scratch_place(self, plan: Plan) -> None:
+    def prepare_scratch_place(self) -> None:
         """Make sure the place scratch tables go (a dataset) exists. Optional."""
 
     # The protocol
@@ -120,31 +139,134 @@ class ScratchWarehouse(SqlWarehouse):
                 self._copy(plan, name)
             self._scratch_ready.add(name)
 
-    def _copy(self, plan: Plan, name: str) -> None:
-        source = plan.request.source
-        hashed, params = self.hashed_rows(source, plan.columns, plan.key, plan.schema)
+    def _copied_rows(
+        self,
+        source: SourceSpec,
+        columns: Sequence[str],
+        key: Sequence[str],
+        schema: pa.Schema | None,
+        eval_buckets: int,
+    ) -> tuple[str, Sequence[Any]]:
+        """The query of a copy's rows (``columns``, the key hash, the split flag and the
+        bucket) and its parameters."""
+        hashed, params = self.hashed_rows(source, columns, key, schema)
         h = layout.HASH_COLUMN
         rows = (
-            f"SELECT *, {self.dialect.is_eval(h, plan.eval_buckets)} AS {layout.EVAL_COLUMN}, "
+            f"SELECT *, {self.dialect.is_eval(h, eval_buckets)} AS {layout.EVAL_COLUMN}, "
             f"{self.dialect.bucket(h)} AS {layout.BUCKET_COLUMN} FROM ({hashed}) AS faucet_rows"
         )
-        self.prepare_scratch_place(plan)
+        return rows, params
+
+    def _copy(self, plan: Plan, name: str) -> None:
+        source = plan.request.source
+        rows, params = self._copied_rows(
+            source, plan.columns, plan.key, plan.schema, plan.eval_buckets
+        )
+        self.prepare_scratch_place()
         if self.scratch_created_atomically:
-            self.create_scratch(plan, name, rows, params)
+            self.create_scratch(source, name, rows, params)
         else:
             temporary = self.temporary_scratch_name()
             try:
-                self.create_scratch(plan, temporary, rows, params)
-                self.rename_scratch(temporary, name)
-            except WarehouseError as exc:
+                self.create_scratch(source, temporary, rows, params)
+            except WarehouseError:
                 with contextlib.suppress(WarehouseError):
                     self.drop_scratch(temporary)
-                if isinstance(exc, PermanentWarehouseError) and self.scratch_exists(name):
-                    return  # another process finished first: its copy is the same
                 raise
+            if not self._name_copy(temporary, name):
+                return
         if not self.scratch_expires:
             self._scratch_owned.append(name)
         log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
+
+    def _name_copy(self, temporary: str, name: str) -> bool:
+        """Rename the complete copy ``temporary`` to ``name``; ``False`` (and the copy
+        dropped) when another process named its copy, the same, first."""
+        try:
+            self.rename_scratch(temporary, name)
+        except WarehouseError as exc:
+            with contextlib.suppress(WarehouseError):
+                self.drop_scratch(temporary)
+            if isinstance(exc, PermanentWarehouseError) and self.scratch_exists(name):
+                return False
+            raise
+        return True
+
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        """As :meth:`SqlWarehouse.count_buckets`; where the warehouse
+        :attr:`copies_when_planning`, the rows counted are those of the copy, made first
+        (under a temporary name that :meth:`planned` replaces with the plan's)."""
+        if not self.copies_when_planning:
+            return super().count_buckets(request)
+        try:
+            return self._count_a_copy(request)
+        except PermanentWarehouseError as exc:
+            if not self.cannot_copy(exc):
+                raise
+            log.warning(
+                "cannot copy %s while planning (%s): counting the source as it is; a change "
+                "of its rows before they are read fails the read (grant the right to create "
+                "tables where scratch copies go for reads of the rows planned)",
+                request.source.describe(), exc,
+            )  # fmt: skip
+            return super().count_buckets(request)
+
+    def cannot_copy(self, error: PermanentWarehouseError) -> bool:
+        """Whether ``error``, of making a copy, says the user may not make one (a read-only
+        user or server): planning then counts the source as it is."""
+        return False
+
+    def has_copy(self, plan: Plan) -> bool:
+        """Whether this instance made or found ``plan``'s copy (and no read found it gone)."""
+        with self._scratch_lock:
+            return self.scratch_name(plan) in self._scratch_ready
+
+    def _count_a_copy(self, request: PlanRequest) -> BucketCounts:
+        before = dataclasses.replace(self.costs)
+        schema = self.uniform_lists(request, self.columns(request))
+        columns = tuple(schema.names)
+        source = request.source
+        rows, params = self._copied_rows(
+            source, columns, request.key(columns), schema, request.split.eval_buckets
+        )
+        self.prepare_scratch_place()
+        temporary = self.temporary_scratch_name()
+        try:
+            self.create_scratch(source, temporary, rows, params)
+            hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(temporary)}"
+            counted = self.query(self.dialect.count_query(hashed, request.split.eval_buckets), [])
+        except WarehouseError as exc:
+            with contextlib.suppress(WarehouseError):
+                self.drop_scratch(temporary)
+            if isinstance(exc, PermanentWarehouseError):  # e.g. a ds value the server refuses
+                raise PermanentWarehouseError(
+                    f"cannot count the rows of {source.describe()}: {exc}"
+                ) from exc
+            raise
+        with self._scratch_lock:
+            earlier, self._planned_copy = self._planned_copy, temporary
+        if earlier is not None:  # planned again before naming it: the earlier one is stale
+            with contextlib.suppress(WarehouseError):
+                self.drop_scratch(earlier)
+        spent = dataclasses.asdict(self.costs - before)
+        stats = {name: value for name, value in spent.items() if value}
+        return BucketCounts(columns, counted, stats, schema=schema)
+
+    def planned(self, plan: Plan) -> None:
+        """Name the copy made while counting ``plan``'s rows after the plan (or drop it,
+        when another process named the same copy first)."""
+        with self._scratch_lock:
+            temporary, self._planned_copy = self._planned_copy, None
+            if temporary is None:
+                return
+            name = self.scratch_name(plan)
+            if self._name_copy(temporary, name) and not self.scratch_expires:
+                self._scratch_owned.append(name)
+            self._scratch_ready.add(name)
+        log.info(
+            "copied %s into %s while planning", plan.request.source.describe(),
+            self.scratch_location(plan),
+        )  # fmt: skip
 
     def scratch_gone(self, plan: Plan, what: str) -> ScratchDataMissing:
         """The error of a read that found ``plan``'s scratch table gone; the next
@@ -172,6 +294,9 @@ class ScratchWarehouse(SqlWarehouse):
         with lock:
             owned, self._scratch_owned = self._scratch_owned, []
             self._scratch_ready.difference_update(owned)
+            if self._planned_copy is not None:  # planning failed after the copy
+                owned.append(self._planned_copy)
+                self._planned_copy = None
         for name in owned:
             try:
                 self.drop_scratch(name)

@@ -233,6 +233,11 @@ class Warehouse(ABC):
             PermanentWarehouseError: The source, a column or the key does not exist.
         """
 
+    def planned(self, plan: Plan) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Called with the plan just made from :meth:`count_buckets`' counts, in the
+        process that counted: for a warehouse that made something while counting (a copy
+        of the rows counted) to name it after the plan. Optional."""
+
     def materialize(self, plan: Plan) -> None:  # noqa: B027 - optional hook with a no-op default
         """Make :meth:`read_buckets` cheap for ``plan``'s chunks: optional, idempotent.
 

@@ -47,6 +47,9 @@ __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
 
 log = logging.getLogger(__name__)
 
+#: Words of the server's refusal to make a table: the user may not, or the server is a
+#: standby.
+_CANNOT_COPY = ("permission denied", "read-only transaction")
 #: How the server says it refused a login (a wrong or expired password).
 _REFUSED_LOGIN = "authentication failed"
 #: Rows per batch of a streamed read.
@@ -70,6 +73,10 @@ def _for_psycopg(sql: str) -> str:
 
 class PostgresWarehouse(ScratchWarehouse):
     """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ADBC."""
+
+    # Neither PostgreSQL's snapshots nor Redshift's outlive a session: the rows a plan
+    # counts are kept by copying them while planning, and every chunk reads the copy.
+    copies_when_planning: ClassVar[bool] = True
 
     name = "postgres"
     connection_model: ClassVar[type[BaseModel]] = PostgresConnection
@@ -329,10 +336,12 @@ class PostgresWarehouse(ScratchWarehouse):
         ).fetchone()
         return found is not None
 
-    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+    def create_scratch(
+        self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
+    ) -> None:
         table = self.scratch_reference(name)
         first, *rest = self.server.scratch_statements(table, rows, self.scratch_attributes())
-        self._execute(f"cannot read {plan.request.source.describe()}", first, params)
+        self._execute(f"cannot read {source.describe()}", first, params)
         for statement in rest:
             self._execute("cannot prepare the scratch table", statement)
 
@@ -353,13 +362,19 @@ class PostgresWarehouse(ScratchWarehouse):
         )
         return table
 
+    def cannot_copy(self, error: PermanentWarehouseError) -> bool:
+        """A user without the right to create tables, or a read-only server (a standby)."""
+        return any(words in str(error) for words in _CANNOT_COPY)
+
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        """The rows (of ``chunks``, or all), streamed: straight from the source with their
-        hash when it needs no bind parameter, else from the scratch table (made if need be)."""
+        """The rows (of ``chunks``, or all), streamed from the copy made while planning;
+        where there is none (a plan saved by an earlier run, a user who may not copy),
+        straight from the source with their hash when it needs no bind parameter, else
+        from a copy made now."""
         source = plan.request.source
-        if source.ds is None:
+        if source.ds is None and not self.has_copy(plan):
             relation = self._relation(source, placeholders=False)
             selected = "".join(
                 f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns

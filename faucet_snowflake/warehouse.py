@@ -336,13 +336,15 @@ class SnowflakeWarehouse(ScratchWarehouse):
             cursor.close()
         return bool(found and found[0])
 
-    def create_scratch(self, plan: Plan, name: str, rows: str, params: Sequence[Any]) -> None:
+    def create_scratch(
+        self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
+    ) -> None:
         """A TRANSIENT table, written in split and bucket order, with no Time Travel. No
         clustering key: it would turn on Automatic Clustering, a billed service, for a
         table that is written once in the order its reads need."""
         self._execute(
             "copy",
-            f"cannot copy {plan.request.source.describe()} into a scratch table",
+            f"cannot copy {source.describe()} into a scratch table",
             f"CREATE TRANSIENT TABLE {name} "
             f"DATA_RETENTION_TIME_IN_DAYS = 0 COMMENT = '{_SCRATCH_COMMENT}' AS "
             f"{rows} ORDER BY {_EVAL}, {_BUCKET}",

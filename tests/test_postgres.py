@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import logging
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -394,3 +395,33 @@ def test_ds_on_a_timestamp_column_keeps_that_day(
                                 test_split_percent=0)  # fmt: skip
         assert sorted(epoch_ids(reader)) == expected, column
     assert zoned_day and len(day) == 39
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])
+def test_rows_loaded_after_planning_are_not_served(
+    postgres_url: str, make_pg_reader: MakeReader, use_cache: bool
+) -> None:
+    table = f"growing_{int(use_cache)}"
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {table}")
+        db.execute(f"CREATE TABLE {table} AS SELECT * FROM t")
+        reader = make_pg_reader(table_name=table, use_cache=use_cache, test_split_percent=0,
+                                epochs=2)  # fmt: skip
+        # Loaded between planning and the first read, then between epochs.
+        for start in (ROWS, ROWS + 100):
+            db.execute(
+                f"INSERT INTO {table} SELECT i, 0.5, 1.0, 'late', i %% 2, DATE '2024-01-01' "
+                "FROM generate_series(%s::INT, %s::INT) AS s(i)", [start, start + 99],
+            )  # fmt: skip
+            assert sorted(epoch_ids(reader)) == list(range(ROWS))
+
+
+def test_a_user_who_may_not_copy_plans_the_source_as_it_is(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    dsn = postgres_server.database_url("postgres", READER, READER_PASSWORD)
+    with caplog.at_level(logging.WARNING):
+        reader = make_pg_reader(dsn=dsn, test_split_percent=0, seed=13)
+    assert "cannot copy table t while planning" in caplog.text
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))  # one scan of the source

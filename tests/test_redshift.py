@@ -126,13 +126,13 @@ def test_every_row_once_and_the_split_is_stable_across_chunk_sizes(
 def test_chunk_reads_use_a_scratch_table_dropped_on_close(
     make_rs_reader: MakeReader, rs: psycopg.Connection[Any]
 ) -> None:
-    scanned = make_rs_reader(seed=4)
     by_chunk = make_rs_reader(seed=4, use_cache=False)
-    assert epoch_ids(scanned) == epoch_ids(by_chunk)
+    served = epoch_ids(by_chunk)
     table = f"faucet_{by_chunk.plan.rows_id}"
     assert rs.execute("SELECT to_regclass(%s)", [table]).fetchone() == (table,)
     by_chunk.close()
     assert rs.execute("SELECT to_regclass(%s)", [table]).fetchone() == (None,)
+    assert epoch_ids(make_rs_reader(seed=4)) == served  # the cache fill's scan, the same
 
 
 def test_the_scratch_table_gets_redshifts_attributes() -> None:
@@ -352,3 +352,18 @@ def test_types_connectorx_cannot_read_are_read_as_text(
         warehouse.close()
     assert casts == {"id": None, "label": None, "doc": "JSON_SERIALIZE({c})",
                      "spot": "CAST({c} AS VARCHAR)"}  # fmt: skip
+
+
+def test_rows_loaded_after_planning_are_not_served(
+    rs: psycopg.Connection[Any], make_rs_reader: MakeReader
+) -> None:
+    rs.execute("DROP TABLE IF EXISTS growing")
+    rs.execute("CREATE TABLE growing AS SELECT * FROM t")
+    reader = make_rs_reader(table_name="growing", use_cache=False, test_split_percent=0,
+                            epochs=2)  # fmt: skip
+    for start in (ROWS, ROWS + 100):  # between planning and the first read, then epochs
+        rs.execute(
+            "INSERT INTO growing SELECT i, 0.5, 1.0, 'late', i %% 2, DATE '2024-01-01' "
+            "FROM generate_series(%s::INT, %s::INT) AS s(i)", [start, start + 99],
+        )  # fmt: skip
+        assert sorted(epoch_ids(reader)) == list(range(ROWS))

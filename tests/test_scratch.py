@@ -12,7 +12,7 @@ import pytest
 
 from faucet_core import Reader
 from faucet_core.plan import Plan
-from faucet_core.warehouse import PermanentWarehouseError, ScratchDataMissing
+from faucet_core.warehouse import PermanentWarehouseError, ScratchDataMissing, SourceSpec
 from faucet_postgres import PostgresConnection, PostgresWarehouse
 
 MakeReader = Callable[..., Reader]
@@ -29,9 +29,9 @@ class Recording(PostgresWarehouse):
         self.calls.append("exists")
         return super().scratch_exists(name)
 
-    def create_scratch(self, plan: Plan, name: str, rows: str, params: Any) -> None:
+    def create_scratch(self, source: SourceSpec, name: str, rows: str, params: Any) -> None:
         self.calls.append("create")
-        super().create_scratch(plan, name, rows, params)
+        super().create_scratch(source, name, rows, params)
 
     def rename_scratch(self, temporary: str, name: str) -> None:
         self.calls.append("rename")
@@ -44,7 +44,8 @@ class Recording(PostgresWarehouse):
 
 @pytest.fixture
 def plan(postgres_url: str, make_reader: MakeReader) -> Plan:
-    """A plan of table ``t`` that no other test plans (no scratch copy made yet)."""
+    """A plan of table ``t`` that no other test plans, without its scratch copy: the one
+    made while planning is dropped with the reader that planned."""
     reader = make_reader(
         datastore="postgres",
         dsn=postgres_url,
@@ -52,6 +53,7 @@ def plan(postgres_url: str, make_reader: MakeReader) -> Plan:
         use_cache=False,
         test_split_percent=17,
     )
+    reader.close()
     return reader.plan
 
 
