@@ -11,7 +11,7 @@ The protocol:
 
 1. A scratch table is named after ``plan.rows_id`` (:meth:`ScratchWarehouse.scratch_name`),
    so every process, rank and task of a plan, and every chunk size, finds the same one.
-2. When it is made: where the warehouse :attr:`~ScratchWarehouse.copies_when_planning`,
+2. When it is made: where the warehouse :meth:`~ScratchWarehouse.copies_when_planning`,
    while planning, and the plan counts the copy's rows, so every chunk reads the rows
    planned whatever the source does after; else at the first read that needs it. Before
    making it, look it up: a process that finds it uses it as it is.
@@ -73,10 +73,6 @@ class ScratchWarehouse(SqlWarehouse):
     scratch_created_atomically: ClassVar[bool] = False
     #: The copy expires by itself (an expiry set when it is made): it is never dropped.
     scratch_expires: ClassVar[bool] = False
-    #: The copy is made while planning (under a temporary name, renamed after the plan
-    #: once the plan is made) and the plan counts its rows: every chunk reads the rows
-    #: planned, whatever the source does after. Needs :meth:`rename_scratch`.
-    copies_when_planning: ClassVar[bool] = False
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -194,9 +190,9 @@ class ScratchWarehouse(SqlWarehouse):
 
     def count_buckets(self, request: PlanRequest) -> BucketCounts:
         """As :meth:`SqlWarehouse.count_buckets`; where the warehouse
-        :attr:`copies_when_planning`, the rows counted are those of the copy, made first
+        :meth:`copies_when_planning`, the rows counted are those of the copy, made first
         (under a temporary name that :meth:`planned` replaces with the plan's)."""
-        if not self.copies_when_planning:
+        if not self.copies_when_planning():
             return super().count_buckets(request)
         try:
             return self._count_a_copy(request)
@@ -210,6 +206,13 @@ class ScratchWarehouse(SqlWarehouse):
                 request.source.describe(), exc,
             )  # fmt: skip
             return super().count_buckets(request)
+
+    def copies_when_planning(self) -> bool:
+        """Whether the copy is made while planning (under a temporary name, renamed after
+        the plan once it is made) and the plan counts its rows, so that every chunk reads
+        the rows planned whatever the source does after (default: no, the copy is made at
+        the first read that needs it). Needs :meth:`rename_scratch`."""
+        return False
 
     def cannot_copy(self, error: PermanentWarehouseError) -> bool:
         """Whether ``error``, of making a copy, says the user may not make one (a read-only

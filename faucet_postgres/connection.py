@@ -43,6 +43,13 @@ class ServerConnection(BaseModel):
     scratch_schema: str = Field(
         "public", description="Schema of the scratch tables (the split source, per plan)."
     )
+    copy_when_planning: bool = Field(
+        True,
+        description="Copy the source while planning, count the copy, and read every chunk "
+        "from it: the rows planned are the rows read, whatever the source does after. "
+        "`false`: count the source and fill the cache straight from it (a faster first "
+        "epoch; a change of its rows before they are read fails the read).",
+    )
     data_version: bool = Field(
         True,
         description="Give tables a data version from the server's metadata, so a saved "

@@ -74,10 +74,6 @@ def _for_psycopg(sql: str) -> str:
 class PostgresWarehouse(ScratchWarehouse):
     """Reads a PostgreSQL table or query: counts with ``psycopg``, reads with ADBC."""
 
-    # Neither PostgreSQL's snapshots nor Redshift's outlive a session: the rows a plan
-    # counts are kept by copying them while planning, and every chunk reads the copy.
-    copies_when_planning: ClassVar[bool] = True
-
     name = "postgres"
     connection_model: ClassVar[type[BaseModel]] = PostgresConnection
     connection: ServerConnection
@@ -361,6 +357,12 @@ class PostgresWarehouse(ScratchWarehouse):
             f"cannot read {chunk.describe()}", self.scratch_rows(plan, [chunk]), scratch=plan
         )
         return table
+
+    def copies_when_planning(self) -> bool:
+        """As the connection's ``copy_when_planning`` says (by default, yes): neither
+        PostgreSQL's snapshots nor Redshift's outlive a session, so the rows a plan counts
+        are kept by copying them."""
+        return self.connection.copy_when_planning
 
     def cannot_copy(self, error: PermanentWarehouseError) -> bool:
         """A user without the right to create tables, or a read-only server (a standby)."""

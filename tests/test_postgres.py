@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from faucet_core import ConfigError, Reader, Warehouse, WarehouseError, hookimpl
+from faucet_core.errors import ChunkReadError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
 from faucet_postgres import PostgresConnection, PostgresWarehouse
@@ -414,6 +415,19 @@ def test_rows_loaded_after_planning_are_not_served(
                 "FROM generate_series(%s::INT, %s::INT) AS s(i)", [start, start + 99],
             )  # fmt: skip
             assert sorted(epoch_ids(reader)) == list(range(ROWS))
+
+
+def test_without_the_copy_rows_loaded_after_planning_fail_the_read(
+    postgres_url: str, make_pg_reader: MakeReader
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS growing_direct")
+        db.execute("CREATE TABLE growing_direct AS SELECT * FROM t")
+        reader = make_pg_reader(table_name="growing_direct", test_split_percent=0,
+                                copy_when_planning=False)  # fmt: skip
+        db.execute("INSERT INTO growing_direct SELECT * FROM t WHERE id < 10")
+    with pytest.raises(ChunkReadError, match="the source changed after planning"):
+        epoch_ids(reader)
 
 
 def test_a_user_who_may_not_copy_plans_the_source_as_it_is(
