@@ -255,16 +255,21 @@ def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
     assert warm and all(s.startswith(lookups) for s in warm), warm
 
 
+def data_version_of_t(dsn: str, caplog: pytest.LogCaptureFixture) -> str | None:
+    """Table ``t``'s data version through the redshift datastore, its warnings captured."""
+    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=dsn))
+    try:
+        with caplog.at_level(logging.WARNING):
+            return warehouse.data_version(SourceSpec(table="t"))
+    finally:
+        warehouse.close()
+
+
 def test_no_data_version_where_the_system_views_cannot_be_read(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As on Redshift Serverless, which has no STV_BLOCKLIST.
-    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=postgres_url))
-    try:
-        with caplog.at_level(logging.WARNING):
-            assert warehouse.data_version(SourceSpec(table="t")) is None
-    finally:
-        warehouse.close()
+    assert data_version_of_t(postgres_url, caplog) is None
     assert "no data version for table t" in caplog.text and "cache.plan_ttl" in caplog.text
 
 
@@ -274,18 +279,9 @@ def test_no_data_version_for_a_user_who_is_not_a_superuser(
     with psycopg.connect("postgresql://" + redshift_url.split("://", 1)[1]) as db:
         db.execute(f"GRANT SELECT ON t TO {READER}")
     dsn = postgres_server.database_url("redshift_standin", READER, READER_PASSWORD)
-    warehouse = RedshiftWarehouse(RedshiftConnection(dsn=dsn))
-    try:
-        with caplog.at_level(logging.WARNING):
-            assert warehouse.data_version(SourceSpec(table="t")) is None
-    finally:
-        warehouse.close()
+    assert data_version_of_t(dsn, caplog) is None
     assert "STV_BLOCKLIST shows none of its blocks" in caplog.text
-    superuser = RedshiftWarehouse(RedshiftConnection(dsn=redshift_url))
-    try:
-        assert superuser.data_version(SourceSpec(table="t")) is not None
-    finally:
-        superuser.close()
+    assert data_version_of_t(redshift_url, caplog) is not None  # a superuser sees them
 
 
 def test_redshifts_types_come_out_as_arrow_types(
