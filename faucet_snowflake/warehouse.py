@@ -364,6 +364,16 @@ class SnowflakeWarehouse(ScratchWarehouse):
             return None
         return pa.schema([*plan.schema, pa.field(layout.HASH_COLUMN, pa.int64())])
 
+    def copies_when_planning(self) -> bool:
+        """Yes: the copy is made while planning and its rows are counted, so every chunk
+        reads the rows planned, whatever the source does after (the copy is made anyway,
+        at the first read: now the counting query reads the copy's two small columns)."""
+        return True
+
+    def cannot_copy(self, error: PermanentWarehouseError) -> bool:
+        """A role without the privilege to create tables in the session's schema."""
+        return "Insufficient privileges" in str(error)
+
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         what = f"cannot read {chunk.describe()} of {self.scratch_location(plan)}"
         cursor = self._execute("read", what, self.scratch_rows(plan, [chunk]), scratch=plan)

@@ -478,3 +478,19 @@ def test_a_type_the_connector_cannot_name_is_refused_by_column() -> None:
         PermanentWarehouseError, match=rf"column 'D' is a type of code {unknown}, which"
     ):
         schema_of(described, FIELD_ID_TO_NAME, "reading")
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])
+def test_rows_loaded_after_planning_are_not_served(
+    make_sf_reader: MakeReader, sql: Any, use_cache: bool
+) -> None:
+    table = f"GROWING_{int(use_cache)}"
+    sql(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM T")
+    reader = make_sf_reader(table_name=table, use_cache=use_cache, test_split_percent=0,
+                            epochs=2)  # fmt: skip
+    for start in (ROWS, ROWS + 100):  # between planning and the first read, then epochs
+        sql(
+            f"INSERT INTO {table} SELECT seq4() + {start}, 0.5, 1.0, 'late', 0, "
+            "'2024-01-01'::DATE FROM TABLE(GENERATOR(ROWCOUNT => 100))"
+        )
+        assert sorted(ids(reader)) == list(range(ROWS))
