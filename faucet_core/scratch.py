@@ -19,9 +19,13 @@ The protocol:
    one statement where the warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic).
    When two processes make it at once, the one whose rename fails drops its copy and
    uses the other's.
-4. Its lifetime, the one rule: where the warehouse expires tables by itself
-   (:attr:`ScratchWarehouse.scratch_expires`, BigQuery), the copy is left to expire;
-   elsewhere the instance that made it drops it on :meth:`~ScratchWarehouse.close`.
+4. Its lifetime, the one rule: where copies expire
+   (:attr:`ScratchWarehouse.scratch_expires`), a copy is kept, for every process and
+   rerun of its plan, until its expiry: set when it is made
+   (:meth:`~ScratchWarehouse.set_expiry`), and enforced by the warehouse itself
+   (BigQuery) or by the next process that makes a copy
+   (:meth:`~ScratchWarehouse.drop_expired`, Snowflake). Elsewhere the instance that
+   made it drops it on :meth:`~ScratchWarehouse.close`.
 5. A read that finds it gone raises :class:`~faucet_core.warehouse.ScratchDataMissing`
    (:meth:`ScratchWarehouse.scratch_gone`): the core materializes again and retries.
 """
@@ -71,7 +75,7 @@ class ScratchWarehouse(SqlWarehouse):
     #: The warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic and idempotent:
     #: the copy is made under its own name, in one statement.
     scratch_created_atomically: ClassVar[bool] = False
-    #: The copy expires by itself (an expiry set when it is made): it is never dropped.
+    #: Copies expire (:meth:`set_expiry`, :meth:`drop_expired`): none is dropped on close.
     scratch_expires: ClassVar[bool] = False
 
     def __init__(self, connection: BaseModel) -> None:
@@ -119,6 +123,14 @@ class ScratchWarehouse(SqlWarehouse):
     def prepare_scratch_place(self) -> None:
         """Make sure the place scratch tables go (a dataset) exists. Optional."""
 
+    def set_expiry(self, name: str) -> None:
+        """Give the new copy ``name`` its expiry, where :attr:`scratch_expires` and the
+        table was not made with it. Optional."""
+
+    def drop_expired(self) -> None:
+        """Drop the copies whose expiry has passed, where the warehouse does not. Runs
+        before a copy is made. Optional."""
+
     # The protocol
 
     def scratch_location(self, plan: Plan) -> str | None:
@@ -159,6 +171,7 @@ class ScratchWarehouse(SqlWarehouse):
             source, plan.columns, plan.key, plan.schema, plan.eval_buckets
         )
         self.prepare_scratch_place()
+        self.drop_expired()
         if self.scratch_created_atomically:
             self.create_scratch(source, name, rows, params)
         else:
@@ -171,9 +184,15 @@ class ScratchWarehouse(SqlWarehouse):
                 raise
             if not self._name_copy(temporary, name):
                 return
-        if not self.scratch_expires:
-            self._scratch_owned.append(name)
+        self._keep(name)
         log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
+
+    def _keep(self, name: str) -> None:
+        """The lifetime of the copy ``name``, made here: its expiry, or dropped on close."""
+        if self.scratch_expires:
+            self.set_expiry(name)
+        else:
+            self._scratch_owned.append(name)
 
     def _name_copy(self, temporary: str, name: str) -> bool:
         """Rename the complete copy ``temporary`` to ``name``; ``False`` (and the copy
@@ -233,6 +252,7 @@ class ScratchWarehouse(SqlWarehouse):
             source, columns, request.key(columns), schema, request.split.eval_buckets
         )
         self.prepare_scratch_place()
+        self.drop_expired()
         temporary = self.temporary_scratch_name()
         try:
             self.create_scratch(source, temporary, rows, params)
@@ -263,8 +283,8 @@ class ScratchWarehouse(SqlWarehouse):
             if temporary is None:
                 return
             name = self.scratch_name(plan)
-            if self._name_copy(temporary, name) and not self.scratch_expires:
-                self._scratch_owned.append(name)
+            if self._name_copy(temporary, name):
+                self._keep(name)
             self._scratch_ready.add(name)
         log.info(
             "copied %s into %s while planning", plan.request.source.describe(),
@@ -290,7 +310,7 @@ class ScratchWarehouse(SqlWarehouse):
         return f"{sql} WHERE {condition}"
 
     def close(self) -> None:
-        """Drop the scratch tables this instance made (unless they expire by themselves)."""
+        """Drop the scratch tables this instance made (unless copies expire)."""
         lock = getattr(self, "_scratch_lock", None)
         if lock is None:  # the constructor failed before the protocol's state was made
             return

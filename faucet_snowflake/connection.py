@@ -84,6 +84,12 @@ with warnings.catch_warnings():
             None, description="Schema of unqualified table names and of the scratch tables."
         )
         role: str | None = Field(None, description="Role to use (default: the user's).")
+        scratch_expiration_hours: float = Field(
+            24.0,
+            gt=0,
+            description="Hours a scratch copy is kept for every process and rerun of its "
+            "plan; an expired copy is dropped by the next reader that makes a copy.",
+        )
         query_tag: str = Field(
             "faucet",
             max_length=2000,

@@ -15,6 +15,9 @@ Chunks, and the one streamed pass that fills the cache, are read from it as Arro
 from __future__ import annotations
 
 import contextlib
+import datetime
+import logging
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -45,17 +48,22 @@ _EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
 _WAREHOUSE_STATEMENTS = frozenset({"copy", "read", "scan", "query", "range"})
 #: Snowflake's error code for an object that does not exist (or is not visible).
 _NO_SUCH_OBJECT = 2003
-_SCRATCH_COMMENT = "Faucet: a scratch copy of a split source; dropped by the reader that made it"
+_SCRATCH_COMMENT = "Faucet: a scratch copy of a split source"
+#: How a copy's comment gives its expiry, an ISO 8601 instant in UTC.
+log = logging.getLogger(__name__)
+
+_EXPIRES = re.compile(r"; expires (\S+)$")
 
 
 class SnowflakeWarehouse(ScratchWarehouse):
-    """Reads a Snowflake table or query through a TRANSIENT scratch table clustered by
-    split and bucket."""
+    """Reads a Snowflake table or query through a TRANSIENT scratch table, written in
+    split and bucket order, kept until its expiry."""
 
     name = "snowflake"
     connection_model = SnowflakeConnection
     connection: SnowflakeConnection
     default_partition_column = "DS"  # a column created as ds, stored upper-cased
+    scratch_expires = True
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -75,7 +83,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
         self._opened: list[Any] = []
         #: The kind of every statement this instance ran, in order: ``version``,
         #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``range`` (the
-        #: least and most values of wide integers), ``exists``, ``copy``, ``rename``,
+        #: least and most values of wide integers), ``expired`` (the lookup of expired
+        #: copies), ``exists``, ``copy``, ``rename``, ``expire`` (a copy's expiry),
         #: ``read``, ``scan``, ``drop``. Those that run on the virtual warehouse are
         #: counted in ``costs.query_jobs``.
         self.statements: list[str] = []
@@ -358,6 +367,35 @@ class SnowflakeWarehouse(ScratchWarehouse):
 
     def drop_scratch(self, name: str) -> None:
         self._execute("drop", "cannot drop a scratch table", f"DROP TABLE IF EXISTS {name}").close()
+
+    def set_expiry(self, name: str) -> None:
+        """The expiry, ``scratch_expiration_hours`` from now, in the copy's comment."""
+        hours = self.connection.scratch_expiration_hours
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=hours)
+        comment = f"{_SCRATCH_COMMENT}; expires {expires.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        self._execute(
+            "expire", "cannot set the scratch table's expiry",
+            f"ALTER TABLE {name} SET COMMENT = '{comment}'",
+        ).close()  # fmt: skip
+
+    def drop_expired(self) -> None:
+        """Drop the scratch copies of the session's schema whose expiry has passed (a
+        metadata query)."""
+        cursor = self._execute(
+            "expired", "cannot look up expired scratch tables",
+            "SELECT TABLE_NAME, COMMENT FROM INFORMATION_SCHEMA.TABLES "
+            "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME LIKE 'FAUCET_SCRATCH_%'",
+        )  # fmt: skip
+        try:
+            found = cursor.fetchall()
+        finally:
+            cursor.close()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        for name, comment in found:
+            match = _EXPIRES.search(comment or "")
+            if match and datetime.datetime.fromisoformat(match.group(1)) < now:
+                log.info("dropping the expired scratch table %s", name)
+                self.drop_scratch(name)
 
     def _chunk_schema(self, plan: Plan) -> pa.Schema | None:
         if plan.schema is None:

@@ -217,13 +217,22 @@ def test_changed_data_is_planned_again(make_sf_reader: MakeReader, sql: Any) -> 
     assert sorted(ids(second)) == list(range(1001))
 
 
-def test_the_scratch_copy_is_made_once_found_by_others_and_dropped_by_its_maker(
-    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any
+def test_the_scratch_copy_is_made_once_found_by_others_and_kept_until_it_expires(
+    make_sf_reader: MakeReader, sql: Any
 ) -> None:
-    reader = make_sf_reader(use_cache=False)
-    ids(reader)
+    sql("CREATE OR REPLACE TRANSIENT TABLE FAUCET_SCRATCH_OLD AS SELECT 1 AS X")
+    sql("ALTER TABLE FAUCET_SCRATCH_OLD SET COMMENT = 'Faucet: a scratch copy of a split "
+        "source; expires 2020-01-01T00:00:00Z'")  # fmt: skip
+    reader = make_sf_reader(use_cache=False, test_split_percent=23)
+    assert "FAUCET_SCRATCH_OLD" not in scratch_tables(sql)  # expired: dropped by the planner
     scratch = f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"
-    assert scratch_tables(sql) == [scratch]
+    ((comment,),) = sql(
+        "SELECT COMMENT FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = ?", scratch
+    )
+    expires = datetime.datetime.fromisoformat(comment.rsplit(" ", 1)[1])
+    hours = (expires - datetime.datetime.now(datetime.timezone.utc)).total_seconds() / 3600
+    assert 23.9 < hours <= 24
+    ids(reader)
     other = SnowflakeWarehouse(reader.config.connection)  # as another process would
     try:
         other.materialize(reader.plan)
@@ -233,9 +242,13 @@ def test_the_scratch_copy_is_made_once_found_by_others_and_dropped_by_its_maker(
         assert other.read_buckets(reader.plan, chunk).num_rows == chunk.rows
     finally:
         other.close()
-    assert scratch_tables(sql) == [scratch]  # not the other's to drop
     reader.close()
-    assert scratch_tables(sql) == []
+    assert scratch in scratch_tables(sql)  # kept for the next process until it expires
+    again = make_sf_reader(use_cache=False, test_split_percent=23)
+    assert again.plan.rows_id == reader.plan.rows_id
+    ids(again)
+    assert again.stream.warehouse().statements.count("copy") == 1  # planning's, then dropped
+    assert scratch in scratch_tables(sql)
 
 
 def test_the_copy_turns_on_no_billed_background_service(
@@ -266,10 +279,12 @@ def test_a_lost_race_keeps_the_winners_copy(make_sf_reader: MakeReader, sql: Any
     late = Late(reader.config.connection)
     try:
         late.materialize(reader.plan)
-        assert late.statements == ["copy", "rename", "drop", "exists"]  # the rename failed
+        # The rename failed: its copy is dropped, the winner's is used.
+        assert late.statements == ["expired", "copy", "rename", "drop", "exists"]
     finally:
         late.close()
-    assert scratch_tables(sql) == [f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"]
+    assert f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}" in scratch_tables(sql)
+    assert not [name for name in scratch_tables(sql) if name.startswith("FAUCET_TMP")]
     served = ids(reader)  # from the winner's copy
     assert len(served) == len(set(served)) == reader.rows("train")
 
