@@ -311,3 +311,38 @@ def test_closing_a_dataset_leaves_a_given_reader_open(make_reader: MakeReader) -
         pass
     assert not reader.stream.closed
     assert len(list(reader.iter_epoch())) > 0
+
+
+def test_ranks_come_from_the_arguments_or_the_launchers_environment(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = make_reader(**SETTINGS)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    dataset = FaucetIterableDataset(reader)
+    assert (dataset.rank, dataset.world_size) == (2, 3)
+    assert len(dataset) == dataset.partition(1).rank_batches(
+        reader.rows("train"), SETTINGS["batch_size"], reader.config.drop_last
+    )
+    monkeypatch.delenv("WORLD_SIZE")  # a RANK alone is not a launch
+    assert (FaucetIterableDataset(reader).rank, FaucetIterableDataset(reader).world_size) == (0, 1)
+    assert FaucetIterableDataset(reader, rank=1, world_size=2).world_size == 2
+    for rank, world_size in ((1, None), (None, 2)):
+        with pytest.raises(ValueError, match="give both rank and world_size"):
+            FaucetIterableDataset(reader, rank=rank, world_size=world_size)
+    with pytest.raises(ValueError, match=r"rank 2 is not in 0..1"):
+        FaucetIterableDataset(reader, rank=2, world_size=2)
+
+
+def test_two_ranks_need_a_configured_seed(make_reader: MakeReader) -> None:
+    reader = make_reader(**{**SETTINGS, "seed": None})
+    with pytest.raises(ValueError, match="with several ranks, set `seed`"):
+        FaucetIterableDataset(reader, rank=0, world_size=2)
+
+
+def test_the_loader_refuses_a_batch_size_and_counts_its_batches(make_reader: MakeReader) -> None:
+    dataset = FaucetIterableDataset(make_reader(**SETTINGS, columns=["id", "label"]))
+    with pytest.raises(ValueError, match="passes Faucet's batches through: no batch_size"):
+        FaucetDataLoader(dataset, batch_size=8)
+    loader = FaucetDataLoader(dataset)
+    assert len(list(loader)) == len(dataset) == loader.metrics.batches
