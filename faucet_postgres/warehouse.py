@@ -8,12 +8,13 @@ PostgreSQL, connectorx for Redshift) reads rows straight into Arrow, with no val
 user's in its SQL. Columns of types the reader cannot give as numbers or text are read
 through a cast (:mod:`faucet_postgres.types`).
 
-Filling the cache streams the source once, with its key hash, straight through the
-reader when the source needs no bind parameter; otherwise (``ds``), and for chunk by
-chunk reads, the split source is copied once into a scratch table (the core's protocol:
-:mod:`faucet_core.scratch`). The dialect
-(:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements, the
-reader and the data version.
+Planning copies the split source into a scratch table (the core's protocol:
+:mod:`faucet_core.scratch`) and counts the copy, so every read, the cache fill's scan and
+each chunk, serves the rows planned. Without that copy (``copy_when_planning: false``, a
+user who may not make tables, a plan saved by an earlier run) the cache is filled
+straight from the source when it needs no bind parameter, and a copy is made at the first
+read that needs one. The dialect (:mod:`faucet_postgres.dialects`) says the hash, the
+scratch table's statements, the reader and the data version.
 """
 
 from __future__ import annotations
