@@ -137,6 +137,19 @@ class SqlWarehouse(Warehouse):
             )
         return column
 
+    def partition_holds_timestamps(self, source: SourceSpec) -> bool:
+        """Whether the column ``source.ds`` filters holds timestamps, so that ``ds`` keeps
+        that day rather than its midnight (:meth:`from_sql` says how); looked up once per
+        source and partition column, from :meth:`source_schema`."""
+        whole = dataclasses.replace(source, ds=None, columns=None)
+        name = self.partition_column(source)
+        known: dict[tuple[SourceSpec, str], bool] = vars(self).setdefault("_timestamps", {})
+        if (whole, name) not in known:
+            schema = self.source_schema(whole)
+            kind = schema.field(name).type if name in schema.names else pa.null()
+            known[(whole, name)] = pa.types.is_timestamp(kind)
+        return known[(whole, name)]
+
     def columns(self, request: PlanRequest) -> pa.Schema:
         """The columns to read and their types, checked against the source's (the key's,
         and with ``ds`` the partition column's, too).

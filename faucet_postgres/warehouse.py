@@ -63,10 +63,6 @@ _PERMANENT_CONNECT_ERRORS = (
 )  # fmt: skip
 
 
-#: The type oids of ``timestamp`` and ``timestamptz``.
-_TIMESTAMP_OIDS = (1114, 1184)
-
-
 def _for_psycopg(sql: str) -> str:
     """``sql`` (quoted names, no placeholder) as psycopg reads it: ``%`` doubled."""
     return sql.replace("%", "%%")
@@ -100,7 +96,6 @@ class PostgresWarehouse(ScratchWarehouse):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
-        self._timestamps: dict[tuple[str, str], bool] = {}  # (relation, column): a timestamp?
 
     # Errors
 
@@ -235,22 +230,10 @@ class PostgresWarehouse(ScratchWarehouse):
             return relation, []
         name = self.partition_column(source)
         column = self.quote(name)
-        if self._is_timestamp(source, relation, name):
+        if self.partition_holds_timestamps(source):
             condition = f"{column} >= %s::date AND {column} < %s::date + 1"
             return f"{relation} WHERE {condition}", [source.ds, source.ds]
         return f"{relation} WHERE {column} = %s", [source.ds]
-
-    def _is_timestamp(self, source: SourceSpec, relation: str, name: str) -> bool:
-        """Whether the source's column ``name`` is a ``timestamp`` or ``timestamptz``
-        (looked up once per source, from a ``LIMIT 0`` query's description)."""
-        known = self._timestamps
-        if (relation, name) not in known:
-            description = self._execute(
-                f"cannot read {source.describe()}", f"SELECT * FROM {relation} LIMIT 0"
-            ).description
-            kinds = {column.name: column.type_code for column in description}
-            known[(relation, name)] = kinds.get(name) in _TIMESTAMP_OIDS
-        return known[(relation, name)]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The source's columns as they are read: each column the reader has no type for

@@ -88,7 +88,6 @@ class SnowflakeWarehouse(ScratchWarehouse):
         #: ``read``, ``scan``, ``drop``. Those that run on the virtual warehouse are
         #: counted in ``costs.query_jobs``.
         self.statements: list[str] = []
-        self._timestamps: dict[tuple[str, str], bool] = {}  # (relation, column): timestamps?
 
     # Running statements
 
@@ -214,20 +213,10 @@ class SnowflakeWarehouse(ScratchWarehouse):
             return relation, []
         name = self.partition_column(source)
         column = self.quote(name)
-        if self._is_timestamp(source, name):
+        if self.partition_holds_timestamps(source):
             day = f"{column} >= TO_DATE(?) AND {column} < DATEADD(day, 1, TO_DATE(?))"
             return f"{relation} WHERE {day}", [source.ds, source.ds]
         return f"{relation} WHERE {column} = ?", [source.ds]
-
-    def _is_timestamp(self, source: SourceSpec, name: str) -> bool:
-        """Whether the source's column ``name`` holds timestamps (looked up once per
-        source, by compiling a query of it)."""
-        key = (self._relation(source), name)
-        if key not in self._timestamps:
-            schema = self.source_schema(source)
-            found = name in schema.names and pa.types.is_timestamp(schema.field(name).type)
-            self._timestamps[key] = found
-        return self._timestamps[key]
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The columns of ``source`` as Snowflake names them, from compiling a query of it
