@@ -92,6 +92,10 @@ class SqlWarehouse(Warehouse):
     #: The column ``source.ds`` filters when ``source.partition_column`` is not set, as
     #: the warehouse stores a column created as ``ds``.
     default_partition_column: ClassVar[str] = "ds"
+    #: The rows of one day of a timestamp column (:meth:`ds_filter`): ``{c}`` is the
+    #: quoted column, ``{p}`` the day's bind parameter (given twice); ``None``: ``ds`` is
+    #: compared as it is.
+    day_filter: ClassVar[str | None] = None
 
     @abstractmethod
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
@@ -136,6 +140,16 @@ class SqlWarehouse(Warehouse):
                 f"(set source.partition_column); it has {list(names)}"
             )
         return column
+
+    def ds_filter(self, source: SourceSpec, placeholder: str) -> tuple[str, list[Any]]:
+        """The condition ``source.ds`` puts on the source (``placeholder``: how the driver
+        writes a bind parameter) and its parameters: the partition column equals it, or,
+        where the dialect says how (:attr:`day_filter`) and the column holds timestamps,
+        falls on that day."""
+        column = self.quote(self.partition_column(source))
+        if self.day_filter is not None and self.partition_holds_timestamps(source):
+            return self.day_filter.format(c=column, p=placeholder), [source.ds, source.ds]
+        return f"{column} = {placeholder}", [source.ds]
 
     def partition_holds_timestamps(self, source: SourceSpec) -> bool:
         """Whether the column ``source.ds`` filters holds timestamps, so that ``ds`` keeps

@@ -83,6 +83,8 @@ class PostgresWarehouse(ScratchWarehouse):
         ranked="json_agg(json_build_object('value', v, 'count', n) ORDER BY n DESC, v)",
         length="cardinality({c})",
     )
+    # In the session's time zone, for a timestamptz.
+    day_filter: ClassVar[str | None] = "{c} >= {p}::date AND {c} < {p}::date + 1"
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -223,17 +225,11 @@ class PostgresWarehouse(ScratchWarehouse):
         return f"({query.replace('%', '%%') if placeholders else query}) AS faucet_query"
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
-        """The source's relation; with ``ds``, its rows whose partition column equals it,
-        or, for a timestamp column, fall on that day (in the session's time zone)."""
         relation = self._relation(source, placeholders=True)
         if source.ds is None:
             return relation, []
-        name = self.partition_column(source)
-        column = self.quote(name)
-        if self.partition_holds_timestamps(source):
-            condition = f"{column} >= %s::date AND {column} < %s::date + 1"
-            return f"{relation} WHERE {condition}", [source.ds, source.ds]
-        return f"{relation} WHERE {column} = %s", [source.ds]
+        condition, params = self.ds_filter(source, "%s")
+        return f"{relation} WHERE {condition}", params
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The source's columns as they are read: each column the reader has no type for

@@ -64,6 +64,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
     connection: SnowflakeConnection
     default_partition_column = "DS"  # a column created as ds, stored upper-cased
     scratch_expires = True
+    # In the session's TIMEZONE, for TIMESTAMP_LTZ and TIMESTAMP_TZ.
+    day_filter = "{c} >= TO_DATE({p}) AND {c} < DATEADD(day, 1, TO_DATE({p}))"
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -206,17 +208,11 @@ class SnowflakeWarehouse(ScratchWarehouse):
         return f"({source.query}) AS faucet_source"
 
     def from_sql(self, source: SourceSpec) -> tuple[str, Sequence[Any]]:
-        """The source; with ``ds``, its rows whose partition column equals it, or, for a
-        timestamp column, fall on that day (in the session's time zone)."""
         relation = self._relation(source)
         if source.ds is None:
             return relation, []
-        name = self.partition_column(source)
-        column = self.quote(name)
-        if self.partition_holds_timestamps(source):
-            day = f"{column} >= TO_DATE(?) AND {column} < DATEADD(day, 1, TO_DATE(?))"
-            return f"{relation} WHERE {day}", [source.ds, source.ds]
-        return f"{relation} WHERE {column} = ?", [source.ds]
+        condition, params = self.ds_filter(source, "?")
+        return f"{relation} WHERE {condition}", params
 
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The columns of ``source`` as Snowflake names them, from compiling a query of it
