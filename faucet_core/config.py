@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,6 +102,49 @@ def _as_list(value: Any) -> Any:
 
 
 Names = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+def _renamed_keys(
+    mapping: dict[Any, Any], rename: Callable[[str], str], where: str
+) -> dict[Any, Any]:
+    renamed: dict[Any, Any] = {}
+    for key, value in mapping.items():
+        name = rename(key) if isinstance(key, str) else key
+        if name in renamed:
+            raise ValueError(f"{where} names the column {name} twice")
+        renamed[name] = value
+    return renamed
+
+
+def _stored_names(
+    section: Any, rename: Callable[[str], str], lists: tuple[str, ...], keyed: tuple[str, ...]
+) -> Any:
+    """The raw config ``section`` with the column names it holds as the warehouse stores
+    them (:meth:`Warehouse.column_name`): in the name lists of ``lists`` (``inputs``: of
+    each group), the keys of ``keyed`` and ``partition_column``."""
+    if isinstance(section, BaseModel):
+        section = section.model_dump(exclude_unset=True)
+    if not isinstance(section, dict):
+        return section  # reported by the section's own validation
+
+    def names(value: Any) -> Any:
+        value = _as_list(value)
+        if not isinstance(value, list):
+            return value
+        return [rename(name) if isinstance(name, str) else name for name in value]
+
+    section = dict(section)
+    for field in lists:
+        if field == "inputs" and isinstance(section.get(field), dict):
+            section[field] = {group: names(members) for group, members in section[field].items()}
+        elif section.get(field) is not None:
+            section[field] = names(section[field])
+    for field in keyed:
+        if isinstance(section.get(field), dict):
+            section[field] = _renamed_keys(section[field], rename, field)
+    if isinstance(section.get("partition_column"), str):
+        section["partition_column"] = rename(section["partition_column"])
+    return section
 
 
 def default_cache_dir() -> Path:
@@ -282,6 +326,19 @@ class FaucetConfig(_Section):
         if isinstance(value, model):
             return value
         return model.model_validate({} if value is None else value)
+
+    @field_validator("source", "preprocessing", mode="before")
+    @classmethod
+    def _column_names(cls, value: Any, info: ValidationInfo) -> Any:
+        # Column names as the warehouse resolves them, before any check compares two.
+        datastore = info.data.get("datastore")
+        if datastore is None:
+            return value
+        rename = get_warehouse_class(datastore).column_name
+        if info.field_name == "source":
+            lists = ("columns", "label_columns", "split_key", "inputs")
+            return _stored_names(value, rename, lists, ("pad",))
+        return _stored_names(value, rename, ("exclude",), ("columns",))
 
     @property
     def warehouse_class(self) -> type[Warehouse]:

@@ -202,6 +202,16 @@ class Warehouse(ABC):
         #: What this instance spent so far (left at zero by warehouses that do not say).
         self.costs = WarehouseCosts()
 
+    @classmethod
+    def column_name(cls, written: str) -> str:
+        """The name a column written as ``written`` in a config is stored under, as the
+        warehouse's SQL resolves an identifier. The config is read with these names
+        (:class:`~faucet_core.config.FaucetConfig`), so batches carry them.
+
+        Default: ``written`` itself. Snowflake upper-cases a name without double quotes.
+        """
+        return written
+
     def source_identity(self, source: SourceSpec) -> str:
         """Where ``source``'s data lives, as far as its spelling does not say it: the
         database file, server, project or account. Part of a plan's ``rows_id``, so that

@@ -3,9 +3,11 @@
 Snowflake upper-cases an identifier written without quotes (``events`` is ``EVENTS``) and
 keeps one in double quotes as it is (``"Events"``). Table names in the config follow the
 same rule, since that is how they are written in SQL: each part of ``db.schema.table`` is
-a plain identifier, sent unquoted, or a double-quoted one, kept as it is. Column names are
-the ones Snowflake reports (``ID`` for a column created as ``id``) and are always quoted,
-so they match exactly.
+a plain identifier, sent unquoted, or a double-quoted one, kept as it is. Column names in
+the config follow it too (:func:`stored_column`): ``label`` means the column ``LABEL``,
+``'"label"'`` the one created as ``"label"``. In SQL, and in batches, columns carry the
+names Snowflake stores (``ID`` for a column created as ``id``); they are always quoted, so
+they match exactly.
 """
 
 from __future__ import annotations
@@ -16,9 +18,21 @@ from dataclasses import dataclass
 from faucet_core.sql import quote_identifier
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["TableName", "parse_table", "quote_identifier"]
+__all__ = ["TableName", "parse_table", "quote_identifier", "stored_column"]
 
-_PART = re.compile(r'(?:([A-Za-z_][A-Za-z0-9_$]*)|"((?:[^"]|"")+)")(\.|$)')
+_PLAIN = r"[A-Za-z_][A-Za-z0-9_$]*"
+_QUOTED = r'"((?:[^"]|"")+)"'
+_PART = re.compile(rf"(?:({_PLAIN})|{_QUOTED})(\.|$)")
+
+
+def stored_column(written: str) -> str:
+    """The column a config's name means, as Snowflake resolves it: a plain identifier
+    (``label``) upper-cased (``LABEL``), one in double quotes (``"label"``) as it is
+    inside them; any other text as it is."""
+    if re.fullmatch(_PLAIN, written):
+        return written.upper()
+    quoted = re.fullmatch(_QUOTED, written)
+    return quoted.group(1).replace('""', '"') if quoted else written
 
 
 @dataclass(frozen=True)

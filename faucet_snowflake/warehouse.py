@@ -37,7 +37,7 @@ from faucet_core.warehouse import (
 )
 from faucet_snowflake.connection import SnowflakeConnection, connect_arguments
 from faucet_snowflake.errors import classify
-from faucet_snowflake.names import parse_table, quote_identifier
+from faucet_snowflake.names import parse_table, quote_identifier, stored_column
 from faucet_snowflake.types import WIDE, conform, schema_of, widened
 
 __all__ = ["SnowflakeWarehouse"]
@@ -62,10 +62,16 @@ class SnowflakeWarehouse(ScratchWarehouse):
     name = "snowflake"
     connection_model = SnowflakeConnection
     connection: SnowflakeConnection
-    default_partition_column = "DS"  # a column created as ds, stored upper-cased
+    default_partition_column = "DS"  # ds, as Snowflake resolves it
     scratch_expires = True
     # In the session's TIMEZONE, for TIMESTAMP_LTZ and TIMESTAMP_TZ.
     day_filter = "{c} >= TO_DATE({p}) AND {c} < DATEADD(day, 1, TO_DATE({p}))"
+
+    @classmethod
+    def column_name(cls, written: str) -> str:
+        """As Snowflake SQL resolves it (:func:`~faucet_snowflake.names.stored_column`):
+        ``label`` is ``LABEL``, ``"label"`` is ``label``."""
+        return stored_column(written)
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -236,7 +242,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
             if not str(exc).startswith(("source.columns", "source.split_key")):
                 raise
             raise PermanentWarehouseError(
-                f"{exc} (Snowflake stores names created without quotes in upper case)"
+                f"{exc} (a name without double quotes means its upper-case form, as in "
+                "Snowflake SQL; write one created in double quotes in them: '\"label\"')"
             ) from None
         wide = [f.name for f in schema if f.metadata and WIDE in f.metadata]
         if not wide:

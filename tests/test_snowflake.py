@@ -148,12 +148,34 @@ def test_quoted_names_keep_their_case(make_sf_reader: MakeReader, sql: Any) -> N
         'CREATE TABLE IF NOT EXISTS "Mixed Case" ("key" INT, "Value" FLOAT) AS '
         "SELECT seq4(), seq4() / 2 FROM TABLE(GENERATOR(ROWCOUNT => 300))"
     )
-    reader = make_sf_reader(
-        table_name=f'{SF_DATABASE}.{SF_SCHEMA}."Mixed Case"', split_key="key", label_columns=None
-    )
+    table = f'{SF_DATABASE}.{SF_SCHEMA}."Mixed Case"'
+    reader = make_sf_reader(table_name=table, split_key='"key"', label_columns='"Value"')
     assert reader.plan.columns == ("key", "Value")
     served = [k for b in reader.iter_epoch() for k in b["features"]["key"].tolist()]
     assert sorted(served) == list(range(300))
+    with pytest.raises(PermanentWarehouseError, match=r"\['KEY'\] not found.*double quotes"):
+        make_sf_reader(table_name=table, split_key="key", label_columns=None)
+
+
+def test_names_without_quotes_mean_their_upper_case_form(make_sf_reader: MakeReader) -> None:
+    # T was made without quotes: Snowflake stores ID, X1, X2, NAME, LABEL, DS.
+    reader = make_sf_reader(
+        columns=["id", "x1", "X2", "Label"], split_key="id", label_columns="label",
+        ds="2024-01-02", partition_column="ds", batch_size=5000,
+        preprocessing={"columns": {"x1": {"scale": "minmax"}}, "exclude": ["id"]},
+    )  # fmt: skip
+    assert reader.plan.columns == ("ID", "X1", "X2", "LABEL")
+    assert (reader.feature_columns, reader.label_columns) == (["ID", "X1", "X2"], ["LABEL"])
+    (batch,) = reader.iter_epoch()
+    assert list(batch["features"].columns) == ["ID", "X1", "X2"]
+    assert list(batch["labels"].columns) == ["LABEL"]
+    assert sorted(batch["features"]["ID"]) == [i for i in range(ROWS) if i % 3 == 1]
+    assert (batch["features"]["X1"].min(), batch["features"]["X1"].max()) == (0.0, 1.0)
+    grouped = make_sf_reader(
+        split_key="id", label_columns="label", inputs={"xs": ["x1", "x2"]}, pad=None,
+        output="numpy",
+    )  # fmt: skip
+    assert grouped.serving.input_names("numpy") == {"xs": ["X1", "X2"]}
 
 
 # Resume and DataLoader workers
@@ -368,9 +390,9 @@ def test_bad_input_names_what_is_wrong(make_sf_reader: MakeReader) -> None:
     with pytest.raises(PermanentWarehouseError, match="drop table"):
         make_sf_reader(table_name="T; drop table T")
     with pytest.raises(
-        PermanentWarehouseError, match=r"source.columns \['id'\] not found.*upper case"
+        PermanentWarehouseError, match=r"source.columns \['id'\] not found.*upper-case form"
     ):
-        make_sf_reader(columns=["id", "LABEL"])
+        make_sf_reader(columns=['"id"', "LABEL"])
     with pytest.raises(PermanentWarehouseError, match=r"source.split_key \['MISSING'\]"):
         make_sf_reader(split_key="MISSING")
     with pytest.raises(PermanentWarehouseError, match="no partition column 'DAY'"):

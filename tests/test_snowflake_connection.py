@@ -165,6 +165,27 @@ def test_bad_table_names(written: str) -> None:
         parse_table(written)
 
 
+def test_config_column_names_resolve_as_snowflake_sql_does() -> None:
+    config = load_config(
+        datastore="snowflake", account="acme", user="u", password="p", table_name="t",
+        columns=["id", '"Mixed"', '"say ""hi"""', "with space", "tags", "$x"],
+        label_columns=["Id"], split_key=['"Mixed"'], partition_column="day",
+        inputs={"g": ["tags", '"say ""hi"""']}, pad={"tags": 3},
+        preprocessing={"columns": {"with space": {"scale": "standard"}}, "exclude": ["$x"]},
+    )  # fmt: skip
+    source = config.source
+    assert source.columns == ["ID", "Mixed", 'say "hi"', "with space", "TAGS", "$x"]
+    assert (source.label_columns, source.split_key) == (["ID"], ["Mixed"])
+    assert (source.partition_column, source.pad) == ("DAY", {"TAGS": 3})
+    assert source.inputs == {"g": ["TAGS", 'say "hi"']}
+    assert list(config.preprocessing.columns) == ["with space"]
+    assert config.preprocessing.exclude == ["$x"]
+    with pytest.raises(ConfigError, match="source: pad names the column X twice"):
+        load_config(datastore="snowflake", account="a", table_name="t", pad={"x": 3, "X": 4})
+    with pytest.raises(ConfigError, match="lists a column twice"):
+        load_config(datastore="snowflake", account="a", table_name="t", columns=["x", "X"])
+
+
 # Types
 
 
