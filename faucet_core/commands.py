@@ -31,6 +31,7 @@ from faucet_core.report import (
     size,
     splits_table,
 )
+from faucet_core.scratch import ScratchWarehouse
 from faucet_core.settings import load_config
 from faucet_core.warehouse import Warehouse
 
@@ -63,8 +64,9 @@ def plugins(as_json: bool) -> None:
 
 def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str], Plan | None]:
     """What reading ``config`` will cost before its first batch: whether a saved plan
-    fits, else what the warehouse estimates planning and its scratch copy will process.
-    Returns those lines and the saved plan a reader would reuse now, if any."""
+    fits, else what the warehouse estimates planning and its scratch copy will process,
+    and what else it says (:meth:`Warehouse.cost_notes`). Returns those lines and the
+    saved plan a reader would reuse now, if any."""
     request = config.plan_request()
     version = data_version(warehouse, request.source)
     key = saved_plan_key(config, warehouse, version)
@@ -74,10 +76,17 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str
         location = warehouse.scratch_location(plan)
         if location:
             lines.append(f"scratch copy: {location} (made, if missing, on the first cache miss)")
-        return lines, plan
-    lines = ["plan: none saved for this data; planning runs one counting query"]
+        return [*lines, *warehouse.cost_notes(request, plan)], plan
+    copies = isinstance(warehouse, ScratchWarehouse) and warehouse.copies_when_planning()
+    planning = "makes the scratch copy and counts its rows" if copies else "runs one counting query"
+    lines = [f"plan: none saved for this data; planning {planning}"]
     estimate = warehouse.estimate(request)
-    if estimate:
+    if copies and "materializing" in estimate:
+        lines.append(
+            f"will scan {size(estimate['materializing'])} for the scratch copy, made while "
+            "planning (its rows are then counted from it)"
+        )
+    elif estimate:
         lines.append(
             f"will scan {size(estimate.get('planning', 0))} to plan, and "
             f"{size(estimate.get('materializing', 0))} for the scratch copy (on the first "
@@ -88,7 +97,7 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str
             "the source has no data version (a query): it is planned again on every run "
             "unless cache.plan_ttl allows reusing its plan"
         )
-    return lines, None
+    return [*lines, *warehouse.cost_notes(request, None)], None
 
 
 @click.command()

@@ -28,6 +28,10 @@ The protocol:
    made it drops it on :meth:`~ScratchWarehouse.close`.
 5. A read that finds it gone raises :class:`~faucet_core.warehouse.ScratchDataMissing`
    (:meth:`ScratchWarehouse.scratch_gone`): the core materializes again and retries.
+6. A user who may not make it (:meth:`~ScratchWarehouse.cannot_copy`: no right to create
+   tables there, a read-only server) reads from the source instead
+   (:meth:`~ScratchWarehouse.rows_query`): each chunk read scans it, and a change of its
+   rows after planning fails the read.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class ScratchWarehouse(SqlWarehouse):
         self._scratch_ready: set[str] = set()  # made or found here, until a read finds it gone
         self._scratch_owned: list[str] = []  # made here, to drop on close
         self._planned_copy: str | None = None  # made while planning, not yet named
+        self._uncopied: set[str] = set()  # copies this user may not make: read the source
 
     # The hooks a plugin implements
 
@@ -141,11 +146,44 @@ class ScratchWarehouse(SqlWarehouse):
         (threads of this instance wait for the one copying)."""
         name = self.scratch_name(plan)
         with self._scratch_lock:
-            if name in self._scratch_ready:
+            if name in self._scratch_ready or name in self._uncopied:
                 return
             if not self.scratch_exists(name):
-                self._copy(plan, name)
+                try:
+                    self._copy(plan, name)
+                except PermanentWarehouseError as exc:
+                    if not self.cannot_copy(exc):
+                        raise
+                    log.warning(
+                        "cannot copy %s (%s): every chunk read scans the source (grant the "
+                        "right to create tables where scratch copies go for one scan)",
+                        plan.request.source.describe(), exc,
+                    )  # fmt: skip
+                    self._uncopied.add(name)
+                    return
             self._scratch_ready.add(name)
+
+    def reads_copy(self, plan: Plan) -> bool:
+        """Whether :meth:`rows_query` reads ``plan``'s copy: yes, unless this user may not
+        make it."""
+        with self._scratch_lock:
+            return self.scratch_name(plan) not in self._uncopied
+
+    def rows_query(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None
+    ) -> tuple[str, Sequence[Any]]:
+        """The query of ``plan``'s rows (of ``chunks``, or all) after :meth:`materialize`,
+        and its parameters: :meth:`scratch_rows` where it :meth:`reads_copy`, else the
+        rows of the source, with their key hash."""
+        if self.reads_copy(plan):
+            return self.scratch_rows(plan, chunks), []
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
+        h = layout.HASH_COLUMN  # as the dialect resolves it unquoted, named as the copy has it
+        selected = "".join(f"{self.quote(c)}, " for c in plan.columns)
+        sql = f"SELECT {selected}{h} AS {self.quote(h)} FROM ({hashed}) AS faucet_rows"
+        if chunks is not None:
+            sql += f" WHERE {self.in_chunks(plan, chunks)}"
+        return sql, params
 
     def _copied_rows(
         self,

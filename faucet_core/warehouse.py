@@ -297,6 +297,13 @@ class Warehouse(ABC):
         warehouse can tell without running them (BigQuery: dry runs). Optional."""
         return {}
 
+    def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
+        """Lines ``faucet validate`` shows, beyond :meth:`estimate`, on what reading
+        ``request`` costs here: what runs the queries, the scratch copy's name and how
+        long it is kept. ``plan``: the saved plan a reader would reuse, if any. Must not
+        scan the data. Optional."""
+        return []
+
     def scratch_location(self, plan: Plan) -> str | None:
         """Where :meth:`materialize` puts ``plan``'s scratch copy (a table, a folder).
         Optional, for display."""

@@ -35,11 +35,12 @@ _HINTS = {
 
 
 def one_line(message: str, secrets: Sequence[str] = ()) -> str:
-    """``message`` on one line, with every secret value masked."""
+    """``message`` on one line (Snowflake's messages often say what is wrong on their
+    second: ``SQL compilation error:\nObject 'T' does not exist``), every secret value
+    masked."""
     for secret in secrets:
         message = message.replace(secret, "***")
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[0] if lines else message
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def classify(exc: BaseException, what: str, secrets: Sequence[str] = ()) -> WarehouseError:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import re
 import threading
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
+from faucet_core.report import size
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
     PermanentWarehouseError,
@@ -50,9 +52,14 @@ _WAREHOUSE_STATEMENTS = frozenset({"copy", "read", "scan", "query", "range"})
 _NO_SUCH_OBJECT = 2003
 _SCRATCH_COMMENT = "Faucet: a scratch copy of a split source"
 #: How a copy's comment gives its expiry, an ISO 8601 instant in UTC.
+_EXPIRES = re.compile(r"; expires (\S+)$")
 log = logging.getLogger(__name__)
 
-_EXPIRES = re.compile(r"; expires (\S+)$")
+
+def _expiry_in(comment: str | None) -> datetime.datetime | None:
+    """The expiry a scratch copy's comment gives, if any."""
+    match = _EXPIRES.search(comment or "")
+    return datetime.datetime.fromisoformat(match.group(1)) if match else None
 
 
 class SnowflakeWarehouse(ScratchWarehouse):
@@ -93,9 +100,11 @@ class SnowflakeWarehouse(ScratchWarehouse):
         #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``range`` (the
         #: least and most values of wide integers), ``expired`` (the lookup of expired
         #: copies), ``exists``, ``copy``, ``rename``, ``expire`` (a copy's expiry),
-        #: ``read``, ``scan``, ``drop``. Those that run on the virtual warehouse are
-        #: counted in ``costs.query_jobs``.
+        #: ``read``, ``scan``, ``drop``; for ``faucet validate``, ``explain`` and
+        #: ``session`` (the session's warehouse, database and schema). Those that run on
+        #: the virtual warehouse are counted in ``costs.query_jobs``.
         self.statements: list[str] = []
+        self._explained: dict[tuple[str, tuple[Any, ...]], tuple[int, int, int]] = {}
 
     # Running statements
 
@@ -384,10 +393,128 @@ class SnowflakeWarehouse(ScratchWarehouse):
             cursor.close()
         now = datetime.datetime.now(datetime.timezone.utc)
         for name, comment in found:
-            match = _EXPIRES.search(comment or "")
-            if match and datetime.datetime.fromisoformat(match.group(1)) < now:
+            expiry = _expiry_in(comment)
+            if expiry is not None and expiry < now:
                 log.info("dropping the expired scratch table %s", name)
-                self.drop_scratch(name)
+                try:
+                    self.drop_scratch(name)
+                except PermanentWarehouseError as exc:  # another role's: its owner drops it
+                    log.warning("cannot drop the expired scratch table %s: %s", name, exc)
+
+    # What a run will cost (faucet validate): compiled, never run
+
+    def _explain(self, what: str, sql: str, params: Sequence[Any]) -> tuple[int, int, int]:
+        """The bytes and micro-partitions ``sql`` would read, and the micro-partitions of
+        what it reads, from ``EXPLAIN USING JSON``: compiled, not run (no warehouse)."""
+        key = (sql, tuple(params))
+        if key not in self._explained:
+            cursor = self._execute("explain", what, f"EXPLAIN USING JSON {sql}", params)
+            try:
+                (found,) = cursor.fetchall()
+            finally:
+                cursor.close()
+            stats = json.loads(found[0]).get("GlobalStats", {})
+            read, assigned, total = (
+                int(stats.get(part) or 0)
+                for part in ("bytesAssigned", "partitionsAssigned", "partitionsTotal")
+            )
+            self._explained[key] = (read, assigned, total)
+        return self._explained[key]
+
+    def _planning_queries(self, request: PlanRequest) -> dict[str, tuple[str, Sequence[Any]]]:
+        """The copy's query, and the counting query as it runs on the source (where the
+        role cannot create the copy), each with its parameters."""
+        schema = self.columns(request)
+        columns = schema.names
+        key, eval_buckets = request.key(columns), request.split.eval_buckets
+        hashed, params = self.hashed_rows(request.source, (), key)
+        return {
+            "copy": self._copied_rows(request.source, columns, key, schema, eval_buckets),
+            "count": (self.dialect.count_query(hashed, eval_buckets), params),
+        }
+
+    def estimate(self, request: PlanRequest) -> dict[str, int]:
+        """What the scratch copy will read of the source (``EXPLAIN``); the counting query
+        then reads the copy's split and bucket columns only."""
+        sql, params = self._planning_queries(request)["copy"]
+        return {
+            "materializing": self._explain(
+                f"cannot explain {request.source.describe()}", sql, params
+            )[0]
+        }
+
+    def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
+        """The virtual warehouse that runs the statements; without a saved plan, what
+        ``EXPLAIN`` says the copy and a count of the source read; the copy's name and
+        expiry."""
+        notes = [f"runs on: {self._runs_on()}"]
+        hours = self.connection.scratch_expiration_hours
+        if plan is None:
+            what = f"cannot explain {request.source.describe()}"
+            queries = self._planning_queries(request)
+            copy = self._explain(what, *queries["copy"])
+            count = self._explain(what, *queries["count"])
+            notes.append(
+                f"EXPLAIN: the copy reads {size(copy[0])} ({copy[1]} of {copy[2]} "
+                "micro-partitions of the source); counting it reads its split and bucket "
+                f"columns only (counting the source instead, as for a role that cannot create "
+                f"tables here: {size(count[0])}, {count[1]} micro-partitions)"
+            )
+            notes.append(
+                f"scratch copy: {self._scratch_place()}.FAUCET_SCRATCH_<the plan's rows id>, "
+                f"kept {hours:g} h after it is made (connection.scratch_expiration_hours) for "
+                "every reader of the plan, then dropped by the next copy made there"
+            )
+            return notes
+        name = self.scratch_name(plan)
+        expiry = self._expiry(name)
+        if expiry is None:
+            notes.append(
+                f"scratch copy {name}: not there (expired or dropped); the first chunk the "
+                f"cache lacks makes it again, kept {hours:g} h"
+            )
+        elif expiry < datetime.datetime.now(datetime.timezone.utc):
+            notes.append(
+                f"scratch copy {name}: expired {expiry:%Y-%m-%dT%H:%M:%SZ}, used until the "
+                "next copy made there drops it"
+            )
+        else:
+            notes.append(f"scratch copy {name}: kept until {expiry:%Y-%m-%dT%H:%M:%SZ}")
+        return notes
+
+    def _one_row(self, kind: str, what: str, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self._execute(kind, what, sql, params)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def _runs_on(self) -> str:
+        if self.connection.warehouse:
+            return f"the virtual warehouse {self.connection.warehouse} (connection.warehouse)"
+        (found,) = self._one_row(
+            "session", "cannot look up the session's warehouse", "SELECT CURRENT_WAREHOUSE()"
+        )
+        if found is None:
+            return "no virtual warehouse: set connection.warehouse (counting and reading need one)"
+        return f"the virtual warehouse {found} (the user's default)"
+
+    def _scratch_place(self) -> str:
+        """The database and schema scratch copies go to: the session's."""
+        database, schema = self._one_row(
+            "session", "cannot look up the session's schema",
+            "SELECT CURRENT_DATABASE(), CURRENT_SCHEMA()",
+        )  # fmt: skip
+        return f"{database}.{schema}"
+
+    def _expiry(self, name: str) -> datetime.datetime | None:
+        """The expiry of the copy ``name``; ``None`` if there is no copy."""
+        found = self._one_row(
+            "exists", "cannot look up the scratch table",
+            "SELECT COMMENT FROM INFORMATION_SCHEMA.TABLES "
+            "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?", [name],
+        )  # fmt: skip
+        return None if found is None else _expiry_in(found[0])
 
     def _chunk_schema(self, plan: Plan) -> pa.Schema | None:
         if plan.schema is None:
@@ -404,19 +531,30 @@ class SnowflakeWarehouse(ScratchWarehouse):
         """A role without the privilege to create tables in the session's schema."""
         return "Insufficient privileges" in str(error)
 
+    def _read_rows(
+        self, kind: str, plan: Plan, chunks: Sequence[ChunkSpec] | None
+    ) -> tuple[Any, str]:
+        """A cursor over ``plan``'s rows (of ``chunks``, or all): of the scratch table, or
+        of the source where the role may not copy it; and what a failure says."""
+        copy = self.reads_copy(plan)
+        place = self.scratch_location(plan) if copy else plan.request.source.describe()
+        what = f"cannot read {place}"
+        if chunks is not None and len(chunks) == 1:
+            what = f"cannot read {chunks[0].describe()} of {place}"
+        sql, params = self.rows_query(plan, chunks)
+        return self._execute(kind, what, sql, params, scratch=plan if copy else None), what
+
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
-        what = f"cannot read {chunk.describe()} of {self.scratch_location(plan)}"
-        cursor = self._execute("read", what, self.scratch_rows(plan, [chunk]), scratch=plan)
+        cursor, what = self._read_rows("read", plan, [chunk])
         return self._fetch(cursor, what, self._chunk_schema(plan))
 
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
         """The scratch table's rows (of ``chunks``, or all), streamed, after materializing
-        it if need be."""
+        it if need be (the source's, where the role may not copy it)."""
         self.materialize(plan)
-        what = f"cannot read {self.scratch_location(plan)}"
-        cursor = self._execute("scan", what, self.scratch_rows(plan, chunks), scratch=plan)
+        cursor, what = self._read_rows("scan", plan, chunks)
         schema = self._chunk_schema(plan) or schema_of(cursor.description, self._type_names, what)
         return self._stream(cursor, schema, what)
 

@@ -5,8 +5,11 @@ fakesnow accepts any user and password; the server here answers a login with oth
 credentials as Snowflake does (code 390100), so that wrong credentials can be tested
 through the connector. It also writes the text of every query it receives to a log, one
 JSON string a line (:meth:`SnowServer.queries`): what the connector sent, at the HTTP
-boundary. Everything else is fakesnow's (a DuckDB database in memory, shared by every
-session).
+boundary. Statements fakesnow cannot answer (``EXPLAIN``, ``CURRENT_WAREHOUSE()``) are
+answered as Snowflake documents them while a test sets rules for them
+(:meth:`SnowServer.answering`): a statement a rule matches runs as the rule's query
+instead, or fails with the rule's Snowflake error. Everything else is fakesnow's (a
+DuckDB database in memory, shared by every session).
 
 Run as a script: ``python -m tests.snowserver PORT USER PASSWORD QUERY_LOG``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +43,23 @@ class SnowServerError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class SnowError:
+    """An error as Snowflake answers a statement with it: code, SQL state, message."""
+
+    code: int
+    sql_state: str
+    message: str
+
+    def response(self) -> dict[str, Any]:
+        """The body of Snowflake's answer."""
+        code = f"{self.code:06d}"
+        return {
+            "data": {"errorCode": code, "sqlState": self.sql_state},
+            "code": code, "message": self.message, "success": False,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
 class SnowServer:
     """Where the stand-in listens, and the credentials it accepts."""
 
@@ -52,6 +73,22 @@ class SnowServer:
         if self.query_log is None or not self.query_log.exists():
             return []
         return [json.loads(line) for line in self.query_log.read_text().splitlines()]
+
+    @contextmanager
+    def answering(self, rules: list[tuple[str, str | SnowError]]) -> Iterator[None]:
+        """While the block runs, a statement that a rule's regular expression matches
+        (``re.search``; the first rule that does) runs as that rule's query instead, or
+        fails with its error."""
+        assert self.query_log is not None
+        answers = _answers_file(self.query_log)
+        answers.write_text(json.dumps([
+            (pattern, answer if isinstance(answer, str) else answer.response())
+            for pattern, answer in rules
+        ]))  # fmt: skip
+        try:
+            yield
+        finally:
+            answers.unlink()
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """Connection keywords for ``get_batch_reader(datastore="snowflake", ...)``."""
@@ -122,6 +159,25 @@ def _wait_until_ready(
         time.sleep(0.1)  # polling a server until it answers
 
 
+def _answers_file(query_log: Path) -> Path:
+    return query_log.with_name("answers.json")
+
+
+def _answer(body: dict[str, Any], answers: Path) -> dict[str, Any] | None:
+    """For the first rule matching ``body``'s statement: ``body`` with the rule's query
+    instead (``{"body": ...}``), or the error response (``{"error": ...}``); ``None``
+    when no rule does."""
+    if not answers.exists():
+        return None
+    for pattern, answer in json.loads(answers.read_text()):
+        if re.search(pattern, body.get("sqlText", ""), re.DOTALL):
+            if isinstance(answer, dict):
+                return {"error": answer}
+            rest = {k: v for k, v in body.items() if k != "bindings"}
+            return {"body": {**rest, "sqlText": answer}}
+    return None
+
+
 def _app(user: str, password: str, query_log: Path) -> Any:
     """fakesnow's app, behind a login that checks the credentials, logging each query."""
     import importlib
@@ -152,8 +208,16 @@ def _app(user: str, password: str, query_log: Path) -> Any:
         body = await request.body()  # kept by the request for fakesnow's handler
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
+        data = json.loads(body)
         with query_log.open("a") as log:
-            log.write(json.dumps(json.loads(body).get("sqlText", "")) + "\n")
+            log.write(json.dumps(data.get("sqlText", "")) + "\n")
+        answer = _answer(data, _answers_file(query_log)) or {}
+        if "error" in answer:
+            return JSONResponse(answer["error"])
+        if "body" in answer:  # read again by fakesnow's handler, as the client sent it
+            text = json.dumps(answer["body"]).encode()
+            gzipped = request.headers.get("Content-Encoding") == "gzip"
+            request._body = gzip.compress(text) if gzipped else text
         return await server.query_request(request)
 
     server = importlib.import_module("fakesnow.server")  # not fakesnow.server(), a function

@@ -30,7 +30,7 @@ from faucet_snowflake import SnowflakeConnection, SnowflakeWarehouse
 from faucet_snowflake.types import WIDE, conform, schema_of, widened
 from tests.bqemulator import free_port
 from tests.conftest import ROWS, SF_DATABASE, SF_SCHEMA
-from tests.snowserver import SnowServer
+from tests.snowserver import SnowError, SnowServer
 
 MakeReader = Callable[..., Reader]
 
@@ -531,3 +531,123 @@ def test_rows_loaded_after_planning_are_not_served(
             "'2024-01-01'::DATE FROM TABLE(GENERATOR(ROWCOUNT => 100))"
         )
         assert sorted(ids(reader)) == list(range(ROWS))
+
+
+# faucet validate: what a run will cost
+
+
+def _explained(read: int, assigned: int, total: int) -> str:
+    """A query answering as Snowflake's ``EXPLAIN USING JSON`` does: one row, one text column."""
+    stats = {"partitionsTotal": total, "partitionsAssigned": assigned, "bytesAssigned": read}
+    plan = {"GlobalStats": stats, "Operations": [[{"id": 0, "operation": "Result"}]]}
+    return f"SELECT '{json.dumps(plan)}' AS \"content\""
+
+
+def test_validate_says_what_runs_what_it_reads_and_how_long_the_copy_stays(
+    snowflake_server: SnowServer, tmp_path: Path, sql: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from faucet_core.cli import cli
+    from faucet_core.report import size
+
+    sql("CREATE OR REPLACE TABLE PRICED AS SELECT * FROM T")
+    settings = {
+        "datastore": "snowflake",
+        "connection": snowflake_server.settings(database=SF_DATABASE, schema=SF_SCHEMA),
+        "source": {"table": "priced", "split_key": "id", "label_columns": "label"},
+        "test_split_percent": 20,
+        "cache": {"dir": str(tmp_path / "cache")},
+    }
+    config = tmp_path / "faucet.yaml"
+    config.write_text(json.dumps(settings))  # JSON is YAML
+    rules = [
+        (r"^EXPLAIN USING JSON .* AS faucet_rows$", _explained(1_288_490_188, 12, 40)),
+        (r"^EXPLAIN USING JSON ", _explained(314_572_800, 40, 40)),
+        (r"^SELECT CURRENT_WAREHOUSE\(\)$", "SELECT 'ANALYTICS_WH'"),
+    ]
+    before = len(snowflake_server.queries())
+    with snowflake_server.answering(rules):
+        result = CliRunner().invoke(cli, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1:] == [
+        "plan: none saved for this data; planning makes the scratch copy and counts its rows",
+        f"will scan {size(1_288_490_188)} for the scratch copy, made while planning (its "
+        "rows are then counted from it)",
+        "runs on: the virtual warehouse ANALYTICS_WH (the user's default)",
+        f"EXPLAIN: the copy reads {size(1_288_490_188)} (12 of 40 micro-partitions of the "
+        "source); counting it reads its split and bucket columns only (counting the source "
+        f"instead, as for a role that cannot create tables here: {size(314_572_800)}, 40 "
+        "micro-partitions)",
+        f"scratch copy: {SF_DATABASE}.{SF_SCHEMA}.FAUCET_SCRATCH_<the plan's rows id>, kept "
+        "24 h after it is made (connection.scratch_expiration_hours) for every reader of "
+        "the plan, then dropped by the next copy made there",
+    ]
+    validated = snowflake_server.queries()[before:]
+    assert not [q for q in validated if q.startswith(("CREATE", "ALTER", "DROP", "INSERT"))]
+    explained = [q.removeprefix("EXPLAIN USING JSON ") for q in validated if "EXPLAIN" in q]
+    assert len(explained) == 2
+    # What was explained is what planning runs: the copy's query and a count of the source.
+    settings["connection"]["warehouse"] = "TEST_WH"
+    config.write_text(json.dumps(settings))
+    with Reader.from_config(config) as reader:
+        scratch = f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"
+    copied = [q for q in snowflake_server.queries() if q.startswith("CREATE TRANSIENT")][-1]
+    assert f"AS {explained[0]} ORDER BY" in copied
+    assert "GROUP BY" in explained[1] and "FROM priced AS faucet_source" in explained[1]
+    result = CliRunner().invoke(cli, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    out = result.stdout.splitlines()
+    assert "runs on: the virtual warehouse TEST_WH (connection.warehouse)" in out
+    (kept,) = [line for line in out if line.startswith(f"scratch copy {scratch}: kept until ")]
+    expiry = datetime.datetime.fromisoformat(kept.rsplit(" ", 1)[1])
+    left = expiry - datetime.datetime.now(datetime.timezone.utc)
+    assert datetime.timedelta(hours=23) < left <= datetime.timedelta(hours=24)
+    sql(f"DROP TABLE {scratch}")
+    out = CliRunner().invoke(cli, ["validate", str(config)]).stdout.splitlines()
+    assert (
+        f"scratch copy {scratch}: not there (expired or dropped); the first chunk the "
+        "cache lacks makes it again, kept 24 h" in out
+    )
+
+
+#: Snowflake's answer to a statement the role has no privilege for.
+NO_PRIVILEGE = SnowError(
+    3001,
+    "42501",
+    "SQL access control error:\nInsufficient privileges to operate on schema 'PUBLIC'",
+)
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])
+def test_a_role_that_may_not_create_tables_reads_the_source(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any,
+    caplog: pytest.LogCaptureFixture, use_cache: bool,
+) -> None:  # fmt: skip
+    table = f"READ_ONLY_{int(use_cache)}"
+    sql(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM T")
+    refused = [(r"^CREATE TRANSIENT TABLE ", NO_PRIVILEGE)]
+    with snowflake_server.answering(refused), caplog.at_level(logging.WARNING):
+        reader = make_sf_reader(table_name=table, use_cache=use_cache, test_split_percent=20)
+        served = ids(reader) + ids(reader, eval=True)
+    assert sorted(served) == list(range(ROWS))
+    assert f"cannot copy table {table} while planning" in caplog.text
+    assert "every chunk read scans the source" in caplog.text
+    assert not [name for name in scratch_tables(sql) if name.startswith("FAUCET_TMP_")]
+
+
+def test_an_expired_copy_the_role_may_not_drop_is_left_to_its_owner(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    sql("CREATE OR REPLACE TRANSIENT TABLE FAUCET_SCRATCH_THEIRS AS SELECT 1 AS X")
+    sql("ALTER TABLE FAUCET_SCRATCH_THEIRS SET COMMENT = "
+        "'Faucet: a scratch copy of a split source; expires 2020-01-01T00:00:00Z'")  # fmt: skip
+    sql("CREATE OR REPLACE TABLE OTHERS AS SELECT * FROM T")
+    refused = [(r"^DROP TABLE IF EXISTS FAUCET_SCRATCH_THEIRS$", NO_PRIVILEGE)]
+    with snowflake_server.answering(refused), caplog.at_level(logging.WARNING):
+        reader = make_sf_reader(table_name="OTHERS")
+    assert "cannot drop the expired scratch table FAUCET_SCRATCH_THEIRS" in caplog.text
+    assert sorted(ids(reader) + ids(reader, eval=True)) == list(range(ROWS))
+    sql("DROP TABLE FAUCET_SCRATCH_THEIRS")

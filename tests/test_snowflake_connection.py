@@ -242,7 +242,7 @@ def test_number_types() -> None:
                 sqlstate="42S02",
             ),
             PermanentWarehouseError,
-            "SQL compilation error:",
+            "SQL compilation error: Object 'NOPE' does not exist",
         ),
         (errors.ServiceUnavailableError(), TransientWarehouseError, ""),
         (errors.TooManyRequests(), TransientWarehouseError, ""),
