@@ -131,6 +131,10 @@ class Target:
         name as the warehouse stored it, or ``None`` if the warehouse refuses the name."""
         raise NotImplementedError
 
+    def written(self, stored: str) -> str:
+        """How a config names the column stored as ``stored``."""
+        return stored
+
     def drop(self, table: str) -> None:
         raise NotImplementedError
 
@@ -266,6 +270,9 @@ class SnowflakeTarget(Target):
     def drop(self, table: str) -> None:
         self.run(f"DROP TABLE IF EXISTS {table}")
 
+    def written(self, stored: str) -> str:
+        return self.quoted(stored)  # as in Snowflake SQL: unquoted would mean upper case
+
     def canary_rows(self) -> list[tuple[Any, ...]]:
         return self.run("SELECT * FROM CANARY")
 
@@ -354,9 +361,10 @@ def column_names_property(target: Target, examples: int) -> Tally:
                 return
             for path in target.read_paths():
                 try:
+                    written = target.written(stored)
                     reader = target.reader(
-                        table_name=table, columns=[target.id_column, stored],
-                        split_key=[stored], label_columns=[stored], **path,
+                        table_name=table, columns=[target.id_column, written],
+                        split_key=[written], label_columns=[written], **path,
                     )  # fmt: skip
                 except (ConfigError, PermanentWarehouseError) as exc:
                     assert is_clear(exc, "source.columns", "source.split_key"), exc
