@@ -1,14 +1,14 @@
-"""The BigQuery warehouse: count buckets in one query, materialize once, read with Storage Read.
+"""The BigQuery warehouse: copy once while planning, count the copy, read with Storage Read.
 
-Planning runs one aggregate query job (rows and checksum per split and bucket, from
-``FARM_FINGERPRINT`` of the split key), which scans only the key columns. On the first
-chunk the cache cannot serve, the split source is copied into a scratch table named after
-the plan's rows (``CREATE TABLE IF NOT EXISTS ... CLUSTER BY`` split and bucket, with an
-expiration), as the core's protocol says (:mod:`faucet_core.scratch`); any process holding
-the plan finds it there and copies nothing. Chunks are read from it with the Storage Read
-API (a row restriction on split and buckets, a short read session per chunk read), or with
-a query job per chunk where that API is unavailable. The row order inside a chunk is the
-core's, so no ``ORDER BY`` runs in BigQuery.
+Planning copies the split source into a scratch table (``CREATE TABLE IF NOT EXISTS ...
+CLUSTER BY`` split and bucket, with an expiration), then counts the rows and checksum per
+split and bucket from the copy's ``FARM_FINGERPRINT`` hash column: one billed scan of the
+source, and the rows every chunk reads are the rows planned. The copy is named by what
+decides its rows, as the core's protocol says (:mod:`faucet_core.scratch`), so any process
+planning or reading the same data finds it and copies nothing. Chunks are read from it
+with the Storage Read API (a row restriction on split and buckets, a short read session
+per chunk read), or with a query job per chunk where that API is unavailable. The row
+order inside a chunk is the core's, so no ``ORDER BY`` runs in BigQuery.
 """
 
 from __future__ import annotations
@@ -306,18 +306,19 @@ class BigQueryWarehouse(ScratchWarehouse):
         return schema
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
-        """Dry runs (not billed) of the counting query and of the scratch copy's query."""
+        """A dry run (not billed) of the scratch copy's query, made while planning; the
+        counting query then reads the copy's hash column only."""
         columns = self.columns(request).names
         source = request.source
-        counting, params = self.hashed_rows(source, (), request.key(columns))
-        copying, _ = self.hashed_rows(source, columns, request.key(columns))
-        sql = self.dialect.count_query(counting, request.split.eval_buckets)
+        copying, params = self.hashed_rows(source, columns, request.key(columns))
         what = f"cannot estimate {source.describe()}"
-        return {
-            "planning": self._job(what, sql, params, dry_run=True).total_bytes_processed or 0,
-            "materializing": self._job(what, copying, params, dry_run=True).total_bytes_processed
-            or 0,
-        }
+        job = self._job(what, copying, params, dry_run=True)
+        return {"materializing": job.total_bytes_processed or 0}
+
+    def copies_when_planning(self) -> bool:
+        """Yes: planning bills one scan of the source (the copy), and counts the copy's
+        hash column; every chunk reads the rows planned, whatever the source does after."""
+        return True
 
     def scratch_location(self, plan: Plan) -> str:
         return self.scratch_table(plan).id
@@ -382,6 +383,40 @@ class BigQueryWarehouse(ScratchWarehouse):
             job.total_bytes_processed,
             job.total_bytes_billed,
         )
+
+    def rename_scratch(self, temporary: str, name: str) -> None:
+        """A copy job (not billed) to ``name``, refused if it holds rows, then the
+        temporary table dropped: BigQuery tables are renamed by copying."""
+        from google.cloud import bigquery
+
+        source, target = self._scratch_table(temporary), self._scratch_table(name)
+        config = bigquery.CopyJobConfig(write_disposition="WRITE_EMPTY")
+        try:
+            job = self.client.copy_table(
+                source.id, target.id, job_config=config, retry=self._retry,
+                timeout=self.connection.timeout,
+            )  # fmt: skip
+            job.result(retry=self._retry, timeout=self.connection.job_timeout)
+        except Exception as exc:
+            raise _classify(exc, f"cannot name the scratch table {target.id}") from exc
+        self.drop_scratch(temporary)
+
+    def set_expiry(self, name: str) -> None:
+        """``scratch_expiration_hours`` from now (a copy job's table has none of its own)."""
+        table = self._scratch_table(name)
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            hours=self.connection.scratch_expiration_hours
+        )
+        try:
+            metadata = self.client.get_table(
+                table.id, retry=self._retry, timeout=self.connection.timeout
+            )
+            metadata.expires = expires
+            self.client.update_table(
+                metadata, ["expires"], retry=self._retry, timeout=self.connection.timeout
+            )
+        except Exception as exc:
+            raise _classify(exc, f"cannot set the expiry of {table.id}") from exc
 
     def drop_scratch(self, name: str) -> None:
         table = self._scratch_table(name)

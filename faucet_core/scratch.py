@@ -9,12 +9,16 @@ statements (look up, create, rename, drop) through a few hooks.
 
 The protocol:
 
-1. A scratch table is named after ``plan.rows_id`` (:meth:`ScratchWarehouse.scratch_name`),
-   so every process, rank and task of a plan, and every chunk size, finds the same one.
+1. A scratch table is named after what decides its rows (:meth:`ScratchWarehouse.copy_id`):
+   where it is made while planning a source with a data version, the version, the source,
+   the columns, the key and the split, all known before its rows are counted (the plan
+   keeps the id in its ``state``); else the plan's ``rows_id``. So every process, rank and
+   task of a plan, every chunk size and every host that plans the same data finds the
+   same one.
 2. When it is made: where the warehouse :meth:`~ScratchWarehouse.copies_when_planning`,
    while planning, and the plan counts the copy's rows, so every chunk reads the rows
    planned whatever the source does after; else at the first read that needs it. Before
-   making it, look it up: a process that finds it uses it as it is.
+   making it, look it up: a process that finds it uses it as it is (and counts it).
 3. Make it complete or not at all: under a temporary name, renamed when complete (or in
    one statement where the warehouse's ``CREATE TABLE IF NOT EXISTS ... AS`` is atomic).
    When two processes make it at once, the one whose rename fails drops its copy and
@@ -66,6 +70,9 @@ __all__ = ["ScratchWarehouse"]
 
 log = logging.getLogger(__name__)
 
+#: The key of a plan's ``state`` that holds the id of the copy made while planning.
+_COPY_ID = "copy_id"
+
 
 class ScratchWarehouse(SqlWarehouse):
     """A SQL warehouse that reads chunks from a scratch copy of the split source.
@@ -92,9 +99,9 @@ class ScratchWarehouse(SqlWarehouse):
 
     # The hooks a plugin implements
 
-    def scratch_name(self, plan: Plan) -> str:
-        """The name of ``plan``'s scratch table, as the warehouse stores it."""
-        return f"faucet_{plan.rows_id}"
+    def copy_name(self, copy_id: str) -> str:
+        """The table name of the copy :meth:`copy_id` names, as the warehouse stores it."""
+        return f"faucet_{copy_id}"
 
     def temporary_scratch_name(self) -> str:
         """A fresh name to make a copy under before it is renamed."""
@@ -137,6 +144,28 @@ class ScratchWarehouse(SqlWarehouse):
         before a copy is made. Optional."""
 
     # The protocol
+
+    def copy_id(
+        self,
+        source: SourceSpec,
+        version: str | None,
+        columns: Sequence[str],
+        key: Sequence[str],
+        eval_buckets: int,
+    ) -> str | None:
+        """What names the copy of ``source``'s rows at ``version``, known before they are
+        counted: a digest of what decides them (as a plan's ``rows_id``, without the
+        counts); ``None`` without a version."""
+        if version is None:
+            return None
+        return layout.stable_digest(
+            layout.LAYOUT_VERSION, self.name, self.source_identity(source), version,
+            dataclasses.asdict(source), list(key), eval_buckets, list(columns),
+        )  # fmt: skip
+
+    def scratch_name(self, plan: Plan) -> str:
+        """The name of ``plan``'s scratch table (rule 1 of the protocol)."""
+        return self.copy_name(str(plan.state.get(_COPY_ID, plan.rows_id)))
 
     def scratch_location(self, plan: Plan) -> str | None:
         return self.scratch_name(plan)
@@ -208,6 +237,12 @@ class ScratchWarehouse(SqlWarehouse):
         rows, params = self._copied_rows(
             source, plan.columns, plan.key, plan.schema, plan.eval_buckets
         )
+        self._make_copy(source, name, rows, params)
+        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
+
+    def _make_copy(self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]) -> None:
+        """Make the copy ``name`` of ``rows``: in one statement, or under a temporary name
+        then renamed; kept as the lifetime rule says, unless another process made it first."""
         self.prepare_scratch_place()
         self.drop_expired()
         if self.scratch_created_atomically:
@@ -223,7 +258,6 @@ class ScratchWarehouse(SqlWarehouse):
             if not self._name_copy(temporary, name):
                 return
         self._keep(name)
-        log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
 
     def _keep(self, name: str) -> None:
         """The lifetime of the copy ``name``, made here: its expiry, or dropped on close."""
@@ -286,36 +320,45 @@ class ScratchWarehouse(SqlWarehouse):
         schema = self.uniform_lists(request, self.columns(request))
         columns = tuple(schema.names)
         source = request.source
-        rows, params = self._copied_rows(
-            source, columns, request.key(columns), schema, request.split.eval_buckets
-        )
-        self.prepare_scratch_place()
-        self.drop_expired()
-        temporary = self.temporary_scratch_name()
+        key, eval_buckets = request.key(columns), request.split.eval_buckets
+        # Read again here, so the copy's name says the version of the rows it holds.
+        copy_id = self.copy_id(source, self.data_version(source), columns, key, eval_buckets)
+        name = self.copy_name(copy_id) if copy_id else self.temporary_scratch_name()
         try:
-            self.create_scratch(source, temporary, rows, params)
-            hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(temporary)}"
-            counted = self.query(self.dialect.count_query(hashed, request.split.eval_buckets), [])
+            if copy_id is None or not self.scratch_exists(name):
+                rows, params = self._copied_rows(source, columns, key, schema, eval_buckets)
+                if copy_id is not None:
+                    self._make_copy(source, name, rows, params)
+                else:
+                    self.prepare_scratch_place()
+                    self.drop_expired()
+                    self.create_scratch(source, name, rows, params)
+            hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(name)}"
+            counted = self.query(self.dialect.count_query(hashed, eval_buckets), [])
         except WarehouseError as exc:
-            with contextlib.suppress(WarehouseError):
-                self.drop_scratch(temporary)
+            if copy_id is None:
+                with contextlib.suppress(WarehouseError):
+                    self.drop_scratch(name)
             if isinstance(exc, PermanentWarehouseError):  # e.g. a ds value the server refuses
                 raise PermanentWarehouseError(
                     f"cannot count the rows of {source.describe()}: {exc}"
                 ) from exc
             raise
         with self._scratch_lock:
-            earlier, self._planned_copy = self._planned_copy, temporary
+            if copy_id is not None:
+                self._scratch_ready.add(name)
+            earlier, self._planned_copy = self._planned_copy, None if copy_id else name
         if earlier is not None:  # planned again before naming it: the earlier one is stale
             with contextlib.suppress(WarehouseError):
                 self.drop_scratch(earlier)
         spent = dataclasses.asdict(self.costs - before)
         stats = {name: value for name, value in spent.items() if value}
-        return BucketCounts(columns, counted, stats, schema=schema)
+        state = {_COPY_ID: copy_id} if copy_id else {}
+        return BucketCounts(columns, counted, stats, schema=schema, state=state)
 
     def planned(self, plan: Plan) -> None:
-        """Name the copy made while counting ``plan``'s rows after the plan (or drop it,
-        when another process named the same copy first)."""
+        """Name the copy made under a temporary name while counting ``plan``'s rows after
+        the plan (or drop it, when another process named the same copy first)."""
         with self._scratch_lock:
             temporary, self._planned_copy = self._planned_copy, None
             if temporary is None:

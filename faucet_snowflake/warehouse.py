@@ -316,8 +316,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
 
     # The scratch copy
 
-    def scratch_name(self, plan: Plan) -> str:
-        return f"FAUCET_SCRATCH_{plan.rows_id.upper()}"
+    def copy_name(self, copy_id: str) -> str:
+        return f"FAUCET_SCRATCH_{copy_id.upper()}"
 
     def temporary_scratch_name(self) -> str:
         return super().temporary_scratch_name().upper()
@@ -461,7 +461,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
                 f"tables here: {size(count[0])}, {count[1]} micro-partitions)"
             )
             notes.append(
-                f"scratch copy: {self._scratch_place()}.FAUCET_SCRATCH_<the plan's rows id>, "
+                f"scratch copy: {self._scratch_place()}.FAUCET_SCRATCH_<the copy's id>, "
                 f"kept {hours:g} h after it is made (connection.scratch_expiration_hours) for "
                 "every reader of the plan, then dropped by the next copy made there"
             )

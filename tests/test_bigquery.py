@@ -233,3 +233,62 @@ def test_preprocessing_is_fitted_in_one_query_on_the_train_split(
     assert transforms["ds"].kind == "date"
     features = next(reader.iter_epoch())["features"]
     assert features.shape[1] == len(reader.preprocessor.feature_names)  # type: ignore[union-attr]
+
+
+# One billed scan: the copy is made while planning, and the plan counts it
+
+
+def _source_jobs(client: object, before: set[str], table: str) -> list[str]:
+    """The queries of the jobs run since ``before`` that read ``table``."""
+    jobs = client.list_jobs(all_users=True)  # type: ignore[attr-defined]
+    return [j.query for j in jobs if j.job_id not in before and table in (j.query or "")]
+
+
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])
+def test_rows_loaded_after_planning_are_not_served_and_the_source_is_scanned_once(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, use_cache: bool
+) -> None:
+    client = bigquery_emulator.client()
+    table = f"faucet_test.growing_{int(use_cache)}"
+    client.query(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM faucet_test.events").result()
+    before = {job.job_id for job in client.list_jobs(all_users=True)}
+    reader = make_bq_reader(table_name=table, use_cache=use_cache, epochs=2)
+    (copy,) = _source_jobs(client, before, table)  # the one job that reads the source
+    assert copy.startswith("CREATE TABLE")
+    planned = list(range(3 * BQ_ROWS_PER_DAY))
+    start = 3 * BQ_ROWS_PER_DAY
+    for late in (start, start + 100):  # before the first read, then between epochs
+        client.query(
+            f"INSERT INTO {table} SELECT i, 0.5, 0, DATE '2024-01-01' "
+            f"FROM UNNEST(GENERATE_ARRAY({late}, {late + 99})) AS i"
+        ).result()
+        assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == planned
+    # Nothing else read the source: no count of it, no later copy.
+    kinds = sorted(q.split()[0] for q in _source_jobs(client, before, table))
+    assert kinds == ["CREATE", "INSERT", "INSERT"]
+
+
+def test_a_warm_rerun_runs_no_job(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, tmp_path: Path
+) -> None:
+    cache = str(tmp_path / "shared-cache")
+    epoch_ids(make_bq_reader(cache_dir=cache, ds="2024-01-02"))
+    before = _jobs(bigquery_emulator)
+    rerun = make_bq_reader(cache_dir=cache, ds="2024-01-02")
+    assert rerun.plan_origin == "cache"
+    assert len(epoch_ids(rerun)) == rerun.rows("train")
+    assert _jobs(bigquery_emulator) == before
+
+
+def test_a_query_sources_copy_is_named_after_its_plan_by_a_copy_job(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_events: str
+) -> None:
+    client = bigquery_emulator.client()
+    query = f"SELECT id, x, label FROM {bq_events} WHERE id >= 8000"
+    reader = make_bq_reader(table_name=None, query=query, use_cache=False)
+    assert reader.plan.data_version is None and not reader.plan.state  # named after its rows
+    scratch = reader.stream.warehouse().scratch_name(reader.plan)
+    assert scratch == f"faucet_{reader.plan.rows_id}"
+    tables = [t.table_id for t in client.list_tables("faucet_scratch")]
+    assert scratch in tables and not [t for t in tables if t.startswith("faucet_tmp_")]
+    assert sorted(epoch_ids(reader)) == list(range(8000, 3 * BQ_ROWS_PER_DAY))

@@ -285,25 +285,27 @@ def test_an_expired_scratch_table_is_made_again(
     reader.prep_for_epoch()
     ids = reader.get_batch()["features"]["id"].tolist()  # chunk 0 read: the copy exists
     client = bigquery_emulator.client()
-    client.delete_table(f"faucet_scratch.faucet_{reader.plan.rows_id}")  # as if it expired
+    scratch = f"faucet_scratch.{reader.stream.warehouse().scratch_name(reader.plan)}"
+    client.delete_table(scratch)  # as if it expired
     with caplog.at_level("INFO"):
         while (batch := reader.get_batch()) is not None:
             ids += batch["features"]["id"].tolist()
     assert len(ids) == len(set(ids)) == reader.rows("train")
     assert "materializing bigquery again" in caplog.text
-    assert client.get_table(f"faucet_scratch.faucet_{reader.plan.rows_id}")
+    assert client.get_table(scratch)
 
 
 def test_costs_are_counted_per_reader(make_bq_reader: MakeReader) -> None:
     reader = make_bq_reader(test_split_percent=23, use_cache=False)
-    assert reader.costs.query_jobs == 1  # counting
+    assert reader.costs.query_jobs == 2  # the scratch copy, and counting it
     epoch_ids(reader)
-    assert reader.costs.query_jobs == 2  # and the scratch copy
-    assert reader.metrics[-1].query_jobs == 1  # made during the epoch
+    assert reader.costs.query_jobs == 2
+    assert reader.metrics[-1].query_jobs == 0  # nothing more during the epoch
     assert reader.costs.bytes_read > 0  # through the Storage Read API
     rest = make_bq_reader(test_split_percent=23, use_cache=False, use_storage_api=False)
     epoch_ids(rest)
-    assert rest.costs.query_jobs == 1 + len(rest.plan.chunks["train"])  # a query per chunk
+    # The copy found while planning is counted; then a query per chunk.
+    assert rest.costs.query_jobs == 1 + len(rest.plan.chunks["train"])
     assert rest.costs.bytes_read == 0
 
 
@@ -324,7 +326,7 @@ def test_validate_says_what_planning_costs_before_and_after_a_run(
     cold = CliRunner().invoke(cli, ["validate", str(config)])
     assert cold.exit_code == 0, cold.output
     assert "plan: none saved for this data" in cold.stdout
-    assert "to plan, and" in cold.stdout and "for the scratch copy" in cold.stdout
+    assert "for the scratch copy, made while planning" in cold.stdout
     assert _new_jobs(before, _jobs(bigquery_emulator)) == {"counting": 0, "copying": 0, "other": 0}
 
     _result(_process(settings))

@@ -128,7 +128,7 @@ def test_chunk_reads_use_a_scratch_table_dropped_on_close(
 ) -> None:
     by_chunk = make_rs_reader(seed=4, use_cache=False)
     served = epoch_ids(by_chunk)
-    table = f"faucet_{by_chunk.plan.rows_id}"
+    table = by_chunk.stream.warehouse().scratch_name(by_chunk.plan)
     assert rs.execute("SELECT to_regclass(%s)", [table]).fetchone() == (table,)
     by_chunk.close()
     assert rs.execute("SELECT to_regclass(%s)", [table]).fetchone() == (None,)

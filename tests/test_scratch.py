@@ -4,6 +4,7 @@ copy, a copy gone is made again, and only its maker drops it (unless it expires)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,7 +77,10 @@ def faucet_tables(postgres_url: str, plan: Plan) -> list[str]:
     """The plan's scratch table, and temporary copies, on the server."""
     with psycopg.connect(postgres_url, autocommit=True) as db:
         rows = db.execute("SELECT relname FROM pg_class WHERE relkind = 'r'").fetchall()
-    names = (f"faucet_{plan.rows_id}", "faucet_tmp_")
+    names = (
+        PostgresWarehouse(PostgresConnection(dsn=postgres_url)).scratch_name(plan),
+        "faucet_tmp_",
+    )
     return sorted(row[0] for row in rows if row[0].startswith(names))
 
 
@@ -160,3 +164,21 @@ def test_a_copy_that_expires_by_itself_is_never_dropped(
     assert expiring.calls == ["exists", "create", "rename"]
     assert faucet_tables(postgres_url, plan) == [expiring.scratch_name(plan)]
     warehouses().drop_scratch(expiring.scratch_name(plan))
+
+
+def test_planning_the_same_data_again_counts_its_copy_and_copies_nothing(
+    postgres_url: str, make_reader: MakeReader, warehouses: Callable[..., Recording]
+) -> None:
+    reader = make_reader(
+        datastore="postgres", dsn=postgres_url, database=None, use_cache=False,
+        test_split_percent=11,
+    )  # fmt: skip
+    assert reader.plan.state  # the copy made while planning is named by what decides its rows
+    again = warehouses()  # another process or host, with another chunk size
+    request = dataclasses.replace(reader.config.plan_request(), chunk_size=333)
+    counted = again.count_buckets(request)
+    assert again.calls == ["exists"]  # found: counted, not copied
+    assert counted.state == reader.plan.state
+    assert counted.counts.sort_by("bucket").equals(
+        reader.stream.warehouse().count_buckets(request).counts.sort_by("bucket")
+    )

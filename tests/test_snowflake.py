@@ -247,7 +247,7 @@ def test_the_scratch_copy_is_made_once_found_by_others_and_kept_until_it_expires
         "source; expires 2020-01-01T00:00:00Z'")  # fmt: skip
     reader = make_sf_reader(use_cache=False, test_split_percent=23)
     assert "FAUCET_SCRATCH_OLD" not in scratch_tables(sql)  # expired: dropped by the planner
-    scratch = f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"
+    scratch = reader.stream.warehouse().scratch_name(reader.plan)
     ((comment,),) = sql(
         "SELECT COMMENT FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_NAME = ?", scratch
     )
@@ -269,16 +269,17 @@ def test_the_scratch_copy_is_made_once_found_by_others_and_kept_until_it_expires
     again = make_sf_reader(use_cache=False, test_split_percent=23)
     assert again.plan.rows_id == reader.plan.rows_id
     ids(again)
-    assert again.stream.warehouse().statements.count("copy") == 1  # planning's, then dropped
+    assert again.stream.warehouse().statements.count("copy") == 0  # found while planning
     assert scratch in scratch_tables(sql)
 
 
 def test_the_copy_turns_on_no_billed_background_service(
-    make_sf_reader: MakeReader, snowflake_server: SnowServer
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any
 ) -> None:
     # A clustering key would turn on Automatic Clustering, billed by Snowflake.
+    sql("CREATE OR REPLACE TABLE UNCLUSTERED AS SELECT * FROM T")  # no copy of it yet
     sent = len(snowflake_server.queries())
-    reader = make_sf_reader(use_cache=False, seed=11)
+    reader = make_sf_reader(table_name="UNCLUSTERED", use_cache=False, seed=11)
     ids(reader)
     (copy,) = [q for q in snowflake_server.queries()[sent:] if q.startswith("CREATE TRANSIENT")]
     assert "CLUSTER BY" not in copy.upper() and "ORDER BY" in copy.upper()
@@ -305,19 +306,21 @@ def test_a_lost_race_keeps_the_winners_copy(make_sf_reader: MakeReader, sql: Any
         assert late.statements == ["expired", "copy", "rename", "drop", "exists"]
     finally:
         late.close()
-    assert f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}" in scratch_tables(sql)
+    assert reader.stream.warehouse().scratch_name(reader.plan) in scratch_tables(sql)
     assert not [name for name in scratch_tables(sql) if name.startswith("FAUCET_TMP")]
     served = ids(reader)  # from the winner's copy
     assert len(served) == len(set(served)) == reader.rows("train")
 
 
 def test_a_scratch_table_gone_is_made_again(make_sf_reader: MakeReader, sql: Any) -> None:
-    reader = make_sf_reader(use_cache=False, chunk_size=500, prefetch_chunks=1, fetch_threads=1)
+    sql("CREATE OR REPLACE TABLE VANISHING AS SELECT * FROM T")  # no copy of it yet
+    reader = make_sf_reader(table_name="VANISHING", use_cache=False, chunk_size=500,
+                            prefetch_chunks=1, fetch_threads=1)  # fmt: skip
     reader.prep_for_epoch()
     first = reader.get_batch()
     assert first is not None
     served = first["features"]["ID"].tolist()
-    sql(f"DROP TABLE FAUCET_SCRATCH_{reader.plan.rows_id.upper()}")
+    sql(f"DROP TABLE {reader.stream.warehouse().scratch_name(reader.plan)}")
     while (batch := reader.get_batch()) is not None:
         served += batch["features"]["ID"].tolist()
     assert len(served) == reader.rows("train")
@@ -580,7 +583,7 @@ def test_validate_says_what_runs_what_it_reads_and_how_long_the_copy_stays(
         "source); counting it reads its split and bucket columns only (counting the source "
         f"instead, as for a role that cannot create tables here: {size(314_572_800)}, 40 "
         "micro-partitions)",
-        f"scratch copy: {SF_DATABASE}.{SF_SCHEMA}.FAUCET_SCRATCH_<the plan's rows id>, kept "
+        f"scratch copy: {SF_DATABASE}.{SF_SCHEMA}.FAUCET_SCRATCH_<the copy's id>, kept "
         "24 h after it is made (connection.scratch_expiration_hours) for every reader of "
         "the plan, then dropped by the next copy made there",
     ]
@@ -592,7 +595,7 @@ def test_validate_says_what_runs_what_it_reads_and_how_long_the_copy_stays(
     settings["connection"]["warehouse"] = "TEST_WH"
     config.write_text(json.dumps(settings))
     with Reader.from_config(config) as reader:
-        scratch = f"FAUCET_SCRATCH_{reader.plan.rows_id.upper()}"
+        scratch = reader.stream.warehouse().scratch_name(reader.plan)
     copied = [q for q in snowflake_server.queries() if q.startswith("CREATE TRANSIENT")][-1]
     assert f"AS {explained[0]} ORDER BY" in copied
     assert "GROUP BY" in explained[1] and "FROM priced AS faucet_source" in explained[1]
