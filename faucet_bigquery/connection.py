@@ -48,8 +48,9 @@ class BigQueryConnection(BaseModel):
     )
     scratch_expiration_hours: float = Field(
         24.0,
-        gt=0,
-        description="Hours a scratch table is kept (for other processes, reruns) before expiring.",
+        ge=1,
+        description="Hours a scratch table is kept (for other processes, reruns) before "
+        "expiring; at least 1, BigQuery's least table expiration.",
     )
     use_storage_api: bool = Field(
         True,

@@ -41,6 +41,8 @@ __all__ = ["BigQueryWarehouse", "check_bytes_budget"]
 log = logging.getLogger(__name__)
 
 _EVAL, _BUCKET = layout.EVAL_COLUMN, layout.BUCKET_COLUMN
+#: Table types whose metadata changes with their data (a snapshot never changes).
+_VERSIONED_TYPES = frozenset({"TABLE", "SNAPSHOT"})
 
 
 def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> None:
@@ -138,6 +140,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         self._read_client: Any = None
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
+        self._query_types: dict[str, dict[str, str]] = {}
         #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
 
@@ -218,11 +221,15 @@ class BigQueryWarehouse(ScratchWarehouse):
         return str(self.client.project)
 
     def data_version(self, source: SourceSpec) -> str | None:
-        """A table's last modification time, rows and bytes (metadata only); ``None`` for a
-        query."""
+        """A table's last modification time, rows, bytes and etag (metadata only); ``None``
+        for a query, and for sources whose data changes while that metadata stays the same:
+        a view, a materialized view, an external table, a table with rows in its streaming
+        buffer."""
         if not source.table:
             return None
         metadata = self._table(source.table)
+        if metadata.table_type not in _VERSIONED_TYPES or metadata.streaming_buffer is not None:
+            return None
         return layout.stable_digest(
             str(metadata.modified), metadata.num_rows, metadata.num_bytes, metadata.etag
         )
@@ -273,8 +280,8 @@ class BigQueryWarehouse(ScratchWarehouse):
                     "(set source.partition_column)"
                 )
             partition = metadata.time_partitioning.field or "_PARTITIONDATE"
-        if metadata is not None and partition != "_PARTITIONDATE":
-            types = {f.name: f.field_type for f in metadata.schema}
+        if partition != "_PARTITIONDATE":
+            types = self._column_types(source)
             if partition not in types:
                 raise PermanentWarehouseError(f"{source.describe()} has no column {partition!r}")
             kind = types[partition]
@@ -286,6 +293,23 @@ class BigQueryWarehouse(ScratchWarehouse):
         value = quoted if kind == "DATE" else f"DATE({quoted})"
         param = bigquery.ScalarQueryParameter("faucet_ds", "DATE", source.ds)
         return f"{relation} WHERE {value} = @faucet_ds", [param]
+
+    def _column_types(self, source: SourceSpec) -> dict[str, str]:
+        """The BigQuery type of each column of ``source`` before ``ds`` filters it: from
+        the table's metadata, or a dry run of the query (not billed), once per query."""
+        if source.table:
+            return {f.name: f.field_type for f in self._table(source.table).schema}
+        with self._lock:
+            types = self._query_types.get(source.query or "")
+        if types is None:
+            job = self._job(
+                "cannot plan the source query",
+                f"SELECT * FROM ({source.query}) AS faucet_source", (), dry_run=True,
+            )  # fmt: skip
+            types = {f.name: f.field_type for f in job.schema}
+            with self._lock:
+                self._query_types[source.query or ""] = types
+        return types
 
     def columns(self, request: PlanRequest) -> pa.Schema:
         """The source's columns, checked as the core does, and each a name Faucet can
@@ -348,10 +372,19 @@ class BigQueryWarehouse(ScratchWarehouse):
     def prepare_scratch_place(self) -> None:
         """The scratch dataset, made if missing, with the scratch tables' expiration as its
         default."""
+        from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
         scratch = self._scratch_table("")
-        dataset = bigquery.Dataset(f"{scratch.project}.{scratch.dataset}")
+        dataset_id = f"{scratch.project}.{scratch.dataset}"
+        try:  # a lookup first: creating, even an existing one, needs bigquery.datasets.create
+            self.client.get_dataset(dataset_id, retry=self._retry, timeout=self.connection.timeout)
+            return
+        except NotFound:
+            pass
+        except Exception as exc:
+            raise _classify(exc, f"cannot look up the scratch dataset {dataset_id}") from exc
+        dataset = bigquery.Dataset(dataset_id)
         if self.connection.location:
             dataset.location = self.connection.location
         hours = self.connection.scratch_expiration_hours
@@ -361,7 +394,7 @@ class BigQueryWarehouse(ScratchWarehouse):
                 dataset, exists_ok=True, retry=self._retry, timeout=self.connection.timeout
             )
         except Exception as exc:
-            raise _classify(exc, f"cannot create the scratch dataset {scratch.dataset}") from exc
+            raise _classify(exc, f"cannot create the scratch dataset {dataset_id}") from exc
 
     def create_scratch(
         self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]

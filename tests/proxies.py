@@ -1,15 +1,23 @@
-"""A loopback TCP proxy in front of the emulator: counts connections, can cut one short,
-and can inject seeded faults into a share of the connections it accepts."""
+"""Loopback proxies in front of the emulator: a TCP proxy that counts connections, can
+cut one short and can inject seeded faults into a share of the connections it accepts;
+and an HTTP proxy that answers chosen requests as the real service would (an error it
+documents, a field the emulator lacks)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
+import http.server
+import json
+import re
 import socket
 import struct
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.bqemulator import free_port
 
@@ -173,3 +181,97 @@ class TcpProxy:
         """Stop accepting connections."""
         self._closed.set()
         self._server.close()
+
+
+@dataclass
+class HttpRule:
+    """What an :class:`HttpProxy` does with the requests whose method and path match.
+
+    Args:
+        method: The HTTP method (``GET``, ``POST``, ...).
+        path: A regular expression searched for in the path (query string included).
+        status: Answer with this status and :attr:`body` instead of forwarding.
+        body: The JSON body of that answer.
+        rewrite: Forward, then answer with ``rewrite(the upstream's JSON body)``.
+    """
+
+    method: str
+    path: str
+    status: int | None = None
+    body: dict[str, object] | None = None
+    rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and re.search(self.path, path) is not None
+
+
+def google_error(status: int, reason: str, message: str) -> dict[str, object]:
+    """The body of a Google API error, as BigQuery's REST API answers one."""
+    names = {
+        400: "INVALID_ARGUMENT",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        409: "ALREADY_EXISTS",
+    }
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": names.get(status, "UNKNOWN"),
+        }
+    }
+
+
+class HttpProxy:
+    """Forwards HTTP requests on a loopback port to ``upstream`` (``http://host:port``),
+    answering as its :class:`HttpRule` s say where one matches, and logging every request
+    as ``(method, path)`` in :attr:`requests`."""
+
+    def __init__(self, upstream: str, rules: list[HttpRule] | None = None) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.rules = list(rules or [])
+        self.requests: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.requests.append((self.command, self.path))
+                rule = next((r for r in proxy.rules if r.matches(self.command, self.path)), None)
+                if rule is not None and rule.status is not None:
+                    self._answer(rule.status, json.dumps(rule.body or {}).encode())
+                    return
+                upstream = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                upstream.request(self.command, self.path, body or None, headers)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                if rule is not None and rule.rewrite is not None and response.status == 200:
+                    data = json.dumps(rule.rewrite(json.loads(data))).encode()
+                self._answer(response.status, data)
+
+            def _answer(self, status: int, data: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()

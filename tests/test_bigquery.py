@@ -21,9 +21,10 @@ from faucet_core import (
     Warehouse,
     hookimpl,
 )
+from faucet_core.warehouse import SourceSpec
 from tests.bqemulator import BigQueryEmulator
 from tests.conftest import BQ_ROWS_PER_DAY, ReadCounter, epoch_ids
-from tests.proxies import TcpProxy
+from tests.proxies import HttpProxy, HttpRule, TcpProxy, google_error
 
 MakeReader = Callable[..., Reader]
 
@@ -292,3 +293,103 @@ def test_a_query_sources_copy_is_named_after_its_plan_by_a_copy_job(
     tables = [t.table_id for t in client.list_tables("faucet_scratch")]
     assert scratch in tables and not [t for t in tables if t.startswith("faucet_tmp_")]
     assert sorted(epoch_ids(reader)) == list(range(8000, 3 * BQ_ROWS_PER_DAY))
+
+
+# Least privilege, sources without a version, settings that cannot work
+
+DENIED = google_error(
+    403, "accessDenied",
+    "Access Denied: Project test-proj: User does not have bigquery.datasets.create "
+    "permission in project test-proj.",
+)  # fmt: skip
+
+
+def test_an_account_that_may_not_create_datasets_uses_the_scratch_dataset_there_is(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    make_bq_reader().close()  # the scratch dataset exists
+    proxy = HttpProxy(bigquery_emulator.rest, [HttpRule("POST", r"/datasets(\?|$)", 403, DENIED)])
+    try:
+        reader = make_bq_reader(api_endpoint=proxy.url, test_split_percent=13, use_cache=False)
+        served = epoch_ids(reader) + epoch_ids(reader, eval=True)
+        assert sorted(served) == list(range(3 * BQ_ROWS_PER_DAY))
+        assert not [path for method, path in proxy.requests if method == "POST" and
+                    "/datasets?" in path]  # fmt: skip
+    finally:
+        proxy.close()
+
+
+def test_a_view_has_no_data_version_and_is_planned_again(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, tmp_path: Path
+) -> None:
+    client = bigquery_emulator.client()
+    client.query(
+        "CREATE OR REPLACE TABLE faucet_test.base AS SELECT * FROM faucet_test.events"
+    ).result()
+    client.query(
+        "CREATE OR REPLACE VIEW faucet_test.recent AS "
+        "SELECT id, x, label FROM faucet_test.base WHERE id >= 8000"
+    ).result()
+    cache = str(tmp_path / "cache")
+    first = make_bq_reader(table_name="faucet_test.recent", cache_dir=cache)
+    assert first.plan.data_version is None
+    assert sorted(epoch_ids(first)) == list(range(8000, 9000))
+    client.query(
+        "INSERT INTO faucet_test.base SELECT i, 0.5, 0, DATE '2024-01-01' "
+        "FROM UNNEST(GENERATE_ARRAY(9000, 9049)) AS i"
+    ).result()
+    second = make_bq_reader(table_name="faucet_test.recent", cache_dir=cache)
+    assert second.plan_origin == "warehouse"
+    assert sorted(epoch_ids(second)) == list(range(8000, 9050))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"type": "MATERIALIZED_VIEW"},
+        {"type": "EXTERNAL"},
+        {"streamingBuffer": {"estimatedRows": "12", "estimatedBytes": "480",
+                             "oldestEntryTime": "1733390000000"}},
+    ],
+    ids=["materialized view", "external table", "streaming buffer"],
+)  # fmt: skip
+def test_sources_whose_data_changes_under_the_same_metadata_have_no_version(
+    bigquery_emulator: BigQueryEmulator, bq_events: str, metadata: dict[str, object]
+) -> None:
+    # As BigQuery's tables.get describes them; the emulator has no such tables.
+    rule = HttpRule("GET", r"/tables/events\?", rewrite=lambda table: {**table, **metadata})
+    proxy = HttpProxy(bigquery_emulator.rest, [rule])
+    settings = {**bigquery_emulator.settings(), "api_endpoint": proxy.url}
+    warehouse = BigQueryWarehouse(BigQueryWarehouse.connection_model(**settings))
+    try:
+        assert warehouse.data_version(SourceSpec(table=bq_events)) is None
+        plain = BigQueryWarehouse(
+            BigQueryWarehouse.connection_model(**bigquery_emulator.settings())
+        )
+        assert plain.data_version(SourceSpec(table=bq_events)) is not None
+        plain.close()
+    finally:
+        warehouse.close()
+        proxy.close()
+
+
+def test_scratch_tables_that_expire_within_the_hour_are_refused(
+    make_bq_reader: MakeReader,
+) -> None:
+    # BigQuery's least default table expiration is one hour.
+    with pytest.raises(ConfigError, match=r"connection\.scratch_expiration_hours"):
+        make_bq_reader(scratch_expiration_hours=0.5)
+
+
+def test_ds_on_a_timestamp_column_of_a_query_keeps_that_day(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    client = bigquery_emulator.client()
+    client.query(
+        "CREATE OR REPLACE TABLE faucet_test.clicks AS SELECT i AS id, CAST(MOD(i, 2) AS INT64) "
+        "AS label, TIMESTAMP_ADD(TIMESTAMP '2024-01-01 00:00:00+00', INTERVAL i * 37 MINUTE) "
+        "AS at FROM UNNEST(GENERATE_ARRAY(0, 299)) AS i"
+    ).result()
+    reader = make_bq_reader(table_name=None, query="SELECT * FROM faucet_test.clicks",
+                            partition_column="at", ds="2024-01-02")  # fmt: skip
+    assert sorted(epoch_ids(reader)) == [i for i in range(300) if 24 * 60 <= i * 37 < 48 * 60]
