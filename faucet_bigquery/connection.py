@@ -59,8 +59,20 @@ class BigQueryConnection(BaseModel):
     maximum_bytes_billed: int | None = Field(
         None, ge=0, description="Refuse a query job that would process more bytes (dry-run first)."
     )
+    read_streams: int | None = Field(
+        None,
+        ge=1,
+        description="Storage Read streams asked for per read session, read at once "
+        "(default: the reader's fetch_threads).",
+    )
     timeout: float = Field(
         120.0, gt=0, description="Seconds one API call may take, its own retries included."
+    )
+    stream_timeout: float = Field(
+        6 * 3600.0,
+        gt=0,
+        description="Seconds one Storage Read stream may take to be read whole (a read "
+        "session lasts 6 hours); a stream cut short is resumed where it stopped.",
     )
     job_timeout: float = Field(
         3600.0, gt=0, description="Seconds to wait for a query job to finish."

@@ -14,8 +14,10 @@ order inside a chunk is the core's, so no ``ORDER BY`` runs in BigQuery.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,6 +26,7 @@ from pydantic import BaseModel
 
 from faucet_bigquery.connection import BigQueryConnection
 from faucet_bigquery.sql import TableName, column, is_column, parse_table
+from faucet_bigquery.streams import read_at_once
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
@@ -51,6 +54,21 @@ def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> N
         raise PermanentWarehouseError(
             f"{what} would process {processed:,} bytes, over maximum_bytes_billed {limit:,}"
         )
+
+
+#: Times a read stream cut short is opened again without a batch read between them, and
+#: the seconds before the first (doubled each time).
+_RESUMES, _RESUME_BACKOFF = 5, 0.2
+
+
+def _resumable(exc: Exception) -> bool:
+    """Whether a read stream that failed with ``exc`` can be opened again where it
+    stopped: the connection broke (as the client library judges it)."""
+    from google.api_core import exceptions as google
+
+    if isinstance(exc, google.InternalServerError):
+        return "RST_STREAM" in str(exc)
+    return isinstance(exc, (google.ServiceUnavailable, google.Unknown))
 
 
 def _classify(exc: Exception, what: str) -> WarehouseError:
@@ -141,6 +159,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
         self._query_types: dict[str, dict[str, str]] = {}
+        self._read_threads = 1  # until the core says how many threads read
         #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
 
@@ -152,14 +171,23 @@ class BigQueryWarehouse(ScratchWarehouse):
                 self._read_client = self.connection.read_client(self._credentials)
             return self._read_client
 
-    def _job(self, what: str, sql: str, params: Sequence[Any] = (), dry_run: bool = False) -> Any:
+    def _job(
+        self,
+        what: str,
+        sql: str,
+        params: Sequence[Any] = (),
+        dry_run: bool = False,
+        limited: bool = True,
+    ) -> Any:
+        """Run a query job (``dry_run``: only estimate it); ``limited``: it carries
+        ``maximum_bytes_billed``."""
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
             query_parameters=list(params),
             dry_run=dry_run,
             use_query_cache=False if dry_run else None,
-            maximum_bytes_billed=self.connection.maximum_bytes_billed,
+            maximum_bytes_billed=self.connection.maximum_bytes_billed if limited else None,
         )
         try:
             job = self.client.query(
@@ -186,7 +214,10 @@ class BigQueryWarehouse(ScratchWarehouse):
         return self._job(what, sql, params)
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
-        job = self._guarded_job("query failed", sql, params)
+        return self._result(self._guarded_job("query failed", sql, params))
+
+    def _result(self, job: Any) -> pa.Table:
+        """The rows of the finished query ``job``, as Arrow."""
         try:
             return job.result(retry=self._retry, timeout=self.connection.job_timeout).to_arrow(
                 create_bqstorage_client=False
@@ -487,6 +518,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         or all): their schema, and their record batches as they arrive."""
         from google.cloud.bigquery_storage_v1 import types
 
+        lz4 = types.ArrowSerializationOptions.CompressionCodec.LZ4_FRAME
         session = self.read_client.create_read_session(
             retry=None,
             timeout=self.connection.timeout,
@@ -497,24 +529,54 @@ class BigQueryWarehouse(ScratchWarehouse):
                 read_options=types.ReadSession.TableReadOptions(
                     selected_fields=[*plan.columns, layout.HASH_COLUMN],
                     row_restriction=restriction or "",
+                    arrow_serialization_options=types.ArrowSerializationOptions(
+                        buffer_compression=lz4
+                    ),
                 ),
             ),
-            max_stream_count=1,
+            max_stream_count=self.connection.read_streams or self._read_threads,
         )
         if not session.streams and restriction is not None:
             raise PermanentWarehouseError(f"no rows in {scratch.id} for {restriction}")
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
-        return schema, self._session_batches(session, schema)
+        names = [stream.name for stream in session.streams]
+        read = functools.partial(self._stream_batches, schema=schema)
+        if len(names) == 1:
+            return schema, read(names[0], [])
+        return schema, read_at_once(names, read)
 
-    def _session_batches(self, session: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        for stream in session.streams:
-            for response in self.read_client.read_rows(
-                stream.name, retry=None, timeout=self.connection.timeout
-            ):
-                data = response.arrow_record_batch.serialized_record_batch
-                with self._lock:
-                    self.costs.bytes_read += len(data)
-                yield pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+    def _stream_batches(
+        self, name: str, opened: list[Any], schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        """The record batches of the read stream ``name`` (its calls added to ``opened``,
+        to cancel). It may take ``stream_timeout``. Cut short, it is opened again at the
+        row it stopped at (its offset), so no row comes twice: up to :data:`_RESUMES`
+        times in a row without a batch between them."""
+        offset, resumes = 0, 0
+        while True:
+            try:
+                rows = self.read_client.read_rows(
+                    name, offset=offset, retry=None, timeout=self.connection.stream_timeout
+                )
+                opened.append(rows)
+                for response in rows:
+                    data = response.arrow_record_batch.serialized_record_batch
+                    with self._lock:
+                        self.costs.bytes_read += len(data)
+                    offset += response.row_count
+                    resumes = 0
+                    yield pa.ipc.read_record_batch(pa.py_buffer(data), schema)
+                return
+            except Exception as exc:
+                if not _resumable(exc) or resumes >= _RESUMES:
+                    raise
+                resumes += 1
+                log.info("resuming the read stream %s at row %d: %s", name, offset, exc)
+                time.sleep(_RESUME_BACKOFF * 2 ** (resumes - 1))  # the link comes back
+
+    def reading_with(self, threads: int) -> None:
+        """Read sessions ask for this many streams, unless ``read_streams`` says."""
+        self._read_threads = threads
 
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
@@ -557,7 +619,12 @@ class BigQueryWarehouse(ScratchWarehouse):
             bigquery.ScalarQueryParameter("faucet_hi", "INT64", chunk.hi),
         ]
         condition = f"{_EVAL} = @faucet_eval AND {_BUCKET} >= @faucet_lo AND {_BUCKET} < @faucet_hi"
-        return self.query(f"SELECT {selected} FROM {scratch.sql} WHERE {condition}", params)
+        # Not held to maximum_bytes_billed: a dry run of it counts the whole copy (pruning
+        # by the clustering happens only when it runs), and the copy was billed already.
+        what = f"cannot read {chunk.describe()} of {scratch.id}"
+        job = self._job(what, f"SELECT {selected} FROM {scratch.sql} WHERE {condition}", params,
+                        limited=False)  # fmt: skip
+        return self._result(job)
 
     def close(self) -> None:
         super().close()

@@ -131,6 +131,8 @@ class Stream:
             ChunkCache(config.cache.dir, config.cache.max_bytes) if config.cache.enabled else None
         )
         self._warehouses: list[Warehouse] = [warehouse] if warehouse is not None else []
+        if warehouse is not None:
+            warehouse.reading_with(config.fetch_threads)
         self._warehouse_lock = threading.Lock()
         lock: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         fill_lock = lock
@@ -179,7 +181,9 @@ class Stream:
         """This process's warehouse for the stream, made on first use."""
         with self._warehouse_lock:
             if not self._warehouses:
-                self._warehouses.append(self.spec.warehouse_class(self.config.connection))
+                warehouse = self.spec.warehouse_class(self.config.connection)
+                warehouse.reading_with(self.config.fetch_threads)
+                self._warehouses.append(warehouse)
             return self._warehouses[0]
 
     def open_pass(

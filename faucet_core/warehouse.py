@@ -297,6 +297,11 @@ class Warehouse(ABC):
         warehouse can tell without running them (BigQuery: dry runs). Optional."""
         return {}
 
+    def reading_with(self, threads: int) -> None:  # noqa: B027 - optional hook
+        """How many threads this process reads chunks with (the reader's
+        ``fetch_threads``), said before the first read, for a warehouse that sizes its own
+        parallel reads to it (BigQuery's Storage Read streams). Optional."""
+
     def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
         """Lines ``faucet validate`` shows, beyond :meth:`estimate`, on what reading
         ``request`` costs here: what runs the queries, the scratch copy's name and how

@@ -77,15 +77,21 @@ class TcpProxy:
     """Forwards loopback connections to ``upstream`` (``host:port``), counting them.
 
     With ``cut_after``, the first connection's response is cut after that many bytes. With
-    ``faults``, a seeded share of connections is reset, dropped, cut short or delayed.
+    ``faults``, a seeded share of connections is reset, dropped, cut short or delayed. With
+    ``rate``, responses flow at that many bytes per second (a slow link).
     """
 
     def __init__(
-        self, upstream: str, cut_after: int | None = None, faults: ConnectionFaults | None = None
+        self,
+        upstream: str,
+        cut_after: int | None = None,
+        faults: ConnectionFaults | None = None,
+        rate: float | None = None,
     ) -> None:
         host, port = upstream.split(":")
         self.upstream = (host, int(port))
         self.cut_after = cut_after
+        self.rate = rate
         self.faults = faults
         self.connections = 0
         self.broken = 0
@@ -162,6 +168,8 @@ class TcpProxy:
                     sent += len(data)
                 if responses:
                     self.response_bytes += len(data)
+                    if self.rate:  # the link's pace, not a wait for another thread
+                        self._closed.wait(len(data) / self.rate)
                 if cut is not None and sent > cut:
                     self.broken += 1
                     if hard and not counted and self.faults is not None:
@@ -275,3 +283,84 @@ class HttpProxy:
         """Stop serving."""
         self._server.shutdown()
         self._server.server_close()
+
+
+class StorageReadProxy:
+    """A Storage Read API server on a loopback port that forwards to the emulator's and
+    honours ``ReadRowsRequest.offset`` as BigQuery documents it (the stream starts at that
+    row), which the emulator ignores: it reads the stream from its start and leaves out
+    the rows before the offset."""
+
+    _SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
+
+    def __init__(self, upstream: str) -> None:
+        import grpc
+        from google.cloud.bigquery_storage_v1 import types
+
+        self._types = types
+        self._channel = grpc.insecure_channel(upstream)
+        self._create = self._channel.unary_unary(
+            f"/{self._SERVICE}/CreateReadSession",
+            request_serializer=types.CreateReadSessionRequest.serialize,
+            response_deserializer=types.ReadSession.deserialize,
+        )
+        self._read = self._channel.unary_stream(
+            f"/{self._SERVICE}/ReadRows",
+            request_serializer=types.ReadRowsRequest.serialize,
+            response_deserializer=types.ReadRowsResponse.deserialize,
+        )
+        self._schemas: dict[str, Any] = {}  # session name: its Arrow schema
+        handlers = {
+            "CreateReadSession": grpc.unary_unary_rpc_method_handler(
+                self._create_session,
+                request_deserializer=types.CreateReadSessionRequest.deserialize,
+                response_serializer=types.ReadSession.serialize,
+            ),
+            "ReadRows": grpc.unary_stream_rpc_method_handler(
+                self._read_rows,
+                request_deserializer=types.ReadRowsRequest.deserialize,
+                response_serializer=types.ReadRowsResponse.serialize,
+            ),
+        }
+        from concurrent import futures
+
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(self._SERVICE, handlers),)
+        )
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{port}"
+        self._server.start()
+
+    def _create_session(self, request: Any, context: Any) -> Any:
+        import pyarrow as pa
+
+        session = self._create(request)
+        schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
+        self._schemas[session.name] = schema
+        return session
+
+    def _read_rows(self, request: Any, context: Any) -> Any:
+        import pyarrow as pa
+
+        skip = request.offset
+        session = request.read_stream.rsplit("/streams/", 1)[0]
+        upstream = self._types.ReadRowsRequest(read_stream=request.read_stream)
+        for response in self._read(upstream):
+            if skip >= response.row_count:
+                skip -= response.row_count
+                continue
+            if skip:
+                schema = self._schemas[session]
+                data = response.arrow_record_batch.serialized_record_batch
+                batch = pa.ipc.read_record_batch(pa.py_buffer(data), schema).slice(skip)
+                response.arrow_record_batch.serialized_record_batch = batch.serialize().to_pybytes()
+                response.row_count = batch.num_rows
+                response.arrow_record_batch.row_count = batch.num_rows
+                skip = 0
+            yield response
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.stop(grace=None)
+        self._channel.close()

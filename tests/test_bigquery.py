@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from faucet_core import (
 from faucet_core.warehouse import SourceSpec
 from tests.bqemulator import BigQueryEmulator
 from tests.conftest import BQ_ROWS_PER_DAY, ReadCounter, epoch_ids
-from tests.proxies import HttpProxy, HttpRule, TcpProxy, google_error
+from tests.proxies import HttpProxy, HttpRule, StorageReadProxy, TcpProxy, google_error
 
 MakeReader = Callable[..., Reader]
 
@@ -393,3 +394,147 @@ def test_ds_on_a_timestamp_column_of_a_query_keeps_that_day(
     reader = make_bq_reader(table_name=None, query="SELECT * FROM faucet_test.clicks",
                             partition_column="at", ds="2024-01-02")  # fmt: skip
     assert sorted(epoch_ids(reader)) == [i for i in range(300) if 24 * 60 <= i * 37 < 48 * 60]
+
+
+# Storage Read streams: several at once, as long as they take, resumed where cut
+
+
+class StreamCounting(BigQueryWarehouse):
+    """BigQuery, recording the name of every Storage Read stream it reads."""
+
+    name = "stream-counting-bigquery"
+    streams: ClassVar[list[str]] = []
+
+    def _stream_batches(
+        self, name: str, opened: list[object], schema: pa.Schema
+    ) -> Iterator[pa.RecordBatch]:
+        type(self).streams.append(name)
+        return super()._stream_batches(name, opened, schema)
+
+
+class _StreamCountingPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(StreamCounting)
+
+
+WIDE_ROWS = 30_000
+
+
+@pytest.fixture(scope="module")
+def bq_wide(bigquery_emulator: BigQueryEmulator, bq_events: str) -> str:
+    """A table of over 1 MB, which the emulator (as BigQuery) reads in several streams."""
+    bigquery_emulator.client().query(
+        "CREATE OR REPLACE TABLE faucet_test.wide AS SELECT i AS id, MOD(i, 97) / 97 AS x, "
+        "MOD(i, 2) AS label, REPEAT('w', 24) AS pad "
+        f"FROM UNNEST(GENERATE_ARRAY(0, {WIDE_ROWS - 1})) AS i"
+    ).result()
+    return "faucet_test.wide"
+
+
+@pytest.mark.parametrize("settings", [{"fetch_threads": 3}, {"read_streams": 3}],
+                         ids=["as many as fetch threads", "read_streams"])  # fmt: skip
+def test_the_cache_fill_reads_several_streams_at_once(
+    make_bq_reader: MakeReader, register: Callable[[object], None], settings: dict[str, int],
+    bq_wide: str,
+) -> None:  # fmt: skip
+    register(_StreamCountingPlugin())
+    StreamCounting.streams = []
+    wide = dict(table_name=bq_wide, chunk_size=10_000, test_split_percent=20, seed=5)
+    reader = make_bq_reader(datastore="stream-counting-bigquery", **wide, **settings)
+    served = epoch_ids(reader) + epoch_ids(reader, eval=True)
+    assert sorted(served) == list(range(WIDE_ROWS))
+    sessions = {name.rsplit("/", 1)[0] for name in StreamCounting.streams}
+    assert sessions and len(StreamCounting.streams) >= 3 * len(sessions)  # of 3 streams
+    # Chunk reads of several streams serve what those of one do, in the same order.
+    one = make_bq_reader(use_cache=False, **wide)
+    assert epoch_ids(one) == epoch_ids(make_bq_reader(use_cache=False, **wide, **settings))
+
+
+def test_a_stream_may_take_longer_than_an_api_call(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    slow = TcpProxy(bigquery_emulator.grpc, rate=30_000)  # a day's rows take about 4 s
+    try:
+        reader = make_bq_reader(read_api_endpoint=slow.address, ds="2024-01-01", timeout=2,
+                                chunk_size=5_000, use_cache=False, retry_attempts=1)  # fmt: skip
+        assert sorted(epoch_ids(reader)) == list(range(0, 3 * BQ_ROWS_PER_DAY, 3))
+        assert slow.response_bytes / 30_000 > 2  # longer than timeout
+    finally:
+        slow.close()
+
+
+LONG_ROWS = 150_000  # the emulator sends a stream in messages of 65,536 rows
+
+
+@pytest.fixture(scope="module")
+def bq_long(bigquery_emulator: BigQueryEmulator, bq_events: str) -> str:
+    """A table whose read stream comes in several messages."""
+    bigquery_emulator.client().query(
+        "CREATE OR REPLACE TABLE faucet_test.long AS SELECT i AS id, MOD(i, 2) AS label "
+        f"FROM UNNEST(GENERATE_ARRAY(0, {LONG_ROWS - 1})) AS i"
+    ).result()
+    return "faucet_test.long"
+
+
+def test_a_cut_stream_resumes_where_it_stopped(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_long: str
+) -> None:
+    one_read = dict(table_name=bq_long, chunk_size=LONG_ROWS, use_cache=False, read_streams=1)
+    service = StorageReadProxy(bigquery_emulator.grpc)  # offsets as BigQuery honours them
+    clean = TcpProxy(service.address)
+    try:
+        epoch_ids(make_bq_reader(read_api_endpoint=clean.address, **one_read))
+    finally:
+        clean.close()
+    cut = TcpProxy(service.address, cut_after=int(clean.response_bytes * 0.5))
+    try:
+        # One try per chunk: the read succeeds only if the stream resumes where it was cut.
+        reader = make_bq_reader(read_api_endpoint=cut.address, retry_attempts=1, **one_read)
+        assert sorted(epoch_ids(reader)) == list(range(LONG_ROWS))
+        assert cut.broken == 1
+        # Resumed after the first message (65,536 rows): only the message the cut broke
+        # was read twice (a fresh read would be 1.5 times the bytes).
+        assert cut.response_bytes < 1.2 * clean.response_bytes
+    finally:
+        cut.close()
+        service.close()
+
+
+def _dry_run_bytes(job: dict[str, Any]) -> dict[str, Any]:
+    """A dry run's bytes as BigQuery estimates them, by the columns a query reads: before
+    it runs, clustering prunes nothing, so a chunk query counts the whole copy."""
+    if not job.get("configuration", {}).get("dryRun"):
+        return job
+    sql = job["configuration"]["query"]["query"]
+    rows = 3 * BQ_ROWS_PER_DAY
+    if not re.search(r"FROM `[^`]*faucet_scratch", sql):
+        estimate = rows * 32  # the copy's query: the source's columns
+    elif "@faucet_eval" in sql:
+        estimate = rows * 41  # a chunk: every column of the copy
+    else:
+        estimate = rows * 8  # the count: the copy's hash column
+    statistics = job.setdefault("statistics", {})
+    statistics["totalBytesProcessed"] = str(estimate)
+    statistics.setdefault("query", {})["totalBytesProcessed"] = str(estimate)
+    return job
+
+
+def test_chunk_queries_of_the_copy_are_not_refused_by_maximum_bytes_billed(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    proxy = HttpProxy(
+        bigquery_emulator.rest, [HttpRule("POST", r"/jobs\?", rewrite=_dry_run_bytes)]
+    )
+    limit = 3 * BQ_ROWS_PER_DAY * 35  # above the copy's query, below a chunk's estimate
+    try:
+        reader = make_bq_reader(api_endpoint=proxy.url, use_storage_api=False, use_cache=False,
+                                maximum_bytes_billed=limit, test_split_percent=7)  # fmt: skip
+        train, evaluation = epoch_ids(reader), epoch_ids(reader, eval=True)
+        assert sorted(train + evaluation) == list(range(3 * BQ_ROWS_PER_DAY))
+        with pytest.raises(PermanentWarehouseError, match="over maximum_bytes_billed"):
+            make_bq_reader(
+                api_endpoint=proxy.url, maximum_bytes_billed=limit // 2, test_split_percent=8
+            )  # the copy's query is still held to it
+    finally:
+        proxy.close()

@@ -1,0 +1,72 @@
+"""Reading the streams of one Storage Read API session at once.
+
+A read session splits a table's rows into streams; on the real service one stream is the
+bottleneck of a large read, so each stream gets a thread of its own here, and their
+record batches are handed on in the order they arrive (the core orders rows itself).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["read_at_once"]
+
+_DONE = object()  # a stream's thread ended
+
+
+def read_at_once(
+    names: list[str], read: Callable[[str, list[Any]], Iterator[pa.RecordBatch]]
+) -> Iterator[pa.RecordBatch]:
+    """The batches of every stream of ``names``, each read by ``read(name, opened)`` in a
+    thread of its own (``opened`` collects the streams it opens, to cancel), as they
+    arrive. The first error of any stream is raised; when the consumer stops early or an
+    error is raised, every stream is cancelled and every thread ends before this returns.
+    At most two batches per stream wait to be consumed."""
+    arrived: queue.Queue[Any] = queue.Queue(maxsize=2 * len(names))
+    opened: list[Any] = []
+    stopping = threading.Event()
+
+    def run(name: str) -> None:
+        try:
+            for batch in read(name, opened):
+                arrived.put(batch)
+                if stopping.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, who raises it
+            if not stopping.is_set():
+                arrived.put(exc)
+        finally:
+            arrived.put(_DONE)
+
+    threads = [
+        threading.Thread(target=run, args=(name,), name=f"faucet-bq-stream-{i}", daemon=True)
+        for i, name in enumerate(names)
+    ]
+    for thread in threads:
+        thread.start()
+    ended = 0
+    try:
+        while ended < len(threads):
+            item = arrived.get()
+            if item is _DONE:
+                ended += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stopping.set()
+        for stream in list(opened):
+            cancel = getattr(stream, "cancel", None)
+            if callable(cancel):
+                cancel()
+        while ended < len(threads):  # unblock the threads still handing batches on
+            if arrived.get() is _DONE:
+                ended += 1
+        for thread in threads:
+            thread.join()
