@@ -538,3 +538,56 @@ def test_chunk_queries_of_the_copy_are_not_refused_by_maximum_bytes_billed(
             )  # the copy's query is still held to it
     finally:
         proxy.close()
+
+
+# Regions: the copy goes where the source is
+
+
+@pytest.fixture(scope="module")
+def bq_eu(bigquery_emulator: BigQueryEmulator, bq_events: str) -> str:
+    """Table ``faucet_eu.events``, in a dataset in the EU."""
+    from google.cloud import bigquery
+
+    client = bigquery_emulator.client()
+    dataset = bigquery.Dataset(f"{bigquery_emulator.project}.faucet_eu")
+    dataset.location = "EU"
+    client.create_dataset(dataset, exists_ok=True)
+    client.query(
+        "CREATE OR REPLACE TABLE faucet_eu.events AS SELECT * FROM faucet_test.events"
+    ).result()
+    return "faucet_eu.events"
+
+
+def _referencing(job: dict[str, Any]) -> dict[str, Any]:
+    """A dry run that names the tables its query reads, as BigQuery's does."""
+    configuration = job.get("configuration", {})
+    if configuration.get("dryRun") and "faucet_eu.events" in configuration["query"]["query"]:
+        read = {"projectId": "test-proj", "datasetId": "faucet_eu", "tableId": "events"}
+        job.setdefault("statistics", {}).setdefault("query", {})["referencedTables"] = [read]
+    return job
+
+
+@pytest.mark.parametrize("kind", ["table", "query"])
+def test_the_scratch_dataset_is_made_where_the_source_is(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_eu: str, kind: str
+) -> None:
+    proxy = HttpProxy(bigquery_emulator.rest, [HttpRule("POST", r"/jobs\?", rewrite=_referencing)])
+    source = {"table_name": bq_eu} if kind == "table" else {
+        "table_name": None, "query": f"SELECT id, x, label FROM {bq_eu}"}  # fmt: skip
+    try:
+        reader = make_bq_reader(api_endpoint=proxy.url, scratch_dataset=f"scratch_eu_{kind}",
+                                **source)  # fmt: skip
+        assert sorted(epoch_ids(reader)) == list(range(3 * BQ_ROWS_PER_DAY))
+    finally:
+        proxy.close()
+    client = bigquery_emulator.client()
+    assert client.get_dataset(f"scratch_eu_{kind}").location == "EU"
+
+
+def test_a_scratch_dataset_in_another_location_is_refused_naming_both(
+    make_bq_reader: MakeReader, bq_eu: str
+) -> None:
+    make_bq_reader().close()  # faucet_scratch, made for a table in the US
+    with pytest.raises(PermanentWarehouseError, match=r"faucet_scratch is in US and table "
+                       r"faucet_eu\.events in EU.*scratch_dataset"):  # fmt: skip
+        make_bq_reader(table_name=bq_eu)
