@@ -159,6 +159,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
         self._query_types: dict[str, dict[str, str]] = {}
+        self._locations: dict[str, str | None] = {}
         self._read_threads = 1  # until the core says how many threads read
         #: Ids of the query jobs this instance ran.
         self.jobs: list[str] = []
@@ -400,24 +401,39 @@ class BigQueryWarehouse(ScratchWarehouse):
             raise _classify(exc, f"cannot look up the scratch table {table.id}") from exc
         return True
 
-    def prepare_scratch_place(self) -> None:
-        """The scratch dataset, made if missing, with the scratch tables' expiration as its
-        default."""
+    def prepare_scratch_place(self, source: SourceSpec) -> None:
+        """The scratch dataset, in ``source``'s location (a query reads and writes in one
+        location): looked up first, since creating one, even one that exists, needs the
+        right to create datasets; made if missing, with the scratch tables' expiration as
+        its default.
+
+        Raises:
+            PermanentWarehouseError: It exists in another location than the source.
+        """
         from google.api_core.exceptions import NotFound
         from google.cloud import bigquery
 
         scratch = self._scratch_table("")
         dataset_id = f"{scratch.project}.{scratch.dataset}"
-        try:  # a lookup first: creating, even an existing one, needs bigquery.datasets.create
-            self.client.get_dataset(dataset_id, retry=self._retry, timeout=self.connection.timeout)
-            return
+        location = self._source_location(source)
+        try:
+            found = self.client.get_dataset(
+                dataset_id, retry=self._retry, timeout=self.connection.timeout
+            )
         except NotFound:
-            pass
+            found = None
         except Exception as exc:
             raise _classify(exc, f"cannot look up the scratch dataset {dataset_id}") from exc
+        if found is not None:
+            if location and found.location and found.location.lower() != location.lower():
+                raise PermanentWarehouseError(
+                    f"the scratch dataset {dataset_id} is in {found.location} and "
+                    f"{source.describe()} in {location}: a query reads and writes in one "
+                    f"location (set connection.scratch_dataset to a dataset in {location})"
+                )
+            return
         dataset = bigquery.Dataset(dataset_id)
-        if self.connection.location:
-            dataset.location = self.connection.location
+        dataset.location = location
         hours = self.connection.scratch_expiration_hours
         dataset.default_table_expiration_ms = int(hours * 3600 * 1000)
         try:
@@ -426,6 +442,38 @@ class BigQueryWarehouse(ScratchWarehouse):
             )
         except Exception as exc:
             raise _classify(exc, f"cannot create the scratch dataset {dataset_id}") from exc
+
+    def _source_location(self, source: SourceSpec) -> str | None:
+        """Where ``source``'s data is: ``connection.location``, else its dataset's location
+        (for a query, that of the first table a dry run says it reads); ``None`` for a
+        query that reads no table."""
+        if self.connection.location:
+            return self.connection.location
+        if source.table:
+            table = parse_table(source.table, self.client.project)
+            return self._dataset_location(table.project, table.dataset)
+        job = self._job(
+            "cannot plan the source query",
+            f"SELECT * FROM ({source.query}) AS faucet_source", (), dry_run=True,
+        )  # fmt: skip
+        for read in job.referenced_tables or []:
+            return self._dataset_location(read.project, read.dataset_id)
+        return None
+
+    def _dataset_location(self, project: str, dataset: str) -> str | None:
+        """The location of a dataset (``datasets.get``: not billed), once per instance."""
+        key = f"{project}.{dataset}"
+        with self._lock:
+            if key in self._locations:
+                return self._locations[key]
+        try:
+            found = self.client.get_dataset(key, retry=self._retry, timeout=self.connection.timeout)
+            location: str | None = found.location
+        except Exception as exc:
+            raise _classify(exc, f"cannot look up the dataset {key}") from exc
+        with self._lock:
+            self._locations[key] = location
+        return location
 
     def create_scratch(
         self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]

@@ -132,8 +132,9 @@ class ScratchWarehouse(SqlWarehouse):
     def drop_scratch(self, name: str) -> None:
         """Drop the scratch table ``name`` if it exists."""
 
-    def prepare_scratch_place(self) -> None:
-        """Make sure the place scratch tables go (a dataset) exists. Optional."""
+    def prepare_scratch_place(self, source: SourceSpec) -> None:
+        """Make sure the place the copy of ``source`` goes (a dataset) exists, fit for it
+        (in its location). Optional."""
 
     def set_expiry(self, name: str) -> None:
         """Give the new copy ``name`` its expiry, where :attr:`scratch_expires` and the
@@ -243,7 +244,7 @@ class ScratchWarehouse(SqlWarehouse):
     def _make_copy(self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]) -> None:
         """Make the copy ``name`` of ``rows``: in one statement, or under a temporary name
         then renamed; kept as the lifetime rule says, unless another process made it first."""
-        self.prepare_scratch_place()
+        self.prepare_scratch_place(source)
         self.drop_expired()
         if self.scratch_created_atomically:
             self.create_scratch(source, name, rows, params)
@@ -330,7 +331,7 @@ class ScratchWarehouse(SqlWarehouse):
                 if copy_id is not None:
                     self._make_copy(source, name, rows, params)
                 else:
-                    self.prepare_scratch_place()
+                    self.prepare_scratch_place(source)
                     self.drop_expired()
                     self.create_scratch(source, name, rows, params)
             hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(name)}"
