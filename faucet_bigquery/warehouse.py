@@ -18,6 +18,7 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,6 +70,13 @@ def _resumable(exc: Exception) -> bool:
     if isinstance(exc, google.InternalServerError):
         return "RST_STREAM" in str(exc)
     return isinstance(exc, (google.ServiceUnavailable, google.Unknown))
+
+
+def _message(exc: BaseException) -> str:
+    """A Google API error's own message (without the request), on one line."""
+    errors = getattr(exc, "errors", None) or [{}]
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    return " ".join(str(first.get("message") or getattr(exc, "message", None) or exc).split())
 
 
 def _classify(exc: Exception, what: str) -> WarehouseError:
@@ -371,6 +379,84 @@ class BigQueryWarehouse(ScratchWarehouse):
         job = self._job(what, copying, params, dry_run=True)
         return {"materializing": job.total_bytes_processed or 0}
 
+    def access_problems(self, request: PlanRequest) -> list[str]:
+        """Each thing the run does, tried without reading data or billing: the source's
+        metadata (``tables.get``, or a dry run of the query), the scratch dataset (looked
+        up, and its location), the copy (a dry run of its ``CREATE TABLE``: running jobs,
+        reading the source, creating tables there), a Storage Read session (on the source
+        table, reading no row). One line per refusal, BigQuery's message naming the
+        permission."""
+        from google.api_core.exceptions import Forbidden, NotFound
+
+        source = request.source
+        try:
+            schema = self.source_schema(source)
+        except WarehouseError as exc:
+            if isinstance(exc.__cause__, Forbidden):
+                return [f"read the source's metadata: {_message(exc.__cause__)}"]
+            raise
+        problems = []
+        scratch = self._scratch_table("")
+        try:
+            self.prepare_scratch_place(source, create=False)
+        except WarehouseError as exc:
+            cause = exc.__cause__
+            problems.append(
+                f"use the scratch dataset: {_message(cause) if cause else exc}"
+            )  # fmt: skip
+        columns = (
+            schema.names
+            if source.columns is None
+            else [c for c in source.columns if c in schema.names]
+        )
+        key = request.key(columns)
+        rows, params = self._copied_rows(source, columns, key, None, request.split.eval_buckets)
+        table = self._scratch_table(f"faucet_access_check_{uuid.uuid4().hex}")
+        try:
+            self.client.query(
+                f"CREATE TABLE {table.sql} CLUSTER BY {_EVAL}, {_BUCKET} AS {rows}",
+                job_config=self._dry_run_config(params), timeout=self.connection.timeout,
+            )  # fmt: skip
+        except Forbidden as exc:
+            problems.append(f"make the scratch copy in {scratch.dataset}: {_message(exc)}")
+        except NotFound:
+            pass  # no scratch dataset yet: it is made when the copy is
+        except Exception as exc:
+            raise _classify(exc, f"cannot check the copy of {source.describe()}") from exc
+        if self.connection.use_storage_api and source.table:
+            problems += self._read_session_problems(parse_table(source.table, self.client.project))
+        return problems
+
+    def _dry_run_config(self, params: Sequence[Any]) -> Any:
+        from google.cloud import bigquery
+
+        return bigquery.QueryJobConfig(
+            query_parameters=list(params), dry_run=True, use_query_cache=False
+        )
+
+    def _read_session_problems(self, table: TableName) -> list[str]:
+        """A refusal of a Storage Read session on ``table`` that reads no row."""
+        from google.api_core.exceptions import Forbidden
+        from google.cloud.bigquery_storage_v1 import types
+
+        try:
+            self.read_client.create_read_session(
+                retry=None, timeout=self.connection.timeout,
+                parent=f"projects/{self.client.project}",
+                read_session=types.ReadSession(
+                    table=table.path, data_format=types.DataFormat.ARROW,
+                    read_options=types.ReadSession.TableReadOptions(row_restriction="FALSE"),
+                ),
+                max_stream_count=1,
+            )  # fmt: skip
+        except Forbidden as exc:
+            return [
+                f"read with the Storage Read API (or set use_storage_api: false): {_message(exc)}"
+            ]
+        except Exception as exc:
+            raise _classify(exc, f"cannot check a read session of {table.id}") from exc
+        return []
+
     def copies_when_planning(self) -> bool:
         """Yes: planning bills one scan of the source (the copy), and counts the copy's
         hash column; every chunk reads the rows planned, whatever the source does after."""
@@ -401,7 +487,7 @@ class BigQueryWarehouse(ScratchWarehouse):
             raise _classify(exc, f"cannot look up the scratch table {table.id}") from exc
         return True
 
-    def prepare_scratch_place(self, source: SourceSpec) -> None:
+    def prepare_scratch_place(self, source: SourceSpec, create: bool = True) -> None:
         """The scratch dataset, in ``source``'s location (a query reads and writes in one
         location): looked up first, since creating one, even one that exists, needs the
         right to create datasets; made if missing, with the scratch tables' expiration as
@@ -431,6 +517,8 @@ class BigQueryWarehouse(ScratchWarehouse):
                     f"{source.describe()} in {location}: a query reads and writes in one "
                     f"location (set connection.scratch_dataset to a dataset in {location})"
                 )
+            return
+        if not create:
             return
         dataset = bigquery.Dataset(dataset_id)
         dataset.location = location

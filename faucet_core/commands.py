@@ -33,7 +33,7 @@ from faucet_core.report import (
 )
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.settings import load_config
-from faucet_core.warehouse import Warehouse
+from faucet_core.warehouse import PermanentWarehouseError, Warehouse
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,7 +106,8 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str
     "--offline", is_flag=True, help="Check the config only; do not ask the warehouse anything."
 )
 def validate(config: Path, offline: bool) -> None:
-    """Check CONFIG against the schemas, and say what planning it will cost."""
+    """Check CONFIG against the schemas, that the account can do what the run needs, and
+    say what planning it will cost."""
     settings = load_config(config)
     source = settings.source
     what = source.table or ("query" if source.query else f"{len(source.files or [])} files")
@@ -115,6 +116,15 @@ def validate(config: Path, offline: bool) -> None:
         return
     warehouse = settings.warehouse_class(settings.connection)
     try:
+        problems = warehouse.access_problems(settings.plan_request())
+        if problems:
+            for problem in problems:
+                click.echo(f"missing: {problem}")
+            raise PermanentWarehouseError(
+                f"the account cannot do {len(problems)} thing(s) the run needs (above)"
+            )
+        if problems is not None:
+            click.echo("access: the account can do everything the run needs")
         lines, plan = planning_costs(settings, warehouse)
     finally:
         warehouse.close()

@@ -302,6 +302,13 @@ class Warehouse(ABC):
         ``fetch_threads``), said before the first read, for a warehouse that sizes its own
         parallel reads to it (BigQuery's Storage Read streams). Optional."""
 
+    def access_problems(self, request: PlanRequest) -> list[str] | None:
+        """What reading ``request`` needs that the account may not do, one line each (a
+        missing permission, a scratch place in another location), found by ``faucet
+        validate`` before the first run, without reading data or billing; ``None`` when
+        the warehouse does not check. Optional."""
+        return None
+
     def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
         """Lines ``faucet validate`` shows, beyond :meth:`estimate`, on what reading
         ``request`` costs here: what runs the queries, the scratch copy's name and how

@@ -201,6 +201,7 @@ class HttpRule:
         status: Answer with this status and :attr:`body` instead of forwarding.
         body: The JSON body of that answer.
         rewrite: Forward, then answer with ``rewrite(the upstream's JSON body)``.
+        sent: Only requests whose body holds this text.
     """
 
     method: str
@@ -208,8 +209,11 @@ class HttpRule:
     status: int | None = None
     body: dict[str, object] | None = None
     rewrite: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    sent: str | None = None
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: bytes) -> bool:
+        if self.sent is not None and self.sent.encode() not in body:
+            return False
         return method == self.method and re.search(self.path, path) is not None
 
 
@@ -252,7 +256,9 @@ class HttpProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 proxy.requests.append((self.command, self.path))
-                rule = next((r for r in proxy.rules if r.matches(self.command, self.path)), None)
+                rule = next(
+                    (r for r in proxy.rules if r.matches(self.command, self.path, body)), None
+                )
                 if rule is not None and rule.status is not None:
                     self._answer(rule.status, json.dumps(rule.body or {}).encode())
                     return
@@ -289,15 +295,17 @@ class StorageReadProxy:
     """A Storage Read API server on a loopback port that forwards to the emulator's and
     honours ``ReadRowsRequest.offset`` as BigQuery documents it (the stream starts at that
     row), which the emulator ignores: it reads the stream from its start and leaves out
-    the rows before the offset."""
+    the rows before the offset. With ``refuse_sessions``, it refuses every read session
+    with that message, as BigQuery refuses an account without the permission."""
 
     _SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, refuse_sessions: str | None = None) -> None:
         import grpc
         from google.cloud.bigquery_storage_v1 import types
 
         self._types = types
+        self._refusal = refuse_sessions  # answer CreateReadSession PERMISSION_DENIED with it
         self._channel = grpc.insecure_channel(upstream)
         self._create = self._channel.unary_unary(
             f"/{self._SERVICE}/CreateReadSession",
@@ -333,7 +341,11 @@ class StorageReadProxy:
         self._server.start()
 
     def _create_session(self, request: Any, context: Any) -> Any:
+        import grpc
         import pyarrow as pa
+
+        if self._refusal is not None:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, self._refusal)
 
         session = self._create(request)
         schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))

@@ -591,3 +591,65 @@ def test_a_scratch_dataset_in_another_location_is_refused_naming_both(
     with pytest.raises(PermanentWarehouseError, match=r"faucet_scratch is in US and table "
                        r"faucet_eu\.events in EU.*scratch_dataset"):  # fmt: skip
         make_bq_reader(table_name=bq_eu)
+
+
+# faucet validate: what the account may not do, before the first run
+
+NO_TABLES_CREATE = google_error(
+    403, "accessDenied",
+    "Access Denied: Dataset test-proj:faucet_scratch: Permission bigquery.tables.create "
+    "denied on dataset test-proj:faucet_scratch (or it may not exist).",
+)  # fmt: skip
+NO_READ_SESSIONS = (
+    "request failed: the user does not have 'bigquery.readsessions.create' permission for "
+    "'projects/test-proj'"
+)
+
+
+def _validate(config: Path) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from faucet_core.cli import cli
+
+    result = CliRunner().invoke(cli, ["validate", str(config)])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_validate_names_each_thing_the_account_may_not_do(
+    bigquery_emulator: BigQueryEmulator, bq_events: str, tmp_path: Path
+) -> None:
+    rest = HttpProxy(
+        bigquery_emulator.rest,
+        [HttpRule("POST", r"/jobs\?", 403, NO_TABLES_CREATE, sent="CREATE TABLE")],
+    )
+    grpc = StorageReadProxy(bigquery_emulator.grpc, refuse_sessions=NO_READ_SESSIONS)
+    connection = {**bigquery_emulator.settings(), "api_endpoint": rest.url,
+                  "read_api_endpoint": grpc.address}  # fmt: skip
+    config = tmp_path / "faucet.yaml"
+    config.write_text(json.dumps({
+        "datastore": "bigquery", "connection": connection, "cache": {"dir": str(tmp_path)},
+        "source": {"table": bq_events, "split_key": "id", "label_columns": "label"},
+    }))  # fmt: skip
+    try:
+        code, out, err = _validate(config)
+        assert code == 1
+        assert out.splitlines()[1:] == [
+            "missing: make the scratch copy in faucet_scratch: Access Denied: Dataset "
+            "test-proj:faucet_scratch: Permission bigquery.tables.create denied on dataset "
+            "test-proj:faucet_scratch (or it may not exist).",
+            "missing: read with the Storage Read API (or set use_storage_api: false): "
+            + NO_READ_SESSIONS,
+        ]
+        assert err.strip() == "error: the account cannot do 2 thing(s) the run needs (above)"
+        assert not [r for r in rest.requests if r[0] == "POST" and "/datasets?" in r[1]]
+    finally:
+        rest.close()
+        grpc.close()
+    config.write_text(json.dumps({
+        "datastore": "bigquery", "connection": bigquery_emulator.settings(),
+        "cache": {"dir": str(tmp_path)},
+        "source": {"table": bq_events, "split_key": "id", "label_columns": "label"},
+    }))  # fmt: skip
+    code, out, _ = _validate(config)
+    assert code == 0, out
+    assert "access: the account can do everything the run needs" in out.splitlines()
