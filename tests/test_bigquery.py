@@ -454,11 +454,17 @@ def test_the_cache_fill_reads_several_streams_at_once(
 def test_a_stream_may_take_longer_than_an_api_call(
     make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
 ) -> None:
+    planner = make_bq_reader(ds="2024-01-01", chunk_size=5_000, retry_attempts=1)
     slow = TcpProxy(bigquery_emulator.grpc, rate=30_000)  # a day's rows take about 4 s
+    config = planner.config
+    connection = config.connection.model_copy(
+        update={"read_api_endpoint": slow.address, "timeout": 2}
+    )
     try:
-        reader = make_bq_reader(read_api_endpoint=slow.address, ds="2024-01-01", timeout=2,
-                                chunk_size=5_000, use_cache=False, retry_attempts=1)  # fmt: skip
-        assert sorted(epoch_ids(reader)) == list(range(0, 3 * BQ_ROWS_PER_DAY, 3))
+        # Given the plan, it runs no job: the API calls left are small, the stream is not.
+        with Reader(config.model_copy(update={"connection": connection}),
+                    plan=planner.plan) as reader:  # fmt: skip
+            assert sorted(epoch_ids(reader)) == list(range(0, 3 * BQ_ROWS_PER_DAY, 3))
         assert slow.response_bytes / 30_000 > 2  # longer than timeout
     finally:
         slow.close()
