@@ -27,7 +27,10 @@ _BIG_INTEGERS = pa.decimal128(38, 0)
 _INT64 = (-(2**63), 2**63 - 1)
 
 #: Snowflake types Faucet does not read; a ``source.query`` can cast them.
-UNSUPPORTED = ("VECTOR", "MAP", "FILE", "INTERVAL_YEAR_MONTH", "INTERVAL_DAY_TIME")
+UNSUPPORTED = ("MAP", "FILE", "INTERVAL_YEAR_MONTH", "INTERVAL_DAY_TIME")
+#: The Arrow type of a VECTOR's elements, by the element type's name: Snowflake's VECTOR
+#: holds 32-bit floats or 32-bit integers.
+_VECTOR_ELEMENTS = {"REAL": pa.float32(), "FIXED": pa.int32()}
 
 _SIMPLE: dict[str, pa.DataType] = {
     "REAL": pa.float64(),
@@ -58,8 +61,18 @@ def arrow_type(type_name: str, precision: int | None, scale: int | None) -> pa.D
     return _SIMPLE.get(type_name)
 
 
+def _vector_type(column: Any, type_names: Any) -> pa.DataType | None:
+    """A VECTOR column's Arrow type, a fixed-size list of its dimension, from the
+    connector's full column metadata; ``None`` if it does not say."""
+    dimension = getattr(column, "vector_dimension", None)
+    elements = getattr(column, "fields", None) or []
+    element = _VECTOR_ELEMENTS.get(type_names.get(elements[0].type_code)) if elements else None
+    return pa.list_(element, dimension) if element is not None and dimension else None
+
+
 def schema_of(description: Sequence[Any], type_names: Any, what: str) -> pa.Schema:
-    """The Arrow schema of a result, from the connector's ``cursor.description``.
+    """The Arrow schema of a result, from the connector's column metadata (its full
+    form, which gives a VECTOR's dimension and element type).
 
     Raises:
         PermanentWarehouseError: A column has a type Faucet does not read.
@@ -69,6 +82,8 @@ def schema_of(description: Sequence[Any], type_names: Any, what: str) -> pa.Sche
         # A type newer than the connector (DECFLOAT, say) has no name there.
         name = type_names.get(column.type_code) or f"type of code {column.type_code}"
         kind = arrow_type(name, column.precision, column.scale)
+        if name == "VECTOR":
+            kind = _vector_type(column, type_names)
         if kind is None:
             raise PermanentWarehouseError(
                 f"{what}: column {column.name!r} is a {name}, which Faucet does not read; "

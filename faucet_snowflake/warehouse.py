@@ -56,6 +56,12 @@ _EXPIRES = re.compile(r"; expires (\S+)$")
 log = logging.getLogger(__name__)
 
 
+def _columns(cursor: Any) -> Any:
+    """A result's column metadata in the connector's full form: the public
+    ``description`` leaves out a VECTOR's dimension and element type."""
+    return getattr(cursor, "_description_internal", None) or cursor.description
+
+
 def _expiry_in(comment: str | None) -> datetime.datetime | None:
     """The expiry a scratch copy's comment gives, if any."""
     match = _EXPIRES.search(comment or "")
@@ -177,7 +183,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
         """The whole result of ``cursor`` as Arrow, in ``schema`` (default: the types of
         its columns)."""
         try:
-            target = schema or schema_of(cursor.description, self._type_names, what)
+            target = schema or schema_of(_columns(cursor), self._type_names, what)
             table = cursor.fetch_arrow_all(force_microsecond_precision=True)
         except WarehouseError:
             raise
@@ -237,7 +243,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
             "describe", what, f"SELECT * FROM {self._relation(source)} LIMIT 0", describe=True
         )
         try:
-            return schema_of(cursor.description, self._type_names, what)
+            return schema_of(_columns(cursor), self._type_names, what)
         finally:
             cursor.close()
 
@@ -555,7 +561,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
         it if need be (the source's, where the role may not copy it)."""
         self.materialize(plan)
         cursor, what = self._read_rows("scan", plan, chunks)
-        schema = self._chunk_schema(plan) or schema_of(cursor.description, self._type_names, what)
+        schema = self._chunk_schema(plan) or schema_of(_columns(cursor), self._type_names, what)
         return self._stream(cursor, schema, what)
 
     def close(self) -> None:

@@ -520,6 +520,34 @@ def test_a_type_the_connector_cannot_name_is_refused_by_column() -> None:
         schema_of(described, FIELD_ID_TO_NAME, "reading")
 
 
+def test_vectors_are_fixed_size_lists_of_their_dimension() -> None:
+    # fakesnow has no VECTOR: the column metadata as Snowflake sends it, parsed by the
+    # connector, and the Arrow data its results hold for it.
+    from snowflake.connector.constants import FIELD_ID_TO_NAME
+    from snowflake.connector.cursor import ResultMetadataV2
+
+    def column(name: str, element: str) -> ResultMetadataV2:
+        part = {"type": element, "nullable": False, "length": None, "precision": None,
+                "scale": None}  # fmt: skip
+        return ResultMetadataV2.from_column({
+            "name": name, "type": "vector", "nullable": True, "length": None,
+            "precision": None, "scale": None, "vectorDimension": 3, "fields": [part],
+        })  # fmt: skip
+
+    schema = schema_of(
+        [column("EMB", "real"), column("IDS", "fixed")],
+        FIELD_ID_TO_NAME, "reading",
+    )  # fmt: skip
+    assert schema.types == [pa.list_(pa.float32(), 3), pa.list_(pa.int32(), 3)]
+    sent = pa.table({
+        "EMB": pa.array([[0.5, 1.0, -2.0], None], pa.list_(pa.float32(), 3)),
+        "IDS": pa.array([[1, 2, 3], [4, 5, 6]], pa.list_(pa.int64())),
+    })  # fmt: skip
+    conformed = conform(sent, schema, "reading")
+    assert conformed.schema == schema
+    assert conformed.column("IDS").to_pylist() == [[1, 2, 3], [4, 5, 6]]
+
+
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])
 def test_rows_loaded_after_planning_are_not_served(
     make_sf_reader: MakeReader, sql: Any, use_cache: bool
