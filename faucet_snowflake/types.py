@@ -8,20 +8,35 @@ one type here, from the result's metadata, and every result is cast to it.
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from faucet_core.warehouse import PermanentWarehouseError
 
-__all__ = ["UNSUPPORTED", "WIDE", "arrow_type", "conform", "schema_of", "widened"]
+__all__ = [
+    "ARRAY",
+    "UNSUPPORTED",
+    "WIDE",
+    "arrow_type",
+    "conform",
+    "number_arrays",
+    "schema_of",
+    "widened",
+]
 
 #: Field metadata of an integer column that may hold values beyond 64 bits (a NUMBER of
 #: more than 18 digits, as Snowflake's INTEGER is): read as ``int64`` unless its values
 #: say otherwise (:func:`widened`).
 WIDE = b"faucet.snowflake.wide"
+#: Field metadata of an ARRAY column (semi-structured: JSON text), read as a list of
+#: numbers if its arrays hold numbers (:func:`number_arrays`).
+ARRAY = b"faucet.snowflake.array"
 #: The Arrow type of the integers beyond 64 bits.
 _BIG_INTEGERS = pa.decimal128(38, 0)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -90,7 +105,8 @@ def schema_of(description: Sequence[Any], type_names: Any, what: str) -> pa.Sche
                 "cast it in a source.query"
             )
         wide = name == "FIXED" and not column.scale and (column.precision or 38) > 18
-        fields.append(pa.field(column.name, kind, metadata={WIDE: b"1"} if wide else None))
+        marker = WIDE if wide else ARRAY if name == "ARRAY" else None
+        fields.append(pa.field(column.name, kind, metadata={marker: b"1"} if marker else None))
     return pa.schema(fields)
 
 
@@ -103,6 +119,48 @@ def widened(schema: pa.Schema, ranges: dict[str, tuple[Any, Any]]) -> pa.Schema:
         beyond = (low is not None and low < _INT64[0]) or (high is not None and high > _INT64[1])
         fields.append(field.with_type(_BIG_INTEGERS) if beyond else field)
     return pa.schema(fields)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind))
+
+
+def number_arrays(schema: pa.Schema, measured: dict[str, tuple[Any, Any, Any]]) -> pa.Schema:
+    """``schema`` with each :data:`ARRAY` column whose largest array (``measured``: the
+    least and most sizes, and the largest array's JSON text) holds numbers alone as
+    ``list<double>``, or, where every array has one size, a vector of that size; others
+    stay JSON text."""
+    fields = []
+    for field in schema:
+        least, most, largest = measured.get(field.name, (None, None, None))
+        values = json.loads(largest) if isinstance(largest, str) else None
+        numbers = (
+            isinstance(values, list)
+            and values
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        )
+        if numbers:
+            size = least if least == most else None
+            field = field.with_type(
+                pa.list_(pa.float64(), size) if size else pa.list_(pa.float64())
+            )
+        fields.append(field)
+    return pa.schema(fields)
+
+
+def _parsed_arrays(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """ARRAY values (JSON text) as lists of ``float64``, then of ``target``.
+
+    Raises:
+        pa.ArrowInvalid: A value is not an array of numbers.
+    """
+    if not len(column):
+        return pa.chunked_array([], target)
+    lines = "\n".join(f'{{"v":{text}}}' if text is not None else '{"v":null}'
+                      for text in column.to_pylist())  # fmt: skip
+    options = pajson.ParseOptions(explicit_schema=pa.schema([("v", pa.list_(pa.float64()))]))
+    parsed = pajson.read_json(io.BytesIO(lines.encode()), parse_options=options).column("v")
+    return pc.cast(parsed, target)
 
 
 def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
@@ -124,7 +182,10 @@ def conform(table: pa.Table, schema: pa.Schema, what: str) -> pa.Table:
             columns.append(column)
             continue
         try:
-            columns.append(pc.cast(column, field.type, safe=True))
+            if pa.types.is_string(column.type) and _is_list(field.type):
+                columns.append(_parsed_arrays(column, field.type))  # an ARRAY of numbers
+            else:
+                columns.append(pc.cast(column, field.type, safe=True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise PermanentWarehouseError(
                 f"{what}: column {field.name!r} does not fit {field.type}: {exc}"

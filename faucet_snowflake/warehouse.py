@@ -40,7 +40,7 @@ from faucet_core.warehouse import (
 from faucet_snowflake.connection import SnowflakeConnection, connect_arguments
 from faucet_snowflake.errors import classify
 from faucet_snowflake.names import parse_table, quote_identifier, stored_column
-from faucet_snowflake.types import WIDE, conform, schema_of, widened
+from faucet_snowflake.types import ARRAY, WIDE, conform, number_arrays, schema_of, widened
 
 __all__ = ["SnowflakeWarehouse"]
 
@@ -104,8 +104,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
         self._opened: list[Any] = []
         #: The kind of every statement this instance ran, in order: ``version``,
         #: ``describe``, ``query`` (:meth:`query`: counting, statistics), ``range`` (the
-        #: least and most values of wide integers), ``expired`` (the lookup of expired
-        #: copies), ``exists``, ``copy``, ``rename``, ``expire`` (a copy's expiry),
+        #: least and most values of wide integers, the sizes of arrays), ``expired`` (the
+        #: lookup of expired copies), ``exists``, ``copy``, ``rename``, ``expire``,
         #: ``read``, ``scan``, ``drop``; for ``faucet validate``, ``explain`` and
         #: ``session`` (the session's warehouse, database and schema). Those that run on
         #: the virtual warehouse are counted in ``costs.query_jobs``.
@@ -248,9 +248,11 @@ class SnowflakeWarehouse(ScratchWarehouse):
             cursor.close()
 
     def columns(self, request: PlanRequest) -> pa.Schema:
-        """As :meth:`SqlWarehouse.columns`; integer columns of more than 18 digits whose
-        values do not fit 64 bits (their least and most values, one query: from metadata
-        alone for a table without ``ds``) as decimals."""
+        """As :meth:`SqlWarehouse.columns`, then measured in one query (from metadata
+        alone where Snowflake can): integer columns of more than 18 digits whose values do
+        not fit 64 bits (their least and most values) as decimals; ``ARRAY`` columns of
+        numbers (their least and most sizes, and the largest array) as lists of numbers,
+        vectors where every array has one size."""
         try:
             schema = super().columns(request)
         except PermanentWarehouseError as exc:
@@ -261,12 +263,14 @@ class SnowflakeWarehouse(ScratchWarehouse):
                 "Snowflake SQL; write one created in double quotes in them: '\"label\"')"
             ) from None
         wide = [f.name for f in schema if f.metadata and WIDE in f.metadata]
-        if not wide:
+        arrays = [f.name for f in schema if f.metadata and ARRAY in f.metadata]
+        if not wide and not arrays:
             return schema
+        items = [f"{aggregate}({self.quote(n)})" for n in wide for aggregate in ("MIN", "MAX")]
+        for name in arrays:
+            size = f"ARRAY_SIZE({self.quote(name)})"
+            items += [f"MIN({size})", f"MAX({size})", f"MAX_BY({self.quote(name)}, {size})"]
         sql, params = self.from_sql(request.source)
-        items = [
-            f"{aggregate}({self.quote(name)})" for name in wide for aggregate in ("MIN", "MAX")
-        ]
         cursor = self._execute(
             "range", f"cannot read {request.source.describe()}",
             f"SELECT {', '.join(items)} FROM {sql}", params,
@@ -276,7 +280,11 @@ class SnowflakeWarehouse(ScratchWarehouse):
         finally:
             cursor.close()
         ranges = {name: (found[2 * i], found[2 * i + 1]) for i, name in enumerate(wide)}
-        return widened(schema, ranges)
+        start = 2 * len(wide)
+        measured = {
+            name: tuple(found[start + 3 * i : start + 3 * i + 3]) for i, name in enumerate(arrays)
+        }
+        return number_arrays(widened(schema, ranges), measured)
 
     def source_identity(self, source: SourceSpec) -> str:
         """The account (or host), the default database and schema, the user and role: what

@@ -90,6 +90,19 @@ class SnowServer:
         finally:
             answers.unlink()
 
+    @contextmanager
+    def typing(self, types: dict[str, str]) -> Iterator[None]:
+        """While the block runs, result columns of these names are typed as Snowflake
+        types them (``{"EMB": "array"}``): fakesnow types an ``ARRAY`` column as
+        ``variant``. Their values, JSON text, are as Snowflake sends them."""
+        assert self.query_log is not None
+        typed = _types_file(self.query_log)
+        typed.write_text(json.dumps(types))
+        try:
+            yield
+        finally:
+            typed.unlink()
+
     def settings(self, **overrides: Any) -> dict[str, Any]:
         """Connection keywords for ``get_batch_reader(datastore="snowflake", ...)``."""
         return {
@@ -163,6 +176,25 @@ def _answers_file(query_log: Path) -> Path:
     return query_log.with_name("answers.json")
 
 
+def _types_file(query_log: Path) -> Path:
+    return query_log.with_name("types.json")
+
+
+def _retyped(response: Any, types: Path) -> Any:
+    """fakesnow's ``response`` with its result columns typed as :meth:`SnowServer.typing`
+    says, if it says anything."""
+    from starlette.responses import JSONResponse
+
+    if not types.exists():
+        return response
+    wanted = json.loads(types.read_text())
+    body = json.loads(response.body)
+    for column in (body.get("data") or {}).get("rowtype") or []:
+        if column.get("name") in wanted:
+            column["type"] = wanted[column["name"]]
+    return JSONResponse(body)
+
+
 def _answer(body: dict[str, Any], answers: Path) -> dict[str, Any] | None:
     """For the first rule matching ``body``'s statement: ``body`` with the rule's query
     instead (``{"body": ...}``), or the error response (``{"error": ...}``); ``None``
@@ -218,7 +250,7 @@ def _app(user: str, password: str, query_log: Path) -> Any:
             text = json.dumps(answer["body"]).encode()
             gzipped = request.headers.get("Content-Encoding") == "gzip"
             request._body = gzip.compress(text) if gzipped else text
-        return await server.query_request(request)
+        return _retyped(await server.query_request(request), _types_file(query_log))
 
     server = importlib.import_module("fakesnow.server")  # not fakesnow.server(), a function
     return Starlette(

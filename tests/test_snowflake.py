@@ -20,10 +20,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from faucet_core import Reader, Warehouse, hookimpl
+from faucet_core import ConfigError, Reader, Warehouse, hookimpl
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import PermanentWarehouseError, TransientWarehouseError
 from faucet_snowflake import SnowflakeConnection, SnowflakeWarehouse
@@ -546,6 +547,46 @@ def test_vectors_are_fixed_size_lists_of_their_dimension() -> None:
     conformed = conform(sent, schema, "reading")
     assert conformed.schema == schema
     assert conformed.column("IDS").to_pylist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_arrays_of_numbers_arrive_as_vectors_and_others_as_json(
+    make_sf_reader: MakeReader, snowflake_server: SnowServer, sql: Any
+) -> None:
+    sql("CREATE OR REPLACE TABLE EMBEDDED (ID INT, LABEL INT, EMB ARRAY, TAGS ARRAY, "
+        "RAGGED ARRAY)")  # fmt: skip
+    sql(
+        "INSERT INTO EMBEDDED SELECT seq4(), MOD(seq4(), 2), ARRAY_CONSTRUCT(seq4() / 4, 1, "
+        "-seq4()), ARRAY_CONSTRUCT('t' || seq4()), IFF(MOD(seq4(), 3) = 0, ARRAY_CONSTRUCT(1), "
+        "ARRAY_CONSTRUCT(1, 2)) FROM TABLE(GENERATOR(ROWCOUNT => 300))"
+    )
+    arrays = {"EMB": "array", "TAGS": "array", "RAGGED": "array"}
+    with snowflake_server.typing(arrays):  # as Snowflake types them: fakesnow says variant
+        reader = make_sf_reader(table_name="EMBEDDED", output="numpy", use_cache=False,
+                                columns=["ID", "EMB", "LABEL"], batch_size=1000)  # fmt: skip
+        assert reader.plan.schema.field("EMB").type == pa.list_(pa.float64(), 3)
+        assert reader.feature_names == ["ID", "EMB[0]", "EMB[1]", "EMB[2]"]
+        (batch,) = reader.iter_epoch()
+        features = batch["features"]
+        ids = features[:, 0]
+        assert sorted(ids.tolist()) == list(range(300))
+        assert (features[:, 1:] == np.stack([ids / 4, np.ones(300), -ids], axis=1)).all()
+        texts = make_sf_reader(table_name="EMBEDDED", columns=["ID", "TAGS", "LABEL"],
+                               output="arrow", batch_size=1000)  # fmt: skip
+        assert texts.plan.schema.field("TAGS").type == pa.string()
+        (batch,) = texts.iter_epoch()
+        assert json.loads(batch["features"]["TAGS"][0].as_py()) == [
+            f"t{batch['features']['ID'][0].as_py()}"
+        ]
+        ragged = make_sf_reader(table_name="EMBEDDED", columns=["ID", "RAGGED", "LABEL"],
+                                output="numpy")  # fmt: skip
+        assert ragged.plan.schema.field("RAGGED").type == pa.list_(pa.float64())
+        with pytest.raises(ConfigError, match="RAGGED"):
+            next(ragged.iter_epoch())
+        padded = make_sf_reader(table_name="EMBEDDED", columns=["ID", "RAGGED", "LABEL"],
+                                output="numpy", pad={"RAGGED": 2}, batch_size=1000)  # fmt: skip
+        (batch,) = padded.iter_epoch()
+        lengths = batch["features"][:, padded.feature_names.index("RAGGED__length")]
+        assert sorted(lengths.tolist()) == sorted(1 if i % 3 == 0 else 2 for i in range(300))
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache fill", "chunk reads"])

@@ -189,6 +189,33 @@ def test_config_column_names_resolve_as_snowflake_sql_does() -> None:
 # Types
 
 
+def test_arrays_of_numbers_are_lists_and_a_stray_value_is_refused_by_column() -> None:
+    from faucet_snowflake.types import ARRAY, number_arrays
+
+    marked = {ARRAY: b"1"}
+    schema = pa.schema([pa.field(n, pa.string(), metadata=marked) for n in ("A", "B", "C", "D")])
+    typed = number_arrays(schema, {
+        "A": (3, 3, "[\n  1,\n  2.5,\n  -3\n]"),  # as Snowflake formats an ARRAY
+        "B": (1, 4, "[1, 2, 3, 4]"),
+        "C": (2, 2, '["x", "y"]'),
+        "D": (None, None, None),  # no array at all
+    })  # fmt: skip
+    assert typed.types == [
+        pa.list_(pa.float64(), 3),
+        pa.list_(pa.float64()),
+        pa.string(),
+        pa.string(),
+    ]
+    sent = pa.table({"A": ["[1, 2, 3]", None], "B": ["[1]", "[2, 3]"], "C": ["[]", None],
+                     "D": [None, None]})  # fmt: skip
+    got = conform(sent, typed, "reading")
+    assert got.column("A").to_pylist() == [[1.0, 2.0, 3.0], None]
+    assert got.column("B").to_pylist() == [[1.0], [2.0, 3.0]]
+    stray = pa.table({"A": ['[1, "two", 3]'], "B": ["[1]"], "C": ["[]"], "D": [None]})
+    with pytest.raises(PermanentWarehouseError, match=r"reading: column 'A' does not fit"):
+        conform(stray, typed, "reading")
+
+
 def test_number_types() -> None:
     assert arrow_type("FIXED", 38, 0) == pa.int64()
     assert arrow_type("FIXED", 12, 2) == pa.decimal128(12, 2)
