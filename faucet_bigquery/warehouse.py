@@ -166,7 +166,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         self._read_client: Any = None
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
-        self._query_types: dict[str, dict[str, str]] = {}
+        self._query_jobs: dict[str, Any] = {}  # dry runs of query sources
         self._locations: dict[str, str | None] = {}
         self._read_threads = 1  # until the core says how many threads read
         #: Ids of the query jobs this instance ran.
@@ -339,17 +339,22 @@ class BigQueryWarehouse(ScratchWarehouse):
         the table's metadata, or a dry run of the query (not billed), once per query."""
         if source.table:
             return {f.name: f.field_type for f in self._table(source.table).schema}
+        return {f.name: f.field_type for f in self._query_dry_run(source).schema}
+
+    def _query_dry_run(self, source: SourceSpec) -> Any:
+        """A dry run (not billed) of ``source``'s query before ``ds`` filters it: its
+        columns and the tables it reads; once per query."""
+        query = source.query or ""
         with self._lock:
-            types = self._query_types.get(source.query or "")
-        if types is None:
+            job = self._query_jobs.get(query)
+        if job is None:
             job = self._job(
                 "cannot plan the source query",
-                f"SELECT * FROM ({source.query}) AS faucet_source", (), dry_run=True,
+                f"SELECT * FROM ({query}) AS faucet_source", (), dry_run=True,
             )  # fmt: skip
-            types = {f.name: f.field_type for f in job.schema}
             with self._lock:
-                self._query_types[source.query or ""] = types
-        return types
+                self._query_jobs[query] = job
+        return job
 
     def columns(self, request: PlanRequest) -> pa.Schema:
         """The source's columns, checked as the core does, and each a name Faucet can
@@ -540,11 +545,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         if source.table:
             table = parse_table(source.table, self.client.project)
             return self._dataset_location(table.project, table.dataset)
-        job = self._job(
-            "cannot plan the source query",
-            f"SELECT * FROM ({source.query}) AS faucet_source", (), dry_run=True,
-        )  # fmt: skip
-        for read in job.referenced_tables or []:
+        for read in self._query_dry_run(source).referenced_tables or []:
             return self._dataset_location(read.project, read.dataset_id)
         return None
 
