@@ -418,26 +418,21 @@ class BigQueryWarehouse(ScratchWarehouse):
         rows, params = self._copied_rows(source, columns, key, None, request.split.eval_buckets)
         table = self._scratch_table(f"faucet_access_check_{uuid.uuid4().hex}")
         try:
-            self.client.query(
-                f"CREATE TABLE {table.sql} CLUSTER BY {_EVAL}, {_BUCKET} AS {rows}",
-                job_config=self._dry_run_config(params), timeout=self.connection.timeout,
+            self._job(
+                f"cannot check the copy of {source.describe()}",
+                f"CREATE TABLE {table.sql} CLUSTER BY {_EVAL}, {_BUCKET} AS {rows}", params,
+                dry_run=True,
             )  # fmt: skip
-        except Forbidden as exc:
-            problems.append(f"make the scratch copy in {scratch.dataset}: {_message(exc)}")
-        except NotFound:
-            pass  # no scratch dataset yet: it is made when the copy is
-        except Exception as exc:
-            raise _classify(exc, f"cannot check the copy of {source.describe()}") from exc
+        except WarehouseError as exc:
+            if isinstance(exc.__cause__, Forbidden):
+                problems.append(
+                    f"make the scratch copy in {scratch.dataset}: {_message(exc.__cause__)}"
+                )
+            elif not isinstance(exc.__cause__, NotFound):  # NotFound: no scratch dataset yet
+                raise
         if self.connection.use_storage_api and source.table:
             problems += self._read_session_problems(parse_table(source.table, self.client.project))
         return problems
-
-    def _dry_run_config(self, params: Sequence[Any]) -> Any:
-        from google.cloud import bigquery
-
-        return bigquery.QueryJobConfig(
-            query_parameters=list(params), dry_run=True, use_query_cache=False
-        )
 
     def _read_session_problems(self, table: TableName) -> list[str]:
         """A refusal of a Storage Read session on ``table`` that reads no row."""

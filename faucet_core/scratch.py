@@ -203,17 +203,11 @@ class ScratchWarehouse(SqlWarehouse):
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None
     ) -> tuple[str, Sequence[Any]]:
         """The query of ``plan``'s rows (of ``chunks``, or all) after :meth:`materialize`,
-        and its parameters: :meth:`scratch_rows` where it :meth:`reads_copy`, else the
-        rows of the source, with their key hash."""
+        and its parameters: :meth:`scratch_rows` where it :meth:`reads_copy`, else
+        :meth:`source_rows`."""
         if self.reads_copy(plan):
             return self.scratch_rows(plan, chunks), []
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
-        h = layout.HASH_COLUMN  # as the dialect resolves it unquoted, named as the copy has it
-        selected = "".join(f"{self.quote(c)}, " for c in plan.columns)
-        sql = f"SELECT {selected}{h} AS {self.quote(h)} FROM ({hashed}) AS faucet_rows"
-        if chunks is not None:
-            sql += f" WHERE {self.in_chunks(plan, chunks)}"
-        return sql, params
+        return self.source_rows(plan, chunks)
 
     def _copied_rows(
         self,
@@ -241,11 +235,15 @@ class ScratchWarehouse(SqlWarehouse):
         self._make_copy(source, name, rows, params)
         log.info("materialized %s into %s", source.describe(), self.scratch_location(plan))
 
+    def _prepare_copy(self, source: SourceSpec) -> None:
+        """Before a copy of ``source`` is made: its place ready, expired copies dropped."""
+        self.prepare_scratch_place(source)
+        self.drop_expired()
+
     def _make_copy(self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]) -> None:
         """Make the copy ``name`` of ``rows``: in one statement, or under a temporary name
         then renamed; kept as the lifetime rule says, unless another process made it first."""
-        self.prepare_scratch_place(source)
-        self.drop_expired()
+        self._prepare_copy(source)
         if self.scratch_created_atomically:
             self.create_scratch(source, name, rows, params)
         else:
@@ -330,9 +328,8 @@ class ScratchWarehouse(SqlWarehouse):
                 rows, params = self._copied_rows(source, columns, key, schema, eval_buckets)
                 if copy_id is not None:
                     self._make_copy(source, name, rows, params)
-                else:
-                    self.prepare_scratch_place(source)
-                    self.drop_expired()
+                else:  # under a temporary name, which planned() replaces
+                    self._prepare_copy(source)
                     self.create_scratch(source, name, rows, params)
             hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(name)}"
             counted = self.query(self.dialect.count_query(hashed, eval_buckets), [])

@@ -230,13 +230,24 @@ class SqlWarehouse(Warehouse):
         memory; ``None`` (the default) if the warehouse cannot."""
         return None
 
+    def source_rows(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None
+    ) -> tuple[str, Sequence[Any]]:
+        """A query of ``plan``'s rows (of ``chunks``, or all) read from the source:
+        ``plan.columns``, then the key hash (named as :data:`~faucet_core.layout.HASH_COLUMN`
+        exactly, whatever case the dialect gives a name without quotes); its parameters."""
+        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
+        h = layout.HASH_COLUMN
+        selected = "".join(f"{self.quote(c)}, " for c in plan.columns)
+        sql = f"SELECT {selected}{h} AS {self.quote(h)} FROM ({hashed}) AS faucet_rows"
+        if chunks is not None:
+            sql += f" WHERE {self.in_chunks(plan, chunks)}"
+        return sql, params
+
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
-        if chunks is not None:
-            hashed = f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
-        return self.stream(hashed, params)
+        return self.stream(*self.source_rows(plan, chunks))
 
     def in_chunks(
         self,
@@ -282,6 +293,4 @@ class SqlWarehouse(Warehouse):
         return read(self.query(sql, params).to_pylist()[0])
 
     def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
-        hashed, params = self.hashed_rows(plan.request.source, plan.columns, plan.key, plan.schema)
-        condition = self.in_chunks(plan, [chunk])
-        return self.query(f"SELECT * FROM ({hashed}) AS faucet_rows WHERE {condition}", params)
+        return self.query(*self.source_rows(plan, [chunk]))

@@ -205,6 +205,14 @@ class SnowflakeWarehouse(ScratchWarehouse):
         finally:
             cursor.close()
 
+    def _rows(self, kind: str, what: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of ``sql`` as tuples (a small result: metadata, measures)."""
+        cursor = self._execute(kind, what, sql, params)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
         return self._fetch(self._execute("query", "query failed", sql, params), "query failed")
 
@@ -271,14 +279,10 @@ class SnowflakeWarehouse(ScratchWarehouse):
             size = f"ARRAY_SIZE({self.quote(name)})"
             items += [f"MIN({size})", f"MAX({size})", f"MAX_BY({self.quote(name)}, {size})"]
         sql, params = self.from_sql(request.source)
-        cursor = self._execute(
+        (found,) = self._rows(
             "range", f"cannot read {request.source.describe()}",
             f"SELECT {', '.join(items)} FROM {sql}", params,
         )  # fmt: skip
-        try:
-            (found,) = cursor.fetchall()
-        finally:
-            cursor.close()
         ranges = {name: (found[2 * i], found[2 * i + 1]) for i, name in enumerate(wide)}
         start = 2 * len(wide)
         measured = {
@@ -307,17 +311,13 @@ class SnowflakeWarehouse(ScratchWarehouse):
         views = "INFORMATION_SCHEMA.TABLES"
         if table.database is not None:
             views = f"{table.database}.{views}"
-        cursor = self._execute(
+        rows = self._rows(
             "version",
             f"cannot look up {source.describe()}",
             f"SELECT TABLE_TYPE, LAST_ALTERED, ROW_COUNT, BYTES FROM {views} "
             "WHERE TABLE_SCHEMA = COALESCE(?, CURRENT_SCHEMA()) AND TABLE_NAME = ?",
             [table.schema, table.name],
         )
-        try:
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
         if not rows:
             raise PermanentWarehouseError(
                 f"table {source.table} does not exist or is not authorized "
@@ -347,18 +347,14 @@ class SnowflakeWarehouse(ScratchWarehouse):
         return ".".join([*where, self.scratch_name(plan)])
 
     def scratch_exists(self, name: str) -> bool:
-        cursor = self._execute(
+        ((found,),) = self._rows(
             "exists",
             "cannot look up the scratch table",
             "SELECT COUNT(*) FROM INFORMATION_SCHEMA.TABLES "
             "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?",
             [name],
         )
-        try:
-            found = cursor.fetchone()
-        finally:
-            cursor.close()
-        return bool(found and found[0])
+        return bool(found)
 
     def create_scratch(
         self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
@@ -396,15 +392,11 @@ class SnowflakeWarehouse(ScratchWarehouse):
     def drop_expired(self) -> None:
         """Drop the scratch copies of the session's schema whose expiry has passed (a
         metadata query)."""
-        cursor = self._execute(
+        found = self._rows(
             "expired", "cannot look up expired scratch tables",
             "SELECT TABLE_NAME, COMMENT FROM INFORMATION_SCHEMA.TABLES "
             "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME LIKE 'FAUCET_SCRATCH_%'",
         )  # fmt: skip
-        try:
-            found = cursor.fetchall()
-        finally:
-            cursor.close()
         now = datetime.datetime.now(datetime.timezone.utc)
         for name, comment in found:
             expiry = _expiry_in(comment)
@@ -422,11 +414,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
         what it reads, from ``EXPLAIN USING JSON``: compiled, not run (no warehouse)."""
         key = (sql, tuple(params))
         if key not in self._explained:
-            cursor = self._execute("explain", what, f"EXPLAIN USING JSON {sql}", params)
-            try:
-                (found,) = cursor.fetchall()
-            finally:
-                cursor.close()
+            (found,) = self._rows("explain", what, f"EXPLAIN USING JSON {sql}", params)
             stats = json.loads(found[0]).get("GlobalStats", {})
             read, assigned, total = (
                 int(stats.get(part) or 0)
@@ -496,17 +484,10 @@ class SnowflakeWarehouse(ScratchWarehouse):
             notes.append(f"scratch copy {name}: kept until {expiry:%Y-%m-%dT%H:%M:%SZ}")
         return notes
 
-    def _one_row(self, kind: str, what: str, sql: str, params: Sequence[Any] = ()) -> Any:
-        cursor = self._execute(kind, what, sql, params)
-        try:
-            return cursor.fetchone()
-        finally:
-            cursor.close()
-
     def _runs_on(self) -> str:
         if self.connection.warehouse:
             return f"the virtual warehouse {self.connection.warehouse} (connection.warehouse)"
-        (found,) = self._one_row(
+        ((found,),) = self._rows(
             "session", "cannot look up the session's warehouse", "SELECT CURRENT_WAREHOUSE()"
         )
         if found is None:
@@ -515,7 +496,7 @@ class SnowflakeWarehouse(ScratchWarehouse):
 
     def _scratch_place(self) -> str:
         """The database and schema scratch copies go to: the session's."""
-        database, schema = self._one_row(
+        ((database, schema),) = self._rows(
             "session", "cannot look up the session's schema",
             "SELECT CURRENT_DATABASE(), CURRENT_SCHEMA()",
         )  # fmt: skip
@@ -523,12 +504,12 @@ class SnowflakeWarehouse(ScratchWarehouse):
 
     def _expiry(self, name: str) -> datetime.datetime | None:
         """The expiry of the copy ``name``; ``None`` if there is no copy."""
-        found = self._one_row(
+        found = self._rows(
             "exists", "cannot look up the scratch table",
             "SELECT COMMENT FROM INFORMATION_SCHEMA.TABLES "
             "WHERE TABLE_SCHEMA = CURRENT_SCHEMA() AND TABLE_NAME = ?", [name],
         )  # fmt: skip
-        return None if found is None else _expiry_in(found[0])
+        return _expiry_in(found[0][0]) if found else None
 
     def _chunk_schema(self, plan: Plan) -> pa.Schema | None:
         if plan.schema is None:
