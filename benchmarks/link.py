@@ -43,6 +43,9 @@ READ_STREAM_RATE = 20e6
 #: User Guide, "Amazon EC2 instance network bandwidth").
 FLOW_RATE = 5e9 / 8
 
+#: The most streams bqemulator gives a read session.
+EMULATOR_MOST_STREAMS = 10
+
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -99,14 +102,15 @@ class _Pace:
 
 class TcpLink:
     """Forwards loopback connections to ``upstream`` (``host:port``) through ``link``,
-    counting the bytes sent back to clients in ``counter``. ``address`` is where clients
-    connect."""
+    counting the bytes sent back to clients in ``counter`` and the connections in
+    ``connections``. ``address`` is where clients connect."""
 
     def __init__(self, upstream: str, link: Link, counter: Synchronized[int] | None = None) -> None:
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
         self.link = link
         self.counter = counter
+        self.connections = 0
         self._server = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -117,6 +121,7 @@ class TcpLink:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            self.connections += 1
             threading.Thread(target=self._connect, args=(client,), daemon=True).start()
 
     def _connect(self, client: socket.socket) -> None:
@@ -186,7 +191,9 @@ class ReadStreamLink:
     """A BigQuery Storage Read API server that forwards to ``upstream`` (the emulator's)
     through ``link``: each call waits a round trip, and each ``ReadRows`` stream flows at
     the link's rate on its own, as BigQuery serves each stream of a session. Messages pass
-    as bytes, unparsed; the bytes of every ``ReadRows`` response count in ``counter``."""
+    as bytes, unparsed; the bytes of every ``ReadRows`` response count in ``counter``, the
+    streams read in ``streams``. A session that leaves the number of streams to BigQuery
+    gets the emulator's most, where the emulator would give one."""
 
     _SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
     _OPTIONS: ClassVar[list[tuple[str, int]]] = [
@@ -199,6 +206,7 @@ class ReadStreamLink:
 
         self.link = link
         self.counter = counter
+        self.streams = 0
         self._channel = grpc.insecure_channel(upstream, options=self._OPTIONS)
         self._create = self._channel.unary_unary(f"/{self._SERVICE}/CreateReadSession")
         self._read = self._channel.unary_stream(f"/{self._SERVICE}/ReadRows")
@@ -217,10 +225,19 @@ class ReadStreamLink:
         self._server.start()
 
     def _create_session(self, request: bytes, context: Any) -> bytes:
+        from google.cloud.bigquery_storage_v1 import types
+
+        asked = types.CreateReadSessionRequest.deserialize(request)
+        if asked.max_stream_count == 0:
+            # BigQuery then chooses the streams "to produce reasonable throughput"; the
+            # emulator gives one: ask it for its most.
+            asked.max_stream_count = EMULATOR_MOST_STREAMS
+            request = types.CreateReadSessionRequest.serialize(asked)
         time.sleep(self.link.rtt)  # the request's way there and the session's way back
         return bytes(self._create(request, timeout=3600))
 
     def _read_rows(self, request: bytes, context: Any) -> Iterator[bytes]:
+        self.streams += 1
         pace = _Pace(self.link, time.monotonic() + self.link.rtt / 2)
         for response in self._read(request, timeout=6 * 3600):
             pace.wait(time.monotonic(), len(response))

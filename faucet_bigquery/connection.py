@@ -63,7 +63,8 @@ class BigQueryConnection(BaseModel):
         None,
         ge=1,
         description="Storage Read streams asked for per read session, read at once "
-        "(default: the reader's fetch_threads).",
+        "(default: 16 for the read that fills the cache, the reader's fetch_threads for "
+        "a chunk's).",
     )
     timeout: float = Field(
         120.0, gt=0, description="Seconds one API call may take, its own retries included."
@@ -161,7 +162,10 @@ class BigQueryConnection(BaseModel):
                 BigQueryReadGrpcTransport,
             )
 
-            channel = grpc.insecure_channel(self.read_api_endpoint)
+            # As the client library's own channels: a response may hold more than gRPC's
+            # default 4 MiB (an emulator sends a stream's rows in few large messages).
+            unlimited = [("grpc.max_receive_message_length", -1)]
+            channel = grpc.insecure_channel(self.read_api_endpoint, options=unlimited)
             return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
         options = {"api_endpoint": self.read_api_endpoint} if self.read_api_endpoint else None
         return BigQueryReadClient(credentials=credentials, client_options=options)

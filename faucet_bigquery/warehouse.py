@@ -60,6 +60,10 @@ def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> N
 #: Times a read stream cut short is opened again without a batch read between them, and
 #: the seconds before the first (doubled each time).
 _RESUMES, _RESUME_BACKOFF = 5, 0.2
+#: Streams the one read that fills the cache asks for, at least: BigQuery serves each
+#: stream at a few tens of MB/s, so a whole table is read at a useful rate only through
+#: several (BigQuery gives fewer to a small table).
+SCAN_STREAMS = 16
 
 
 def _resumable(exc: Exception) -> bool:
@@ -640,14 +644,16 @@ class BigQueryWarehouse(ScratchWarehouse):
 
     def _read_storage(self, scratch: TableName, plan: Plan, chunk: ChunkSpec) -> pa.Table:
         restriction = self.dialect.in_range(_EVAL, _BUCKET, chunk.buckets)
-        schema, batches = self._read_session(scratch, plan, restriction)
+        streams = self.connection.read_streams or self._read_threads
+        schema, batches = self._read_session(scratch, plan, restriction, streams)
         return pa.Table.from_batches(list(batches), schema)
 
     def _read_session(
-        self, scratch: TableName, plan: Plan, restriction: str | None
+        self, scratch: TableName, plan: Plan, restriction: str | None, streams: int
     ) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-        """One Storage Read API session over ``scratch``'s rows (those of ``restriction``,
-        or all): their schema, and their record batches as they arrive."""
+        """One Storage Read API session of at most ``streams`` streams over ``scratch``'s
+        rows (those of ``restriction``, or all): their schema, and their record batches as
+        they arrive."""
         from google.cloud.bigquery_storage_v1 import types
 
         lz4 = types.ArrowSerializationOptions.CompressionCodec.LZ4_FRAME
@@ -666,7 +672,7 @@ class BigQueryWarehouse(ScratchWarehouse):
                     ),
                 ),
             ),
-            max_stream_count=self.connection.read_streams or self._read_threads,
+            max_stream_count=streams,
         )
         if not session.streams and restriction is not None:
             raise PermanentWarehouseError(f"no rows in {scratch.id} for {restriction}")
@@ -707,7 +713,8 @@ class BigQueryWarehouse(ScratchWarehouse):
                 time.sleep(_RESUME_BACKOFF * 2 ** (resumes - 1))  # the link comes back
 
     def reading_with(self, threads: int) -> None:
-        """Read sessions ask for this many streams, unless ``read_streams`` says."""
+        """A chunk's read session asks for this many streams, unless ``read_streams``
+        says."""
         self._read_threads = threads
 
     def scan(
@@ -731,7 +738,8 @@ class BigQueryWarehouse(ScratchWarehouse):
         from google.api_core.exceptions import NotFound
 
         try:
-            _, batches = self._read_session(scratch, plan, restriction)
+            streams = self.connection.read_streams or max(self._read_threads, SCAN_STREAMS)
+            _, batches = self._read_session(scratch, plan, restriction, streams)
             yield from batches
         except NotFound as exc:
             raise self.scratch_gone(plan, f"cannot read {scratch.id}") from exc
