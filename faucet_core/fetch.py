@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 #: Seconds a pass's first chunk waits for the cache fill before it is read by itself.
 FIRST_CHUNK_GRACE = 0.2
-#: Seconds more it waits when, by its pace, the fill's scan ends by then.
-FIRST_CHUNK_PATIENCE = 1.5
+#: Seconds more it waits when, by its pace, the fill's scan ends by then. A chunk read by
+#: itself costs a scan of its own where the source has no copy ordered by bucket (DuckDB):
+#: at 10M rows, waiting for a fill of about 2 s made epoch 1 14% faster, its first batch
+#: 1.2 s later.
+FIRST_CHUNK_PATIENCE = 3.0
 
 
 @dataclass(frozen=True)
