@@ -20,8 +20,9 @@ figures, in this order:
 - Faucet with default settings and an empty cache: epoch 1 (planning, its scratch copy,
   one read that fills the cache while batches are served) and epoch 2 (the cache);
 - Faucet's epoch 1 again with ``--far-rtt`` milliseconds of round trip, and with none
-  added, the same rate; these find the scratch copy the first run made (as a second
-  host would), so planning only counts it, and what differs between them is the link.
+  added, the same rate, each with an empty cache. On BigQuery and Snowflake they find the
+  scratch copy of the first run (it outlives its reader, for other hosts), so planning
+  only counts it; a PostgreSQL reader drops its copy when it closes, so each copies.
 
 It prints each contender's figures, then the goals: Faucet's epoch 1 against the best bulk
 read (rows/s), its first batch against the bulk read's whole time, peak memory against the
