@@ -64,6 +64,9 @@ _RESUMES, _RESUME_BACKOFF = 5, 0.2
 #: stream at a few tens of MB/s, so a whole table is read at a useful rate only through
 #: several (BigQuery gives fewer to a small table).
 SCAN_STREAMS = 16
+#: Rows asked for per page of a query's result: every count of a plan (a row per split and
+#: bucket) in one, where BigQuery's 10 MB a page allows.
+_PAGE_ROWS = 2 * layout.BUCKETS
 
 
 def _resumable(exc: Exception) -> bool:
@@ -230,11 +233,13 @@ class BigQueryWarehouse(ScratchWarehouse):
         return self._result(self._guarded_job("query failed", sql, params))
 
     def _result(self, job: Any) -> pa.Table:
-        """The rows of the finished query ``job``, as Arrow."""
+        """The rows of the finished query ``job``, as Arrow, in pages as large as BigQuery
+        sends (at most 10 MB): a page costs a round trip."""
         try:
-            return job.result(retry=self._retry, timeout=self.connection.job_timeout).to_arrow(
-                create_bqstorage_client=False
+            result = job.result(
+                retry=self._retry, timeout=self.connection.job_timeout, page_size=_PAGE_ROWS
             )
+            return result.to_arrow(create_bqstorage_client=False)
         except Exception as exc:
             raise _classify(exc, "cannot read a query result") from exc
 
