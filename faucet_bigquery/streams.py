@@ -17,6 +17,8 @@ import pyarrow as pa
 __all__ = ["read_at_once"]
 
 _DONE = object()  # a stream's thread ended
+#: Batches read and waiting for the consumer, of all streams.
+WAITING = 4
 
 
 def read_at_once(
@@ -26,8 +28,9 @@ def read_at_once(
     thread of its own (``opened`` collects the streams it opens, to cancel), as they
     arrive. The first error of any stream is raised; when the consumer stops early or an
     error is raised, every stream is cancelled and every thread ends before this returns.
-    At most two batches per stream wait to be consumed."""
-    arrived: queue.Queue[Any] = queue.Queue(maxsize=2 * len(names))
+    At most :data:`WAITING` batches wait to be consumed, and one per stream being handed
+    on: memory does not grow with the streams' pace or number beyond that."""
+    arrived: queue.Queue[Any] = queue.Queue(maxsize=WAITING)
     opened: list[Any] = []
     stopping = threading.Event()
 
