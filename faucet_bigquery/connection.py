@@ -63,8 +63,8 @@ class BigQueryConnection(BaseModel):
         None,
         ge=1,
         description="Storage Read streams asked for per read session, read at once "
-        "(default: 16 for the read that fills the cache, the reader's fetch_threads for "
-        "a chunk's).",
+        "(default: 16 for the cache fill's reads, the reader's fetch_threads for a chunk "
+        "read without the cache).",
     )
     timeout: float = Field(
         120.0, gt=0, description="Seconds one API call may take, its own retries included."

@@ -60,9 +60,9 @@ def check_bytes_budget(processed: int | None, limit: int | None, what: str) -> N
 #: Times a read stream cut short is opened again without a batch read between them, and
 #: the seconds before the first (doubled each time).
 _RESUMES, _RESUME_BACKOFF = 5, 0.2
-#: Streams the one read that fills the cache asks for, at least: BigQuery serves each
-#: stream at a few tens of MB/s, so a whole table is read at a useful rate only through
-#: several (BigQuery gives fewer to a small table).
+#: Streams a scan (the cache fill's read) asks for, at least: BigQuery serves each stream
+#: at a few tens of MB/s, so a whole table is read at a useful rate only through several
+#: (BigQuery gives fewer to a small table).
 SCAN_STREAMS = 16
 #: Rows asked for per page of a query's result: every count of a plan (a row per split and
 #: bucket) in one, where BigQuery's 10 MB a page allows.
@@ -718,8 +718,8 @@ class BigQueryWarehouse(ScratchWarehouse):
                 time.sleep(_RESUME_BACKOFF * 2 ** (resumes - 1))  # the link comes back
 
     def reading_with(self, threads: int) -> None:
-        """A chunk's read session asks for this many streams, unless ``read_streams``
-        says."""
+        """A chunk's read session asks for this many streams, a scan's at least as many,
+        unless ``read_streams`` says."""
         self._read_threads = threads
 
     def scan(
