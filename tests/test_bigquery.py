@@ -451,6 +451,40 @@ def test_the_cache_fill_reads_several_streams_at_once(
     assert epoch_ids(one) == epoch_ids(make_bq_reader(use_cache=False, **wide, **settings))
 
 
+def test_the_cache_fill_asks_for_more_streams_than_fetch_threads(
+    make_bq_reader: MakeReader, register: Callable[[object], None], bq_wide: str
+) -> None:
+    register(_StreamCountingPlugin())
+    StreamCounting.streams = []
+    reader = make_bq_reader(datastore="stream-counting-bigquery", table_name=bq_wide,
+                            chunk_size=10_000, test_split_percent=20, seed=5)  # fmt: skip
+    served = epoch_ids(reader) + epoch_ids(reader, eval=True)
+    assert sorted(served) == list(range(WIDE_ROWS))
+    streams_per_session: dict[str, int] = {}
+    for name in StreamCounting.streams:
+        session = name.rsplit("/", 1)[0]
+        streams_per_session[session] = streams_per_session.get(session, 0) + 1
+    # Two fetch threads; the emulator gives a session of this whole table ten streams at
+    # most (and one to a chunk's, under 1 MB).
+    assert reader.config.fetch_threads == 2
+    assert max(streams_per_session.values()) == 10
+
+
+def test_a_plans_counts_come_back_in_one_page_of_results(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_wide: str
+) -> None:
+    proxy = HttpProxy(bigquery_emulator.rest)
+    try:
+        # About 27,000 (split, bucket) counts: three pages of the emulator's 10,000 rows.
+        reader = make_bq_reader(api_endpoint=proxy.url, table_name=bq_wide, chunk_size=10_000,
+                                split_key=["id", "label"])  # fmt: skip
+        assert len(reader.plan.chunks) > 1
+        pages = [path for method, path in proxy.requests if "pageToken=" in path]
+        assert len(pages) == 1
+    finally:
+        proxy.close()
+
+
 def test_a_stream_may_take_longer_than_an_api_call(
     make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
 ) -> None:

@@ -439,3 +439,16 @@ def test_a_user_who_may_not_copy_plans_the_source_as_it_is(
         reader = make_pg_reader(dsn=dsn, test_split_percent=0, seed=13)
     assert "cannot copy table t while planning" in caplog.text
     assert sorted(epoch_ids(reader)) == list(range(ROWS))  # one scan of the source
+
+
+def test_the_copy_holds_each_chunks_rows_together(
+    postgres_url: str, make_pg_reader: MakeReader
+) -> None:
+    reader = make_pg_reader(test_split_percent=20, chunk_size=50)
+    name = reader.stream.warehouse().scratch_name(reader.plan)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        stored = db.execute(
+            f'SELECT __faucet_eval, __faucet_bucket FROM public."{name}" ORDER BY ctid'
+        ).fetchall()
+    assert len(stored) == ROWS
+    assert stored == sorted(stored)  # in split and bucket order, as written
