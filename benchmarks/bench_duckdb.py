@@ -42,7 +42,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from processes import peak_memory
 
 from faucet_core import get_batch_reader
 from faucet_core.output import format_batch
@@ -121,21 +124,11 @@ def child(contender: str, database: str, cache: str, batch_size: int, output: st
         figures["rates"].append(rows / (time.perf_counter() - started))
         if number == 1:
             figures["label_means"] = spread
-    figures["rss"] = peak_rss()
+    figures["rss"] = peak_memory()
     if "reader" in state:  # after the peak RSS: the scan adds nothing the fill did not hold
         figures["open"], figures["scan"] = state["open"], _scan_seconds(state["reader"])
         state["reader"].close()
     print(json.dumps(figures))
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes. Linux's ``VmHWM`` counts this process
-    only; ``ru_maxrss`` would start from the parent's size (it survives ``exec``)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def settle(database: Path) -> bool:

@@ -34,7 +34,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from processes import peak_memory
 
 CONTENDERS = ("to_df", "faucet")
 BATCH = 1024
@@ -99,15 +102,6 @@ def write_repo(folder: Path, rows: int, features: int, drivers: int) -> Path:
     return data / "entities.parquet"
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes (``VmHWM``: this process only)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def child(
     contender: str, repo: Path, features: int, scratch: Path, memory_limit: str | None
 ) -> None:
@@ -149,7 +143,7 @@ def child(
                 rows += len(batch["labels"])
     elapsed = time.perf_counter() - started
     print(json.dumps({"first_batch_s": first, "epoch_s": elapsed, "rows": rows,
-                      "peak_rss": peak_rss()}))  # fmt: skip
+                      "peak_rss": peak_memory()}))  # fmt: skip
 
 
 def run(contender: str, repo: Path, args: argparse.Namespace, folder: Path) -> dict[str, Any]:

@@ -10,7 +10,8 @@ client in a counter shared with the contenders' processes, so a benchmark can sh
 went over the link while something ran.
 
 The links run in the benchmark's own process; each contender runs in a process of its own
-(:func:`run_apart`), so its peak memory is its own and the link's work is not its CPU.
+(:func:`processes.run_apart`), so its peak memory is its own and the link's work is not its
+CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, replace
 from multiprocessing.sharedctypes import Synchronized
@@ -45,8 +46,6 @@ FLOW_RATE = 5e9 / 8
 
 #: The most streams bqemulator gives a read session.
 EMULATOR_MOST_STREAMS = 10
-
-_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class Link:
 
 def byte_counter() -> Synchronized[int]:
     """A count of bytes that the links of this process and contenders' processes share."""
-    return _SPAWN.Value("q", 0)
+    return multiprocessing.get_context("spawn").Value("q", 0)
 
 
 def _count(counter: Synchronized[int] | None, size: int) -> None:
@@ -248,37 +247,3 @@ class ReadStreamLink:
         """Stop serving."""
         self._server.stop(grace=None)
         self._channel.close()
-
-
-def run_apart(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``function(*args)`` in a process of its own (started afresh, not forked), with the
-    process's peak resident memory added as ``peak`` (bytes)."""
-    results = _SPAWN.Queue()
-    process = _SPAWN.Process(target=_run_and_report, args=(results, function, *args))
-    process.start()
-    try:
-        outcome = results.get()
-    finally:
-        process.join()
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return dict(outcome)
-
-
-def _run_and_report(results: Any, function: Callable[..., dict[str, Any]], *args: Any) -> None:
-    try:
-        outcome = function(*args)
-        outcome["peak"] = peak_memory()
-    except BaseException as error:  # reported to the benchmark, which raises it
-        results.put(RuntimeError(f"{function.__name__}: {type(error).__name__}: {error}"))
-        raise
-    results.put(outcome)
-
-
-def peak_memory() -> int:
-    """This process's peak resident memory (``VmHWM``), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("VmHWM not in /proc/self/status")

@@ -1,0 +1,48 @@
+"""Running a benchmark's contender in a process of its own, and that process's peak memory.
+
+A contender started afresh (not forked) holds only what it loads itself, so its peak
+resident memory is its own; Linux's ``VmHWM`` counts this process only, where
+``ru_maxrss`` would start from the parent's size (it survives ``exec``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from typing import Any
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+def run_apart(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``function(*args)`` in a process of its own (started afresh, not forked), with the
+    process's peak resident memory added as ``peak`` (bytes)."""
+    results = _SPAWN.Queue()
+    process = _SPAWN.Process(target=_run_and_report, args=(results, function, *args))
+    process.start()
+    try:
+        outcome = results.get()
+    finally:
+        process.join()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return dict(outcome)
+
+
+def _run_and_report(results: Any, function: Callable[..., dict[str, Any]], *args: Any) -> None:
+    try:
+        outcome = function(*args)
+        outcome["peak"] = peak_memory()
+    except BaseException as error:  # reported to the benchmark, which raises it
+        results.put(RuntimeError(f"{function.__name__}: {type(error).__name__}: {error}"))
+        raise
+    results.put(outcome)
+
+
+def peak_memory() -> int:
+    """This process's peak resident memory (``VmHWM``), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
