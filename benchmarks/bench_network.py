@@ -184,8 +184,8 @@ class Contender:
 
 @dataclass
 class Warehouse:
-    """One stand-in, running: how to link to it, its bulk reads and Faucet's settings
-    through a link."""
+    """One stand-in, running: how to link to it, its bulk reads, and Faucet's datastore,
+    connection and table through a link."""
 
     default_rate: float
     links: Callable[[Link, Synchronized[int]], AbstractContextManager[Linked]]
@@ -244,14 +244,7 @@ def postgres(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
             return f"postgresql://postgres@{address}/postgres"
 
         def faucet(address: str) -> dict[str, Any]:
-            return {
-                "datastore": "postgres",
-                "dsn": url(address),
-                "table_name": "train",
-                "split_key": "id",
-                "label_columns": ["label"],
-                "batch_size": batch_size,
-            }
+            return {"datastore": "postgres", "dsn": url(address), "table_name": "train"}
 
         yield Warehouse(
             default_rate=FLOW_RATE,
@@ -287,14 +280,7 @@ def snowflake(folder: Path, rows: int, batch_size: int, partitions: int) -> Iter
             return server.settings(database="BENCH", schema="PUBLIC", port=port)
 
         def faucet(address: str) -> dict[str, Any]:
-            return {
-                "datastore": "snowflake",
-                **settings(address),
-                "table_name": "BENCH.PUBLIC.TRAIN",
-                "split_key": "ID",
-                "label_columns": ["LABEL"],
-                "batch_size": batch_size,
-            }
+            return {"datastore": "snowflake", **settings(address), "table_name": "TRAIN"}
 
         def connection(address: str) -> dict[str, Any]:
             return {
@@ -356,14 +342,7 @@ def bigquery(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
             }
 
         def faucet(address: str) -> dict[str, Any]:
-            return {
-                "datastore": "bigquery",
-                **settings(address),
-                "table_name": "bench.train",
-                "split_key": "id",
-                "label_columns": ["label"],
-                "batch_size": batch_size,
-            }
+            return {"datastore": "bigquery", **settings(address), "table_name": "bench.train"}
 
         yield Warehouse(
             default_rate=READ_STREAM_RATE,
@@ -446,12 +425,16 @@ def main() -> None:
                     warehouse, link, lambda a, _, c=contender: run_apart(*_function(c, a))
                 )
 
+            # Names as written in SQL: Snowflake resolves them to its upper-case ones.
+            common = {"split_key": "id", "label_columns": ["label"], "batch_size": args.batch_size}
+            common.update(settings)
+
             def faucet(rtt: float, epochs: int) -> dict[str, Any]:
                 return _through(
                     warehouse,
                     link.with_rtt(rtt),
                     lambda a, counter: run_apart(
-                        faucet_epochs, {**warehouse.faucet(a), **settings}, epochs, counter
+                        faucet_epochs, {**warehouse.faucet(a), **common}, epochs, counter
                     ),
                 )
 
