@@ -175,11 +175,11 @@ def bigquery_to_arrow(settings: dict[str, Any], table: str, batch_size: int) -> 
 
 @dataclass
 class Contender:
-    """A bulk read: its name and a function of a link's address giving its process's
-    function and arguments."""
+    """A bulk read: its name, and a function that runs it in a process of its own through
+    a link's address and returns its figures."""
 
     name: str
-    call: Callable[[str], tuple[Callable[..., dict[str, Any]], tuple[Any, ...]]]
+    run: Callable[[str], dict[str, Any]]
 
 
 @dataclass
@@ -252,9 +252,11 @@ def postgres(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
             bulk=[
                 Contender(
                     f"connectorx ({partitions} connections)",
-                    lambda a: (postgres_connectorx, (url(a), partitions, batch_size)),
+                    lambda a: run_apart(postgres_connectorx, url(a), partitions, batch_size),
                 ),
-                Contender("ADBC (1 connection)", lambda a: (postgres_adbc, (url(a), batch_size))),
+                Contender(
+                    "ADBC (1 connection)", lambda a: run_apart(postgres_adbc, url(a), batch_size)
+                ),
             ],
             faucet=faucet,
         )
@@ -294,7 +296,7 @@ def snowflake(folder: Path, rows: int, batch_size: int, partitions: int) -> Iter
             bulk=[
                 Contender(
                     "fetch_arrow_all()",
-                    lambda a: (snowflake_fetch_arrow_all, (connection(a), batch_size)),
+                    lambda a: run_apart(snowflake_fetch_arrow_all, connection(a), batch_size),
                 ),
             ],
             faucet=faucet,
@@ -350,7 +352,7 @@ def bigquery(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
             bulk=[
                 Contender(
                     "list_rows().to_arrow()",
-                    lambda a: (bigquery_to_arrow, (settings(a), "bench.train", batch_size)),
+                    lambda a: run_apart(bigquery_to_arrow, settings(a), "bench.train", batch_size),
                 ),
             ],
             faucet=faucet,
@@ -421,9 +423,7 @@ def main() -> None:
             link = Link(rtt=args.rtt / 1000, rate=rate)
             bulk = {}
             for contender in warehouse.bulk:
-                bulk[contender.name] = _through(
-                    warehouse, link, lambda a, _, c=contender: run_apart(*_function(c, a))
-                )
+                bulk[contender.name] = _through(warehouse, link, lambda a, _, c=contender: c.run(a))
 
             # Names as written in SQL: Snowflake resolves them to its upper-case ones.
             common = {"split_key": "id", "label_columns": ["label"], "batch_size": args.batch_size}
@@ -445,11 +445,6 @@ def main() -> None:
                 for name in ("far", "near") if turn % 2 == 0 else ("near", "far"):
                     runs[name].append(faucet(args.far_rtt / 1000 if name == "far" else 0.0, 1))
     _report(args, link, warehouse, bulk, runs)
-
-
-def _function(contender: Contender, address: str) -> tuple[Callable[..., dict[str, Any]], ...]:
-    function, arguments = contender.call(address)
-    return (function, *arguments)
 
 
 def _report(
