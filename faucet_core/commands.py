@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.table import Table
@@ -35,11 +34,8 @@ from faucet_core.scratch import ScratchWarehouse
 from faucet_core.settings import load_config
 from faucet_core.warehouse import PermanentWarehouseError, Warehouse
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _config_argument(function: F) -> F:
-    return click.argument("config", type=click.Path(dir_okay=False, path_type=Path))(function)
+#: The CONFIG argument of the commands that read a reader config.
+_config_argument = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 
 
 @click.command()
@@ -256,21 +252,19 @@ def _cache_dir(directory: Path | None, config: Path | None) -> Path:
     return default_cache_dir()
 
 
-_cache_options = [
-    click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path)),
-    click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Use the cache folder of this reader config."),
-]  # fmt: skip
-
-
-def _with_cache_options(function: F) -> F:
-    for option in reversed(_cache_options):
-        function = option(function)
-    return function
+#: The options of the cache commands: the cache folder, given or a reader config's.
+_cache_dir_option = click.option(
+    "--dir", "directory", type=click.Path(file_okay=False, path_type=Path)
+)
+_cache_config_option = click.option(
+    "--config", type=click.Path(dir_okay=False, path_type=Path),
+    help="Use the cache folder of this reader config.",
+)  # fmt: skip
 
 
 @cache.command("info")
-@_with_cache_options
+@_cache_dir_option
+@_cache_config_option
 def cache_info(directory: Path | None, config: Path | None) -> None:
     """Show where the cache is and what it holds."""
     folder = _cache_dir(directory, config)
@@ -286,7 +280,8 @@ def cache_info(directory: Path | None, config: Path | None) -> None:
 
 
 @cache.command("clear")
-@_with_cache_options
+@_cache_dir_option
+@_cache_config_option
 @click.confirmation_option(prompt="Delete every cached chunk and saved plan?")
 def cache_clear(directory: Path | None, config: Path | None) -> None:
     """Delete every cached chunk and saved plan."""

@@ -51,13 +51,11 @@ class FetchedChunk:
     """A chunk's rows (with the hash column), and where they came from.
 
     Attributes:
-        chunk: The chunk.
         table: Its rows, in any order.
         origin: Where they came from (see :class:`~faucet_core.chunk_states.Origin`).
         attempts: Tries it took to read them from the warehouse (0 from the cache).
     """
 
-    chunk: ChunkSpec
     table: pa.Table
     origin: Origin
     attempts: int
@@ -186,7 +184,7 @@ class ChunkFetcher:
             raise
         cached = self.cache is not None and self.cache.put(key, table)
         self.states.read(chunk, cached)
-        return FetchedChunk(chunk, table, Origin.WAREHOUSE, attempts)
+        return FetchedChunk(table, Origin.WAREHOUSE, attempts)
 
     def _filled_soon(self, chunk: ChunkSpec) -> bool:
         """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
@@ -222,7 +220,7 @@ class ChunkFetcher:
             )
             return None
         self.states.read(chunk, cached=False)  # the fill caches it
-        return FetchedChunk(chunk, table, Origin.WAREHOUSE, attempts=1)
+        return FetchedChunk(table, Origin.WAREHOUSE, attempts=1)
 
     def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
         """``chunk`` from the cache if it holds it intact."""
@@ -243,7 +241,7 @@ class ChunkFetcher:
                 return None
             self.states.check_passed(name)
         origin = self.states.serve_cached(chunk)
-        return FetchedChunk(chunk, cached, origin, int(origin is Origin.FILL))
+        return FetchedChunk(cached, origin, int(origin is Origin.FILL))
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         name = self.plan.datastore
