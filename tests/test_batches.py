@@ -146,3 +146,14 @@ def test_two_chunks_are_shuffled_too() -> None:
     orders = {tuple(c.index for c in chunk_order(chunks, seed, 1, shuffle=True))
               for seed in range(20)}  # fmt: skip
     assert orders == {(0, 1), (1, 0)}
+
+
+def test_a_segment_names_its_rows_only_when_it_is_part_of_its_chunk() -> None:
+    """The label a chunk that was not ready in time is named by."""
+    chunk = ChunkSpec("train", 3, 30, 40, 100, 0)
+    segments = row_segments([chunk], 0, 100)
+    assert [s.describe() for s in segments] == [chunk.describe()]
+    assert [s.describe() for s in row_segments([chunk], 0, 60)] == [f"{chunk.describe()} rows 0:60"]
+    assert [s.describe() for s in row_segments([chunk], 40, 100)] == [
+        f"{chunk.describe()} rows 40:100"
+    ]

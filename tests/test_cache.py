@@ -267,3 +267,19 @@ def test_saved_plans_and_preprocessors_are_counted_apart_and_cleared(tmp_path: P
     assert plans.count() == (1, 1)
     sizes = sum(p.stat().st_size for p in (tmp_path / "plans").iterdir())
     assert plans.clear() == sizes and plans.count() == (0, 0)
+
+
+def test_an_entry_written_again_after_a_discard_is_checked_again(tmp_path: Path) -> None:
+    """A file this process checked, discarded, then found again (another process wrote
+    the same rows under the same name) is not trusted for having been checked once."""
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    cache.put("a", _table(1000))
+    assert cache.get("a") == _table(1000)
+    cache.discard("a")
+    ChunkCache(tmp_path, max_bytes=10**9).put("a", _table(1000))
+    (entry,) = tmp_path.glob("a.*.arrow")
+    data = bytearray(entry.read_bytes())
+    data[-200] ^= 0x01  # in the values: the stream still reads, with a wrong value
+    entry.write_bytes(bytes(data))
+    assert cache.get("a") is None
+    assert cache.stats.corrupt_discarded == 1

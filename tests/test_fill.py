@@ -182,6 +182,7 @@ def test_the_first_batch_does_not_wait_for_the_whole_scan(make_reader: MakeReade
         ids.extend(batch["features"]["id"].tolist())
     assert sorted(ids) == list(range(ROWS))
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
+    assert reader.metrics[0].retries == 0  # each chunk read once, by itself or by the scan
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert reader.metrics[1].chunks_cached == len(reader.plan.chunks["train"])
 

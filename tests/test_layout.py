@@ -160,6 +160,12 @@ def test_the_row_order_is_a_function_of_the_rows() -> None:
     ties = _chunk_table([1, 1], x=["a", "a"], n=[[2], [1]])
     assert order_chunk(ties).column("n").to_pylist() == [[1], [2]]
     assert order_chunk(ties.take(pa.array([1, 0]))).equals(order_chunk(ties))
+    # And by dictionary-encoded ones (which Arrow cannot sort), whatever their dictionary.
+    coded = pa.table(
+        {"d": pa.array(["q", "p"]).dictionary_encode(), layout.HASH_COLUMN: pa.array([1, 1])}
+    )
+    assert order_chunk(coded).column("d").to_pylist() == ["p", "q"]
+    assert order_chunk(coded.take(pa.array([1, 0]))).column("d").to_pylist() == ["p", "q"]
 
 
 def test_a_chunk_is_checked_against_its_plan() -> None:
@@ -195,6 +201,8 @@ def test_a_chunk_is_checked_against_its_plan() -> None:
     swapped = table.set_column(2, layout.HASH_COLUMN, pa.array([*members[1:], outsider]))
     bucket = int(layout.bucket_of(np.array([outsider]))[0])
     assert problem(swapped) == f"row in bucket {bucket} of eval, outside chunk train 100-29999"
+    two = table.set_column(2, layout.HASH_COLUMN, pa.array([*members[2:], outsider, outsider]))
+    assert problem(two).endswith("outside chunk train 100-29999 (2 such rows)")
     # Another row of the same split and bucket: only the checksum tells.
     step = layout.SPLIT_BUCKETS * layout.BUCKETS
     first = int(members[0])
