@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import ClassVar
@@ -19,9 +21,11 @@ from faucet_core import (
     Warehouse,
     checks,
     fetch,
+    fill,
     hookimpl,
 )
-from faucet_core.fill import ChunkWriters
+from faucet_core.chunk_states import ChunkStates
+from faucet_core.fill import CacheFill, ChunkWriters
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids
 
@@ -132,10 +136,32 @@ class HeldScan(DuckDBWarehouse):
                 yield batch.slice(offset, 10)
 
 
+class PacedScan(DuckDBWarehouse):
+    """A scan of the whole source in 1,000-row batches, each only once the test puts its
+    number in ``go``; it tells ``asked`` when the fill asks for the next one."""
+
+    name = "paced-scan"
+    go: ClassVar[queue.Queue[int]] = queue.Queue()
+    asked: ClassVar[queue.Queue[int]] = queue.Queue()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        table = pa.Table.from_batches(list(batches))
+        for number, start in enumerate(range(0, table.num_rows, 1_000)):
+            type(self).asked.put(number)
+            assert type(self).go.get(timeout=60) == number
+            yield from table.slice(start, 1_000).to_batches()
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan):
+        for warehouse in (
+            CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan
+        ):  # fmt: skip
             register(warehouse)
 
 
@@ -144,6 +170,7 @@ def plugin(register: Callable[[object], None]) -> None:
     register(_Plugin())
     CountingScans.scans = ReadCounter()
     CountingScans.reads = ReadCounter()
+    PacedScan.go, PacedScan.asked = queue.Queue(), queue.Queue()
 
 
 def test_one_scan_caches_every_chunk_of_both_splits(make_reader: MakeReader) -> None:
@@ -266,6 +293,47 @@ def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
     assert not closer.is_alive() and not getter.is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("faucet-fill")]
     assert not list((Path(reader.config.cache.dir)).glob("*.arrow"))  # nothing half-cached
+
+
+def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    held = threading.Event()  # the scan waits for a read by itself (it notes the time)
+
+    def clock() -> float:
+        if threading.current_thread().name == "faucet-fill":
+            held.set()
+        return now[0]
+
+    monkeypatch.setattr(fill, "time", types.SimpleNamespace(monotonic=clock))
+    reader = make_reader(datastore="paced-scan", chunk_size=500)
+    plan = reader.plan
+    warehouse = reader.stream.fetcher._warehouse
+    filling = CacheFill(
+        plan, ChunkCache(tmp_path / "fill"), warehouse, contextlib.nullcontext, ChunkStates(plan)
+    )
+    assert filling.seconds_left() is None  # not started
+    filling.start()
+    assert PacedScan.asked.get(timeout=60) == 0
+    assert filling.seconds_left() is None  # nothing read yet
+    PacedScan.go.put(0)
+    assert PacedScan.asked.get(timeout=60) == 1
+    assert filling.seconds_left() == pytest.approx(0, abs=1e-3)  # no time has passed
+    now[0] = 110.0  # 1,000 rows in 10 s
+    assert filling.seconds_left() == pytest.approx((ROWS - 1_000) / 100)
+    held.clear()
+    with filling.held():
+        PacedScan.go.put(1)
+        assert held.wait(timeout=60)
+        now[0] = 114.0  # held for 4 s
+    assert PacedScan.asked.get(timeout=60) == 2
+    now[0] = 130.0  # 2,000 rows in 30 s, of which 4 held
+    assert filling.seconds_left() == pytest.approx((ROWS - 2_000) * 26 / 2_000)
+    for number in range(2, -(-ROWS // 1_000)):
+        PacedScan.go.put(number)
+    filling.wait_all()
+    assert filling.seconds_left() == 0
 
 
 def _swallow(call: Callable[[], object]) -> None:
