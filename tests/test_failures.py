@@ -100,6 +100,21 @@ def test_transient_errors_are_retried_and_rows_stay_exactly_once(make_reader: Ma
     assert sum(FlakyDuckDB.seen.values()) == 3 * chunks
 
 
+def test_each_retry_is_logged_with_its_chunk_try_and_error(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = make_reader(datastore="flaky", initial_backoff=0, retry_attempts=3, shuffle=False)
+    with caplog.at_level("WARNING"):
+        reader.prep_for_epoch()
+        assert reader.get_batch() is not None
+    first = reader.plan.chunks["train"][0].describe()
+    for attempt in (1, 2):
+        assert (
+            f"retrying {first} after a transient error (try {attempt} of 3): "
+            f"throttled (read {attempt})"
+        ) in caplog.messages
+
+
 def test_transient_errors_past_the_last_try_name_the_chunk(make_reader: MakeReader) -> None:
     reader = make_reader(datastore="flaky", initial_backoff=0, retry_attempts=2)
     reader.prep_for_epoch()
