@@ -10,7 +10,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -21,8 +23,9 @@ from faucet_core.cli import _print_error, cli, console, metrics_table, progress_
 from faucet_core.errors import ConfigError
 from faucet_core.hookspecs import hookimpl
 from faucet_core.plan import Plan
+from faucet_core.scratch import ScratchWarehouse
 from faucet_core.stream import PassMetrics
-from faucet_core.warehouse import Warehouse
+from faucet_core.warehouse import PlanRequest, SourceSpec, Warehouse
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import cells
 
@@ -346,3 +349,153 @@ def test_validate_says_when_a_source_is_planned_on_every_run(config: Path) -> No
     config.write_text(yaml.safe_dump(settings))
     _, out, _ = run("validate", str(config))
     assert "no data version" not in out
+
+
+class _Greeter:
+    """A plugin adding a ``hello`` command, counting how often it is asked for commands."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    @hookimpl
+    def register_commands(self, cli: click.Group) -> None:
+        self.asked += 1
+
+        @cli.command("hello")
+        def hello() -> None:
+            click.echo("hello from a plugin")
+
+
+def test_a_plugin_registered_later_adds_its_command_once(
+    register: Callable[[object], None],
+) -> None:
+    """Commands of a plugin registered after the group was first used are found by name,
+    and the plugin is asked for them once, however many commands run."""
+    assert run("--help")[0] == 0  # the plugins registered so far have been asked
+    greeter = _Greeter()
+    register(greeter)
+    try:
+        assert run("hello") == (0, "hello from a plugin\n", "")
+        assert run("hello")[1] == "hello from a plugin\n"
+        assert "hello" in run("--help")[1]
+        assert run("validate", "--help")[0] == 0
+        assert greeter.asked == 1
+    finally:
+        cli.commands.pop("hello", None)
+
+
+def test_a_pass_over_an_empty_split_shows_no_rate_and_no_time_to_a_first_batch(
+    config: Path,
+) -> None:
+    progress = progress_bar()
+    with Reader.from_config(config, test_split_percent=0) as reader:
+        run_pass(reader, progress, eval=False)
+        metrics, first = run_pass(reader, progress, eval=True)
+    assert (metrics.split, metrics.rows) == ("eval", 0)
+    task = progress.tasks[-1]
+    assert (task.description, task.total, task.completed) == ("epoch 1 eval", 0, 0)
+    assert task.fields["rate"] == ""
+    assert first == 0.0
+    assert cells(metrics_table([(metrics, first)]))[1][4] == "0.000s"
+    recorded = Console(width=120, record=True)
+    recorded.print(progress.make_tasks_table([task]))
+    line = recorded.export_text().strip()
+    assert re.fullmatch(r"epoch 1 eval\s+\S+\s+0/0\s+\d:\d\d:\d\d\s+\S+", line), line
+
+
+class _NoteTaking(DuckDBWarehouse):
+    """DuckDB, saying in its cost notes which saved plan a reader would reuse."""
+
+    name = "note-taking"
+
+    def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
+        return [f"note: reuses plan {plan.fingerprint}" if plan else "note: plans first"]
+
+
+class _CopyingWhilePlanning(DuckDBWarehouse, ScratchWarehouse):
+    """DuckDB, said to make a scratch copy while planning (as server warehouses do)."""
+
+    name = "copying-while-planning"
+
+    def copies_when_planning(self) -> bool:
+        return True
+
+    def estimate(self, request: PlanRequest) -> dict[str, int]:
+        return {"planning": 2**20, "materializing": 3 * 2**20}
+
+    def scratch_reference(self, name: str) -> str:
+        raise NotImplementedError
+
+    def scratch_exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def create_scratch(self, source: SourceSpec, name: str, rows: str, params: Any) -> None:
+        raise NotImplementedError
+
+    def drop_scratch(self, name: str) -> None:
+        raise NotImplementedError
+
+
+class _TestWarehouses:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(_NoteTaking)
+        register(_CopyingWhilePlanning)
+
+
+def test_validate_shows_the_warehouse_notes_on_the_saved_plan_it_would_reuse(
+    config: Path, register: Callable[[object], None]
+) -> None:
+    register(_TestWarehouses())
+    config.write_text(config.read_text().replace("datastore: duckdb", "datastore: note-taking"))
+    out = run("validate", str(config))[1]
+    assert "note: plans first" in out.splitlines()
+    with Reader.from_config(config) as reader:
+        fingerprint = reader.plan.fingerprint
+    out = run("validate", str(config))[1]
+    assert f"plan: a saved plan fits this data ({fingerprint}): planning runs no query" in out
+    assert f"note: reuses plan {fingerprint}" in out.splitlines()
+
+
+def test_validate_says_whether_planning_counts_the_source_or_makes_a_scratch_copy(
+    config: Path, register: Callable[[object], None]
+) -> None:
+    out = run("validate", str(config))[1]
+    assert "plan: none saved for this data; planning runs one counting query" in out.splitlines()
+    register(_TestWarehouses())
+    config.write_text(
+        config.read_text().replace("datastore: duckdb", "datastore: copying-while-planning")
+    )
+    code, out, err = run("validate", str(config))
+    assert code == 0, err
+    assert out.splitlines()[-2:] == [
+        "plan: none saved for this data; planning makes the scratch copy and counts its rows",
+        "will scan 3.0 MiB for the scratch copy, made while planning (its rows are then "
+        "counted from it)",
+    ]
+
+
+def test_a_saved_plan_of_a_table_that_did_not_change_fits_whatever_its_age(
+    config: Path,
+) -> None:
+    """plan_ttl limits the reuse of plans of sources without a data version only."""
+    settings = yaml.safe_load(config.read_text())
+    settings["cache"]["plan_ttl"] = 0
+    config.write_text(yaml.safe_dump(settings))
+    with Reader.from_config(config) as reader:
+        fingerprint = reader.plan.fingerprint
+    out = run("validate", str(config))[1]
+    assert f"plan: a saved plan fits this data ({fingerprint})" in out
+    out = run("preview", str(config))[1]
+    assert f"plan: a saved plan fits this data ({fingerprint})" in " ".join(out.split())
+
+
+def test_the_warning_of_a_split_that_strays_stands_out_in_yellow(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config.write_text(config.read_text().replace("split_key: id", "split_key: label"))
+    monkeypatch.setattr(console, "record", True)
+    code, out, _ = run("preview", str(config))
+    assert code == 0, out
+    printed = console.export_text(styles=True)
+    assert "\x1b[33mwarning: " in printed

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import locale
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
-from faucet_core import ConfigError, UnknownDatastore
+from faucet_core import ConfigError, UnknownDatastore, Warehouse, hookimpl
 from faucet_core.config import default_cache_dir
 from faucet_core.settings import config_from_kwargs, env_settings, load_config
 from faucet_core.suggestions import closest
-from faucet_duckdb import DuckDBConnection
+from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
 
 
 @pytest.fixture
@@ -339,3 +342,94 @@ def test_a_config_error_says_each_problem_on_its_own_line() -> None:
         "invalid Faucet config in f.yaml:\n  source.table: required\n  cannot parse the file"
     )
     assert str(ConfigError([("epochs", "bad")])) == "invalid Faucet config:\n  epochs: bad"
+
+
+def test_an_unset_variable_is_reported_with_the_file_that_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text("datastore: duckdb\nconnection: {database: '${NO_SUCH_VARIABLE}'}\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert raised.value.origin == str(path)
+    assert str(raised.value).startswith(f"invalid Faucet config in {path}:")
+
+
+class _NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Replica(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+
+
+class _Replicated(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: list[_Replica]
+
+
+class _Unconfigured(DuckDBWarehouse):
+    name = "unconfigured"
+    connection_model = _NoSettings
+
+
+class _Replicating(DuckDBWarehouse):
+    name = "replicating"
+    connection_model = _Replicated
+
+
+class _Plugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(_Unconfigured)
+        register(_Replicating)
+
+
+def test_a_connection_that_takes_no_settings_says_so(register: Callable[[object], None]) -> None:
+    register(_Plugin())
+    said = "unknown setting (the connection takes: nothing)"
+    assert _problems_of(
+        lambda: load_config(datastore="unconfigured", table_name="t", connection={"account": "x"})
+    ) == {"connection.account": said}
+    assert _problems_of(
+        lambda: load_config(datastore="unconfigured", table_name="t", account="x")
+    ) == {"account": said}
+
+
+def test_an_unknown_setting_in_a_list_of_a_connection_is_reported(
+    register: Callable[[object], None],
+) -> None:
+    register(_Plugin())
+    connection = {"replicas": [{"host": "a"}, {"host": "b", "prot": 1}]}
+    problems = _problems_of(
+        lambda: load_config(datastore="replicating", table_name="t", connection=connection)
+    )
+    assert list(problems) == ["connection.replicas.1.prot"]
+    assert problems["connection.replicas.1.prot"].startswith("unknown setting")
+
+
+def test_a_misspelt_setting_of_a_section_of_the_connection_is_suggested_there() -> None:
+    iam = {"workgroup": "analytics", "regoin": "eu-west-1"}
+    problems = _problems_of(
+        lambda: load_config(datastore="redshift", table_name="t", host="h", iam=iam)
+    )
+    assert problems == {
+        "connection.iam.regoin": "unknown setting; did you mean connection.iam.region?"
+    }
+
+
+def test_a_config_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path, database: Path) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text(
+        f"datastore: duckdb\nconnection: {{database: '{database}'}}\n"
+        "source: {table: données, label_columns: [étiquette]}\n",
+        encoding="utf-8",
+    )
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # a locale whose encoding is ASCII
+    try:
+        config = load_config(path)
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert (config.source.table, config.source.label_columns) == ("données", ["étiquette"])

@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from faucet_core import UnknownDatastore, Warehouse, hookimpl, installed_plugins, warehouses
-from faucet_core.plugins import get_warehouse_class
+from faucet_core.cli import cli, console
+from faucet_core.plugins import get_warehouse_class, pm
 from faucet_duckdb import DuckDBWarehouse
 
 PLUGIN = """
@@ -145,3 +147,30 @@ def test_a_published_warehouse_that_is_not_installed_says_what_to_install() -> N
     )
     assert result.returncode == 1
     assert "pip install 'faucetml[duckdb]'" in result.stderr
+
+
+def test_the_plugin_listing_gives_each_plugin_distribution_and_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``faucet plugins`` says which distribution, at which version, brought a plugin in."""
+    monkeypatch.syspath_prepend(str(_distribution(tmp_path)))
+    pm.load_setuptools_entrypoints("faucet", name="other")
+    try:
+        result = CliRunner().invoke(cli, ["plugins", "--json"])
+        assert result.exit_code == 0, result.output
+        listed = {p["name"]: p for p in json.loads(result.stdout)}
+        other = listed["other"]
+        assert (other["distribution"], other["version"]) == ("faucet-other", "2.5.0")
+        assert other["warehouses"] == ["other"]
+        assert listed["duckdb"]["distribution"] is None  # registered in code by the tests
+        monkeypatch.setattr(console, "width", 200)
+        result = CliRunner().invoke(cli, ["plugins"])
+        row = next(line for line in result.stdout.splitlines() if " other " in line)
+        assert [cell.strip() for cell in row.strip("│ ").split("│")][:3] == [
+            "other",
+            "faucet-other",
+            "2.5.0",
+        ]
+    finally:
+        pm.unregister(name="other")
+        sys.modules.pop("faucet_other", None)

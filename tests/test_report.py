@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable
 
@@ -174,3 +175,30 @@ def test_a_batch_table_fits_its_width_and_says_nulls() -> None:
     assert (cells(table)[0], hidden) == (["label", "x"], 2)
     table, hidden = batch_table(frame, width=1)  # the first column, whatever the width
     assert (cells(table)[0], hidden) == (["label"], 3)
+
+
+def test_a_batch_table_says_null_for_a_missing_date() -> None:
+    """Dates come in batches as Python dates, a missing one as None."""
+    frame = pd.DataFrame({"ds": [datetime.date(2024, 1, 31), None]})
+    table, _ = batch_table(frame, width=80)
+    assert cells(table) == [["ds"], ["2024-01-31"], ["NULL"]]
+
+
+def test_a_batch_row_stays_on_one_line_when_wider_than_the_terminal() -> None:
+    frame = pd.DataFrame({"city": ["New York City", "Rio de Janeiro"], "x": [1.0, 2.0]})
+    table, hidden = batch_table(frame, width=12)
+    assert hidden == 1
+    console = Console(width=12, record=True)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    assert len(lines) == 6  # the top border, the header, a rule, two rows, the bottom border
+    rows = [line.strip("│ ") for line in lines[3:5]]
+    assert rows[0].startswith("New Yor") and rows[1].startswith("Rio de")
+
+
+def test_the_splits_table_of_a_source_without_rows_has_no_shares(make_reader: MakeReader) -> None:
+    reader = make_reader(table_name=None, query="SELECT * FROM t WHERE id < 0")
+    assert cells(splits_table(reader))[1:] == [
+        ["train", "0", "-", "100.0%", "0", "-", "0"],
+        ["eval", "0", "-", "0.0%", "0", "-", "0"],
+    ]
