@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import locale
 import math
 import sqlite3
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pytest
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler, normalize
 
 from faucet_core import ConfigError, Reader
 from faucet_core.preprocessing import Preprocessor
@@ -425,6 +426,32 @@ def test_transform_takes_tables_frames_and_dicts() -> None:
         preprocessor.transform([1, 2])
 
 
+def test_transform_gives_a_float32_matrix_by_default() -> None:
+    preprocessor = _small_preprocessor()
+    table = pa.table({"x": [1.0, 3.0], "c": ["b", "z"]})
+    for matrix in (preprocessor.transform(table), preprocessor.transform(table, output="numpy")):
+        assert isinstance(matrix, np.ndarray)
+        assert matrix.dtype == np.float32 and matrix.flags["C_CONTIGUOUS"]
+        assert matrix.tolist() == [[0.0, 1.0], [1.0, 2.0]]
+
+
+def test_transform_reads_a_dataframes_columns_never_its_index() -> None:
+    import pandas as pd
+
+    preprocessor = _small_preprocessor()
+    indexed = pd.DataFrame({"c": ["b", "z"]}, index=pd.Index([1.0, 3.0], name="x"))
+    with pytest.raises(KeyError, match="x"):
+        preprocessor.transform(indexed)
+    assert preprocessor.transform(indexed.reset_index()).tolist() == [[0.0, 1.0], [1.0, 2.0]]
+
+
+def test_transform_refuses_a_pandas_series_naming_its_type() -> None:
+    import pandas as pd
+
+    with pytest.raises(TypeError, match=r"a DataFrame or a dict, not <class 'pandas\..*Series'>"):
+        _small_preprocessor().transform(pd.Series([1.0, 3.0], name="x"))
+
+
 def test_labels_are_transformed_where_configured_and_kept_elsewhere() -> None:
     table = pa.table({"x": [1.0], "c": ["a"], "w": [3], "y": [12.5]})
     labels = _small_preprocessor().label_table(table, ["w", "y"])
@@ -454,3 +481,41 @@ def test_statistics_from_the_train_chunks_read_back_the_same() -> None:
     assert math.isclose(x.mean, 4.0) and math.isclose(x.std, math.sqrt(24.0))
     assert c.top == (("a", 2), ("b", 1))
     assert TrainStats.from_dict(json.loads(json.dumps(stats.as_dict()))) == stats
+
+
+def test_statistics_of_tiny_numbers_keep_their_mean_and_spread() -> None:
+    from faucet_core.preprocessing.stats import StatsRequest, stats_from_tables
+
+    table = pa.table({"x": [1e-12, 2e-12, None, 4e-12, 8e-12]})
+    stats = stats_from_tables([table.slice(0, 2), table.slice(2)], StatsRequest(numeric=("x",)))
+    known = np.array([1e-12, 2e-12, 4e-12, 8e-12])
+    assert math.isclose(stats.columns["x"].mean, known.mean(), rel_tol=1e-9)
+    assert math.isclose(stats.columns["x"].std, known.std(), rel_tol=1e-9)
+
+
+def test_l2_scaling_matches_scikit_learn_zero_and_tiny_vectors_included() -> None:
+    """Vectors whose length is 0 (to float precision) are left as they are."""
+    rows = [[3.0, 4.0], [0.0, 0.0], [1e-200, -1e-200], [-2.0, 0.0], [1.0, 1.0]]
+    transform = ColumnTransform("v", "vector", scale="l2", size=2)
+    scaled = np.column_stack(_applied(transform, pa.array(rows, pa.list_(pa.float64(), 2))))
+    np.testing.assert_allclose(scaled, normalize(np.array(rows)), rtol=1e-12, atol=0)
+
+
+def test_a_utf8_spec_with_non_ascii_categories_loads_whatever_the_locale(tmp_path: Path) -> None:
+    """A spec as a JSON editor writes it (UTF-8, letters unescaped), loaded where the locale's
+    encoding is ASCII (a bare C locale); saved there too."""
+    preprocessor = Preprocessor(
+        (ColumnTransform("ville", "categorical", encode="onehot", categories=("café", "zürich")),)
+    )
+    edited = json.dumps(json.loads(preprocessor.to_json()), ensure_ascii=False, indent=2)
+    (tmp_path / "edited.json").write_bytes(edited.encode("utf-8"))
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        loaded = Preprocessor.load(tmp_path / "edited.json")
+        loaded.save(tmp_path / "saved.json")
+        again = Preprocessor.load(tmp_path / "saved.json")
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+    assert loaded == preprocessor and again == preprocessor
+    assert loaded.transform({"ville": ["zürich", "café"]}).tolist() == [[0, 1, 0], [1, 0, 0]]

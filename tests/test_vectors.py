@@ -3,6 +3,7 @@ through preprocessing; lists whose size varies refused by name."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,15 @@ import pytest
 import torch
 
 from faucet_core import ConfigError, Reader
+from faucet_core.preprocessing import (
+    ColumnConfig,
+    ColumnStats,
+    ColumnTransform,
+    PreprocessingConfig,
+    Preprocessor,
+    fit_preprocessor,
+)
+from faucet_core.preprocessing.preprocessor import SPEC_FORMAT
 from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from_tables
 from faucet_core.torch import FaucetIterableDataset
 from faucet_core.vectors import (
@@ -229,6 +239,63 @@ def test_null_vectors_can_become_the_train_mean_vector(make_vector_reader: MakeR
     columns = [reader.feature_names.index(f"emb[{i}]") for i in range(4)]
     filled = features[ids % 10 == 3][:, columns]
     assert len(filled) == 60 and np.allclose(filled, mean)
+
+
+def test_integer_vector_columns_are_scaled_as_floats(make_vector_reader: MakeReader) -> None:
+    query = "SELECT id, label, [3 * (id % 3), 4 * (id % 3)]::INTEGER[2] AS ints FROM v"
+    reader = make_vector_reader(
+        table_name=None, query=query, columns=None, output="numpy",
+        preprocessing={"columns": {"ints": {"scale": "l2"}}, "exclude": ["id"]},
+    )  # fmt: skip
+    assert reader.feature_names == ["id", "ints[0]", "ints[1]"]
+    features = np.concatenate([b["features"] for b in reader.iter_epoch()])
+    k = features[:, 0].astype(int) % 3
+    assert np.allclose(features[:, 1:], np.where((k > 0)[:, None], [[0.6, 0.8]], 0.0))
+
+
+def _vectors(rows: list[list[float | None] | None]) -> pa.Table:
+    return pa.table({"emb": pa.array(rows, pa.list_(pa.float64(), 2))})
+
+
+def test_vectors_filled_by_the_mean_keep_their_known_elements() -> None:
+    emb = ColumnTransform("emb", "vector", indicator=True, size=2, fill_vector=(5.0, 6.0))
+    features = Preprocessor((emb,)).transform(_vectors([[1.0, 2.0], None, [3.0, None]]))
+    assert features.tolist() == [[1.0, 2.0, 0.0], [5.0, 6.0, 1.0], [3.0, 6.0, 0.0]]
+
+
+def test_a_saved_vector_transform_without_a_fill_makes_nulls_zero() -> None:
+    """A spec written without ``fill`` (its default) fills NULL vectors and elements with 0."""
+    emb = {"name": "emb", "kind": "vector", "indicator": True, "size": 2}
+    spec = {"format": SPEC_FORMAT, "features": [emb], "labels": []}
+    preprocessor = Preprocessor.from_json(json.dumps(spec))
+    features = preprocessor.transform(_vectors([[1.5, None], None, [-2.0, 4.0]]))
+    assert features.tolist() == [[1.5, 0.0, 0.0], [0.0, 0.0, 1.0], [-2.0, 4.0, 0.0]]
+
+
+def test_null_vectors_take_the_mean_vector_only_when_asked() -> None:
+    """Statistics that hold a mean vector anyway (an earlier fit's, say) fill NULL vectors
+    with it under ``impute: mean`` only; else with 0 or the constant asked for."""
+    nulls = _vectors([None])
+    stats = TrainStats(4, {"emb": ColumnStats(count=3, vector_mean=(5.0, 6.0))})
+    for settings, filled in (
+        (ColumnConfig(), [0.0, 0.0]),
+        (ColumnConfig(impute="constant", fill_value=2), [2.0, 2.0]),
+        (ColumnConfig(impute="mean"), [5.0, 6.0]),
+    ):
+        config = PreprocessingConfig(columns={"emb": settings})
+        fitted = fit_preprocessor(config, nulls.schema, [], lambda request: stats)
+        assert fitted.transform(nulls).tolist() == [[*filled, 1.0]], settings
+
+
+def test_auto_fits_a_vector_column_unscaled_nulls_as_zero() -> None:
+    table = _vectors([[3.0, 4.0], None])
+    fitted = fit_preprocessor(
+        PreprocessingConfig(auto=True), table.schema, [],
+        lambda request: stats_from_tables([table], request),
+    )  # fmt: skip
+    assert fitted.features == (ColumnTransform("emb", "vector", fill=0.0, indicator=True, size=2),)
+    assert fitted.transform(table).tolist() == [[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]]
+    assert Preprocessor.from_json(fitted.to_json()) == fitted
 
 
 def test_mean_vectors_from_the_train_chunks_leave_nulls_out() -> None:

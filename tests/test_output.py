@@ -1,0 +1,39 @@
+"""Batches as the training loop asked for them: numpy matrices of the feature columns, and
+columns numpy cannot hold refused by name."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from faucet_core import ConfigError
+from faucet_core.output import format_batch
+
+
+def test_numpy_output_refuses_lists_whose_size_varies_by_name() -> None:
+    table = pa.table({"tags": pa.array([[1.0], [2.0, 3.0]]), "y": [0, 1]})
+    with pytest.raises(ConfigError) as raised:
+        format_batch(table, ["tags"], ["y"], "numpy")
+    ((field, message),) = raised.value.problems
+    assert field == "source.columns"
+    assert message.startswith("tags (list<item: double>) holds lists whose size varies")
+    assert message.endswith("; output numpy needs numbers")
+
+
+def test_numpy_output_names_the_columns_it_has_no_one_array_type_for() -> None:
+    table = pa.table({"day": [dt.date(2024, 1, 1)], "x": [1.5], "y": [0]})
+    with pytest.raises(ConfigError) as raised:
+        format_batch(table, ["day", "x"], ["y"], "numpy")
+    ((field, message),) = raised.value.problems
+    assert field == "output"
+    assert message.startswith(
+        "numpy has no one array type for the columns day (date32[day]), x (double); "
+    )
+
+
+def test_numpy_features_of_no_columns_are_an_empty_matrix_of_the_batchs_rows() -> None:
+    batch = format_batch(pa.table({"y": [0, 1, 1]}), [], ["y"], "numpy")
+    assert batch["features"].shape == (3, 0)
+    assert batch["labels"].tolist() == [0, 1, 1]
