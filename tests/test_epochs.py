@@ -59,6 +59,13 @@ def test_the_counter_serves_the_selection_then_the_epochs_after_it() -> None:
         counter.start(MAX_WORKERS)
 
 
+def test_the_counter_counts_each_of_its_max_workers_apart() -> None:
+    counter = EpochCounter()
+    last = MAX_WORKERS - 1
+    assert [counter.start(last), counter.start(0), counter.start(last)] == [(1, 0), (1, 0), (2, 0)]
+    assert counter.start(None) == (1, 0)
+
+
 def test_a_copy_outside_a_worker_counts_on_its_own() -> None:
     counter = EpochCounter()
     counter.select(3)
@@ -79,6 +86,17 @@ def test_a_plain_dataloader_reshuffles_every_epoch(
     if workers == 0:
         assert served == epochs
     assert served[0] != served[1] != served[2]
+
+
+def test_this_process_and_its_forked_workers_count_their_epochs_apart(
+    dataset: FaucetIterableDataset, epoch_batches: list[list[tuple[int, ...]]]
+) -> None:
+    """Iterated here, the dataset counts its own epochs; a DataLoader's workers, made
+    anew each epoch, count theirs, in memory they share with this process."""
+    assert _batches(iter(dataset)) == epoch_batches[0]
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="fork")
+    assert [_batches(iter(loader)), _batches(iter(loader))] == epoch_batches[:2]
+    assert _batches(iter(dataset)) == epoch_batches[1]
 
 
 def test_persistent_workers_advance_and_see_set_epoch(
@@ -117,6 +135,18 @@ def test_a_loader_stopped_after_its_length_serves_the_next_epoch_whole(
     restored.load_state_dict(state)
     fourth = _ids(restored)
     assert len(fourth) == len(epochs[0]) and fourth not in epochs
+
+
+def test_a_state_saved_as_an_epoch_ended_resumes_at_the_next_epoch(
+    dataset: FaucetIterableDataset, epochs: list[list[int]]
+) -> None:
+    loader = FaucetDataLoader(dataset)
+    iterator = iter(loader)
+    assert _ids(next(iterator) for _ in range(len(loader))) == epochs[0]
+    state = loader.state_dict()  # every batch of epoch 1 consumed, its end not asked for
+    restored = FaucetDataLoader(copy.deepcopy(dataset))
+    restored.load_state_dict(state)
+    assert _ids(restored) == epochs[1]
 
 
 def test_a_loader_broken_off_mid_epoch_starts_the_next_one(

@@ -163,7 +163,8 @@ def accelerator() -> Iterator[Any]:
     ("dataset_options", "loader_options", "message"),
     [({"world_size": 2, "rank": 0}, {"batch_size": None},
       "the dataset serves 2 ranks, and Accelerate dispatches to 1 processes"),
-     ({"rows": True}, {"batch_size": None}, "needs a loader with a batch_size"),
+     ({"rows": True}, {"batch_size": None},
+      r"^a dataset of rows \(rows=True\) needs a loader with a batch_size$"),
      ({"rows": True}, {"batch_size": 30, "num_workers": 2},
       r"make Faucet's batch_size \(100\) a multiple of the loader's \(30\)")],
 )  # fmt: skip
@@ -188,3 +189,16 @@ def test_a_dispatching_loader_of_rows_in_whole_batches_serves_every_row(
     loader = accelerator.prepare(DataLoader(dataset, batch_size=batch_size, num_workers=workers))
     ids = [int(i) for batch in loader for i in batch["features"][:, 0]]
     assert sorted(ids) == sorted(epochs[0])
+
+
+def test_one_process_that_iterates_the_whole_dataset_serves_every_row(
+    make_reader: MakeReader, accelerator: Any, epochs: list[list[int]]
+) -> None:
+    """On one process, a loader that does not dispatch iterates the dataset itself, as a
+    plain DataLoader: a dataset built without dispatch=True serves it every row."""
+    from accelerate.data_loader import DataLoaderShard, prepare_data_loader
+
+    dataset = FaucetIterableDataset(make_reader(**FRAMEWORK_SETTINGS))
+    loader = prepare_data_loader(DataLoader(dataset, batch_size=None), dispatch_batches=False)
+    assert isinstance(loader, DataLoaderShard) and loader.dataset is dataset
+    assert [int(i) for features, _ in loader for i in features[:, 0]] == epochs[0]

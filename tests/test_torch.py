@@ -6,21 +6,24 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import faucet_duckdb.plugin
-from faucet_core import ConfigError, Reader, ResumeError
+from faucet_core import ChunkSpec, ConfigError, Plan, Reader, ResumeError, Warehouse, hookimpl
 from faucet_core.plugins import pm
 from faucet_core.position import rank_rows
-from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
-from tests.conftest import FRAMEWORK_SETTINGS, ROWS, epoch_ids
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset, LoaderMetrics
+from tests.conftest import FRAMEWORK_SETTINGS, ROWS, ChunkByChunkDuckDB, epoch_ids
 
 MakeReader = Callable[..., Reader]
 SETTINGS = {"batch_size": 128, "chunk_size": 700, "seed": 5, "test_split_percent": 10}
@@ -346,3 +349,218 @@ def test_the_loader_refuses_a_batch_size_and_counts_its_batches(make_reader: Mak
         FaucetDataLoader(dataset, batch_size=8)
     loader = FaucetDataLoader(dataset)
     assert len(list(loader)) == len(dataset) == loader.metrics.batches
+
+
+def test_a_new_loader_has_measured_nothing_yet(make_reader: MakeReader) -> None:
+    loader = FaucetDataLoader(FaucetIterableDataset(make_reader(**SETTINGS)))
+    assert loader.metrics == LoaderMetrics()
+    assert loader.metrics.wait_fraction == 0.0
+
+
+def test_loader_metrics_add_up_every_wait_within_the_epochs_time(make_reader: MakeReader) -> None:
+    """Read after each batch: the time waited so far only grows, and stays within the time
+    since the epoch started, which the loader's elapsed time never exceeds."""
+    loader = FaucetDataLoader(
+        FaucetIterableDataset(make_reader(**SETTINGS, columns=["x1", "label"]))
+    )
+    waits: list[float] = []
+    started = time.perf_counter()
+    for _ in loader:
+        metrics = loader.metrics
+        assert 0 < metrics.wait_seconds <= metrics.elapsed_seconds
+        assert metrics.elapsed_seconds <= time.perf_counter() - started
+        waits.append(metrics.wait_seconds)
+    total = time.perf_counter() - started
+    assert len(waits) == loader.metrics.batches > 2
+    assert waits == sorted(waits)  # a sum of every wait, not the last one alone
+    assert waits[-1] <= loader.metrics.wait_seconds <= loader.metrics.elapsed_seconds <= total
+
+
+def test_a_loader_that_ran_an_epoch_to_its_end_selects_the_next_whole(
+    make_reader: MakeReader,
+) -> None:
+    settings = {**SETTINGS, "columns": ["id", "label"], "epochs": 2}
+    reader = make_reader(**settings)
+    expected = [[b["features"]["id"].tolist() for b in reader.iter_epoch()] for _ in range(2)]
+    dataset = FaucetIterableDataset(make_reader(**settings))
+    assert _ids(list(FaucetDataLoader(dataset))) == expected[0]
+    assert (dataset.epoch, dataset.skip_batches) == (2, 0)
+    assert _ids(list(dataset)) == expected[1]  # served whole, also outside the loader
+
+
+def test_a_dataset_of_rows_is_refused_by_the_batch_loader_with_the_reason(
+    make_reader: MakeReader,
+) -> None:
+    dataset = FaucetIterableDataset(make_reader(**SETTINGS), rows=True)
+    message = (
+        "FaucetDataLoader passes Faucet's batches through: a dataset of rows (rows=True) goes "
+        "to a loader that batches them (DataLoader with a batch_size)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FaucetDataLoader(dataset)
+
+
+def test_dispatching_batches_without_labels_asks_for_rows(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, label_columns=None)
+    message = (
+        "a dispatching loader cannot slice the batches (features, None) of a source without "
+        "label columns: build the dataset with rows=True"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        FaucetIterableDataset(reader, dispatch=True)
+
+
+def test_a_dispatching_datasets_other_rank_names_itself_when_read(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS)
+    other = iter(FaucetIterableDataset(reader, rank=1, world_size=3, dispatch=True))
+    with pytest.raises(RuntimeError, match=r"^rank 1 of a dataset built with dispatch=True"):
+        next(other)
+
+
+def test_lists_of_varying_size_cannot_become_tensors(
+    make_reader: MakeReader, vector_table_path: Path
+) -> None:
+    reader = make_reader(
+        database=str(vector_table_path), table_name="v", columns=["id", "tags", "label"]
+    )
+    with pytest.raises(
+        ConfigError, match=r"tags \(list<.*\) holds lists whose size varies.*; a tensor needs"
+    ):
+        next(iter(FaucetIterableDataset(reader)))
+
+
+def test_every_column_that_cannot_become_a_tensor_is_named(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "name", "ds", "label"])
+    with pytest.raises(
+        ConfigError, match=r"name \(string\), ds \(date32\[day\]\) cannot become tensors"
+    ):
+        next(iter(FaucetIterableDataset(reader)))
+
+
+def test_every_integer_column_holding_nulls_is_named(make_reader: MakeReader) -> None:
+    reader = make_reader(
+        table_name=None,
+        query="SELECT id, CASE WHEN id % 3 = 0 THEN NULL ELSE id END AS a, "
+        "CASE WHEN id % 5 = 0 THEN NULL ELSE id % 2 = 0 END AS b, label FROM t",
+        batch_size=1000,
+    )
+    with pytest.raises(
+        ConfigError, match=r"a \(int64\), b \(bool\) hold NULLs, which an integer or boolean"
+    ):
+        next(iter(FaucetIterableDataset(reader)))
+
+
+def test_several_label_columns_give_a_label_matrix(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "x2", "label"], label_columns=["label", "x2"])
+    features, labels = next(iter(FaucetIterableDataset(reader)))
+    assert isinstance(features, torch.Tensor) and labels is not None
+    assert features.shape == (128, 1) and labels.shape == (128, 2)
+    ids = features[:, 0].long()
+    assert torch.equal(labels[:, 0].long(), (ids % 4 == 0).long())
+    assert torch.equal(labels[:, 1], (ids % 13).double())
+
+
+def test_an_input_group_column_that_gives_no_tensor_feature_is_named(
+    make_reader: MakeReader, vector_table_path: Path
+) -> None:
+    reader = make_reader(
+        database=str(vector_table_path), table_name="v", output="arrow",
+        columns=["id", "x1", "tags", "label"], inputs={"user": ["x1"], "item": ["tags"]},
+        preprocessing={"auto": True},
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"source\.inputs\.item.*tags gives no feature in torch batches"
+    ):
+        FaucetIterableDataset(reader)
+
+
+def test_a_dataset_of_rows_counts_the_rows_its_rank_serves(make_reader: MakeReader) -> None:
+    settings = {**SETTINGS, "batch_size": 100, "columns": ["id", "label"]}
+    reader = make_reader(**settings)
+    per_rank = reader.rows("train") // 2
+    second = FaucetIterableDataset(reader, rank=1, world_size=2, rows=True)
+    assert len(second) == len(list(second)) == per_rank
+    # Dispatching with drop_last: the rows of both ranks, each rank's whole batches only.
+    assert per_rank % 100
+    reader = make_reader(**settings, drop_last=True)
+    main = FaucetIterableDataset(reader, rank=0, world_size=2, dispatch=True, rows=True)
+    assert len(main) == len(list(main)) == 2 * (per_rank - per_rank % 100)
+
+
+def test_with_drop_last_the_length_counts_whole_batches_only(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"], drop_last=True)
+    assert reader.rows("train") % 128
+    dataset = FaucetIterableDataset(reader)
+    batches = list(FaucetDataLoader(dataset))
+    assert len(dataset) == len(batches) == reader.rows("train") // 128
+    assert {len(labels) for _, labels in batches if labels is not None} == {128}
+
+
+class BilledDuckDB(ChunkByChunkDuckDB):
+    """DuckDB read chunk by chunk, billing one query job per chunk read."""
+
+    name = "billed-duckdb"
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        self.costs.query_jobs += 1
+        return super().read_buckets(plan, chunk)
+
+
+class BilledWarehouses:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(BilledDuckDB)
+
+
+def test_without_workers_the_readers_warehouse_reads_and_bills_the_chunks(
+    make_reader: MakeReader, register: Callable[[object], None]
+) -> None:
+    register(BilledWarehouses())
+    reader = make_reader(
+        **SETTINGS, datastore="billed-duckdb", use_cache=False, columns=["id", "label"]
+    )
+    dataset = FaucetIterableDataset(reader)
+    before = reader.costs.query_jobs
+    assert len(list(dataset)) == len(dataset)
+    assert reader.costs.query_jobs - before == len(reader.plan.chunks["train"])
+
+
+def test_a_dataset_serves_on_after_its_given_reader_is_closed(make_reader: MakeReader) -> None:
+    reader = make_reader(**SETTINGS, columns=["id", "label"])
+    expected = [b["features"]["id"].tolist() for b in make_reader(**SETTINGS).iter_epoch()]
+    dataset = FaucetIterableDataset(reader)
+    reader.close()
+    assert _ids(list(dataset)) == expected
+
+
+@pytest.fixture
+def two_rank_group() -> Iterator[None]:
+    """torch.distributed initialized in this process as rank 0 of two, on a process group
+    whose collectives only return (rank 0 broadcasts what it holds)."""
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    dist.init_process_group("fake", rank=0, world_size=2, store=FakeStore())
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def test_from_config_in_a_process_group_draws_one_seed_that_a_resume_replaces(
+    config_file: Path, two_rank_group: None
+) -> None:
+    """Rank 0 of two, from a config without a seed: it draws the seed the ranks share
+    (no refusal for a missing seed), and a saved position's seed is adopted."""
+    with FaucetIterableDataset.from_config(config_file, rank=0, world_size=2) as saved:
+        batches = iter(saved_loader := FaucetDataLoader(saved))
+        taken = [next(batches) for _ in range(3)]
+        state = saved_loader.state_dict()
+        rest = _ids(list(batches))
+    assert len(taken) == 3 and rest
+    with FaucetIterableDataset.from_config(config_file, seed=None) as dataset:
+        assert (dataset.rank, dataset.world_size) == (0, 2)
+        assert dataset.config.seed == dataset.seed
+        loader = FaucetDataLoader(dataset)
+        loader.load_state_dict(state)
+        assert dataset.seed == 5
+        assert _ids(list(loader)) == rest
