@@ -320,10 +320,11 @@ class FaucetIterableDataset(IterableDataset[Item]):
         rank; dispatching, those of all ranks)."""
         config, partition = self.config, self.partition(1)
         total = self.plan.rows(self.split)
-        if self.rows:
+        batches = partition.rank_batches(total, config.batch_size, config.drop_last)
+        if self.rows:  # those of the batches served: with drop_last, whole ones only
             start, stop = partition.rank_range(total, config.batch_size, config.drop_last)
-            return stop - start
-        return partition.rank_batches(total, config.batch_size, config.drop_last)
+            return min(stop - start, batches * config.batch_size)
+        return batches
 
     def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Select the epoch the next iteration serves by PyTorch's 0-based epoch index (as

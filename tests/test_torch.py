@@ -485,6 +485,9 @@ def test_a_dataset_of_rows_counts_the_rows_its_rank_serves(make_reader: MakeRead
     reader = make_reader(**settings, drop_last=True)
     main = FaucetIterableDataset(reader, rank=0, world_size=2, dispatch=True, rows=True)
     assert len(main) == len(list(main)) == 2 * (per_rank - per_rank % 100)
+    # Not dispatching, with drop_last: the rank's whole batches only.
+    second = FaucetIterableDataset(reader, rank=1, world_size=2, rows=True)
+    assert len(second) == len(list(second)) == per_rank - per_rank % 100
 
 
 def test_with_drop_last_the_length_counts_whole_batches_only(make_reader: MakeReader) -> None:
