@@ -153,12 +153,15 @@ def test_a_vanished_scratch_folder_is_made_again(
     fetcher.materialize()
     planner.close()  # the process that made it finished first
     assert not list(tmp_path.iterdir())
+    chunk = plan.chunks["train"][0]
     try:
         with caplog.at_level("INFO"):
-            fetched = fetcher.fetch(plan.chunks["train"][0])
-        assert fetched.table.num_rows == plan.chunks["train"][0].rows
+            fetched = fetcher.fetch(chunk)
+        assert fetched.table.num_rows == chunk.rows
         assert fetched.attempts == 2
-        assert "materializing duckdb again" in caplog.text
+        (said,) = [m for m in caplog.messages if m.startswith("materializing")]
+        assert said.startswith(f"materializing duckdb again for {chunk.describe()}: ")
+        assert not said.endswith(": None")  # and why
     finally:
         worker.close()
     assert not list(tmp_path.iterdir())
