@@ -433,3 +433,20 @@ def test_a_config_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path, datab
     finally:
         locale.setlocale(locale.LC_CTYPE, before)
     assert (config.source.table, config.source.label_columns) == ("données", ["étiquette"])
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"),
+    [(90, 90), ("45", 45), ("1.5s", 1.5), (" 30m ", 1_800), ("12h", 43_200), ("2d", 172_800)],
+)
+def test_a_plan_ttl_is_seconds_or_a_duration_with_its_unit(written: object, seconds: float) -> None:
+    config = load_config(datastore="duckdb", table_name="t", cache={"plan_ttl": written})
+    assert config.cache.plan_ttl == seconds
+
+
+def test_a_plan_ttl_that_is_no_duration_is_refused_naming_it() -> None:
+    problems = _problems_of(
+        lambda: load_config(datastore="duckdb", table_name="t", cache={"plan_ttl": "soon"})
+    )
+    assert list(problems) == ["cache.plan_ttl"]
+    assert "not a duration: 'soon' (use seconds or 30s, 10m, 12h, 2d)" in problems["cache.plan_ttl"]
