@@ -409,7 +409,8 @@ class _NoteTaking(DuckDBWarehouse):
     name = "note-taking"
 
     def cost_notes(self, request: PlanRequest, plan: Plan | None) -> list[str]:
-        return [f"note: reuses plan {plan.fingerprint}" if plan else "note: plans first"]
+        table = request.source.table
+        return [f"note: {table} reuses plan {plan.fingerprint}" if plan else f"note: plans {table}"]
 
 
 class _CopyingWhilePlanning(DuckDBWarehouse, ScratchWarehouse):
@@ -421,7 +422,8 @@ class _CopyingWhilePlanning(DuckDBWarehouse, ScratchWarehouse):
         return True
 
     def estimate(self, request: PlanRequest) -> dict[str, int]:
-        return {"planning": 2**20, "materializing": 3 * 2**20}
+        planning, copying = {"t": (2**20, 3 * 2**20)}[request.source.table]  # its tables' sizes
+        return {"planning": planning, "materializing": copying}
 
     def scratch_reference(self, name: str) -> str:
         raise NotImplementedError
@@ -449,12 +451,12 @@ def test_validate_shows_the_warehouse_notes_on_the_saved_plan_it_would_reuse(
     register(_TestWarehouses())
     config.write_text(config.read_text().replace("datastore: duckdb", "datastore: note-taking"))
     out = run("validate", str(config))[1]
-    assert "note: plans first" in out.splitlines()
+    assert "note: plans t" in out.splitlines()
     with Reader.from_config(config) as reader:
         fingerprint = reader.plan.fingerprint
     out = run("validate", str(config))[1]
     assert f"plan: a saved plan fits this data ({fingerprint}): planning runs no query" in out
-    assert f"note: reuses plan {fingerprint}" in out.splitlines()
+    assert f"note: t reuses plan {fingerprint}" in out.splitlines()
 
 
 def test_validate_says_whether_planning_counts_the_source_or_makes_a_scratch_copy(
