@@ -196,8 +196,10 @@ def test_the_cache_keeps_raw_chunks_and_the_fit_is_reused(
 
 def test_pandas_polars_and_arrow_keep_named_columns(make: Callable[..., Reader]) -> None:
     settings = {"auto": True, "exclude": ["id", "city"]}
-    batch = next(make(output="pandas", preprocessing=settings).iter_epoch())
+    reader = make(output="pandas", preprocessing=settings)
+    batch = next(reader.iter_epoch())
     assert "x__missing" in batch["features"].columns
+    assert reader.feature_names == reader.feature_columns == list(batch["features"].columns)
     assert set(batch["features"]["city"].dropna()) <= set(CITIES)  # excluded text, as it is
     arrow = next(make(output="arrow", preprocessing=settings).iter_epoch())
     assert arrow["features"].schema.field("x").type == pa.float32()
