@@ -20,6 +20,7 @@ from faucet_core import (
     Warehouse,
     hookimpl,
 )
+from faucet_core.fetch import ChunkFetcher
 from tests.conftest import ROWS, ChunkByChunkDuckDB, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -113,6 +114,21 @@ def test_each_retry_is_logged_with_its_chunk_try_and_error(
             f"retrying {first} after a transient error (try {attempt} of 3): "
             f"throttled (read {attempt})"
         ) in caplog.messages
+
+
+@pytest.mark.parametrize(("initial", "most"), [(0.001, 10.0), (10.0, 0.001)])
+def test_retries_wait_a_random_time_growing_from_the_initial_backoff_up_to_the_most(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch, initial: float, most: float
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(ChunkFetcher, "_sleep", lambda self, seconds: waits.append(seconds))
+    reader = make_reader(
+        datastore="flaky", initial_backoff=initial, max_backoff=most, retry_attempts=3
+    )
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert len(waits) == 2 * len(reader.plan.chunks["train"])
+    assert all(0 <= wait <= min(most, initial * 4) for wait in waits)
+    assert any(wait > 0 for wait in waits)
 
 
 def test_transient_errors_past_the_last_try_name_the_chunk(make_reader: MakeReader) -> None:
