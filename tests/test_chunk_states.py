@@ -127,10 +127,22 @@ class FailingChunk(ChunkByChunkDuckDB):
         return super().read_buckets(plan, chunk)
 
 
+class CountingMaterializations(ChunkByChunkDuckDB):
+    """Counts its one-time work for a plan (the scratch copy), of every instance."""
+
+    name = "counting-materializations"
+    made = 0
+
+    def materialize(self, plan: Plan) -> None:
+        type(self).made += 1
+        super().materialize(plan)
+
+
 class _FailingPlugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         register(FailingChunk)
+        register(CountingMaterializations)
 
 
 @pytest.fixture
@@ -171,3 +183,14 @@ def test_a_cached_chunk_that_fails_its_check_is_missing_until_read_again(
     assert served(other) == (1, len(train) - 1)  # that chunk read again
     assert states(other).origin(chunk) is Origin.WAREHOUSE
     assert states(other).state(chunk) is ChunkState.CACHED
+
+
+def test_without_a_cache_prepare_does_the_warehouses_one_time_work(
+    make_reader: MakeReader, failing: str
+) -> None:
+    CountingMaterializations.made = 0
+    reader = make_reader(datastore=CountingMaterializations.name, use_cache=False)
+    reader.prepare()
+    assert CountingMaterializations.made == 1  # before the first batch, not at it
+    assert served(reader) == (len(reader.plan.chunks["train"]), 0)
+    assert CountingMaterializations.made == 1
