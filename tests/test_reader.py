@@ -53,6 +53,7 @@ def test_every_row_once_per_epoch(
     )
     train_rows, eval_rows = reader.rows("train"), reader.rows("eval")
     assert train_rows + eval_rows == SMALL_ROWS
+    assert reader.rows() == train_rows  # the split trained on, unless named
     for _ in range(2):
         train = epoch_ids(reader)
         evaluation = epoch_ids(reader, eval=True)
