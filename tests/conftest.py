@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 
 # Only the plugins the tests register take part, whatever else is installed.
@@ -46,6 +48,19 @@ settings.load_profile(os.environ.get("FAUCET_HYPOTHESIS_PROFILE", "faucet"))
 
 ROWS = 5_000
 SMALL_ROWS = 1_000
+
+
+@contextlib.contextmanager
+def ascii_locale() -> Iterator[None]:
+    """The C locale, whose encoding is ASCII, while the block runs: files opened without an
+    encoding would then be read as ASCII (unless Python runs in UTF-8 mode, refused here)."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        assert locale.getpreferredencoding(False).lower() not in ("utf-8", "utf8")
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
 
 
 def write_table(path: Path, rows: int, *, days: int = 1, sorted_by_label: bool = True) -> Path:

@@ -138,7 +138,7 @@ class CountingMaterializations(ChunkByChunkDuckDB):
         super().materialize(plan)
 
 
-class _FailingPlugin:
+class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         register(FailingChunk)
@@ -147,7 +147,7 @@ class _FailingPlugin:
 
 @pytest.fixture
 def failing(register: Callable[[object], None]) -> Iterator[str]:
-    register(_FailingPlugin())
+    register(_Plugin())
     yield FailingChunk.name
 
 
@@ -186,8 +186,9 @@ def test_a_cached_chunk_that_fails_its_check_is_missing_until_read_again(
 
 
 def test_without_a_cache_prepare_does_the_warehouses_one_time_work(
-    make_reader: MakeReader, failing: str
+    make_reader: MakeReader, register: Callable[[object], None]
 ) -> None:
+    register(_Plugin())
     CountingMaterializations.made = 0
     reader = make_reader(datastore=CountingMaterializations.name, use_cache=False)
     reader.prepare()

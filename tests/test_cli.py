@@ -313,17 +313,10 @@ class _ScratchSaying(DuckDBWarehouse):
         return f"scratch.t_{plan.fingerprint[:8]}"
 
 
-class _ScratchPlugin:
-    @hookimpl
-    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        register(_ScratchSaying)
-
-
 def test_validate_names_the_scratch_copy_a_saved_plan_reads(
     config: Path, register: Callable[[object], None]
 ) -> None:
-    register(_ScratchPlugin())
-    config.write_text(config.read_text().replace("datastore: duckdb", "datastore: scratch-saying"))
+    _use_test_warehouse(config, _ScratchSaying, register)
     assert "scratch copy" not in run("validate", str(config))[1]  # no plan: no copy yet
     with Reader.from_config(config) as reader:
         fingerprint = reader.plan.fingerprint
@@ -441,15 +434,23 @@ class _CopyingWhilePlanning(DuckDBWarehouse, ScratchWarehouse):
 class _TestWarehouses:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        register(_NoteTaking)
-        register(_CopyingWhilePlanning)
+        for warehouse in (_ScratchSaying, _NoteTaking, _CopyingWhilePlanning):
+            register(warehouse)
+
+
+def _use_test_warehouse(
+    config: Path, warehouse: type[Warehouse], register: Callable[[object], None]
+) -> None:
+    """Make the config file ``config`` read its table through ``warehouse``."""
+    register(_TestWarehouses())
+    text = config.read_text().replace("datastore: duckdb", f"datastore: {warehouse.name}")
+    config.write_text(text)
 
 
 def test_validate_shows_the_warehouse_notes_on_the_saved_plan_it_would_reuse(
     config: Path, register: Callable[[object], None]
 ) -> None:
-    register(_TestWarehouses())
-    config.write_text(config.read_text().replace("datastore: duckdb", "datastore: note-taking"))
+    _use_test_warehouse(config, _NoteTaking, register)
     out = run("validate", str(config))[1]
     assert "note: plans t" in out.splitlines()
     with Reader.from_config(config) as reader:
@@ -464,10 +465,7 @@ def test_validate_says_whether_planning_counts_the_source_or_makes_a_scratch_cop
 ) -> None:
     out = run("validate", str(config))[1]
     assert "plan: none saved for this data; planning runs one counting query" in out.splitlines()
-    register(_TestWarehouses())
-    config.write_text(
-        config.read_text().replace("datastore: duckdb", "datastore: copying-while-planning")
-    )
+    _use_test_warehouse(config, _CopyingWhilePlanning, register)
     code, out, err = run("validate", str(config))
     assert code == 0, err
     assert out.splitlines()[-2:] == [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import locale
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from faucet_core.config import default_cache_dir
 from faucet_core.settings import config_from_kwargs, env_settings, load_config
 from faucet_core.suggestions import closest
 from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
+from tests.conftest import ascii_locale
 
 
 @pytest.fixture
@@ -426,12 +426,8 @@ def test_a_config_file_is_read_as_utf8_whatever_the_locale(tmp_path: Path, datab
         "source: {table: données, label_columns: [étiquette]}\n",
         encoding="utf-8",
     )
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")  # a locale whose encoding is ASCII
-    try:
+    with ascii_locale():
         config = load_config(path)
-    finally:
-        locale.setlocale(locale.LC_CTYPE, before)
     assert (config.source.table, config.source.label_columns) == ("données", ["étiquette"])
 
 

@@ -309,7 +309,7 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
     monkeypatch.setattr(fill, "time", types.SimpleNamespace(monotonic=clock))
     reader = make_reader(datastore="paced-scan", chunk_size=500)
     plan = reader.plan
-    warehouse = reader.stream.fetcher._warehouse
+    warehouse = reader.stream.warehouse
     filling = CacheFill(
         plan, ChunkCache(tmp_path / "fill"), warehouse, contextlib.nullcontext, ChunkStates(plan)
     )

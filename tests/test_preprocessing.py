@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import locale
 import math
 import sqlite3
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from faucet_core.preprocessing import Preprocessor
 from faucet_core.preprocessing.fit import _scaling
 from faucet_core.preprocessing.preprocessor import OOV, ColumnTransform
 from faucet_core.preprocessing.stats import ColumnStats
+from tests.conftest import ascii_locale
 
 MakeReader = Callable[..., Reader]
 ROWS = 4_000
@@ -511,13 +511,9 @@ def test_a_utf8_spec_with_non_ascii_categories_loads_whatever_the_locale(tmp_pat
     )
     edited = json.dumps(json.loads(preprocessor.to_json()), ensure_ascii=False, indent=2)
     (tmp_path / "edited.json").write_bytes(edited.encode("utf-8"))
-    before = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
+    with ascii_locale():
         loaded = Preprocessor.load(tmp_path / "edited.json")
         loaded.save(tmp_path / "saved.json")
         again = Preprocessor.load(tmp_path / "saved.json")
-    finally:
-        locale.setlocale(locale.LC_CTYPE, before)
     assert loaded == preprocessor and again == preprocessor
     assert loaded.transform({"ville": ["zürich", "café"]}).tolist() == [[0, 1, 0], [1, 0, 0]]
