@@ -56,7 +56,7 @@ class ChunkStates:
         self.condition = threading.Condition()
         self._states = [ChunkState.MISSING] * len(self.chunks)
         self._origins: dict[int, Origin] = {}  # of the chunks this process fetched
-        self._served: set[int] = set()  # fetched here and served once since
+        self._served: set[int] = set()  # cached by this process's fill, served once since
         self._checked: set[str] = set()  # cache files whose rows were checked against the plan
 
     def index(self, chunk: ChunkSpec) -> int:
@@ -147,7 +147,6 @@ class ChunkStates:
         index = self.index(chunk)
         with self.condition:
             self._origins[index] = Origin.WAREHOUSE
-            self._served.add(index)
             if self._states[index] is ChunkState.READING:
                 self._set([index], ChunkState.CACHED if cached else ChunkState.MISSING)
 

@@ -337,7 +337,10 @@ def test_validate_says_when_a_source_is_planned_on_every_run(config: Path) -> No
     settings["source"] = {**settings["source"], "table": None, "query": query}
     config.write_text(yaml.safe_dump(settings))
     _, out, _ = run("validate", str(config))
-    assert "the source has no data version (a query): it is planned again on every run" in out
+    assert (
+        "the source has no data version (a query): it is planned again on every run unless "
+        "cache.plan_ttl allows reusing its plan"
+    ) in out.splitlines()
     settings["cache"]["plan_ttl"] = "1h"
     config.write_text(yaml.safe_dump(settings))
     _, out, _ = run("validate", str(config))
@@ -431,10 +434,19 @@ class _CopyingWhilePlanning(DuckDBWarehouse, ScratchWarehouse):
         raise NotImplementedError
 
 
+class _CopyingOnFirstMiss(_CopyingWhilePlanning):
+    """DuckDB, said to make its scratch copy on the first chunk the cache lacks."""
+
+    name = "copying-on-first-miss"
+
+    def copies_when_planning(self) -> bool:
+        return False
+
+
 class _TestWarehouses:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (_ScratchSaying, _NoteTaking, _CopyingWhilePlanning):
+        for warehouse in (_ScratchSaying, _NoteTaking, _CopyingWhilePlanning, _CopyingOnFirstMiss):
             register(warehouse)
 
 
@@ -472,6 +484,19 @@ def test_validate_says_whether_planning_counts_the_source_or_makes_a_scratch_cop
         "plan: none saved for this data; planning makes the scratch copy and counts its rows",
         "will scan 3.0 MiB for the scratch copy, made while planning (its rows are then "
         "counted from it)",
+    ]
+
+
+def test_validate_says_what_planning_and_a_later_scratch_copy_will_scan(
+    config: Path, register: Callable[[object], None]
+) -> None:
+    _use_test_warehouse(config, _CopyingOnFirstMiss, register)
+    code, out, err = run("validate", str(config))
+    assert code == 0, err
+    assert out.splitlines()[-2:] == [
+        "plan: none saved for this data; planning runs one counting query",
+        "will scan 1.0 MiB to plan, and 3.0 MiB for the scratch copy (on the first chunk the "
+        "cache lacks)",
     ]
 
 

@@ -19,6 +19,7 @@ from faucet_core import (
     hookimpl,
     layout,
 )
+from faucet_core.chunk_states import ChunkState
 from tests.conftest import ROWS, ChunkByChunkDuckDB, ReadCounter, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -128,3 +129,14 @@ def test_a_wrong_cache_entry_is_discarded_and_read_again(
     fixed = cache.get(first.plan.chunk_key(chunks[0]))
     assert fixed is not None
     assert checks.check_chunk(first.plan, chunks[0], fixed, ordered=True).equals(fixed)
+
+
+def test_a_read_after_the_reader_closed_fails_naming_the_chunk(make_reader: MakeReader) -> None:
+    reader = make_reader(use_cache=False)
+    chunk = reader.plan.chunks["train"][1]
+    fetcher = reader.stream.fetcher
+    fetcher.stop()
+    closed = r"^train chunk 1 \(\d+ rows\): the reader was closed$"
+    with pytest.raises(ChunkReadError, match=closed):
+        fetcher.fetch(chunk)
+    assert fetcher.states.state(chunk) is ChunkState.FAILED

@@ -77,6 +77,7 @@ def test_a_group_column_that_gives_no_feature_is_named(make_grouped: MakeReader)
     with pytest.raises(ConfigError, match=r"source\.inputs\.item.*tags gives no feature"):
         make_grouped(output="numpy", inputs=inputs, preprocessing={"auto": True})
     reader = make_grouped(output="arrow", inputs=inputs, preprocessing={"auto": True})
+    assert reader.inputs == {"user": ["x1"], "item": ["tags"]}
     assert next(reader.iter_epoch())["features"]["item"].column_names == ["tags"]
 
 

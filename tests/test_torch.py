@@ -345,7 +345,8 @@ def test_two_ranks_need_a_configured_seed(make_reader: MakeReader) -> None:
 
 def test_the_loader_refuses_a_batch_size_and_counts_its_batches(make_reader: MakeReader) -> None:
     dataset = FaucetIterableDataset(make_reader(**SETTINGS, columns=["id", "label"]))
-    with pytest.raises(ValueError, match="passes Faucet's batches through: no batch_size"):
+    refusal = r"^FaucetDataLoader passes Faucet's batches through: no batch_size$"
+    with pytest.raises(ValueError, match=refusal):
         FaucetDataLoader(dataset, batch_size=8)
     loader = FaucetDataLoader(dataset)
     assert len(list(loader)) == len(dataset) == loader.metrics.batches
