@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from faucet_core import ChunkSpec, ConfigError, Plan, Reader, ResumeError, Wareh
 from faucet_core.plugins import pm
 from faucet_core.position import rank_rows
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset, LoaderMetrics
+from faucet_core.warehouse import PermanentWarehouseError
 from tests.conftest import FRAMEWORK_SETTINGS, ROWS, ChunkByChunkDuckDB, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -548,6 +550,73 @@ def two_rank_group() -> Iterator[None]:
         yield
     finally:
         dist.destroy_process_group()
+
+
+def on_threaded_ranks(world: int, work: Callable[[], object]) -> list[object]:
+    """Run ``work`` on each rank of a process group of ``world`` threads of this process
+    (torch's threaded test backend, whose collectives pass objects between the threads);
+    returns each rank's result, or the exception it raised."""
+    from torch.testing._internal.distributed import multi_threaded_pg
+
+    outcomes: list[object] = [None] * world
+    store = dist.HashStore()
+
+    def rank(number: int) -> None:
+        dist.init_process_group("threaded", rank=number, world_size=world, store=store)
+        try:
+            outcomes[number] = work()
+        except Exception as exc:
+            outcomes[number] = exc
+        finally:
+            dist.destroy_process_group()
+
+    torch._C._distributed_c10d._set_thread_isolation_mode(True)
+    multi_threaded_pg._install_threaded_pg()
+    try:
+        threads = [threading.Thread(target=rank, args=(n,), daemon=True) for n in range(world)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads), "a rank is stuck"
+    finally:
+        multi_threaded_pg._uninstall_threaded_pg()
+        torch._C._distributed_c10d._set_thread_isolation_mode(False)
+    return outcomes
+
+
+def test_from_config_on_ranks_uses_rank_zeros_plan_seed_and_fitted_preprocessing(
+    config_file: Path,
+) -> None:
+    def read() -> dict[str, object]:
+        preprocessing = {"auto": True, "exclude": ["id"]}
+        with FaucetIterableDataset.from_config(
+            config_file, seed=None, preprocessing=preprocessing
+        ) as dataset:
+            assert dataset.reader is not None and dataset.reader.preprocessor is not None
+            return {
+                "plan": dataset.reader.plan.to_json(), "seed": dataset.seed,
+                "fitted": dataset.reader.preprocessor.to_json(),
+                "ids": [i for ids in _ids(list(dataset)) for i in ids],
+            }  # fmt: skip
+
+    first, second = on_threaded_ranks(2, read)
+    assert isinstance(first, dict) and isinstance(second, dict), (first, second)
+    for shared in ("plan", "seed", "fitted"):
+        assert first[shared] == second[shared], shared
+    assert first["seed"] is not None
+    assert len(first["ids"]) == len(second["ids"]) > 0
+    assert not set(first["ids"]) & set(second["ids"])
+
+
+def test_when_rank_zero_cannot_plan_every_rank_says_why(config_file: Path) -> None:
+    def read() -> None:
+        FaucetIterableDataset.from_config(config_file, table_name="missing")
+
+    first, second = on_threaded_ranks(2, read)
+    assert isinstance(first, Exception) and "missing" in str(first)
+    assert isinstance(second, PermanentWarehouseError)
+    assert str(second) == f"rank 0 could not plan the source: {type(first).__name__}: {first}"
 
 
 def test_from_config_in_a_process_group_draws_one_seed_that_a_resume_replaces(
