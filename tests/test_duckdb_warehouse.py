@@ -165,3 +165,18 @@ def test_a_vanished_scratch_folder_is_made_again(
     finally:
         worker.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_scan_of_some_chunks_reads_exactly_their_rows(make_reader: MakeReader) -> None:
+    reader = make_reader(test_split_percent=20)
+    warehouse, plan = reader.stream.warehouse(), reader.plan
+    train = plan.chunks["train"]
+    picked = [train[0], train[2], plan.chunks["eval"][0]]
+    warehouse.materialize(plan)  # for read_buckets
+    scanned = warehouse.scan(plan, picked)
+    assert scanned is not None
+    ids = [i for batch in scanned for i in batch.column("id").to_pylist()]
+    expected = [i for c in picked for i in warehouse.read_buckets(plan, c).column("id").to_pylist()]
+    assert sorted(ids) == sorted(expected) and len(expected) == sum(c.rows for c in picked)
+    nothing = warehouse.scan(plan, [])
+    assert nothing is not None and sum(batch.num_rows for batch in nothing) == 0
