@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import BaseModel, TypeAdapter, ValidationError, create_model
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from faucet_core.config import FaucetConfig
@@ -39,11 +39,14 @@ __all__ = [
     "read_config_file",
 ]
 
+_DATASTORE = TypeAdapter(str)  # FaucetConfig.datastore's type
+
 
 def _connection_model(data: Mapping[str, Any]) -> type[BaseModel] | None:
-    try:
-        return get_warehouse_class(str(data.get("datastore"))).connection_model
-    except UnknownDatastore:
+    try:  # the datastore as the config reads it (bytes decoded)
+        datastore = _DATASTORE.validate_python(data.get("datastore"))
+        return get_warehouse_class(datastore).connection_model
+    except (ValidationError, UnknownDatastore):
         return None
 
 

@@ -282,6 +282,10 @@ def test_settings_of_a_section_are_suggested_in_their_section(
     )
     assert keyword["tabel_name"] == "unknown setting; did you mean table_name?"
     assert keyword["thread"] == "unknown setting; did you mean threads?"
+    in_bytes = _problems_of(
+        lambda: load_config(datastore=b"duckdb", database=str(database), thread=2)
+    )
+    assert in_bytes["thread"] == "unknown setting; did you mean threads?"
     assert keyword["nope"] == (
         "unknown setting (the connection takes: database, threads, memory_limit, scratch_dir)"
     )
