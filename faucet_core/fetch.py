@@ -48,23 +48,18 @@ FIRST_CHUNK_PATIENCE = 3.0
 
 @dataclass(frozen=True)
 class FetchedChunk:
-    """A chunk's rows (with the hash column), and where they came from.
+    """A chunk's rows (with the hash column), and whether they were fetched to serve them.
 
     Attributes:
         table: Its rows, in any order.
-        origin: Where they came from (see :class:`~faucet_core.chunk_states.Origin`).
+        from_cache: The rows were served from the cache: this process did not fetch them
+            for this serving (see :meth:`~faucet_core.chunk_states.ChunkStates.serve_cached`).
         attempts: Tries it took to read them from the warehouse (0 from the cache).
     """
 
     table: pa.Table
-    origin: Origin
+    from_cache: bool
     attempts: int
-
-    @property
-    def from_cache(self) -> bool:
-        """Whether the rows were served from the cache (this process did not fetch them
-        for this serving)."""
-        return self.origin is Origin.CACHE
 
 
 class _Stopped(Exception):
@@ -184,7 +179,7 @@ class ChunkFetcher:
             raise
         cached = self.cache is not None and self.cache.put(key, table)
         self.states.read(chunk, cached)
-        return FetchedChunk(table, Origin.WAREHOUSE, attempts)
+        return FetchedChunk(table, from_cache=False, attempts=attempts)
 
     def _filled_soon(self, chunk: ChunkSpec) -> bool:
         """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
@@ -220,7 +215,7 @@ class ChunkFetcher:
             )
             return None
         self.states.read(chunk, cached=False)  # the fill caches it
-        return FetchedChunk(table, Origin.WAREHOUSE, attempts=1)
+        return FetchedChunk(table, from_cache=False, attempts=1)
 
     def _from_cache(self, chunk: ChunkSpec, key: str) -> FetchedChunk | None:
         """``chunk`` from the cache if it holds it intact."""
@@ -241,7 +236,7 @@ class ChunkFetcher:
                 return None
             self.states.check_passed(name)
         origin = self.states.serve_cached(chunk)
-        return FetchedChunk(cached, origin, int(origin is Origin.FILL))
+        return FetchedChunk(cached, origin is Origin.CACHE, attempts=int(origin is Origin.FILL))
 
     def _read_with_retries(self, chunk: ChunkSpec) -> tuple[pa.Table, int]:
         name = self.plan.datastore
@@ -273,7 +268,7 @@ class ChunkFetcher:
             ) from exc
         except Exception as exc:
             raise ChunkReadError(f"could not read {chunk.describe()} from {name}: {exc}") from exc
-        return table, retrying.statistics.get("attempt_number", 1)
+        return table, retrying.statistics["attempt_number"]
 
     def _read_once(self, chunk: ChunkSpec) -> pa.Table:
         if self._stopped.is_set():
