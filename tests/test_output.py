@@ -4,6 +4,7 @@ columns numpy cannot hold refused by name."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import pyarrow as pa
 import pytest
@@ -37,3 +38,15 @@ def test_numpy_features_of_no_columns_are_an_empty_matrix_of_the_batchs_rows() -
     batch = format_batch(pa.table({"y": [0, 1, 1]}), [], ["y"], "numpy")
     assert batch["features"].shape == (3, 0)
     assert batch["labels"].tolist() == [0, 1, 1]
+
+
+def test_polars_output_without_polars_names_the_extra_that_installs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "polars", None)  # as if it were not installed
+    table = pa.table({"x": [1.5], "y": [0]})
+    with pytest.raises(ConfigError) as raised:
+        format_batch(table, ["x"], ["y"], "polars")
+    assert raised.value.problems == [
+        ("output", "polars needs the polars package: pip install 'faucetml[polars]'")
+    ]

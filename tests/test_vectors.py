@@ -28,12 +28,14 @@ from faucet_core.preprocessing.stats import StatsRequest, TrainStats, stats_from
 from faucet_core.torch import FaucetIterableDataset
 from faucet_core.vectors import (
     block,
+    conform,
     element_names,
     expanded_names,
     is_vector,
     list_problem,
     pad,
     padded_schema,
+    uniform_lists,
 )
 from tests.bqemulator import BigQueryEmulator
 
@@ -305,6 +307,26 @@ def test_mean_vectors_from_the_train_chunks_leave_nulls_out() -> None:
     assert stats.columns["emb"].count == 2
     assert stats.columns["emb"].vector_mean == (2.0, 4.0)
     assert TrainStats.from_dict(stats.as_dict()) == stats
+
+
+def test_only_lists_of_one_size_that_is_not_zero_are_planned_as_vectors() -> None:
+    lists = pa.list_(pa.float64())
+    schema = pa.schema([("id", pa.int64()), ("emb", lists), ("empty", lists), ("ragged", lists)])
+    planned = uniform_lists(schema, {"emb": (2, 2), "empty": (0, 0), "ragged": (1, 3)})
+    assert planned.types == [pa.int64(), pa.list_(pa.float64(), 2), lists, lists]
+
+
+def test_lists_the_plan_holds_as_vectors_are_read_as_vectors_the_others_as_they_are() -> None:
+    """As a warehouse that gives lists (PostgreSQL arrays, BigQuery repeated fields) reads
+    them, wherever they stand among the columns."""
+    table = pa.table({
+        "id": [1, 2], "emb": pa.array([[1.0, 2.0], [3.0, 4.0]]),
+        "tags": pa.array([[1.0], [2.0, 3.0]]),  # not in the plan's schema
+    })  # fmt: skip
+    plan_schema = pa.schema([("id", pa.int64()), ("emb", pa.list_(pa.float64(), 2))])
+    conformed = conform(table, plan_schema)
+    assert conformed.schema.types == [pa.int64(), pa.list_(pa.float64(), 2), pa.list_(pa.float64())]
+    assert conformed.to_pydict() == table.to_pydict()
 
 
 def test_lists_of_one_size_everywhere_are_planned_as_vectors(
