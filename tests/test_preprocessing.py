@@ -19,10 +19,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler, normalize
 
 from faucet_core import ConfigError, Reader
-from faucet_core.preprocessing import Preprocessor
-from faucet_core.preprocessing.fit import _scaling
+from faucet_core.preprocessing import PreprocessingConfig, Preprocessor
+from faucet_core.preprocessing.fit import _scaling, fit_preprocessor, stats_request
 from faucet_core.preprocessing.preprocessor import OOV, ColumnTransform
-from faucet_core.preprocessing.stats import ColumnStats
+from faucet_core.preprocessing.stats import ColumnStats, StatsRequest, TrainStats, stats_from_tables
 from tests.conftest import ascii_locale
 
 MakeReader = Callable[..., Reader]
@@ -517,3 +517,205 @@ def test_a_utf8_spec_with_non_ascii_categories_loads_whatever_the_locale(tmp_pat
         again = Preprocessor.load(tmp_path / "saved.json")
     assert loaded == preprocessor and again == preprocessor
     assert loaded.transform({"ville": ["zürich", "café"]}).tolist() == [[0, 1, 0], [1, 0, 0]]
+
+
+def _fit(table: pa.Table, labels: tuple[str, ...] = (), **settings: Any) -> Preprocessor:
+    """The preprocessor of ``settings`` fitted on ``table`` as the whole train split, from
+    the statistics of one pass over it (as when the warehouse computes none)."""
+    return fit_preprocessor(
+        PreprocessingConfig(**settings), table.schema, list(labels),
+        lambda request: stats_from_tables([table], request),
+    )  # fmt: skip
+
+
+def _transforms(preprocessor: Preprocessor) -> dict[str, ColumnTransform]:
+    return {t.name: t for t in preprocessor.features}
+
+
+def test_an_excluded_column_and_a_date_part_may_be_named_alone() -> None:
+    table = pa.table({"id": [1, 2], "day": pa.array([dt.date(2024, 5, 1), None])})
+    fitted = _transforms(
+        _fit(table, auto=True, exclude="id", columns={"day": {"date_parts": "year"}})
+    )
+    assert fitted["id"].kind == "passthrough"
+    assert fitted["day"].date_parts == ("year",)
+    assert _applied(fitted["day"], table.column("day").chunk(0)) == [[2024.0, 0.0], [0.0, 1.0]]
+
+
+def test_dictionary_encoded_text_is_one_hot_encoded() -> None:
+    cities = pa.array(["oslo", "lima", "oslo", None]).dictionary_encode()
+    (city,) = _fit(pa.table({"city": cities}), auto=True).features
+    assert (city.kind, city.encode, city.categories) == ("categorical", "onehot", ("oslo", "lima"))
+    assert _applied(city, cities) == [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 0, 1]]
+
+
+def test_numbers_and_booleans_given_an_encoding_are_treated_as_categories() -> None:
+    table = pa.table({"code": [7, 3, 7, None], "flag": [True, False, True, True]})
+    settings = {"code": {"encode": "index"}, "flag": {"encode": "onehot"}}
+    preprocessor = _fit(table, columns=settings)
+    code, flag = _transforms(preprocessor)["code"], _transforms(preprocessor)["flag"]
+    assert (code.kind, code.encode, code.categories) == ("categorical", "index", ("7", "3"))
+    assert (flag.kind, flag.encode, flag.categories) == ("categorical", "onehot", ("true", "false"))
+    assert preprocessor.transform(table).tolist() == [
+        [0, 0, 1, 0, 0], [1, 0, 0, 1, 0], [0, 0, 1, 0, 0], [2, 1, 1, 0, 0],
+    ]  # fmt: skip
+
+
+def test_text_left_unencoded_is_kept_as_it_is() -> None:
+    table = pa.table({"x": [1.0, 3.0], "city": ["oslo", "lima"]})
+    preprocessor = _fit(table, auto=True, columns={"city": {"encode": "none"}})
+    assert _transforms(preprocessor)["city"].kind == "kept"
+    assert preprocessor.feature_names == ["x"]
+
+
+def test_labels_ask_for_statistics_only_where_configured() -> None:
+    schema = pa.schema({"x": pa.float64(), "label": pa.int64(), "score": pa.float64()})
+    auto = stats_request(PreprocessingConfig(auto=True), schema, ["label", "score"])
+    assert auto.columns == ("x",)
+    configured = PreprocessingConfig(auto=True, columns={"score": {"scale": "standard"}})
+    assert stats_request(configured, schema, ["label", "score"]).columns == ("x", "score")
+
+
+def test_a_number_imputed_by_its_most_frequent_value() -> None:
+    table = pa.table({"x": [1.0, 2.0, None, 2.0, 9.0]})  # mean 3.5, most frequent 2
+    settings = {"columns": {"x": {"impute": "most_frequent", "scale": "none"}}}
+    (x,) = _fit(table, **settings).features
+    assert x.fill == 2.0
+    assert _applied(x, table.column("x").chunk(0))[0] == [1.0, 2.0, 2.0, 2.0, 9.0]
+
+
+def test_booleans_fill_nulls_with_their_most_frequent_value() -> None:
+    table = pa.table({"flag": [True, None, False, True], "off": [False, None, False, True]})
+    fitted = _transforms(_fit(table, auto=True))
+    assert _applied(fitted["flag"], table.column("flag").chunk(0)) == [
+        [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0],
+    ]  # fmt: skip
+    assert _applied(fitted["off"], table.column("off").chunk(0))[0] == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_only_vector_columns_ask_for_a_mean_to_impute() -> None:
+    table = pa.table({
+        "day": pa.array([dt.date(2024, 5, 1), None]),
+        "v": pa.array([[1.0, 2.0], None], pa.list_(pa.float64(), 2)),
+    })  # fmt: skip
+    settings = {"columns": {"day": {"impute": "mean"}, "v": {"impute": "mean"}}}
+    assert stats_request(PreprocessingConfig(**settings), table.schema, []).vector_means == ("v",)
+    day, v = _fit(table, **settings).features
+    assert (day.kind, v.kind, v.fill_vector) == ("date", "vector", (1.0, 2.0))
+
+
+def test_the_most_frequent_values_asked_for_are_one_more_than_the_categories_kept() -> None:
+    """One more tells whether rarer values exist; each more costs the warehouse."""
+    schema = pa.schema({"city": pa.string(), "town": pa.string()})
+    kept = PreprocessingConfig(auto=True, max_categories=3)
+    assert stats_request(kept, schema, []).top_k == 4
+    more = PreprocessingConfig(auto=True, max_categories=3, columns={"town": {"max_categories": 5}})
+    assert stats_request(more, schema, []).top_k == 6
+
+
+def test_a_preprocessor_needing_no_statistics_asks_for_none() -> None:
+    def no_statistics(request: StatsRequest) -> TrainStats:
+        raise AssertionError(f"asked for {request}")
+
+    schema = pa.schema({"id": pa.int64(), "city": pa.string(), "tags": pa.list_(pa.string())})
+    config = PreprocessingConfig(auto=True, exclude=["id"], columns={"city": {"encode": "none"}})
+    preprocessor = fit_preprocessor(config, schema, [], no_statistics)
+    assert [t.kind for t in preprocessor.features] == ["passthrough", "kept", "kept"]
+    assert preprocessor.fitted_on == {"rows": 0}
+
+
+def test_an_excluded_boolean_passes_through_as_a_number() -> None:
+    table = pa.table({"flag": [True, None, False], "x": [1.0, 2.0, 3.0]})
+    preprocessor = _fit(table, auto=True, exclude=["flag"])
+    assert _transforms(preprocessor)["flag"].kind == "passthrough"
+    assert preprocessor.feature_names == ["flag", "x"]
+    assert np.array_equal(preprocessor.transform(table)[:, 0], [1.0, np.nan, 0.0], equal_nan=True)
+
+
+def test_a_column_the_statistics_leave_out_is_fitted_as_never_seen() -> None:
+    """A warehouse may give statistics of some columns only: the others are fitted as if
+    NULL on every train row."""
+    schema = pa.schema({"x": pa.float64(), "y": pa.float64()})
+    config = PreprocessingConfig(auto=True, columns={"y": {"impute": "constant", "fill_value": 3}})
+    fitted = fit_preprocessor(config, schema, [], lambda request: TrainStats(10))
+    x, y = fitted.features
+    assert x.kind == "dropped"
+    assert (y.kind, y.fill, y.indicator) == ("numeric", 3.0, True)
+
+
+def test_numbers_imputed_by_a_constant_take_the_fill_value() -> None:
+    table = pa.table({"x": [1.0, None, 3.0]})
+    settings = {"columns": {"x": {"impute": "constant", "fill_value": -1, "scale": "none"}}}
+    (x,) = _fit(table, **settings).features
+    assert _applied(x, table.column("x").chunk(0)) == [[1.0, -1.0, 3.0], [0.0, 1.0, 0.0]]
+
+
+def test_the_imputation_asked_for_chooses_the_fill_whatever_else_the_statistics_hold() -> None:
+    """A warehouse may compute more than asked: the median and the most frequent values
+    of every column, say."""
+    every = ColumnStats(4, mean=2.0, std=1.0, min=0.0, max=9.0, median=5.0, top=(("7", 2),))
+    schema = pa.schema(
+        {name: pa.float64() for name in ("auto", "mean", "median", "frequent", "zero")}
+    )
+    config = PreprocessingConfig(
+        auto=True,
+        columns={"mean": {"impute": "mean"}, "median": {"impute": "median"},
+                 "frequent": {"impute": "most_frequent"}, "zero": {"impute": "constant"}},
+    )  # fmt: skip
+    fitted = fit_preprocessor(
+        config, schema, [], lambda r: TrainStats(5, dict.fromkeys(r.columns, every))
+    )
+    assert [t.fill for t in fitted.features] == [2.0, 2.0, 5.0, 7.0, 0.0]
+
+
+def test_a_number_column_of_nan_alone_fills_with_zero() -> None:
+    """NaN, like NULL, is missing; with no number in the train split to average, it is 0."""
+    table = pa.table({"x": [math.nan, None, math.nan]})
+    (x,) = _fit(table, auto=True).features
+    assert x.fill == 0.0
+    assert _applied(x, table.column("x").chunk(0)) == [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+
+
+def test_minmax_scales_the_train_values_onto_0_to_1_whatever_their_range() -> None:
+    table = pa.table({"narrow": [0.1, 0.3, 0.5, 0.2], "negative": [-4.0, -2.0, 0.0, None]})
+    settings = {"columns": {name: {"scale": "minmax"} for name in table.column_names}}
+    preprocessor = _fit(table, **settings)
+    expected = make_pipeline(SimpleImputer(), MinMaxScaler()).fit_transform(
+        table.to_pandas().to_numpy()
+    )
+    np.testing.assert_allclose(preprocessor.transform(table)[:, [0, 1]], expected, atol=1e-6)
+    assert [t.note for t in preprocessor.features] == ["", ""]
+
+
+def test_a_spread_of_a_millionth_of_a_millionth_is_rounding() -> None:
+    table = pa.table({"x": [-1e-12, 1e-12]})
+    (x,) = _fit(table, auto=True).features
+    assert (x.center, x.width, x.note) == (0.0, 1.0, "constant in train: centered only")
+
+
+def test_nulls_share_the_other_slot_even_when_the_empty_text_is_a_category() -> None:
+    table = pa.table({"c": ["", "a", "", None]})
+    (c,) = _fit(table, auto=True).features
+    assert c.categories == ("", "a")
+    assert _applied(c, pa.array([None, ""])) == [[0.0, 1.0], [0.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
+
+
+def test_an_empty_table_whose_columns_have_no_types_keeps_them_as_they_are(
+    make_reader: MakeReader, register: Callable[[object], None], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # SQLite gives no column types: with no train chunk to read them from, none is known.
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "faucet-sqlite"))
+    import faucet_sqlite
+
+    register(faucet_sqlite)
+    path = tmp_path / "empty.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER, x REAL, label INTEGER)")
+    reader = make_reader(datastore="sqlite", database=str(path), preprocessing={"auto": True})
+    assert reader.preprocessor is not None
+    assert [(t.name, t.kind) for t in reader.preprocessor.features] == [
+        ("id", "kept"),
+        ("x", "kept"),
+    ]
+    assert list(reader.iter_epoch()) == []
