@@ -639,7 +639,7 @@ def test_a_column_the_statistics_leave_out_is_fitted_as_never_seen() -> None:
     config = PreprocessingConfig(auto=True, columns={"y": {"impute": "constant", "fill_value": 3}})
     fitted = fit_preprocessor(config, schema, [], lambda request: TrainStats(10))
     x, y = fitted.features
-    assert x.kind == "dropped"
+    assert (x.kind, x.note) == ("dropped", "NULL on every train row")
     assert (y.kind, y.fill, y.indicator) == ("numeric", 3.0, True)
 
 
@@ -719,3 +719,84 @@ def test_an_empty_table_whose_columns_have_no_types_keeps_them_as_they_are(
         ("x", "kept"),
     ]
     assert list(reader.iter_epoch()) == []
+
+
+def test_booleans_are_fitted_as_0_and_1_left_unscaled() -> None:
+    table = pa.table({"flag": [True, None, False, True]})
+    (flag,) = _fit(table, auto=True).features
+    assert flag == ColumnTransform("flag", "numeric", fill=1.0, indicator=True, scale="none")
+    assert _applied(flag, table.column("flag").chunk(0)) == [
+        [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0],
+    ]  # fmt: skip
+
+
+def test_numbers_are_clipped_to_the_bounds_asked_for() -> None:
+    table = pa.table({"x": [-5.0, 3.0, 20.0, None]})  # mean 6
+    settings = {"columns": {"x": {"clip": [0, 10], "scale": "none"}}}
+    preprocessor = _fit(table, **settings)
+    (x,) = preprocessor.features
+    assert (x.kind, x.fill, x.clip) == ("numeric", 6.0, (0.0, 10.0))
+    assert preprocessor.transform(table).tolist() == [
+        [0.0, 0.0], [3.0, 0.0], [10.0, 0.0], [6.0, 1.0],
+    ]  # fmt: skip
+
+
+def test_dates_default_to_the_month_and_timestamps_to_the_hour() -> None:
+    table = pa.table({
+        "day": pa.array([dt.date(2024, 2, 29), None], pa.date32()),
+        "moment": pa.array([dt.datetime(1970, 1, 2, 12), dt.datetime(1970, 1, 5, 18)],
+                           pa.timestamp("s")),
+    })  # fmt: skip
+    fitted = _transforms(_fit(table, auto=True))
+    assert fitted["day"] == ColumnTransform(
+        "day", "date", indicator=True, date_parts=("epoch_days", "day_of_week", "month")
+    )
+    assert fitted["moment"] == ColumnTransform(
+        "moment", "date", date_parts=("epoch_days", "day_of_week", "hour")
+    )
+    assert _applied(fitted["day"], table.column("day").chunk(0)) == [
+        [19782.0, 0.0], [3.0, 0.0], [2.0, 0.0], [0.0, 1.0],
+    ]  # fmt: skip
+    assert _applied(fitted["moment"], table.column("moment").chunk(0)) == [
+        [1.5, 4.75], [4.0, 0.0], [12.0, 18.0],  # Friday, Monday
+    ]  # fmt: skip
+
+
+def test_a_number_null_on_every_train_row_is_dropped_and_says_so() -> None:
+    table = pa.table({"x": pa.array([None, None], pa.float64()), "y": [1.0, 3.0]})
+    preprocessor = _fit(table, auto=True)
+    assert _transforms(preprocessor)["x"] == ColumnTransform(
+        "x", "dropped", note="NULL on every train row"
+    )
+    assert preprocessor.feature_names == ["y"]
+    assert preprocessor.fitted_on == {"rows": 2}
+
+
+def test_numbers_to_impute_from_train_values_none_of_which_exist_take_the_fill_value() -> None:
+    """With no train value to take a mean, median or most frequent value of, NULLs become
+    the fill value (0 by default), unscaled."""
+    never = pa.array([None, None, None], pa.float64())
+    imputations = ("mean", "median", "most_frequent")
+    table = pa.table(dict.fromkeys(imputations, never))
+    config = PreprocessingConfig(columns={name: {"impute": name} for name in imputations})
+    preprocessor = fit_preprocessor(
+        config, table.schema, [], lambda r: TrainStats(3, dict.fromkeys(r.columns, ColumnStats(0)))
+    )  # as a warehouse counts a column of NULLs: no value, so no mean, median or top value
+    note = "NULL on every train row: filled with the fill value"
+    assert list(preprocessor.features) == [
+        ColumnTransform(name, "numeric", fill=0.0, indicator=True, note=note)
+        for name in imputations
+    ]
+    assert preprocessor.transform(table).tolist() == [[0.0, 1.0] * 3] * 3
+
+
+def test_a_label_given_settings_is_fitted_as_a_label_not_a_feature() -> None:
+    table = pa.table({"x": [1.0, 3.0], "y": [10.0, 30.0]})
+    preprocessor = _fit(table, labels=("y",), auto=True, columns={"y": {"scale": "minmax"}})
+    assert [t.name for t in preprocessor.features] == ["x"]
+    assert preprocessor.labels == (
+        ColumnTransform("y", "numeric", fill=20.0, scale="minmax", center=10.0, width=20.0),
+    )
+    assert preprocessor.feature_names == ["x"]
+    assert preprocessor.transform(table).tolist() == [[-1.0], [1.0]]
+    assert preprocessor.label_table(table, ["y"]).to_pydict() == {"y": [0.0, 1.0]}
