@@ -294,3 +294,15 @@ def test_polars_batches_keep_numbers_on_the_arrow_buffers() -> None:
     shared = batch["features"]["x"].to_arrow().buffers()[1].address
     assert shared == table.column("x").chunk(0).buffers()[1].address  # not copied
     assert batch["labels"]["y"].to_list() == list(range(100))
+
+
+def test_an_epoch_iterator_left_behind_by_load_state_dict_asks_for_a_new_epoch(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(epochs=2)
+    batches = reader.iter_epoch()
+    state = reader.state_dict()
+    reader.load_state_dict(state)  # drops the epoch under way
+    with pytest.raises(ReaderStateError) as raised:
+        next(batches)
+    assert str(raised.value) == "call prep_for_epoch() before get_batch(eval=False)"
