@@ -587,12 +587,13 @@ def on_threaded_ranks(world: int, work: Callable[[], object]) -> list[object]:
 
 
 def test_from_config_on_ranks_uses_rank_zeros_plan_seed_and_fitted_preprocessing(
-    config_file: Path,
+    config_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     def read() -> dict[str, object]:
         preprocessing = {"auto": True, "exclude": ["id"]}
+        cache = tmp_path / f"rank{dist.get_rank()}"  # as on hosts of their own
         with FaucetIterableDataset.from_config(
-            config_file, seed=None, preprocessing=preprocessing
+            config_file, seed=None, preprocessing=preprocessing, cache_dir=str(cache)
         ) as dataset:
             assert dataset.reader is not None and dataset.reader.preprocessor is not None
             return {
@@ -601,8 +602,11 @@ def test_from_config_on_ranks_uses_rank_zeros_plan_seed_and_fitted_preprocessing
                 "ids": [i for ids in _ids(list(dataset)) for i in ids],
             }  # fmt: skip
 
-    first, second = on_threaded_ranks(2, read)
+    with caplog.at_level("INFO", logger="faucet"):
+        first, second = on_threaded_ranks(2, read)
     assert isinstance(first, dict) and isinstance(second, dict), (first, second)
+    fits = [r for r in caplog.records if r.getMessage().startswith("fitted preprocessing")]
+    assert len(fits) == 1  # by rank 0 alone
     for shared in ("plan", "seed", "fitted"):
         assert first[shared] == second[shared], shared
     assert first["seed"] is not None
