@@ -217,15 +217,18 @@ def test_bad_settings_name_their_field(make: Callable[..., Reader], tmp_path: Pa
         make(preprocessing={"spec": str(tmp_path / "missing.json")})
 
 
-def test_without_a_statistics_query_the_train_chunks_are_read(
-    make_reader: MakeReader, register: Callable[[object], None], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
-    # The SQLite example plugin computes no statistics: the core reads the train chunks.
+@pytest.fixture
+def sqlite_plugin(register: Callable[[object], None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SQLite example plugin: it computes no statistics, and gives no column types."""
     monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "faucet-sqlite"))
     import faucet_sqlite
 
     register(faucet_sqlite)
+
+
+def test_without_a_statistics_query_the_train_chunks_are_read(
+    make_reader: MakeReader, sqlite_plugin: None, tmp_path: Path
+) -> None:
     path = tmp_path / "p.sqlite"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (id INTEGER, x REAL, label INTEGER)")
@@ -701,14 +704,9 @@ def test_nulls_share_the_other_slot_even_when_the_empty_text_is_a_category() -> 
 
 
 def test_an_empty_table_whose_columns_have_no_types_keeps_them_as_they_are(
-    make_reader: MakeReader, register: Callable[[object], None], tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    make_reader: MakeReader, sqlite_plugin: None, tmp_path: Path
+) -> None:
     # SQLite gives no column types: with no train chunk to read them from, none is known.
-    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples" / "faucet-sqlite"))
-    import faucet_sqlite
-
-    register(faucet_sqlite)
     path = tmp_path / "empty.sqlite"
     with sqlite3.connect(path) as db:
         db.execute("CREATE TABLE t (id INTEGER, x REAL, label INTEGER)")
