@@ -556,7 +556,8 @@ def test_numbers_and_booleans_given_an_encoding_are_treated_as_categories() -> N
     table = pa.table({"code": [7, 3, 7, None], "flag": [True, False, True, True]})
     settings = {"code": {"encode": "index"}, "flag": {"encode": "onehot"}}
     preprocessor = _fit(table, columns=settings)
-    code, flag = _transforms(preprocessor)["code"], _transforms(preprocessor)["flag"]
+    fitted = _transforms(preprocessor)
+    code, flag = fitted["code"], fitted["flag"]
     assert (code.kind, code.encode, code.categories) == ("categorical", "index", ("7", "3"))
     assert (flag.kind, flag.encode, flag.categories) == ("categorical", "onehot", ("true", "false"))
     assert preprocessor.transform(table).tolist() == [
