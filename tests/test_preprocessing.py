@@ -394,6 +394,15 @@ def test_category_choices_are_fitted_as_asked(make: Callable[..., Reader]) -> No
             (1e6, 1.0, "constant in train: centered only"),
         ),
         ("standard", ColumnStats(5, mean=0.0, std=1.5e-12), 5, 0.0, (0.0, 1.5e-12, "")),
+        # A constant column of large values, with or without NULLs filled by the same value.
+        (
+            "standard", ColumnStats(3, mean=9678.03, std=0.0), 3, 0.0,
+            (9678.03, 1.0, "constant in train: centered only"),
+        ),
+        (
+            "standard", ColumnStats(2, mean=1234567.891, std=0.0), 3, 1234567.891,
+            (1234567.891, 1.0, "constant in train: centered only"),
+        ),
     ],
 )  # fmt: skip
 def test_centers_and_widths_of_numbers(

@@ -220,8 +220,10 @@ def _scaling(scale: str, stats: ColumnStats, rows: int, fill: float) -> tuple[fl
     mean, variance = stats.mean or 0.0, (stats.std or 0.0) ** 2
     total = stats.count + nulls
     imputed_mean = (stats.count * mean + nulls * fill) / total
-    second = (stats.count * (variance + mean * mean) + nulls * fill * fill) / total
-    width = math.sqrt(max(second - imputed_mean * imputed_mean, 0.0))
+    # The values' and the fills' variances pooled: not E[x²] - E[x]², whose rounding leaves a
+    # constant column of large values a width of ~1e-8 of its mean, so not seen as constant.
+    shift = (mean - fill) ** 2 * stats.count * nulls / total
+    width = math.sqrt((stats.count * variance + shift) / total)
     if width <= 1e-12 * max(1.0, abs(imputed_mean)):
         return imputed_mean, 1.0, "constant in train: centered only"
     return imputed_mean, width, ""
