@@ -23,6 +23,7 @@ import faucet_duckdb.plugin
 from faucet_core import ChunkSpec, ConfigError, Plan, Reader, ResumeError, Warehouse, hookimpl
 from faucet_core.plugins import pm
 from faucet_core.position import rank_rows
+from faucet_core.settings import load_config
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset, LoaderMetrics
 from faucet_core.warehouse import PermanentWarehouseError
 from tests.conftest import FRAMEWORK_SETTINGS, ROWS, ChunkByChunkDuckDB, epoch_ids
@@ -532,6 +533,23 @@ def test_without_workers_the_readers_warehouse_reads_and_bills_the_chunks(
     assert reader.costs.query_jobs - before == len(reader.plan.chunks["train"])
 
 
+def test_a_rank_with_no_rows_left_serves_nothing_and_opens_no_pass(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rank resumed after all of its batches of the epoch serves nothing, without
+    opening a pass over the stream (none is logged); its next iteration, the next epoch
+    whole, opens one."""
+    dataset = FaucetIterableDataset(
+        make_reader(**SETTINGS, columns=["id", "label"]), rank=1, world_size=2
+    )
+    dataset.select_epoch(1, skip_batches=len(dataset))
+    with caplog.at_level("INFO", logger="faucet"):
+        assert list(dataset) == []
+        assert len(list(dataset)) == len(dataset)
+    passes = [r.getMessage() for r in caplog.records if " pass of epoch " in r.getMessage()]
+    assert [message.split(":")[0] for message in passes] == ["train pass of epoch 2 done"]
+
+
 def test_a_dataset_serves_on_after_its_given_reader_is_closed(make_reader: MakeReader) -> None:
     reader = make_reader(**SETTINGS, columns=["id", "label"])
     expected = [b["features"]["id"].tolist() for b in make_reader(**SETTINGS).iter_epoch()]
@@ -612,6 +630,20 @@ def test_from_config_on_ranks_uses_rank_zeros_plan_seed_and_fitted_preprocessing
     assert first["seed"] is not None
     assert len(first["ids"]) == len(second["ids"]) > 0
     assert not set(first["ids"]) & set(second["ids"])
+
+
+def test_from_config_in_a_group_of_one_rank_reads_the_config_as_given(
+    config_file: Path,
+) -> None:
+    """A process group of one rank is no collective: from_config makes the reader of the
+    config as given, as without a group (no seed is drawn into it to share)."""
+
+    def read() -> tuple[object, int]:
+        with FaucetIterableDataset.from_config(config_file, seed=None) as dataset:
+            return dataset.config, dataset.world_size
+
+    (outcome,) = on_threaded_ranks(1, read)
+    assert outcome == (load_config(config_file, seed=None), 1)
 
 
 def test_when_rank_zero_cannot_plan_every_rank_says_why(config_file: Path) -> None:
