@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from faucet_core import PermanentWarehouseError, Plan, Reader
 from faucet_core.config import RetryConfig
 from faucet_core.fetch import ChunkFetcher
 from faucet_core.planner import plan_source
+from faucet_core.preprocessing.stats import StatsRequest, stats_from_tables
+from faucet_core.sql import READ_AS
 from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
 from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids, write_table
@@ -180,3 +184,30 @@ def test_a_scan_of_some_chunks_reads_exactly_their_rows(make_reader: MakeReader)
     assert sorted(ids) == sorted(expected) and len(expected) == sum(c.rows for c in picked)
     nothing = warehouse.scan(plan, [])
     assert nothing is not None and sum(batch.num_rows for batch in nothing) == 0
+
+
+def test_statistics_read_columns_as_the_plan_says_as_its_chunks_are(
+    table_path: Path, tmp_path: Path
+) -> None:
+    """A plan's schema may say how a column is read (as PostgreSQL plans do for types Arrow
+    lacks): the warehouse's statistics read it so too, as the train chunks serve it."""
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    try:
+        plan = _plan(warehouse)
+        assert plan.schema is not None
+        index = plan.schema.get_field_index("x1")
+        negated = plan.schema.field(index).with_metadata({READ_AS: b"-{c}"})
+        plan = dataclasses.replace(plan, schema=plan.schema.set(index, negated))
+        request = StatsRequest(numeric=("x1",), medians=("x1",))
+        stats = warehouse.column_stats(plan, request)
+        scanned = warehouse.scan(plan, plan.chunks["train"])
+        assert stats is not None and scanned is not None
+        served = stats_from_tables([pa.Table.from_batches(list(scanned))], request)
+    finally:
+        warehouse.close()
+    x1, expected = stats.columns["x1"], served.columns["x1"]
+    assert stats.rows == served.rows == plan.rows("train")
+    exact = ("count", "min", "max", "median")
+    assert [getattr(x1, name) for name in exact] == [getattr(expected, name) for name in exact]
+    assert x1.max is not None and x1.max <= 0  # x1 is in [0, 1): read negated
+    assert x1.mean == pytest.approx(expected.mean) and x1.std == pytest.approx(expected.std)

@@ -78,6 +78,7 @@ def test_a_group_column_that_gives_no_feature_is_named(make_grouped: MakeReader)
         make_grouped(output="numpy", inputs=inputs, preprocessing={"auto": True})
     reader = make_grouped(output="arrow", inputs=inputs, preprocessing={"auto": True})
     assert reader.inputs == {"user": ["x1"], "item": ["tags"]}
+    assert reader.feature_names == ["x1", "tags"]
     with pytest.raises(ConfigError, match=r"tags gives no feature in torch batches"):
         FaucetIterableDataset(reader)  # tensors: as in numpy batches
     assert next(reader.iter_epoch())["features"]["item"].column_names == ["tags"]

@@ -237,3 +237,30 @@ def test_checksums_fit_in_64_bits(kind: pa.DataType) -> None:
     big = pa.array([2**63 - 1] * 1000 if kind == pa.int64() else [2**64 - 1] * 1000, kind)
     counted = layout.count_hashes(np.asarray(big.to_numpy()), 0)
     assert counted.column("checksum").to_pylist() == [1000 * (big[0].as_py() % (2**31 - 1))]
+
+
+def test_the_checksum_of_a_bucket_of_millions_of_rows_is_exact() -> None:
+    """A split key of few values puts millions of rows in one bucket: its checksum, past
+    2**53, is the exact sum still (floats would round it)."""
+    term = layout.CHECKSUM_MODULUS - 2
+    rows = 4_500_000
+    (counted,) = layout.count_hashes(np.full(rows, term, dtype=np.int64), 0).to_pylist()
+    assert counted["row_count"] == rows
+    assert counted["checksum"] == rows * term > 2**53
+
+
+def test_rows_in_the_chunk_order_already_are_left_where_they_are() -> None:
+    """No positions for rows in the chunk order: they are served as they came."""
+    table = _chunk_table([-(2**40), -7, 1, 3, 2**40], x=["e", "d", "c", "b", "a"])
+    assert layout.chunk_positions(table) is None
+    positions = layout.chunk_positions(table.take(pa.array([4, 3, 2, 1, 0])))
+    assert positions is not None and positions.tolist() == [4, 3, 2, 1, 0]
+
+
+def test_ties_are_broken_by_the_other_columns_wherever_the_hash_column_stands() -> None:
+    """The key hash column first: equal hashes are still ordered by the columns after it."""
+    table = pa.table({layout.HASH_COLUMN: pa.array([2, 2, 1, 2]), "x": ["c", "a", "z", "b"]})
+    ordered = order_chunk(table)
+    assert ordered.column("x").to_pylist() == ["z", "a", "b", "c"]
+    for permutation in itertools.permutations(range(4)):
+        assert order_chunk(table.take(pa.array(permutation))).equals(ordered)

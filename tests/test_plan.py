@@ -7,15 +7,17 @@ import json
 import pickle
 from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, ClassVar
 
 import duckdb
 import pyarrow as pa
 import pytest
+from pydantic import BaseModel, PlainSerializer
 
 from faucet_core import ConfigError, Plan, PlanRequest, Reader, SourceSpec, SplitSpec, load_config
 from faucet_core.layout import BUCKETS
-from faucet_core.plan import make_plan
-from faucet_core.warehouse import BucketCounts, PermanentWarehouseError
+from faucet_core.plan import ChunkSpec, make_plan
+from faucet_core.warehouse import BucketCounts, PermanentWarehouseError, Warehouse
 
 MakeReader = Callable[..., Reader]
 
@@ -256,3 +258,36 @@ def test_a_reader_warns_of_an_empty_table(tmp_path: Path, caplog: pytest.LogCapt
         assert reader.get_batch() is None
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == ["table t has no rows: both splits are empty"]
+
+
+def _without_password(dsn: str) -> str:
+    user, _, host = dsn.rpartition("@")
+    return f"{user.partition(':')[0]}@{host}"
+
+
+class _DsnConnection(BaseModel):
+    """A plugin's settings whose JSON form leaves the DSN's password out."""
+
+    dsn: Annotated[str, PlainSerializer(_without_password, when_used="json")]
+
+
+class _DsnWarehouse(Warehouse):
+    name: ClassVar[str] = "dsn"
+    connection_model = _DsnConnection
+
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        raise NotImplementedError
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        raise NotImplementedError
+
+
+def test_the_default_source_identity_is_the_connections_json_form() -> None:
+    """Where the data lives, by default, is the connection settings as their JSON form
+    says them: a password that form masks does not move the data (cached chunks stay)."""
+
+    def identity(dsn: str) -> str:
+        return _DsnWarehouse(_DsnConnection(dsn=dsn)).source_identity(REQUEST.source)
+
+    assert identity("me:old@db1") == identity("me:new@db1")
+    assert identity("me:old@db1") != identity("me:old@db2")

@@ -319,13 +319,17 @@ def test_only_lists_of_one_size_that_is_not_zero_are_planned_as_vectors() -> Non
 def test_lists_the_plan_holds_as_vectors_are_read_as_vectors_the_others_as_they_are() -> None:
     """As a warehouse that gives lists (PostgreSQL arrays, BigQuery repeated fields) reads
     them, wherever they stand among the columns."""
+    lists = pa.list_(pa.float64())
     table = pa.table({
-        "id": [1, 2], "emb": pa.array([[1.0, 2.0], [3.0, 4.0]]),
+        "id": [1, 2], "ragged": pa.array([[1.0], [2.0, 3.0]]),  # a list in the plan too
+        "emb": pa.array([[1.0, 2.0], [3.0, 4.0]]),
         "tags": pa.array([[1.0], [2.0, 3.0]]),  # not in the plan's schema
     })  # fmt: skip
-    plan_schema = pa.schema([("id", pa.int64()), ("emb", pa.list_(pa.float64(), 2))])
+    plan_schema = pa.schema(
+        [("id", pa.int64()), ("ragged", lists), ("emb", pa.list_(pa.float64(), 2))]
+    )
     conformed = conform(table, plan_schema)
-    assert conformed.schema.types == [pa.int64(), pa.list_(pa.float64(), 2), pa.list_(pa.float64())]
+    assert conformed.schema.types == [pa.int64(), lists, pa.list_(pa.float64(), 2), lists]
     assert conformed.to_pydict() == table.to_pydict()
 
 
