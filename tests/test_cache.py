@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ import pytest
 from faucet_core import cache as cache_module
 from faucet_core.cache import ChunkCache
 from faucet_core.plan_cache import PlanCache
+from tests.conftest import ascii_locale
 
 
 def _table(rows: int, start: int = 0) -> pa.Table:
@@ -262,7 +264,8 @@ def test_saved_plans_and_preprocessors_are_counted_apart_and_cleared(tmp_path: P
     assert plans.count() == (0, 0) and plans.clear() == 0
     plans.put_preprocessor("k", '{"caf\u00e9": "d\u00e9j\u00e0"}')
     (tmp_path / "plans" / "k.json").write_text("{}")
-    assert plans.get_preprocessor("k") == '{"caf\u00e9": "d\u00e9j\u00e0"}'
+    with ascii_locale():  # read as UTF-8 whatever the locale
+        assert plans.get_preprocessor("k") == '{"caf\u00e9": "d\u00e9j\u00e0"}'
     assert plans.get_preprocessor("other") is None
     assert plans.count() == (1, 1)
     sizes = sum(p.stat().st_size for p in (tmp_path / "plans").iterdir())
@@ -283,3 +286,50 @@ def test_an_entry_written_again_after_a_discard_is_checked_again(tmp_path: Path)
     entry.write_bytes(bytes(data))
     assert cache.get("a") is None
     assert cache.stats.corrupt_discarded == 1
+
+
+def test_an_entry_written_again_while_it_was_read_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process evicts an entry as it is opened, and a third writes it again (the
+    same rows, the same file): the reader that missed it finds it, and leaves it there."""
+    ChunkCache(tmp_path, max_bytes=10**9).put("a", _table(100))
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    read = ChunkCache._read
+    raced: list[Path] = []
+
+    def racing(self: ChunkCache, entry: cache_module._Entry) -> pa.Table:
+        if raced:
+            return read(self, entry)
+        raced.append(entry.path)
+        entry.path.unlink()  # evicted by another process...
+        try:
+            return read(self, entry)
+        finally:
+            ChunkCache(tmp_path, max_bytes=10**9).put("a", _table(100))  # ...written again
+
+    monkeypatch.setattr(ChunkCache, "_read", racing)
+    assert cache.get("a") == _table(100)
+    assert raced and raced[0].exists()
+
+
+def test_clearing_plans_skips_a_file_removed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved plan another process removes while clear goes through the folder is no
+    error; the rest is cleared."""
+    plans = PlanCache(tmp_path)
+    plans.put_preprocessor("gone", "{}")
+    plans.put_preprocessor("kept", '{"a": 1}')
+    kept = (tmp_path / "plans" / "kept.preprocessor.json").stat().st_size
+    listing = Path.iterdir
+
+    def racing(self: Path) -> Iterator[Path]:
+        for path in listing(self):
+            if path.name.startswith("gone"):
+                path.unlink()  # removed by another process once listed
+            yield path
+
+    monkeypatch.setattr(Path, "iterdir", racing)
+    assert plans.clear() == kept
+    assert plans.count() == (0, 0)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator
 
 import pyarrow as pa
 import pytest
 
-from faucet_core import ChunkReadError, ChunkSpec, Plan, Reader, Warehouse, hookimpl
+from faucet_core import ChunkReadError, ChunkSpec, Plan, Reader, Warehouse, chunk_states, hookimpl
 from faucet_core.chunk_states import ChunkState, ChunkStates, Origin
 from faucet_core.warehouse import PermanentWarehouseError
 from tests.conftest import ChunkByChunkDuckDB
@@ -81,6 +82,26 @@ def test_a_chunk_being_filled_is_not_read_by_itself_meanwhile(make_reader: MakeR
     assert book.origin(chunk) is Origin.WAREHOUSE  # read by itself first: counted then
     assert book.serve_cached(chunk) is Origin.CACHE
     assert book.wait_filled(chunk, stopped=lambda: True) is ChunkState.CACHED
+
+
+def test_a_wait_whose_time_is_up_looks_once_even_if_the_clock_has_not_moved(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wait's time is up once the clock reads its deadline: on a clock too coarse to have
+    moved since the wait began (Windows' ticks 64 times a second), a timeout of 0 looks at
+    the chunk once and returns instead of spinning until the clock moves."""
+    book = ChunkStates(make_reader(test_split_percent=20).plan)
+    chunk = book.chunks[0]
+    book.filling()
+    monkeypatch.setattr(chunk_states, "time", types.SimpleNamespace(monotonic=lambda: 100.0))
+    looks: list[int] = []
+
+    def stopped() -> bool:
+        looks.append(1)
+        return len(looks) > 1  # ends a wait that would spin
+
+    assert book.wait_filled(chunk, stopped, timeout=0) is ChunkState.FILLING
+    assert len(looks) == 1
 
 
 def test_a_fill_caches_every_chunk_and_each_counts_as_fetched_once(

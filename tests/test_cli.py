@@ -515,6 +515,23 @@ def test_a_saved_plan_of_a_table_that_did_not_change_fits_whatever_its_age(
     assert f"plan: a saved plan fits this data ({fingerprint})" in " ".join(out.split())
 
 
+def test_validate_reuses_no_saved_plan_when_plans_are_not_saved(
+    config: Path, tmp_path: Path
+) -> None:
+    """With the cache off, no plan is saved or reused: validate looks for none, whatever
+    the plans folder holds (a plan filed under the name "None", here)."""
+    with Reader.from_config(config):
+        pass
+    (saved,) = (tmp_path / "cache" / "plans").glob("*.json")
+    saved.rename(saved.with_name("None.json"))
+    settings = yaml.safe_load(config.read_text())
+    settings["cache"]["enabled"] = False
+    config.write_text(yaml.safe_dump(settings))
+    code, out, err = run("validate", str(config))
+    assert code == 0, err
+    assert "plan: none saved for this data; planning runs one counting query" in out.splitlines()
+
+
 def test_the_warning_of_a_split_that_strays_stands_out_in_yellow(
     config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

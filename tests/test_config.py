@@ -74,6 +74,18 @@ def test_keywords_map_to_their_sections(database: Path) -> None:
     assert config.source.table == "t"
 
 
+def test_columns_a_setting_is_keyed_by_are_named_as_the_warehouse_stores_them() -> None:
+    """Snowflake stores a plain name upper-cased: so are the columns ``pad`` names; a key
+    that is no name (a number) is reported as such, not renamed."""
+    snowflake = {"datastore": "snowflake", "account": "a", "user": "u", "table_name": "t"}
+    config = load_config(**snowflake, columns=["tags", "label"], pad={"tags": 4})
+    assert config.source.pad == {"TAGS": 4}
+    assert config.source.columns == ["TAGS", "LABEL"]
+    problems = _problems_of(lambda: load_config(**snowflake, pad={1: 4}))
+    assert list(problems) == ["source.pad.1.[key]"]
+    assert "valid string" in problems["source.pad.1.[key]"]
+
+
 def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import multiprocessing
 import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +74,19 @@ def test_a_copy_outside_a_worker_counts_on_its_own() -> None:
         assert other.start(None) == (3, 0)
         assert other.start(None) == (4, 0)
     assert counter.start(None) == (3, 0)
+
+
+def test_a_process_started_by_spawn_counts_in_its_makers_memory() -> None:
+    """A process started by the "spawn" method (as DataLoader workers can be) with the
+    counter counts in the memory of the process that made it: the iteration it counts as
+    worker 0 is seen here. (Its failures would show in this process, as it starts.)"""
+    counter = EpochCounter()
+    worker = multiprocessing.get_context("spawn").Process(target=counter.start, args=(0,))
+    worker.start()
+    worker.join(timeout=120)
+    assert worker.exitcode == 0
+    assert counter.start(0) == (2, 0)  # worker 0's second iteration
+    assert counter.start(None) == (1, 0)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pytest
@@ -16,10 +19,14 @@ from faucet_core import (
     Reader,
     Warehouse,
     checks,
+    fetch,
     hookimpl,
     layout,
 )
 from faucet_core.chunk_states import ChunkState
+from faucet_core.fetch import ChunkFetcher, FetchedChunk
+from faucet_core.fill import CacheFill
+from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ChunkByChunkDuckDB, ReadCounter, epoch_ids
 
 MakeReader = Callable[..., Reader]
@@ -67,16 +74,58 @@ class ReordersColumns(ChunkByChunkDuckDB):
         return table.select(list(reversed(table.column_names)))
 
 
+class HeldFill(DuckDBWarehouse):
+    """A scan of the whole source (a cache fill) that reads nothing until ``release`` is
+    set; scans of a few chunks (a pass's first, read by itself) run freely, counted."""
+
+    name = "held-fill"
+    release: ClassVar[threading.Event] = threading.Event()
+    chunk_scans: ClassVar[ReadCounter] = ReadCounter()
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        if chunks is not None:
+            type(self).chunk_scans.add()
+            return super().scan(plan, chunks)
+        return self._held(plan)
+
+    def _held(self, plan: Plan) -> Iterator[pa.RecordBatch]:
+        type(self).release.wait(timeout=60)
+        batches = super().scan(plan)
+        assert batches is not None
+        yield from batches
+
+
+class NoChunkScans(HeldFill):
+    """Streams its whole source, but cannot scan a few chunks (``None``): asked to, it
+    lets the held scan of the whole source go on."""
+
+    name = "no-chunk-scans"
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterable[pa.RecordBatch] | None:
+        if chunks is not None:
+            type(self).chunk_scans.add()
+            type(self).release.set()
+            return None
+        return self._held(plan)
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (DropsARow, BorrowsARow, ChangesAKey, ReordersColumns):
+        for warehouse in (
+            DropsARow, BorrowsARow, ChangesAKey, ReordersColumns, HeldFill, NoChunkScans
+        ):  # fmt: skip
             register(warehouse)
 
 
 @pytest.fixture(autouse=True)
 def plugin(register: Callable[[object], None]) -> None:
     register(_Plugin())
+    HeldFill.release, HeldFill.chunk_scans = threading.Event(), ReadCounter()
 
 
 @pytest.mark.parametrize(
@@ -140,3 +189,83 @@ def test_a_read_after_the_reader_closed_fails_naming_the_chunk(make_reader: Make
     with pytest.raises(ChunkReadError, match=closed):
         fetcher.fetch(chunk)
     assert fetcher.states.state(chunk) is ChunkState.FAILED
+
+
+def _first_chunk_while_another_process_fills(
+    reader: Reader, turn: threading.Event
+) -> tuple[FetchedChunk, int]:
+    """Fetch the reader's first train chunk as a pass's first, with a fetcher of its own
+    whose fill waits for ``turn`` to take the fill lock: another process held it, and cached
+    that chunk meanwhile. Returns the chunk and how many chunk scans read it by itself."""
+    plan = reader.plan
+    chunk = plan.chunks["train"][0]
+    warehouse = reader.stream.warehouse()
+    warehouse.materialize(plan)
+    rows = checks.check_chunk(plan, chunk, warehouse.read_buckets(plan, chunk))
+
+    @contextlib.contextmanager
+    def after_another_process() -> Iterator[None]:
+        assert turn.wait(timeout=60)
+        reader.cache.put(plan.chunk_key(chunk), rows)  # the other process's fill cached it
+        yield
+
+    fetcher = ChunkFetcher(
+        plan, reader.stream.warehouse, reader.cache, reader.config.retry,
+        fill_lock=after_another_process,
+    )  # fmt: skip
+    try:
+        fetched = fetcher.fetch(chunk, first=True)
+    finally:
+        turn.set()
+        HeldFill.release.set()  # this fill's scan of the rest of the source
+        fetcher.stop()
+        assert fetcher.join(timeout=60)
+    assert sorted(fetched.table["id"].to_pylist()) == sorted(rows["id"].to_pylist())
+    return fetched, HeldFill.chunk_scans.reads
+
+
+def test_a_first_chunk_cached_within_the_grace_is_not_read_by_itself(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill finds the pass's first chunk cached (by another process) within the grace
+    while it goes on with the rest: the chunk is served from the cache, not scanned again."""
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 60.0)
+    turn = threading.Event()
+    turn.set()  # the other process is done: this fill finds the chunk at once
+    reader = make_reader(datastore="held-fill", chunk_size=500)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
+    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (True, 0, 0)
+
+
+def test_a_first_chunk_waits_for_a_fill_that_ends_just_within_the_patience(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the grace, a fill that by its pace ends within FIRST_CHUNK_PATIENCE seconds
+    (exactly then, here) is waited for, and the chunk it caches meanwhile is served from
+    the cache, not scanned again."""
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
+    turn = threading.Event()
+
+    def seconds_left(self: CacheFill) -> float:
+        turn.set()  # the fill takes its turn once the reader has decided to wait
+        return fetch.FIRST_CHUNK_PATIENCE
+
+    monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
+    reader = make_reader(datastore="held-fill", chunk_size=500)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
+    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (True, 0, 0)
+
+
+def test_a_first_chunk_the_warehouse_cannot_scan_by_itself_waits_for_the_fill(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A warehouse that streams its source but answers ``None`` to a scan of a few chunks:
+    the pass's first chunk comes from the fill, and no failed read is reported."""
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
+    reader = make_reader(datastore="no-chunk-scans", chunk_size=500)
+    with caplog.at_level("INFO", logger="faucet_core.fetch"):
+        assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert HeldFill.chunk_scans.reads == 1  # the first chunk was asked for by itself
+    assert "by itself failed" not in caplog.text
+    assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
