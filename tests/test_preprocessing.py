@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import math
 import sqlite3
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -497,6 +498,16 @@ def test_statistics_from_the_train_chunks_read_back_the_same() -> None:
     assert TrainStats.from_dict(json.loads(json.dumps(stats.as_dict()))) == stats
 
 
+def test_statistics_of_a_column_null_on_every_row_have_no_median() -> None:
+    """No value, so no median (nor a warning of numpy's on an empty mean)."""
+    table = pa.table({"x": pa.array([None, None, None], pa.float64())})
+    request = StatsRequest(numeric=("x",), medians=("x",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stats = stats_from_tables([table.slice(0, 1), table.slice(1)], request)
+    assert stats.columns["x"] == ColumnStats(0)
+
+
 def test_statistics_of_tiny_numbers_keep_their_mean_and_spread() -> None:
     from faucet_core.preprocessing.stats import StatsRequest, stats_from_tables
 
@@ -778,6 +789,38 @@ def test_a_number_null_on_every_train_row_is_dropped_and_says_so() -> None:
     )
     assert preprocessor.feature_names == ["y"]
     assert preprocessor.fitted_on == {"rows": 2}
+
+
+@pytest.mark.parametrize(
+    ("impute", "scaler"),
+    [
+        ("mean", StandardScaler()), ("median", StandardScaler()), ("mean", MinMaxScaler()),
+        ("most_frequent", StandardScaler()),
+    ],
+)  # fmt: skip
+def test_booleans_impute_and_scale_as_their_values_as_1_and_0(
+    impute: str, scaler: StandardScaler | MinMaxScaler
+) -> None:
+    """A boolean imputed or scaled by its train values is so as the numbers 1 and 0 (its
+    mean is the share of true values), as scikit-learn does it."""
+    table = pa.table({"flag": [True, True, False, None, True, False, True]})
+    scale = "standard" if isinstance(scaler, StandardScaler) else "minmax"
+    settings = {"impute": impute, "scale": scale, "indicator": False}
+    preprocessor = _fit(table, columns={"flag": settings})
+    values = table.to_pandas().astype(float).to_numpy()
+    expected = make_pipeline(SimpleImputer(strategy=impute), scaler).fit_transform(values)
+    np.testing.assert_allclose(preprocessor.transform(table), expected, atol=1e-12)
+
+
+def test_a_boolean_null_on_every_train_row_is_dropped_as_a_number_is() -> None:
+    """``auto`` has nothing to learn from a boolean NULL on every train row: dropped, as a
+    number column in that case, not kept as a constant 0 beside an indicator always 1."""
+    table = pa.table({"flag": pa.array([None, None], pa.bool_()), "y": [1.0, 3.0]})
+    preprocessor = _fit(table, auto=True)
+    assert _transforms(preprocessor)["flag"] == ColumnTransform(
+        "flag", "dropped", note="NULL on every train row"
+    )
+    assert preprocessor.feature_names == ["y"]
 
 
 def test_numbers_to_impute_from_train_values_none_of_which_exist_take_the_fill_value() -> None:

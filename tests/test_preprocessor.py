@@ -80,8 +80,10 @@ def test_a_vector_label_of_another_size_than_fitted_is_refused() -> None:
     """Not cut short to the fitted size: a label losing elements would go unnoticed."""
     label = ColumnTransform("v", "vector", size=2)
     vectors = pa.array([[1.0, 2.0, 3.0]], pa.list_(pa.float64(), 3))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"v: vectors of 3 values, .* fitted on vectors of 2"):
         Preprocessor((), labels=(label,)).label_table(pa.table({"v": vectors}), ["v"])
+    with pytest.raises(ValueError, match="v: vectors of 3 values"):
+        Preprocessor((label,)).transform(pa.table({"v": vectors}))
 
 
 def _fitted() -> Preprocessor:

@@ -23,6 +23,7 @@ imputer and a scaler computes them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -152,10 +153,13 @@ def _fit(
         default_parts.append("hour" if pa.types.is_timestamp(field.type) else "month")
         parts = tuple(settings.date_parts or default_parts)
         return ColumnTransform(field.name, "date", indicator=indicator, date_parts=parts)
-    if kind == "boolean" and settings.impute is None:
-        settings = settings.model_copy(update={"impute": "most_frequent"})
+    auto = settings == ColumnConfig()
+    if kind == "boolean":
+        stats = _as_zeros_and_ones(stats)
+        if settings.impute is None:
+            settings = settings.model_copy(update={"impute": "most_frequent"})
     if stats.count == 0 and settings.impute in (None, "mean", "median", "most_frequent"):
-        if settings == ColumnConfig():  # auto: nothing to learn from
+        if auto:  # nothing to learn from
             return ColumnTransform(field.name, "dropped", note="NULL on every train row")
         return ColumnTransform(
             field.name, "numeric", fill=float(settings.fill_value or 0), indicator=indicator,
@@ -195,15 +199,33 @@ def _fit_vector(
     )  # fmt: skip
 
 
+def _number(value: str) -> float:
+    """A counted value (text) as the number it is, booleans as 1 and 0."""
+    booleans = {"true": 1.0, "false": 0.0}
+    return booleans[value.lower()] if value.lower() in booleans else float(value)
+
+
+def _as_zeros_and_ones(stats: ColumnStats) -> ColumnStats:
+    """A boolean's statistics as those of its values as 1 and 0, from its counted values
+    (the two of them: a boolean's values are counted, not averaged)."""
+    if stats.count == 0 or stats.mean is not None:
+        return stats
+    ones = sum(count for value, count in stats.top if _number(value) == 1.0)
+    share = ones / stats.count
+    return dataclasses.replace(
+        stats, mean=share, std=math.sqrt(share * (1.0 - share)),
+        min=0.0 if ones < stats.count else 1.0, max=1.0 if ones else 0.0,
+        median=0.5 if share == 0.5 else float(share > 0.5),
+    )  # fmt: skip
+
+
 def _numeric_fill(settings: ColumnConfig, stats: ColumnStats) -> float:
     if settings.impute == "constant":
         return float(settings.fill_value or 0)
     if settings.impute == "median" and stats.median is not None:
         return stats.median
     if settings.impute == "most_frequent" and stats.top:
-        value = stats.top[0][0]
-        booleans = {"true": 1.0, "false": 0.0}
-        return booleans[value.lower()] if value.lower() in booleans else float(value)
+        return _number(stats.top[0][0])
     return stats.mean if stats.mean is not None else 0.0
 
 

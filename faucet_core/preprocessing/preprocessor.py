@@ -140,6 +140,11 @@ class ColumnTransform:
 
     def _vector(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
         values = np.array(vectors.block(column), np.float64)  # a copy to fill and scale
+        if values.shape[1] != self.size:
+            raise ValueError(
+                f"{self.name}: vectors of {values.shape[1]} values, where the preprocessor "
+                f"was fitted on vectors of {self.size}"
+            )
         missing = np.asarray(pc.is_null(column), bool)
         holes = np.isnan(values)
         if self.fill_vector:

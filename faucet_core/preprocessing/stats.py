@@ -268,7 +268,7 @@ def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> Trai
                 mean=found.mean, std=math.sqrt(found.m2 / found.count), min=found.min,
                 max=found.max,
             )  # fmt: skip
-        if median_values.get(column):
+        if column in median_values and found is not None and found.count:
             stats["median"] = float(np.median(np.concatenate(median_values[column])))
         if column in tops:
             ranked = sorted(tops[column].items(), key=lambda pair: (-pair[1], pair[0]))
