@@ -151,7 +151,7 @@ class BigQueryWarehouse(ScratchWarehouse):
     scratch_created_atomically = True
     scratch_expires = True
     stats_sql = StatsSql(
-        float="CAST({c} AS FLOAT64)",
+        float="IF(IS_NAN(CAST({c} AS FLOAT64)), NULL, CAST({c} AS FLOAT64))",
         median="APPROX_QUANTILES({c}, 1000)[OFFSET(500)]",
         text="CAST({c} AS STRING)",
         top="APPROX_TOP_COUNT({c}, {k})",
@@ -530,7 +530,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         if not create:
             return
         dataset = bigquery.Dataset(dataset_id)
-        dataset.location = location
+        dataset.location = location or "US"  # BigQuery's own default, said outright
         hours = self.connection.scratch_expiration_hours
         dataset.default_table_expiration_ms = int(hours * 3600 * 1000)
         try:

@@ -77,7 +77,7 @@ class PostgresWarehouse(ScratchWarehouse):
     #: The SQL that differs between the servers of the family.
     server: ClassVar[ServerDialect] = POSTGRES
     stats_sql: ClassVar[StatsSql | None] = StatsSql(
-        float="CAST({c} AS DOUBLE PRECISION)",
+        float="NULLIF(CAST({c} AS DOUBLE PRECISION), 'NaN')",  # NaN = NaN, in PostgreSQL
         median="PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY {c})",
         text="CAST({c} AS TEXT)",
         ranked="json_agg(json_build_object('value', v, 'count', n) ORDER BY n DESC, v)",

@@ -237,6 +237,30 @@ def test_preprocessing_is_fitted_in_one_query_on_the_train_split(
     assert features.shape[1] == len(reader.preprocessor.feature_names)  # type: ignore[union-attr]
 
 
+def test_preprocessing_takes_nan_as_missing_as_the_train_chunks_do(
+    make_bq_reader: Callable[..., Reader], bq_events: str
+) -> None:
+    """A float column holding NaN is fitted in the query with NaN left out, as from the
+    train chunks: not as a column of unknown mean and spread, fitted as constant."""
+    query = (
+        f"SELECT id, IF(MOD(id, 7) = 0, CAST('NaN' AS FLOAT64), x) AS w, label "
+        f"FROM {bq_events} WHERE id < 600"
+    )
+    settings = {"table_name": None, "query": query, "test_split_percent": 20}
+    reader = make_bq_reader(**settings, preprocessing={"auto": True, "exclude": ["id"]})
+    assert reader.preprocessor is not None
+    (w,) = [t for t in reader.preprocessor.features if t.name == "w"]
+    batches = make_bq_reader(**settings, output="arrow").iter_epoch()
+    values = np.concatenate([batch["features"].column("w").to_numpy() for batch in batches])
+    known = values[~np.isnan(values)]
+    assert len(known) < len(values)
+    assert (w.center, w.width, w.note) == (
+        pytest.approx(known.mean()),
+        pytest.approx(known.std()),
+        "",
+    )
+
+
 # One billed scan: the copy is made while planning, and the plan counts it
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -211,3 +212,23 @@ def test_statistics_read_columns_as_the_plan_says_as_its_chunks_are(
     assert [getattr(x1, name) for name in exact] == [getattr(expected, name) for name in exact]
     assert x1.max is not None and x1.max <= 0  # x1 is in [0, 1): read negated
     assert x1.mean == pytest.approx(expected.mean) and x1.std == pytest.approx(expected.std)
+
+
+def test_statistics_take_nan_as_missing_as_the_train_chunks_do(make_reader: MakeReader) -> None:
+    """A float column holding NaN is fitted in the warehouse as from the train chunks, NaN
+    left out: not as a column of unknown mean and spread, fitted as constant."""
+    query = "SELECT id, CASE WHEN id % 7 = 0 THEN 'NaN'::DOUBLE ELSE x1 END AS w, label FROM t"
+    settings = {"table_name": None, "query": query, "test_split_percent": 20}
+    reader = make_reader(**settings, preprocessing={"auto": True, "exclude": ["id"]})
+    assert reader.preprocessor is not None
+    (w,) = [t for t in reader.preprocessor.features if t.name == "w"]
+    batches = make_reader(**settings, output="arrow").iter_epoch()
+    train = pa.concat_tables(batch["features"] for batch in batches)
+    values = train.column("w").to_numpy()
+    known = values[~np.isnan(values)]
+    assert len(known) < len(values)
+    assert (w.center, w.width, w.note) == (
+        pytest.approx(known.mean()),
+        pytest.approx(known.std()),
+        "",
+    )

@@ -306,6 +306,7 @@ def test_preprocessing_is_fitted_in_one_query_as_on_the_train_chunks(
                    CASE WHEN i % 13 = 0 THEN NULL
                         ELSE (ARRAY['paris', 'oslo', 'lima', 'rome'])[1 + i * i % 29 % 4] END
                    AS city,
+                   CASE WHEN i % 7 = 0 THEN 'NaN'::float8 ELSE i / 3.0 END AS w,
                    (i % 3 = 0)::INT AS label
             FROM generate_series(0, 1999) AS s(i)
             """
@@ -321,6 +322,9 @@ def test_preprocessing_is_fitted_in_one_query_as_on_the_train_chunks(
     for ours, theirs in zip(in_sql.features, from_chunks.features, strict=True):
         assert ours.categories == theirs.categories and ours.fill == pytest.approx(theirs.fill)
         assert (ours.center, ours.width) == pytest.approx((theirs.center, theirs.width))
+        assert ours.note == theirs.note
+    (w,) = [t for t in in_sql.features if t.name == "w"]  # NaN is missing, as in the chunks
+    assert w.width > 1 and w.note == ""
 
 
 def test_a_query_on_two_databases_never_shares_cached_chunks(

@@ -111,7 +111,8 @@ class StatsSql:
     """How a SQL dialect spells the statistics; :meth:`query` writes the one query.
 
     Attributes:
-        float: A value as a 64-bit float.
+        float: A value as a 64-bit float, NaN as NULL: missing, as the statistics of the
+            train chunks (and the transforms) take it.
         std: The population standard deviation.
         median: The (exact or approximate) median.
         text: A value as text.
@@ -125,7 +126,7 @@ class StatsSql:
             :func:`faucet_core.vectors.uniform_lists`).
     """
 
-    float: str = "CAST({c} AS DOUBLE)"
+    float: str = "NULLIF(CAST({c} AS DOUBLE), 'NaN')"
     std: str = "STDDEV_POP({c})"
     median: str = "MEDIAN({c})"
     text: str = "CAST({c} AS VARCHAR)"
