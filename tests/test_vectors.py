@@ -316,6 +316,17 @@ def test_only_lists_of_one_size_that_is_not_zero_are_planned_as_vectors() -> Non
     assert planned.types == [pa.int64(), pa.list_(pa.float64(), 2), lists, lists]
 
 
+def test_lists_planned_as_vectors_keep_the_schemas_metadata() -> None:
+    """Only the types of the lists of one size change: the schema's metadata and the
+    columns' own stay."""
+    field = pa.field("emb", pa.list_(pa.float64()), metadata={"note": "mine"})
+    schema = pa.schema([("id", pa.int64()), field], metadata={"source": "embeddings"})
+    planned = uniform_lists(schema, {"emb": (3, 3)})
+    assert planned.field("emb").type == pa.list_(pa.float64(), 3)
+    assert planned.metadata == {b"source": b"embeddings"}
+    assert planned.field("emb").metadata == {b"note": b"mine"}
+
+
 def test_lists_the_plan_holds_as_vectors_are_read_as_vectors_the_others_as_they_are() -> None:
     """As a warehouse that gives lists (PostgreSQL arrays, BigQuery repeated fields) reads
     them, wherever they stand among the columns."""
@@ -331,6 +342,17 @@ def test_lists_the_plan_holds_as_vectors_are_read_as_vectors_the_others_as_they_
     conformed = conform(table, plan_schema)
     assert conformed.schema.types == [pa.int64(), lists, pa.list_(pa.float64(), 2), lists]
     assert conformed.to_pydict() == table.to_pydict()
+
+
+def test_columns_read_as_vectors_or_as_numbers_are_left_as_read() -> None:
+    """Only lists whose size may vary are cast to the plan's vectors: a column the
+    warehouse already reads as vectors, or as numbers, stays as it is."""
+    table = pa.table({
+        "id": pa.array([1, 2], pa.int32()),
+        "emb": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32(), 2)),
+    })  # fmt: skip
+    plan_schema = pa.schema([("id", pa.int64()), ("emb", pa.list_(pa.float64(), 2))])
+    assert conform(table, plan_schema).equals(table, check_metadata=True)
 
 
 def test_lists_of_one_size_everywhere_are_planned_as_vectors(
