@@ -15,6 +15,7 @@ from faucet_core import (
     ChunkCache,
     ChunkReadError,
     ChunkSpec,
+    PermanentWarehouseError,
     Plan,
     Reader,
     Warehouse,
@@ -178,6 +179,67 @@ def test_a_wrong_cache_entry_is_discarded_and_read_again(
     fixed = cache.get(first.plan.chunk_key(chunks[0]))
     assert fixed is not None
     assert checks.check_chunk(first.plan, chunks[0], fixed, ordered=True).equals(fixed)
+
+
+def _reorder_columns_of_entry(cache: ChunkCache, key: str) -> tuple[list[str], list[str]]:
+    """Rewrite the cache entry of ``key`` with its columns in reverse order (sound as a file:
+    its checksum matches); returns the entry's column names before and after."""
+    entry = cache.get(key)
+    assert entry is not None
+    names = entry.column_names
+    cache.put(key, entry.select(list(reversed(names))))
+    return names, list(reversed(names))
+
+
+def test_a_cache_entry_with_its_columns_out_of_order_is_discarded_naming_the_rule(
+    make_reader: MakeReader,
+    read_counter: ReadCounter,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The core writes each entry with the plan's columns in order: one whose columns come
+    in another order was not written so, and is discarded (the log names the rule it broke)
+    and read again from the warehouse."""
+    first = make_reader(datastore="counting-duckdb")
+    expected = epoch_ids(first)
+    chunk = first.plan.chunks["train"][0]
+    cache = ChunkCache(tmp_path / "cache")
+    names, reordered = _reorder_columns_of_entry(cache, first.plan.chunk_key(chunk))
+    reads = read_counter.reads
+
+    second = make_reader(datastore="counting-duckdb")
+    with caplog.at_level("WARNING", logger="faucet_core.fetch"):
+        assert epoch_ids(second) == expected
+    assert read_counter.reads == reads + 1
+    [message] = [r.getMessage() for r in caplog.records if r.name == "faucet_core.fetch"]
+    assert message.startswith(f"discarding the cached {chunk.describe()}: ")
+    assert message.endswith(f"columns {reordered} where the plan has {names}")
+
+
+def test_a_wrong_cache_entry_is_discarded_even_when_the_warehouse_cannot_read_it_again(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """A wrong entry is gone once its fetch is over, though no read replaced it: the
+    warehouse failed."""
+    reader = make_reader(datastore="counting-duckdb")
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))  # every chunk is cached
+    plan = reader.plan
+    chunk = plan.chunks["train"][0]
+    cache = ChunkCache(tmp_path / "cache")
+    _reorder_columns_of_entry(cache, plan.chunk_key(chunk))
+
+    def down() -> Warehouse:
+        raise PermanentWarehouseError("the warehouse is down")
+
+    fetcher = ChunkFetcher(plan, down, cache, reader.config.retry)
+    try:
+        with pytest.raises(ChunkReadError, match="the warehouse is down"):
+            fetcher.fetch(chunk)
+    finally:
+        fetcher.stop()
+        assert fetcher.join(timeout=60)
+    assert not fetcher.cached(chunk)
+    assert all(fetcher.cached(c) for c in plan.every_chunk if c != chunk)
 
 
 def test_a_read_after_the_reader_closed_fails_naming_the_chunk(make_reader: MakeReader) -> None:

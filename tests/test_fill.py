@@ -17,12 +17,16 @@ from faucet_core import (
     ChunkCache,
     ChunkSpec,
     Plan,
+    PlanRequest,
     Reader,
+    SourceSpec,
+    SplitSpec,
     Warehouse,
     checks,
     fetch,
     fill,
     hookimpl,
+    layout,
 )
 from faucet_core.chunk_states import ChunkStates
 from faucet_core.fill import CacheFill, ChunkWriters
@@ -362,19 +366,36 @@ def test_large_batches_are_cut_in_parts_whose_checksums_add_up_exactly(
     writers.close()
 
 
+def _scanned(reader: Reader) -> pa.Table:
+    """Every row of the reader's source, as one scan of it gives them."""
+    warehouse = DuckDBWarehouse(reader.config.connection)
+    try:
+        scanned = warehouse.scan(reader.plan)
+        assert scanned is not None
+        return pa.Table.from_batches(list(scanned))
+    finally:
+        warehouse.close()
+
+
+def _assert_entries_hold_rows_in_scan_order(plan: Plan, cache: ChunkCache, rows: pa.Table) -> None:
+    """Each chunk's entry holds that chunk's rows of ``rows`` (the scan), in their order."""
+    _, where = checks.RowCheck(plan).add(rows)
+    for index, chunk in enumerate(plan.every_chunk):
+        entry = cache.get(plan.chunk_key(chunk))
+        assert entry is not None
+        assert checks.check_chunk(plan, chunk, entry, ordered=True).equals(entry)
+        in_scan_order = rows.filter(pa.array(where == index))
+        assert entry["id"].to_pylist() == in_scan_order["id"].to_pylist()
+
+
 def test_a_small_buffer_writes_entries_in_many_parts(
     make_reader: MakeReader, tmp_path: Path
 ) -> None:
+    """Entries written in many flushes hold each chunk's rows in the scan's order."""
     reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
     plan = reader.plan
-    chunks = [c for split in plan.chunks.values() for c in split]
-    warehouse = DuckDBWarehouse(reader.config.connection)
-    try:
-        scanned = warehouse.scan(plan)
-        assert scanned is not None
-        rows = pa.Table.from_batches(list(scanned))
-    finally:
-        warehouse.close()
+    chunks = plan.every_chunk
+    rows = _scanned(reader)
     cache = ChunkCache(tmp_path / "parts")
     writers = ChunkWriters(plan, cache, range(len(chunks)), budget=10_000)
     for batch in rows.to_batches(max_chunksize=300):
@@ -385,7 +406,59 @@ def test_a_small_buffer_writes_entries_in_many_parts(
     for chunk in chunks:
         entry = cache.get(plan.chunk_key(chunk))
         assert entry is not None and entry.column(0).num_chunks > 1
-        assert checks.check_chunk(plan, chunk, entry, ordered=True).equals(entry)
+    _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
+
+
+def test_a_flush_comes_once_the_buffered_bytes_pass_the_budget(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """The rows buffered are written once their bytes since the last flush pass the budget
+    (not once they reach it); commit writes the rest, however few rows."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    rows = _scanned(reader).combine_chunks()
+    cuts = [(0, 1_000), (1_000, 200), (1_200, 200), (1_400, ROWS - 1_401), (ROWS - 1, 1)]
+    batches = [rows.slice(start, length).to_batches()[0] for start, length in cuts]
+    budget = batches[1].nbytes + batches[2].nbytes
+    assert batches[0].nbytes > budget and batches[3].nbytes > budget
+    cache = ChunkCache(tmp_path / "parts")
+    writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget)
+    flushes: list[int] = []
+    try:
+        for batch in batches:
+            writers.add(batch)
+            flushes.append(writers.flushes)
+        assert flushes == [1, 1, 1, 2, 2]  # the third batch brings the budget's bytes exactly
+        assert sorted(writers.commit()) == list(range(len(plan.every_chunk)))
+    finally:
+        writers.close()
+    assert writers.flushes == 3  # the last row, by itself
+    _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
+
+
+@pytest.mark.parametrize("count", [2**16, 2**16 + 1])
+def test_chunk_indexes_past_16_bits_are_written_to_their_own_entries(
+    count: int, tmp_path: Path
+) -> None:
+    """A plan of 65,536 chunks or more (one row each; both splits have 65,537 buckets),
+    most cached already: each entry written holds its own chunk's row, though the rows come
+    last chunk first."""
+    request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 0.0), 1)
+    chunks = tuple(ChunkSpec("train", b, b, b + 1, 1, b) for b in range(count))
+    plan = Plan("w", request, ("id",), None, "rows", {"train": chunks, "eval": ()})
+    buckets = list(reversed(range(count)))  # a row's hash is its bucket
+    batch = pa.record_batch({"id": buckets, layout.HASH_COLUMN: pa.array(buckets, pa.uint64())})
+    wanted = [0, 1, count - 1]
+    cache = ChunkCache(tmp_path / "many")
+    writers = ChunkWriters(plan, cache, wanted, budget=10**9)
+    try:
+        writers.add(batch)
+        assert sorted(writers.commit()) == wanted
+    finally:
+        writers.close()
+    for index in wanted:
+        entry = cache.get(plan.chunk_key(chunks[index]))
+        assert entry is not None and entry["id"].to_pylist() == [index]
 
 
 def test_entries_a_fill_wrote_are_not_checked_again_by_its_process(
