@@ -508,6 +508,12 @@ def test_statistics_of_a_column_null_on_every_row_have_no_median() -> None:
     assert stats.columns["x"] == ColumnStats(0)
 
 
+def test_top_values_of_the_train_chunks_tied_in_count_are_ranked_by_value() -> None:
+    table = pa.table({"c": ["b", "c", "a", "c"]})
+    stats = stats_from_tables([table], StatsRequest(top=("c",), top_k=3))
+    assert stats.columns["c"].top == (("c", 2), ("a", 1), ("b", 1))
+
+
 def test_statistics_of_tiny_numbers_keep_their_mean_and_spread() -> None:
     from faucet_core.preprocessing.stats import StatsRequest, stats_from_tables
 
@@ -791,25 +797,37 @@ def test_a_number_null_on_every_train_row_is_dropped_and_says_so() -> None:
     assert preprocessor.fitted_on == {"rows": 2}
 
 
+MIXED = [True, True, False, None, True, False, True]
+
+
 @pytest.mark.parametrize(
-    ("impute", "scaler"),
+    ("values", "impute", "scaler"),
     [
-        ("mean", StandardScaler()), ("median", StandardScaler()), ("mean", MinMaxScaler()),
-        ("most_frequent", StandardScaler()),
+        (MIXED, "mean", StandardScaler()), (MIXED, "median", StandardScaler()),
+        (MIXED, "mean", MinMaxScaler()), (MIXED, "most_frequent", StandardScaler()),
+        ([True, None, False, True, False], "median", StandardScaler()),  # median 0.5
+        ([True, None, True], "mean", MinMaxScaler()), ([False, None], "mean", MinMaxScaler()),
     ],
 )  # fmt: skip
 def test_booleans_impute_and_scale_as_their_values_as_1_and_0(
-    impute: str, scaler: StandardScaler | MinMaxScaler
+    values: list[bool | None], impute: str, scaler: StandardScaler | MinMaxScaler
 ) -> None:
     """A boolean imputed or scaled by its train values is so as the numbers 1 and 0 (its
     mean is the share of true values), as scikit-learn does it."""
-    table = pa.table({"flag": [True, True, False, None, True, False, True]})
+    table = pa.table({"flag": pa.array(values, pa.bool_())})
     scale = "standard" if isinstance(scaler, StandardScaler) else "minmax"
     settings = {"impute": impute, "scale": scale, "indicator": False}
     preprocessor = _fit(table, columns={"flag": settings})
-    values = table.to_pandas().astype(float).to_numpy()
-    expected = make_pipeline(SimpleImputer(strategy=impute), scaler).fit_transform(values)
+    numbers = table.to_pandas().astype(float).to_numpy()
+    expected = make_pipeline(SimpleImputer(strategy=impute), scaler).fit_transform(numbers)
     np.testing.assert_allclose(preprocessor.transform(table), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_a_boolean_of_one_value_scaled_by_minmax_is_constant(value: bool) -> None:
+    table = pa.table({"flag": [value, value]})
+    (flag,) = _fit(table, columns={"flag": {"scale": "minmax"}}).features
+    assert (flag.center, flag.width, flag.note) == (float(value), 1.0, "constant in train")
 
 
 def test_a_boolean_null_on_every_train_row_is_dropped_as_a_number_is() -> None:
@@ -839,6 +857,11 @@ def test_numbers_to_impute_from_train_values_none_of_which_exist_take_the_fill_v
         for name in imputations
     ]
     assert preprocessor.transform(table).tolist() == [[0.0, 1.0] * 3] * 3
+    clipped = PreprocessingConfig(columns={"x": {"impute": "mean", "clip": (1.0, 2.0)}})
+    (x,) = fit_preprocessor(
+        clipped, pa.schema({"x": pa.float64()}), [], lambda r: TrainStats(3, {"x": ColumnStats(0)})
+    ).features
+    assert (x.fill, x.clip) == (0.0, (1.0, 2.0))
 
 
 def test_a_label_given_settings_is_fitted_as_a_label_not_a_feature() -> None:

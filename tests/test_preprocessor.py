@@ -147,9 +147,17 @@ def test_a_restricted_request_keeps_the_accepted_vector_columns() -> None:
 
 def test_no_statistic_the_warehouse_gives_as_nan_is_kept_as_nan() -> None:
     rows = "SELECT * FROM (VALUES (1.0::DOUBLE), ('nan'::DOUBLE), (3.0)) v(x)"
-    stats = _stats(StatsSql(), StatsRequest(numeric=("x",)), rows).columns["x"]
+    keeps_nan = StatsSql(float="CAST({c} AS DOUBLE)")  # a dialect that averages NaN in
+    stats = _stats(keeps_nan, StatsRequest(numeric=("x",)), rows).columns["x"]
     found = (stats.mean, stats.std, stats.min, stats.max)
     assert not any(value is not None and math.isnan(value) for value in found), found
+    assert _stats(StatsSql(), StatsRequest(numeric=("x",)), rows).columns["x"].mean == 2.0
+
+
+def test_vectors_are_clipped_at_both_ends() -> None:
+    transform = ColumnTransform("v", "vector", size=2, clip=(0.0, 1.0))
+    vectors = pa.array([[-1.0, 0.5], [2.0, -3.0]], pa.list_(pa.float64(), 2))
+    assert [list(column) for column in transform.apply(vectors)] == [[0.0, 1.0], [0.5, 0.0]]
 
 
 def test_top_values_tied_in_count_are_ranked_by_value() -> None:
