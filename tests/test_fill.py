@@ -461,6 +461,65 @@ def test_chunk_indexes_past_16_bits_are_written_to_their_own_entries(
         assert entry is not None and entry["id"].to_pylist() == [index]
 
 
+@pytest.mark.parametrize("last", [False, True])
+def test_a_written_chunk_short_of_a_row_fails_the_commit_naming_it(
+    last: bool, make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """A chunk written with a row fewer than planned, be it the plan's first or its last,
+    fails the commit naming the chunk and both counts; no entry is committed."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    chunks = plan.every_chunk
+    rows = _scanned(reader).combine_chunks()
+    _, where = checks.RowCheck(plan).add(rows)
+    short = len(chunks) - 1 if last else 0
+    dropped = where.tolist().index(short)  # the chunk's first row in the scan
+    rows = pa.concat_tables([rows.slice(0, dropped), rows.slice(dropped + 1)])
+    cache = ChunkCache(tmp_path / "short")
+    writers = ChunkWriters(plan, cache, range(len(chunks)), budget=10**9)
+    try:
+        for batch in rows.to_batches():
+            writers.add(batch)
+        with pytest.raises(checks.PlanBreach) as refused:
+            writers.commit()
+    finally:
+        writers.close()
+    chunk = chunks[short]
+    assert refused.value.rule.startswith(
+        f"{chunk.split} chunk {chunk.index}: {chunk.rows - 1:,} rows where the plan counted "
+        f"{chunk.rows:,}"
+    )
+    assert all(cache.get(plan.chunk_key(c)) is None for c in chunks)
+
+
+def test_only_the_chunks_written_are_checked_at_the_commit(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """Rows of the chunks wanted only (a chunk cached already left out of the scan): the
+    chunk left out is not checked, and every chunk wanted is committed with its rows."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    chunks = plan.every_chunk
+    rows = _scanned(reader).combine_chunks()
+    _, where = checks.RowCheck(plan).add(rows)
+    cached = len(chunks) // 2
+    wanted = [i for i in range(len(chunks)) if i != cached]
+    rows = rows.filter(pa.array(where != cached))
+    cache = ChunkCache(tmp_path / "wanted")
+    writers = ChunkWriters(plan, cache, wanted, budget=10**9)
+    try:
+        for batch in rows.to_batches():
+            writers.add(batch)
+        assert sorted(writers.commit()) == wanted
+    finally:
+        writers.close()
+    assert cache.get(plan.chunk_key(chunks[cached])) is None
+    for index in wanted:
+        entry = cache.get(plan.chunk_key(chunks[index]))
+        assert entry is not None
+        assert checks.check_chunk(plan, chunks[index], entry, ordered=True).equals(entry)
+
+
 def test_entries_a_fill_wrote_are_not_checked_again_by_its_process(
     make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
