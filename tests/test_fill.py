@@ -28,6 +28,7 @@ from faucet_core import (
     hookimpl,
     layout,
 )
+from faucet_core.cache import EntryWriter
 from faucet_core.chunk_states import ChunkStates
 from faucet_core.fill import CacheFill, ChunkWriters
 from faucet_duckdb import DuckDBWarehouse
@@ -434,6 +435,95 @@ def test_a_flush_comes_once_the_buffered_bytes_pass_the_budget(
         writers.close()
     assert writers.flushes == 3  # the last row, by itself
     _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
+
+
+def test_the_first_flush_too_comes_only_past_the_budget(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """Before any flush, batches that bring the budget's bytes exactly are not written
+    yet; the next batch passes it and flushes them all, and commit has nothing left."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    rows = _scanned(reader).combine_chunks()
+    cuts = [(0, 200), (200, 200), (400, ROWS - 400)]
+    batches = [rows.slice(start, length).to_batches()[0] for start, length in cuts]
+    cache = ChunkCache(tmp_path / "first")
+    budget = batches[0].nbytes + batches[1].nbytes
+    writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget)
+    flushes: list[int] = []
+    try:
+        for batch in batches:
+            writers.add(batch)
+            flushes.append(writers.flushes)
+        assert flushes == [0, 0, 1]
+        assert sorted(writers.commit()) == list(range(len(plan.every_chunk)))
+    finally:
+        writers.close()
+    assert writers.flushes == 1
+    _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
+
+
+class _NamingCache(ChunkCache):
+    """A cache noting the name of each thread that opens one of its entries."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.threads: set[str] = set()
+
+    def writer(self, key: str, schema: pa.Schema) -> EntryWriter:
+        self.threads.add(threading.current_thread().name)
+        return super().writer(key, schema)
+
+
+def test_the_fills_writer_threads_are_named_as_faucets(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """The threads writing a fill's entries are named ``faucet-fill-write_N``: Faucet's
+    threads are told apart by their ``faucet`` names (a leak check looks for them)."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    cache = _NamingCache(tmp_path / "named")
+    writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget=10_000)
+    try:
+        for batch in _scanned(reader).to_batches(max_chunksize=300):
+            writers.add(batch)
+        assert sorted(writers.commit()) == list(range(len(plan.every_chunk)))
+    finally:
+        writers.close()
+    assert cache.threads
+    assert {name.rpartition("_")[0] for name in cache.threads} == {"faucet-fill-write"}
+
+
+def test_a_commit_past_the_budget_evicts_older_entries_never_those_it_wrote(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """A cache smaller than the chunks a fill writes: the commit evicts the entries there
+    before, and keeps every entry it wrote and reports cached, though over the budget."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    chunks = plan.every_chunk
+    rows = _scanned(reader)
+
+    def write(cache: ChunkCache) -> dict[int, str]:
+        writers = ChunkWriters(plan, cache, range(len(chunks)), budget=10**9)
+        try:
+            for batch in rows.to_batches():
+                writers.add(batch)
+            return writers.commit()
+        finally:
+            writers.close()
+
+    unbounded = ChunkCache(tmp_path / "unbounded")
+    assert sorted(write(unbounded)) == list(range(len(chunks)))
+    largest = max(p.stat().st_size for p in unbounded.directory.glob("*.arrow"))
+    budget = unbounded.total_bytes // 2
+    assert largest < budget  # each entry fits, not all of them
+    cache = ChunkCache(tmp_path / "bounded", max_bytes=budget)
+    assert cache.put("older", rows.slice(0, 10))
+    assert sorted(write(cache)) == list(range(len(chunks)))
+    assert cache.get("older") is None
+    assert all(cache.get(plan.chunk_key(chunk)) is not None for chunk in chunks)
+    assert cache.total_bytes == unbounded.total_bytes
 
 
 @pytest.mark.parametrize("count", [2**16, 2**16 + 1])

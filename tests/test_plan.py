@@ -16,7 +16,7 @@ from pydantic import BaseModel, PlainSerializer
 
 from faucet_core import ConfigError, Plan, PlanRequest, Reader, SourceSpec, SplitSpec, load_config
 from faucet_core.layout import BUCKETS
-from faucet_core.plan import ChunkSpec, make_plan
+from faucet_core.plan import PLAN_FORMAT, ChunkSpec, make_plan
 from faucet_core.warehouse import BucketCounts, PermanentWarehouseError, Warehouse
 
 MakeReader = Callable[..., Reader]
@@ -101,14 +101,48 @@ def test_the_warehouses_state_is_part_of_the_fingerprint() -> None:
 
 
 def test_an_altered_or_foreign_plan_is_refused() -> None:
-    data = json.loads(make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").to_json())
+    """An altered plan is refused as altered; text that is not a plan of this format (a
+    whole plan of another format, or not a JSON object) is refused naming the format."""
+    text = make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").to_json()
+    data = json.loads(text)
     data["chunks"]["train"][0][2] = 9
-    with pytest.raises(ValueError, match="altered"):
+    with pytest.raises(ValueError) as altered:
         Plan.from_json(json.dumps(data))
-    with pytest.raises(ValueError, match="not a Faucet plan"):
-        Plan.from_json('{"format": 1}')
-    with pytest.raises(ValueError, match="not a Faucet plan"):
-        Plan.from_json("[]")
+    assert str(altered.value).startswith(
+        "the plan was altered: its fingerprint does not match its chunks"
+    )
+    foreign = [
+        json.dumps({**json.loads(text), "format": PLAN_FORMAT - 1}),
+        json.dumps({**json.loads(text), "format": PLAN_FORMAT + 1}),
+        '{"format": 1}',
+        "[]",
+        "null",
+        '"a plan"',
+    ]
+    for other in foreign:
+        with pytest.raises(ValueError, match=f"^not a Faucet plan.* of format {PLAN_FORMAT}$"):
+            Plan.from_json(other)
+
+
+def test_a_plan_without_a_split_key_round_trips_through_json() -> None:
+    """A plan whose rows are split by the hash of all their columns (no split key) reads
+    back as it was."""
+    request = dataclasses.replace(REQUEST, split=SplitSpec(None, 25.0))
+    plan = make_plan("w", request, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    again = Plan.from_json(plan.to_json())
+    assert again == plan and again.fingerprint == plan.fingerprint
+    assert again.request.split.key is None and again.key == ("id", "x")
+
+
+def test_a_plan_written_without_a_state_reads_back_with_an_empty_one() -> None:
+    """A plan of this format written before plans kept their warehouse's state (no
+    ``state`` field) reads back with an empty state and the same fingerprint."""
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    data = json.loads(plan.to_json())
+    del data["state"]
+    again = Plan.from_json(json.dumps(data))
+    assert again == plan and again.fingerprint == plan.fingerprint
+    assert again.state == {}
 
 
 @pytest.mark.parametrize(
