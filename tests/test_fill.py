@@ -410,6 +410,20 @@ def test_a_small_buffer_writes_entries_in_many_parts(
     _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
 
 
+def _flushes_after_each(writers: ChunkWriters, batches: list[pa.RecordBatch]) -> list[int]:
+    """The writers' count of flushes after each batch added; then every chunk committed,
+    and the writers closed."""
+    flushes = []
+    try:
+        for batch in batches:
+            writers.add(batch)
+            flushes.append(writers.flushes)
+        assert sorted(writers.commit()) == list(range(len(writers.chunks)))
+    finally:
+        writers.close()
+    return flushes
+
+
 def test_a_flush_comes_once_the_buffered_bytes_pass_the_budget(
     make_reader: MakeReader, tmp_path: Path
 ) -> None:
@@ -424,15 +438,8 @@ def test_a_flush_comes_once_the_buffered_bytes_pass_the_budget(
     assert batches[0].nbytes > budget and batches[3].nbytes > budget
     cache = ChunkCache(tmp_path / "parts")
     writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget)
-    flushes: list[int] = []
-    try:
-        for batch in batches:
-            writers.add(batch)
-            flushes.append(writers.flushes)
-        assert flushes == [1, 1, 1, 2, 2]  # the third batch brings the budget's bytes exactly
-        assert sorted(writers.commit()) == list(range(len(plan.every_chunk)))
-    finally:
-        writers.close()
+    # The third batch brings the budget's bytes exactly.
+    assert _flushes_after_each(writers, batches) == [1, 1, 1, 2, 2]
     assert writers.flushes == 3  # the last row, by itself
     _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
 
@@ -450,15 +457,7 @@ def test_the_first_flush_too_comes_only_past_the_budget(
     cache = ChunkCache(tmp_path / "first")
     budget = batches[0].nbytes + batches[1].nbytes
     writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget)
-    flushes: list[int] = []
-    try:
-        for batch in batches:
-            writers.add(batch)
-            flushes.append(writers.flushes)
-        assert flushes == [0, 0, 1]
-        assert sorted(writers.commit()) == list(range(len(plan.every_chunk)))
-    finally:
-        writers.close()
+    assert _flushes_after_each(writers, batches) == [0, 0, 1]
     assert writers.flushes == 1
     _assert_entries_hold_rows_in_scan_order(plan, cache, rows)
 
@@ -633,3 +632,37 @@ def test_entries_a_fill_wrote_are_not_checked_again_by_its_process(
     assert sorted(epoch_ids(other)) == list(range(ROWS))
     assert sorted(c.index for c in checked) == [c.index for c in other.plan.chunks["train"]]
     assert CountingScans.scans.reads == 1
+
+
+class _HeldCache(ChunkCache):
+    """A cache whose entries open only once ``release`` is set (``opening`` says one waits)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.opening, self.release = threading.Event(), threading.Event()
+
+    def writer(self, key: str, schema: pa.Schema) -> EntryWriter:
+        self.opening.set()
+        assert self.release.wait(timeout=60)
+        return super().writer(key, schema)
+
+
+def test_closing_the_writers_waits_for_the_writes_under_way(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    """Closing drops the entries not committed only once the writes under way have ended:
+    none is still being written when close returns, and none is left in the cache."""
+    reader = make_reader(datastore="chunk-by-chunk-duckdb", test_split_percent=30)
+    plan = reader.plan
+    cache = _HeldCache(tmp_path / "held")
+    writers = ChunkWriters(plan, cache, range(len(plan.every_chunk)), budget=1)
+    writers.add(_scanned(reader).to_batches()[0])  # past the budget: its writes begin
+    assert cache.opening.wait(timeout=60)
+    closing = threading.Thread(target=writers.close)
+    closing.start()
+    closing.join(timeout=0.5)
+    assert closing.is_alive()  # it cannot end while a write is held
+    cache.release.set()
+    closing.join(timeout=60)
+    assert not closing.is_alive()
+    assert all(cache.get(plan.chunk_key(chunk)) is None for chunk in plan.every_chunk)
