@@ -300,6 +300,18 @@ def cells(table: Table) -> list[list[str]]:
     return [header, *rows]
 
 
+def assert_fitted_leaving_nan_out(reader: Reader, column: str, values: Any) -> None:
+    """``reader``'s preprocessor fitted ``column`` on ``values`` (its train rows: a numpy
+    array holding NaN) with NaN left out, as missing: not as a constant column."""
+    assert reader.preprocessor is not None
+    (fitted,) = [t for t in reader.preprocessor.features if t.name == column]
+    known = values[values == values]  # NaN is not equal to itself
+    assert 0 < len(known) < len(values)
+    assert (fitted.center, fitted.width, fitted.note) == (
+        pytest.approx(known.mean()), pytest.approx(known.std()), ""
+    )  # fmt: skip
+
+
 def epoch_ids(reader: Reader, eval: bool = False) -> list[int]:
     """Run one training epoch (or eval pass) and return the ``id`` of every row, in order."""
     if eval:
