@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import re
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,6 +28,7 @@ from faucet_core import (
     fill,
     hookimpl,
     layout,
+    stream,
 )
 from faucet_core.cache import EntryWriter
 from faucet_core.chunk_states import ChunkStates
@@ -270,8 +272,17 @@ def test_a_scan_that_disagrees_with_the_plan_is_never_cached(
     reader = make_reader(datastore="scan-drops-a-row")
     with caplog.at_level("WARNING"):
         ids = epoch_ids(reader)
-    assert "could not fill the cache from one scan" in caplog.text
-    assert "the source changed after planning" in caplog.text
+    # The warning names the source, the reason, and what the reader does instead.
+    assert [
+        r.getMessage()
+        for r in caplog.records
+        if re.fullmatch(
+            r"could not fill the cache from one scan of table t \(.*the source changed after"
+            r" planning.*\); reading chunk by chunk",
+            r.getMessage(),
+            re.DOTALL,
+        )
+    ]
     # Read chunk by chunk instead, every row once.
     assert sorted(ids) == list(range(ROWS))
 
@@ -339,6 +350,58 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
         PacedScan.go.put(number)
     filling.wait_all()
     assert filling.seconds_left() == 0
+
+
+def test_a_fill_of_a_cache_holding_every_chunk_scans_nothing(
+    make_reader: MakeReader,
+) -> None:
+    """A fill that finds every chunk cached already (by another reader) ends without
+    scanning the source, every chunk found cached."""
+    filler = make_reader(datastore="counting-scans")
+    assert sorted(epoch_ids(filler)) == list(range(ROWS))
+    assert CountingScans.scans.reads == 1
+    plan = filler.plan
+    cache = filler.stream.fetcher.cache
+    assert cache is not None
+    states = ChunkStates(plan)
+    filling = CacheFill(plan, cache, filler.stream.warehouse, contextlib.nullcontext, states)
+    filling.wait_all()
+    assert filling.over
+    assert CountingScans.scans.reads == 1
+    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
+
+
+def test_a_reader_closed_while_its_fill_is_stuck_warns_it_left_it_behind(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a reader whose fill is stuck in the warehouse past the close's wait leaves
+    it behind, warning that chunk reads are still running that long after close()."""
+    monkeypatch.setattr(stream, "CLOSE_TIMEOUT", 0.0)
+    BlockedScan.started.clear()
+    BlockedScan.release.clear()
+    reader = make_reader(datastore="blocked-scan", chunk_size=500)
+    reader.prep_for_epoch()
+    getter = threading.Thread(target=lambda: _swallow(reader.get_batch), daemon=True)
+    getter.start()
+    try:
+        assert BlockedScan.started.wait(timeout=60)
+        with caplog.at_level("WARNING"):
+            reader.close()
+    finally:
+        BlockedScan.release.set()
+    getter.join(timeout=60)
+    assert not getter.is_alive()
+    assert [
+        r.getMessage()
+        for r in caplog.records
+        if re.fullmatch(
+            r"chunk reads still running 0s after close\(\); leaving them behind", r.getMessage()
+        )
+    ]
+    for thread in threading.enumerate():
+        if thread.name.startswith("faucet-fill"):
+            thread.join(timeout=60)
+            assert not thread.is_alive()
 
 
 def _swallow(call: Callable[[], object]) -> None:

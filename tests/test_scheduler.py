@@ -122,3 +122,29 @@ def test_close_cancels_chunks_not_started() -> None:
     assert single.shutdown(timeout=10)
     assert loader.started == [0]
     assert list(scheduler) == []
+
+
+def test_no_load_is_taken_after_shutdown() -> None:
+    """Once shut down, the pool refuses new loads, and says so."""
+    single = FetchPool(1)
+    assert single.shutdown(timeout=10)
+    with pytest.raises(RuntimeError, match="shut down"):
+        single.submit(GatedLoader(1), _chunks(1)[0])
+
+
+def test_shutdown_cancels_the_loads_still_queued() -> None:
+    """Loads queued behind a running one are cancelled by shutdown, never run; the
+    running one is left to end."""
+    single = FetchPool(1)
+    loader = GatedLoader(3)
+    running, *queued = (single.submit(loader, segment) for segment in _chunks(3))
+    assert loader.began[0].wait(timeout=10)
+    try:
+        assert not single.shutdown(timeout=0)
+        assert all(future.cancelled() for future in queued)
+    finally:
+        for gate in loader.gates:
+            gate.set()
+    assert running.result(timeout=10) == 0
+    assert single.shutdown(timeout=10)
+    assert loader.started == [0]
