@@ -293,13 +293,20 @@ def test_without_room_in_the_cache_chunks_are_read_one_by_one(make_reader: MakeR
     assert CountingScans.scans.reads == 0 and CountingScans.reads.reads > 0
 
 
-def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
+def _reading_while_the_scan_is_held(make_reader: MakeReader) -> tuple[Reader, threading.Thread]:
+    """A reader of the blocked-scan warehouse, and a thread asking it for a batch: its fill's
+    scan is held until ``BlockedScan.release`` is set."""
     BlockedScan.started.clear()
     BlockedScan.release.clear()
     reader = make_reader(datastore="blocked-scan", chunk_size=500)
     reader.prep_for_epoch()
     getter = threading.Thread(target=lambda: _swallow(reader.get_batch), daemon=True)
     getter.start()
+    return reader, getter
+
+
+def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
+    reader, getter = _reading_while_the_scan_is_held(make_reader)
     assert BlockedScan.started.wait(timeout=60)
     closer = threading.Thread(target=reader.close)
     closer.start()
@@ -377,12 +384,7 @@ def test_a_reader_closed_while_its_fill_is_stuck_warns_it_left_it_behind(
     """Closing a reader whose fill is stuck in the warehouse past the close's wait leaves
     it behind, warning that chunk reads are still running that long after close()."""
     monkeypatch.setattr(stream, "CLOSE_TIMEOUT", 0.0)
-    BlockedScan.started.clear()
-    BlockedScan.release.clear()
-    reader = make_reader(datastore="blocked-scan", chunk_size=500)
-    reader.prep_for_epoch()
-    getter = threading.Thread(target=lambda: _swallow(reader.get_batch), daemon=True)
-    getter.start()
+    reader, getter = _reading_while_the_scan_is_held(make_reader)
     try:
         assert BlockedScan.started.wait(timeout=60)
         with caplog.at_level("WARNING"):
