@@ -97,8 +97,8 @@ def _tensor(table: pa.Table) -> torch.Tensor:
     # floats (or objects) in the batches that hold a NULL, and stay integers elsewhere.
     with_nulls = [
         f"{field.name} ({field.type})"
-        for field, column in zip(table.schema, table.columns, strict=True)
-        if column.null_count
+        for index, field in enumerate(table.schema)
+        if table.column(index).null_count
         and not (pa.types.is_floating(field.type) or vectors.is_vector(field.type))
     ]
     if with_nulls:

@@ -78,6 +78,12 @@ class ColumnTransform:
         """Numbers imputed, centered and scaled, nothing else: computed in bulk."""
         return self.kind == "numeric" and self.clip is None and self.scale != "log1p"
 
+    @property
+    def scaling(self) -> tuple[float, float]:
+        """The center subtracted and the width divided by: (0, 1) unless scaled by
+        ``standard`` or ``minmax``."""
+        return (self.center, self.width) if self.scale in ("standard", "minmax") else (0.0, 1.0)
+
     def outputs(self) -> list[str]:
         """The feature names this column gives, in order."""
         missing = [f"{self.name}__missing"] if self.indicator else []
@@ -118,8 +124,8 @@ class ColumnTransform:
             values = np.clip(values, self.clip[0], self.clip[1])
         if self.scale == "log1p":
             values = np.log1p(np.maximum(values, 0.0))
-        elif self.scale in ("standard", "minmax"):
-            values = (values - self.center) / self.width
+        center, width = self.scaling
+        values = (values - center) / width
         return [values, *([np.where(missing, 1.0, 0.0)] if self.indicator else [])]
 
     def _categorical(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
@@ -128,14 +134,12 @@ class ColumnTransform:
         if self.fill is not None:
             text = pc.fill_null(text, str(self.fill))
         found = pc.index_in(text, value_set=pa.array(self.categories, pa.string()))
-        index = np.asarray(
-            pc.fill_null(found, len(self.categories)).to_numpy(zero_copy_only=False), np.int64
-        )
+        index = pc.fill_null(found, len(self.categories))  # unseen values after the known
         indicator = [np.where(missing, 1.0, 0.0)] if self.indicator else []
         if self.encode == "index":
-            return [index.astype(np.float64), *indicator]
+            return [_floats(index), *indicator]
         onehot = np.zeros((len(index), len(self.categories) + 1))
-        onehot[np.arange(len(index)), index] = 1.0
+        onehot[np.arange(len(index)), np.asarray(index)] = 1.0
         return [*onehot.T, *indicator]
 
     def _vector(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
@@ -145,7 +149,7 @@ class ColumnTransform:
                 f"{self.name}: vectors of {values.shape[1]} values, where the preprocessor "
                 f"was fitted on vectors of {self.size}"
             )
-        missing = np.asarray(pc.is_null(column), bool)
+        missing = np.asarray(pc.is_null(column))
         holes = np.isnan(values)
         if self.fill_vector:
             values = np.where(holes, np.asarray(self.fill_vector)[None, :], values)
@@ -181,11 +185,9 @@ def _plain_numeric(
     if missing.any():
         fills = np.array([0.0 if t.fill is None else float(t.fill) for t, _ in plain])
         values = np.where(missing, fills[:, None], values)
-    scaled = [t.scale in ("standard", "minmax") for t, _ in plain]
-    centers = [t.center if s else 0.0 for (t, _), s in zip(plain, scaled, strict=True)]
-    widths = [t.width if s else 1.0 for (t, _), s in zip(plain, scaled, strict=True)]
-    values -= np.array(centers)[:, None]
-    values /= np.array(widths)[:, None]
+    scaling = np.array([t.scaling for t, _ in plain])
+    values -= scaling[:, :1]
+    values /= scaling[:, 1:]
     out[[position for _, position in plain]] = values
     for index, (transform, position) in enumerate(plain):
         if transform.indicator:
@@ -202,7 +204,7 @@ def _epoch_seconds(moments: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
 
 def _floats(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
     """Numbers (or booleans) as float64, NULL as NaN."""
-    return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    return np.asarray(pc.cast(column, pa.float64()))
 
 
 def _as_table(data: Any) -> pa.Table:
@@ -317,10 +319,9 @@ class Preprocessor:
             if transform is None:
                 arrays[name] = table.column(name)
                 continue
-            for output, values in zip(
-                transform.outputs(), transform.apply(table.column(name)), strict=True
-            ):
-                arrays[output] = pa.array(values, pa.float32())
+            outputs = transform.outputs()
+            for index, values in enumerate(transform.apply(table.column(name))):
+                arrays[outputs[index]] = pa.array(values, pa.float32())
         return pa.table(arrays)
 
     # Saving and loading.
@@ -339,8 +340,8 @@ class Preprocessor:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> Preprocessor:
-        """Read :meth:`to_json`'s text.
+    def from_json(cls, text: str | bytes) -> Preprocessor:
+        """Read :meth:`to_json`'s text (or its UTF-8 bytes).
 
         Raises:
             ValueError: Not a preprocessor of this format.
@@ -359,7 +360,7 @@ class Preprocessor:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_json` to ``path``."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        Path(path).write_bytes(f"{self.to_json()}\n".encode())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Preprocessor:
@@ -370,7 +371,7 @@ class Preprocessor:
             OSError: The file cannot be read.
         """
         try:
-            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+            return cls.from_json(Path(path).read_bytes())
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
 

@@ -223,8 +223,9 @@ class _Moments:
 
 
 def _floats(column: pa.ChunkedArray) -> np.ndarray[Any, Any]:
-    values = np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), np.float64)
-    return values[~np.isnan(values)]
+    values = np.asarray(pc.cast(column, pa.float64()))
+    known: np.ndarray[Any, Any] = values[~np.isnan(values)]
+    return known
 
 
 def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> TrainStats:
