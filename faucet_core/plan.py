@@ -221,7 +221,7 @@ class Plan:
         return json.dumps(data, sort_keys=True, default=str)
 
     @classmethod
-    def from_json(cls, text: str) -> Plan:
+    def from_json(cls, text: str | bytes) -> Plan:
         """Read a plan written by :meth:`to_json`.
 
         Raises:

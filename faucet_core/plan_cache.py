@@ -62,7 +62,7 @@ class PlanCache:
             age = time.time() - path.stat().st_mtime
             if max_age is not None and age > max_age:
                 return None
-            return Plan.from_json(path.read_text(encoding="utf-8"))
+            return Plan.from_json(path.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -78,10 +78,10 @@ class PlanCache:
         except OSError as exc:
             log.warning("could not save the plan %s: %s", path, exc)
 
-    def get_preprocessor(self, key: str) -> str | None:
-        """The fitted preprocessor saved under ``key`` (as JSON), or ``None``."""
+    def get_preprocessor(self, key: str) -> bytes | None:
+        """The fitted preprocessor saved under ``key`` (as UTF-8 JSON), or ``None``."""
         try:
-            return (self.directory / f"{key}{PREPROCESSOR_SUFFIX}").read_text(encoding="utf-8")
+            return (self.directory / f"{key}{PREPROCESSOR_SUFFIX}").read_bytes()
         except OSError:
             return None
 

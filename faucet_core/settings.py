@@ -161,10 +161,11 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     origin = str(file)
     suffix = file.suffix.lower()
     try:
-        text = file.read_text(encoding="utf-8")
+        content = file.read_bytes()
     except OSError as exc:
         raise ConfigError([("", f"cannot read the file: {exc.strerror or exc}")], origin) from exc
     try:
+        text = content.decode()
         if suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text)
         elif suffix == ".toml":
@@ -176,7 +177,12 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
                 [("", f"unknown config file type {suffix!r} (use .yaml, .yml, .toml or .json)")],
                 origin,
             )
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+    except (
+        UnicodeDecodeError,
+        yaml.YAMLError,
+        tomllib.TOMLDecodeError,
+        json.JSONDecodeError,
+    ) as exc:
         raise ConfigError([("", f"cannot parse the file: {exc}")], origin) from exc
     if data is None:
         data = {}

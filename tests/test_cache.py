@@ -262,10 +262,10 @@ def test_holding_finds_entries_other_caches_wrote(tmp_path: Path) -> None:
 def test_saved_plans_and_preprocessors_are_counted_apart_and_cleared(tmp_path: Path) -> None:
     plans = PlanCache(tmp_path)
     assert plans.count() == (0, 0) and plans.clear() == 0
-    plans.put_preprocessor("k", '{"caf\u00e9": "d\u00e9j\u00e0"}')
+    with ascii_locale():  # written as UTF-8 whatever the locale
+        plans.put_preprocessor("k", '{"caf\u00e9": "d\u00e9j\u00e0"}')
     (tmp_path / "plans" / "k.json").write_text("{}")
-    with ascii_locale():  # read as UTF-8 whatever the locale
-        assert plans.get_preprocessor("k") == '{"caf\u00e9": "d\u00e9j\u00e0"}'
+    assert plans.get_preprocessor("k") == '{"caf\u00e9": "d\u00e9j\u00e0"}'.encode()
     assert plans.get_preprocessor("other") is None
     assert plans.count() == (1, 1)
     sizes = sum(p.stat().st_size for p in (tmp_path / "plans").iterdir())

@@ -107,12 +107,13 @@ def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> Non
     [
         ("faucet.ini", "x", "unknown config file type '.ini'"),
         ("faucet.yaml", "a: [1", "cannot parse the file"),
+        ("faucet.toml", "name = 'caf\xe9'", "cannot parse the file: 'utf-8' codec"),  # Latin-1
         ("faucet.json", "[1, 2]", "the file must hold a mapping of settings"),
     ],
 )
 def test_unreadable_files_are_named(tmp_path: Path, name: str, text: str, message: str) -> None:
     path = tmp_path / name
-    path.write_text(text)
+    path.write_bytes(text.encode("latin-1"))
     with pytest.raises(ConfigError, match=message) as raised:
         load_config(path)
     assert raised.value.origin == str(path)
