@@ -9,7 +9,7 @@ import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pytest
@@ -163,11 +163,26 @@ class PacedScan(DuckDBWarehouse):
             yield from table.slice(start, 1_000).to_batches()
 
 
+class CutScan(DuckDBWarehouse):
+    """A scan of the whole source in 100-row batches."""
+
+    name = "cut-scan"
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        batches = super().scan(plan, chunks)
+        assert batches is not None
+        for batch in batches:
+            for offset in range(0, batch.num_rows, 100):
+                yield batch.slice(offset, 100)
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         for warehouse in (
-            CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan
+            CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan, CutScan
         ):  # fmt: skip
             register(warehouse)
 
@@ -357,6 +372,80 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
         PacedScan.go.put(number)
     filling.wait_all()
     assert filling.seconds_left() == 0
+
+
+def test_a_fill_logs_the_chunks_it_cached_and_the_rows_it_scanned(
+    make_reader: MakeReader, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once its entries are committed, a fill says how many chunks it cached, of which
+    source, and how many rows its scan read."""
+    reader = make_reader(datastore="duckdb", test_split_percent=30)
+    plan = reader.plan
+    filling = CacheFill(
+        plan, ChunkCache(tmp_path / "fill"), reader.stream.warehouse, contextlib.nullcontext,
+        ChunkStates(plan),
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="faucet_core.fill"):
+        filling.wait_all()
+    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
+    messages = [r.getMessage() for r in caplog.records if r.name == "faucet_core.fill"]
+    chunks = len(plan.every_chunk)
+    assert messages == [f"cached {chunks} chunks of table t from one scan of {ROWS} rows"]
+
+
+def test_a_fill_writes_a_small_source_in_parts_of_an_eighth_of_its_bytes(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source far under the fill's buffer budget is still written while it is scanned,
+    in flushes of an eighth of the plan's bytes (whole bytes) each, not all at the end."""
+    monkeypatch.setattr(fill, "_MIN_PART_BYTES", 1)  # parts as small as the source makes them
+    made: list[ChunkWriters] = []
+
+    class NotedWriters(ChunkWriters):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(fill, "ChunkWriters", NotedWriters)
+    reader = make_reader(datastore="cut-scan", test_split_percent=30)
+    plan = reader.plan
+    size = plan.arrow_bytes()
+    assert size is not None
+    cache = ChunkCache(tmp_path / "parts")
+    filling = CacheFill(
+        plan, cache, reader.stream.warehouse, contextlib.nullcontext, ChunkStates(plan),
+        budget=10**9,
+    )  # fmt: skip
+    filling.wait_all()
+    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
+    (writers,) = made
+    assert writers.budget == size // 8 and isinstance(writers.budget, int)
+    assert writers.flushes > 1
+    batches = [cache.get(plan.chunk_key(chunk)) for chunk in plan.every_chunk]
+    assert any(entry is not None and entry.column(0).num_chunks > 1 for entry in batches)
+
+
+def test_the_fill_thread_is_a_daemon(make_reader: MakeReader, tmp_path: Path) -> None:
+    """A fill started by the main thread runs in a daemon thread named ``faucet-fill``: a
+    fill stuck in the warehouse never keeps the process from exiting."""
+    BlockedScan.started.clear()
+    BlockedScan.release.clear()
+    reader = make_reader(datastore="blocked-scan", chunk_size=500)
+    plan = reader.plan
+    filling = CacheFill(
+        plan, ChunkCache(tmp_path / "fill"), reader.stream.warehouse, contextlib.nullcontext,
+        ChunkStates(plan),
+    )  # fmt: skip
+    assert not threading.current_thread().daemon
+    try:
+        filling.start()
+        assert BlockedScan.started.wait(timeout=60)
+        fills = [t for t in threading.enumerate() if t.name == "faucet-fill"]
+        assert fills and all(t.daemon for t in fills)
+    finally:
+        BlockedScan.release.set()
+    filling.wait_all()
+    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
 
 
 def test_a_fill_of_a_cache_holding_every_chunk_scans_nothing(
