@@ -106,12 +106,13 @@ def varying_lists(schema: pa.Schema) -> list[str]:
 def uniform_lists(schema: pa.Schema, sizes: Mapping[str, tuple[int, int]]) -> pa.Schema:
     """``schema`` with each list column whose lists all hold the same number of values
     (``sizes``: the least and the most, over the rows) as a vector column of that size."""
-    fields = []
-    for field in schema:
-        least, most = sizes.get(field.name, (-1, -2))
-        if least == most and least > 0:
-            field = field.with_type(pa.list_(field.type.value_type, least))
-        fields.append(field)
+    one_size = {name: least for name, (least, most) in sizes.items() if least == most > 0}
+    fields = [
+        field.with_type(pa.list_(field.type.value_type, one_size[field.name]))
+        if field.name in one_size
+        else field
+        for field in schema
+    ]
     return pa.schema(fields, metadata=schema.metadata)
 
 
@@ -150,7 +151,7 @@ def serve(table: pa.Table, schema: pa.Schema | None, lengths: Mapping[str, int])
     vectors (:func:`conform`), then the lists of ``lengths`` padded (:func:`pad`)."""
     if schema is not None:
         table = conform(table, schema)
-    return pad(table, lengths) if lengths else table
+    return pad(table, lengths)
 
 
 def length_column(name: str) -> str:
@@ -196,10 +197,10 @@ def pad(table: pa.Table, lengths: Mapping[str, int]) -> pa.Table:
 
 def _padded(array: pa.Array, size: int) -> tuple[pa.FixedSizeListArray, pa.Array]:
     """``array``'s lists padded with zeros (or cut) to ``size``, and each one's kept size."""
-    own = np.asarray(pc.fill_null(pc.list_value_length(array), 0), np.int64)
+    own = np.asarray(pc.fill_null(pc.list_value_length(array), 0))
     kept = np.minimum(own, size)
     # flatten() leaves out NULL lists, whose size counts as 0 above.
-    flat = np.asarray(pc.cast(array.flatten(), pa.float64()).to_numpy(zero_copy_only=False))
+    flat = np.asarray(pc.cast(array.flatten(), pa.float64()))
     out = np.zeros((len(array), size))
     rows = np.repeat(np.arange(len(array)), kept)
     columns = np.arange(int(kept.sum())) - np.repeat(np.cumsum(kept) - kept, kept)
@@ -234,10 +235,9 @@ def _chunk_block(array: pa.FixedSizeListArray, size: int) -> np.ndarray[Any, Any
     # `values` is the whole child array: the slice this chunk holds starts at its offset.
     values = array.values.slice(array.offset * size, len(array) * size)
     if array.null_count == 0 and values.null_count == 0 and not pa.types.is_boolean(values.type):
-        view: np.ndarray[Any, Any] = values.to_numpy(zero_copy_only=True)
+        view: np.ndarray[Any, Any] = np.asarray(values)
         return view.reshape(len(array), size)
-    floats = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-    out = np.array(floats, np.float64).reshape(len(array), size)  # a copy we may write
+    out = np.array(pc.cast(values, pa.float64())).reshape(len(array), size)  # ours to write
     if array.null_count:
         out[np.asarray(array.is_null())] = np.nan
     return out

@@ -377,13 +377,10 @@ class Preprocessor:
 
 
 def _plain(transform: ColumnTransform) -> dict[str, Any]:
-    """The transform's fields that differ from their defaults (name and kind always)."""
+    """The transform's fields that differ from their defaults (name and kind, which have
+    none, always)."""
     defaults = {f.name: f.default for f in fields(ColumnTransform)}
-    return {
-        key: value
-        for key, value in asdict(transform).items()
-        if key in ("name", "kind") or value != defaults[key]
-    }
+    return {key: value for key, value in asdict(transform).items() if value != defaults[key]}
 
 
 def _transform(data: Mapping[str, Any]) -> ColumnTransform:
