@@ -86,7 +86,10 @@ class ChunkWriters:
         self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
         self._buffered = 0
-        self._flusher = concurrent.futures.ThreadPoolExecutor(_WRITERS, "faucet-fill-write")
+        # As many threads as a flush has runs (_WRITERS): one flush at a time.
+        self._flusher = concurrent.futures.ThreadPoolExecutor(
+            thread_name_prefix="faucet-fill-write"
+        )
         self._flushing: list[concurrent.futures.Future[None]] = []
 
     def add(self, batch: pa.RecordBatch) -> None:
@@ -126,15 +129,11 @@ class ChunkWriters:
             np.copyto(small, indexes, casting="unsafe")
         order = np.argsort(small, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)])
-        # Runs of chunks of about equal rows; a chunk is always in the same writer's run
-        # of a flush, and flushes follow each other, so its rows are appended in order.
-        cuts = np.searchsorted(starts, np.linspace(0, starts[-1], _WRITERS + 1)[1:-1])
-        bounds = [0, *cuts.tolist(), len(self.chunks)]
-        for lo, hi in itertools.pairwise(bounds):
-            if starts[hi] > starts[lo]:
-                rows = order[starts[lo] : starts[hi]]
-                job = self._flusher.submit(self._write, table, rows, starts, lo, hi)
-                self._flushing.append(job)
+        # A chunk is always in the same writer's run of a flush, and flushes follow each
+        # other, so its rows are appended in order.
+        for lo, hi in _runs(starts, _WRITERS):
+            rows = order[starts[lo] : starts[hi]]
+            self._flushing.append(self._flusher.submit(self._write, table, rows, starts, lo, hi))
 
     def wait(self) -> None:
         """Wait for the flush under way; raise its error, if any."""
@@ -189,7 +188,18 @@ class ChunkWriters:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
-        self._pending = []
+
+
+def _runs(starts: np.ndarray[Any, Any], count: int) -> list[tuple[int, int]]:
+    """Up to ``count`` runs of chunks (``lo`` to ``hi``) of about equal rows, none empty.
+
+    Args:
+        starts: Each chunk's first row, then the rows of all (:func:`numpy.cumsum`'s).
+        count: The runs wanted.
+    """
+    cuts = np.searchsorted(starts, np.linspace(0, starts[-1], count + 1)[1:-1])
+    bounds = [0, *cuts.tolist(), len(starts) - 1]
+    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if starts[hi] > starts[lo]]
 
 
 class CacheFill:
