@@ -252,11 +252,47 @@ def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: P
 
 
 def test_holding_finds_entries_other_caches_wrote(tmp_path: Path) -> None:
+    """Of the keys asked for, holding finds those other caches wrote too, and from then on
+    this cache knows their entries (under their keys, with their sizes), not the others'."""
     mine = ChunkCache(tmp_path)
     mine.put("a", _table(10))
-    ChunkCache(tmp_path).put("b", _table(10))  # another reader, another process
-    assert mine.holding(["a", "b", "c"]) == {"a", "b"}
-    assert mine.get("b") == _table(10)
+    size = mine.total_bytes
+    other = ChunkCache(tmp_path)  # another reader, another process
+    for start, key in enumerate("bcd", start=1):
+        other.put(key, _table(10, start))  # the same size, other bytes
+    assert mine.holding(["a", "b", "c", "x"]) == {"a", "b", "c"}
+    assert (len(mine), mine.total_bytes) == (3, 3 * size)
+    mine.discard("c")  # found wrong by its reader: the file found by holding goes
+    assert sorted(path.name.split(".")[0] for path in tmp_path.glob("*.arrow")) == ["a", "b", "d"]
+    assert mine.get("b") == _table(10, 1)
+    assert (len(mine), mine.total_bytes) == (2, 2 * size)  # b is known once, not twice
+
+
+def test_eviction_counts_the_entries_others_wrote_among_files_being_written(
+    tmp_path: Path,
+) -> None:
+    """The budget counts the entries other processes wrote, whatever else lies in the
+    folder (files still being written): the least recently used go by their files' times,
+    but those kept, and the entries left read back as good."""
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(10))
+    size = probe.total_bytes
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=2 * size)
+    other = ChunkCache(folder)  # another process, with no budget of its own
+    tables = {f"k{i:02d}": _table(10, start=i) for i in range(16)}  # k00 the oldest
+    now = time.time_ns()
+    for age, (key, table) in enumerate(reversed(tables.items()), start=1):
+        other.put(key, table)
+        (path,) = folder.glob(f"{key}.*.arrow")
+        os.utime(path, ns=(now - age * 10**9, now - age * 10**9))
+    for i in range(16):
+        (folder / f".w{i}.1.2.tmp").write_bytes(b"partial")  # other writers, at work
+    cache.evict(keep={"k00"})
+    assert sorted(path.name.split(".")[0] for path in folder.glob("*.arrow")) == ["k00", "k15"]
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (14, 14 * size)
+    assert cache.get("k00") == tables["k00"] and cache.get("k15") == tables["k15"]
+    assert cache.stats.corrupt_discarded == 0
 
 
 def test_saved_plans_and_preprocessors_are_counted_apart_and_cleared(tmp_path: Path) -> None:
