@@ -139,7 +139,7 @@ class RowCheck:
         if self.plan.eval_buckets:
             scratch = memory.empty(len(hashes), hashes.dtype)
             keys[layout.is_eval(hashes, self.plan.eval_buckets, scratch)] += layout.BUCKETS
-        return np.take(self._lookup, keys, out=memory.empty(len(hashes), self._lookup.dtype))
+        return memory.take_values(self._lookup, keys)
 
     def _refuse_outside(
         self, hashes: np.ndarray[Any, Any], indexes: np.ndarray[Any, Any], count: int

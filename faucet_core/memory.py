@@ -12,6 +12,7 @@ memory speed (virtual machines that return free memory to their host).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from faucet_core import layout
 
-__all__ = ["empty", "pool", "take"]
+__all__ = ["concatenate", "empty", "pool", "take", "take_values"]
 
 
 @functools.cache
@@ -45,3 +46,18 @@ def take(table: pa.Table, positions: np.ndarray[Any, Any]) -> pa.Table:
     """The rows of ``table`` at ``positions`` (numpy integers), in one contiguous run per
     column, in the pipeline's pool."""
     return pc.take(table, layout.positions_array(positions), memory_pool=pool())
+
+
+def take_values(
+    values: np.ndarray[Any, Any], positions: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """``values`` at ``positions`` (:func:`numpy.take`), in the pipeline's pool."""
+    # pragma: no mutate block (a buffer of the pool only saves time: numpy's values)
+    return np.take(values, positions, out=empty(len(positions), values.dtype))
+
+
+def concatenate(parts: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """``parts`` end to end, of the first one's type, in the pipeline's pool."""
+    out = empty(sum(len(part) for part in parts), parts[0].dtype)
+    # pragma: no mutate block (a buffer of the pool only saves time: numpy's values)
+    return np.concatenate(parts, out=out)
