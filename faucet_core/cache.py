@@ -320,10 +320,11 @@ class ChunkCache:
                 stat = path.stat()
             except FileNotFoundError:
                 continue
-            found.append((stat.st_mtime_ns, parsed[0], _Entry(path, stat.st_size, parsed[1])))
+            entry = _Entry(path, stat.st_size, parsed[1])
+            found.append((stat.st_mtime_ns, name, parsed[0], entry))
         duplicates = []
         with self._lock:
-            for _, key, entry in sorted(found, key=lambda item: item[0]):
+            for _, _, key, entry in sorted(found):  # by time, then by name (unique)
                 if key in self._entries:
                     duplicates.append(entry)
                 else:
