@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from faucet_core import ConfigError
-from faucet_core.output import format_batch
+from faucet_core.output import BatchFormatter, format_batch
 
 
 def test_numpy_output_refuses_lists_whose_size_varies_by_name() -> None:
@@ -50,3 +50,18 @@ def test_polars_output_without_polars_names_the_extra_that_installs_it(
     assert raised.value.problems == [
         ("output", "polars needs the polars package: pip install 'faucetml[polars]'")
     ]
+
+
+def test_a_formatter_finds_the_columns_again_when_the_schema_changes() -> None:
+    """Columns are found by name once per schema: a batch whose columns come in another
+    order is served by name, not by the positions found before."""
+    formatter = BatchFormatter(["x", "z"], ["y"], "numpy")
+    first = formatter(pa.table({"x": [1.0], "y": [0], "z": [2.0]}))
+    again = formatter(pa.table({"x": [3.0], "y": [1], "z": [4.0]}))
+    moved = formatter(pa.table({"y": [1], "z": [6.0], "x": [5.0]}))
+    assert [b["features"].tolist() for b in (first, again, moved)] == [
+        [[1.0, 2.0]],
+        [[3.0, 4.0]],
+        [[5.0, 6.0]],
+    ]
+    assert [b["labels"].tolist() for b in (first, again, moved)] == [[0], [1], [1]]
