@@ -475,7 +475,7 @@ class FaucetDataLoader(DataLoader[TensorBatch]):
                 "(rows=True) goes to a loader that batches them (DataLoader with a batch_size)"
             )
         # Not rows: the dataset serves the batches this loader passes through.
-        super().__init__(cast("Dataset[TensorBatch]", dataset), batch_size=None, **kwargs)
+        super().__init__(cast(Dataset[TensorBatch], dataset), batch_size=None, **kwargs)
         self.metrics = LoaderMetrics()
         self._epoch = dataset.epoch
         self._consumed = dataset.skip_batches
