@@ -216,13 +216,12 @@ def count_hashes(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> pa.Tab
     """The count table of rows with ``hashes``, as :meth:`Dialect.count_query` computes it in
     SQL: for a warehouse that hashes its rows outside SQL, and the reference every
     warehouse's counting is tested against."""
-    evals = is_eval(hashes, eval_bucket_count)
-    keys = evals.astype(np.int64) * BUCKETS + bucket_of(hashes).astype(np.int64)
+    keys = np.where(is_eval(hashes, eval_bucket_count), BUCKETS, 0) + bucket_of(hashes)
     unique, inverse, rows = np.unique(keys, return_inverse=True, return_counts=True)
     checksums = np.zeros(len(unique), dtype=np.int64)
     np.add.at(checksums, inverse, _fold(hashes, CHECKSUM_MODULUS).astype(np.int64))
     return pa.Table.from_arrays(
-        [pa.array(unique >= BUCKETS), pa.array(unique % BUCKETS), pa.array(rows, pa.int64()),
+        [pa.array(unique >= BUCKETS), pa.array(unique % BUCKETS), pa.array(rows),
          pa.array(checksums)],
         schema=_COUNT_SCHEMA,
     )  # fmt: skip
