@@ -48,10 +48,10 @@ def check_loader(dataset: FaucetIterableDataset) -> None:
             loader that shards the dataset again on every process.
     """
     loader = _active_loader()
-    data_loader = sys.modules.get("accelerate.data_loader")
-    if loader is None or data_loader is None:
+    if loader is None:
         return
-    iterated = getattr(loader, "dataset", None)
+    data_loader = sys.modules["accelerate.data_loader"]  # imported by accelerate's package
+    iterated = loader.dataset
     if isinstance(loader, data_loader.DataLoaderDispatcher) and iterated is dataset:
         _check_dispatcher(dataset, loader)
     elif isinstance(iterated, data_loader.IterableDatasetShard) and iterated.dataset is dataset:
