@@ -333,16 +333,23 @@ class FaucetIterableDataset(IterableDataset[Item]):
 
         Raises:
             ValueError: A Hugging Face Accelerate loader starting to iterate this dataset
-                would lose or repeat rows (see :func:`faucet_core.dispatch.check_loader`).
+                would lose or repeat rows (see :func:`faucet_core.dispatch.check_loader`);
+                or ``skip_batches`` below 0.
         """
         check_loader(self)
         self.select_epoch(epoch + 1, skip_batches)
 
     def select_epoch(self, epoch: int, skip_batches: int = 0) -> None:
         """Select the epoch (1-based) the next iteration serves, and the batches of it
-        already consumed."""
+        already consumed.
+
+        Raises:
+            ValueError: ``epoch`` below 1, or ``skip_batches`` below 0.
+        """
         if epoch < 1:
             raise ValueError(f"epochs are 1-based: {epoch} < 1")
+        if skip_batches < 0:
+            raise ValueError(f"skip_batches counts batches consumed: {skip_batches} < 0")
         self._epochs.select(epoch, skip_batches)
 
     @property

@@ -278,6 +278,10 @@ def test_the_datasets_epochs_are_the_readers(make_reader: MakeReader) -> None:
     assert _ids(list(dataset)) == epochs[0]
     with pytest.raises(ValueError, match="1-based"):
         dataset.select_epoch(0)
+    with pytest.raises(ValueError, match="skip_batches counts batches consumed: -1 < 0"):
+        dataset.set_epoch(1, skip_batches=-1)
+    assert (dataset.epoch, dataset.skip_batches) == (1, 0)  # the last selection stands
+    dataset.select_epoch(1, skip_batches=0)  # nothing consumed: allowed
 
 
 def test_from_config_reads_the_file_with_overrides_and_owns_its_reader(
