@@ -59,21 +59,36 @@ class CountingScans(DuckDBWarehouse):
         return super().read_buckets(plan, chunk)  # type: ignore[arg-type]
 
 
-class ScanDropsARow(DuckDBWarehouse):
-    """A scan that disagrees with the plan: the source changed after planning."""
-
-    name = "scan-drops-a-row"
+class PassedScan(DuckDBWarehouse):
+    """DuckDB, its scans' batches passed through :meth:`passed`."""
 
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterator[pa.RecordBatch]:
         batches = super().scan(plan, chunks)
         assert batches is not None
+        yield from self.passed(batches, chunks)
+
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
+    ) -> Iterator[pa.RecordBatch]:
+        """The batches the scan gives, of ``batches`` (DuckDB's, of ``chunks``)."""
+        yield from batches
+
+
+class ScanDropsARow(PassedScan):
+    """A scan that disagrees with the plan: the source changed after planning."""
+
+    name = "scan-drops-a-row"
+
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
+    ) -> Iterator[pa.RecordBatch]:
         for i, batch in enumerate(batches):
             yield batch.slice(1) if i == 0 else batch
 
 
-class BlockedScan(DuckDBWarehouse):
+class BlockedScan(PassedScan):
     """A scan of the whole source that stops after its first batch until ``release`` is
     set; scans of a few chunks run freely."""
 
@@ -81,11 +96,9 @@ class BlockedScan(DuckDBWarehouse):
     started = threading.Event()
     release = threading.Event()
 
-    def scan(
-        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
     ) -> Iterator[pa.RecordBatch]:
-        batches = super().scan(plan, chunks)
-        assert batches is not None
         for batch in batches:
             yield batch
             if chunks is None:
@@ -93,7 +106,7 @@ class BlockedScan(DuckDBWarehouse):
                 type(self).release.wait(timeout=60)
 
 
-class SlowToEnd(DuckDBWarehouse):
+class SlowToEnd(PassedScan):
     """A scan of the whole source that, having yielded every row, takes ``pause`` seconds
     to end (a warehouse slow to close its stream); scans of a few chunks are counted."""
 
@@ -101,19 +114,17 @@ class SlowToEnd(DuckDBWarehouse):
     pause = 2.0
     chunk_scans: ClassVar[ReadCounter] = ReadCounter()
 
-    def scan(
-        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
     ) -> Iterator[pa.RecordBatch]:
         if chunks is not None:
             type(self).chunk_scans.add()
-        batches = super().scan(plan, chunks)
-        assert batches is not None
         yield from batches
         if chunks is None:
             threading.Event().wait(timeout=type(self).pause)
 
 
-class HeldScan(DuckDBWarehouse):
+class HeldScan(PassedScan):
     """A scan of the whole source in 10-row batches that, after its first, waits for a
     chunk to be read by itself; that read notes whether the scan moved on meanwhile."""
 
@@ -122,11 +133,9 @@ class HeldScan(DuckDBWarehouse):
     third_batch = threading.Event()
     moved_on: ClassVar[list[bool]] = []
 
-    def scan(
-        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
     ) -> Iterator[pa.RecordBatch]:
-        batches = super().scan(plan, chunks)
-        assert batches is not None
         if chunks is not None:
             type(self).chunk_read.set()
             # Broken holds show at once; a held scan never pulls a third batch meanwhile.
@@ -144,7 +153,7 @@ class HeldScan(DuckDBWarehouse):
                 yield batch.slice(offset, 10)
 
 
-class PacedScan(DuckDBWarehouse):
+class PacedScan(PassedScan):
     """A scan of the whole source in 1,000-row batches, each only once the test puts its
     number in ``go``; it tells ``asked`` when the fill asks for the next one."""
 
@@ -152,11 +161,9 @@ class PacedScan(DuckDBWarehouse):
     go: ClassVar[queue.Queue[int]] = queue.Queue()
     asked: ClassVar[queue.Queue[int]] = queue.Queue()
 
-    def scan(
-        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
     ) -> Iterator[pa.RecordBatch]:
-        batches = super().scan(plan, chunks)
-        assert batches is not None
         table = pa.Table.from_batches(list(batches))
         for number, start in enumerate(range(0, table.num_rows, 1_000)):
             type(self).asked.put(number)
@@ -164,16 +171,14 @@ class PacedScan(DuckDBWarehouse):
             yield from table.slice(start, 1_000).to_batches()
 
 
-class CutScan(DuckDBWarehouse):
+class CutScan(PassedScan):
     """A scan of the whole source in 100-row batches."""
 
     name = "cut-scan"
 
-    def scan(
-        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
     ) -> Iterator[pa.RecordBatch]:
-        batches = super().scan(plan, chunks)
-        assert batches is not None
         for batch in batches:
             for offset in range(0, batch.num_rows, 100):
                 yield batch.slice(offset, 100)
