@@ -399,6 +399,15 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
     assert filling.seconds_left() == 0
 
 
+def _fill_of(reader: Reader, cache: ChunkCache, **settings: Any) -> CacheFill:
+    """A fill (not started) of ``reader``'s plan into ``cache``, alone in its process."""
+    plan = reader.plan
+    return CacheFill(
+        plan, cache, reader.stream.warehouse, contextlib.nullcontext, ChunkStates(plan),
+        **settings,
+    )  # fmt: skip
+
+
 def test_a_fill_logs_the_chunks_it_cached_and_the_rows_it_scanned(
     make_reader: MakeReader, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -406,10 +415,7 @@ def test_a_fill_logs_the_chunks_it_cached_and_the_rows_it_scanned(
     source, and how many rows its scan read."""
     reader = make_reader(datastore="duckdb", test_split_percent=30)
     plan = reader.plan
-    filling = CacheFill(
-        plan, ChunkCache(tmp_path / "fill"), reader.stream.warehouse, contextlib.nullcontext,
-        ChunkStates(plan),
-    )  # fmt: skip
+    filling = _fill_of(reader, ChunkCache(tmp_path / "fill"))
     with caplog.at_level("INFO", logger="faucet_core.fill"):
         filling.wait_all()
     assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
@@ -437,10 +443,7 @@ def test_a_fill_writes_a_small_source_in_parts_of_an_eighth_of_its_bytes(
     size = plan.arrow_bytes()
     assert size is not None
     cache = ChunkCache(tmp_path / "parts")
-    filling = CacheFill(
-        plan, cache, reader.stream.warehouse, contextlib.nullcontext, ChunkStates(plan),
-        budget=10**9,
-    )  # fmt: skip
+    filling = _fill_of(reader, cache, budget=10**9)
     filling.wait_all()
     assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
     (writers,) = made
@@ -457,10 +460,7 @@ def test_the_fill_thread_is_a_daemon(make_reader: MakeReader, tmp_path: Path) ->
     BlockedScan.release.clear()
     reader = make_reader(datastore="blocked-scan", chunk_size=500)
     plan = reader.plan
-    filling = CacheFill(
-        plan, ChunkCache(tmp_path / "fill"), reader.stream.warehouse, contextlib.nullcontext,
-        ChunkStates(plan),
-    )  # fmt: skip
+    filling = _fill_of(reader, ChunkCache(tmp_path / "fill"))
     assert not threading.current_thread().daemon
     try:
         filling.start()
