@@ -627,13 +627,36 @@ def test_from_config_on_ranks_uses_rank_zeros_plan_seed_and_fitted_preprocessing
     with caplog.at_level("INFO", logger="faucet"):
         first, second = on_threaded_ranks(2, read)
     assert isinstance(first, dict) and isinstance(second, dict), (first, second)
-    fits = [r for r in caplog.records if r.getMessage().startswith("fitted preprocessing")]
-    assert len(fits) == 1  # by rank 0 alone
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("fitted preprocessing")]) == 1  # rank 0's
+    assert len([m for m in messages if m.startswith("planned ")]) == 1  # by rank 0 alone
     for shared in ("plan", "seed", "fitted"):
         assert first[shared] == second[shared], shared
     assert first["seed"] is not None
     assert len(first["ids"]) == len(second["ids"]) > 0
     assert not set(first["ids"]) & set(second["ids"])
+
+
+def test_from_config_on_ranks_without_preprocessing_shares_rank_zeros_plan(
+    config_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without preprocessing, the other ranks get rank 0's plan, and no preprocessor."""
+
+    def read() -> tuple[str, bool, int]:
+        cache = tmp_path / f"rank{dist.get_rank()}"
+        with FaucetIterableDataset.from_config(config_file, cache_dir=str(cache)) as dataset:
+            assert dataset.reader is not None
+            preprocessed = dataset.reader.preprocessor is not None
+            return dataset.reader.plan.to_json(), preprocessed, len(list(dataset))
+
+    with caplog.at_level("INFO", logger="faucet"):
+        first, second = on_threaded_ranks(2, read)
+    assert isinstance(first, tuple) and isinstance(second, tuple), (first, second)
+    assert first == second
+    _, preprocessed, batches = first
+    assert not preprocessed and batches > 0
+    planned = [r for r in caplog.records if r.getMessage().startswith("planned ")]
+    assert len(planned) == 1  # by rank 0 alone
 
 
 def test_from_config_in_a_group_of_one_rank_reads_the_config_as_given(
