@@ -58,6 +58,6 @@ def take_values(
 
 def concatenate(parts: Sequence[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
     """``parts`` end to end, of the first one's type, in the pipeline's pool."""
-    out = empty(sum(len(part) for part in parts), parts[0].dtype)
     # pragma: no mutate block (a buffer of the pool only saves time: numpy's values)
+    out = empty(sum(len(part) for part in parts), parts[0].dtype)
     return np.concatenate(parts, out=out)
