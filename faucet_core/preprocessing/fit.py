@@ -93,7 +93,8 @@ def stats_request(
             counted.append(field.name)
             if kind == "vector" and settings.impute == "mean":
                 means.append(field.name)
-    top_k = max([config.max_categories, *(c.max_categories or 0 for c in config.columns.values())])
+    asked = (c.max_categories for c in config.columns.values() if c.max_categories)
+    top_k = max([config.max_categories, *asked])
     return StatsRequest(
         tuple(numeric), tuple(medians), tuple(top), top_k + 1, tuple(counted), tuple(means)
     )
@@ -268,6 +269,6 @@ def _fit_categorical(
     note = f"rarer values share the {OOV} slot" if len(stats.top) > keep else ""
     return ColumnTransform(
         name, "categorical", fill=fill, indicator=indicator,
-        encode=settings.encode if settings.encode in ("index", "onehot") else "onehot",
+        encode="index" if settings.encode == "index" else "onehot",
         categories=categories, note=note,
     )  # fmt: skip
