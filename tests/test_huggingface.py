@@ -202,3 +202,19 @@ def test_one_process_that_iterates_the_whole_dataset_serves_every_row(
     loader = prepare_data_loader(DataLoader(dataset, batch_size=None), dispatch_batches=False)
     assert isinstance(loader, DataLoaderShard) and loader.dataset is dataset
     assert [int(i) for features, _ in loader for i in features[:, 0]] == epochs[0]
+
+
+def test_a_loader_that_shards_the_dataset_again_is_refused(
+    make_reader: MakeReader, accelerator: Any
+) -> None:
+    """A loader that does not dispatch, on two processes, keeps every other slice of what
+    the dataset serves: a second split of Faucet's ranks, refused."""
+    from accelerate.data_loader import prepare_data_loader
+
+    dataset = FaucetIterableDataset(make_reader(**FRAMEWORK_SETTINGS))
+    loader = prepare_data_loader(
+        DataLoader(dataset, batch_size=None), num_processes=2, process_index=0,
+        dispatch_batches=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="splits Faucet's ranks again"):
+        next(iter(loader))
