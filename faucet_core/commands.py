@@ -58,6 +58,14 @@ def plugins(as_json: bool) -> None:
     console.print(table)
 
 
+#: What each part of an estimate (:meth:`Warehouse.estimate`) scans for, where the copy is
+#: made on a cache miss.
+_SCANS = {
+    "planning": "to plan",
+    "materializing": "for the scratch copy (on the first chunk the cache lacks)",
+}
+
+
 def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str], Plan | None]:
     """What reading ``config`` will cost before its first batch: whether a saved plan
     fits, else what the warehouse estimates planning and its scratch copy will process,
@@ -83,11 +91,8 @@ def planning_costs(config: FaucetConfig, warehouse: Warehouse) -> tuple[list[str
             "planning (its rows are then counted from it)"
         )
     elif estimate:
-        lines.append(
-            f"will scan {size(estimate.get('planning', 0))} to plan, and "
-            f"{size(estimate.get('materializing', 0))} for the scratch copy (on the first "
-            "chunk the cache lacks)"
-        )
+        scans = [f"{size(estimate[p])} {what}" for p, what in _SCANS.items() if p in estimate]
+        lines.append(f"will scan {', and '.join(scans)}")
     if version is None and config.cache.plan_ttl is None:
         lines.append(
             "the source has no data version (a query): it is planned again on every run "

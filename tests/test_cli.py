@@ -443,10 +443,22 @@ class _CopyingOnFirstMiss(_CopyingWhilePlanning):
         return False
 
 
+class _EstimatingPlanning(_CopyingOnFirstMiss):
+    """DuckDB, estimating its counting query only."""
+
+    name = "estimating-planning"
+
+    def estimate(self, request: PlanRequest) -> dict[str, int]:
+        return {"planning": 2**20}
+
+
 class _TestWarehouses:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        for warehouse in (_ScratchSaying, _NoteTaking, _CopyingWhilePlanning, _CopyingOnFirstMiss):
+        for warehouse in (
+            _ScratchSaying, _NoteTaking, _CopyingWhilePlanning, _CopyingOnFirstMiss,
+            _EstimatingPlanning,
+        ):  # fmt: skip
             register(warehouse)
 
 
@@ -497,6 +509,18 @@ def test_validate_says_what_planning_and_a_later_scratch_copy_will_scan(
         "plan: none saved for this data; planning runs one counting query",
         "will scan 1.0 MiB to plan, and 3.0 MiB for the scratch copy (on the first chunk the "
         "cache lacks)",
+    ]
+
+
+def test_validate_says_only_what_the_warehouse_estimates(
+    config: Path, register: Callable[[object], None]
+) -> None:
+    _use_test_warehouse(config, _EstimatingPlanning, register)
+    code, out, err = run("validate", str(config))
+    assert code == 0, err
+    assert out.splitlines()[-2:] == [
+        "plan: none saved for this data; planning runs one counting query",
+        "will scan 1.0 MiB to plan",
     ]
 
 
