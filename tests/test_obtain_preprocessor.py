@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -45,10 +46,20 @@ class BillingDuckDB(DuckDBWarehouse):
         return found
 
 
+class UntypedDuckDB(DuckDBWarehouse):
+    """DuckDB knowing no column types before reading, as SQLite (``LIMIT 0``)."""
+
+    name = "untyped-duckdb"
+
+    def count_buckets(self, request: PlanRequest) -> Any:
+        return dataclasses.replace(super().count_buckets(request), schema=None)
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         register(BillingDuckDB)
+        register(UntypedDuckDB)
 
 
 @pytest.fixture
@@ -218,3 +229,18 @@ def test_a_spec_that_is_no_preprocessor_is_a_config_error_naming_the_file(
         make(preprocessing={"spec": str(spec)})
     message = f"{spec}: not a Faucet preprocessor of format {SPEC_FORMAT}"
     assert raised.value.problems == [("preprocessing.spec", message)]
+
+
+def test_a_source_of_no_rows_and_no_known_types_keeps_its_columns_as_they_are(
+    make: MakeReader,
+) -> None:
+    """With no chunk to read the types from, every column is of no known type (NULL): kept
+    as it is, beside the features."""
+    reader = make(
+        datastore="untyped-duckdb", table_name=None, query="SELECT * FROM t WHERE false",
+        preprocessing={"auto": True},
+    )  # fmt: skip
+    assert reader.plan.schema is None and not reader.plan.every_chunk
+    assert reader.preprocessor is not None
+    kinds = {t.name: (t.kind, t.note) for t in reader.preprocessor.features}
+    assert kinds == {c: ("kept", "") for c in COLUMNS if c != "label"}
