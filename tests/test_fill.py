@@ -393,7 +393,15 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
     assert PacedScan.asked.get(timeout=60) == 2
     now[0] = 130.0  # 2,000 rows in 30 s, of which 4 held
     assert filling.seconds_left() == pytest.approx((ROWS - 2_000) * 26 / 2_000)
-    for number in range(2, -(-ROWS // 1_000)):
+    held.clear()
+    with filling.held():
+        PacedScan.go.put(2)
+        assert held.wait(timeout=60)
+        now[0] = 136.0  # held again, for 6 s
+    assert PacedScan.asked.get(timeout=60) == 3
+    now[0] = 150.0  # 3,000 rows in 50 s, of which 10 held
+    assert filling.seconds_left() == pytest.approx((ROWS - 3_000) * 40 / 3_000)
+    for number in range(3, -(-ROWS // 1_000)):
         PacedScan.go.put(number)
     filling.wait_all()
     assert filling.seconds_left() == 0
