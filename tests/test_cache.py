@@ -53,6 +53,24 @@ def test_flipped_byte_is_detected_and_the_entry_removed(tmp_path: Path) -> None:
     assert cache.get("a") == _table(1000)
 
 
+def test_an_entry_written_again_after_another_process_removed_it_is_checked_again(
+    tmp_path: Path,
+) -> None:
+    """An entry this cache read (and checked) once, removed by another process and written
+    again under the same name, is checked again: here it was damaged."""
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    cache.put("a", _table(1000))
+    assert cache.get("a") == _table(1000)  # read and checked
+    (entry,) = tmp_path.glob("a.*.arrow")
+    data = bytearray(entry.read_bytes())
+    entry.unlink()  # evicted by another process
+    cache.evict(keep=set())  # this cache lists the folder: a is gone
+    data[len(data) // 3] ^= 0x01
+    entry.write_bytes(bytes(data))  # the same name again, other bytes
+    assert cache.get("a") is None
+    assert cache.stats.corrupt_discarded == 1 and not entry.exists()
+
+
 def test_truncated_entry_is_detected(tmp_path: Path) -> None:
     ChunkCache(tmp_path, max_bytes=10**9).put("a", _table(1000))
     (entry,) = tmp_path.glob("a.*.arrow")
