@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import stat
@@ -387,3 +388,89 @@ def test_clearing_plans_skips_a_file_removed_meanwhile(
     monkeypatch.setattr(Path, "iterdir", racing)
     assert plans.clear() == kept
     assert plans.count() == (0, 0)
+
+
+def _entry_size(tmp_path: Path) -> int:
+    """The size of the entry of ``_table(10)``, written in a folder of its own."""
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(10))
+    return probe.total_bytes
+
+
+def test_evictions_add_up_and_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Each write past the budget evicts; the counters add up over the evictions, and each
+    is logged with its count of entries and the budget."""
+    size = _entry_size(tmp_path)
+    cache = ChunkCache(tmp_path / "cache", max_bytes=size)
+    with caplog.at_level(logging.DEBUG, logger="faucet_core.cache"):
+        for key in "abc":
+            cache.put(key, _table(10))
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (2, 2 * size)
+    assert [path.name.split(".")[0] for path in (tmp_path / "cache").glob("*.arrow")] == ["c"]
+    evicted = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evicted")]
+    assert evicted == [f"evicted 1 cache entries to stay under {size} bytes"] * 2
+
+
+def test_a_victim_removed_by_another_process_meanwhile_is_no_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The least recently used entry, removed by another process once this cache listed
+    the folder, is no error: the write goes on, and the entry is gone."""
+    size = _entry_size(tmp_path)
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=size)
+    cache.put("a", _table(10))
+    (victim,) = folder.glob("a.*.arrow")
+    listdir = os.listdir
+
+    def racing(path: str | os.PathLike[str]) -> list[str]:
+        names = listdir(path)
+        if Path(path) == folder:
+            victim.unlink(missing_ok=True)  # evicted by another process once listed
+        return names
+
+    monkeypatch.setattr(os, "listdir", racing)
+    assert cache.put("b", _table(10))
+    monkeypatch.undo()
+    assert cache.get("a") is None and cache.get("b") == _table(10)
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (1, size)
+
+
+def test_a_second_file_of_a_key_another_cache_wrote_counts_and_goes_first(
+    tmp_path: Path,
+) -> None:
+    """Another cache writes the same key from its rows in another order (another file):
+    both files count against the budget, and the second one goes, not the entry known."""
+    size = _entry_size(tmp_path)
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=size)
+    other = ChunkCache(folder)  # opened before the first write: it knows of no entry
+    cache.put("a", _table(10))
+    (mine,) = folder.glob("a.*.arrow")
+    other.put("a", _table(10).take(list(reversed(range(10)))))
+    assert len(list(folder.glob("a.*.arrow"))) == 2
+    cache.evict()
+    assert list(folder.glob("*.arrow")) == [mine]
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (1, size)
+    assert cache.get("a") == _table(10)
+
+
+def test_an_entry_written_again_after_this_cache_evicted_it_is_checked_again(
+    tmp_path: Path,
+) -> None:
+    """An entry this cache read (and checked), then evicted, and written again under the
+    same name by another process, is checked again: here it was damaged."""
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(1000))
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=probe.total_bytes)
+    cache.put("a", _table(1000))
+    assert cache.get("a") == _table(1000)  # read and checked
+    (entry,) = folder.glob("a.*.arrow")
+    data = bytearray(entry.read_bytes())
+    cache.put("b", _table(1000))  # a is evicted
+    assert not entry.exists()
+    data[-200] ^= 0x01  # in the values: the stream still reads, with a wrong value
+    entry.write_bytes(bytes(data))  # the same name again, other bytes
+    assert cache.get("a") is None
+    assert cache.stats.corrupt_discarded == 1 and not entry.exists()
