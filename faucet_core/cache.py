@@ -171,7 +171,7 @@ class ChunkCache:
         temp = self.directory / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
         return EntryWriter(self, key, temp, schema)
 
-    def _commit(self, key: str, temp: Path, crc: int, size: int, evict: bool = True) -> bool:
+    def _commit(self, key: str, temp: Path, crc: int, size: int, evict: bool) -> bool:
         try:
             if self.max_bytes is not None and size > self.max_bytes:
                 log.info("chunk %s (%d bytes) exceeds the cache budget; not cached", key, size)
