@@ -474,3 +474,15 @@ def test_an_entry_written_again_after_this_cache_evicted_it_is_checked_again(
     entry.write_bytes(bytes(data))  # the same name again, other bytes
     assert cache.get("a") is None
     assert cache.stats.corrupt_discarded == 1 and not entry.exists()
+
+
+def test_an_entry_replaced_after_another_process_removed_it_is_written(tmp_path: Path) -> None:
+    """Writing a key again (other bytes, another file) replaces its entry, even where
+    another process removed the old file first."""
+    cache = ChunkCache(tmp_path)
+    cache.put("a", _table(10))
+    (old,) = tmp_path.glob("a.*.arrow")
+    old.unlink()  # evicted by another process
+    assert cache.put("a", _table(10, 5))
+    assert [path.name for path in tmp_path.glob("a.*.arrow")] != [old.name]
+    assert cache.get("a") == _table(10, 5)
