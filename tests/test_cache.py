@@ -27,6 +27,13 @@ def _table(rows: int, start: int = 0) -> pa.Table:
     return pa.table({"id": list(range(start, start + rows)), "x": [float(i) for i in range(rows)]})
 
 
+def _entry_size(tmp_path: Path, rows: int = 10) -> int:
+    """The size of the entry of ``_table(rows)``, written in a folder of its own."""
+    probe = ChunkCache(tmp_path / "probe")
+    probe.put("x", _table(rows))
+    return probe.total_bytes
+
+
 def test_round_trip_and_sharing_between_instances(tmp_path: Path) -> None:
     cache = ChunkCache(tmp_path, max_bytes=10**9)
     assert cache.get("a") is None
@@ -118,9 +125,7 @@ def test_a_write_cut_short_is_never_read(tmp_path: Path) -> None:
 
 
 def test_least_recently_used_entries_are_evicted_past_the_budget(tmp_path: Path) -> None:
-    probe = ChunkCache(tmp_path / "probe", max_bytes=10**9)
-    probe.put("x", _table(1000))
-    size = probe.total_bytes
+    size = _entry_size(tmp_path, 1000)
     cache = ChunkCache(tmp_path / "cache", max_bytes=3 * size)
     for key in "abc":
         cache.put(key, _table(1000))
@@ -213,9 +218,7 @@ def test_only_stale_temporary_files_are_cleaned(tmp_path: Path) -> None:
 
 
 def test_recency_survives_across_instances(tmp_path: Path) -> None:
-    probe = ChunkCache(tmp_path / "probe")
-    probe.put("x", _table(1000))
-    size = probe.total_bytes
+    size = _entry_size(tmp_path, 1000)
     first = ChunkCache(tmp_path / "cache", max_bytes=3 * size)
     for key in "cab":  # written in this order: c is the least recently used
         first.put(key, _table(1000))
@@ -230,9 +233,7 @@ def test_recency_survives_across_instances(tmp_path: Path) -> None:
 
 
 def test_eviction_brings_the_folder_under_budget(tmp_path: Path) -> None:
-    probe = ChunkCache(tmp_path / "probe")
-    probe.put("x", _table(1000))
-    size = probe.total_bytes
+    size = _entry_size(tmp_path, 1000)
     ChunkCache(tmp_path / "cache", max_bytes=None).put("a", _table(1000))
     for key in "bcd":
         ChunkCache(tmp_path / "cache", max_bytes=None).put(key, _table(1000))
@@ -293,9 +294,7 @@ def test_eviction_counts_the_entries_others_wrote_among_files_being_written(
     """The budget counts the entries other processes wrote, whatever else lies in the
     folder (files still being written): the least recently used go by their files' times,
     but those kept, and the entries left read back as good."""
-    probe = ChunkCache(tmp_path / "probe")
-    probe.put("x", _table(10))
-    size = probe.total_bytes
+    size = _entry_size(tmp_path)
     folder = tmp_path / "cache"
     cache = ChunkCache(folder, max_bytes=2 * size)
     other = ChunkCache(folder)  # another process, with no budget of its own
@@ -390,13 +389,6 @@ def test_clearing_plans_skips_a_file_removed_meanwhile(
     assert plans.count() == (0, 0)
 
 
-def _entry_size(tmp_path: Path) -> int:
-    """The size of the entry of ``_table(10)``, written in a folder of its own."""
-    probe = ChunkCache(tmp_path / "probe")
-    probe.put("x", _table(10))
-    return probe.total_bytes
-
-
 def test_evictions_add_up_and_are_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Each write past the budget evicts; the counters add up over the evictions, and each
     is logged with its count of entries and the budget."""
@@ -460,10 +452,8 @@ def test_an_entry_written_again_after_this_cache_evicted_it_is_checked_again(
 ) -> None:
     """An entry this cache read (and checked), then evicted, and written again under the
     same name by another process, is checked again: here it was damaged."""
-    probe = ChunkCache(tmp_path / "probe")
-    probe.put("x", _table(1000))
     folder = tmp_path / "cache"
-    cache = ChunkCache(folder, max_bytes=probe.total_bytes)
+    cache = ChunkCache(folder, max_bytes=_entry_size(tmp_path, 1000))
     cache.put("a", _table(1000))
     assert cache.get("a") == _table(1000)  # read and checked
     (entry,) = folder.glob("a.*.arrow")
