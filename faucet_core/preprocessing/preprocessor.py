@@ -125,7 +125,8 @@ class ColumnTransform:
         if self.scale == "log1p":
             values = np.log1p(np.maximum(values, 0.0))
         center, width = self.scaling
-        values = (values - center) / width
+        if (center, width) != (0.0, 1.0):
+            values = (values - center) / width
         return [values, *([np.where(missing, 1.0, 0.0)] if self.indicator else [])]
 
     def _categorical(self, column: pa.ChunkedArray | pa.Array) -> list[np.ndarray[Any, Any]]:
