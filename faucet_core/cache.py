@@ -369,7 +369,6 @@ class EntryWriter:
 
     def __init__(self, cache: ChunkCache, key: str, temp: Path, schema: pa.Schema) -> None:
         self.key = key
-        self.rows = 0
         self._cache = cache
         self._temp = temp
         self._descriptor: int | None = None
@@ -388,7 +387,6 @@ class EntryWriter:
         try:
             for batch in batches:
                 self._append(batch.serialize(memory_pool=memory.pool()))
-                self.rows += batch.num_rows
         except OSError as exc:
             self._fail(exc)
 

@@ -190,14 +190,18 @@ def test_rewriting_a_key_leaves_one_file(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_is_reported_and_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def full_disk(descriptor: int, data: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(cache_module, "_write_all", full_disk)
     cache = ChunkCache(tmp_path, max_bytes=10**9)
-    assert not cache.put("a", _table(10))
+    with caplog.at_level(logging.WARNING, logger="faucet_core.cache"):
+        assert not cache.put("a", _table(10))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"could not write the cache entry of a: {OSError(errno.ENOSPC, 'No space left on device')}"
+    ]
     assert not list(tmp_path.iterdir())
     assert cache.get("a") is None
 
@@ -269,6 +273,26 @@ def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: P
     assert stat.S_IMODE((tmp_path / "new" / "cache").stat().st_mode) == 0o700
     (entry,) = (tmp_path / "new" / "cache").glob("a.*.arrow")
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
+
+
+def test_an_entry_is_private_from_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only once its mode is set: no other user can open it in between."""
+    modes: list[int] = []
+    set_mode = os.fchmod
+
+    def record_then_set(descriptor: int, mode: int) -> None:
+        modes.append(stat.S_IMODE(os.fstat(descriptor).st_mode))
+        set_mode(descriptor, mode)
+
+    monkeypatch.setattr(os, "fchmod", record_then_set)
+    previous = os.umask(0o000)
+    try:
+        assert ChunkCache(tmp_path).put("a", _table(10))
+    finally:
+        os.umask(previous)
+    assert modes == [0o600]
 
 
 def test_holding_finds_entries_other_caches_wrote(tmp_path: Path) -> None:
