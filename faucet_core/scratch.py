@@ -29,13 +29,15 @@ The protocol:
    (:meth:`~ScratchWarehouse.set_expiry`), and enforced by the warehouse itself
    (BigQuery) or by the next process that makes a copy
    (:meth:`~ScratchWarehouse.drop_expired`, Snowflake). Elsewhere the instance that
-   made it drops it on :meth:`~ScratchWarehouse.close`.
+   made it drops it on :meth:`~ScratchWarehouse.close`. A copy made in one statement
+   (``scratch_created_atomically``) must expire: no process can tell it made the copy.
 5. A read that finds it gone raises :class:`~faucet_core.warehouse.ScratchDataMissing`
    (:meth:`ScratchWarehouse.scratch_gone`): the core materializes again and retries.
 6. A user who may not make it (:meth:`~ScratchWarehouse.cannot_copy`: no right to create
    tables there, a read-only server) reads from the source instead
    (:meth:`~ScratchWarehouse.rows_query`): each chunk read scans it, and a change of its
-   rows after planning fails the read.
+   rows after planning fails the read. Where planning could not copy, the plan says so
+   (in its ``state``), and no process tries the copy again for it.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: The key of a plan's ``state`` that holds the id of the copy made while planning.
 _COPY_ID = "copy_id"
+#: The key of a plan's ``state`` that says planning could not copy: reads scan the source.
+_READS_SOURCE = "reads_source"
 
 
 class ScratchWarehouse(SqlWarehouse):
@@ -88,6 +92,15 @@ class ScratchWarehouse(SqlWarehouse):
     scratch_created_atomically: ClassVar[bool] = False
     #: Copies expire (:meth:`set_expiry`, :meth:`drop_expired`): none is dropped on close.
     scratch_expires: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.scratch_created_atomically and not cls.scratch_expires:
+            raise TypeError(
+                f"{cls.__name__}: scratch copies made in one statement "
+                "(scratch_created_atomically) must expire (scratch_expires): no process can "
+                "tell it made the copy, so none may drop it"
+            )
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)
@@ -178,19 +191,24 @@ class ScratchWarehouse(SqlWarehouse):
         with self._scratch_lock:
             if name in self._scratch_ready or name in self._uncopied:
                 return
-            if not self.scratch_exists(name):
+            refusal: object = (
+                "it could not while planning" if plan.state.get(_READS_SOURCE) else None
+            )
+            if refusal is None and not self.scratch_exists(name):
                 try:
                     self._copy(plan, name)
                 except PermanentWarehouseError as exc:
                     if not self.cannot_copy(exc):
                         raise
-                    log.warning(
-                        "cannot copy %s (%s): every chunk read scans the source (grant the "
-                        "right to create tables where scratch copies go for one scan)",
-                        plan.request.source.describe(), exc,
-                    )  # fmt: skip
-                    self._uncopied.add(name)
-                    return
+                    refusal = exc
+            if refusal is not None:
+                log.warning(
+                    "cannot copy %s (%s): every chunk read scans the source (grant the "
+                    "right to create tables where scratch copies go for one scan)",
+                    plan.request.source.describe(), refusal,
+                )  # fmt: skip
+                self._uncopied.add(name)
+                return
             self._scratch_ready.add(name)
 
     def reads_copy(self, plan: Plan) -> bool:
@@ -295,7 +313,8 @@ class ScratchWarehouse(SqlWarehouse):
                 "tables where scratch copies go for reads of the rows planned)",
                 request.source.describe(), exc,
             )  # fmt: skip
-            return super().count_buckets(request)
+            counted = super().count_buckets(request)
+            return dataclasses.replace(counted, state={**counted.state, _READS_SOURCE: True})
 
     def copies_when_planning(self) -> bool:
         """Whether the copy is made while planning (under a temporary name, renamed after

@@ -764,7 +764,7 @@ def test_planning_without_the_right_to_create_tables_counts_the_source(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Where the user may not copy, planning counts the source as it is (with a warning),
-    and the plan keeps no copy's id."""
+    and the plan keeps no copy's id: it says it reads the source."""
     planner = warehouses(ReadOnlyWhilePlanning)
     with caplog.at_level(logging.WARNING, logger="faucet_core.scratch"):
         counted = planner.count_buckets(TABLE)
@@ -775,9 +775,42 @@ def test_planning_without_the_right_to_create_tables_counts_the_source(
     finally:
         plain.close()
     assert counted.counts.sort_by("bucket").equals(source.counts.sort_by("bucket"))
-    assert dict(counted.state) == {}
+    assert dict(counted.state) == {"reads_source": True}
     assert counted.columns == source.columns
     assert tables(scratch_db) == []
+
+
+def test_a_plan_that_reads_the_source_is_never_copied(
+    warehouses: Callable[..., ScratchDuckDB], scratch_db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where planning could not copy, neither the planner nor another process tries the
+    copy again for the plan: their reads scan the source, with a warning."""
+    planner = warehouses(ReadOnlyWhilePlanning)
+    plan = plan_source(planner, TABLE, planner.data_version(TABLE.source))
+    other = warehouses(ReadOnlyWhilePlanning)
+    for warehouse in (planner, other):
+        warehouse.calls.clear()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="faucet_core.scratch"):
+            warehouse.materialize(plan)
+        assert caplog.messages == [
+            "cannot copy table t (it could not while planning): every chunk read scans the "
+            "source (grant the right to create tables where scratch copies go for one scan)"
+        ]
+        assert warehouse.calls == [] and not warehouse.reads_copy(plan)
+        chunk = plan.chunks["train"][0]
+        assert ids(warehouse.read_buckets(plan, chunk)) == ids(
+            warehouse.query(*warehouse.source_rows(plan, [chunk]))
+        )
+    assert tables(scratch_db) == []
+
+
+def test_copies_made_in_one_statement_must_expire() -> None:
+    """No process can tell it made such a copy, so none could drop it on close."""
+    with pytest.raises(TypeError, match=r"^Forever: scratch copies made in one statement "):
+
+        class Forever(ScratchDuckDB):
+            scratch_created_atomically = True
 
 
 def test_planning_a_copy_refused_for_another_reason_fails(
@@ -866,6 +899,6 @@ def test_a_reader_that_may_not_copy_serves_the_source(readers: MakeReader, scrat
     reader = readers(datastore="read-only-copying-duckdb", use_cache=False)
     train, held_out = epoch_ids(reader), epoch_ids(reader, eval=True)
     assert sorted(train + held_out) == list(range(ROWS))
-    assert dict(reader.plan.state) == {}
+    assert dict(reader.plan.state) == {"reads_source": True}
     reader.close()
     assert tables(scratch_db) == []
