@@ -41,9 +41,16 @@ def test_unscaled_numeric_columns_keep_their_values() -> None:
 
 
 @pytest.mark.parametrize("scale", ["standard", "minmax"])
-def test_scaled_numeric_columns_are_centered_and_divided(scale: str) -> None:
-    scaled = ColumnTransform("x", "numeric", scale=scale, center=1.0, width=4.0)
-    np.testing.assert_array_equal(_matrix(scaled, x=[1.0, 3.0, 5.0])[:, 0], [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("center, width", [(1.0, 4.0), (0.0, 2.0), (1.0, 1.0)])
+def test_scaled_numeric_columns_are_centered_and_divided(
+    scale: str, center: float, width: float
+) -> None:
+    """Whatever the center and width, one of them as an unscaled column's; in a matrix
+    (numeric columns together) and alone."""
+    scaled = ColumnTransform("x", "numeric", scale=scale, center=center, width=width)
+    values = [center, center + width / 2, center + width]
+    np.testing.assert_array_equal(_matrix(scaled, x=values)[:, 0], [0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(scaled.apply(pa.array(values))[0], [0.0, 0.5, 1.0])
 
 
 def test_a_categorical_column_without_categories_puts_every_value_in_the_other_slot() -> None:
