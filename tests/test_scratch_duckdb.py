@@ -7,6 +7,7 @@ create tables reads the source."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from faucet_core import Reader, Warehouse, hookimpl, layout
 from faucet_core.plan import ChunkSpec, Plan, make_plan
 from faucet_core.planner import plan_source
 from faucet_core.scratch import ScratchWarehouse
-from faucet_core.sql import quote_identifier
+from faucet_core.sql import READ_AS, quote_identifier
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     PlanRequest,
@@ -382,6 +383,25 @@ def test_chunks_read_from_the_copy_hold_the_rows_of_the_source(
     assert whole.sort_by("id").equals(source.sort_by("id"))
     assert ids(whole) == list(range(ROWS))
     assert warehouse.query(*warehouse.rows_query(plan, [])).num_rows == 0
+
+
+def test_the_copy_reads_columns_as_the_plan_says(
+    plan: Plan, warehouses: Callable[..., ScratchDuckDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plan's schema may say how a column is read (as PostgreSQL plans do for types Arrow
+    lacks): the copy holds it so read, and says where it went."""
+    assert plan.schema is not None
+    index = plan.schema.get_field_index("x1")
+    negated = plan.schema.field(index).with_metadata({READ_AS: b"-{c}"})
+    plan = dataclasses.replace(plan, schema=plan.schema.set(index, negated))
+    warehouse = warehouses()
+    with caplog.at_level(logging.INFO, logger="faucet_core.scratch"):
+        warehouse.materialize(plan)
+    assert caplog.messages == [f"materialized table t into {warehouse.scratch_name(plan)}"]
+    copied = warehouse.query(*warehouse.rows_query(plan, None)).sort_by("id")
+    source = warehouse.query(*warehouse.source_rows(plan, None)).sort_by("id")
+    assert copied.column("x1").equals(source.column("x1"))
+    assert max(copied.column("x1").to_pylist()) <= 0  # x1 is in [0, 1): read negated
 
 
 def test_a_lost_race_keeps_the_winners_copy(
