@@ -385,6 +385,17 @@ def test_chunks_read_from_the_copy_hold_the_rows_of_the_source(
     assert warehouse.query(*warehouse.rows_query(plan, [])).num_rows == 0
 
 
+def test_chunks_are_selected_by_the_copys_stored_split_and_bucket(
+    plan: Plan, warehouses: Callable[..., ScratchDuckDB]
+) -> None:
+    """Not by arithmetic on the key hash: the copy keeps the rows of a split and bucket
+    range together (ordered, clustered or indexed by those columns)."""
+    sql = warehouses().scratch_rows(plan, plan.chunks["train"][:1])
+    condition = sql.split(" WHERE ", 1)[1]
+    assert layout.EVAL_COLUMN in condition and layout.BUCKET_COLUMN in condition
+    assert layout.HASH_COLUMN not in condition
+
+
 def test_the_copy_reads_columns_as_the_plan_says(
     plan: Plan, warehouses: Callable[..., ScratchDuckDB], caplog: pytest.LogCaptureFixture
 ) -> None:
