@@ -220,6 +220,16 @@ class InterruptedWhilePlanning(HalfCreatedWhilePlanning):
     error = TransientWarehouseError
 
 
+class NegatingWhilePlanning(CopyingWhilePlanning):
+    """Reads ``x1`` through an SQL expression, negated (as PostgreSQL reads types Arrow
+    lacks), and copies while planning."""
+
+    def columns(self, request: PlanRequest) -> pa.Schema:
+        schema = super().columns(request)
+        index = schema.get_field_index("x1")
+        return schema.set(index, schema.field(index).with_metadata({READ_AS: b"-{c}"}))
+
+
 class ReadOnly(ScratchDuckDB):
     """Copies would go to the source's database, attached read-only: none can be made, and
     the warehouse says so (:meth:`cannot_copy`), as a user without the right to create
@@ -613,6 +623,18 @@ def test_planning_copies_and_counts_the_copy(
     assert planner.calls == []  # made here: neither looked up nor made again
     planner.close()
     assert tables(scratch_db) == []
+
+
+def test_a_copy_made_while_planning_reads_columns_as_the_source_schema_says(
+    warehouses: Callable[..., ScratchDuckDB],
+) -> None:
+    """The copy made while planning holds each column read as the source's schema says."""
+    planner = warehouses(NegatingWhilePlanning)
+    plan = plan_source(planner, TABLE, planner.data_version(TABLE.source))
+    assert plan.schema is not None and plan.schema.field("x1").metadata == {READ_AS: b"-{c}"}
+    copied = planner.query(*planner.rows_query(plan, None)).sort_by("id")
+    assert copied.num_rows == ROWS
+    assert max(copied.column("x1").to_pylist()) <= 0  # x1 is in [0, 1): read negated
 
 
 def test_the_plan_counts_the_rows_copied_whatever_the_source_does_after(
