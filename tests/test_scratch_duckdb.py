@@ -220,6 +220,14 @@ class InterruptedWhilePlanning(HalfCreatedWhilePlanning):
     error = TransientWarehouseError
 
 
+class BilledWhilePlanning(CopyingWhilePlanning):
+    """Counts its queries as query jobs, as BigQuery does."""
+
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        self.costs.query_jobs += 1
+        return super().query(sql, params)
+
+
 class NegatingWhilePlanning(CopyingWhilePlanning):
     """Reads ``x1`` through an SQL expression, negated (as PostgreSQL reads types Arrow
     lacks), and copies while planning."""
@@ -635,6 +643,17 @@ def test_a_copy_made_while_planning_reads_columns_as_the_source_schema_says(
     copied = planner.query(*planner.rows_query(plan, None)).sort_by("id")
     assert copied.num_rows == ROWS
     assert max(copied.column("x1").to_pylist()) <= 0  # x1 is in [0, 1): read negated
+
+
+def test_counting_a_copy_says_what_the_counting_cost(
+    warehouses: Callable[..., ScratchDuckDB],
+) -> None:
+    """The stats of a count are what it spent, not all the instance spent before."""
+    planner = warehouses(BilledWhilePlanning)
+    planner.query("SELECT 1", [])
+    stats = planner.count_buckets(TABLE).stats
+    assert stats == {"query_jobs": planner.costs.query_jobs - 1}
+    assert stats["query_jobs"] >= 1
 
 
 def test_the_plan_counts_the_rows_copied_whatever_the_source_does_after(
