@@ -720,7 +720,7 @@ def test_a_copy_that_expires_made_while_planning_is_kept(
 
 
 def test_a_copy_made_while_planning_a_query_is_named_after_the_plan(
-    warehouses: Callable[..., ScratchDuckDB], scratch_db: Any
+    warehouses: Callable[..., ScratchDuckDB], scratch_db: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A source without a data version is copied under a temporary name while planning,
     and named after the plan's rows once planned."""
@@ -732,7 +732,11 @@ def test_a_copy_made_while_planning_a_query_is_named_after_the_plan(
     assert temporary.startswith("faucet_tmp_")
     assert dict(plan.state) == {}
     assert not planner.has_copy(plan)
-    planner.planned(plan)
+    with caplog.at_level(logging.INFO, logger="faucet_core.scratch"):
+        planner.planned(plan)
+    assert caplog.messages == [
+        f"copied the source query into {planner.scratch_name(plan)} while planning"
+    ]
     assert planner.calls[3:] == ["rename"]
     assert tables(scratch_db) == [f"faucet_{plan.rows_id}"] == [planner.scratch_name(plan)]
     assert planner.has_copy(plan)
@@ -771,6 +775,9 @@ def test_a_copy_made_while_planning_is_dropped_when_planning_fails(
     planner.close()
     assert planner.calls[-1] == "drop"
     assert tables(scratch_db) == []
+    planner.calls.clear()
+    planner.close()  # closed already: nothing left to drop
+    assert planner.calls == []
 
 
 def test_naming_a_planned_copy_after_another_process_keeps_theirs(
@@ -840,7 +847,14 @@ def test_planning_without_the_right_to_create_tables_counts_the_source(
     planner = warehouses(ReadOnlyWhilePlanning)
     with caplog.at_level(logging.WARNING, logger="faucet_core.scratch"):
         counted = planner.count_buckets(TABLE)
-    assert "cannot copy table t while planning" in caplog.text
+    (said,) = caplog.messages
+    refusal = said.removeprefix("cannot copy table t while planning (").split("): ")[0]
+    assert "read-only mode" in refusal  # the warehouse's error
+    assert said == (
+        f"cannot copy table t while planning ({refusal}): counting the source as it is; a "
+        "change of its rows before they are read fails the read (grant the right to create "
+        "tables where scratch copies go for reads of the rows planned)"
+    )
     plain = DuckDBWarehouse(DuckDBConnection(database=table_path))
     try:
         source = plain.count_buckets(TABLE)
@@ -895,16 +909,21 @@ def test_planning_a_copy_refused_for_another_reason_fails(
 
 
 def test_the_copy_is_named_by_what_decides_its_rows(
-    warehouses: Callable[..., ScratchDuckDB],
+    warehouses: Callable[..., ScratchDuckDB], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The copy's id changes with the warehouse, where the data lives, its version, the
-    source, the columns, the key and the split, and with nothing else."""
+    source, the columns, the key, the split and the layout's version (how rows are hashed
+    and bucketed), and with nothing else."""
     warehouse = warehouses()
     source, columns, key = SourceSpec(table="t"), ("id", "x1"), ("id",)
     same = warehouse.copy_id(source, "v1", columns, key, 1_700)
     assert same == warehouses().copy_id(source, "v1", columns, key, 1_700)
+    with monkeypatch.context() as patch:
+        patch.setattr(layout, "LAYOUT_VERSION", layout.LAYOUT_VERSION + 1)
+        next_layout = warehouse.copy_id(source, "v1", columns, key, 1_700)
     named = {
         same,
+        next_layout,
         warehouses(CopyingWhilePlanning).copy_id(source, "v1", columns, key, 1_700),
         warehouses(database=None).copy_id(source, "v1", columns, key, 1_700),
         warehouse.copy_id(source, "v2", columns, key, 1_700),
@@ -913,7 +932,7 @@ def test_the_copy_is_named_by_what_decides_its_rows(
         warehouse.copy_id(source, "v1", columns, ("x1",), 1_700),
         warehouse.copy_id(source, "v1", columns, key, 1_100),
     }
-    assert len(named) == 8 and None not in named
+    assert len(named) == 9 and None not in named
     assert warehouse.copy_id(source, None, columns, key, 1_700) is None
 
 
@@ -931,7 +950,9 @@ def test_close_drops_every_copy_even_when_one_drop_fails(
     assert len(tables(scratch_db)) == 2
     with caplog.at_level(logging.WARNING, logger="faucet_core.scratch"):
         gone.close()
-    assert f"could not drop the scratch table {gone.scratch_name(plan)}" in caplog.text
+    assert caplog.messages == [
+        f"could not drop the scratch table {gone.scratch_name(plan)}: server closed the connection"
+    ]
     assert tables(scratch_db) == [gone.scratch_name(plan)]
     gone.calls.clear()
     gone.close()  # closed already: nothing left to drop
