@@ -138,11 +138,16 @@ def test_least_recently_used_entries_are_evicted_past_the_budget(tmp_path: Path)
     assert len(list((tmp_path / "cache").glob("*.arrow"))) == 3
 
 
-def test_a_chunk_larger_than_the_budget_is_not_cached(tmp_path: Path) -> None:
-    cache = ChunkCache(tmp_path, max_bytes=100)
-    assert not cache.put("a", _table(1000))
+def test_a_chunk_larger_than_the_budget_is_not_cached(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    size = _entry_size(tmp_path / "probe", 1000)
+    cache = ChunkCache(tmp_path / "cache", max_bytes=100)
+    with caplog.at_level(logging.INFO, logger="faucet_core.cache"):
+        assert not cache.put("a", _table(1000))
+    assert caplog.messages == [f"chunk a ({size} bytes) exceeds the cache budget; not cached"]
     assert cache.get("a") is None
-    assert not list(tmp_path.iterdir())
+    assert not list((tmp_path / "cache").iterdir())
 
 
 def test_clear_frees_everything(tmp_path: Path) -> None:
