@@ -23,7 +23,7 @@ MakeReader = Callable[..., Reader]
 
 
 @settings(
-    max_examples=40,
+    max_examples=min(40, settings.default.max_examples),  # fewer under the mutation profile
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
