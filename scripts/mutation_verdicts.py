@@ -8,10 +8,13 @@ sitting on two cores).
 A function's verdicts are restored only where its mutants are the ones judged: the same
 mutated source, text for text, under the same numbers. (mutmut keeps a verdict while the
 function's own source is unchanged; but it mutates only the lines the tests cover, so tests
-added since can make other mutants under the same numbers.) Survivors, and mutants no test
-covered, are not restored: tests added since may kill them. A killed mutant stays killed
-while its code is the same, which assumes its killing test was not weakened since: run
-``scripts/mutation --fresh`` after weakening or removing tests.
+added since can make other mutants under the same numbers.) Only the verdicts that tests
+added since cannot change are restored: killed, caught by the type check, crashed. The
+others run again: survivors and mutants no test covered (tests added since may kill them),
+and timeouts (a survivor whose tests ran slowly on a busy machine, as often as a mutant that
+hangs). A killed mutant stays killed while its code is the same, which assumes its killing
+test was not weakened since: run ``scripts/mutation --fresh`` after weakening or removing
+tests.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pathlib import Path
 
 VERDICTS = Path("mutation-verdicts.json")
 MUTANTS = Path("mutants")
-#: mutmut's exit codes that tests added since could change: survived, no tests, skipped.
-RERUN = {0, 33, 34}
+#: mutmut's exit codes restored: killed (1, and 3: pytest's internal error), caught by the
+#: type check (37), segfault (-11).
+KEPT = {1, 3, 37, -11}
 _MUTANT = re.compile(r"^(?P<function>x_.+|xǁ.+)__mutmut_(?P<number>\d+)$")
 
 
@@ -106,7 +110,7 @@ def restore() -> None:
                 stale += 1
                 continue
             verdict = entry["verdicts"].get(str(number))
-            if verdict is not None and verdict not in RERUN:
+            if verdict in KEPT:
                 codes[name] = verdict
                 restored += 1
         meta.write_text(json.dumps(data, indent=4), encoding="utf-8")
