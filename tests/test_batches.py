@@ -85,6 +85,25 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     assert permute_chunk(reversed_rows, chunk, seed=1, epoch=1).column("id").to_pylist() == once
 
 
+@pytest.mark.parametrize("rows", [2, 3, 1_000, 70_000])
+def test_rows_of_distinct_hashes_are_ordered_by_one_sort(
+    rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row's position rides below the bits of its mixed hash that order it: rows of
+    distinct hashes need no second ordering (which rows of equal hash take)."""
+    table = _hashed(list(range(rows)))
+    chunk = ChunkSpec("train", 0, 0, 1, rows, 0)
+    expected = shuffled_positions(table, chunk, seed=2, epoch=1)
+
+    def second_ordering(table: pa.Table) -> None:
+        raise AssertionError("rows of distinct hashes were ordered a second time")
+
+    monkeypatch.setattr(layout, "chunk_positions", second_ordering)
+    positions = shuffled_positions(table, chunk, seed=2, epoch=1)
+    assert positions.tolist() == expected.tolist()
+    assert sorted(positions.tolist()) == list(range(rows))
+
+
 @pytest.mark.parametrize("ids", [list(range(100)), [5, 5, 6, 7, 8, 8, 9]])
 def test_permutation_is_the_same_whatever_batches_hold_the_rows(ids: list[int]) -> None:
     # A cache entry holds a chunk's rows in as many batches as its fill flushed.
