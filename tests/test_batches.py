@@ -85,7 +85,7 @@ def test_permutation_depends_on_seed_epoch_and_chunk() -> None:
     assert permute_chunk(reversed_rows, chunk, seed=1, epoch=1).column("id").to_pylist() == once
 
 
-@pytest.mark.parametrize("rows", [2, 3, 1_000, 70_000])
+@pytest.mark.parametrize("rows", [1, 2, 3, 1_000, 70_000])
 def test_rows_of_distinct_hashes_are_ordered_by_one_sort(
     rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
