@@ -260,9 +260,9 @@ def test_pythonic_api_and_context_manager(make_reader: MakeReader) -> None:
 
 def test_calls_out_of_order_are_clear_errors(make_reader: MakeReader) -> None:
     reader = make_reader(epochs=1)
-    with pytest.raises(ReaderStateError, match=r"prep_for_epoch\(\)"):
+    with pytest.raises(ReaderStateError, match=r"^call prep_for_epoch\(\) before get_batch\("):
         reader.get_batch()
-    with pytest.raises(ReaderStateError, match=r"prep_for_eval\(\)"):
+    with pytest.raises(ReaderStateError, match=r"^call prep_for_eval\(\) before get_batch\("):
         reader.get_batch(eval=True)
     reader.prep_for_epoch()
     with pytest.raises(ReaderStateError, match="all 1 epochs"):
