@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -256,6 +257,18 @@ def test_pythonic_api_and_context_manager(make_reader: MakeReader) -> None:
     with pytest.raises(ReaderStateError, match="closed"):
         reader.get_batch()
     assert not [t for t in threading.enumerate() if t.name.startswith("faucet-fetch")]
+
+
+def test_the_end_of_a_pass_is_logged_with_its_metrics(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = make_reader(epochs=1, test_split_percent=0)
+    with caplog.at_level(logging.INFO, logger="faucet"):
+        served = len(epoch_ids(reader))
+    (done,) = [r for r in caplog.records if " done: " in r.getMessage()]
+    assert done.getMessage().startswith("train pass of epoch 1 done: {")
+    (metrics,) = [arg for arg in done.args or () if isinstance(arg, dict)]
+    assert metrics["rows"] == served == reader.rows("train") and metrics["finished"]
 
 
 def test_calls_out_of_order_are_clear_errors(make_reader: MakeReader) -> None:
