@@ -15,6 +15,7 @@ from faucet_core.preprocessing.preprocessor import SPEC_FORMAT
 from faucet_core.preprocessing.stats import StatsRequest, TrainStats
 from faucet_core.warehouse import PlanRequest
 from faucet_duckdb import DuckDBWarehouse
+from tests.conftest import epoch_ids
 
 MakeReader = Callable[..., Reader]
 
@@ -82,6 +83,15 @@ def make(make_reader: MakeReader, billing: type[BillingDuckDB]) -> MakeReader:
 def _logged(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     """What obtaining the preprocessing logged: (level, whole message) pairs."""
     return [(r.levelname, r.getMessage()) for r in caplog.records if r.module == "obtain"]
+
+
+def test_a_pass_counts_only_what_it_spent(make: MakeReader) -> None:
+    """Planning billed a job; the epoch after it, reading the cache's fill, billed none."""
+    reader = make()
+    assert reader.costs.query_jobs == 1
+    epoch_ids(reader)
+    assert (reader.metrics[-1].query_jobs, reader.metrics[-1].bytes_billed) == (0, 0)
+    assert reader.costs.query_jobs == 1
 
 
 def test_fitting_records_the_train_rows_the_plan_and_what_the_statistics_query_cost(
