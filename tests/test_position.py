@@ -91,6 +91,22 @@ def test_a_dispatching_process_serves_what_the_ranks_would_in_even_slices(
         assert set(served) <= set(range(total))
 
 
+@pytest.mark.parametrize(
+    ("total", "runs"),
+    [
+        (15, [(0, 1), (1, 3), (3, 5)]),  # five whole batches: split evenly
+        (13, [(0, 1), (1, 2), (2, 5)]),  # four whole and a short one, which goes last
+    ],
+)
+def test_a_dispatching_rank_gives_its_short_batch_to_its_last_worker(
+    total: int, runs: list[tuple[int, int]]
+) -> None:
+    dispatching = Partition(0, 1, "drop", workers=3, dispatch=True)
+    assert [dispatching.worker_run(total, 3, False, w) for w in range(3)] == runs
+    plain = Partition(0, 1, "drop", workers=3)
+    assert [plain.worker_run(total, 3, False, w) for w in range(3)] == [(0, 1), (1, 3), (3, 5)]
+
+
 @given(sizes=st.lists(st.integers(0, 6), min_size=1, max_size=4), data=st.data())
 def test_resume_points_follow_the_dataloader_turns(sizes: list[int], data: st.DataObject) -> None:
     consumed = data.draw(st.integers(0, sum(sizes)))
