@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
+from faucet_core import scheduler
 from faucet_core.batches import Segment
 from faucet_core.errors import ChunkReadError
 from faucet_core.plan import ChunkSpec
@@ -53,6 +57,19 @@ def test_results_come_in_chunk_order_whatever_finishes_first(
         gate.set()
     scheduler = ChunkScheduler(_chunks(4), loader, pool, prefetch=3, timeout=10)
     assert list(scheduler) == [0, 1, 2, 3]
+
+
+def test_the_waits_for_chunks_add_up(pool: FetchPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each wait for a chunk counts in ``wait_seconds``, not only the last."""
+    ticks = itertools.count()
+    clock = SimpleNamespace(perf_counter=lambda: float(next(ticks)), monotonic=time.monotonic)
+    monkeypatch.setattr(scheduler, "time", clock)
+    loader = GatedLoader(3)
+    for gate in loader.gates:
+        gate.set()
+    chunks = ChunkScheduler(_chunks(3), loader, pool, prefetch=1, timeout=10)
+    assert list(chunks) == [0, 1, 2]
+    assert chunks.wait_seconds == 3.0  # one tick per wait
 
 
 def test_prefetch_is_bounded(pool: FetchPool) -> None:
