@@ -91,6 +91,18 @@ def test_a_dispatching_process_serves_what_the_ranks_would_in_even_slices(
         assert set(served) <= set(range(total))
 
 
+def test_a_resumed_worker_takes_over_the_run_whose_turn_was_next() -> None:
+    three = Partition(workers=3)
+    # 15 batches of 2 rows, runs of 5; 4 served, one from each run in turn, then run 0's:
+    # the resumed worker 0 goes on with run 1, worker 1 with run 2, worker 2 with run 0.
+    assert [worker_rows(30, 2, False, three, w, 4) for w in range(3)] == [
+        (12, 20), (22, 30), (4, 10),
+    ]  # fmt: skip
+    # 13 batches in runs of 4, 4 and 5, all served: nothing is left for any worker.
+    left = [worker_rows(26, 2, False, three, w, 13) for w in range(3)]
+    assert all(start == stop for start, stop in left)
+
+
 @pytest.mark.parametrize(
     ("total", "runs"),
     [
