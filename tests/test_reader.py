@@ -271,6 +271,22 @@ def test_the_end_of_a_pass_is_logged_with_its_metrics(
     assert metrics["rows"] == served == reader.rows("train") and metrics["finished"]
 
 
+@pytest.mark.parametrize("rows", [2, 500])
+def test_the_rows_of_one_chunk_come_in_a_new_order_each_epoch(
+    make_reader: MakeReader, rows: int
+) -> None:
+    """Not only the chunk order changes: a source of one chunk is shuffled too, down to
+    two rows."""
+    reader = make_reader(
+        table_name=None, query=f"SELECT * FROM t WHERE id < {rows}", chunk_size=rows,
+        batch_size=rows, test_split_percent=0, epochs=8,
+    )  # fmt: skip
+    assert len(reader.plan.chunks["train"]) == 1
+    orders = {tuple(epoch_ids(reader)) for _ in range(8)}
+    assert all(sorted(order) == list(range(rows)) for order in orders)
+    assert len(orders) > 1
+
+
 def test_calls_out_of_order_are_clear_errors(make_reader: MakeReader) -> None:
     reader = make_reader(epochs=1)
     with pytest.raises(ReaderStateError, match=r"^call prep_for_epoch\(\) before get_batch\("):
