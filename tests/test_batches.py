@@ -144,12 +144,11 @@ def test_row_segments_cover_the_range_and_wrap_around(
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     total = sum(sizes)
     start = min(start, total)
-    rows = [
-        offsets[seg.chunk.index] + r
-        for seg in row_segments(order, start, start + length)
-        for r in range(seg.lo, seg.hi)
-    ]
+    segments = row_segments(order, start, start + length)
+    rows = [offsets[seg.chunk.index] + r for seg in segments for r in range(seg.lo, seg.hi)]
     assert rows == [i % total for i in range(start, start + length)]
+    # An empty segment would cost a chunk read for no rows.
+    assert all(seg.lo < seg.hi for seg in segments)
 
 
 def test_two_row_chunks_are_shuffled_too() -> None:

@@ -44,17 +44,25 @@ def test_round_trip_and_sharing_between_instances(tmp_path: Path) -> None:
     late = ChunkCache(tmp_path, max_bytes=10**9)
     cache.put("b", _table(5))
     assert late.get("b") == _table(5)  # written after `late` scanned the folder
-    assert (cache.stats.hits, cache.stats.misses, cache.stats.writes) == (1, 1, 2)
+    assert cache.get("b") == _table(5)
+    assert cache.get("c") is None
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.writes) == (2, 2, 2)
 
 
-def test_flipped_byte_is_detected_and_the_entry_removed(tmp_path: Path) -> None:
+def test_flipped_byte_is_detected_and_the_entry_removed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     ChunkCache(tmp_path, max_bytes=10**9).put("a", _table(1000))
     (entry,) = tmp_path.glob("a.*.arrow")
     data = bytearray(entry.read_bytes())
     data[len(data) // 3] ^= 0x01
     entry.write_bytes(bytes(data))
     cache = ChunkCache(tmp_path, max_bytes=10**9)
-    assert cache.get("a") is None
+    with caplog.at_level(logging.WARNING, logger="faucet_core.cache"):
+        assert cache.get("a") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"discarding damaged cache entry {entry}: checksum mismatch"
+    ]
     assert cache.stats.corrupt_discarded == 1
     assert not entry.exists()
     cache.put("a", _table(1000))

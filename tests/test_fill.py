@@ -333,6 +333,20 @@ def test_without_room_in_the_cache_chunks_are_read_one_by_one(make_reader: MakeR
     assert CountingScans.scans.reads == 0 and CountingScans.reads.reads > 0
 
 
+def test_where_the_fill_cannot_run_the_chunks_read_one_by_one_are_cached(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that may not open a file per chunk reads chunk by chunk; the chunks are
+    cached as they are read, and the next epoch comes from the cache alone."""
+    monkeypatch.setattr(fill, "_allow_open_files", lambda count: False)
+    reader = make_reader(datastore="counting-scans", epochs=2)
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    reads = CountingScans.reads.reads
+    assert CountingScans.scans.reads == 0 and reads == len(reader.plan.chunks["train"])
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert CountingScans.reads.reads == reads
+
+
 def _reading_while_the_scan_is_held(make_reader: MakeReader) -> tuple[Reader, threading.Thread]:
     """A reader of the blocked-scan warehouse, and a thread asking it for a batch: its fill's
     scan is held until ``BlockedScan.release`` is set."""

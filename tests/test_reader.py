@@ -16,9 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from faucet_core import ConfigError, Reader, ReaderStateError
+from faucet_core import (
+    ChunkSpec,
+    ConfigError,
+    Plan,
+    Reader,
+    ReaderStateError,
+    Warehouse,
+    hookimpl,
+)
 from faucet_core.output import format_batch
-from tests.conftest import ROWS, SMALL_ROWS, ReadCounter, epoch_ids
+from tests.conftest import ROWS, SMALL_ROWS, ChunkByChunkDuckDB, ReadCounter, epoch_ids
 
 MakeReader = Callable[..., Reader]
 
@@ -335,3 +343,71 @@ def test_an_epoch_iterator_left_behind_by_load_state_dict_asks_for_a_new_epoch(
     with pytest.raises(ReaderStateError) as raised:
         next(batches)
     assert str(raised.value) == "call prep_for_epoch() before get_batch(eval=False)"
+
+
+class GatedReads(ChunkByChunkDuckDB):
+    """DuckDB read chunk by chunk; every read after the first waits for ``release``, and
+    ``waiting`` is set once one does."""
+
+    name = "gated-reads"
+    reads = ReadCounter()
+    waiting = threading.Event()
+    release = threading.Event()
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        cls = type(self)
+        cls.reads.add()
+        if cls.reads.reads > 1:
+            cls.waiting.set()
+            if not cls.release.wait(timeout=30):
+                raise TimeoutError("the test never released the read")
+        return super().read_buckets(plan, chunk)
+
+
+class _GatedReadsPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(GatedReads)
+
+
+def test_a_new_epoch_cancels_the_loads_the_last_one_left_queued(
+    make_reader: MakeReader, register: Callable[[object], None]
+) -> None:
+    """An epoch started before the last one ended cancels that one's chunk loads not yet
+    begun: they would cost reads nobody uses (the load under way ends and is dropped)."""
+    register(_GatedReadsPlugin())
+    GatedReads.reads, GatedReads.waiting, GatedReads.release = (
+        ReadCounter(), threading.Event(), threading.Event()
+    )  # fmt: skip
+    reader = make_reader(
+        datastore="gated-reads", use_cache=False, epochs=2, fetch_threads=1, prefetch_chunks=3
+    )
+    try:
+        reader.prep_for_epoch()
+        assert reader.get_batch() is not None  # the first chunk read; the second waits
+        assert GatedReads.waiting.wait(timeout=30)
+        reader.prep_for_epoch()
+    finally:
+        GatedReads.release.set()
+    ids = []
+    while (batch := reader.get_batch()) is not None:
+        ids.extend(batch["features"]["id"].tolist())
+    assert sorted(ids) == list(range(ROWS))
+    assert GatedReads.reads.reads == 2 + len(reader.plan.chunks["train"])
+
+
+def test_a_range_is_shuffled_as_asked_whatever_its_split(make_reader: MakeReader) -> None:
+    """``iter_range``'s ``shuffle`` overrides the split's default both ways."""
+    reader = make_reader(test_split_percent=20)
+    in_plan_order = make_reader(test_split_percent=20, shuffle=False)
+
+    def ids(split: str, shuffle: bool | None) -> list[int]:
+        rows = reader.rows(split)  # type: ignore[arg-type]
+        batches = reader.iter_range(split, 1, 0, rows, shuffle)  # type: ignore[arg-type]
+        return [i for batch in batches for i in batch["features"]["id"].tolist()]
+
+    train, test = epoch_ids(in_plan_order), epoch_ids(in_plan_order, eval=True)
+    assert ids("train", False) == train
+    assert ids("train", None) != train and sorted(ids("train", None)) == sorted(train)
+    assert ids("eval", None) == test
+    assert ids("eval", True) != test and sorted(ids("eval", True)) == sorted(test)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -145,7 +147,7 @@ def test_no_load_is_taken_after_shutdown() -> None:
     """Once shut down, the pool refuses new loads, and says so."""
     single = FetchPool(1)
     assert single.shutdown(timeout=10)
-    with pytest.raises(RuntimeError, match="shut down"):
+    with pytest.raises(RuntimeError, match=r"^the fetch threads were shut down$"):
         single.submit(GatedLoader(1), _chunks(1)[0])
 
 
@@ -165,3 +167,45 @@ def test_shutdown_cancels_the_loads_still_queued() -> None:
     assert running.result(timeout=10) == 0
     assert single.shutdown(timeout=10)
     assert loader.started == [0]
+
+
+def test_a_cancelled_load_does_not_stop_its_thread() -> None:
+    """A load cancelled before it started is skipped; the thread goes on to the next."""
+    single = FetchPool(1)
+    loader = GatedLoader(3)
+    running, cancelled, after = (single.submit(loader, segment) for segment in _chunks(3))
+    assert loader.began[0].wait(timeout=10)
+    assert cancelled.cancel()
+    loader.gates[0].set()
+    loader.gates[2].set()
+    assert (running.result(timeout=10), after.result(timeout=10)) == (0, 2)
+    assert loader.started == [0, 2]
+    assert single.shutdown(timeout=10)
+
+
+def test_the_threads_are_named_and_do_not_keep_the_process_alive() -> None:
+    """The pool's threads are named for what they do (as stack dumps show them), and a
+    load stuck for good does not keep the process from exiting."""
+    names: list[str] = []
+    loader = GatedLoader(2)
+
+    def load(segment: Segment) -> int:
+        names.append(threading.current_thread().name)
+        return loader(segment)
+
+    pool = FetchPool(2)
+    for segment in _chunks(2):
+        pool.submit(load, segment)
+    assert loader.began[0].wait(timeout=10) and loader.began[1].wait(timeout=10)
+    for gate in loader.gates:
+        gate.set()
+    assert pool.shutdown(timeout=10)
+    assert sorted(names) == ["faucet-fetch-0", "faucet-fetch-1"]
+    stuck = (
+        "import threading\n"
+        "from faucet_core.scheduler import FetchPool\n"
+        "pool = FetchPool(1)\n"
+        "pool.submit(lambda segment: threading.Event().wait(), None)\n"
+        "pool.shutdown(timeout=0)\n"
+    )
+    subprocess.run([sys.executable, "-c", stuck], check=True, timeout=30)
