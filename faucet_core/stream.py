@@ -254,9 +254,9 @@ class Pass:
         epoch: int,
         seed: int,
         shuffle: bool,
-        start: int = 0,
-        stop: int | None = None,
-        transform: Callable[[pa.Table], pa.Table] | None = None,
+        start: int,
+        stop: int | None,
+        transform: Callable[[pa.Table], pa.Table] | None,
     ) -> None:
         plan = stream.plan
         self._transform = transform
