@@ -32,7 +32,7 @@ from faucet_core import (
     stream,
 )
 from faucet_core.cache import EntryWriter
-from faucet_core.chunk_states import ChunkStates
+from faucet_core.chunk_states import ChunkStates, Origin
 from faucet_core.fill import CacheFill, ChunkWriters
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids
@@ -345,6 +345,26 @@ def test_where_the_fill_cannot_run_the_chunks_read_one_by_one_are_cached(
     assert CountingScans.scans.reads == 0 and reads == len(reader.plan.chunks["train"])
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert CountingScans.reads.reads == reads
+
+
+def test_a_chunk_asked_for_while_the_fill_runs_waits_for_the_fill(
+    make_reader: MakeReader,
+) -> None:
+    """A chunk fetched while the fill runs (by the preprocessing fit, say) comes from the
+    fill, however long it takes: only a pass's first chunk is read by itself."""
+    reader = make_reader(datastore="paced-scan")
+    chunk = reader.plan.chunks["train"][0]
+    fetched: queue.Queue[fetch.FetchedChunk] = queue.Queue()
+    fetcher = threading.Thread(target=lambda: fetched.put(reader.stream.fetcher.fetch(chunk)))
+    fetcher.start()
+    assert PacedScan.asked.get(timeout=60) == 0
+    # Longer than a first chunk's grace: such a chunk would have been read by now.
+    fetcher.join(timeout=5 * fetch.FIRST_CHUNK_GRACE)
+    for number in range(-(-ROWS // 1_000)):
+        PacedScan.go.put(number)
+    assert fetched.get(timeout=60).table.num_rows == chunk.rows
+    fetcher.join(timeout=60)
+    assert reader.stream.fetcher.states.origin(chunk) is Origin.FILL
 
 
 def _reading_while_the_scan_is_held(make_reader: MakeReader) -> tuple[Reader, threading.Thread]:
