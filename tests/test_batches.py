@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given
@@ -175,3 +178,23 @@ def test_a_segment_names_its_rows_only_when_it_is_part_of_its_chunk() -> None:
     assert [s.describe() for s in row_segments([chunk], 40, 100)] == [
         f"{chunk.describe()} rows 40:100"
     ]
+
+
+def test_a_seed_gives_the_same_order_in_every_release() -> None:
+    """The orders a seed gives are pinned: the same seed gives the same batches from one
+    release to the next. An order changed on purpose needs a new ``LAYOUT_VERSION``, so
+    that plans, and positions saved under the old order, are not taken for the new."""
+    assert layout.LAYOUT_VERSION == 2
+    chunk = ChunkSpec("train", 3, 0, 1, 10, 0)
+    assert shuffled_positions(_hashed(list(range(10))), chunk, 7, 1).tolist() == [
+        5, 1, 2, 9, 7, 6, 0, 4, 8, 3
+    ]  # fmt: skip
+    pair = ChunkSpec("train", 0, 0, 1, 2, 0)
+    firsts = [shuffled_positions(_hashed([0, 1]), pair, seed, 1)[0] for seed in range(24)]
+    assert firsts == [0, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 1, 0, 1]
+    big = ChunkSpec("train", 5, 0, 1, 100_000, 0)
+    positions = shuffled_positions(_hashed(list(range(100_000))), big, 7, 3)
+    digest = hashlib.sha256(positions.astype(np.int64).tobytes()).hexdigest()
+    assert digest[:16] == "d10ac5c64c0e74b9"
+    chunks = [ChunkSpec("train", i, i, i + 1, 10, 0) for i in range(8)]
+    assert [c.index for c in chunk_order(chunks, 7, 2, shuffle=True)] == [6, 0, 2, 3, 7, 5, 1, 4]

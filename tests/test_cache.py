@@ -513,3 +513,23 @@ def test_an_entry_replaced_after_another_process_removed_it_is_written(tmp_path:
     assert cache.put("a", _table(10, 5))
     assert [path.name for path in tmp_path.glob("a.*.arrow")] != [old.name]
     assert cache.get("a") == _table(10, 5)
+
+
+def test_second_files_of_a_key_are_evicted_first_and_only_past_the_budget(tmp_path: Path) -> None:
+    """Other caches wrote a key this cache holds from rows in other orders (other files):
+    those files go first, as many as the budget needs, and none while the folder fits."""
+    size = _entry_size(tmp_path / "probe", 1000)
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=4 * size)
+    others = [ChunkCache(folder), ChunkCache(folder)]  # opened before the first write
+    cache.put("a", _table(1000))
+    (own,) = folder.glob("a.*.arrow")
+    for other, order in zip(others, (range(999, -1, -1), [*range(1, 1000), 0]), strict=True):
+        other.put("a", _table(1000).take(list(order)))
+    cache.put("b", _table(1000, start=1000))  # exactly the budget: nothing goes
+    assert len(list(folder.glob("*.arrow"))) == 4
+    cache.max_bytes = 2 * size
+    cache.evict()
+    assert sorted(folder.glob("*.arrow")) == sorted([own, *folder.glob("b.*.arrow")])
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (2, 2 * size)
+    assert cache.get("a") == _table(1000)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import re
+import subprocess
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -887,3 +889,28 @@ def test_closing_the_writers_waits_for_the_writes_under_way(
     closing.join(timeout=60)
     assert not closing.is_alive()
     assert all(cache.get(plan.chunk_key(chunk)) is None for chunk in plan.every_chunk)
+
+
+OPEN_FILES = """
+import resource
+from faucet_core.fill import _allow_open_files
+
+def soft():
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+print(_allow_open_files(100), soft())   # within the soft limit: left as it is
+print(_allow_open_files(256), soft())
+print(_allow_open_files(600), soft())   # past it, within the hard one: raised
+print(_allow_open_files(2000), soft())  # past the hard limit: refused
+"""
+
+
+def test_the_fill_raises_the_open_files_limit_as_far_as_the_hard_one() -> None:
+    """A fill opens a file per chunk: the process's soft limit is raised to that when the
+    hard limit allows it, and the fill is refused (chunks read one by one) when not."""
+    ran = subprocess.run(
+        [sys.executable, "-c", OPEN_FILES], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split("\n")[:4] == ["True 256", "True 256", "True 600", "False 600"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import itertools
 import sqlite3
 
@@ -160,6 +161,11 @@ def test_the_row_order_is_a_function_of_the_rows() -> None:
     ties = _chunk_table([1, 1], x=["a", "a"], n=[[2], [1]])
     assert order_chunk(ties).column("n").to_pylist() == [[1], [2]]
     assert order_chunk(ties.take(pa.array([1, 0]))).equals(order_chunk(ties))
+    # Whatever their values' types: dates in lists, here.
+    dated = _chunk_table([1, 1], d=[[dt.date(2024, 1, 2)], [dt.date(2024, 1, 1)]])
+    assert order_chunk(dated).column("d").to_pylist() == [
+        [dt.date(2024, 1, 1)], [dt.date(2024, 1, 2)]
+    ]  # fmt: skip
     # And by dictionary-encoded ones (which Arrow cannot sort), whatever their dictionary.
     coded = pa.table(
         {"d": pa.array(["q", "p"]).dictionary_encode(), layout.HASH_COLUMN: pa.array([1, 1])}

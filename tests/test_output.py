@@ -65,3 +65,10 @@ def test_a_formatter_finds_the_columns_again_when_the_schema_changes() -> None:
         [[5.0, 6.0]],
     ]
     assert [b["labels"].tolist() for b in (first, again, moved)] == [[0], [1], [1]]
+
+
+@pytest.mark.parametrize(("features", "labels"), [(["x", "w"], ["y"]), (["x"], ["w"])])
+def test_a_formatter_names_a_column_the_table_lacks(features: list[str], labels: list[str]) -> None:
+    formatter = BatchFormatter(features, labels, "numpy")
+    with pytest.raises(KeyError, match='Field "w" does not exist'):
+        formatter(pa.table({"x": [1.0], "y": [0]}))

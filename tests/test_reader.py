@@ -331,6 +331,9 @@ def test_polars_batches_keep_numbers_on_the_arrow_buffers() -> None:
     shared = batch["features"]["x"].to_arrow().buffers()[1].address
     assert shared == table.column("x").chunk(0).buffers()[1].address  # not copied
     assert batch["labels"]["y"].to_list() == list(range(100))
+    # Nor are the rows of a table in several chunks gathered into one.
+    halves = pa.concat_tables([table.slice(0, 50), table.slice(50)])
+    assert format_batch(halves, ["x"], ["y"], "polars")["features"]["x"].n_chunks() == 2
 
 
 def test_an_epoch_iterator_left_behind_by_load_state_dict_asks_for_a_new_epoch(
