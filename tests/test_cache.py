@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -216,6 +217,22 @@ def test_a_failed_write_is_reported_and_leaves_nothing(
         f"could not write the cache entry of a: {OSError(errno.ENOSPC, 'No space left on device')}"
     ]
     assert not list(tmp_path.iterdir())
+    assert cache.get("a") is None
+
+
+def test_a_cache_folder_removed_under_the_reader_fails_no_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The folder was removed (by a cleanup) after the cache opened it: entries are not
+    stored, and say why, but reading goes on."""
+    folder = tmp_path / "cache"
+    cache = ChunkCache(folder, max_bytes=10**9)
+    shutil.rmtree(folder)
+    with caplog.at_level(logging.WARNING, logger="faucet_core.cache"):
+        assert not cache.put("a", _table(10))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "could not write the cache entry of a"
+    ]
     assert cache.get("a") is None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import re
 import subprocess
@@ -333,6 +334,22 @@ def test_without_room_in_the_cache_chunks_are_read_one_by_one(make_reader: MakeR
     reader = make_reader(datastore="counting-scans", cache_max_bytes=20_000)
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert CountingScans.scans.reads == 0 and CountingScans.reads.reads > 0
+
+
+def test_the_fill_runs_when_the_plan_takes_at_most_four_fifths_of_the_budget(
+    make_reader: MakeReader, tmp_path: Path
+) -> None:
+    size = make_reader(datastore="counting-scans").plan.arrow_bytes()
+    assert size is not None
+    scans = []
+    for folder, budget in (("tight", size), ("roomy", math.ceil(size / 0.8))):
+        reader = make_reader(
+            datastore="counting-scans", cache_dir=str(tmp_path / folder), cache_max_bytes=budget
+        )
+        before = CountingScans.scans.reads
+        assert sorted(epoch_ids(reader)) == list(range(ROWS))
+        scans.append(CountingScans.scans.reads - before)
+    assert scans == [0, 1]
 
 
 def test_where_the_fill_cannot_run_the_chunks_read_one_by_one_are_cached(

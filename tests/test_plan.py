@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import json
 import pickle
 from collections.abc import Callable
@@ -68,6 +70,27 @@ def test_a_plan_round_trips_through_json() -> None:
     assert again == plan
     assert again.fingerprint == plan.fingerprint
     assert again.to_json() == text
+
+
+def test_a_plan_sizes_its_rows_in_arrow_from_its_schema() -> None:
+    """The size the cache fill is planned by: each row's key hash (8 bytes), each value's
+    width (a byte at least: a flag), a guess of 32 bytes where widths vary; ``None``
+    without a schema."""
+    schema = pa.schema({"id": pa.int64(), "f": pa.float32(), "flag": pa.bool_(),
+                        "name": pa.string(), "tags": pa.list_(pa.int8())})  # fmt: skip
+    counts = dataclasses.replace(_counts((False, 5, 8), (True, 9, 3)), schema=schema)
+    assert make_plan("w", REQUEST, counts, "v1").arrow_bytes() == 11 * (8 + 8 + 4 + 1 + 32 + 32)
+    assert make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").arrow_bytes() is None
+
+
+def test_stats_a_plugin_gives_in_other_types_are_saved_as_text() -> None:
+    """Stats are for display: values JSON has no type for (a time, a decimal) are saved
+    as their text rather than failing the plan."""
+    finished = dt.datetime(2026, 1, 2, 3, 4, 5)
+    stats = {"finished": finished, "billed": decimal.Decimal("1.50")}
+    counts = dataclasses.replace(_counts((False, 5, 8)), stats=stats)
+    again = Plan.from_json(make_plan("w", REQUEST, counts, "v1").to_json())
+    assert (again.stats["finished"], again.stats["billed"]) == (str(finished), "1.50")
 
 
 def test_a_plan_is_a_value_that_cannot_change() -> None:

@@ -1,6 +1,7 @@
-"""Plan once per source version: saved plans, warm reruns that query nothing, one plan and
-one scratch copy for processes and DDP ranks. BigQuery's jobs are counted by the emulator
-and its reads by a proxy, not by Faucet's own counters."""
+"""Plan once per source version on BigQuery: warm reruns that query nothing, one plan and
+one scratch copy for processes and DDP ranks (saved plans on DuckDB: test_saved_plans.py).
+BigQuery's jobs are counted by the emulator and its reads by a proxy, not by Faucet's own
+counters."""
 
 from __future__ import annotations
 
@@ -10,111 +11,19 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-import duckdb
 import pytest
 import torch.multiprocessing as mp
 
 import faucet_bigquery.plugin
-from faucet_core import Plan, Reader, Warehouse, hookimpl
+from faucet_core import Reader
 from faucet_core.plugins import pm
-from faucet_core.warehouse import PlanRequest
-from faucet_duckdb import DuckDBWarehouse
 from tests.bqemulator import BigQueryEmulator, free_port
-from tests.conftest import BQ_ROWS_PER_DAY, epoch_ids, write_table
+from tests.conftest import BQ_ROWS_PER_DAY, epoch_ids
 from tests.proxies import TcpProxy
 
 MakeReader = Callable[..., Reader]
-
-
-class PlanCountingDuckDB(DuckDBWarehouse):
-    """Counts the counting queries, and the reads of the whole source (materializations
-    and scans), of every instance."""
-
-    name = "plan-counting-duckdb"
-    counted: ClassVar[int] = 0
-    whole_reads: ClassVar[int] = 0
-
-    def count_buckets(self, request: PlanRequest) -> Any:
-        type(self).counted += 1
-        return super().count_buckets(request)
-
-    def materialize(self, plan: Plan) -> None:
-        type(self).whole_reads += 1
-        super().materialize(plan)
-
-    def scan(self, plan: Plan) -> Any:
-        type(self).whole_reads += 1
-        return super().scan(plan)
-
-
-class _Plugin:
-    @hookimpl
-    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
-        register(PlanCountingDuckDB)
-
-
-@pytest.fixture
-def counting(register: Callable[[object], None]) -> type[PlanCountingDuckDB]:
-    register(_Plugin())
-    PlanCountingDuckDB.counted = PlanCountingDuckDB.whole_reads = 0
-    return PlanCountingDuckDB
-
-
-def test_a_second_reader_reuses_the_saved_plan(
-    make_reader: MakeReader, counting: type[PlanCountingDuckDB]
-) -> None:
-    first = make_reader(datastore=counting.name, test_split_percent=20)
-    assert first.plan_origin == "warehouse"
-    expected = sorted(epoch_ids(first))
-    second = make_reader(datastore=counting.name, test_split_percent=20, seed=2)
-    assert second.plan_origin == "cache"
-    assert second.plan == first.plan
-    assert sorted(epoch_ids(second)) == expected
-    assert (counting.counted, counting.whole_reads) == (1, 1)  # the second read the cache
-    other_split = make_reader(datastore=counting.name, test_split_percent=30)
-    assert other_split.plan_origin == "warehouse"
-
-
-def test_changed_data_is_planned_again(
-    make_reader: MakeReader, counting: type[PlanCountingDuckDB], tmp_path: Path
-) -> None:
-    path = write_table(tmp_path / "changing.duckdb", 1_000)
-    first = make_reader(datastore=counting.name, database=str(path))
-    first.close()
-    with duckdb.connect(str(path)) as db:
-        db.execute("INSERT INTO t SELECT * FROM t LIMIT 1")
-    second = make_reader(datastore=counting.name, database=str(path))
-    assert second.plan_origin == "warehouse"
-    assert second.plan.fingerprint != first.plan.fingerprint
-    assert second.rows() == 1_001
-
-
-def test_a_query_is_planned_again_unless_plan_ttl_says_otherwise(
-    make_reader: MakeReader, counting: type[PlanCountingDuckDB]
-) -> None:
-    query = {"database": None, "table_name": None, "label_columns": [],
-             "query": "SELECT i AS id FROM range(500) r(i)"}  # fmt: skip
-    assert make_reader(datastore=counting.name, **query).plan_origin == "warehouse"
-    assert make_reader(datastore=counting.name, **query).plan_origin == "warehouse"
-    kept = {**query, "plan_ttl": "1h"}
-    assert make_reader(datastore=counting.name, **kept).plan_origin == "warehouse"
-    assert make_reader(datastore=counting.name, **kept).plan_origin == "cache"
-    expired = {**query, "plan_ttl": 0}
-    assert make_reader(datastore=counting.name, **expired).plan_origin == "warehouse"
-    assert counting.counted == 4
-
-
-def test_a_damaged_saved_plan_is_planned_again(
-    make_reader: MakeReader, counting: type[PlanCountingDuckDB], tmp_path: Path
-) -> None:
-    make_reader(datastore=counting.name)
-    (saved,) = (tmp_path / "cache" / "plans").glob("*.json")
-    saved.write_text(saved.read_text().replace('"rows_id": "', '"rows_id": "x'))
-    again = make_reader(datastore=counting.name)
-    assert again.plan_origin == "warehouse"
-    assert counting.counted == 2
 
 
 # BigQuery, on the emulator.
