@@ -514,6 +514,24 @@ def test_a_fill_writes_a_small_source_in_parts_of_an_eighth_of_its_bytes(
     assert any(entry is not None and entry.column(0).num_chunks > 1 for entry in batches)
 
 
+def test_the_fill_holds_no_more_rows_than_cache_fill_buffer(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fill, "_MIN_PART_BYTES", 1)
+    made: list[ChunkWriters] = []
+
+    class NotedWriters(ChunkWriters):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(fill, "ChunkWriters", NotedWriters)
+    reader = make_reader(datastore="cut-scan", cache_fill_buffer="10KB")
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    (writers,) = made
+    assert writers.budget == 10_000 and writers.flushes > 1
+
+
 def test_the_fill_thread_is_a_daemon(make_reader: MakeReader, tmp_path: Path) -> None:
     """A fill started by the main thread runs in a daemon thread named ``faucet-fill``: a
     fill stuck in the warehouse never keeps the process from exiting."""

@@ -37,6 +37,8 @@ def test_workers_of_all_ranks_cover_the_epoch_once(
         served += rank_rows
     if remainder == "drop" and not drop_last:
         assert sorted(served) == list(range(total - total % world))
+    if remainder == "pad" and not drop_last:  # the last ranks again serve the first rows
+        assert sorted(served) == list(range(world * -(-total // world)))
 
 
 def _dispatched_groups(

@@ -207,6 +207,8 @@ def test_pandas_polars_and_arrow_keep_named_columns(make: Callable[..., Reader])
     polars = next(make(output="polars", preprocessing=settings).iter_epoch())["features"]
     assert polars.columns == arrow["features"].column_names  # the kept text columns too
     assert polars.to_dicts() == arrow["features"].to_pylist()
+    numpy = make(output="numpy", preprocessing=settings)  # a matrix of numbers: not kept
+    assert numpy.feature_columns == numpy.feature_names and "city" not in numpy.feature_names
 
 
 def test_bad_settings_name_their_field(make: Callable[..., Reader], tmp_path: Path) -> None:

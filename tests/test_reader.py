@@ -262,8 +262,9 @@ def test_pythonic_api_and_context_manager(make_reader: MakeReader) -> None:
             assert rows == reader.rows("train")
             assert eval_rows == reader.rows("eval")
         assert reader.epoch == 2
-    with pytest.raises(ReaderStateError, match="closed"):
-        reader.get_batch()
+    for call in (reader.get_batch, reader.prep_for_epoch, reader.prep_for_eval, reader.prepare):
+        with pytest.raises(ReaderStateError, match=r"^the reader is closed$"):
+            call()
     assert not [t for t in threading.enumerate() if t.name.startswith("faucet-fetch")]
 
 
