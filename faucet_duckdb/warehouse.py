@@ -153,16 +153,31 @@ class DuckDBWarehouse(SqlWarehouse):
         self._lock = threading.Lock()
         self._owned: list[Path] = []  # scratch folders this instance made
         self._types: dict[SourceSpec, dict[str, str]] = {}
+        self._catalog = ""
         try:
             if self.connection.database is not None:
-                self._db.execute(
-                    "ATTACH ? AS faucet_source (READ_ONLY)", [str(self.connection.database)]
-                )
+                self._catalog = self._attach(str(self.connection.database))
         except duckdb.Error as exc:
             self.close()
             raise PermanentWarehouseError(
                 f"cannot open DuckDB database {self.connection.database}: {exc}"
             ) from exc
+
+    def _attach(self, database: str) -> str:
+        """Attach ``database`` read-only under the catalog name DuckDB gives it (its file
+        name without the extension, as ``catalog.schema.table`` names spell it), or under
+        ``faucet_source`` where that name is taken (``memory``); returns the name."""
+        try:
+            self._db.execute("ATTACH ? (READ_ONLY)", [database])
+        except self._duckdb.BinderException:  # the name is the in-memory database's, or DuckDB's
+            self._db.execute("ATTACH ? AS faucet_source (READ_ONLY)", [database])
+            return "faucet_source"
+        attached = self._db.execute(  # the only one besides DuckDB's own
+            "SELECT database_name FROM duckdb_databases() "
+            "WHERE NOT internal AND database_name <> 'memory'"
+        ).fetchone()
+        assert attached is not None
+        return str(attached[0])
 
     def source_identity(self, source: SourceSpec) -> str:
         """The database file (a table or query of it), by its absolute path; files and
@@ -193,8 +208,8 @@ class DuckDBWarehouse(SqlWarehouse):
             # No query here depends on storage order (the core orders chunks); not keeping
             # it lets DuckDB write and read in parallel with less memory.
             cursor.execute("SET preserve_insertion_order = false")
-            if self.connection.database is not None:
-                cursor.execute("USE faucet_source")
+            if self._catalog:
+                cursor.execute(f"USE {quote_identifier(self._catalog)}")
             self._local.cursor = cursor
         return cursor
 

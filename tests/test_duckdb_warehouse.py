@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,6 +80,21 @@ def test_table_names_are_identifiers_not_sql(make_reader: MakeReader, name: str)
     assert str(raised.value) == (
         f"source.table {name!r} is not a table name ([catalog.][schema.]table)"
     )
+
+
+@pytest.mark.parametrize("name", ["main.t", "w.main.t"])
+def test_a_table_is_named_with_its_schema_and_catalog(make_reader: MakeReader, name: str) -> None:
+    """Up to three parts: catalog (the database file's stem), schema, table."""
+    assert make_reader(table_name=name).rows() == ROWS
+
+
+def test_a_database_file_named_as_duckdbs_own_catalog_opens(
+    make_reader: MakeReader, table_path: Path, tmp_path: Path
+) -> None:
+    """``memory`` is the in-memory database's name: such a file is attached under another."""
+    shutil.copy(table_path, tmp_path / "memory.duckdb")
+    reader = make_reader(database=str(tmp_path / "memory.duckdb"))
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
 
 
 def test_unknown_columns_are_named(make_reader: MakeReader) -> None:

@@ -274,6 +274,27 @@ def test_an_empty_split_is_said(counts: tuple[tuple[bool, int, int], ...], said:
     assert surprise is not None and surprise.startswith(said)
 
 
+def test_chance_is_four_standard_deviations_of_the_share() -> None:
+    """Of 100 rows with 25% asked, a standard deviation of the share is 4.3 points: 6 rows
+    in eval (19 points off) is past four of them, 9 rows (16 points off) is not."""
+    for eval_rows, surprised in ((6, True), (9, False)):
+        counts = _counts((False, 5, 100 - eval_rows), (True, 1, eval_rows))
+        surprise = make_plan("w", REQUEST, counts, "v1").split_surprise()
+        assert (surprise is not None) == surprised
+
+
+def test_a_quarter_of_the_smaller_sides_share_is_the_margin() -> None:
+    """75% asked: the smaller side is train's 25%, so a share 10 points off (more than
+    6.25) is said, of a million rows, and 5 points off is not; the key's columns are
+    named."""
+    request = dataclasses.replace(REQUEST, split=SplitSpec(("a", "b"), 75.0))
+    for eval_rows, surprised in ((650_000, True), (700_000, False)):
+        counts = _counts((False, 5, 1_000_000 - eval_rows), (True, 1, eval_rows))
+        surprise = make_plan("w", request, counts, "v1").split_surprise()
+        assert (surprise is not None) == surprised
+        assert surprise is None or "The split key (a, b) sends" in surprise
+
+
 def test_no_eval_asked_and_none_given_is_no_surprise() -> None:
     request = dataclasses.replace(REQUEST, split=SplitSpec(("id",), 0.0))
     assert make_plan("w", request, _counts((False, 5, 10)), "v1").split_surprise() is None

@@ -3,6 +3,7 @@ again for changed data, another place, another warehouse or other connection set
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -172,3 +173,18 @@ def test_other_connection_settings_plan_again(
     assert make_reader(datastore=counting.name, threads=1).plan_origin == "warehouse"
     assert make_reader(datastore=counting.name, threads=1).plan_origin == "cache"
     assert make_reader(datastore=counting.name, threads=2).plan_origin == "warehouse"
+
+
+def test_plan_ttl_leaves_plans_of_sources_with_a_data_version_alone(
+    make_reader: MakeReader, counting: type[PlanCountingDuckDB], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table has a data version: its plan is reused while the version holds, however
+    old, and the reuse is logged."""
+    first = make_reader(datastore=counting.name, plan_ttl=0)
+    with caplog.at_level(logging.INFO, logger="faucet"):
+        again = make_reader(datastore=counting.name, plan_ttl=0)
+    assert again.plan_origin == "cache"
+    assert (
+        f"reusing the saved plan of table t ({first.plan.fingerprint}): the data has not "
+        "changed" in caplog.messages
+    )

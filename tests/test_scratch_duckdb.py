@@ -244,7 +244,7 @@ class ReadOnly(ScratchDuckDB):
     tables."""
 
     name = "read-only-duckdb"
-    catalog = "faucet_source"
+    catalog = "w"  # the source's database, w.duckdb
 
     def cannot_copy(self, error: PermanentWarehouseError) -> bool:
         return "read-only mode" in str(error)
@@ -298,7 +298,7 @@ class _Plugin:
 def scratch_db(table_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The database the scratch warehouses share, with table ``t`` attached read-only."""
     db = duckdb.connect(":memory:")
-    db.execute("ATTACH ? AS faucet_source (READ_ONLY)", [str(table_path)])
+    db.execute("ATTACH ? (READ_ONLY)", [str(table_path)])  # as catalog w, as the warehouse
     monkeypatch.setattr(ScratchDuckDB, "shared", db)
     yield db
     db.close()
