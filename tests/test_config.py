@@ -86,6 +86,21 @@ def test_columns_a_setting_is_keyed_by_are_named_as_the_warehouse_stores_them() 
     assert "valid string" in problems["source.pad.1.[key]"]
 
 
+def test_columns_of_lists_and_groups_are_named_as_the_warehouse_stores_them() -> None:
+    """The same for the names listed by ``columns``, ``label_columns`` and each input
+    group (a quoted name is kept as written); an item that is no name is reported."""
+    snowflake = {"datastore": "snowflake", "account": "a", "user": "u", "table_name": "t"}
+    config = load_config(
+        **snowflake, columns=["id", "x1", '"emb"', "label"], label_columns=["label"],
+        inputs={"user": ["x1", '"emb"'], "item": ["id"]},
+    )  # fmt: skip
+    assert config.source.columns == ["ID", "X1", "emb", "LABEL"]
+    assert config.source.label_columns == ["LABEL"]
+    assert config.source.inputs == {"user": ["X1", "emb"], "item": ["ID"]}
+    problems = _problems_of(lambda: load_config(**snowflake, columns=["id", 3]))
+    assert list(problems) == ["source.columns.1"]
+
+
 def test_every_problem_is_reported_with_its_path_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -116,7 +116,8 @@ def test_a_group_column_missing_from_the_source_is_named(make_grouped: MakeReade
 
 @pytest.mark.parametrize(
     ("inputs", "message"),
-    [({"labels": ["x1"]}, "names a batch's part"), ({"a": []}, "lists no column"),
+    [({"labels": ["x1"]}, "names a batch's part"), ({"features": ["x1"]}, "names a batch's part"),
+     ({"a": []}, "lists no column"),
      ({"a": ["x1"], "b": ["x1"]}, "x1 is in inputs.a too"),
      ({"a": ["label"]}, "label is in label_columns too"),
      ({"a": ["nowhere"]}, "not among columns")],

@@ -224,9 +224,19 @@ def test_a_reader_given_a_plan_asks_the_warehouse_nothing_until_a_miss(
 
 def test_a_plan_of_another_request_is_refused(make_reader: MakeReader) -> None:
     plan = make_reader(test_split_percent=20).plan
-    with pytest.raises(ConfigError, match="made for another datastore, source, split"):
+    with pytest.raises(ConfigError) as raised:
         Reader(load_config(datastore="duckdb", **{**_settings(make_reader()), "chunk_size": 7}),
                plan=plan)  # fmt: skip
+    assert raised.value.problems == [
+        ("", "the plan given was made for another datastore, source, split or chunk_size")
+    ]
+
+
+def test_a_label_column_the_source_lacks_is_named(make_reader: MakeReader) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make_reader(label_columns=["nope"])
+    ((field, message),) = raised.value.problems
+    assert (field, message.split(" not among")[0]) == ("source.label_columns", "['nope']")
 
 
 def _settings(reader: Reader) -> dict[str, object]:
