@@ -241,7 +241,7 @@ def test_sizes_take_units(database: Path) -> None:
         assert config.cache.max_bytes == expected
 
 
-def test_an_unknown_datastore_lists_the_installed_ones() -> None:
+def test_an_unknown_datastore_lists_the_warehouses_there_are() -> None:
     with pytest.raises(UnknownDatastore) as raised:
         load_config(datastore="snowflak", table_name="t", batch_size=0)
     problems = dict(raised.value.problems)
@@ -323,6 +323,35 @@ def test_settings_of_a_section_are_suggested_in_their_section(
     assert _problems_of(lambda: load_config(path)) == {
         "FAUCET_CACHE__MAXBYTES": "names no setting; did you mean FAUCET_CACHE__MAX_BYTES?",
         "FAUCET_CACHES__DIR": "names no setting; did you mean FAUCET_CACHE__DIR?",
+    }
+
+
+def test_every_variable_is_looked_at_and_only_close_names_are_suggested(
+    database: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Variables naming settings (also the connection's) are taken whatever comes after
+    them; of the others, only those at least 80% alike a setting are misspellings, in
+    their own section first (``preproc`` is 70% ``preprocessing``: another tool's, maybe)."""
+    variables = {
+        "FAUCET_CONNECTION__THREADS": "2", "FAUCET_EPOCHS": "2",
+        "FAUCET_CACHE__DIR": str(tmp_path / "cache"),
+        "FAUCET_PREPROC": "1", "FAUCET_CACHE__DIREC": "x", "FAUCET_PREPROC__AUTO": "1",
+        "FAUCET_CACHE__ZZZ": "1", "FAUCET_ZZZ__DIR": "1",
+        "FAUCET_CONECTION__THREADS": "2", "FAUCET_CACHE__MAX_BYTE": "1",
+        "FAUCET_CACHES__DIR__X": "1",
+    }  # fmt: skip
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    problems = _problems_of(
+        lambda: load_config(datastore="duckdb", database=str(database), table_name="t")
+    )
+    assert problems == {
+        f"FAUCET_{written}": f"names no setting; did you mean FAUCET_{meant}?"
+        for written, meant in (
+            ("CONECTION__THREADS", "CONNECTION__THREADS"),
+            ("CACHE__MAX_BYTE", "CACHE__MAX_BYTES"),
+            ("CACHES__DIR__X", "CACHE__DIR__X"),
+        )
     }
 
 
