@@ -130,7 +130,7 @@ def test_a_registered_plugin_is_listed(register: Callable[[object], None]) -> No
     assert info.distribution is None  # registered in code, not installed
 
 
-def test_an_unknown_name_lists_what_is_installed() -> None:
+def test_an_unknown_name_lists_the_warehouses_there_are() -> None:
     with pytest.raises(
         UnknownDatastore,
         match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, "
