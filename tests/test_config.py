@@ -355,8 +355,36 @@ def test_every_variable_is_looked_at_and_only_close_names_are_suggested(
     }
 
 
+def test_a_flat_keyword_and_its_whole_section_are_merged(database: Path) -> None:
+    config = load_config(datastore="duckdb", database=str(database), table_name="t",
+                         source={"label_columns": ["label"]})  # fmt: skip
+    assert (config.source.table, config.source.label_columns) == ("t", ["label"])
+
+
+def test_errors_say_where_the_settings_came_from(
+    tmp_path: Path, database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "faucet.yaml"
+    path.write_text(f"datastore: duckdb\nconnection: {{database: '{database}'}}\n"
+                    "source: {table: t}\n")  # fmt: skip
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, batch_size=0)
+    assert str(raised.value).startswith(
+        f"invalid Faucet config in {path} (with keyword overrides):\n  batch_size:"
+    )
+    monkeypatch.setenv("FAUCET_BACH_SIZE", "2")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path)
+    assert str(raised.value).startswith(
+        "invalid Faucet config in FAUCET_* environment variables:\n  FAUCET_BACH_SIZE:"
+    )
+
+
 def test_closest_prefers_the_same_name_spelt_otherwise() -> None:
     assert closest("chunksize", ["chunk_timeout", "chunk_size"]) == "chunk_size"
+    # Even where another name is more alike, letter by letter.
+    assert closest("abcd", ["abcdx", "a_b_c_d"]) == "a_b_c_d"
+    assert closest("abcd", ["abcdx", "a-b-c-d"]) == "a-b-c-d"
     assert closest("epoch", ["epochs", "seed"]) == "epochs"
     assert closest("zzz", ["epochs", "seed"]) is None
 
