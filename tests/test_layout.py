@@ -139,6 +139,15 @@ def test_buckets_group_into_contiguous_chunks_of_about_the_target_size(
         assert max(c[2] for c in chunks) - min(c[2] for c in chunks) <= 1
 
 
+def test_the_mth_chunk_ends_where_the_running_count_reaches_m_times_total_over_k() -> None:
+    """5 rows of one bucket each, chunks of 2: k = 3 chunks, ending where the running count
+    reaches 5/3, 10/3 and 5, so at 2, 4 and 5 rows."""
+    buckets = np.arange(5, dtype=np.int64)
+    ones = np.ones(5, np.int64)
+    chunks = layout.group_buckets(buckets, ones, ones, 2)
+    assert [rows for _, _, rows, _ in chunks] == [2, 2, 1]
+
+
 def _chunk_table(hashes: list[int], **columns: list[object]) -> pa.Table:
     return pa.table({**columns, layout.HASH_COLUMN: pa.array(hashes, pa.int64())})
 
