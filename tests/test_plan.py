@@ -195,6 +195,9 @@ def test_rows_with_a_null_key_hash_are_refused_naming_the_warehouse() -> None:
         "the w warehouse counted rows that break the layout: 3 rows have a NULL key hash "
         "(a hash of id in table t (ds=2024-01-01))"
     )
+    two_columns = dataclasses.replace(REQUEST, split=SplitSpec(("id", "x"), 25.0))
+    with pytest.raises(PermanentWarehouseError, match=r"\(a hash of id, x in table t"):
+        make_plan("w", two_columns, counted, None)
 
 
 def test_counts_of_the_wrong_shape_are_refused() -> None:
