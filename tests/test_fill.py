@@ -485,38 +485,10 @@ def test_a_fill_logs_the_chunks_it_cached_and_the_rows_it_scanned(
     assert messages == [f"cached {chunks} chunks of table t from one scan of {ROWS} rows"]
 
 
-def test_a_fill_writes_a_small_source_in_parts_of_an_eighth_of_its_bytes(
-    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A source far under the fill's buffer budget is still written while it is scanned,
-    in flushes of an eighth of the plan's bytes (whole bytes) each, not all at the end."""
-    monkeypatch.setattr(fill, "_MIN_PART_BYTES", 1)  # parts as small as the source makes them
-    made: list[ChunkWriters] = []
-
-    class NotedWriters(ChunkWriters):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(fill, "ChunkWriters", NotedWriters)
-    reader = make_reader(datastore="cut-scan", test_split_percent=30)
-    plan = reader.plan
-    size = plan.arrow_bytes()
-    assert size is not None
-    cache = ChunkCache(tmp_path / "parts")
-    filling = _fill_of(reader, cache, budget=10**9)
-    filling.wait_all()
-    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
-    (writers,) = made
-    assert writers.budget == size // 8 and isinstance(writers.budget, int)
-    assert writers.flushes > 1
-    batches = [cache.get(plan.chunk_key(chunk)) for chunk in plan.every_chunk]
-    assert any(entry is not None and entry.column(0).num_chunks > 1 for entry in batches)
-
-
-def test_the_fill_holds_no_more_rows_than_cache_fill_buffer(
-    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def made_writers(monkeypatch: pytest.MonkeyPatch) -> list[ChunkWriters]:
+    """The chunk writers fills make from now on, with parts as small as the source makes
+    them."""
     monkeypatch.setattr(fill, "_MIN_PART_BYTES", 1)
     made: list[ChunkWriters] = []
 
@@ -526,9 +498,35 @@ def test_the_fill_holds_no_more_rows_than_cache_fill_buffer(
             made.append(self)
 
     monkeypatch.setattr(fill, "ChunkWriters", NotedWriters)
+    return made
+
+
+def test_a_fill_writes_a_small_source_in_parts_of_an_eighth_of_its_bytes(
+    make_reader: MakeReader, tmp_path: Path, made_writers: list[ChunkWriters]
+) -> None:
+    """A source far under the fill's buffer budget is still written while it is scanned,
+    in flushes of an eighth of the plan's bytes (whole bytes) each, not all at the end."""
+    reader = make_reader(datastore="cut-scan", test_split_percent=30)
+    plan = reader.plan
+    size = plan.arrow_bytes()
+    assert size is not None
+    cache = ChunkCache(tmp_path / "parts")
+    filling = _fill_of(reader, cache, budget=10**9)
+    filling.wait_all()
+    assert all(filling.wait(chunk, timeout=0) for chunk in plan.every_chunk)
+    (writers,) = made_writers
+    assert writers.budget == size // 8 and isinstance(writers.budget, int)
+    assert writers.flushes > 1
+    batches = [cache.get(plan.chunk_key(chunk)) for chunk in plan.every_chunk]
+    assert any(entry is not None and entry.column(0).num_chunks > 1 for entry in batches)
+
+
+def test_the_fill_holds_no_more_rows_than_cache_fill_buffer(
+    make_reader: MakeReader, made_writers: list[ChunkWriters]
+) -> None:
     reader = make_reader(datastore="cut-scan", cache_fill_buffer="10KB")
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
-    (writers,) = made
+    (writers,) = made_writers
     assert writers.budget == 10_000 and writers.flushes > 1
 
 
