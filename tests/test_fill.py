@@ -367,18 +367,28 @@ def test_where_the_fill_cannot_run_the_chunks_read_one_by_one_are_cached(
 
 
 def test_a_chunk_asked_for_while_the_fill_runs_waits_for_the_fill(
-    make_reader: MakeReader,
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chunk fetched while the fill runs (by the preprocessing fit, say) comes from the
-    fill, however long it takes: only a pass's first chunk is read by itself."""
+    fill, however long it takes: only a pass's first chunk is read by itself (after a
+    grace, while this fill's scan waits for the test)."""
     reader = make_reader(datastore="paced-scan")
     chunk = reader.plan.chunks["train"][0]
+    states = reader.stream.fetcher.states
+    waiting = threading.Event()  # set once the fetch waits for the fill with no deadline
+    wait_filled = states.wait_filled
+
+    def noted(chunk: ChunkSpec, stopped: Callable[[], bool], timeout: float | None = None) -> Any:
+        if timeout is None:
+            waiting.set()
+        return wait_filled(chunk, stopped, timeout)
+
+    monkeypatch.setattr(states, "wait_filled", noted)
     fetched: queue.Queue[fetch.FetchedChunk] = queue.Queue()
     fetcher = threading.Thread(target=lambda: fetched.put(reader.stream.fetcher.fetch(chunk)))
     fetcher.start()
     assert PacedScan.asked.get(timeout=60) == 0
-    # Longer than a first chunk's grace: such a chunk would have been read by now.
-    fetcher.join(timeout=5 * fetch.FIRST_CHUNK_GRACE)
+    assert waiting.wait(timeout=30)
     for number in range(-(-ROWS // 1_000)):
         PacedScan.go.put(number)
     assert fetched.get(timeout=60).table.num_rows == chunk.rows
