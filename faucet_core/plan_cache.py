@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from faucet_core.files import file_lock, private_folder, write_private
 from faucet_core.layout import stable_digest
@@ -45,7 +44,7 @@ class PlanCache:
     @staticmethod
     def key(
         datastore: str,
-        connection: dict[str, Any],
+        connection: str,
         identity: str,
         request: PlanRequest,
         version: str | None,

@@ -115,7 +115,7 @@ def saved_plan_key(config: FaucetConfig, warehouse: Warehouse, version: str | No
         return None
     request = config.plan_request()
     identity = source_identity(warehouse, request.source)
-    connection = config.connection.model_dump(mode="json")
+    connection = config.connection.model_dump_json()
     return PlanCache.key(config.datastore, connection, identity, request, version)
 
 
@@ -139,7 +139,7 @@ def obtain_plan(config: FaucetConfig, warehouse: Warehouse) -> tuple[Plan, PlanO
     plan, origin = _saved_or_new_plan(config, warehouse)
     surprise = plan.split_surprise()
     if surprise is not None:
-        log.warning("%s", surprise)
+        log.warning(surprise)
     return plan, origin
 
 

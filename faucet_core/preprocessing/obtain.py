@@ -72,7 +72,7 @@ def obtain_preprocessor(config: FaucetConfig, plan: Plan, stream: Stream) -> Pre
     _check_names(config, plan)
     labels = list(config.source.label_columns)
     pad = dict(config.source.pad or {})  # padded columns are fitted as served
-    key = layout.stable_digest(plan.fingerprint, settings.model_dump(mode="json"), labels, pad)
+    key = layout.stable_digest(plan.fingerprint, settings.model_dump_json(), labels, pad)
     saved = PlanCache(config.cache.dir).get_preprocessor(key) if config.cache.enabled else None
     if saved is not None:
         try:
