@@ -79,7 +79,7 @@ def shuffle_key(chunk: ChunkSpec, seed: int, epoch: int) -> int:
     """The 64-bit key of ``chunk``'s shuffle in ``epoch``, drawn from ``(seed, epoch, split,
     chunk index)``."""
     rng = np.random.default_rng([seed, epoch, _SPLIT_IDS[chunk.split], chunk.index])
-    return int(rng.integers(0, 2**64, dtype=np.uint64))
+    return int(rng.integers(2**64, dtype=np.uint64))
 
 
 def _mix(

@@ -241,17 +241,17 @@ def group_buckets(
     rows: np.ndarray[Any, Any],
     checksums: np.ndarray[Any, Any],
     chunk_size: int,
-) -> list[tuple[int, int, int, int]]:
+) -> list[list[int]]:
     """Cut one split's non-empty buckets into chunks of about ``chunk_size`` rows.
 
-    Returns ``(lo, hi, rows, checksum)`` per chunk. Chunks cover the whole bucket space
+    Returns ``[lo, hi, rows, checksum]`` per chunk. Chunks cover the whole bucket space
     (the first starts at 0, the last ends at :data:`BUCKETS`), so every row of the split
     falls in exactly one. The split's ``total`` rows aim at ``k = ceil(total / chunk_size)``
     chunks: the m-th ends at the first bucket where the running row count reaches
     ``m * total / k``. A bucket is never cut, so large buckets make fewer chunks; a chunk
     is never empty.
     """
-    order = np.argsort(buckets, kind="stable")
+    order = np.argsort(buckets)
     buckets, rows, checksums = buckets[order], rows[order], checksums[order]
     total = int(rows.sum())
     if not total:
@@ -259,18 +259,16 @@ def group_buckets(
     count = -(-total // chunk_size)
     running = np.cumsum(rows)
     # Exact integer thresholds: the first running count at or past m * total / count.
-    thresholds = np.array([-(-m * total // count) for m in range(1, count + 1)], np.int64)
-    ends = np.unique(np.searchsorted(running, thresholds, side="left"))
+    thresholds = np.array([-(-m * total // count) for m in range(1, count + 1)])
+    ends = np.unique(np.searchsorted(running, thresholds))
     starts = np.concatenate([[0], ends[:-1] + 1])
     his = buckets[ends] + 1
     his[-1] = BUCKETS
     los = np.concatenate([[0], his[:-1]])
     chunk_rows = np.add.reduceat(rows, starts)
     chunk_checksums = np.add.reduceat(checksums, starts)
-    return [
-        (int(lo), int(hi), int(n), int(c))
-        for lo, hi, n, c in zip(los, his, chunk_rows, chunk_checksums, strict=True)
-    ]
+    ranges: list[list[int]] = np.stack([los, his, chunk_rows, chunk_checksums], axis=1).tolist()
+    return ranges
 
 
 def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:

@@ -218,7 +218,7 @@ class Plan:
                 else None
             ),
         }
-        return json.dumps(data, sort_keys=True, default=str)
+        return json.dumps(data, default=str)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Plan:

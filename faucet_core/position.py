@@ -89,8 +89,7 @@ class Partition:
         """
         if not self.dispatch:
             return rank_rows(total, self.rank, self.world_size, self.remainder)
-        start, stop = rank_rows(total, 0, self.world_size, self.remainder)
-        per_rank = stop - start
+        _, per_rank = rank_rows(total, 0, self.world_size, self.remainder)  # rank 0 starts at 0
         if drop_last:
             per_rank -= per_rank % batch_size
         return 0, self.world_size * per_rank

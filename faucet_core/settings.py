@@ -63,8 +63,8 @@ def _unknown_setting(
     connection = _connection_model(data)
     name = str(loc[-1])
     takes = ""
-    if loc[:1] == ("connection",):
-        known = ", ".join(connection.model_fields) if connection is not None else ""
+    if loc[:1] == ("connection",) and connection is not None:
+        known = ", ".join(connection.model_fields)
         takes = f" (the connection takes: {known or 'nothing'})"
     if loc == ("connection", name) and name in keywords:
         meant = closest(name, _keyword_vocabulary(connection))

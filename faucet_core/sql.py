@@ -73,7 +73,7 @@ def selected_column(name: str, schema: pa.Schema | None, quoted: str) -> str:
     """The column ``name`` (``quoted``) in a select list, read as :func:`read_as` says,
     under its own name."""
     expression = read_as(name, schema, quoted)
-    return quoted if expression == quoted else f"{expression} AS {quoted}"
+    return f"{expression} AS {quoted}"
 
 
 class SqlWarehouse(Warehouse):

@@ -17,7 +17,7 @@ __all__ = ["closest", "model_at", "sections", "setting_paths"]
 
 
 def _squashed(name: str) -> str:
-    return name.lower().replace("_", "").replace("-", "")
+    return name.casefold().replace("_", "").replace("-", "")
 
 
 def closest(name: str, candidates: Iterable[str], cutoff: float = 0.7) -> str | None:
@@ -30,7 +30,7 @@ def closest(name: str, candidates: Iterable[str], cutoff: float = 0.7) -> str | 
     for candidate in names:
         if _squashed(candidate) == _squashed(name):
             return candidate
-    matches = difflib.get_close_matches(name.lower(), names, n=1, cutoff=cutoff)
+    matches = difflib.get_close_matches(name.lower(), names, cutoff=cutoff)
     return matches[0] if matches else None
 
 

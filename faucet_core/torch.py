@@ -129,9 +129,9 @@ def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
             message = [{"plan": reader.plan.to_json(), "seed": reader.seed, "fitted": fitted}]
         except Exception as exc:
             message = [{"error": f"{type(exc).__name__}: {exc}"}]
-            torch.distributed.broadcast_object_list(message, src=0)
+            torch.distributed.broadcast_object_list(message)
             raise
-    torch.distributed.broadcast_object_list(message, src=0)
+    torch.distributed.broadcast_object_list(message)
     received = message[0]
     if "error" in received:
         raise PermanentWarehouseError(f"rank 0 could not plan the source: {received['error']}")
@@ -420,7 +420,7 @@ class FaucetIterableDataset(IterableDataset[Item]):
 
     def _features(self, table: pa.Table) -> torch.Tensor:
         features = _tensor(table)
-        return features if self.features_dtype is None else features.to(self.features_dtype)
+        return features.to(self.features_dtype)  # to(None) returns the tensor itself
 
     def loader(self, **kwargs: Any) -> FaucetDataLoader:
         """A :class:`FaucetDataLoader` over this dataset (keywords go to ``DataLoader``)."""

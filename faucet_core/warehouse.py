@@ -23,6 +23,7 @@ SQL, from a hash expression and a way to run a query (and to stream one).
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
@@ -179,10 +180,10 @@ class WarehouseCosts:
     bytes_read: int = 0
 
     def __add__(self, other: WarehouseCosts) -> WarehouseCosts:
-        return WarehouseCosts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return WarehouseCosts(*map(operator.add, astuple(self), astuple(other)))
 
     def __sub__(self, other: WarehouseCosts) -> WarehouseCosts:
-        return WarehouseCosts(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return WarehouseCosts(*map(operator.sub, astuple(self), astuple(other)))
 
 
 class Warehouse(ABC):

@@ -257,10 +257,7 @@ def stats_from_tables(tables: Iterable[pa.Table], request: StatsRequest) -> Trai
         for column, counter in tops.items():
             text = pc.cast(table.column(column), pa.string())
             counted = pc.value_counts(text.drop_null())
-            counter.update(
-                dict(zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(),
-                         strict=True))
-            )  # fmt: skip
+            counter.update({row["values"]: row["counts"] for row in counted.to_pylist()})
     columns = {}
     for column in request.columns:
         found = moments.get(column)
