@@ -279,3 +279,15 @@ def test_ties_are_broken_by_the_other_columns_wherever_the_hash_column_stands() 
     assert ordered.column("x").to_pylist() == ["z", "a", "b", "c"]
     for permutation in itertools.permutations(range(4)):
         assert order_chunk(table.take(pa.array(permutation))).equals(ordered)
+
+
+def test_ties_in_a_struct_column_are_ordered_by_its_fields_sorted_by_name() -> None:
+    """Nested values break ties by their JSON text with keys sorted: the same order
+    whatever order a warehouse gives a struct's fields in."""
+    values = [{"b": 1, "a": 2}, {"b": 2, "a": 1}]
+    table = pa.table({layout.HASH_COLUMN: pa.array([5, 5]), "s": values})
+    assert order_chunk(table).column("s").to_pylist() == values[::-1]
+    flipped = pa.table(
+        {layout.HASH_COLUMN: pa.array([5, 5]), "s": [{"a": 2, "b": 1}, {"a": 1, "b": 2}]}
+    )
+    assert order_chunk(flipped).column("s").to_pylist() == [{"a": 1, "b": 2}, {"a": 2, "b": 1}]

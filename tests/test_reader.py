@@ -123,6 +123,17 @@ def test_same_seed_same_stream_and_epochs_differ(make_reader: MakeReader) -> Non
     assert epoch_ids(other) != first_epoch
 
 
+def test_a_reader_without_a_seed_draws_one_that_replays_its_order(
+    make_reader: MakeReader,
+) -> None:
+    """The drawn seed is reported, and a reader given it serves the same epochs."""
+    drawn = make_reader(seed=None, epochs=2)
+    assert isinstance(drawn.seed, int)
+    replayed = make_reader(seed=drawn.seed, epochs=2)
+    assert epoch_ids(drawn) == epoch_ids(replayed)
+    assert epoch_ids(drawn) == epoch_ids(replayed)
+
+
 def test_unshuffled_reader_serves_plan_order(make_reader: MakeReader) -> None:
     reader = make_reader(shuffle=False, epochs=2)
     assert epoch_ids(reader) == epoch_ids(reader)
