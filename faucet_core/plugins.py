@@ -75,7 +75,7 @@ def load_plugins() -> None:
         for name in BUILTIN_PLUGINS:
             module = importlib.import_module(name)
             if not pm.is_registered(module):
-                pm.register(module, name=name)
+                pm.register(module)  # under its module's name
         pm.check_pending()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -9,10 +10,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pluggy
 import pytest
 from click.testing import CliRunner
 
-from faucet_core import UnknownDatastore, Warehouse, hookimpl, installed_plugins, warehouses
+from faucet_core import (
+    UnknownDatastore,
+    Warehouse,
+    hookimpl,
+    hookspecs,
+    installed_plugins,
+    plugins,
+    warehouses,
+)
 from faucet_core.cli import cli, console
 from faucet_core.plugins import get_warehouse_class, pm
 from faucet_duckdb import DuckDBWarehouse
@@ -87,6 +97,51 @@ def test_a_misspelled_hook_fails_loading_and_names_it(tmp_path: Path) -> None:
     result = _python(LIST, _distribution(tmp_path, hook="register_warehouse"))
     assert result.returncode == 1
     assert "PluginValidationError" in result.stderr and "register_warehouse" in result.stderr
+
+
+@pytest.fixture
+def fresh_manager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pluggy.PluginManager:
+    """This process's plugin manager as at its start, with ``faucet-other`` installed."""
+    manager = pluggy.PluginManager("faucet")
+    manager.add_hookspecs(hookspecs)
+    monkeypatch.setattr(plugins, "pm", manager)
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.syspath_prepend(str(_distribution(tmp_path)))
+    monkeypatch.setitem(sys.modules, "faucet_other", None)  # restored (removed) after the test
+    del sys.modules["faucet_other"]
+    return manager
+
+
+def test_loading_in_this_process_registers_installed_then_builtin_plugins(
+    fresh_manager: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV)
+    plugins.load_plugins()
+    names = [name for name, _ in fresh_manager.list_name_plugin()]
+    assert {"other", "duckdb"} <= set(names[:-1])
+    assert names[-1] == "faucet_core.commands"
+    assert fresh_manager.get_plugin("faucet_core.commands") is importlib.import_module(
+        "faucet_core.commands"
+    )
+
+
+def test_only_the_first_load_in_a_process_looks_for_plugins(
+    fresh_manager: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plugins.load_plugins()  # the variable is set: nothing installed is loaded
+    assert [name for name, _ in fresh_manager.list_name_plugin()] == ["faucet_core.commands"]
+    monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV)
+    plugins.load_plugins()
+    assert [name for name, _ in fresh_manager.list_name_plugin()] == ["faucet_core.commands"]
+
+
+def test_a_builtin_plugin_registered_by_hand_is_not_registered_again(
+    fresh_manager: pluggy.PluginManager,
+) -> None:
+    commands = importlib.import_module("faucet_core.commands")
+    fresh_manager.register(commands, name="commands")
+    plugins.load_plugins()
+    assert fresh_manager.get_name(commands) == "commands"
 
 
 def test_only_warehouse_classes_register(register: Callable[[object], None]) -> None:
