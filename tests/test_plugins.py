@@ -107,12 +107,13 @@ def fresh_manager(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pluggy.Plu
     monkeypatch.setattr(plugins, "pm", manager)
     monkeypatch.setattr(plugins, "_loaded", False)
     monkeypatch.syspath_prepend(str(_distribution(tmp_path)))
-    monkeypatch.setitem(sys.modules, "faucet_other", None)  # restored (removed) after the test
+    # Noted as absent, so that the module the test imports is forgotten after it.
+    monkeypatch.setitem(sys.modules, "faucet_other", None)
     del sys.modules["faucet_other"]
     return manager
 
 
-def test_loading_in_this_process_registers_installed_then_builtin_plugins(
+def test_loading_in_this_process_registers_distributions_then_builtin_plugins(
     fresh_manager: pluggy.PluginManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(plugins.DISABLE_AUTOLOAD_ENV)
