@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -247,3 +248,28 @@ def test_statistics_take_nan_as_missing_as_the_train_chunks_do(make_reader: Make
     batches = make_reader(**settings, output="arrow").iter_epoch()
     train = pa.concat_tables(batch["features"] for batch in batches)
     assert_fitted_leaving_nan_out(reader, "w", train.column("w").to_numpy())
+
+
+class BilledDuckDB(DuckDBWarehouse):
+    """DuckDB billing each query as a BigQuery job of 100 bytes would be."""
+
+    def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        self.costs.query_jobs += 1
+        self.costs.bytes_billed += 100
+        return super().query(sql, params)
+
+
+def test_the_counts_stats_are_what_the_counting_cost(table_path: Path, tmp_path: Path) -> None:
+    """What the warehouse spent before the counting is left out; costs it has none of
+    are not listed."""
+    warehouse = BilledDuckDB(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    try:
+        warehouse.query("SELECT 1", [])
+        warehouse.query("SELECT 2", [])
+        request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), 1_500)
+        counts = warehouse.count_buckets(request)
+        jobs = warehouse.costs.query_jobs - 2
+    finally:
+        warehouse.close()
+    assert jobs >= 1
+    assert counts.stats == {"query_jobs": jobs, "bytes_billed": 100 * jobs}
