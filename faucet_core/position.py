@@ -111,11 +111,12 @@ class Partition:
         rows itself makes of it), and every group of batches before it slices evenly.
         """
         batches = self.rank_batches(total, batch_size, drop_last)
-        start, stop = self.rank_range(total, batch_size, drop_last)
-        if not self.dispatch or (stop - start) % batch_size == 0:
-            return worker_batches(batches, worker, self.workers)
-        first, last = worker_batches(batches - 1, worker, self.workers)
-        return first, last + (worker == self.workers - 1)
+        if self.dispatch:
+            _, rows = self.rank_range(total, batch_size, drop_last)  # dispatching: from row 0
+            if rows % batch_size:
+                first, last = worker_batches(batches - 1, worker, self.workers)
+                return first, last + (worker == self.workers - 1)
+        return worker_batches(batches, worker, self.workers)
 
     def worker_sizes(self, total: int, batch_size: int, drop_last: bool) -> list[int]:
         """Batches each worker of a rank serves per epoch."""
