@@ -275,7 +275,7 @@ def make_plan(
     request: PlanRequest,
     counted: BucketCounts,
     data_version: str | None,
-    identity: str = "",
+    identity: str,
 ) -> Plan:
     """Cut a warehouse's bucket counts into the chunks of each split.
 

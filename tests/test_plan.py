@@ -40,7 +40,7 @@ def _counts(*counts: tuple[bool, int, int]) -> BucketCounts:
 
 
 def test_chunks_cover_each_split_and_are_numbered() -> None:
-    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 8), (True, 1, 4)), "v1")
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 8), (True, 1, 4)), "v1", "")
     train = plan.chunks["train"]
     assert [(c.index, c.lo, c.hi, c.rows) for c in train] == [(0, 0, 6, 8), (1, 6, BUCKETS, 8)]
     assert [(c.lo, c.hi, c.rows, c.checksum) for c in plan.chunks["eval"]] == [(0, BUCKETS, 4, 12)]
@@ -50,13 +50,13 @@ def test_chunks_cover_each_split_and_are_numbered() -> None:
 
 def test_the_fingerprint_follows_the_rows_and_the_chunking() -> None:
     counts = _counts((False, 5, 8), (False, 9, 8))
-    plan = make_plan("w", REQUEST, counts, "v1")
-    assert make_plan("w", REQUEST, counts, "v1").fingerprint == plan.fingerprint
+    plan = make_plan("w", REQUEST, counts, "v1", "")
+    assert make_plan("w", REQUEST, counts, "v1", "").fingerprint == plan.fingerprint
     changed = [
-        make_plan("w", REQUEST, counts, "v2"),
-        make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 9)), "v1"),
-        make_plan("w", dataclasses.replace(REQUEST, chunk_size=100), counts, "v1"),
-        make_plan("other", REQUEST, counts, "v1"),
+        make_plan("w", REQUEST, counts, "v2", ""),
+        make_plan("w", REQUEST, _counts((False, 5, 8), (False, 9, 9)), "v1", ""),
+        make_plan("w", dataclasses.replace(REQUEST, chunk_size=100), counts, "v1", ""),
+        make_plan("other", REQUEST, counts, "v1", ""),
     ]
     assert len({plan.fingerprint, *(p.fingerprint for p in changed)}) == 5
     # The same rows in other chunks share their rows id: scratch copies are reused.
@@ -64,7 +64,7 @@ def test_the_fingerprint_follows_the_rows_and_the_chunking() -> None:
 
 
 def test_a_plan_round_trips_through_json() -> None:
-    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1", "")
     text = plan.to_json()
     again = Plan.from_json(text)
     assert again == plan
@@ -79,8 +79,8 @@ def test_a_plan_sizes_its_rows_in_arrow_from_its_schema() -> None:
     schema = pa.schema({"id": pa.int64(), "f": pa.float32(), "flag": pa.bool_(),
                         "name": pa.string(), "tags": pa.list_(pa.int8())})  # fmt: skip
     counts = dataclasses.replace(_counts((False, 5, 8), (True, 9, 3)), schema=schema)
-    assert make_plan("w", REQUEST, counts, "v1").arrow_bytes() == 11 * (8 + 8 + 4 + 1 + 32 + 32)
-    assert make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").arrow_bytes() is None
+    assert make_plan("w", REQUEST, counts, "v1", "").arrow_bytes() == 11 * (8 + 8 + 4 + 1 + 32 + 32)
+    assert make_plan("w", REQUEST, _counts((False, 5, 8)), "v1", "").arrow_bytes() is None
 
 
 def test_stats_a_plugin_gives_in_other_types_are_saved_as_text() -> None:
@@ -89,13 +89,13 @@ def test_stats_a_plugin_gives_in_other_types_are_saved_as_text() -> None:
     finished = dt.datetime(2026, 1, 2, 3, 4, 5)
     stats = {"finished": finished, "billed": decimal.Decimal("1.50")}
     counts = dataclasses.replace(_counts((False, 5, 8)), stats=stats)
-    again = Plan.from_json(make_plan("w", REQUEST, counts, "v1").to_json())
+    again = Plan.from_json(make_plan("w", REQUEST, counts, "v1", "").to_json())
     assert (again.stats["finished"], again.stats["billed"]) == (str(finished), "1.50")
 
 
 def test_a_plan_is_a_value_that_cannot_change() -> None:
     counts = dataclasses.replace(_counts((False, 5, 8)), state={"folder": "/spill/a"})
-    plan = make_plan("w", REQUEST, counts, "v1")
+    plan = make_plan("w", REQUEST, counts, "v1", "")
     for mapping in (plan.stats, plan.state, plan.chunks):
         with pytest.raises(TypeError):
             mapping["train"] = ()  # type: ignore[index]
@@ -108,10 +108,10 @@ def test_a_plan_is_a_value_that_cannot_change() -> None:
 
 def test_the_warehouses_state_is_part_of_the_fingerprint() -> None:
     counts = _counts((False, 5, 8))
-    plain = make_plan("w", REQUEST, counts, "v1")
+    plain = make_plan("w", REQUEST, counts, "v1", "")
     spilled = [
         make_plan(
-            "w", REQUEST, dataclasses.replace(counts, state={"folder": f"/spill/{name}"}), "v1"
+            "w", REQUEST, dataclasses.replace(counts, state={"folder": f"/spill/{name}"}), "v1", ""
         )
         for name in "ab"
     ]
@@ -126,7 +126,7 @@ def test_the_warehouses_state_is_part_of_the_fingerprint() -> None:
 def test_an_altered_or_foreign_plan_is_refused() -> None:
     """An altered plan is refused as altered; text that is not a plan of this format (a
     whole plan of another format, or not a JSON object) is refused naming the format."""
-    text = make_plan("w", REQUEST, _counts((False, 5, 8)), "v1").to_json()
+    text = make_plan("w", REQUEST, _counts((False, 5, 8)), "v1", "").to_json()
     data = json.loads(text)
     data["chunks"]["train"][0][2] = 9
     with pytest.raises(ValueError) as altered:
@@ -151,7 +151,7 @@ def test_a_plan_without_a_split_key_round_trips_through_json() -> None:
     """A plan whose rows are split by the hash of all their columns (no split key) reads
     back as it was."""
     request = dataclasses.replace(REQUEST, split=SplitSpec(None, 25.0))
-    plan = make_plan("w", request, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    plan = make_plan("w", request, _counts((False, 5, 8), (True, 9, 3)), "v1", "")
     again = Plan.from_json(plan.to_json())
     assert again == plan and again.fingerprint == plan.fingerprint
     assert again.request.split.key is None and again.key == ("id", "x")
@@ -160,7 +160,7 @@ def test_a_plan_without_a_split_key_round_trips_through_json() -> None:
 def test_a_plan_written_without_a_state_reads_back_with_an_empty_one() -> None:
     """A plan of this format written before plans kept their warehouse's state (no
     ``state`` field) reads back with an empty state and the same fingerprint."""
-    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1")
+    plan = make_plan("w", REQUEST, _counts((False, 5, 8), (True, 9, 3)), "v1", "")
     data = json.loads(plan.to_json())
     del data["state"]
     again = Plan.from_json(json.dumps(data))
@@ -174,7 +174,7 @@ def test_a_plan_written_without_a_state_reads_back_with_an_empty_one() -> None:
 )
 def test_impossible_counts_are_refused(counts: tuple[tuple[bool, int, int], ...]) -> None:
     with pytest.raises(PermanentWarehouseError, match="impossible buckets"):
-        make_plan("w", REQUEST, _counts(*counts), None)
+        make_plan("w", REQUEST, _counts(*counts), None, "")
 
 
 def test_rows_with_a_null_key_hash_are_refused_naming_the_warehouse() -> None:
@@ -190,24 +190,24 @@ def test_rows_with_a_null_key_hash_are_refused_naming_the_warehouse() -> None:
     )
     counted = BucketCounts(("id", "x"), pa.concat_tables([counts, nulls]))
     with pytest.raises(PermanentWarehouseError) as raised:
-        make_plan("w", REQUEST, counted, None)
+        make_plan("w", REQUEST, counted, None, "")
     assert str(raised.value).startswith(
         "the w warehouse counted rows that break the layout: 3 rows have a NULL key hash "
         "(a hash of id in table t (ds=2024-01-01))"
     )
     two_columns = dataclasses.replace(REQUEST, split=SplitSpec(("id", "x"), 25.0))
     with pytest.raises(PermanentWarehouseError, match=r"\(a hash of id, x in table t"):
-        make_plan("w", two_columns, counted, None)
+        make_plan("w", two_columns, counted, None, "")
 
 
 def test_counts_of_the_wrong_shape_are_refused() -> None:
     with pytest.raises(PermanentWarehouseError, match="counted buckets wrongly"):
-        make_plan("w", REQUEST, BucketCounts(("id",), pa.table({"bucket": [1]})), None)
+        make_plan("w", REQUEST, BucketCounts(("id",), pa.table({"bucket": [1]})), None, "")
 
 
 def test_a_ds_without_rows_is_an_error() -> None:
     with pytest.raises(PermanentWarehouseError, match=r"table t has no rows for ds='2024-01-01'"):
-        make_plan("w", REQUEST, _counts(), None)
+        make_plan("w", REQUEST, _counts(), None, "")
 
 
 def test_a_reader_given_a_plan_asks_the_warehouse_nothing_until_a_miss(
@@ -258,11 +258,11 @@ def _settings(reader: Reader) -> dict[str, object]:
 
 def test_shares_near_the_asked_one_are_no_surprise() -> None:
     # 25% asked: 24 of 100 rows in eval is chance, not a surprise.
-    plan = make_plan("w", REQUEST, _counts((False, 5, 76), (True, 1, 24)), "v1")
+    plan = make_plan("w", REQUEST, _counts((False, 5, 76), (True, 1, 24)), "v1", "")
     assert plan.split_surprise() is None
     # Of a million rows, 24% is four standard deviations away and more than a quarter
     # of the smaller side's share away: said.
-    plan = make_plan("w", REQUEST, _counts((False, 5, 820_000), (True, 1, 180_000)), "v1")
+    plan = make_plan("w", REQUEST, _counts((False, 5, 820_000), (True, 1, 180_000)), "v1", "")
     assert plan.split_surprise() == (
         "the split is not as asked: eval holds 18.0% of the 1,000,000 rows of table t "
         "(ds=2024-01-01) where test_split_percent asks 25.0%. The split key (id) sends all "
@@ -282,7 +282,7 @@ def test_shares_near_the_asked_one_are_no_surprise() -> None:
 def test_an_empty_split_is_said(counts: tuple[tuple[bool, int, int], ...], said: str) -> None:
     # Without a ds: a ds with no rows is an error of its own.
     request = dataclasses.replace(REQUEST, source=SourceSpec(table="t"))
-    plan = make_plan("w", request, _counts(*counts), "v1")
+    plan = make_plan("w", request, _counts(*counts), "v1", "")
     surprise = plan.split_surprise()
     assert surprise is not None and surprise.startswith(said)
 
@@ -292,7 +292,7 @@ def test_chance_is_four_standard_deviations_of_the_share() -> None:
     in eval (19 points off) is past four of them, 9 rows (16 points off) is not."""
     for eval_rows, surprised in ((6, True), (9, False)):
         counts = _counts((False, 5, 100 - eval_rows), (True, 1, eval_rows))
-        surprise = make_plan("w", REQUEST, counts, "v1").split_surprise()
+        surprise = make_plan("w", REQUEST, counts, "v1", "").split_surprise()
         assert (surprise is not None) == surprised
 
 
@@ -303,14 +303,14 @@ def test_a_quarter_of_the_smaller_sides_share_is_the_margin() -> None:
     request = dataclasses.replace(REQUEST, split=SplitSpec(("a", "b"), 75.0))
     for eval_rows, surprised in ((650_000, True), (700_000, False)):
         counts = _counts((False, 5, 1_000_000 - eval_rows), (True, 1, eval_rows))
-        surprise = make_plan("w", request, counts, "v1").split_surprise()
+        surprise = make_plan("w", request, counts, "v1", "").split_surprise()
         assert (surprise is not None) == surprised
         assert surprise is None or "The split key (a, b) sends" in surprise
 
 
 def test_no_eval_asked_and_none_given_is_no_surprise() -> None:
     request = dataclasses.replace(REQUEST, split=SplitSpec(("id",), 0.0))
-    assert make_plan("w", request, _counts((False, 5, 10)), "v1").split_surprise() is None
+    assert make_plan("w", request, _counts((False, 5, 10)), "v1", "").split_surprise() is None
 
 
 def test_a_reader_warns_of_a_split_key_with_few_values(
