@@ -426,3 +426,14 @@ def test_a_range_is_shuffled_as_asked_whatever_its_split(make_reader: MakeReader
     assert ids("train", None) != train and sorted(ids("train", None)) == sorted(train)
     assert ids("eval", None) == test
     assert ids("eval", True) != test and sorted(ids("eval", True)) == sorted(test)
+
+
+def test_a_split_that_would_surprise_is_logged_when_planned(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every row has the one ``ds`` value: all go to one side, which is said."""
+    with caplog.at_level(logging.WARNING):
+        reader = make_reader(split_key="ds", test_split_percent=20)
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage() == reader.plan.split_surprise()
+    assert "split key (ds)" in warning.getMessage()
