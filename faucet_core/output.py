@@ -73,7 +73,7 @@ def format_batch(
 
     Columns are named, or given by position (faster, for a stream of tables of one
     schema: see :class:`BatchFormatter`). ``pandas`` and ``polars`` give DataFrames of their
-    library (polars' numeric columns on Arrow's buffers, not copied); ``numpy`` gives a 2-D
+    library (numeric columns without NULLs on Arrow's buffers, not copied); ``numpy`` gives a 2-D
     array of features (one column per feature, and per element of a vector column; float32
     and C-contiguous when the features are float32, as preprocessed ones are) and a 1-D
     label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``

@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import sys
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from faucet_core import ConfigError
-from faucet_core.output import BatchFormatter, format_batch
+from faucet_core.output import BatchFormatter, OutputFormat, format_batch
 
 
 def test_numpy_output_refuses_lists_whose_size_varies_by_name() -> None:
@@ -38,6 +39,15 @@ def test_numpy_features_of_no_columns_are_an_empty_matrix_of_the_batchs_rows() -
     batch = format_batch(pa.table({"y": [0, 1, 1]}), [], ["y"], "numpy")
     assert batch["features"].shape == (3, 0)
     assert batch["labels"].tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_frames_hold_numeric_columns_on_the_tables_buffers(output: OutputFormat) -> None:
+    """Not copied: a frame's float column is the Arrow table's buffer."""
+    table = pa.table({"x": np.arange(10, dtype=np.float64), "y": np.arange(10)})
+    features = format_batch(table, ["x"], ["y"], output)["features"]
+    values = features["x"].to_numpy()
+    assert values.__array_interface__["data"][0] == table.column("x").chunks[0].buffers()[1].address
 
 
 def test_polars_output_without_polars_names_the_extra_that_installs_it(
