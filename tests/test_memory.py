@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import pyarrow as pa
 import pytest
-
-from faucet_core import Reader, memory
 
 ROWS = 3_000_000
 COLUMNS = 24
@@ -83,40 +78,3 @@ def test_reading_a_table_five_times_the_budget_stays_within_it(
     grown = figures["after"] - figures["before"]
     # Holding the split in memory once would grow the peak by more than 450 MiB.
     assert grown < 350, f"peak RSS grew by {grown:.0f} MiB reading {table_mib:.0f} MiB"
-
-
-def test_shuffled_rows_come_from_the_pipeline_pool(make_reader: Callable[..., Reader]) -> None:
-    reader = make_reader(output="arrow")
-    before = memory.pool().bytes_allocated()
-    reader.prep_for_epoch()
-    batch = reader.get_batch()
-    assert batch is not None
-    # The batch is a slice of its chunk, shuffled by a take into the pipeline's pool.
-    assert memory.pool().bytes_allocated() - before >= batch["features"].nbytes
-    reader.close()
-
-
-def test_per_chunk_temporaries_come_from_the_pipeline_pool(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # A pool of its own counts this test's allocations alone, whatever other threads do.
-    counted = pa.proxy_memory_pool(pa.default_memory_pool())
-    monkeypatch.setattr(memory, "pool", lambda: counted)
-    values = memory.empty(100_000, np.int64)
-    assert counted.bytes_allocated() >= values.nbytes
-    values[:] = 7  # writable, of the size asked
-    assert values.shape == (100_000,) and int(values.sum()) == 700_000
-
-
-def test_the_pipeline_pool_is_the_default_one_without_jemalloc(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def missing() -> pa.MemoryPool:
-        raise NotImplementedError("this pyarrow was built without jemalloc")
-
-    monkeypatch.setattr(pa, "jemalloc_memory_pool", missing)
-    memory.pool.cache_clear()
-    try:
-        assert memory.pool().backend_name == pa.default_memory_pool().backend_name
-    finally:
-        memory.pool.cache_clear()

@@ -1,0 +1,71 @@
+"""The pipeline's memory pool: where shuffled rows, temporaries and cache entries live."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from faucet_core import Reader, memory
+from faucet_core.cache import ChunkCache
+
+
+@pytest.fixture
+def counted_pool(monkeypatch: pytest.MonkeyPatch) -> pa.MemoryPool:
+    """The pipeline's pool, as one of its own: it counts this test's allocations alone,
+    whatever other threads do."""
+    counted = pa.proxy_memory_pool(pa.default_memory_pool())
+    monkeypatch.setattr(memory, "pool", lambda: counted)
+    return counted
+
+
+def test_shuffled_rows_come_from_the_pipeline_pool(make_reader: Callable[..., Reader]) -> None:
+    reader = make_reader(output="arrow")
+    before = memory.pool().bytes_allocated()
+    reader.prep_for_epoch()
+    batch = reader.get_batch()
+    assert batch is not None
+    # The batch is a slice of its chunk, shuffled by a take into the pipeline's pool.
+    assert memory.pool().bytes_allocated() - before >= batch["features"].nbytes
+    reader.close()
+
+
+def test_per_chunk_temporaries_come_from_the_pipeline_pool(counted_pool: pa.MemoryPool) -> None:
+    values = memory.empty(100_000, np.int64)
+    assert counted_pool.bytes_allocated() >= values.nbytes
+    values[:] = 7  # writable, of the size asked
+    assert values.shape == (100_000,) and int(values.sum()) == 700_000
+
+
+def test_the_pipeline_pool_is_the_default_one_without_jemalloc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def missing() -> pa.MemoryPool:
+        raise NotImplementedError("this pyarrow was built without jemalloc")
+
+    monkeypatch.setattr(pa, "jemalloc_memory_pool", missing)
+    memory.pool.cache_clear()
+    try:
+        assert memory.pool().backend_name == pa.default_memory_pool().backend_name
+    finally:
+        memory.pool.cache_clear()
+
+
+def test_a_take_puts_its_rows_in_the_pipeline_pool(counted_pool: pa.MemoryPool) -> None:
+    table = pa.table({"x": np.arange(100_000, dtype=np.float64)})
+    taken = memory.take(table, np.arange(100_000)[::-1])
+    assert taken.column("x").to_pylist()[:2] == [99_999.0, 99_998.0]
+    assert counted_pool.bytes_allocated() >= taken.nbytes
+
+
+def test_a_cache_entry_is_serialized_in_the_pipeline_pool(
+    counted_pool: pa.MemoryPool, tmp_path: Path
+) -> None:
+    table = pa.table({"x": np.arange(100_000, dtype=np.float64)})
+    writer = ChunkCache(tmp_path).writer("a", table.schema)
+    writer.write(table)
+    assert counted_pool.total_bytes_allocated() >= table.nbytes
+    writer.abort()
