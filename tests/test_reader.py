@@ -437,3 +437,18 @@ def test_a_split_that_would_surprise_is_logged_when_planned(
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.getMessage() == reader.plan.split_surprise()
     assert "split key (ds)" in warning.getMessage()
+
+
+def test_a_range_serves_its_rows_of_the_epoch_and_wraps_past_the_end(
+    make_reader: MakeReader,
+) -> None:
+    reader = make_reader(test_split_percent=20)
+    epoch = epoch_ids(make_reader(test_split_percent=20))
+    rows = reader.rows("train")
+
+    def ids(start: int, stop: int) -> list[int]:
+        batches = reader.iter_range("train", 1, start, stop)
+        return [i for batch in batches for i in batch["features"]["id"].tolist()]
+
+    assert ids(130, 1_270) == epoch[130:1_270]
+    assert ids(rows - 50, rows + 70) == epoch[-50:] + epoch[:70]
