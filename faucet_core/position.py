@@ -137,7 +137,12 @@ def worker_rows(
     A resumed DataLoader starts its turns at worker 0 again, where the interrupted one
     would have gone on with worker ``turn``: worker ``j`` takes over the run of ``turn + j``.
     A ``stop`` past ``total`` wraps around (ranks padded with the epoch's first rows).
+
+    Raises:
+        ValueError: ``worker`` is not one of the partition's workers (numbered from 0).
     """
+    if not 0 <= worker < partition.workers:
+        raise ValueError(f"worker {worker} is not one of {partition.workers} (numbered from 0)")
     rank_start, rank_stop = partition.rank_range(total, batch_size, drop_last)
     taken, turn = resume_point(partition.worker_sizes(total, batch_size, drop_last), consumed)
     run = (worker + turn) % partition.workers

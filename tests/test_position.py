@@ -155,3 +155,12 @@ def test_a_position_is_plain_values_and_checks_what_it_needs() -> None:
         StreamPosition.from_dict({**state, "format": 1})
     with pytest.raises(ResumeError, match="lacks or garbles"):
         StreamPosition.from_dict({k: v for k, v in state.items() if k != "epoch"})
+
+
+@pytest.mark.parametrize("worker", [-1, 3])
+def test_a_worker_that_is_not_one_of_them_is_refused(worker: int) -> None:
+    partition = Partition(workers=3)
+    with pytest.raises(ValueError, match=f"worker {worker} is not one of 3 "):
+        worker_rows(100, 10, False, partition, worker, 0)
+    assert worker_rows(100, 10, False, partition, 2, 0) == (60, 100)
+    assert worker_rows(100, 10, False, partition, 0, 0) == (0, 30)
