@@ -121,10 +121,8 @@ class BatchFormatter:
                 [schema.get_field_index(name) for name in self.feature_columns],
                 [schema.get_field_index(name) for name in self.label_columns],
             )
-            if -1 in self._positions[0] + self._positions[1]:  # let select name the column
-                return format_batch(
-                    table, self.feature_columns, self.label_columns, self.output, self.groups
-                )
+            if -1 in self._positions[0] + self._positions[1]:
+                table.select(self.feature_columns + self.label_columns)  # names the column
             if self.groups is not None:
                 self._group_positions = {
                     name: [schema.get_field_index(c) for c in columns]
