@@ -131,10 +131,13 @@ def shuffled_positions(
         return keys.view(np.int64)
     # Equal high bits: almost always equal hashes (a key that is not unique). Order those
     # rows by their mix, then in chunk order, whatever order they are stored in.
+    mixed = _mix(parts, key, scratch)
     canonical = layout.chunk_positions(table)
-    rank = np.empty(rows, np.int64)
-    rank[np.arange(rows) if canonical is None else canonical] = np.arange(rows)
-    return np.lexsort((rank, _mix(parts, key, scratch)))
+    if canonical is None:  # no equal hashes, so no equal mixes (a bijection)
+        return np.argsort(mixed)
+    rank = np.empty_like(canonical)  # each row's place in chunk order
+    rank[canonical] = np.arange(rows)
+    return np.lexsort((rank, mixed))
 
 
 _COUNTING = np.arange(0, dtype=np.uint64)
