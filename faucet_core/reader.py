@@ -189,13 +189,14 @@ class Reader:
             )
         self._epoch += 1
         consumed, self._resume_at = self._resume_at, 0
-        start, stop = self.serving.rows("train", _ONE_WORKER, worker=0, consumed=consumed)
-        self._start("train", start, stop, skipped=consumed)
+        start, _ = self.serving.rows("train", _ONE_WORKER, worker=0, consumed=consumed)
+        self._start("train", start)
+        self._skipped = consumed
 
     def prep_for_eval(self) -> None:
         """Start a pass over the eval split (in plan order, not shuffled)."""
         self._check_open()
-        self._start("eval", 0, self.plan.rows("eval"))
+        self._start("eval", 0)
 
     def get_batch(self, eval: bool = False) -> Batch | None:
         """The next batch of the current training epoch (or eval pass), ``None`` at its end.
@@ -334,14 +335,13 @@ class Reader:
     ) -> None:
         self.close()
 
-    def _start(self, split: SplitName, start: int, stop: int, skipped: int = 0) -> None:
+    def _start(self, split: SplitName, start: int) -> None:
+        """Open a pass of ``split`` from row ``start`` to its end (a reader serves it whole)."""
         previous = self._passes.pop(split, None)
         if previous is not None:
             previous.close()
-        current = self.serving.open_pass(self.stream, split, self._epoch, start, stop)
+        current = self.serving.open_pass(self.stream, split, self._epoch, start, None)
         self._passes[split] = current
-        if split == "train":
-            self._skipped = skipped
         self.metrics.append(current.metrics)
 
     def _format(self, table: pa.Table) -> Batch:
