@@ -282,16 +282,14 @@ class Pass:
         # One take puts the rows in this epoch's order (or chunk order) and cuts the segment.
         positions: np.ndarray[Any, Any] | None = (
             shuffled_positions(fetched.table, chunk, self._seed, self._epoch)
-            if self._shuffle and chunk.rows > 1
+            if self._shuffle
             else layout.chunk_positions(fetched.table)
         )
         table = fetched.table.select(list(self._stream.plan.columns))
-        partial = segment.hi - segment.lo < chunk.rows
-        if positions is None:
-            if partial:
-                table = table.slice(segment.lo, segment.hi - segment.lo)
+        if positions is None:  # stored in chunk order: a slice, not a copy
+            table = table.slice(segment.lo, segment.hi - segment.lo)
         else:
-            table = memory.take(table, positions[segment.lo : segment.hi] if partial else positions)
+            table = memory.take(table, positions[segment.lo : segment.hi])
         if self._transform is not None:
             table = self._transform(table)
         return replace(fetched, table=table)
