@@ -545,6 +545,10 @@ def test_second_files_of_a_key_are_evicted_first_and_only_past_the_budget(tmp_pa
         other.put("a", _table(1000).take(list(order)))
     cache.put("b", _table(1000, start=1000))  # exactly the budget: nothing goes
     assert len(list(folder.glob("*.arrow"))) == 4
+    cache.max_bytes = 3 * size
+    cache.evict()  # one second file is enough
+    assert len(list(folder.glob("a.*.arrow"))) == 2
+    assert (cache.stats.evictions, cache.stats.bytes_evicted) == (1, size)
     cache.max_bytes = 2 * size
     cache.evict()
     assert sorted(folder.glob("*.arrow")) == sorted([own, *folder.glob("b.*.arrow")])
