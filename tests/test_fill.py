@@ -6,6 +6,7 @@ import contextlib
 import math
 import queue
 import re
+import resource
 import subprocess
 import sys
 import threading
@@ -36,7 +37,7 @@ from faucet_core import (
 )
 from faucet_core.cache import EntryWriter
 from faucet_core.chunk_states import ChunkStates, Origin
-from faucet_core.fill import CacheFill, ChunkWriters
+from faucet_core.fill import CacheFill, ChunkWriters, _allow_open_files
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids
 
@@ -932,6 +933,31 @@ def test_closing_the_writers_waits_for_the_writes_under_way(
     closing.join(timeout=60)
     assert not closing.is_alive()
     assert all(cache.get(plan.chunk_key(chunk)) is None for chunk in plan.every_chunk)
+
+
+@pytest.fixture
+def soft_open_files() -> Iterator[int]:
+    """This process's soft limit of open files set to 256 for the test (the hard one left
+    as it is, so that the limit can be restored)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1_000:
+        pytest.fail(f"the hard limit of open files ({hard}) is below what the test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        yield 256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_fill_raises_the_soft_open_files_limit_of_its_own_process(
+    soft_open_files: int,
+) -> None:
+    def soft() -> int:
+        return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+    assert (_allow_open_files(100), soft()) == (True, soft_open_files)  # left as it is
+    assert (_allow_open_files(600), soft()) == (True, 600)
+    assert (_allow_open_files(1_000), soft()) == (True, 1_000)
 
 
 OPEN_FILES = """
