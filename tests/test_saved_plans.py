@@ -14,6 +14,7 @@ import duckdb
 import pytest
 
 from faucet_core import Plan, Reader, SourceSpec, Warehouse, hookimpl
+from faucet_core.plan_cache import PlanCache
 from faucet_core.warehouse import PlanRequest
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import epoch_ids, write_table
@@ -188,3 +189,19 @@ def test_plan_ttl_leaves_plans_of_sources_with_a_data_version_alone(
         f"reusing the saved plan of table t ({first.plan.fingerprint}): the data has not "
         "changed" in caplog.messages
     )
+
+
+def test_an_unreadable_saved_plan_is_ignored_and_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = PlanCache(tmp_path)
+    cache.directory.mkdir()
+    path = cache.directory / "k.json"
+    path.write_text("{cut short")
+    try:
+        Plan.from_json(path.read_bytes())
+    except ValueError as exc:
+        problem = str(exc)
+    with caplog.at_level(logging.WARNING, logger="faucet"):
+        assert cache.get("k") is None
+    assert caplog.messages == [f"ignoring the unreadable saved plan {path}: {problem}"]
