@@ -145,6 +145,21 @@ def test_a_builtin_plugin_registered_by_hand_is_not_registered_again(
     assert fresh_manager.get_name(commands) == "commands"
 
 
+def test_a_warehouse_asked_for_where_none_is_registered_says_so(
+    fresh_manager: pluggy.PluginManager,
+) -> None:
+    """The variable is set: no warehouse is loaded. The problem is the datastore's."""
+    with pytest.raises(UnknownDatastore) as raised:
+        get_warehouse_class("duckdb")
+    assert raised.value.problems == [
+        (
+            "datastore",
+            "unknown datastore 'duckdb'; installed warehouses: none. "
+            "Install it with: pip install 'faucetml[duckdb]'",
+        )
+    ]
+
+
 def test_only_warehouse_classes_register(register: Callable[[object], None]) -> None:
     class NotAWarehouse:
         @hookimpl
