@@ -183,7 +183,7 @@ def test_precedence_keywords_then_environment_then_file(
         "FAUCET_EPOCHS": "4",
         "FAUCET_CACHE__MAX_BYTES": "1GiB",
         "FAUCET_CONNECTION__THREADS": "2",
-        "FAUCET_SOURCE__COLUMNS": '["id", "label"]',
+        "FAUCET_SOURCE__COLUMNS": ' ["id", "label"]',  # a leading space, as a shell may leave
         "FAUCET_SOURCE__LABEL_COLUMNS": "label",
         "FAUCET_SOMETHING_ELSE": "ignored",
     }
