@@ -134,7 +134,6 @@ class ChunkScheduler(Generic[T]):
         self._prefetch = prefetch
         self._timeout = timeout
         self._pending: deque[tuple[Segment, cf.Future[T]]] = deque()
-        self._closed = False
         self.wait_seconds = 0.0
         self._fill(self._prefetch)
 
@@ -142,8 +141,6 @@ class ChunkScheduler(Generic[T]):
         return self
 
     def __next__(self) -> T:
-        if self._closed:
-            raise StopIteration
         if not self._pending:
             self._fill(1)
         if not self._pending:
@@ -166,8 +163,8 @@ class ChunkScheduler(Generic[T]):
             self.wait_seconds += time.perf_counter() - started
 
     def close(self) -> None:
-        """Cancel chunks not yet started; loads under way finish and are dropped."""
-        self._closed = True
+        """Cancel chunks not yet started (the pass then ends); loads under way finish and
+        are dropped."""
         while self._pending:
             self._pending.popleft()[1].cancel()
         self._todo.clear()
