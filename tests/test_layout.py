@@ -305,3 +305,12 @@ def test_the_split_is_computed_in_the_scratch_array_given() -> None:
     evals = layout.is_eval(hashes, 300, scratch)
     assert evals.tolist() == layout.is_eval(hashes, 300).tolist()
     assert not (scratch == -1).any()
+
+
+def test_chunk_ends_are_exact_past_what_a_float_holds() -> None:
+    """Rows past 2**53: the first chunk ends where the running count reaches half of the
+    odd total, rounded up, which a float division would round down."""
+    rows = np.array([2**54, 1, 2**54], dtype=np.int64)
+    buckets = np.array([0, 1, 2])
+    chunks = layout.group_buckets(buckets, rows, np.zeros(3, np.int64), 2**54 + 1)
+    assert [chunk[:3] for chunk in chunks] == [[0, 2, 2**54 + 1], [2, layout.BUCKETS, 2**54]]
