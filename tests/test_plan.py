@@ -168,13 +168,26 @@ def test_a_plan_written_without_a_state_reads_back_with_an_empty_one() -> None:
     assert again.state == {}
 
 
+def test_the_rows_id_of_a_plan_is_pinned() -> None:
+    """Cache entries and saved positions name rows by this id: the same counts keep it in
+    every release (a change of the layout changes ``LAYOUT_VERSION``, and the pin)."""
+    counts = _counts((False, 5, 8), (False, 9, 8), (True, 1, 4), (True, 7, 2))
+    plan = make_plan("w", REQUEST, counts, "v1", "src")
+    assert plan.rows_id == "ee09412ab1f8ca3d017e6dfb9d270eac"
+    reordered = _counts((True, 7, 2), (False, 9, 8), (True, 1, 4), (False, 5, 8))
+    assert make_plan("w", REQUEST, reordered, "v1", "src").rows_id == plan.rows_id
+
+
 @pytest.mark.parametrize(
     "counts",
     [((False, BUCKETS, 1),), ((False, -1, 1),), ((False, 3, 0),), ((True, 3, 1), (True, 3, 2))],
 )
 def test_impossible_counts_are_refused(counts: tuple[tuple[bool, int, int], ...]) -> None:
-    with pytest.raises(PermanentWarehouseError, match="impossible buckets"):
+    with pytest.raises(PermanentWarehouseError) as raised:
         make_plan("w", REQUEST, _counts(*counts), None, "")
+    assert str(raised.value) == (
+        f"w counted impossible buckets: buckets are 0..{BUCKETS - 1}, each counted once, with rows"
+    )
 
 
 def test_rows_with_a_null_key_hash_are_refused_naming_the_warehouse() -> None:
