@@ -326,7 +326,7 @@ def make_plan(
         request.key(counted.columns),
         request.split.eval_buckets,
         counted.columns,
-        hashlib.sha256(np.ascontiguousarray(table, dtype=np.int64).tobytes()).hexdigest(),
+        hashlib.sha256(table.tobytes()).hexdigest(),  # int64, C order
     )
     chunks = {}
     for split in SPLITS:
