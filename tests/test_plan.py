@@ -174,6 +174,7 @@ def test_the_rows_id_of_a_plan_is_pinned() -> None:
     counts = _counts((False, 5, 8), (False, 9, 8), (True, 1, 4), (True, 7, 2))
     plan = make_plan("w", REQUEST, counts, "v1", "src")
     assert plan.rows_id == "ee09412ab1f8ca3d017e6dfb9d270eac"
+    assert (plan.datastore, plan.data_version) == ("w", "v1")
     reordered = _counts((True, 7, 2), (False, 9, 8), (True, 1, 4), (False, 5, 8))
     assert make_plan("w", REQUEST, reordered, "v1", "src").rows_id == plan.rows_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable
@@ -452,3 +453,18 @@ def test_a_range_serves_its_rows_of_the_epoch_and_wraps_past_the_end(
 
     assert ids(130, 1_270) == epoch[130:1_270]
     assert ids(rows - 50, rows + 70) == epoch[-50:] + epoch[:70]
+
+
+def test_a_plan_is_logged_with_its_source_warehouse_and_chunks(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="faucet"):
+        reader = make_reader(test_split_percent=20, chunk_size=1_000)
+    (message,) = [m for m in caplog.messages if m.startswith("planned ")]
+    plan = reader.plan
+    assert re.fullmatch(
+        rf"planned table t of duckdb in \d+\.\d\ds: train {plan.rows('train')} rows in "
+        rf"{len(plan.chunks['train'])} chunks, eval {plan.rows('eval')} rows in "
+        rf"{len(plan.chunks['eval'])} chunks",
+        message,
+    ), message
