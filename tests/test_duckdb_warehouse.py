@@ -273,3 +273,28 @@ def test_the_counts_stats_are_what_the_counting_cost(table_path: Path, tmp_path:
         warehouse.close()
     assert jobs >= 1
     assert counts.stats == {"query_jobs": jobs, "bytes_billed": 100 * jobs}
+
+
+def test_list_sizes_are_measured_as_the_lists_are_read(tmp_path: Path) -> None:
+    """Lists of one size once read (a column read through an expression that cuts them)
+    are vectors, each list column measured for itself."""
+    database = tmp_path / "lists.duckdb"
+    with duckdb.connect(str(database)) as db:
+        db.execute(
+            "CREATE TABLE l AS SELECT i AS id, range(2 + i % 3)::DOUBLE[] AS cut, "
+            "[i, i + 1, i + 2]::DOUBLE[] AS three, range(1 + i % 2)::DOUBLE[] AS ragged "
+            "FROM range(50) r(i)"
+        )
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=database, scratch_dir=tmp_path))
+    try:
+        request = PlanRequest(SourceSpec(table="l"), SplitSpec(("id",), 10.0), 100)
+        schema = warehouse.columns(request)
+        index = schema.get_field_index("cut")
+        schema = schema.set(index, schema.field(index).with_metadata({READ_AS: b"{c}[1:2]"}))
+        planned = warehouse.uniform_lists(request, schema)
+    finally:
+        warehouse.close()
+    lists = pa.list_(pa.float64())
+    assert planned.field("cut").type == pa.list_(pa.float64(), 2)
+    assert planned.field("three").type == pa.list_(pa.float64(), 3)
+    assert planned.field("ragged").type == lists
