@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -458,10 +459,14 @@ def test_a_range_serves_its_rows_of_the_epoch_and_wraps_past_the_end(
 def test_a_plan_is_logged_with_its_source_warehouse_and_chunks(
     make_reader: MakeReader, caplog: pytest.LogCaptureFixture
 ) -> None:
+    started = time.perf_counter()
     with caplog.at_level(logging.INFO, logger="faucet"):
         reader = make_reader(test_split_percent=20, chunk_size=1_000)
+    took = time.perf_counter() - started
     (message,) = [m for m in caplog.messages if m.startswith("planned ")]
     plan = reader.plan
+    seconds = re.search(r" in ([\d.]+)s: ", message)
+    assert seconds is not None and float(seconds[1]) <= took + 0.005  # rounded to 0.01
     assert re.fullmatch(
         rf"planned table t of duckdb in \d+\.\d\ds: train {plan.rows('train')} rows in "
         rf"{len(plan.chunks['train'])} chunks, eval {plan.rows('eval')} rows in "
