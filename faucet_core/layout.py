@@ -205,10 +205,11 @@ def bucket_counts(table: pa.Table) -> pa.Table:
             f"a bucket count has the columns {COUNT_COLUMNS}, not {table.column_names}"
         )
     columns = []
-    for column, field in zip(table.columns, _COUNT_SCHEMA, strict=True):
+    for index, field in enumerate(_COUNT_SCHEMA):
+        column = table.column(index)
         if field.type == pa.bool_() and not pa.types.is_boolean(column.type):
             column = pc.not_equal(column, 0)
-        columns.append(pc.cast(column, field.type, safe=True))
+        columns.append(pc.cast(column, field.type))  # a safe cast: what does not fit raises
     return pa.Table.from_arrays(columns, schema=_COUNT_SCHEMA)
 
 
