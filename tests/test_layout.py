@@ -97,6 +97,9 @@ def test_counts_take_what_warehouses_return() -> None:
     assert counts.column("checksum").type == pa.int64()
     with pytest.raises(ValueError, match="has the columns"):
         layout.bucket_counts(raw.drop_columns(["checksum"]))
+    past_int64 = raw.set_column(3, "checksum", pa.array([10, 2**70], pa.decimal128(38, 0)))
+    with pytest.raises(ValueError, match="out of bounds"):
+        layout.bucket_counts(past_int64)
 
 
 def test_the_split_is_a_share_of_hash_buckets() -> None:
