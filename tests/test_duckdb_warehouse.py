@@ -46,6 +46,7 @@ def test_file_sources(make_reader: MakeReader, table_path: Path, tmp_path: Path,
             db.execute(f"COPY (SELECT * FROM t WHERE id % 2 = {part}) TO '{path}' (FORMAT {kind})")
             files.append(str(path))
     reader = make_reader(database=None, table_name=None, files=files, test_split_percent=25)
+    assert reader.plan.request.source.describe() == f"files {files[0]}, {files[1]}"
     train, evaluation = epoch_ids(reader), epoch_ids(reader, eval=True)
     assert sorted(train + evaluation) == list(range(ROWS))
     same_split = make_reader(test_split_percent=25)  # the table the files came from
