@@ -554,3 +554,17 @@ def test_second_files_of_a_key_are_evicted_first_and_only_past_the_budget(tmp_pa
     assert sorted(folder.glob("*.arrow")) == sorted([own, *folder.glob("b.*.arrow")])
     assert (cache.stats.evictions, cache.stats.bytes_evicted) == (2, 2 * size)
     assert cache.get("a") == _table(1000)
+
+
+def test_files_that_are_not_entries_are_left_alone(tmp_path: Path) -> None:
+    """A file of another kind, or a hidden one (as a write in progress is), is neither read
+    nor evicted, even where its name would parse as an entry's."""
+    cache = ChunkCache(tmp_path, max_bytes=10**9)
+    cache.put("a", _table(10))
+    others = [tmp_path / "a.1f.jsonl", tmp_path / ".a.1f.arrow"]
+    for path in others:
+        path.write_bytes(b"not an entry")
+    cache.max_bytes = 0
+    cache.evict()
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+    assert cache.stats.evictions == 1
