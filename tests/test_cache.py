@@ -568,3 +568,8 @@ def test_files_that_are_not_entries_are_left_alone(tmp_path: Path) -> None:
     cache.evict()
     assert sorted(tmp_path.iterdir()) == sorted(others)
     assert cache.stats.evictions == 1
+
+
+def test_a_key_with_dots_is_found_by_another_cache(tmp_path: Path) -> None:
+    ChunkCache(tmp_path).put("v1.2.chunk", _table(10))
+    assert ChunkCache(tmp_path).get("v1.2.chunk") == _table(10)
