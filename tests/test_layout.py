@@ -302,12 +302,15 @@ def test_positions_of_any_integer_type_are_int64_indices(dtype: type) -> None:
     assert indices.type == pa.int64() and indices.to_pylist() == [2, 0, 1]
 
 
-def test_the_split_is_computed_in_the_scratch_array_given() -> None:
+def test_the_split_and_checksum_terms_are_computed_in_the_arrays_given() -> None:
     hashes = np.array([-(2**62), 17, 2**40, 5], dtype=np.int64)
     scratch = np.full(4, -1, dtype=np.int64)
     evals = layout.is_eval(hashes, 300, scratch)
     assert evals.tolist() == layout.is_eval(hashes, 300).tolist()
     assert not (scratch == -1).any()
+    terms = np.full(4, -1.0)
+    assert layout.checksum_terms(hashes, out=terms) is terms
+    assert terms.tolist() == layout.checksum_terms(hashes).tolist()
 
 
 def test_chunk_ends_are_exact_past_what_a_float_holds() -> None:
