@@ -69,11 +69,6 @@ class RowCheck:
         self.ordered = ordered
         self.chunks: list[ChunkSpec] = plan.every_chunk if chunks is None else list(chunks)
         self.columns = [*plan.columns, layout.HASH_COLUMN]
-        self._where = (
-            "every chunk of the plan"
-            if chunks is None
-            else ", ".join(f"chunk {c.split} {c.lo}-{c.hi - 1}" for c in self.chunks)
-        )
         # The chunk holding each (split, bucket), eval buckets after the train ones;
         # len(chunks) where none does.
         self._lookup = np.full(2 * layout.BUCKETS, len(self.chunks), np.int32)
@@ -148,7 +143,8 @@ class RowCheck:
         split = "eval" if layout.is_eval(first, self.plan.eval_buckets)[0] else "train"
         more = f" ({count:,} such rows)" if count > 1 else ""
         bucket = int(layout.bucket_of(first)[0])
-        self._refuse(f"row in bucket {bucket} of {split}, outside {self._where}{more}")
+        where = ", ".join(f"chunk {c.split} {c.lo}-{c.hi - 1}" for c in self.chunks)
+        self._refuse(f"row in bucket {bucket} of {split}, outside {where}{more}")
 
     def _refuse(self, rule: str) -> None:
         raise PlanBreach(self.plan.datastore, rule)
