@@ -168,13 +168,18 @@ def test_a_plan_written_without_a_state_reads_back_with_an_empty_one() -> None:
     assert again.state == {}
 
 
-def test_the_rows_id_of_a_plan_is_pinned() -> None:
+def test_the_rows_id_and_chunk_keys_of_a_plan_are_pinned() -> None:
     """Cache entries and saved positions name rows by this id: the same counts keep it in
     every release (a change of the layout changes ``LAYOUT_VERSION``, and the pin)."""
     counts = _counts((False, 5, 8), (False, 9, 8), (True, 1, 4), (True, 7, 2))
     plan = make_plan("w", REQUEST, counts, "v1", "src")
     assert plan.rows_id == "ee09412ab1f8ca3d017e6dfb9d270eac"
     assert (plan.datastore, plan.data_version) == ("w", "v1")
+    assert [plan.chunk_key(chunk) for chunk in plan.every_chunk] == [
+        "34940170d4e2dca4f0afc8c0c3414372",
+        "79104fc10c0f28252a16367730ae81df",
+        "dc2e3fe05cb228fd98583d9776790756",
+    ]
     reordered = _counts((True, 7, 2), (False, 9, 8), (True, 1, 4), (False, 5, 8))
     assert make_plan("w", REQUEST, reordered, "v1", "src").rows_id == plan.rows_id
 
