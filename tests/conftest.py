@@ -75,6 +75,13 @@ def ascii_locale() -> Iterator[None]:
         locale.setlocale(locale.LC_CTYPE, before)
 
 
+def duckdb_file(path: Path, statement: str) -> Path:
+    """A DuckDB database file at ``path``, made by one SQL statement."""
+    with duckdb.connect(str(path)) as db:
+        db.execute(statement)
+    return path
+
+
 def write_table(path: Path, rows: int, *, days: int = 1, sorted_by_label: bool = True) -> Path:
     """A DuckDB file with table ``t``: unique ``id``, features, ``label``, a ``ds`` date."""
     with duckdb.connect(str(path)) as db:

@@ -24,6 +24,7 @@ from tests.conftest import (
     ROWS,
     ReadCounter,
     assert_fitted_leaving_nan_out,
+    duckdb_file,
     epoch_ids,
     write_table,
 )
@@ -279,13 +280,12 @@ def test_the_counts_stats_are_what_the_counting_cost(table_path: Path, tmp_path:
 def test_list_sizes_are_measured_as_the_lists_are_read(tmp_path: Path) -> None:
     """Lists of one size once read (a column read through an expression that cuts them)
     are vectors, each list column measured for itself."""
-    database = tmp_path / "lists.duckdb"
-    with duckdb.connect(str(database)) as db:
-        db.execute(
-            "CREATE TABLE l AS SELECT i AS id, range(2 + i % 3)::DOUBLE[] AS cut, "
-            "[i, i + 1, i + 2]::DOUBLE[] AS three, range(1 + i % 2)::DOUBLE[] AS ragged "
-            "FROM range(50) r(i)"
-        )
+    database = duckdb_file(
+        tmp_path / "lists.duckdb",
+        "CREATE TABLE l AS SELECT i AS id, range(2 + i % 3)::DOUBLE[] AS cut, "
+        "[i, i + 1, i + 2]::DOUBLE[] AS three, range(1 + i % 2)::DOUBLE[] AS ragged "
+        "FROM range(50) r(i)",
+    )
     warehouse = DuckDBWarehouse(DuckDBConnection(database=database, scratch_dir=tmp_path))
     try:
         request = PlanRequest(SourceSpec(table="l"), SplitSpec(("id",), 10.0), 100)

@@ -7,7 +7,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import psycopg
 import pyarrow as pa
@@ -38,6 +37,7 @@ from faucet_core.vectors import (
     uniform_lists,
 )
 from tests.bqemulator import BigQueryEmulator
+from tests.conftest import duckdb_file
 
 MakeReader = Callable[..., Reader]
 
@@ -358,13 +358,12 @@ def test_columns_read_as_vectors_or_as_numbers_are_left_as_read() -> None:
 def test_lists_of_one_size_everywhere_are_planned_as_vectors(
     make_vector_reader: MakeReader, tmp_path: Path
 ) -> None:
-    database = tmp_path / "lists.duckdb"
-    with duckdb.connect(str(database)) as db:
-        db.execute(
-            "CREATE TABLE l AS SELECT i AS id, [i, i + 0.5, NULL]::DOUBLE[] AS emb, "
-            "CASE WHEN i % 9 = 2 THEN NULL ELSE [i]::DOUBLE[] END AS one, (i % 2) AS label "
-            "FROM range(300) r(i)"
-        )
+    database = duckdb_file(
+        tmp_path / "lists.duckdb",
+        "CREATE TABLE l AS SELECT i AS id, [i, i + 0.5, NULL]::DOUBLE[] AS emb, "
+        "CASE WHEN i % 9 = 2 THEN NULL ELSE [i]::DOUBLE[] END AS one, (i % 2) AS label "
+        "FROM range(300) r(i)",
+    )
     reader = make_vector_reader(database=str(database), table_name="l", columns=None,
                                 output="numpy")  # fmt: skip
     assert reader.plan.schema is not None
