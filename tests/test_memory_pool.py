@@ -22,14 +22,16 @@ def counted_pool(monkeypatch: pytest.MonkeyPatch) -> pa.MemoryPool:
     return counted
 
 
-def test_shuffled_rows_come_from_the_pipeline_pool(make_reader: Callable[..., Reader]) -> None:
+def test_shuffled_rows_come_from_the_pipeline_pool(
+    make_reader: Callable[..., Reader], counted_pool: pa.MemoryPool
+) -> None:
     reader = make_reader(output="arrow")
-    before = memory.pool().bytes_allocated()
+    before = counted_pool.bytes_allocated()
     reader.prep_for_epoch()
     batch = reader.get_batch()
     assert batch is not None
     # The batch is a slice of its chunk, shuffled by a take into the pipeline's pool.
-    assert memory.pool().bytes_allocated() - before >= batch["features"].nbytes
+    assert counted_pool.bytes_allocated() - before >= batch["features"].nbytes
     reader.close()
 
 
