@@ -13,11 +13,17 @@ from faucet_core import Reader, memory
 from faucet_core.cache import ChunkCache
 
 
+# A buffer frees itself through the pool that allocated it, so a proxy pool must outlive
+# every buffer it handed out: rows a test's reader cached are freed in later tests.
+_COUNTED_POOLS: list[pa.MemoryPool] = []
+
+
 @pytest.fixture
 def counted_pool(monkeypatch: pytest.MonkeyPatch) -> pa.MemoryPool:
     """The pipeline's pool, as one of its own: it counts this test's allocations alone,
     whatever other threads do."""
     counted = pa.proxy_memory_pool(pa.default_memory_pool())
+    _COUNTED_POOLS.append(counted)
     monkeypatch.setattr(memory, "pool", lambda: counted)
     return counted
 
