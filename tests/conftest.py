@@ -29,7 +29,7 @@ import faucet_feast.plugin
 import faucet_postgres.plugin
 import faucet_postgres.redshift_plugin
 import faucet_snowflake.plugin
-from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl
+from faucet_core import ChunkSpec, Plan, Reader, Warehouse, get_batch_reader, hookimpl, layout
 from faucet_core.plugins import pm
 from faucet_duckdb import DuckDBWarehouse
 from faucet_duckdb.demo import make_table
@@ -173,6 +173,18 @@ class CountingDuckDB(ChunkByChunkDuckDB):
         return super().read_buckets(plan, chunk)
 
 
+class ChunkOrderedDuckDB(ChunkByChunkDuckDB):
+    """The DuckDB warehouse read chunk by chunk, each chunk's rows stored in chunk order
+    (as a warehouse clustered by the key hash returns them)."""
+
+    name = "chunk-ordered-duckdb"
+
+    def read_buckets(self, plan: Plan, chunk: ChunkSpec) -> pa.Table:
+        table = super().read_buckets(plan, chunk)
+        positions = layout.chunk_positions(table)
+        return table if positions is None else table.take(positions)
+
+
 class TestWarehouses:
     """A plugin providing the test warehouses."""
 
@@ -180,6 +192,7 @@ class TestWarehouses:
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         register(ChunkByChunkDuckDB)
         register(CountingDuckDB)
+        register(ChunkOrderedDuckDB)
 
 
 @pytest.fixture(scope="session", autouse=True)
