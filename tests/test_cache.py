@@ -570,6 +570,23 @@ def test_files_that_are_not_entries_are_left_alone(tmp_path: Path) -> None:
     assert cache.stats.evictions == 1
 
 
+def test_a_cache_learns_every_entry_others_wrote_whatever_else_the_folder_holds(
+    tmp_path: Path,
+) -> None:
+    writer = ChunkCache(tmp_path, max_bytes=10**9)
+    for i in range(20):
+        writer.put(f"k{i}", _table(10))
+    others = [tmp_path / f".k{i}.1f.arrow" for i in range(3)]
+    others += [tmp_path / f"k{i}.not-hex.arrow" for i in range(3)]
+    for path in others:
+        path.write_bytes(b"not an entry")
+    # The folder's names come in no set order: an entry may follow any of the others.
+    reader = ChunkCache(tmp_path, max_bytes=0)
+    reader.evict()
+    assert reader.stats.evictions == 20
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
 def test_a_key_with_dots_is_found_by_another_cache(tmp_path: Path) -> None:
     ChunkCache(tmp_path).put("v1.2.chunk", _table(10))
     assert ChunkCache(tmp_path).get("v1.2.chunk") == _table(10)
