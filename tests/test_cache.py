@@ -570,9 +570,10 @@ def test_files_that_are_not_entries_are_left_alone(tmp_path: Path) -> None:
     assert cache.stats.evictions == 1
 
 
-def test_a_cache_learns_every_entry_others_wrote_whatever_else_the_folder_holds(
+def test_a_cache_learns_every_entry_others_wrote_since_whatever_else_the_folder_holds(
     tmp_path: Path,
 ) -> None:
+    reader = ChunkCache(tmp_path, max_bytes=0)  # opened before they were written
     writer = ChunkCache(tmp_path, max_bytes=10**9)
     for i in range(20):
         writer.put(f"k{i}", _table(10))
@@ -581,7 +582,6 @@ def test_a_cache_learns_every_entry_others_wrote_whatever_else_the_folder_holds(
     for path in others:
         path.write_bytes(b"not an entry")
     # The folder's names come in no set order: an entry may follow any of the others.
-    reader = ChunkCache(tmp_path, max_bytes=0)
     reader.evict()
     assert reader.stats.evictions == 20
     assert sorted(tmp_path.iterdir()) == sorted(others)
