@@ -940,8 +940,8 @@ def soft_open_files() -> Iterator[int]:
     """This process's soft limit of open files set to 256 for the test (the hard one left
     as it is, so that the limit can be restored)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < 1_000:
-        pytest.fail(f"the hard limit of open files ({hard}) is below what the test needs")
+    if hard == resource.RLIM_INFINITY or hard < 1_000:
+        pytest.fail(f"the test needs a finite hard limit of open files of 1,000 or more: {hard}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     try:
         yield 256
@@ -958,6 +958,9 @@ def test_the_fill_raises_the_soft_open_files_limit_of_its_own_process(
     assert (_allow_open_files(100), soft()) == (True, soft_open_files)  # left as it is
     assert (_allow_open_files(600), soft()) == (True, 600)
     assert (_allow_open_files(1_000), soft()) == (True, 1_000)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    assert (_allow_open_files(hard + 1), soft()) == (False, 1_000)  # past the hard limit
+    assert (_allow_open_files(hard), soft()) == (True, hard)
 
 
 OPEN_FILES = """
