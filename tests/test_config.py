@@ -246,8 +246,8 @@ def test_an_unknown_datastore_lists_the_warehouses_there_are() -> None:
         load_config(datastore="snowflak", table_name="t", batch_size=0)
     problems = dict(raised.value.problems)
     assert (
-        "installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, feast, "
-        "postgres, redshift, snowflake" in problems["datastore"]
+        "installed warehouses: bigquery, chunk-by-chunk-duckdb, chunk-ordered-duckdb, "
+        "counting-duckdb, duckdb, feast, postgres, redshift, snowflake" in problems["datastore"]
     )
     assert "batch_size" in problems  # the other problems are still reported
 

@@ -12,7 +12,6 @@ import pytest
 from faucet_core import Reader, memory
 from faucet_core.cache import ChunkCache
 
-
 # A buffer frees itself through the pool that allocated it, so a proxy pool must outlive
 # every buffer it handed out: rows a test's reader cached are freed in later tests.
 _COUNTED_POOLS: list[pa.MemoryPool] = []

@@ -204,8 +204,8 @@ def test_a_registered_plugin_is_listed(register: Callable[[object], None]) -> No
 def test_an_unknown_name_lists_the_warehouses_there_are() -> None:
     with pytest.raises(
         UnknownDatastore,
-        match="installed warehouses: bigquery, chunk-by-chunk-duckdb, counting-duckdb, duckdb, "
-        "feast, postgres, redshift, snowflake",
+        match="installed warehouses: bigquery, chunk-by-chunk-duckdb, chunk-ordered-duckdb, "
+        "counting-duckdb, duckdb, feast, postgres, redshift, snowflake",
     ):
         get_warehouse_class("oracle")
 
