@@ -963,6 +963,19 @@ def test_the_fill_raises_the_soft_open_files_limit_of_its_own_process(
     assert (_allow_open_files(hard), soft()) == (True, hard)
 
 
+def test_a_soft_open_files_limit_the_system_will_not_raise_refuses_the_fill(
+    soft_open_files: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the system refuses (an error of its own, not only a limit past the hard
+    one), the fill is refused and the chunks are read one by one."""
+
+    def refused(which: int, limits: tuple[int, int]) -> None:
+        raise OSError("operation not permitted")
+
+    monkeypatch.setattr(resource, "setrlimit", refused)
+    assert _allow_open_files(600) is False
+
+
 OPEN_FILES = """
 import resource
 from faucet_core.fill import _allow_open_files
