@@ -972,8 +972,9 @@ def test_a_soft_open_files_limit_the_system_will_not_raise_refuses_the_fill(
     def refused(which: int, limits: tuple[int, int]) -> None:
         raise OSError("operation not permitted")
 
-    monkeypatch.setattr(resource, "setrlimit", refused)
-    assert _allow_open_files(600) is False
+    with monkeypatch.context() as patched:  # undone before the fixture restores the limit
+        patched.setattr(resource, "setrlimit", refused)
+        assert _allow_open_files(600) is False
 
 
 OPEN_FILES = """
