@@ -963,6 +963,17 @@ def test_the_fill_raises_the_soft_open_files_limit_of_its_own_process(
     assert (_allow_open_files(hard), soft()) == (True, hard)
 
 
+def test_a_fill_raises_the_soft_limit_to_a_file_per_chunk_and_the_spare_ones(
+    soft_open_files: int, make_reader: MakeReader
+) -> None:
+    reader = make_reader(chunk_size=20, test_split_percent=10)
+    chunks = len(reader.plan.every_chunk)
+    assert chunks > soft_open_files / 2
+    assert len(set(epoch_ids(reader))) == reader.rows("train")
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert soft == chunks + fill._SPARE_FILES
+
+
 def test_a_soft_open_files_limit_the_system_will_not_raise_refuses_the_fill(
     soft_open_files: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
