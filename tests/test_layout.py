@@ -311,6 +311,15 @@ def test_the_split_and_checksum_terms_are_computed_in_the_arrays_given() -> None
     terms = np.full(4, -1.0)
     assert layout.checksum_terms(hashes, out=terms) is terms
     assert terms.tolist() == layout.checksum_terms(hashes).tolist()
+    buckets = np.full(4, -1, dtype=np.int64)
+    assert layout.bucket_of(hashes, out=buckets) is buckets
+    assert buckets.tolist() == layout.bucket_of(hashes).tolist()
+
+
+@pytest.mark.parametrize("kind", [pa.int64(), pa.uint64(), pa.int32()])
+def test_the_integers_of_an_empty_column_keep_its_type(kind: pa.DataType) -> None:
+    empty = layout.integers(pa.chunked_array([], kind))
+    assert empty.dtype == np.dtype(kind.to_pandas_dtype()) and len(empty) == 0
 
 
 def test_chunk_ends_are_exact_past_what_a_float_holds() -> None:
