@@ -329,3 +329,10 @@ def test_chunk_ends_are_exact_past_what_a_float_holds() -> None:
     buckets = np.array([0, 1, 2])
     chunks = layout.group_buckets(buckets, rows, np.zeros(3, np.int64), 2**54 + 1)
     assert [chunk[:3] for chunk in chunks] == [[0, 2, 2**54 + 1], [2, layout.BUCKETS, 2**54]]
+
+
+def test_a_digest_takes_values_json_cannot_write_by_their_text() -> None:
+    """A partition's date or a plugin's version object digests as its text, the same in
+    every process; the digest is of the values, whatever the keys' order."""
+    assert layout.stable_digest(dt.date(2026, 12, 6)) == layout.stable_digest("2026-12-06")
+    assert layout.stable_digest({"b": 1, "a": 2}) == layout.stable_digest({"a": 2, "b": 1})
