@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from faucet_core import cache as cache_module
-from faucet_core.cache import ChunkCache
+from faucet_core.cache import ChunkCache, checksum
 from faucet_core.plan_cache import PlanCache
 from tests.conftest import ascii_locale
 
@@ -286,11 +286,34 @@ def test_an_entry_that_is_no_arrow_stream_is_discarded(tmp_path: Path) -> None:
     older = tmp_path / "older.arrow"
     with pa.ipc.new_file(older, _table(10).schema) as writer:
         writer.write_table(_table(10))
-    crc = zlib.crc32(older.read_bytes())
+    crc = checksum(older.read_bytes())
     older.rename(tmp_path / f"a.{crc:08x}.arrow")
     cache = ChunkCache(tmp_path)
     assert cache.get("a") is None
     assert cache.stats.corrupt_discarded == 1 and not list(tmp_path.glob("a.*.arrow"))
+
+
+def test_an_entry_is_named_by_the_crc32c_of_its_bytes(tmp_path: Path) -> None:
+    assert checksum(b"123456789") == 0xE3069283  # the check value of CRC-32C
+    ChunkCache(tmp_path).put("a", _table(10))
+    (entry,) = tmp_path.glob("a.*.arrow")
+    assert entry.name == f"a.{checksum(entry.read_bytes()):08x}.arrow"
+
+
+def test_an_entry_of_an_earlier_version_is_read_again_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Earlier versions named an entry by the CRC-32 of its bytes: such an entry is not
+    damaged, only of another format, and goes quietly."""
+    ChunkCache(tmp_path).put("a", _table(10))
+    (entry,) = tmp_path.glob("a.*.arrow")
+    entry.rename(tmp_path / f"a.{zlib.crc32(entry.read_bytes()):08x}.arrow")
+    cache = ChunkCache(tmp_path)
+    with caplog.at_level(logging.INFO, logger="faucet_core.cache"):
+        assert cache.get("a") is None
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "of an earlier version" in caplog.text
+    assert cache.stats.corrupt_discarded == 0 and not list(tmp_path.glob("a.*.arrow"))
 
 
 def test_entries_are_readable_by_their_owner_only_whatever_the_umask(tmp_path: Path) -> None:
