@@ -191,14 +191,14 @@ def snowflake_fetch_arrow_all(connection: dict[str, Any], batch_size: int) -> di
     return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
 
 
-def bigquery_to_arrow(settings: dict[str, Any], table: str, batch_size: int) -> dict[str, Any]:
-    """``list_rows(table).to_arrow()`` through the Storage Read API."""
+def _bigquery_rows(settings: dict[str, Any], table: str) -> tuple[Any, Any]:
+    """The rows of ``table`` as the client library lists them, and its Storage Read
+    client."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
     from faucet_bigquery.connection import BigQueryConnection
 
-    started = time.perf_counter()
     connection = BigQueryConnection(**settings)
     client = bigquery.Client(
         project=settings["project"],
@@ -206,28 +206,23 @@ def bigquery_to_arrow(settings: dict[str, Any], table: str, batch_size: int) -> 
         client_options={"api_endpoint": settings["api_endpoint"]},
     )
     read_client = connection.read_client(connection.credentials())
-    arrow = client.list_rows(client.get_table(table)).to_arrow(bqstorage_client=read_client)
+    return client.list_rows(client.get_table(table)), read_client
+
+
+def bigquery_to_arrow(settings: dict[str, Any], table: str, batch_size: int) -> dict[str, Any]:
+    """``list_rows(table).to_arrow()`` through the Storage Read API."""
+    started = time.perf_counter()
+    listed, read_client = _bigquery_rows(settings, table)
+    arrow = listed.to_arrow(bqstorage_client=read_client)
     return {"rows": _batched(arrow, batch_size), "seconds": time.perf_counter() - started}
 
 
 def bigquery_streamed(settings: dict[str, Any], table: str) -> dict[str, Any]:
     """The least any read of the table holds: ``list_rows(table).to_arrow_iterable()``
     through the Storage Read API, each batch dropped."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    from faucet_bigquery.connection import BigQueryConnection
-
     _libraries_of_faucet("faucet_bigquery")
     started, rows = time.perf_counter(), 0
-    connection = BigQueryConnection(**settings)
-    client = bigquery.Client(
-        project=settings["project"],
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": settings["api_endpoint"]},
-    )
-    read_client = connection.read_client(connection.credentials())
-    listed = client.list_rows(client.get_table(table))
+    listed, read_client = _bigquery_rows(settings, table)
     for batch in listed.to_arrow_iterable(bqstorage_client=read_client):
         rows += batch.num_rows
     return {"rows": rows, "seconds": time.perf_counter() - started}
