@@ -144,11 +144,9 @@ def postgres_adbc(url: str, batch_size: int) -> dict[str, Any]:
 
 
 def _libraries_of_faucet(plugin: str) -> None:
-    """Load what Faucet's process loads for ``plugin``'s warehouse: a floor of memory holds
-    Faucet's libraries too."""
+    """Load what Faucet's process loads for ``plugin``'s warehouse (the plugin package
+    loads the core): a floor of memory holds Faucet's libraries too."""
     import importlib
-
-    import faucet_core  # noqa: F401
 
     importlib.import_module(plugin)
 
