@@ -10,6 +10,10 @@ label (the worst storage order for mixing), each contender runs in a process of 
 - ``faucet``: a reader with default settings and an empty cache (epoch 1 includes planning,
   the one scan that fills the cache, and serving; epoch 2 is served from the cache).
 
+Every contender gives its batches as a training loop takes them: features and labels apart,
+in the ``--output`` format. DuckDB's streams are split by Faucet's formatter (by column
+position, its fastest way); Faucet's reader gives its batches so already.
+
 Before each contender, the previous one's writes are flushed, the page cache is emptied
 where the machine allows it (as root on Linux: a full page cache slows down the writes of
 whoever comes next), and the table file is read once, so that every contender starts with
@@ -48,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from processes import peak_memory
 
 from faucet_core import get_batch_reader
-from faucet_core.output import format_batch
+from faucet_core.output import Batch, BatchFormatter
 
 CONTENDERS = ("raw stream", "ORDER BY random()", "faucet")
 
@@ -65,34 +69,49 @@ def make_table(path: Path, rows: int, columns: int) -> None:
         )
 
 
-def _epochs_of_stream(database: str, sql: str, batch_size: int) -> Callable[[], Iterator[pa.Table]]:
-    def epoch() -> Iterator[pa.Table]:
+def _epochs_of_stream(
+    database: str, sql: str, batch_size: int, output: str
+) -> Callable[[], Iterator[Batch]]:
+    """Epochs of DuckDB's stream of ``sql``, each batch split into features and labels in
+    ``output`` (as a training loop must have them)."""
+
+    def epoch() -> Iterator[Batch]:
         with duckdb.connect(database, read_only=True) as db:
             db.execute("SET enable_progress_bar = false")
-            for batch in db.sql(sql).to_arrow_reader(batch_size):
-                yield pa.Table.from_batches([batch])
+            reader = db.sql(sql).to_arrow_reader(batch_size)
+            features = [c for c in reader.schema.names if c != "label"]
+            formatter = BatchFormatter(features, ["label"], output)  # type: ignore[arg-type]
+            for batch in reader:
+                yield formatter(pa.Table.from_batches([batch]))
 
     return epoch
 
 
 def _faucet(
-    database: str, cache: str, batch_size: int, state: dict[str, Any]
-) -> Callable[[], Iterator[pa.Table]]:
-    """Epochs of one reader; ``state`` gets the reader and the seconds it took to open."""
+    database: str, cache: str, batch_size: int, output: str, state: dict[str, Any]
+) -> Callable[[], Iterator[Batch]]:
+    """Epochs of one reader (its batches are in ``output`` already); ``state`` gets the
+    reader and the seconds it took to open."""
 
-    def epoch() -> Iterator[pa.Table]:
+    def epoch() -> Iterator[Batch]:
         if "reader" not in state:
             started = time.perf_counter()
             state["reader"] = get_batch_reader(
                 datastore="duckdb", database=database, table_name="train", epochs=2,
                 batch_size=batch_size, split_key="id", label_columns=["label"], seed=1,
-                output="arrow", cache_dir=cache,
+                output=output, cache_dir=cache,
             )  # fmt: skip
             state["open"] = time.perf_counter() - started
-        for batch in state["reader"].iter_epoch():
-            yield batch["features"].append_column("label", batch["labels"].column("label"))
+        yield from state["reader"].iter_epoch()
 
     return epoch
+
+
+def _label_mean(labels: Any) -> float:
+    """The mean of a batch's labels: an Arrow table, a DataFrame or an array."""
+    if isinstance(labels, pa.Table):
+        return float(np.mean(labels.column(0).to_numpy()))
+    return float(np.mean(np.asarray(labels)))
 
 
 def _scan_seconds(reader: Any) -> float:
@@ -108,19 +127,17 @@ def child(contender: str, database: str, cache: str, batch_size: int, output: st
     figures: dict[str, Any] = {"rates": [], "spread": None, "first": None}
     state: dict[str, Any] = {}
     if contender == "faucet":
-        epoch = _faucet(database, cache, batch_size, state)
+        epoch = _faucet(database, cache, batch_size, output, state)
     else:
         order = " ORDER BY random()" if contender == "ORDER BY random()" else ""
-        epoch = _epochs_of_stream(database, f"SELECT * FROM train{order}", batch_size)
+        epoch = _epochs_of_stream(database, f"SELECT * FROM train{order}", batch_size, output)
     for number in (1, 2):
         rows, started, spread = 0, time.perf_counter(), []
-        for table in epoch():
+        for batch in epoch():
             if figures["first"] is None:
                 figures["first"] = time.perf_counter() - started
-            columns = [c for c in table.column_names if c != "label"]
-            format_batch(table, columns, ["label"], output)  # type: ignore[arg-type]
-            rows += table.num_rows
-            spread.append(float(np.mean(table.column("label").to_numpy())))
+            rows += len(batch["labels"])
+            spread.append(_label_mean(batch["labels"]))
         figures["rates"].append(rows / (time.perf_counter() - started))
         if number == 1:
             figures["label_means"] = spread
