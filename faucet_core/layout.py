@@ -54,7 +54,6 @@ __all__ = [
     "integer_parts",
     "integers",
     "is_eval",
-    "positions_array",
     "stable_digest",
 ]
 
@@ -293,13 +292,6 @@ def integer_parts(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray[Any, An
         ]
         for chunk in chunks
     ]
-
-
-def positions_array(positions: np.ndarray[Any, Any]) -> pa.Array:
-    """Row positions (a numpy array of integers) as Arrow int64 indices for ``take``,
-    sharing their memory where they are int64 already (``pa.array`` would import pandas)."""
-    values = np.ascontiguousarray(positions, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def chunk_positions(table: pa.Table) -> np.ndarray[Any, Any] | None:

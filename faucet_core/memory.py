@@ -19,9 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from faucet_core import layout
-
-__all__ = ["concatenate", "empty", "pool", "take", "take_values"]
+__all__ = ["concatenate", "empty", "pool", "take", "take_indices", "take_values"]
 
 
 @functools.cache
@@ -45,7 +43,22 @@ def empty(count: int, dtype: Any) -> np.ndarray[Any, Any]:
 def take(table: pa.Table, positions: np.ndarray[Any, Any]) -> pa.Table:
     """The rows of ``table`` at ``positions`` (numpy integers), in one contiguous run per
     column, in the pipeline's pool."""
-    return pc.take(table, layout.positions_array(positions), memory_pool=pool())
+    return pc.take(table, take_indices(positions, table.num_rows), memory_pool=pool())
+
+
+def take_indices(positions: np.ndarray[Any, Any], rows: int) -> pa.Array:
+    """Row positions (numpy integers) as the indices of a take from ``rows`` rows: 32-bit
+    where the rows allow (a take reads its indices once per column, and narrower ones make
+    it faster), sharing their memory when they have that type already (``pa.array`` would
+    import pandas)."""
+    kind = np.dtype(np.uint32 if rows <= 2**32 else np.int64)
+    values = positions
+    if positions.dtype != kind or not positions.flags.c_contiguous:
+        values = empty(len(positions), kind)
+        np.copyto(values, positions, casting="unsafe")
+    return pa.Array.from_buffers(
+        pa.from_numpy_dtype(kind), len(values), [None, pa.py_buffer(values)]
+    )
 
 
 def take_values(

@@ -296,12 +296,6 @@ def test_ties_in_a_struct_column_are_ordered_by_its_fields_sorted_by_name() -> N
     assert order_chunk(flipped).column("s").to_pylist() == [{"a": 1, "b": 2}, {"a": 2, "b": 1}]
 
 
-@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64])
-def test_positions_of_any_integer_type_are_int64_indices(dtype: type) -> None:
-    indices = layout.positions_array(np.array([2, 0, 1], dtype=dtype))
-    assert indices.type == pa.int64() and indices.to_pylist() == [2, 0, 1]
-
-
 def test_the_split_and_checksum_terms_are_computed_in_the_arrays_given() -> None:
     hashes = np.array([-(2**62), 17, 2**40, 5], dtype=np.int64)
     scratch = np.full(4, -1, dtype=np.int64)

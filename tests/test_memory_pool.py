@@ -76,3 +76,23 @@ def test_a_cache_entry_is_serialized_in_the_pipeline_pool(
     writer.write(table)
     assert counted_pool.total_bytes_allocated() >= table.nbytes
     writer.abort()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64, np.uint32])
+def test_positions_of_any_integer_type_are_32_bit_indices_where_the_rows_allow(
+    dtype: type,
+) -> None:
+    positions = np.array([2, 0, 1], dtype=dtype)
+    indices = memory.take_indices(positions, 3)
+    assert indices.type == pa.uint32() and indices.to_pylist() == [2, 0, 1]
+    wide = memory.take_indices(positions, 2**32 + 1)
+    assert wide.type == pa.int64() and wide.to_pylist() == [2, 0, 1]
+
+
+def test_indices_share_the_memory_of_positions_of_their_type() -> None:
+    positions = np.array([2, 0, 1], dtype=np.uint32)
+    indices = memory.take_indices(positions, 3)
+    positions[0] = 1
+    assert indices.to_pylist() == [1, 0, 1]
+    every_other = np.arange(6, dtype=np.uint32)[::2]  # not contiguous: copied
+    assert memory.take_indices(every_other, 6).to_pylist() == [0, 2, 4]
