@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from faucet_core.errors import UnknownDatastore
+from faucet_core.fill import BUFFER_BYTES
 from faucet_core.plugins import get_warehouse_class
 from faucet_core.preprocessing.config import PreprocessingConfig
 from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec, Warehouse
@@ -253,7 +254,7 @@ class CacheConfig(_Section):
         10 * 2**30, description="Byte budget; least recently used chunks are evicted past it."
     )
     fill_buffer: ByteSize = Field(
-        64 * 2**20,
+        BUFFER_BYTES,
         description="Bytes of rows held in memory while the cache is filled from one scan "
         "of the source; more are written out.",
     )

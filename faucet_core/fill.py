@@ -44,7 +44,7 @@ __all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters"]
 log = logging.getLogger(__name__)
 
 #: Bytes of scanned rows buffered before they are appended to the cache entries.
-BUFFER_BYTES = 64 * 2**20
+BUFFER_BYTES = 32 * 2**20
 #: File descriptors left for everything but the entries being written.
 _SPARE_FILES = 256
 #: Parts a source is written in at least (when its size allows: see _MIN_PART_BYTES).
