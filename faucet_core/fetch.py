@@ -166,7 +166,7 @@ class ChunkFetcher:
         if self.cache is not None:
             fetched = self._from_cache(chunk, key)
             if fetched is None and self._fill is not None:
-                if first and not self._filled_soon(chunk):
+                if first and (self._reads_alone() or not self._filled_soon(chunk)):
                     fetched = self._read_while_filling(chunk)
                 if fetched is None and self._fill.wait(chunk):
                     fetched = self._from_cache(chunk, key)
@@ -196,15 +196,24 @@ class ChunkFetcher:
             return False
         return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
 
-    def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
-        """``chunk`` read with a scan of its own while the fill runs (its scan waiting
-        meanwhile); ``None`` if the fill is over or that read fails (the fill then serves
-        the chunk)."""
-        assert self._fill is not None
-        if not self._fill.start():
-            return None
+    def _reads_alone(self) -> bool:
+        """Whether the warehouse reads a chunk by itself at the cost of its rows alone
+        (:meth:`~faucet_core.warehouse.Warehouse.reads_chunks_alone`)."""
         try:
-            with self._fill.held():
+            return self._warehouse().reads_chunks_alone(self.plan)
+        except Exception as exc:  # the fill serves the chunk then, as for other warehouses
+            log.info("could not tell how the warehouse reads a chunk alone (%s)", exc)
+            return False
+
+    def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
+        """``chunk`` read with a scan of its own while the fill runs (its scan, or the
+        sending of it, waiting meanwhile); ``None`` if the fill is over or that read fails
+        (the fill then serves the chunk)."""
+        assert self._fill is not None
+        try:
+            with self._fill.held():  # before the fill starts: its scan is sent after this
+                if not self._fill.start():
+                    return None
                 scanned = self._warehouse().scan(self.plan, [chunk])
                 batches = [] if scanned is None else list(scanned)
             if not batches:

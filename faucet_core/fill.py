@@ -363,6 +363,9 @@ class CacheFill:
                 self.states.fill_over()
 
     def _fill(self, missing: list[int]) -> None:
+        self._wait_while_held()  # a chunk read by itself goes first
+        if self._stopped.is_set():
+            return
         batches: Iterable[pa.RecordBatch] | None = self._warehouse().scan(self.plan)
         if batches is None:
             return
@@ -371,6 +374,7 @@ class CacheFill:
         budget = min(self.budget, max(size // _PARTS, _MIN_PART_BYTES))
         writers = ChunkWriters(self.plan, self.cache, missing, budget)
         self._scan_started = time.monotonic()
+        self._held_seconds = 0.0  # the pace counts from here
         try:
             rows = 0
             scanned = iter(batches)

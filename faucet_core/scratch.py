@@ -217,6 +217,11 @@ class ScratchWarehouse(SqlWarehouse):
         with self._scratch_lock:
             return self.scratch_name(plan) not in self._uncopied
 
+    def reads_chunks_alone(self, plan: Plan) -> bool:
+        """As :meth:`~faucet_core.warehouse.Warehouse.reads_chunks_alone`: yes where the
+        reads go to the copy (clustered by split and bucket)."""
+        return self.reads_copy(plan)
+
     def rows_query(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None
     ) -> tuple[str, Sequence[Any]]:

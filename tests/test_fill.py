@@ -188,11 +188,35 @@ class CutScan(PassedScan):
                 yield batch.slice(offset, 100)
 
 
+class ChunksReadAlone(PassedScan):
+    """DuckDB, said to read a few chunks at the cost of their rows alone; notes when its
+    scans are sent and when they are read to the end."""
+
+    name = "chunks-read-alone"
+    events: ClassVar[list[str]] = []
+
+    def reads_chunks_alone(self, plan: Plan) -> bool:
+        return True
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        type(self).events.append("whole sent" if chunks is None else "chunk sent")
+        return super().scan(plan, chunks)
+
+    def passed(
+        self, batches: Iterable[pa.RecordBatch], chunks: Sequence[ChunkSpec] | None
+    ) -> Iterator[pa.RecordBatch]:
+        yield from batches
+        type(self).events.append("whole read" if chunks is None else "chunk read")
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         for warehouse in (
-            CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan, CutScan
+            CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan, CutScan,
+            ChunksReadAlone,
         ):  # fmt: skip
             register(warehouse)
 
@@ -289,6 +313,20 @@ def test_the_first_batch_waits_for_a_fill_about_to_end(
     reader = make_reader(datastore="slow-to-end", chunk_size=500)
     assert sorted(epoch_ids(reader)) == list(range(ROWS))
     assert SlowToEnd.chunk_scans.reads == 0
+    assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
+
+
+def test_a_first_chunk_read_alone_is_sent_before_the_fills_scan(
+    make_reader: MakeReader,
+) -> None:
+    """Where a few chunks cost their rows alone (a copy clustered by bucket), the pass's
+    first chunk is read by itself at once, and the fill's scan is sent once that read is
+    over: a warehouse that runs one query at a time answers the small one first."""
+    ChunksReadAlone.events = []
+    reader = make_reader(datastore="chunks-read-alone", chunk_size=500)
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert ChunksReadAlone.events == ["chunk sent", "chunk read", "whole sent", "whole read"]
+    assert all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
 
 

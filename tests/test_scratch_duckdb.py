@@ -388,7 +388,7 @@ def test_chunks_read_from_the_copy_hold_the_rows_of_the_source(
     source selects for it; all the copy's rows are the source's, with the same hashes."""
     warehouse = warehouses()
     warehouse.materialize(plan)
-    assert warehouse.reads_copy(plan)
+    assert warehouse.reads_copy(plan) and warehouse.reads_chunks_alone(plan)
     chunks = [*plan.chunks["train"], *plan.chunks["eval"]]
     assert len(plan.chunks["eval"]) >= 1 and len(plan.chunks["train"]) >= 2
     for chunk in chunks:
@@ -577,6 +577,7 @@ def test_a_user_who_may_not_create_tables_reads_the_source(
     reader.materialize(plan)
     assert reader.calls.count("create") == 1  # not tried again
     assert not reader.reads_copy(plan) and not reader.has_copy(plan)
+    assert not reader.reads_chunks_alone(plan)  # each read scans the source
     for chunk in [*plan.chunks["train"], *plan.chunks["eval"]]:
         read = reader.read_buckets(plan, chunk)
         assert ids(read) == ids(reader.query(*reader.source_rows(plan, [chunk])))
