@@ -348,6 +348,15 @@ class PostgresWarehouse(ScratchWarehouse):
         """A user without the right to create tables, or a read-only server (a standby)."""
         return any(words in str(error) for words in _CANNOT_COPY)
 
+    def reads_chunks_alone(self, plan: Plan) -> bool:
+        """Yes where :meth:`scan` reads the copy, not the source straight."""
+        return not self._scans_source(plan) and super().reads_chunks_alone(plan)
+
+    def _scans_source(self, plan: Plan) -> bool:
+        """Whether :meth:`scan` reads the source straight: no copy was made while planning,
+        and no bind parameter is needed."""
+        return plan.request.source.ds is None and not self.has_copy(plan)
+
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
@@ -356,7 +365,7 @@ class PostgresWarehouse(ScratchWarehouse):
         straight from the source with their hash when it needs no bind parameter, else
         from a copy made now."""
         source = plan.request.source
-        if source.ds is None and not self.has_copy(plan):
+        if self._scans_source(plan):
             relation = self._relation(source, placeholders=False)
             selected = "".join(
                 f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns

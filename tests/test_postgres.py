@@ -434,6 +434,17 @@ def test_without_the_copy_rows_loaded_after_planning_fail_the_read(
         epoch_ids(reader)
 
 
+def test_a_chunk_is_read_alone_at_the_cost_of_its_rows_only_from_the_copy(
+    make_pg_reader: MakeReader,
+) -> None:
+    copied = make_pg_reader(test_split_percent=0)
+    assert copied.stream.warehouse().reads_chunks_alone(copied.plan)
+    straight = make_pg_reader(test_split_percent=0, copy_when_planning=False)
+    # A scan of a few chunks would read the whole source: the first chunk waits for the fill.
+    assert not straight.stream.warehouse().reads_chunks_alone(straight.plan)
+    assert sorted(epoch_ids(straight)) == list(range(ROWS))
+
+
 def test_a_user_who_may_not_copy_plans_the_source_as_it_is(
     make_pg_reader: MakeReader, postgres_server: PostgresServer,
     caplog: pytest.LogCaptureFixture,
