@@ -211,12 +211,21 @@ class ChunksReadAlone(PassedScan):
         type(self).events.append("whole read" if chunks is None else "chunk read")
 
 
+class CannotTellReadsAlone(PassedScan):
+    """DuckDB whose answer to how it reads a chunk alone fails."""
+
+    name = "cannot-tell-reads-alone"
+
+    def reads_chunks_alone(self, plan: Plan) -> bool:
+        raise RuntimeError("no answer")
+
+
 class _Plugin:
     @hookimpl
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         for warehouse in (
             CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan, CutScan,
-            ChunksReadAlone,
+            ChunksReadAlone, CannotTellReadsAlone,
         ):  # fmt: skip
             register(warehouse)
 
@@ -328,6 +337,16 @@ def test_a_first_chunk_read_alone_is_sent_before_the_fills_scan(
     assert ChunksReadAlone.events == ["chunk sent", "chunk read", "whole sent", "whole read"]
     assert all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
+
+
+def test_a_warehouse_that_cannot_tell_how_it_reads_a_chunk_alone_is_served_by_the_fill(
+    make_reader: MakeReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = make_reader(datastore="cannot-tell-reads-alone", chunk_size=500)
+    with caplog.at_level("INFO", logger="faucet_core.fetch"):
+        assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert "could not tell how the warehouse reads a chunk alone (no answer)" in caplog.text
+    assert all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
 
 
 def test_a_scan_serves_what_chunk_reads_serve(make_reader: MakeReader, tmp_path: Path) -> None:
