@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -428,13 +429,9 @@ class StreamCounting(BigQueryWarehouse):
         return super()._stream_batches(name, opened, schema)
 
 
-def _streams_per_session() -> dict[str, int]:
+def _streams_per_session() -> collections.Counter[str]:
     """How many streams :class:`StreamCounting` read of each read session."""
-    counts: dict[str, int] = {}
-    for name in StreamCounting.streams:
-        session = name.rsplit("/", 1)[0]
-        counts[session] = counts.get(session, 0) + 1
-    return counts
+    return collections.Counter(name.rsplit("/", 1)[0] for name in StreamCounting.streams)
 
 
 class _StreamCountingPlugin:
