@@ -246,6 +246,8 @@ class CacheFill:
         self._total_rows = sum(c.rows for c in self._chunks)
         self._scanned = 0  # rows of the scan so far
         self._scan_started: float | None = None
+        # When the scan's first batch came, its rows, and the seconds held by then.
+        self._first_batch: tuple[float, int, float] | None = None
         self._holds = 0  # reads of a chunk by itself the scan waits for
         self._held_seconds = 0.0  # how long the scan waited for them
 
@@ -279,12 +281,19 @@ class CacheFill:
             return self._over
 
     def seconds_left(self) -> float | None:
-        """How long the scan should take still, at its pace so far; ``None`` before it has
-        read anything."""
-        started, scanned = self._scan_started, self._scanned
+        """How long the scan should take still, at its pace since its first batch (the
+        wait for that one is the query's start, not its pace), or since it was sent while
+        only one has come; ``None`` before it has read anything. Time the scan was held
+        does not count."""
+        started, scanned, first = self._scan_started, self._scanned, self._first_batch
         if started is None or not scanned:
             return None
-        pace = scanned / max(time.monotonic() - started - self._held_seconds, 1e-9)
+        now = time.monotonic()
+        if first is not None and scanned > first[1]:
+            at, rows, held = first
+            pace = (scanned - rows) / max(now - at - (self._held_seconds - held), 1e-9)
+        else:
+            pace = scanned / max(now - started - self._held_seconds, 1e-9)
         return max(self._total_rows - scanned, 0) / pace
 
     @contextlib.contextmanager
@@ -385,6 +394,8 @@ class CacheFill:
                 batch = next(scanned, None)
                 if batch is None:
                     break
+                if self._first_batch is None and batch.num_rows:
+                    self._first_batch = (time.monotonic(), batch.num_rows, self._held_seconds)
                 writers.add(batch)
                 rows += batch.num_rows
                 self._scanned = rows

@@ -319,6 +319,50 @@ def test_a_first_chunk_waits_for_a_fill_that_ends_just_within_the_patience(
     assert (fetched.from_cache, fetched.attempts, chunk_scans) == (True, 0, 0)
 
 
+def test_a_first_chunk_waits_once_the_watched_pace_says_the_fill_ends_within_the_patience(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scan starts slower than it goes on: the pace, past the patience at the end of the
+    grace, is looked at again while watched; once within it, the fill is waited for."""
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCH", 60.0)
+    turn = threading.Event()
+    looks = iter([None, 61.0, 61.0])
+
+    def seconds_left(self: CacheFill) -> float | None:
+        left = next(looks, fetch.FIRST_CHUNK_PATIENCE)
+        if left == fetch.FIRST_CHUNK_PATIENCE:
+            turn.set()  # the fill takes its turn once the reader has decided to wait
+        return left
+
+    monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
+    reader = make_reader(datastore="held-fill", chunk_size=500)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
+    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (True, 0, 0)
+    assert next(looks, "all looked at") == "all looked at"
+
+
+def test_a_first_chunk_is_read_by_itself_when_the_pace_says_later_all_the_watch_long(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCH", 0.3)
+    turn = threading.Event()
+    looks: list[float] = []
+
+    def seconds_left(self: CacheFill) -> float:
+        looks.append(61.0)
+        return 61.0
+
+    monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
+    reader = make_reader(datastore="held-fill", chunk_size=500)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
+    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (False, 1, 1)
+    assert len(looks) > 1  # watched, not decided at the first look
+
+
 def test_a_first_chunk_the_warehouse_cannot_scan_by_itself_waits_for_the_fill(
     make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -479,7 +479,7 @@ def test_close_stops_a_fill_under_way(make_reader: MakeReader) -> None:
     assert not list((Path(reader.config.cache.dir)).glob("*.arrow"))  # nothing half-cached
 
 
-def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
+def test_the_time_a_fill_has_left_is_at_its_pace_since_its_first_batch_not_held(
     make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     now = [100.0]
@@ -501,9 +501,11 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
     filling.start()
     assert PacedScan.asked.get(timeout=60) == 0
     assert filling.seconds_left() is None  # nothing read yet
+    now[0] = 104.0  # the query's start: the first batch comes 4 s after it was sent
     PacedScan.go.put(0)
     assert PacedScan.asked.get(timeout=60) == 1
-    assert filling.seconds_left() == pytest.approx(0, abs=1e-3)  # no time has passed
+    # One batch: the pace since the scan was sent.
+    assert filling.seconds_left() == pytest.approx((ROWS - 1_000) * 4 / 1_000)
     now[0] = 110.0  # 1,000 rows in 10 s
     assert filling.seconds_left() == pytest.approx((ROWS - 1_000) / 100)
     held.clear()
@@ -512,16 +514,16 @@ def test_the_time_a_fill_has_left_is_at_its_pace_without_the_time_it_was_held(
         assert held.wait(timeout=60)
         now[0] = 114.0  # held for 4 s
     assert PacedScan.asked.get(timeout=60) == 2
-    now[0] = 130.0  # 2,000 rows in 30 s, of which 4 held
-    assert filling.seconds_left() == pytest.approx((ROWS - 2_000) * 26 / 2_000)
+    now[0] = 130.0  # since the first batch: 1,000 rows in 26 s, of which 4 held
+    assert filling.seconds_left() == pytest.approx((ROWS - 2_000) * 22 / 1_000)
     held.clear()
     with filling.held():
         PacedScan.go.put(2)
         assert held.wait(timeout=60)
         now[0] = 136.0  # held again, for 6 s
     assert PacedScan.asked.get(timeout=60) == 3
-    now[0] = 150.0  # 3,000 rows in 50 s, of which 10 held
-    assert filling.seconds_left() == pytest.approx((ROWS - 3_000) * 40 / 3_000)
+    now[0] = 150.0  # since the first batch: 2,000 rows in 46 s, of which 10 held
+    assert filling.seconds_left() == pytest.approx((ROWS - 3_000) * 36 / 2_000)
     for number in range(3, -(-ROWS // 1_000)):
         PacedScan.go.put(number)
     filling.wait_all()
