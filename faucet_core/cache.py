@@ -30,7 +30,7 @@ import pyarrow as pa
 from faucet_core import memory
 from faucet_core.files import open_private, private_folder
 
-__all__ = ["CacheStats", "ChunkCache", "EntryWriter"]
+__all__ = ["CacheStats", "ChunkCache", "EntryWriter", "read_entry"]
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,7 @@ class ChunkCache:
         return None
 
     def _read(self, entry: _Entry) -> pa.Table:
-        with pa.memory_map(str(entry.path)) as source:
-            data = source.read_buffer()
-        if entry.path not in self._verified and checksum(data) != entry.crc:
-            if zlib.crc32(data) == entry.crc:
-                raise _EarlierChecksum
-            raise ValueError("checksum mismatch")
-        return pa.ipc.open_stream(data).read_all()
+        return _read_file(entry.path, None if entry.path in self._verified else entry.crc)
 
     def put(self, key: str, table: pa.Table) -> bool:
         """Store ``table`` under ``key`` atomically; returns whether it was stored.
@@ -337,6 +331,34 @@ class ChunkCache:
                 else:
                     self._entries[key] = entry
         return duplicates
+
+
+def read_entry(directory: Path, key: str) -> pa.Table | None:
+    """The table of ``key``'s entry in a folder of entries, its checksum verified, without
+    a :class:`ChunkCache` of the folder (nor its budget); ``None`` if the folder has none.
+
+    Raises:
+        OSError: The entry could not be read.
+        ValueError: Its bytes are not those its checksum names (damaged, cut short).
+        pyarrow.ArrowException: They are no Arrow IPC stream.
+    """
+    for path in directory.glob(f"{key}.*{_SUFFIX}"):
+        parsed = _parse_name(path)
+        if parsed is not None and parsed[0] == key:
+            return _read_file(path, parsed[1])
+    return None
+
+
+def _read_file(path: Path, crc: int | None) -> pa.Table:
+    """The table in the entry file at ``path``, memory-mapped; its bytes checked against
+    ``crc`` unless it is ``None``."""
+    with pa.memory_map(str(path)) as source:
+        data = source.read_buffer()
+    if crc is not None and checksum(data) != crc:
+        if zlib.crc32(data) == crc:
+            raise _EarlierChecksum
+        raise ValueError("checksum mismatch")
+    return pa.ipc.open_stream(data).read_all()
 
 
 def checksum(data: Any, crc: int = 0) -> int:

@@ -9,7 +9,9 @@ entry, so the data is written once. Rows, checksum and bucket range of every chu
 checked against the plan before any entry is committed. Memory stays within a byte
 budget of buffered rows, whatever the size of the source. Cache entries hold a chunk's
 rows in scan order; readers put them in their epoch's order
-(:func:`~faucet_core.batches.shuffled_positions`) with the take that shuffles them.
+(:func:`~faucet_core.batches.shuffled_positions`) with the take that shuffles them. The
+same writing copies a plan's chunks into a folder of a warehouse's
+(:func:`write_chunk_copy`), to read chunks from where the cache cannot hold them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +42,7 @@ try:
 except ImportError:  # not on Windows
     resource = None  # type: ignore[assignment]
 
-__all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters"]
+__all__ = ["BUFFER_BYTES", "CacheFill", "ChunkWriters", "write_chunk_copy"]
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +415,56 @@ class CacheFill:
             rows,
         )
         self.states.filled(missing, cached)
+
+
+def write_chunk_copy(
+    plan: Plan,
+    scan: Callable[[], Iterable[pa.RecordBatch]],
+    directory: Path,
+    budget: int = BUFFER_BYTES,
+) -> None:
+    """Copy every chunk of ``plan`` into ``directory``, an entry each (read one back with
+    :func:`~faucet_core.cache.read_entry`), from one scan of the source: for a warehouse
+    whose read of a chunk costs a scan of its whole source, to read chunks from when the
+    cache cannot hold them.
+
+    The rows are grouped and checked as the cache fill does (:class:`ChunkWriters`):
+    memory stays within ``budget`` of buffered rows whatever the source's size and its
+    number of chunks. Where the process may not open a file per chunk, the chunks are
+    written a group at a time, each from a scan of its own.
+
+    Args:
+        plan: The plan whose chunks to copy.
+        scan: Gives the batches of one scan of the source, as
+            :meth:`~faucet_core.warehouse.Warehouse.scan` of the whole plan does.
+        directory: A folder of the caller's, empty.
+        budget: Bytes of rows buffered before they are written.
+
+    Raises:
+        PlanBreach: The rows break the plan (the source changed after planning).
+        OSError: A chunk's file could not be written (the cause is logged).
+    """
+    cache = ChunkCache(directory)
+    for group in _chunk_groups(len(plan.every_chunk)):
+        writers = ChunkWriters(plan, cache, group, budget)
+        try:
+            for batch in scan():
+                writers.add(batch)
+            written = writers.commit()
+        finally:
+            writers.close()
+        if len(written) < len(group):
+            raise OSError(f"could not write {len(group) - len(written)} chunks into {directory}")
+
+
+def _chunk_groups(count: int) -> list[range]:
+    """The chunks (``count`` of them) in groups whose files this process may hold open at
+    once: one group where it may open them all."""
+    if _allow_open_files(count + _SPARE_FILES):
+        return [range(count)]
+    soft = 512 if resource is None else resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    size = max(soft - _SPARE_FILES, 1)
+    return [range(lo, min(lo + size, count)) for lo in range(0, count, size)]
 
 
 def _allow_open_files(count: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import queue
 import re
@@ -35,9 +36,10 @@ from faucet_core import (
     layout,
     stream,
 )
-from faucet_core.cache import EntryWriter
+from faucet_core import cache as cache_module
+from faucet_core.cache import EntryWriter, read_entry
 from faucet_core.chunk_states import ChunkStates, Origin
-from faucet_core.fill import CacheFill, ChunkWriters, _allow_open_files
+from faucet_core.fill import CacheFill, ChunkWriters, _allow_open_files, write_chunk_copy
 from faucet_duckdb import DuckDBWarehouse
 from tests.conftest import ROWS, ReadCounter, epoch_ids
 
@@ -1070,3 +1072,73 @@ def test_the_fill_raises_the_open_files_limit_as_far_as_the_hard_one() -> None:
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split("\n")[:4] == ["True 256", "True 256", "True 600", "False 600"]
+
+
+def _counted_scans(reader: Reader) -> tuple[Callable[[], Iterable[pa.RecordBatch]], list[int]]:
+    """A scan of the reader's whole source, and the list its calls are counted in."""
+    calls: list[int] = []
+
+    def scan() -> Iterable[pa.RecordBatch]:
+        calls.append(1)
+        scanned = reader.stream.warehouse().scan(reader.plan)
+        assert scanned is not None
+        return scanned
+
+    return scan, calls
+
+
+def _copied_ids(reader: Reader, folder: Path) -> list[int]:
+    ids = []
+    for chunk in reader.plan.every_chunk:
+        table = read_entry(folder, reader.plan.chunk_key(chunk))
+        assert table is not None and table.num_rows == chunk.rows
+        ids.extend(table.column("id").to_pylist())
+    return sorted(ids)
+
+
+def test_a_copy_holds_every_chunk_from_one_scan(make_reader: MakeReader, tmp_path: Path) -> None:
+    reader = make_reader(chunk_size=500)
+    scan, calls = _counted_scans(reader)
+    write_chunk_copy(reader.plan, scan, tmp_path, budget=10_000)  # several flushes
+    assert len(calls) == 1
+    assert _copied_ids(reader, tmp_path) == list(range(ROWS))
+
+
+def test_a_copy_is_written_a_group_of_chunks_at_a_time_where_files_cannot_all_be_open(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = make_reader(chunk_size=500)
+    chunks = len(reader.plan.every_chunk)
+    monkeypatch.setattr(fill, "_allow_open_files", lambda count: False)
+    monkeypatch.setattr(fill.resource, "getrlimit", lambda which: (fill._SPARE_FILES + 3, 10**6))
+    scan, calls = _counted_scans(reader)
+    write_chunk_copy(reader.plan, scan, tmp_path)
+    assert len(calls) == math.ceil(chunks / 3) > 1
+    assert _copied_ids(reader, tmp_path) == list(range(ROWS))
+
+
+def test_a_copy_of_rows_that_break_the_plan_fails(make_reader: MakeReader, tmp_path: Path) -> None:
+    reader = make_reader(chunk_size=500)
+    scan, _ = _counted_scans(reader)
+
+    def one_row_short() -> Iterator[pa.RecordBatch]:
+        table = pa.Table.from_batches(list(scan()))
+        yield from table.slice(1).to_batches()
+
+    with pytest.raises(checks.PlanBreach, match="rows where the plan counted"):
+        write_chunk_copy(reader.plan, one_row_short, tmp_path)
+
+
+def test_a_copy_whose_files_cannot_be_written_fails(
+    make_reader: MakeReader, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = make_reader(chunk_size=500)
+    scan, _ = _counted_scans(reader)
+
+    def full(descriptor: int, data: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module, "_write_all", full)
+    chunks = len(reader.plan.every_chunk)
+    with pytest.raises(OSError, match=f"could not write {chunks} chunks into "):
+        write_chunk_copy(reader.plan, scan, tmp_path)
