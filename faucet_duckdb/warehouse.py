@@ -1,11 +1,12 @@
 """The DuckDB warehouse: a table in a DuckDB file, a SQL query, or Parquet/CSV files.
 
 Planning counts rows per (split, bucket) in one aggregate query over the source, with
-DuckDB's ``hash`` of the split key. :meth:`DuckDBWarehouse.materialize` then copies the
-split source once, with one ``COPY ... PARTITION_BY`` into a Parquet folder per chunk,
-in a scratch folder named after the plan, so each chunk read touches only its own files,
-from this process or any other (DataLoader workers, DDP ranks). DuckDB's ``hash`` is
-version-specific, so the DuckDB version is part of the data version.
+DuckDB's ``hash`` of the split key. Where the cache cannot be filled from one scan,
+:meth:`DuckDBWarehouse.materialize` copies the split source once, from one scan grouped
+by chunk as the cache fill does (:func:`~faucet_core.fill.write_chunk_copy`), into a
+file per chunk in a scratch folder named after the plan, so each chunk read touches only
+its own file, from this process or any other (DataLoader workers, DDP ranks). DuckDB's
+``hash`` is version-specific, so the DuckDB version is part of the data version.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faucet_core import layout
+from faucet_core.cache import read_entry
 from faucet_core.files import private_folder
+from faucet_core.fill import write_chunk_copy
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.sql import SqlWarehouse, quote_identifier, table_reference
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DuckDBConnection", "DuckDBWarehouse", "quote_identifier"]
 
-_PART = "__faucet_part"
 _DONE = ".complete"
 #: Bounds DuckDB's working memory whatever the size of the source; planning and
 #: streaming need little, and sorts and joins past it spill to disk.
@@ -87,39 +88,6 @@ def _file_reader(files: Sequence[str]) -> str:
     raise PermanentWarehouseError(
         f"source.files must all be Parquet (.parquet) or all CSV (.csv, .tsv); got {sorted(kinds)}"
     )
-
-
-def _chunk_lookup(plan: Plan) -> pa.Table:
-    """Every (split, bucket) of the plan, with the chunk it belongs to."""
-    evals, buckets, parts = [], [], []
-    for split, chunks in plan.chunks.items():
-        for chunk in chunks:
-            size = chunk.hi - chunk.lo
-            evals.append(np.full(size, split == "eval"))
-            buckets.append(np.arange(chunk.lo, chunk.hi, dtype=np.int64))
-            parts.append(np.full(size, _part(chunk), dtype=object))
-    if not evals:
-        return pa.table({"e": pa.array([], pa.bool_()), "b": [], "p": pa.array([], pa.string())})
-    return pa.table(
-        {
-            "e": np.concatenate(evals),
-            "b": np.concatenate(buckets),
-            "p": pa.array(np.concatenate(parts), pa.string()),
-        }
-    )
-
-
-def _owner_only(folder: Path) -> None:
-    """Make what DuckDB wrote under ``folder`` (with the umask's modes) its owner's alone."""
-    for root, folders, files in os.walk(folder):
-        for name in folders:
-            os.chmod(os.path.join(root, name), 0o700)
-        for name in files:
-            os.chmod(os.path.join(root, name), 0o600)
-
-
-def _part(chunk: ChunkSpec) -> str:
-    return f"{chunk.split}-{chunk.index}"
 
 
 class DuckDBWarehouse(SqlWarehouse):
@@ -288,31 +256,23 @@ class DuckDBWarehouse(SqlWarehouse):
         return root / f"faucet-duckdb-{plan.fingerprint}"
 
     def materialize(self, plan: Plan) -> None:
-        """Write the plan's rows, one Parquet folder per chunk, once per scratch folder."""
+        """Copy the plan's rows into a file per chunk, once per scratch folder: one scan of
+        the source, grouped by chunk a buffer at a time (memory stays bounded whatever the
+        source's size and its number of chunks)."""
         folder = self._scratch(plan)
         if (folder / _DONE).exists():
             return
         temp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
-        lookup = f"faucet_chunks_{uuid.uuid4().hex}"
-        cursor = self._cursor()
-        cursor.register(lookup, _chunk_lookup(plan))
         try:
             # The copy holds the rows: its folders and files are the owner's alone.
             private_folder(temp)
-            hashed, params = self.hashed_rows(
-                plan.request.source, plan.columns, plan.key, plan.schema
-            )
-            h = layout.HASH_COLUMN
-            target = str(temp).replace("'", "''")
-            self._run(
-                f"cannot read {plan.request.source.describe()}",
-                f"COPY (SELECT faucet_rows.*, {lookup}.p AS {_PART} FROM ({hashed}) AS faucet_rows "
-                f"JOIN {lookup} ON {lookup}.e = {self.dialect.is_eval(h, plan.eval_buckets)} "
-                f"AND {lookup}.b = {self.dialect.bucket(h)}) "
-                f"TO '{target}' (FORMAT parquet, PARTITION_BY ({_PART}))",
-                params,
-            )
-            _owner_only(temp)
+            try:
+                write_chunk_copy(plan, lambda: self.stream(*self.source_rows(plan, None)), temp)
+            # DuckDB's errors while its batches are read come as OSError; so do the disk's.
+            except (self._duckdb.Error, OSError, pa.ArrowException) as exc:
+                raise PermanentWarehouseError(
+                    f"cannot copy {plan.request.source.describe()} into {temp.parent}: {exc}"
+                ) from exc
             (temp / _DONE).touch(mode=0o600)
             try:
                 temp.rename(folder)
@@ -324,8 +284,6 @@ class DuckDBWarehouse(SqlWarehouse):
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        finally:
-            cursor.unregister(lookup)
         with self._lock:
             self._owned.append(folder)
 
@@ -334,28 +292,25 @@ class DuckDBWarehouse(SqlWarehouse):
 
         Raises:
             ScratchDataMissing: The folder is gone, or went while it was read (its maker,
-                another process maybe, closed): some of its files may have been missed.
+                another process maybe, closed), or its file of the chunk is missing or
+                damaged: the folder is then deleted, to be written again.
         """
         folder = self._scratch(plan)
         marker = _marker(folder)
         if marker is None:
             raise ScratchDataMissing(f"the scratch folder {folder} is gone")
-        files = str(folder / f"{_PART}={_part(chunk)}" / "*.parquet")
-        selected = ", ".join(quote_identifier(c) for c in [*plan.columns, layout.HASH_COLUMN])
         try:
-            table: pa.Table = self._run(
-                f"cannot read {chunk.describe()}",
-                f"SELECT {selected} FROM read_parquet(?, hive_partitioning = false)",
-                [files],
-                result="arrow",
-            )
-        except PermanentWarehouseError as exc:
-            if _marker(folder) == marker:
-                raise
-            raise ScratchDataMissing(f"the scratch folder {folder} went during a read") from exc
-        # Gone (or gone and made again) meanwhile: files of the chunk may have been missed.
+            table = read_entry(folder, plan.chunk_key(chunk))
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            table, damage = None, f"its file of {chunk.describe()} is damaged ({exc})"
+        else:
+            damage = f"it has no file of {chunk.describe()}"
+        # Gone (or gone and made again) meanwhile: the chunk's file may be another copy's.
         if _marker(folder) != marker:
             raise ScratchDataMissing(f"the scratch folder {folder} went during a read")
+        if table is None:
+            _remove_scratch(folder)
+            raise ScratchDataMissing(f"the scratch folder {folder} is deleted: {damage}")
         return table
 
     def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from faucet_core.fetch import ChunkFetcher
 from faucet_core.planner import plan_source
 from faucet_core.preprocessing.stats import StatsRequest, stats_from_tables
 from faucet_core.sql import READ_AS
-from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
+from faucet_core.warehouse import PlanRequest, ScratchDataMissing, SourceSpec, SplitSpec
 from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
 from tests.conftest import (
     ROWS,
@@ -197,6 +198,68 @@ def test_a_vanished_scratch_folder_is_made_again(
     finally:
         worker.close()
     assert not list(tmp_path.iterdir())
+
+
+def test_the_copy_of_a_table_of_many_chunks_stays_within_the_memory_limit(
+    tmp_path: Path,
+) -> None:
+    """200 chunks of a 24-column table copied under a 32 MB memory limit: DuckDB's
+    partitioned COPY into a Parquet folder per chunk ran out of memory here; the copy
+    from one scan grouped by chunk does not."""
+    path = tmp_path / "wide.duckdb"
+    features = ", ".join(f"random() AS x{i}" for i in range(22))
+    rows = f"SELECT i AS id, {features}, i % 2 AS label FROM range(200000) r(i)"
+    with duckdb.connect(str(path)) as db:
+        db.execute(f"CREATE TABLE t AS {rows}")
+    warehouse = DuckDBWarehouse(
+        DuckDBConnection(database=path, memory_limit="32MB", scratch_dir=tmp_path / "scratch")
+    )
+    try:
+        plan = _plan(warehouse, chunk_size=1_000)
+        assert len(plan.every_chunk) >= 200
+        warehouse.materialize(plan)
+        ids = [warehouse.read_buckets(plan, c).column("id") for c in plan.every_chunk]
+    finally:
+        warehouse.close()
+    assert sorted(pa.chunked_array(ids).to_pylist()) == list(range(200_000))
+
+
+def test_a_copy_missing_a_chunks_file_is_deleted_and_made_again(
+    table_path: Path, tmp_path: Path
+) -> None:
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    try:
+        plan = _plan(warehouse)
+        warehouse.materialize(plan)
+        chunk = plan.chunks["train"][2]
+        (copy,) = tmp_path.glob("faucet-duckdb-*")
+        (entry,) = copy.glob(f"{plan.chunk_key(chunk)}.*.arrow")
+        entry.unlink()
+        with pytest.raises(ScratchDataMissing, match=re.escape(f"no file of {chunk.describe()}")):
+            warehouse.read_buckets(plan, chunk)
+        assert not copy.exists()  # not read again as if whole
+        warehouse.materialize(plan)
+        assert warehouse.read_buckets(plan, chunk).num_rows == chunk.rows
+    finally:
+        warehouse.close()
+
+
+def test_a_copy_with_a_damaged_file_is_deleted(table_path: Path, tmp_path: Path) -> None:
+    warehouse = DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=tmp_path))
+    try:
+        plan = _plan(warehouse)
+        warehouse.materialize(plan)
+        chunk = plan.chunks["eval"][0]
+        (copy,) = tmp_path.glob("faucet-duckdb-*")
+        (entry,) = copy.glob(f"{plan.chunk_key(chunk)}.*.arrow")
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+        with pytest.raises(ScratchDataMissing, match=r"damaged .*checksum mismatch"):
+            warehouse.read_buckets(plan, chunk)
+        assert not copy.exists()
+    finally:
+        warehouse.close()
 
 
 def test_a_scan_of_some_chunks_reads_exactly_their_rows(make_reader: MakeReader) -> None:

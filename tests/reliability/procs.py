@@ -15,8 +15,8 @@ there rather than after a guessed delay:
   half of the bytes, then block: an entry is half written.
 - ``block_before_rename``: block before this commit (counted from 1) renames a complete
   temporary file into place.
-- ``enospc_after``: every cache write fails with ``ENOSPC`` once this many bytes were
-  written (0: from the first).
+- ``enospc_after``: every write into the cache folder fails with ``ENOSPC`` once this
+  many bytes were written there (0: from the first); the scratch folder is another disk.
 - ``hold_read``: before this read of a cache entry (counted from 1), block until released;
   ``hold_after_read``: likewise once the entry is read (its table maps the file).
 - ``hold_scratch_read``: before this chunk read from the DuckDB scratch copy, block until
@@ -314,7 +314,7 @@ class _Counter:
             return self.count
 
 
-def _install_hooks(hooks: dict[str, Any]) -> None:
+def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
     from faucet_core import cache
 
     write_all: Callable[[int, Any], None] = cache._write_all
@@ -336,7 +336,11 @@ def _install_hooks(hooks: dict[str, Any]) -> None:
     if "enospc_after" in hooks:
         room, written, lock = int(hooks["enospc_after"]), [0], threading.Lock()
 
+        cache_folder = str(Path(cache_dir or ".").resolve())
+
         def full_disk(descriptor: int, data: Any) -> None:
+            if not os.readlink(f"/proc/self/fd/{descriptor}").startswith(cache_folder):
+                return write_all(descriptor, data)
             size = len(memoryview(data).cast("B"))
             with lock:
                 fits = written[0] + size <= room
@@ -379,18 +383,18 @@ def _install_hooks(hooks: dict[str, Any]) -> None:
         cache.ChunkCache._read = read_later  # type: ignore[method-assign]
 
     if "hold_scratch_read" in hooks:
-        from faucet_duckdb.warehouse import DuckDBWarehouse
+        from faucet_duckdb import warehouse as duckdb_warehouse
 
         target, scratch_reads = int(hooks["hold_scratch_read"]), _Counter()
-        run = DuckDBWarehouse._run
+        read_entry = duckdb_warehouse.read_entry
 
-        def run_later(self: Any, what: str, sql: str, *args: Any, **kwargs: Any) -> Any:
-            if "read_parquet" in sql and scratch_reads.next() == target:
-                _emit(f"blocked scratch {what}")
+        def read_later(directory: Path, key: str) -> Any:
+            if scratch_reads.next() == target:
+                _emit(f"blocked scratch {key}")
                 _wait_for_parent()
-            return run(self, what, sql, *args, **kwargs)
+            return read_entry(directory, key)
 
-        DuckDBWarehouse._run = run_later  # type: ignore[method-assign]
+        duckdb_warehouse.read_entry = read_later  # type: ignore[assignment]
 
 
 def _register_plugins() -> None:
@@ -422,7 +426,7 @@ def run_job(job: dict[str, Any]) -> None:
     """Serve the job's epochs, reporting each as the module docstring says."""
     _register_plugins()
     hooks = job.get("hooks", {})
-    _install_hooks(hooks)
+    _install_hooks(hooks, job["settings"].get("cache_dir"))
     from faucet_core import get_batch_reader
 
     _emit("ready")

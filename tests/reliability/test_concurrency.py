@@ -284,7 +284,7 @@ def test_a_scratch_copy_being_deleted_is_never_read_in_part(
     reads: list[BaseException | int] = []
 
     def rmtree_with_a_read_between(path: Any, ignore_errors: bool = False) -> None:
-        files = sorted(Path(path).glob(f"*=train-{chunk.index}/*.parquet"))
+        files = sorted(Path(path).glob(f"{plan.chunk_key(chunk)}.*.arrow"))
         if files:  # the scratch copy (not the spill folder)
             files[0].unlink()
             try:
