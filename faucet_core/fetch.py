@@ -46,9 +46,11 @@ FIRST_CHUNK_GRACE = 0.2
 #: 1.2 s later.
 FIRST_CHUNK_PATIENCE = 4.0
 #: Seconds the pace is watched for past the grace while it says the scan ends later than
-#: that. A scan starts slower than it goes on: at 10M rows, 2.9 to 4.2 s were left by the
-#: pace at the grace's end, 1.9 s in fact.
+#: that, but within :data:`FIRST_CHUNK_WATCHED_BELOW` seconds. A scan starts slower than
+#: it goes on: at 10M rows, 2.6 to 4.2 s were left by the pace at the grace's end, 1.9 s
+#: in fact; where the pace says much later, the chunk is read by itself at once.
 FIRST_CHUNK_WATCH = 1.0
+FIRST_CHUNK_WATCHED_BELOW = 10.0
 #: Seconds between two looks at the pace while it is watched.
 _PACE_LOOKS = 0.1
 
@@ -192,7 +194,8 @@ class ChunkFetcher:
         """Whether the fill caches ``chunk`` (or ends) soon enough for a pass's first batch:
         within :data:`FIRST_CHUNK_GRACE` seconds, or, if by its pace the scan ends within
         :data:`FIRST_CHUNK_PATIENCE` seconds more (the pace watched for up to
-        :data:`FIRST_CHUNK_WATCH` seconds until it says so), by then. Reading the chunk by
+        :data:`FIRST_CHUNK_WATCH` seconds until it says so, unless it says the scan ends
+        past :data:`FIRST_CHUNK_WATCHED_BELOW` seconds), by then. Reading the chunk by
         itself instead costs a scan of its own, which slows the fill down."""
         fill = self._fill
         assert fill is not None
@@ -204,7 +207,7 @@ class ChunkFetcher:
             if left is not None and left <= FIRST_CHUNK_PATIENCE:
                 return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
             watch = min(watched_until - time.monotonic(), _PACE_LOOKS)
-            if watch <= 0:
+            if watch <= 0 or (left is not None and left > FIRST_CHUNK_WATCHED_BELOW):
                 return False
             if fill.wait(chunk, timeout=watch) or fill.over:
                 return True
