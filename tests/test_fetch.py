@@ -344,46 +344,35 @@ def test_a_first_chunk_waits_once_the_watched_pace_says_the_fill_ends_within_the
     assert next(looks, "all looked at") == "all looked at"
 
 
-def test_a_first_chunk_is_read_by_itself_when_the_pace_says_later_all_the_watch_long(
-    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("watch", "left", "watched"),
+    [(0.3, 61.0, True), (60.0, 121.0, False)],
+    ids=["past-the-patience-all-the-watch-long", "far-past-it-not-watched"],
+)
+def test_a_first_chunk_is_read_by_itself_when_the_pace_says_the_fill_ends_later(
+    make_reader: MakeReader,
+    monkeypatch: pytest.MonkeyPatch,
+    watch: float,
+    left: float,
+    watched: bool,
 ) -> None:
+    """A pace past the patience all the time it is watched, or past what is watched at
+    all (then looked at once): the chunk is read by itself."""
     monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
     monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCH", 0.3)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCH", watch)
     monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCHED_BELOW", 120.0)
-    turn = threading.Event()
     looks: list[float] = []
 
     def seconds_left(self: CacheFill) -> float:
-        looks.append(61.0)
-        return 61.0
+        looks.append(left)
+        return left
 
     monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
     reader = make_reader(datastore="held-fill", chunk_size=500)
-    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, threading.Event())
     assert (fetched.from_cache, fetched.attempts, chunk_scans) == (False, 1, 1)
-    assert len(looks) > 1  # watched, not decided at the first look
-
-
-def test_a_first_chunk_is_read_by_itself_at_once_when_the_pace_says_far_later(
-    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCH", 60.0)
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCHED_BELOW", 120.0)
-    turn = threading.Event()
-    looks: list[float] = []
-
-    def seconds_left(self: CacheFill) -> float:
-        looks.append(121.0)
-        return 121.0
-
-    monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
-    reader = make_reader(datastore="held-fill", chunk_size=500)
-    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, turn)
-    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (False, 1, 1)
-    assert len(looks) == 1  # not watched
+    assert (len(looks) > 1) == watched
 
 
 def test_a_first_chunk_the_warehouse_cannot_scan_by_itself_waits_for_the_fill(
