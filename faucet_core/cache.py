@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,17 +237,15 @@ class ChunkCache:
         if entry is not None:
             return entry
         # Another reader or process may have written it since this cache was opened.
-        for path in self.directory.glob(f"{key}.*{_SUFFIX}"):
-            parsed = _parse_name(path)
+        for path, crc in _entry_files(self.directory, key):
             try:
                 size = path.stat().st_size
             except FileNotFoundError:
                 continue
-            if parsed is not None and parsed[0] == key:
-                entry = _Entry(path, size, parsed[1])
-                with self._lock:
-                    self._entries[key] = entry
-                return entry
+            entry = _Entry(path, size, crc)
+            with self._lock:
+                self._entries[key] = entry
+            return entry
         return None
 
     def _forget(self, key: str, delete: bool = False) -> None:
@@ -342,11 +340,18 @@ def read_entry(directory: Path, key: str) -> pa.Table | None:
         ValueError: Its bytes are not those its checksum names (damaged, cut short).
         pyarrow.ArrowException: They are no Arrow IPC stream.
     """
+    for path, crc in _entry_files(directory, key):
+        return _read_file(path, crc)
+    return None
+
+
+def _entry_files(directory: Path, key: str) -> Iterator[tuple[Path, int]]:
+    """The files of ``key``'s entries in ``directory``, each with the checksum its name
+    carries."""
     for path in directory.glob(f"{key}.*{_SUFFIX}"):
         parsed = _parse_name(path)
         if parsed is not None and parsed[0] == key:
-            return _read_file(path, parsed[1])
-    return None
+            yield path, parsed[1]
 
 
 def _read_file(path: Path, crc: int | None) -> pa.Table:

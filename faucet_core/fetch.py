@@ -206,10 +206,10 @@ class ChunkFetcher:
             left = fill.seconds_left()
             if left is not None and left <= FIRST_CHUNK_PATIENCE:
                 return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
-            watch = min(watched_until - time.monotonic(), _PACE_LOOKS)
+            watch = watched_until - time.monotonic()
             if watch <= 0 or (left is not None and left > FIRST_CHUNK_WATCHED_BELOW):
                 return False
-            if fill.wait(chunk, timeout=watch) or fill.over:
+            if fill.wait(chunk, timeout=min(watch, _PACE_LOOKS)) or fill.over:
                 return True
 
     def _reads_alone(self) -> bool:
