@@ -26,7 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from faucet_core import layout
 from faucet_core.cache import read_entry
-from faucet_core.files import private_folder
+from faucet_core.files import (
+    FolderHold,
+    hold_folder,
+    private_folder,
+    remove_abandoned,
+    remove_folder,
+)
 from faucet_core.fill import write_chunk_copy
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
@@ -103,8 +109,10 @@ class DuckDBWarehouse(SqlWarehouse):
         import duckdb
 
         self._duckdb = duckdb
-        scratch = self.connection.scratch_dir or Path(tempfile.gettempdir())
-        self._spill = scratch / f"faucet-duckdb-spill-{uuid.uuid4().hex}"
+        self._lock = threading.Lock()
+        self._holds: list[FolderHold] = []  # of the folders below, while this instance lives
+        self._owned: list[Path] = []  # scratch folders this instance made
+        self._spill = self._make_spill_folder()
         config: dict[str, Any] = {"temp_directory": str(self._spill)}
         if self.connection.threads:
             config["threads"] = self.connection.threads
@@ -113,13 +121,12 @@ class DuckDBWarehouse(SqlWarehouse):
         try:
             self._db = duckdb.connect(":memory:", config=config)
         except duckdb.Error as exc:
+            self.close()
             raise PermanentWarehouseError(
                 f"DuckDB refuses connection.memory_limit {self.connection.memory_limit!r} "
                 f"or connection.threads {self.connection.threads!r}: {exc}"
             ) from None
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self._owned: list[Path] = []  # scratch folders this instance made
         self._types: dict[SourceSpec, dict[str, str]] = {}
         self._catalog = ""
         try:
@@ -251,9 +258,35 @@ class DuckDBWarehouse(SqlWarehouse):
         condition = f"{quote_identifier(column)} = TRY_CAST(? AS {types[column]})"
         return f"{relation} WHERE {condition}", [*params, source.ds]
 
+    def _scratch_root(self) -> Path:
+        return self.connection.scratch_dir or Path(tempfile.gettempdir())
+
     def _scratch(self, plan: Plan) -> Path:
-        root = self.connection.scratch_dir or Path(tempfile.gettempdir())
-        return root / f"faucet-duckdb-{plan.fingerprint}"
+        return self._scratch_root() / f"faucet-duckdb-{plan.fingerprint}"
+
+    def _make_spill_folder(self) -> Path:
+        """This instance's folder for DuckDB's spill files, held while it lives, made after
+        deleting the folders (spill folders, copies, copies half made) that processes
+        killed before they could delete them left in the scratch folder."""
+        root = self._scratch_root()
+        spill = root / f"faucet-duckdb-spill-{uuid.uuid4().hex}"
+        try:
+            for pattern in ("faucet-duckdb-*", ".faucet-duckdb-*"):
+                remove_abandoned(root, pattern)
+            private_folder(spill)
+            self._hold(spill)
+        except OSError as exc:
+            shutil.rmtree(spill, ignore_errors=True)
+            raise PermanentWarehouseError(
+                f"connection.scratch_dir: cannot make a folder in {root}: {exc}"
+            ) from exc
+        return spill
+
+    def _hold(self, folder: Path) -> None:
+        hold = hold_folder(folder)
+        if hold is not None:
+            with self._lock:
+                self._holds.append(hold)
 
     def materialize(self, plan: Plan) -> None:
         """Copy the plan's rows into a file per chunk, once per scratch folder: one scan of
@@ -266,6 +299,7 @@ class DuckDBWarehouse(SqlWarehouse):
         try:
             # The copy holds the rows: its folders and files are the owner's alone.
             private_folder(temp)
+            self._hold(temp)  # the hold goes with the folder when it is renamed
             try:
                 write_chunk_copy(plan, lambda: self.stream(*self.source_rows(plan, None)), temp)
             # DuckDB's errors while its batches are read come as OSError; so do the disk's.
@@ -309,7 +343,7 @@ class DuckDBWarehouse(SqlWarehouse):
         if _marker(folder) != marker:
             raise ScratchDataMissing(f"the scratch folder {folder} went during a read")
         if table is None:
-            _remove_scratch(folder)
+            remove_folder(folder)
             raise ScratchDataMissing(f"the scratch folder {folder} is deleted: {damage}")
         return table
 
@@ -318,10 +352,12 @@ class DuckDBWarehouse(SqlWarehouse):
         if db is not None:
             db.close()
         for folder in getattr(self, "_owned", ()):
-            _remove_scratch(folder)
+            remove_folder(folder)
         spill = getattr(self, "_spill", None)
         if spill is not None:
             shutil.rmtree(spill, ignore_errors=True)
+        for hold in getattr(self, "_holds", ()):
+            hold.release()
 
 
 def _marker(folder: Path) -> tuple[int, int, int] | None:
@@ -332,15 +368,3 @@ def _marker(folder: Path) -> tuple[int, int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_dev, stat.st_ino, stat.st_mtime_ns
-
-
-def _remove_scratch(folder: Path) -> None:
-    """Delete a scratch folder that other processes may be reading: renamed away first, so
-    a reader sees all of it or none of it (and its ``.complete`` marker gone), never the
-    part of it that deleting file by file has not reached yet."""
-    gone = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.gone")
-    try:
-        folder.rename(gone)
-    except OSError:
-        gone = folder
-    shutil.rmtree(gone, ignore_errors=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,6 +140,13 @@ def test_changing_the_database_file_invalidates_the_cache(
     assert -1 in epoch_ids_numpy
 
 
+def _copies(folder: Path) -> list[Path]:
+    """The scratch copies in ``folder`` (not the warehouses' spill folders)."""
+    return [
+        p for p in folder.glob("faucet-duckdb-*") if not p.name.startswith("faucet-duckdb-spill-")
+    ]
+
+
 def _plan(warehouse: DuckDBWarehouse, chunk_size: int = 1_500) -> Plan:
     request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), chunk_size)
     return plan_source(warehouse, request, warehouse.data_version(request.source))
@@ -185,7 +194,7 @@ def test_a_vanished_scratch_folder_is_made_again(
     fetcher = ChunkFetcher(plan, lambda: worker, None, RetryConfig(initial_backoff=0))
     fetcher.materialize()
     planner.close()  # the process that made it finished first
-    assert not list(tmp_path.iterdir())
+    assert not _copies(tmp_path)
     chunk = plan.chunks["train"][0]
     try:
         with caplog.at_level("INFO"):
@@ -234,6 +243,52 @@ def _flipped(entry: Path) -> None:
     entry.write_bytes(bytes(data))
 
 
+#: Copies the test table's plan in a scratch folder, says so, then waits to be killed.
+_COPIER = """
+import sys
+from pathlib import Path
+from faucet_core.planner import plan_source
+from faucet_core.warehouse import PlanRequest, SourceSpec, SplitSpec
+from faucet_duckdb import DuckDBConnection, DuckDBWarehouse
+connection = DuckDBConnection(database=Path(sys.argv[1]), scratch_dir=Path(sys.argv[2]))
+warehouse = DuckDBWarehouse(connection)
+request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), 1_500)
+warehouse.materialize(plan_source(warehouse, request, warehouse.data_version(request.source)))
+print("copied", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no file locks to hold folders by")
+def test_folders_a_killed_process_left_are_deleted_by_the_next_warehouse(
+    table_path: Path, tmp_path: Path
+) -> None:
+    connection = DuckDBConnection(database=table_path, scratch_dir=tmp_path)
+    live = DuckDBWarehouse(connection)
+    try:
+        live.materialize(_plan(live, chunk_size=1_000))
+        live_made = set(tmp_path.iterdir())  # its spill folder and copy
+        copier = subprocess.Popen(
+            [sys.executable, "-c", _COPIER, str(table_path), str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert copier.stdout is not None
+            assert copier.stdout.readline() == "copied\n"
+        finally:
+            copier.kill()  # SIGKILL: it cannot delete anything
+            copier.wait()
+        left = set(tmp_path.iterdir()) - live_made
+        assert len(left) == 2  # the killed process's spill folder and copy
+        DuckDBWarehouse(connection).close()
+        assert set(tmp_path.iterdir()) == live_made  # its process lives
+    finally:
+        live.close()
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     ("damage", "said"),
     [(_missing, "it has no file of {chunk}"), (_flipped, "its file of {chunk} is damaged")],
@@ -247,7 +302,7 @@ def test_a_copy_missing_a_chunks_file_or_with_a_damaged_one_is_deleted_and_made_
         plan = _plan(warehouse)
         warehouse.materialize(plan)
         chunk = plan.chunks["train"][2]
-        (copy,) = tmp_path.glob("faucet-duckdb-*")
+        (copy,) = _copies(tmp_path)
         (entry,) = copy.glob(f"{plan.chunk_key(chunk)}.*.arrow")
         damage(entry)
         message = re.escape(said.format(chunk=chunk.describe()))

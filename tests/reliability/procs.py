@@ -11,10 +11,11 @@ Hooks (``job["hooks"]``) stop the child at a precise point, so a test kills or r
 there rather than after a guessed delay:
 
 - ``stop_after``: block once this many batches of the run were served.
-- ``block_in_write``: on this call of the cache's low-level write (counted from 1), write
-  half of the bytes, then block: an entry is half written.
-- ``block_before_rename``: block before this commit (counted from 1) renames a complete
-  temporary file into place.
+- ``block_in_write``: on this call of the cache's low-level write into the cache folder
+  (counted from 1; not a scratch copy's), write half of the bytes, then block: an entry
+  is half written.
+- ``block_before_rename``: block before this commit into the cache folder (counted from
+  1) renames a complete temporary file into place.
 - ``enospc_after``: every write into the cache folder fails with ``ENOSPC`` once this
   many bytes were written there (0: from the first); the scratch folder is another disk.
 - ``hold_read``: before this read of a cache entry (counted from 1), block until released;
@@ -318,12 +319,17 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
     from faucet_core import cache
 
     write_all: Callable[[int, Any], None] = cache._write_all
+    cache_folder = str(Path(cache_dir or ".").resolve())
+
+    def in_cache(descriptor: int) -> bool:
+        """Whether ``descriptor`` writes into the cache folder (not a scratch copy's)."""
+        return os.readlink(f"/proc/self/fd/{descriptor}").startswith(cache_folder)
 
     if "block_in_write" in hooks:
         target, calls = int(hooks["block_in_write"]), _Counter()
 
         def half_then_block(descriptor: int, data: Any) -> None:
-            if calls.next() != target:
+            if not in_cache(descriptor) or calls.next() != target:
                 write_all(descriptor, data)
                 return
             view = memoryview(data).cast("B")
@@ -336,10 +342,8 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
     if "enospc_after" in hooks:
         room, written, lock = int(hooks["enospc_after"]), [0], threading.Lock()
 
-        cache_folder = str(Path(cache_dir or ".").resolve())
-
         def full_disk(descriptor: int, data: Any) -> None:
-            if not os.readlink(f"/proc/self/fd/{descriptor}").startswith(cache_folder):
+            if not in_cache(descriptor):
                 return write_all(descriptor, data)
             size = len(memoryview(data).cast("B"))
             with lock:
@@ -357,7 +361,7 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
         commit = cache.ChunkCache._commit
 
         def commit_later(self: Any, key: str, temp: Path, *args: Any) -> bool:
-            if commits.next() == target:
+            if str(temp.resolve()).startswith(cache_folder) and commits.next() == target:
                 _emit(f"blocked rename {temp}")
                 threading.Event().wait()
             return commit(self, key, temp, *args)
