@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import threading
 import time
@@ -53,16 +52,16 @@ _SPARE_FILES = 256
 #: Parts a source is written in at least (when its size allows: see _MIN_PART_BYTES).
 _PARTS = 8
 _MIN_PART_BYTES = 4 * 2**20
-#: Threads grouping and writing the rows of a fill, each a run of the chunks.
-_WRITERS = 2
 
 
 class ChunkWriters:
     """Rows of a scan, cut by chunk and written straight into cache entries.
 
-    Scanned batches are buffered with each row's chunk; past the byte budget, writer
-    threads group the buffered rows by chunk and append them to their entries while the
-    scan goes on (one flush at a time).
+    Scanned batches are buffered with each row's chunk; past the byte budget, a writer
+    thread groups the buffered rows by chunk and appends them to their entries while the
+    scan goes on (one flush at a time). One thread, with one take of the whole flush,
+    costs less than two each taking a run of the chunks: each would read all of the
+    flush's rows, spread as a run's rows are.
     The rows are checked against the plan as they come, and each chunk's rows and checksum
     before its entry is committed (:class:`~faucet_core.checks.RowCheck`), as for any
     fetched chunk.
@@ -89,11 +88,10 @@ class ChunkWriters:
         self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
         self._buffered = 0
-        # As many threads as a flush has runs (_WRITERS): one flush at a time.
         self._flusher = concurrent.futures.ThreadPoolExecutor(
-            thread_name_prefix="faucet-fill-write"
+            max_workers=1, thread_name_prefix="faucet-fill-write"
         )
-        self._flushing: list[concurrent.futures.Future[None]] = []
+        self._flushing: concurrent.futures.Future[None] | None = None
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Cut ``batch`` (the plan's columns and the hash, in any order) by chunk.
@@ -113,8 +111,7 @@ class ChunkWriters:
             self.flush()
 
     def flush(self) -> None:
-        """Append every chunk's buffered rows to its entry, in the writing threads: each
-        groups and writes the rows of a run of chunks."""
+        """Append every chunk's buffered rows to its entry, in the writer thread."""
         self.wait()
         pending, self._pending = self._pending, []
         self._buffered = 0
@@ -134,34 +131,23 @@ class ChunkWriters:
         # pragma: no mutate end
         order = np.argsort(small, kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)])
-        # A chunk is always in the same writer's run of a flush, and flushes follow each
-        # other, so its rows are appended in order.
-        for lo, hi in _runs(starts, _WRITERS):
-            rows = order[starts[lo] : starts[hi]]
-            self._flushing.append(self._flusher.submit(self._write, table, rows, starts, lo, hi))
+        self._flushing = self._flusher.submit(self._write, table, order, starts)
 
     def wait(self) -> None:
         """Wait for the flush under way; raise its error, if any."""
-        flushing, self._flushing = self._flushing, []
-        for job in flushing:
-            job.result()
+        flushing, self._flushing = self._flushing, None
+        if flushing is not None:
+            flushing.result()
 
     def _write(
-        self,
-        table: pa.Table,
-        rows: np.ndarray[Any, Any],
-        starts: np.ndarray[Any, Any],
-        lo: int,
-        hi: int,
+        self, table: pa.Table, order: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]
     ) -> None:
-        """Take ``rows`` of ``table`` (those of chunks ``lo`` to ``hi``, by chunk: one copy
-        into one run of rows per chunk) and append each chunk's run to its entry."""
-        grouped = memory.take(table, rows)
-        offsets = starts - starts[lo]
-        for index in range(lo, hi):
-            start, end = int(offsets[index]), int(offsets[index + 1])
-            if start == end:
-                continue
+        """Take the rows of ``table`` in ``order`` (by chunk: one copy into one run of rows
+        per chunk, from ``starts``) and append each chunk's run to its entry; rows past the
+        last chunk's run are of chunks not wanted."""
+        grouped = memory.take(table, order[: starts[-1]])
+        for index in np.flatnonzero(np.diff(starts)).tolist():
+            start, end = int(starts[index]), int(starts[index + 1])
             writer = self._writers.get(index)
             if writer is None:
                 key = self.plan.chunk_key(self.chunks[index])
@@ -193,18 +179,6 @@ class ChunkWriters:
         for writer in self._writers.values():
             writer.abort()
         self._writers.clear()
-
-
-def _runs(starts: np.ndarray[Any, Any], count: int) -> list[tuple[int, int]]:
-    """Up to ``count`` runs of chunks (``lo`` to ``hi``) of about equal rows, none empty.
-
-    Args:
-        starts: Each chunk's first row, then the rows of all (:func:`numpy.cumsum`'s).
-        count: The runs wanted.
-    """
-    cuts = np.searchsorted(starts, np.linspace(0, starts[-1], count + 1)[1:-1])
-    bounds = [0, *cuts.tolist(), len(starts) - 1]
-    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if starts[hi] > starts[lo]]
 
 
 class CacheFill:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -238,25 +237,6 @@ def plugin(register: Callable[[object], None]) -> None:
     CountingScans.scans = ReadCounter()
     CountingScans.reads = ReadCounter()
     PacedScan.go, PacedScan.asked = queue.Queue(), queue.Queue()
-
-
-@pytest.mark.parametrize(
-    ("rows", "runs"),
-    [
-        ([10, 10, 10, 10], [(0, 2), (2, 4)]),
-        ([30, 5, 5], [(0, 1), (1, 3)]),  # a chunk is never split between runs
-        ([10, 10, 20], [(0, 2), (2, 3)]),
-        ([0, 0, 0, 40], [(0, 4)]),  # no run without rows
-        ([7], [(0, 1)]),
-    ],
-)
-def test_a_flush_writes_runs_of_chunks_of_about_equal_rows(
-    rows: list[int], runs: list[tuple[int, int]]
-) -> None:
-    """A flush's rows are written by two threads, each taking a run of whole chunks, the
-    runs about equal in rows."""
-    starts = np.concatenate([[0], np.cumsum(rows)])
-    assert fill._runs(starts, 2) == runs
 
 
 def test_one_scan_caches_every_chunk_of_both_splits(make_reader: MakeReader) -> None:
