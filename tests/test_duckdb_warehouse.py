@@ -243,6 +243,15 @@ def _flipped(entry: Path) -> None:
     entry.write_bytes(bytes(data))
 
 
+def test_a_scratch_dir_where_no_folder_can_be_made_is_named(
+    table_path: Path, tmp_path: Path
+) -> None:
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(PermanentWarehouseError, match=r"connection\.scratch_dir: cannot make"):
+        DuckDBWarehouse(DuckDBConnection(database=table_path, scratch_dir=not_a_folder))
+
+
 #: Copies the test table's plan in a scratch folder, says so, then waits to be killed.
 _COPIER = """
 import sys
