@@ -319,22 +319,26 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
     from faucet_core import cache
 
     write_all: Callable[[int, Any], None] = cache._write_all
-    cache_folder = str(Path(cache_dir or ".").resolve())
+    cache_folder = str(Path(cache_dir or ".").resolve()) + os.sep
 
-    def in_cache(descriptor: int) -> bool:
-        """Whether ``descriptor`` writes into the cache folder (not a scratch copy's)."""
-        return os.readlink(f"/proc/self/fd/{descriptor}").startswith(cache_folder)
+    def in_cache(path: str) -> bool:
+        """Whether ``path`` is in the cache folder (not in a scratch copy's)."""
+        return path.startswith(cache_folder)
+
+    def file_of(descriptor: int) -> str:
+        """The file ``descriptor`` writes to."""
+        return os.readlink(f"/proc/self/fd/{descriptor}")
 
     if "block_in_write" in hooks:
         target, calls = int(hooks["block_in_write"]), _Counter()
 
         def half_then_block(descriptor: int, data: Any) -> None:
-            if not in_cache(descriptor) or calls.next() != target:
+            if not in_cache(file_of(descriptor)) or calls.next() != target:
                 write_all(descriptor, data)
                 return
             view = memoryview(data).cast("B")
             write_all(descriptor, view[: len(view) // 2])
-            _emit(f"blocked write {os.readlink(f'/proc/self/fd/{descriptor}')}")
+            _emit(f"blocked write {file_of(descriptor)}")
             threading.Event().wait()
 
         cache._write_all = half_then_block
@@ -343,7 +347,7 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
         room, written, lock = int(hooks["enospc_after"]), [0], threading.Lock()
 
         def full_disk(descriptor: int, data: Any) -> None:
-            if not in_cache(descriptor):
+            if not in_cache(file_of(descriptor)):
                 return write_all(descriptor, data)
             size = len(memoryview(data).cast("B"))
             with lock:
@@ -361,7 +365,7 @@ def _install_hooks(hooks: dict[str, Any], cache_dir: str | None) -> None:
         commit = cache.ChunkCache._commit
 
         def commit_later(self: Any, key: str, temp: Path, *args: Any) -> bool:
-            if str(temp.resolve()).startswith(cache_folder) and commits.next() == target:
+            if in_cache(str(temp.resolve())) and commits.next() == target:
                 _emit(f"blocked rename {temp}")
                 threading.Event().wait()
             return commit(self, key, temp, *args)
