@@ -141,17 +141,25 @@ class Dialect:
     Attributes:
         mod: Integer remainder of ``{a}`` by ``{n}``, truncated toward zero as SQL does
             (``MOD({a}, {n})``; SQLite: ``({a} % {n})``).
+        unsigned_hashes: The warehouse's key hashes are never negative (an unsigned
+            type), so one remainder folds them.
     """
 
     mod: str = "MOD({a}, {n})"
+    unsigned_hashes: bool = False
 
     def fold(self, expression: str, modulus: int) -> str:
         """``expression`` floor-modulo ``modulus``: never negative, for signed hashes too."""
         inner = self.mod.format(a=f"({expression})", n=modulus)
+        if self.unsigned_hashes:
+            return inner
         return self.mod.format(a=f"({inner} + {modulus})", n=modulus)
 
     def is_eval(self, hash_expression: str, eval_bucket_count: int) -> str:
-        """A boolean expression: the row of this hash is in eval."""
+        """A boolean expression: the row of this hash is in eval (without an eval split, a
+        constant, which spares the warehouse computing it for every row)."""
+        if eval_bucket_count <= 0:
+            return "(1 = 0)"
         return f"({self.fold(hash_expression, SPLIT_BUCKETS)} < {eval_bucket_count})"
 
     def bucket(self, hash_expression: str) -> str:
@@ -166,10 +174,12 @@ class Dialect:
         non-empty bucket.
         """
         checksum = self.fold(HASH_COLUMN, CHECKSUM_MODULUS)
+        # Without an eval split the flag is a constant, which not every SQL groups by.
+        groups = "1, 2" if eval_bucket_count > 0 else "2"
         return (
             f"SELECT {self.is_eval(HASH_COLUMN, eval_bucket_count)} AS is_eval, "
             f"{self.bucket(HASH_COLUMN)} AS bucket, COUNT(*) AS row_count, "
-            f"SUM({checksum}) AS checksum FROM ({hashed_rows}) AS faucet_hashed GROUP BY 1, 2"
+            f"SUM({checksum}) AS checksum FROM ({hashed_rows}) AS faucet_hashed GROUP BY {groups}"
         )
 
     def in_range(self, eval_expression: str, bucket_expression: str, chunk: BucketRange) -> str:

@@ -103,6 +103,7 @@ class DuckDBWarehouse(SqlWarehouse):
     connection_model = DuckDBConnection
     connection: DuckDBConnection
     stats_sql = StatsSql(length="len({c})")  # exact medians and top values
+    dialect = layout.Dialect(unsigned_hashes=True)  # hash() is a UBIGINT
 
     def __init__(self, connection: BaseModel) -> None:
         super().__init__(connection)

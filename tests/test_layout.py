@@ -32,20 +32,24 @@ def test_sql_and_numpy_agree_on_signed_hashes(hashes: list[int], eval_buckets: i
             f"SELECT {dialect.is_eval('h', eval_buckets)}, {dialect.bucket('h')} FROM t",
             hashes,
         )
-        assert [(bool(e), int(b)) for e, b in rows] == [(bool(e), int(b)) for e, b in expected]
+        assert [(bool(e), int(b)) for e, b in rows] == expected
 
 
 @given(hashes=st.lists(UINT64, min_size=1, max_size=50), eval_buckets=st.integers(0, 10_000))
 def test_sql_and_numpy_agree_on_unsigned_hashes(hashes: list[int], eval_buckets: int) -> None:
     array = np.array(hashes, dtype=np.uint64)
-    dialect = Dialect()
-    rows = _duckdb(
-        f"SELECT {dialect.is_eval('h', eval_buckets)}, {dialect.bucket('h')} FROM t",
-        hashes,
-        kind="UBIGINT",
-    )
-    expected = zip(layout.is_eval(array, eval_buckets), layout.bucket_of(array), strict=True)
-    assert [(bool(e), int(b)) for e, b in rows] == [(bool(e), int(b)) for e, b in expected]
+    expected = [
+        (bool(e), int(b))
+        for e, b in zip(layout.is_eval(array, eval_buckets), layout.bucket_of(array), strict=True)
+    ]
+    # Folded as signed hashes, and with one remainder as a dialect of unsigned ones does.
+    for dialect in (Dialect(), Dialect(unsigned_hashes=True)):
+        rows = _duckdb(
+            f"SELECT {dialect.is_eval('h', eval_buckets)}, {dialect.bucket('h')} FROM t",
+            hashes,
+            kind="UBIGINT",
+        )
+        assert [(bool(e), int(b)) for e, b in rows] == expected
 
 
 def _duckdb(
@@ -77,6 +81,22 @@ def test_the_count_query_counts_as_the_core_does(hashes: list[int], eval_buckets
     from_sql = layout.bucket_counts(table if counted else _empty_counts())
     expected = layout.count_hashes(np.array(hashes, dtype=np.int64), eval_buckets)
     assert sorted(from_sql.to_pylist(), key=str) == sorted(expected.to_pylist(), key=str)
+
+
+@given(hashes=st.lists(UINT64, min_size=1, max_size=80), eval_buckets=st.integers(0, 10_000))
+@example(hashes=[0, 65_537, 2**64 - 1], eval_buckets=0)  # no eval split: one group per bucket
+def test_the_count_query_of_unsigned_hashes_counts_as_the_core_does(
+    hashes: list[int], eval_buckets: int
+) -> None:
+    query = Dialect(unsigned_hashes=True).count_query(
+        "SELECT h AS __faucet_hash FROM t", eval_buckets
+    )
+    counted = _duckdb(query, hashes, kind="UBIGINT", order="")
+    table = pa.table(dict(zip(layout.COUNT_COLUMNS, zip(*counted, strict=True), strict=True)))
+    expected = layout.count_hashes(np.array(hashes, dtype=np.uint64), eval_buckets)
+    assert sorted(layout.bucket_counts(table).to_pylist(), key=str) == sorted(
+        expected.to_pylist(), key=str
+    )
 
 
 def _empty_counts() -> pa.Table:
