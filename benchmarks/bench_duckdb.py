@@ -51,7 +51,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from processes import peak_memory
+from processes import compile_project, peak_memory
 
 from faucet_core import get_batch_reader
 from faucet_core.output import Batch, BatchFormatter
@@ -205,6 +205,7 @@ def main() -> None:
     if args.child:
         child(args.child, args.database, args.cache, args.batch_size, args.output)
         return
+    compile_project()
     print(f"{args.columns} columns, {args.batch_size}-row batches, output {args.output}, "
           f"{os.cpu_count()} cores; before each contender: writes flushed, "
           f"page cache {'emptied' if os.access('/proc/sys/vm/drop_caches', os.W_OK) else 'kept'}"

@@ -64,7 +64,7 @@ from link import (
     TcpLink,
     byte_counter,
 )
-from processes import run_apart
+from processes import compile_project, run_apart
 
 FEATURES = [f"x{i}" for i in range(1, 23)]
 
@@ -480,6 +480,7 @@ def main() -> None:
         help="a setting of Faucet's readers (a JSON value), e.g. fetch_threads=4",
     )  # fmt: skip
     args = parser.parse_args()
+    compile_project()
     settings = {
         name: json.loads(value) for name, value in (item.split("=", 1) for item in args.set)
     }

@@ -7,9 +7,14 @@ resident memory is its own; Linux's ``VmHWM`` counts this process only, where
 
 from __future__ import annotations
 
+import compileall
 import multiprocessing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+#: Faucet's packages, beside this folder.
+_PROJECT = Path(__file__).resolve().parents[1]
 
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -46,3 +51,12 @@ def peak_memory() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def compile_project() -> None:
+    """Compile Faucet's modules, as installing a package does. Where Python may not write
+    bytecode (``PYTHONDONTWRITEBYTECODE``), each process would otherwise compile every
+    module it imports from source: in Faucet's first epoch, the plugins it loads when it
+    opens, which no installed reader does."""
+    for package in sorted(_PROJECT.glob("faucet_*/__init__.py")):
+        compileall.compile_dir(package.parent, quiet=1)
