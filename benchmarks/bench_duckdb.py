@@ -21,6 +21,9 @@ where the machine allows it (as root on Linux: a full page cache slows down the 
 whoever comes next), and the table file is read once, so that every contender starts with
 the table cached and the machine's memory free.
 
+Every contender runs ``--rounds`` times, in turn (so that a slower spell of a shared
+machine falls on all alike); the figures are the medians of its runs.
+
 Printed per contender: time to the first batch (from opening the database), rows/s of
 epochs 1 and 2, the process's peak RSS, and the mixing of epoch 1's batches against the
 global shuffle's (1.0: as mixed; the spread of a batch is the distance of its label mean
@@ -198,6 +201,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--output", choices=["arrow", "pandas", "numpy"], default="arrow")
     parser.add_argument("--dir", type=Path, help="Where the tables and caches go (default: temp).")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Runs of each contender, in turn (medians)."
+    )
     parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     parser.add_argument("--cache", help=argparse.SUPPRESS)
@@ -219,7 +225,12 @@ def main() -> None:
         for rows in args.rows:
             database = folder / f"train-{rows}.duckdb"
             make_table(database, rows, args.columns)
-            results = {c: run(c, database, folder, args) for c in CONTENDERS}
+            rounds = []
+            for _ in range(args.rounds):
+                rounds.append({c: run(c, database, folder, args) for c in CONTENDERS})
+                for cache in folder.glob("cache-*"):  # each round's Faucet starts empty
+                    shutil.rmtree(cache)
+            results = _medians(rounds)
             mean = float(np.mean(results["raw stream"]["label_means"]))
             spreads = {
                 name: float(np.mean([abs(m - mean) for m in figures["label_means"]]))
@@ -231,15 +242,31 @@ def main() -> None:
                 print(f"| {rows / 1e6:g}M | {name} | {figures['first']:.2f} s | "
                       f"{rates[0] / 1e6:.2f}M | {rates[1] / 1e6:.2f}M | "
                       f"{figures['rss'] / 2**20:,.0f} MiB | {mixing:.2f} |")  # fmt: skip
-            ratios.append(_ratios(rows, results))
+            ratios.append(_ratios(rows, results, rounds))
             database.unlink()
-            for cache in folder.glob("cache-*"):
-                shutil.rmtree(cache)
     print()
     print("\n".join(ratios))
 
 
-def _ratios(rows: int, results: dict[str, dict[str, Any]]) -> str:
+def _medians(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each contender's figures over the rounds: the median of each number (of each epoch's
+    rate), and the first round's label means."""
+    medians: dict[str, dict[str, Any]] = {}
+    for name, first in rounds[0].items():
+        runs = [results[name] for results in rounds]
+        figures = dict(first)
+        for key in ("first", "rss", "open", "scan"):
+            if key in first:
+                figures[key] = float(np.median([run[key] for run in runs]))
+        epochs = zip(*(run["rates"] for run in runs), strict=True)
+        figures["rates"] = [float(np.median(rates)) for rates in epochs]
+        medians[name] = figures
+    return medians
+
+
+def _ratios(
+    rows: int, results: dict[str, dict[str, Any]], rounds: list[dict[str, dict[str, Any]]]
+) -> str:
     """Faucet's epochs as ratios to the two others at one table size, and the floor of its
     first epoch: planning, one scan of the table (nothing but the first chunk can be served
     before the scan ends: every chunk holds rows from all over the table) and serving every
@@ -247,6 +274,7 @@ def _ratios(rows: int, results: dict[str, dict[str, Any]]) -> str:
     faucet, raw, shuffled = (results[c]["rates"] for c in ("faucet", "raw stream",
                                                            "ORDER BY random()"))  # fmt: skip
     figures = results["faucet"]
+    each = [f"{r['faucet']['rates'][0] / r['raw stream']['rates'][0]:.2f}" for r in rounds]
     floor = rows / (figures["open"] + figures["scan"] + rows / faucet[1])
     return (f"{rows / 1e6:g}M rows: Faucet epoch 1 = {faucet[0] / shuffled[0]:.2f}x ORDER BY "
             f"random(), {faucet[0] / raw[0]:.2f}x the raw stream; cached epoch = "
@@ -254,7 +282,7 @@ def _ratios(rows: int, results: dict[str, dict[str, Any]]) -> str:
             f"{figures['open']:.2f} s + one scan {figures['scan']:.2f} s + a cached epoch "
             f"{rows / faucet[1]:.2f} s) = {floor / 1e6:.2f}M rows/s = "
             f"{floor / shuffled[0]:.2f}x ORDER BY random(), {floor / raw[0]:.2f}x the raw "
-            "stream")  # fmt: skip
+            f"stream; epoch 1 / raw stream in each round: {', '.join(each)}")  # fmt: skip
 
 
 if __name__ == "__main__":
