@@ -1,10 +1,10 @@
 """The ``faucet`` command group, its error display and progress style.
 
 Every command comes from a plugin's ``register_commands`` hook: the core's own
-(``plugins``, ``validate``, ``preview``, ``bench``, ``cache``) from its built-in plugin
-:mod:`faucet_core.commands`, others from installed plugins. The group asks plugins for
-their commands when it is first used, so commands of plugins registered later (in
-tests) appear too.
+(``plugins``, ``validate``, ``preview``, ``bench``, ``fit``, ``cache``) from its
+built-in plugin :mod:`faucet_core.commands`, others from installed plugins. The group
+asks plugins for their commands when it is first used, so commands of plugins
+registered later (in tests) appear too.
 """
 
 from __future__ import annotations

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import click
+from typing import TYPE_CHECKING
 
 from faucet_core import Warehouse, hookimpl
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl

@@ -28,7 +28,6 @@ from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
-from faucet_core.report import size
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.warehouse import (
     PermanentWarehouseError,
@@ -449,6 +448,8 @@ class SnowflakeWarehouse(ScratchWarehouse):
         """The virtual warehouse that runs the statements; without a saved plan, what
         ``EXPLAIN`` says the copy and a count of the source read; the copy's name and
         expiry."""
+        from faucet_core.report import size  # with rich, which only the command line needs
+
         notes = [f"runs on: {self._runs_on()}"]
         hours = self.connection.scratch_expiration_hours
         if plan is None:

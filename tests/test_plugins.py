@@ -71,6 +71,28 @@ def _python(
     )
 
 
+def test_a_readers_plugins_leave_the_command_line_unloaded() -> None:
+    """Loading every installed plugin, as opening a reader does, loads no library of the
+    command line (25 ms of a first batch): the core's commands load when it asks for them."""
+    unloaded = _python(
+        "import json, sys\n"
+        "from faucet_core import warehouses\n"
+        "assert 'duckdb' in warehouses()\n"
+        "names = ('click', 'rich', 'faucet_core.core_commands')\n"
+        "print(json.dumps([name for name in names if name in sys.modules]))",
+        None,
+    )
+    assert unloaded.returncode == 0, unloaded.stderr
+    assert json.loads(unloaded.stdout) == []
+    listed = _python(
+        "import json\nfrom faucet_core.cli import cli\nprint(json.dumps(cli.list_commands(None)))",
+        None,
+    )
+    assert listed.returncode == 0, listed.stderr
+    core = {"plugins", "validate", "preview", "bench", "fit", "cache"}
+    assert core | {"demo"} <= set(json.loads(listed.stdout))
+
+
 def test_a_plugin_is_found_through_its_entry_point(tmp_path: Path) -> None:
     result = _python(LIST, _distribution(tmp_path))
     assert result.returncode == 0, result.stderr
