@@ -82,6 +82,13 @@ def duckdb_file(path: Path, statement: str) -> Path:
     return path
 
 
+def duckdb_scratch_copies(folder: Path) -> list[Path]:
+    """The DuckDB scratch copies in ``folder`` (not the warehouses' spill folders)."""
+    return [
+        p for p in folder.glob("faucet-duckdb-*") if not p.name.startswith("faucet-duckdb-spill-")
+    ]
+
+
 def write_table(path: Path, rows: int, *, days: int = 1, sorted_by_label: bool = True) -> Path:
     """A DuckDB file with table ``t``: unique ``id``, features, ``label``, a ``ds`` date."""
     with duckdb.connect(str(path)) as db:

@@ -28,6 +28,7 @@ from tests.conftest import (
     ReadCounter,
     assert_fitted_leaving_nan_out,
     duckdb_file,
+    duckdb_scratch_copies,
     epoch_ids,
     write_table,
 )
@@ -140,13 +141,6 @@ def test_changing_the_database_file_invalidates_the_cache(
     assert -1 in epoch_ids_numpy
 
 
-def _copies(folder: Path) -> list[Path]:
-    """The scratch copies in ``folder`` (not the warehouses' spill folders)."""
-    return [
-        p for p in folder.glob("faucet-duckdb-*") if not p.name.startswith("faucet-duckdb-spill-")
-    ]
-
-
 def _plan(warehouse: DuckDBWarehouse, chunk_size: int = 1_500) -> Plan:
     request = PlanRequest(SourceSpec(table="t"), SplitSpec(("id",), 10.0), chunk_size)
     return plan_source(warehouse, request, warehouse.data_version(request.source))
@@ -194,7 +188,7 @@ def test_a_vanished_scratch_folder_is_made_again(
     fetcher = ChunkFetcher(plan, lambda: worker, None, RetryConfig(initial_backoff=0))
     fetcher.materialize()
     planner.close()  # the process that made it finished first
-    assert not _copies(tmp_path)
+    assert not duckdb_scratch_copies(tmp_path)
     chunk = plan.chunks["train"][0]
     try:
         with caplog.at_level("INFO"):
@@ -311,7 +305,7 @@ def test_a_copy_missing_a_chunks_file_or_with_a_damaged_one_is_deleted_and_made_
         plan = _plan(warehouse)
         warehouse.materialize(plan)
         chunk = plan.chunks["train"][2]
-        (copy,) = _copies(tmp_path)
+        (copy,) = duckdb_scratch_copies(tmp_path)
         (entry,) = copy.glob(f"{plan.chunk_key(chunk)}.*.arrow")
         damage(entry)
         message = re.escape(said.format(chunk=chunk.describe()))

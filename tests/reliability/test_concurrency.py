@@ -20,6 +20,7 @@ import pytest
 from faucet_core.cache import ChunkCache
 from faucet_core.plan import Plan
 from faucet_core.warehouse import ScratchDataMissing
+from tests.conftest import duckdb_scratch_copies
 from tests.reliability.figures import record
 from tests.reliability.procs import (
     TABLE_ROWS,
@@ -241,9 +242,7 @@ def test_a_scratch_copy_removed_by_its_maker_while_another_process_reads_it_cost
     maker = Child({"settings": settings, "hooks": {"close_after_epoch": 1}}, tmp_path / "maker")
     children.append(maker)
     maker.wait_for("blocked close")
-    (copy,) = (
-        p for p in scratch.glob("faucet-duckdb-*") if not p.name.startswith("faucet-duckdb-spill-")
-    )
+    (copy,) = duckdb_scratch_copies(scratch)
     (copy / "planted").touch()  # gone with the copy, not in one made again
     held_read = random.Random(5).randrange(1, 10)
     other = Child({"settings": settings, "hooks": {"hold_scratch_read": held_read}}, tmp_path / "o")
