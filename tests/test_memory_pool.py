@@ -68,6 +68,18 @@ def test_a_take_puts_its_rows_in_the_pipeline_pool(counted_pool: pa.MemoryPool) 
     assert counted_pool.bytes_allocated() >= taken.nbytes
 
 
+@pytest.mark.parametrize("position", [-1, 3])
+def test_a_take_refuses_positions_outside_the_table(position: int) -> None:
+    table = pa.table({"x": [1.0, 2.0, 3.0], "y": [4, 5, 6]})
+    with pytest.raises(IndexError, match="outside the 3 rows"):
+        memory.take(table, np.array([0, position, 1]))
+
+
+def test_a_take_of_no_positions_is_empty() -> None:
+    table = pa.table({"x": [1.0, 2.0, 3.0]})
+    assert memory.take(table, np.array([], dtype=np.int64)).num_rows == 0
+
+
 def test_a_cache_entry_is_serialized_in_the_pipeline_pool(
     counted_pool: pa.MemoryPool, tmp_path: Path
 ) -> None:
