@@ -84,6 +84,7 @@ class ChunkWriters:
         # Whether each chunk's rows are dropped (the last: rows of no chunk).
         self._unwanted = np.ones(len(self.chunks) + 1, bool)
         self._unwanted[list(wanted)] = False
+        self._every_chunk_wanted = not self._unwanted[:-1].any()
         # Scanned batches not written yet, with each row's chunk index.
         self._pending: list[tuple[pa.RecordBatch, np.ndarray[Any, Any]]] = []
         self._writers: dict[int, EntryWriter] = {}
@@ -100,11 +101,12 @@ class ChunkWriters:
             PlanBreach: The batch breaks the plan (:meth:`~faucet_core.checks.RowCheck.add`).
         """
         batch, indexes = self._check.add(batch)
-        unwanted = memory.take_values(self._unwanted, indexes)
-        if unwanted.all():
-            return
-        # Rows of chunks not wanted go to the end of the flush's order, and are left out.
-        np.putmask(indexes, unwanted, len(self.chunks))
+        if not self._every_chunk_wanted:  # (every row is in a chunk: the check says so)
+            unwanted = memory.take_values(self._unwanted, indexes)
+            if unwanted.all():
+                return
+            # Rows of chunks not wanted go to the end of the flush's order, and are left out.
+            np.putmask(indexes, unwanted, len(self.chunks))
         self._pending.append((batch, indexes))
         self._buffered += batch.nbytes
         if self._buffered > self.budget:
