@@ -8,8 +8,8 @@ hashes with one sort; a batch is then a zero-copy slice of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ from faucet_core.plan import ChunkSpec
 from faucet_core.warehouse import SplitName
 
 __all__ = [
+    "Parts",
     "Segment",
     "batch_count",
     "chunk_order",
@@ -154,16 +155,61 @@ def _counting(rows: int) -> np.ndarray[Any, Any]:
     return counting[:rows]
 
 
+class Parts(tuple[pa.Table, ...]):
+    """The same rows as several tables, each of some of their columns: a chunk cut once
+    into what a batch hands over apart (its features and its labels), so that each batch
+    is a slice of each part rather than a selection from a slice, which builds new schemas
+    for every batch."""
+
+    @property
+    def num_rows(self) -> int:
+        """The rows of each part."""
+        return int(self[0].num_rows)
+
+    def slice(self, offset: int = 0, length: int | None = None) -> Parts:
+        """Rows ``offset:offset + length`` of each part (zero copy)."""
+        # Bounded here: Arrow gives a table of no columns the length asked for.
+        left = max(self.num_rows - offset, 0)
+        length = left if length is None else min(length, left)
+        return Parts(table.slice(offset, length) for table in self)
+
+    @staticmethod
+    def concat(pieces: Sequence[Parts]) -> Parts:
+        """``pieces``' rows end to end, part by part."""
+        return Parts(_concat_tables(list(tables)) for tables in zip(*pieces, strict=True))
+
+
+def _concat_tables(tables: list[pa.Table]) -> pa.Table:
+    if tables[0].num_columns:
+        return pa.concat_tables(tables)
+    # Arrow joins tables of no columns (features of none) into a table of no rows.
+    return pa.table({"rows": pa.nulls(sum(table.num_rows for table in tables))}).select([])
+
+
+class _Rows(Protocol):
+    @property
+    def num_rows(self) -> int: ...
+
+    def slice(self, offset: int = 0, length: int | None = None) -> Any: ...
+
+
+Rows = TypeVar("Rows", bound=_Rows)
+
+
 def slice_batches(
-    tables: Iterable[pa.Table], batch_size: int, drop_last: bool
-) -> Iterator[pa.Table]:
-    """Cut a stream of tables into batches of ``batch_size`` rows.
+    tables: Iterable[Rows],
+    batch_size: int,
+    drop_last: bool,
+    concat: Callable[[list[Rows]], Rows] = pa.concat_tables,
+) -> Iterator[Rows]:
+    """Cut a stream of tables (or of :class:`Parts`, joined by ``Parts.concat``) into
+    batches of ``batch_size`` rows.
 
     A chunk's tail that does not fill a batch is joined with the head of the next chunk,
     so every batch but the last is full. The last, smaller batch is yielded unless
     ``drop_last``. Each row is yielded exactly once.
     """
-    carry: pa.Table | None = None
+    carry: Rows | None = None
     for table in tables:
         if not table.num_rows:
             continue
@@ -171,7 +217,7 @@ def slice_batches(
         if carry is not None:
             need = batch_size - carry.num_rows
             head = table.slice(0, need)
-            carry = pa.concat_tables([carry, head])
+            carry = concat([carry, head])
             offset = head.num_rows
             if carry.num_rows < batch_size:
                 continue

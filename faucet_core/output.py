@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from faucet_core import vectors
+from faucet_core.batches import Parts
 from faucet_core.errors import ConfigError
 
 __all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
@@ -79,22 +80,45 @@ def format_batch(
     label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``
     objects without copying.
     """
+    parts = _parts(table, feature_columns, label_columns, groups)
+    return _assemble(parts, output, None if groups is None else list(groups), bool(label_columns))
+
+
+def _parts(
+    table: pa.Table,
+    feature_columns: Sequence[str | int],
+    label_columns: Sequence[str | int],
+    groups: Mapping[str, Sequence[str | int]] | None,
+) -> Parts:
+    """``table``'s columns as the tables a batch hands over: the features (or each
+    group's), then the labels, if any."""
     if groups is not None:
-        features: Any = {
-            name: _convert(table.select(list(c)), output) for name, c in groups.items()
-        }
+        tables = [table.select(list(columns)) for columns in groups.values()]
     else:
-        features = _convert(table.select(list(feature_columns)), output)
-    labels = None
+        tables = [table.select(list(feature_columns))]
     if label_columns:
-        labels = _convert(table.select(list(label_columns)), output)
-        if output == "numpy" and labels.shape[1] == 1:
-            labels = labels[:, 0]
-    return {"features": features, "labels": labels}
+        tables.append(table.select(list(label_columns)))
+    return Parts(tables)
+
+
+def _assemble(
+    parts: Parts, output: OutputFormat, group_names: list[str] | None, labelled: bool
+) -> Batch:
+    """A batch of ``parts`` (see :func:`_parts`) in the ``output`` format."""
+    converted = [_convert(table, output) for table in parts]
+    labels = converted.pop() if labelled else None
+    if labels is not None and output == "numpy" and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if group_names is None:
+        return {"features": converted[0], "labels": labels}
+    return {"features": dict(zip(group_names, converted, strict=True)), "labels": labels}
 
 
 class BatchFormatter:
-    """:func:`format_batch` for a stream of tables: columns found by name once per schema."""
+    """:func:`format_batch` for a stream of tables of one schema: columns found by name
+    once per schema. A stream may also cut each of its chunks into the batch's parts once
+    (:meth:`parts`) and hand over slices of them (:meth:`from_parts`), which costs less
+    than cutting every batch."""
 
     def __init__(
         self,
@@ -115,6 +139,15 @@ class BatchFormatter:
 
     def __call__(self, table: pa.Table) -> Batch:
         """``table`` as a batch."""
+        return self.from_parts(self.parts(table))
+
+    def parts(self, table: pa.Table) -> Parts:
+        """``table``'s columns as the tables a batch is made of (features, or each input
+        group's, then labels).
+
+        Raises:
+            KeyError: A feature or label column is not in ``table``.
+        """
         schema = table.schema
         if self._schema is None or not schema.equals(self._schema):
             self._positions = (
@@ -130,4 +163,10 @@ class BatchFormatter:
                 }
             self._schema = schema
         features, labels = self._positions
-        return format_batch(table, features, labels, self.output, self._group_positions)
+        return _parts(table, features, labels, self._group_positions)
+
+    def from_parts(self, parts: Parts) -> Batch:
+        """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output
+        format."""
+        groups = None if self.groups is None else list(self.groups)
+        return _assemble(parts, self.output, groups, bool(self.label_columns))

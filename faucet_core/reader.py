@@ -14,8 +14,6 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-import pyarrow as pa
-
 from faucet_core.batches import batch_count
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError, ReaderStateError, ResumeError
@@ -211,10 +209,10 @@ class Reader:
         if current is None:
             start = "prep_for_eval()" if eval else "prep_for_epoch()"
             raise ReaderStateError(f"call {start} before get_batch(eval={eval})")
-        table = current.next_table()
-        if table is None:
+        parts = current.next_parts()
+        if parts is None:
             return None
-        return self._format(table)
+        return self._formatter.from_parts(parts)
 
     # The Pythonic API.
 
@@ -246,10 +244,12 @@ class Reader:
         to its first rows; ``shuffle`` defaults to the config's for train, ``False`` for eval.
         """
         self._check_open()
-        current = self.serving.open_pass(self.stream, split, epoch, start, stop, shuffle)
+        current = self.serving.open_pass(
+            self.stream, split, epoch, start, stop, shuffle, self._formatter.parts
+        )
         try:
-            for table in current:
-                yield self._format(table)
+            while (parts := current.next_parts()) is not None:
+                yield self._formatter.from_parts(parts)
         finally:
             current.close()
 
@@ -340,12 +340,11 @@ class Reader:
         previous = self._passes.pop(split, None)
         if previous is not None:
             previous.close()
-        current = self.serving.open_pass(self.stream, split, self._epoch, start, None)
+        current = self.serving.open_pass(
+            self.stream, split, self._epoch, start, None, parts=self._formatter.parts
+        )
         self._passes[split] = current
         self.metrics.append(current.metrics)
-
-    def _format(self, table: pa.Table) -> Batch:
-        return self._formatter(table)
 
     def _check_open(self) -> None:
         if self.stream.closed:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from faucet_core import vectors
+from faucet_core.batches import Parts
 from faucet_core.config import FaucetConfig
 from faucet_core.errors import ConfigError
 from faucet_core.plan import Plan
@@ -205,10 +206,14 @@ class Serving:
         start: int,
         stop: int | None,
         shuffle: bool | None = None,
+        parts: Callable[[pa.Table], Parts] | None = None,
     ) -> Pass:
         """A pass of ``stream`` over rows ``start:stop`` of ``split`` in ``epoch`` (1-based),
-        shuffled by this seed, through this preprocessing."""
-        return stream.open_pass(split, epoch, self.seed, start, stop, shuffle, self.transform)
+        shuffled by this seed, through this preprocessing (each chunk cut into ``parts``:
+        see :meth:`Stream.open_pass`)."""
+        return stream.open_pass(
+            split, epoch, self.seed, start, stop, shuffle, self.transform, parts
+        )
 
     def stream_settings(self, split: SplitName, partition: Partition) -> dict[str, Any]:
         """What a saved position of ``split`` served by ``partition`` must share to resume."""

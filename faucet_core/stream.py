@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from faucet_core import layout, memory
 from faucet_core.batches import (
+    Parts,
     Segment,
     chunk_order,
     row_segments,
@@ -195,10 +196,12 @@ class Stream:
         stop: int | None = None,
         shuffle: bool | None = None,
         transform: Callable[[pa.Table], pa.Table] | None = None,
+        parts: Callable[[pa.Table], Parts] | None = None,
     ) -> Pass:
         """A pass over rows ``start:stop`` of ``split`` as laid out in ``epoch`` (1-based)
         by ``seed``. ``transform`` is applied to each chunk's rows in the fetch threads
-        (preprocessing), before they are cut into batches.
+        (preprocessing), before they are cut into batches; ``parts`` cuts each chunk into
+        the tables a batch is handed over in (:meth:`Pass.next_parts`).
 
         ``shuffle`` defaults to the config's for train and to ``False`` for eval. A ``stop``
         past the split's end wraps around to its first rows.
@@ -210,7 +213,7 @@ class Stream:
             raise ReaderStateError("the reader is closed")
         if shuffle is None:
             shuffle = self.spec.shuffles(split)
-        return Pass(self, split, epoch, seed, shuffle, start, stop, transform)
+        return Pass(self, split, epoch, seed, shuffle, start, stop, transform, parts)
 
     def prepare(self) -> None:
         """Make every chunk readable from any process (:meth:`ChunkFetcher.prepare`)."""
@@ -257,9 +260,11 @@ class Pass:
         start: int,
         stop: int | None,
         transform: Callable[[pa.Table], pa.Table] | None,
+        parts: Callable[[pa.Table], Parts] | None = None,
     ) -> None:
         plan = stream.plan
         self._transform = transform
+        self._parts = parts
         self.metrics = PassMetrics(split=split, epoch=epoch)
         self.start = start
         self._stream = stream
@@ -273,7 +278,9 @@ class Pass:
         self._first = segments[0] if segments else None
         self._scheduler = stream.submit(self, segments)
         config = stream.config
-        self._batches = slice_batches(self._tables(), config.batch_size, config.drop_last)
+        self._batches = slice_batches(
+            self._chunk_parts(), config.batch_size, config.drop_last, Parts.concat
+        )
 
     def load(self, segment: Segment) -> FetchedChunk:
         """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""
@@ -294,7 +301,7 @@ class Pass:
             table = self._transform(table)
         return replace(fetched, table=table)
 
-    def _tables(self) -> Iterator[pa.Table]:
+    def _chunk_parts(self) -> Iterator[Parts]:
         for fetched in self._scheduler:
             if fetched.from_cache:
                 self.metrics.chunks_cached += 1
@@ -302,7 +309,8 @@ class Pass:
                 self.metrics.chunks_fetched += 1
                 self.metrics.retries += max(fetched.attempts - 1, 0)
             self._count_costs()
-            yield fetched.table
+            table = fetched.table
+            yield Parts((table,)) if self._parts is None else self._parts(table)
 
     def _count_costs(self) -> None:
         """What the warehouse spent since the pass began (per chunk: not per batch)."""
@@ -310,17 +318,32 @@ class Pass:
         self.metrics.query_jobs, self.metrics.bytes_billed = spent.query_jobs, spent.bytes_billed
 
     def next_table(self) -> pa.Table | None:
-        """The next batch as an Arrow table, ``None`` at the end of the pass.
+        """The next batch as an Arrow table, ``None`` at the end of the pass (of a pass
+        opened without ``parts``).
+
+        Raises:
+            ChunkReadError: A chunk could not be read; names the chunk.
+        """
+        parts = self.next_parts()
+        if parts is None:
+            return None
+        if len(parts) != 1:
+            raise TypeError("this pass cuts its batches into parts: call next_parts()")
+        return parts[0]
+
+    def next_parts(self) -> Parts | None:
+        """The next batch as the parts its chunk was cut into, ``None`` at the end of the
+        pass.
 
         Raises:
             ChunkReadError: A chunk could not be read; names the chunk.
         """
         try:
-            table = next(self._batches, None)
+            parts = next(self._batches, None)
         finally:
             self.metrics.wait_seconds = self._scheduler.wait_seconds
             self.metrics.elapsed_seconds = time.perf_counter() - self.metrics._started
-        if table is None:
+        if parts is None:
             if not self.metrics.finished:
                 self._count_costs()
                 self.metrics.finished = True
@@ -331,9 +354,9 @@ class Pass:
                     self.metrics.as_dict(),
                 )
             return None
-        self.metrics.rows += table.num_rows
+        self.metrics.rows += parts.num_rows
         self.metrics.batches += 1
-        return table
+        return parts
 
     def __iter__(self) -> Iterator[pa.Table]:
         while (table := self.next_table()) is not None:

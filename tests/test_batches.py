@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from faucet_core import layout
 from faucet_core.batches import (
+    Parts,
     batch_count,
     chunk_order,
     row_segments,
@@ -46,6 +47,29 @@ def test_slices_deliver_each_row_once_in_order(
     assert len(batches) == batch_count(total, batch_size, drop_last)
     if drop_last and batches:
         assert batches[-1].num_rows == batch_size
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=12),
+    batch_size=st.integers(1, 60),
+    drop_last=st.booleans(),
+)
+def test_parts_are_sliced_alike_and_joined_part_by_part(
+    sizes: list[int], batch_size: int, drop_last: bool
+) -> None:
+    """A chunk cut into parts once gives, in each batch, each part's slice of the same
+    rows as slicing the whole chunk; a part of no columns keeps the batch's rows."""
+    chunks = [
+        Parts((t, t.select([]), t.select(["id"]).rename_columns(["twice"]))) for t in _tables(sizes)
+    ]
+    batches = list(slice_batches(chunks, batch_size, drop_last, Parts.concat))
+    whole = list(slice_batches(_tables(sizes), batch_size, drop_last))
+    assert [b.num_rows for b in batches] == [b.num_rows for b in whole]
+    for parts, table in zip(batches, whole, strict=True):
+        ids, nothing, again = parts
+        assert ids.equals(table)
+        assert nothing.num_columns == 0 and nothing.num_rows == table.num_rows
+        assert again.column("twice").to_pylist() == table.column("id").to_pylist()
 
 
 def _chunks(n: int, split: str = "train") -> list[ChunkSpec]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -82,3 +84,34 @@ def test_a_formatter_names_a_column_the_table_lacks(features: list[str], labels:
     formatter = BatchFormatter(features, labels, "numpy")
     with pytest.raises(KeyError, match='Field "w" does not exist'):
         formatter(pa.table({"x": [1.0], "y": [0]}))
+
+
+@pytest.mark.parametrize("output", ["numpy", "pandas", "polars", "arrow"])
+@pytest.mark.parametrize("groups", [None, {"a": ["x"], "b": ["z", "x"]}])
+@pytest.mark.parametrize("labels", [["y"], []])
+def test_a_batch_from_slices_of_a_chunks_parts_is_the_batch_of_the_chunks_slice(
+    output: OutputFormat, groups: dict[str, list[str]] | None, labels: list[str]
+) -> None:
+    """A stream cuts each chunk into parts once and hands over slices of them: the batch
+    is the same as formatting the slice of the whole chunk."""
+    chunk = pa.table({"x": [1.0, 2.0, 3.0, 4.0], "y": [0, 1, 1, 0], "z": [5.0, 6.0, 7.0, 8.0]})
+    formatter = BatchFormatter(["x", "z"], labels, output, groups)
+    parts = formatter.parts(chunk)
+    assert len(parts) == (2 if groups is None else 3) - (not labels)
+    for offset, length in ((0, 2), (1, 3), (3, 1)):
+        apart = formatter.from_parts(parts.slice(offset, length))
+        whole = formatter(chunk.slice(offset, length))
+        assert _plain(apart) == _plain(whole)
+
+
+def _plain(value: Any) -> Any:
+    """A batch's values as Python lists, to compare across output formats."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if value is None or isinstance(value, np.ndarray):
+        return None if value is None else value.tolist()
+    if isinstance(value, pa.Table):
+        return value.to_pydict()
+    if isinstance(value, pd.DataFrame):
+        return value.to_dict("list")
+    return value.to_dict(as_series=False)  # polars
