@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from faucet_core import vectors
+from faucet_core.batches import Parts
 from faucet_core.config import FaucetConfig
 from faucet_core.dispatch import check_loader
 from faucet_core.epochs import EpochCounter
@@ -385,10 +386,10 @@ class FaucetIterableDataset(IterableDataset[Item]):
 
     def _batches(self, own: Stream | None, epoch: int, start: int, stop: int) -> Iterator[Item]:
         stream = own if own is not None and not own.closed else Stream(self.serving.spec)
-        current = self.serving.open_pass(stream, self.split, epoch, start, stop)
+        current = self.serving.open_pass(stream, self.split, epoch, start, stop, parts=self._parts)
         try:
-            for table in current:
-                batch = self._tensors(table)
+            while (parts := current.next_parts()) is not None:
+                batch = self._tensors(parts)
                 if self.rows:
                     yield from _rows(*batch)
                 else:
@@ -398,18 +399,29 @@ class FaucetIterableDataset(IterableDataset[Item]):
             if stream is not own:
                 stream.close()
 
-    def _tensors(self, table: pa.Table) -> TensorBatch:
+    def _parts(self, table: pa.Table) -> Parts:
+        """A chunk's columns as the tables of its batches: the features (or each input
+        group's), then the labels, if any (cut once per chunk, each batch a slice)."""
+        if self.input_columns is not None:
+            tables = [table.select(columns) for columns in self.input_columns.values()]
+        else:
+            tables = [table.select(self.feature_columns)]
+        if self.label_columns:
+            tables.append(table.select(self.label_columns))
+        return Parts(tables)
+
+    def _tensors(self, parts: Parts) -> TensorBatch:
         features: Features
         if self.input_columns is not None:  # a dict of tensors, and lists of strings
-            features = {
-                group: self._group(table.select(columns))
-                for group, columns in self.input_columns.items()
+            features = {  # (the labels' part, if any, comes after the groups')
+                group: self._group(table)
+                for group, table in zip(self.input_columns, parts, strict=False)
             }
         else:
-            features = self._features(table.select(self.feature_columns))
+            features = self._features(parts[0])
         if not self.label_columns:
             return features, None
-        labels = _tensor(table.select(self.label_columns))
+        labels = _tensor(parts[-1])
         return features, labels[:, 0] if labels.shape[1] == 1 else labels
 
     def _group(self, table: pa.Table) -> torch.Tensor | list[str | None]:
