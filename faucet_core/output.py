@@ -13,7 +13,7 @@ from faucet_core import vectors
 from faucet_core.batches import Parts
 from faucet_core.errors import ConfigError
 
-__all__ = ["Batch", "BatchFormatter", "OutputFormat", "format_batch"]
+__all__ = ["Batch", "BatchFormatter", "OutputFormat", "batch_parts", "format_batch"]
 
 OutputFormat = Literal["pandas", "polars", "numpy", "arrow"]
 
@@ -80,18 +80,18 @@ def format_batch(
     label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``
     objects without copying.
     """
-    parts = _parts(table, feature_columns, label_columns, groups)
+    parts = batch_parts(table, feature_columns, label_columns, groups)
     return _assemble(parts, output, None if groups is None else list(groups), bool(label_columns))
 
 
-def _parts(
+def batch_parts(
     table: pa.Table,
     feature_columns: Sequence[str | int],
     label_columns: Sequence[str | int],
-    groups: Mapping[str, Sequence[str | int]] | None,
+    groups: Mapping[str, Sequence[str | int]] | None = None,
 ) -> Parts:
-    """``table``'s columns as the tables a batch hands over: the features (or each
-    group's), then the labels, if any."""
+    """``table``'s columns (named, or by position) as the tables a batch hands over: the
+    features (or each group's), then the labels, if any."""
     if groups is not None:
         tables = [table.select(list(columns)) for columns in groups.values()]
     else:
@@ -104,7 +104,7 @@ def _parts(
 def _assemble(
     parts: Parts, output: OutputFormat, group_names: list[str] | None, labelled: bool
 ) -> Batch:
-    """A batch of ``parts`` (see :func:`_parts`) in the ``output`` format."""
+    """A batch of ``parts`` (see :func:`batch_parts`) in the ``output`` format."""
     converted = [_convert(table, output) for table in parts]
     labels = converted.pop() if labelled else None
     if labels is not None and output == "numpy" and labels.shape[1] == 1:
@@ -163,7 +163,7 @@ class BatchFormatter:
                 }
             self._schema = schema
         features, labels = self._positions
-        return _parts(table, features, labels, self._group_positions)
+        return batch_parts(table, features, labels, self._group_positions)
 
     def from_parts(self, parts: Parts) -> Batch:
         """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output

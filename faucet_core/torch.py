@@ -31,6 +31,7 @@ from faucet_core.config import FaucetConfig
 from faucet_core.dispatch import check_loader
 from faucet_core.epochs import EpochCounter
 from faucet_core.errors import ConfigError
+from faucet_core.output import batch_parts
 from faucet_core.plan import Plan
 from faucet_core.position import Partition, Remainder, StreamPosition
 from faucet_core.preprocessing import Preprocessor
@@ -400,15 +401,9 @@ class FaucetIterableDataset(IterableDataset[Item]):
                 stream.close()
 
     def _parts(self, table: pa.Table) -> Parts:
-        """A chunk's columns as the tables of its batches: the features (or each input
-        group's), then the labels, if any (cut once per chunk, each batch a slice)."""
-        if self.input_columns is not None:
-            tables = [table.select(columns) for columns in self.input_columns.values()]
-        else:
-            tables = [table.select(self.feature_columns)]
-        if self.label_columns:
-            tables.append(table.select(self.label_columns))
-        return Parts(tables)
+        """A chunk's columns as the tables of its batches (cut once per chunk, each batch
+        a slice)."""
+        return batch_parts(table, self.feature_columns, self.label_columns, self.input_columns)
 
     def _tensors(self, parts: Parts) -> TensorBatch:
         features: Features
