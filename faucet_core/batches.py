@@ -171,7 +171,7 @@ class Parts(tuple[pa.Table, ...]):
         # Bounded here: Arrow gives a table of no columns the length asked for.
         left = max(self.num_rows - offset, 0)
         length = left if length is None else min(length, left)
-        return Parts(table.slice(offset, length) for table in self)
+        return Parts([table.slice(offset, length) for table in self])
 
     @staticmethod
     def concat(pieces: Sequence[Parts]) -> Parts:

@@ -131,6 +131,7 @@ class BatchFormatter:
         self.label_columns = list(label_columns)
         self.output = output
         self.groups = {name: list(columns) for name, columns in (groups or {}).items()} or None
+        self._group_names = None if self.groups is None else list(self.groups)
         if output == "polars":
             polars_module()  # missing: said before the first batch
         self._schema: pa.Schema | None = None
@@ -168,5 +169,4 @@ class BatchFormatter:
     def from_parts(self, parts: Parts) -> Batch:
         """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output
         format."""
-        groups = None if self.groups is None else list(self.groups)
-        return _assemble(parts, self.output, groups, bool(self.label_columns))
+        return _assemble(parts, self.output, self._group_names, bool(self.label_columns))
