@@ -8,8 +8,8 @@ hashes with one sort; a batch is then a zero-copy slice of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -186,49 +186,34 @@ def _concat_tables(tables: list[pa.Table]) -> pa.Table:
     return pa.table({"rows": pa.nulls(sum(table.num_rows for table in tables))}).select([])
 
 
-class _Rows(Protocol):
-    @property
-    def num_rows(self) -> int: ...
-
-    def slice(self, offset: int = 0, length: int | None = None) -> Any: ...
-
-
-Rows = TypeVar("Rows", bound=_Rows)
-
-
-def slice_batches(
-    tables: Iterable[Rows],
-    batch_size: int,
-    drop_last: bool,
-    concat: Callable[[list[Rows]], Rows] = pa.concat_tables,
-) -> Iterator[Rows]:
-    """Cut a stream of tables (or of :class:`Parts`, joined by ``Parts.concat``) into
-    batches of ``batch_size`` rows.
+def slice_batches(chunks: Iterable[Parts], batch_size: int, drop_last: bool) -> Iterator[Parts]:
+    """Cut a stream of chunks (each cut into :class:`Parts`) into batches of ``batch_size``
+    rows.
 
     A chunk's tail that does not fill a batch is joined with the head of the next chunk,
     so every batch but the last is full. The last, smaller batch is yielded unless
     ``drop_last``. Each row is yielded exactly once.
     """
-    carry: Rows | None = None
-    for table in tables:
-        if not table.num_rows:
+    carry: Parts | None = None
+    for chunk in chunks:
+        if not chunk.num_rows:
             continue
         offset = 0
         if carry is not None:
             need = batch_size - carry.num_rows
-            head = table.slice(0, need)
-            carry = concat([carry, head])
+            head = chunk.slice(0, need)
+            carry = Parts.concat([carry, head])
             offset = head.num_rows
             if carry.num_rows < batch_size:
                 continue
             yield carry
             carry = None
-        rows = table.num_rows
+        rows = chunk.num_rows
         while rows - offset >= batch_size:
-            yield table.slice(offset, batch_size)
+            yield chunk.slice(offset, batch_size)
             offset += batch_size
         if offset < rows:
-            carry = table.slice(offset)
+            carry = chunk.slice(offset)
     if carry is not None and carry.num_rows and not drop_last:
         yield carry
 

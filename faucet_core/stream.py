@@ -278,9 +278,7 @@ class Pass:
         self._first = segments[0] if segments else None
         self._scheduler = stream.submit(self, segments)
         config = stream.config
-        self._batches = slice_batches(
-            self._chunk_parts(), config.batch_size, config.drop_last, Parts.concat
-        )
+        self._batches = slice_batches(self._chunk_parts(), config.batch_size, config.drop_last)
 
     def load(self, segment: Segment) -> FetchedChunk:
         """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""

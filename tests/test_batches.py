@@ -30,6 +30,12 @@ def _tables(sizes: list[int]) -> list[pa.Table]:
     return tables
 
 
+def _whole(sizes: list[int], batch_size: int, drop_last: bool) -> list[pa.Table]:
+    """The batches of chunks of ``sizes`` rows, each chunk one part."""
+    chunks = [Parts((table,)) for table in _tables(sizes)]
+    return [table for (table,) in slice_batches(chunks, batch_size, drop_last)]
+
+
 @given(
     sizes=st.lists(st.integers(0, 50), max_size=12),
     batch_size=st.integers(1, 60),
@@ -38,7 +44,7 @@ def _tables(sizes: list[int]) -> list[pa.Table]:
 def test_slices_deliver_each_row_once_in_order(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
-    batches = list(slice_batches(_tables(sizes), batch_size, drop_last))
+    batches = _whole(sizes, batch_size, drop_last)
     rows = [i for b in batches for i in b.column("id").to_pylist()]
     total = sum(sizes)
     kept = total - total % batch_size if drop_last else total
@@ -62,8 +68,8 @@ def test_parts_are_sliced_alike_and_joined_part_by_part(
     chunks = [
         Parts((t, t.select([]), t.select(["id"]).rename_columns(["twice"]))) for t in _tables(sizes)
     ]
-    batches = list(slice_batches(chunks, batch_size, drop_last, Parts.concat))
-    whole = list(slice_batches(_tables(sizes), batch_size, drop_last))
+    batches = list(slice_batches(chunks, batch_size, drop_last))
+    whole = _whole(sizes, batch_size, drop_last)
     assert [b.num_rows for b in batches] == [b.num_rows for b in whole]
     for parts, table in zip(batches, whole, strict=True):
         ids, nothing, again = parts
