@@ -11,6 +11,8 @@ such block: it is refused by name, with the cast that makes it a vector column.
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -216,8 +218,48 @@ def stacked(table: pa.Table) -> np.ndarray[Any, Any]:
     Raises:
         TypeError: numpy has no one type for the columns (dates beside numbers).
     """
+    floats = _arrow_stacks(table.schema)
+    if floats is not None:
+        # Arrow stacks the columns in one call, where numpy converts and copies them one by
+        # one: about half the time for 20 columns. Integers' NULLs it refuses (numpy makes
+        # their column floats), floats' it makes NaN, as numpy does.
+        with contextlib.suppress(pa.ArrowException):
+            return np.asarray(table.to_tensor(row_major=True, null_to_nan=floats))
     columns = [block(c) if is_vector(c.type) else c.to_numpy() for c in table.columns]
     return np.column_stack(columns) if columns else np.empty((table.num_rows, 0))
+
+
+#: Schemas stacked lately, each with :func:`_arrow_stacks_anew`'s answer (hashing a schema
+#: costs more than stacking a narrow batch; comparing one with the same columns, nothing).
+_RECENT_SCHEMAS: list[tuple[pa.Schema, bool | None]] = []
+
+
+def _arrow_stacks(schema: pa.Schema) -> bool | None:
+    global _RECENT_SCHEMAS
+    for known, answer in _RECENT_SCHEMAS:
+        if schema.equals(known):
+            return answer
+    answer = _arrow_stacks_anew(schema)
+    _RECENT_SCHEMAS = [(schema, answer), *_RECENT_SCHEMAS[:7]]
+    return answer
+
+
+def _arrow_stacks_anew(schema: pa.Schema) -> bool | None:
+    """Whether Arrow's ``to_tensor`` stacks columns of ``schema`` into the array numpy
+    makes of them, and how: ``True`` with their NULLs as NaN (floats only), ``False`` if
+    there is no NULL (integers as well); ``None`` where it does not (types it does not take,
+    or whose common type it finds otherwise than numpy)."""
+    kinds = schema.types
+    floats = [pa.types.is_float32(kind) or pa.types.is_float64(kind) for kind in kinds]
+    integers = [pa.types.is_integer(kind) for kind in kinds]
+    if not kinds or not all(map(operator.or_, floats, integers)):
+        return None
+    wanted = np.result_type(*(np.dtype(kind.to_pandas_dtype()) for kind in kinds))
+    try:
+        given = np.asarray(schema.empty_table().to_tensor(row_major=True)).dtype
+    except pa.ArrowException:  # a mix Arrow does not stack
+        return None
+    return all(floats) if given == wanted else None
 
 
 def block(column: pa.ChunkedArray | pa.Array) -> np.ndarray[Any, Any]:
