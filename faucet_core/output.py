@@ -22,7 +22,7 @@ Batch = dict[str, Any]
 
 
 def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
-    vectors.check_columns(table.schema, "output numpy")
+    """``table`` (its columns checked: :func:`_checked`) as a 2-D array."""
     try:
         return vectors.stacked(table)
     except TypeError:  # numpy's DTypePromotionError: e.g. dates beside numbers
@@ -36,6 +36,19 @@ def _to_numpy(table: pa.Table) -> np.ndarray[Any, Any]:
                 )
             ]
         ) from None
+
+
+def _checked(parts: Parts, output: OutputFormat) -> Parts:
+    """``parts``, whose columns batches in ``output`` can hold (checked once for a chunk, not
+    for every batch of it).
+
+    Raises:
+        ConfigError: A list column cannot be a numpy batch's (naming it).
+    """
+    if output == "numpy":
+        for table in parts:
+            vectors.check_columns(table.schema, "output numpy")
+    return parts
 
 
 def polars_module() -> Any:
@@ -80,7 +93,7 @@ def format_batch(
     label array for one label column, 2-D for several; ``arrow`` gives ``pyarrow.Table``
     objects without copying.
     """
-    parts = batch_parts(table, feature_columns, label_columns, groups)
+    parts = _checked(batch_parts(table, feature_columns, label_columns, groups), output)
     return _assemble(parts, output, None if groups is None else list(groups), bool(label_columns))
 
 
@@ -148,6 +161,7 @@ class BatchFormatter:
 
         Raises:
             KeyError: A feature or label column is not in ``table``.
+            ConfigError: A column cannot be in a batch of the output format (naming it).
         """
         schema = table.schema
         if self._schema is None or not schema.equals(self._schema):
@@ -164,7 +178,7 @@ class BatchFormatter:
                 }
             self._schema = schema
         features, labels = self._positions
-        return batch_parts(table, features, labels, self._group_positions)
+        return _checked(batch_parts(table, features, labels, self._group_positions), self.output)
 
     def from_parts(self, parts: Parts) -> Batch:
         """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output

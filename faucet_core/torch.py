@@ -70,8 +70,14 @@ def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def _tensor(table: pa.Table) -> torch.Tensor:
-    """A 2-D tensor of a table of numeric or boolean columns (one column per feature, and
-    per element of a vector column; a NULL vector is NaN).
+    """A 2-D tensor of a table of numeric or boolean columns (checked: :func:`_checked`),
+    one column per feature, and per element of a vector column (a NULL vector is NaN)."""
+    return torch.from_numpy(vectors.stacked(table))
+
+
+def _checked(table: pa.Table) -> pa.Table:
+    """``table``, whose columns can become tensors: checked once for a chunk's part, not
+    for every batch of it.
 
     Raises:
         ConfigError: A column is not numeric or boolean, or is an integer or boolean one
@@ -114,7 +120,7 @@ def _tensor(table: pa.Table) -> torch.Tensor:
                 )
             ]
         )
-    return torch.from_numpy(vectors.stacked(table))
+    return table
 
 
 def _plan_on_rank_zero(config: FaucetConfig) -> Reader:
@@ -401,9 +407,18 @@ class FaucetIterableDataset(IterableDataset[Item]):
                 stream.close()
 
     def _parts(self, table: pa.Table) -> Parts:
-        """A chunk's columns as the tables of its batches (cut once per chunk, each batch
-        a slice)."""
-        return batch_parts(table, self.feature_columns, self.label_columns, self.input_columns)
+        """A chunk's columns as the tables of its batches (cut and checked once per chunk,
+        each batch a slice).
+
+        Raises:
+            ConfigError: A part's columns cannot become tensors (naming them).
+        """
+        parts = batch_parts(table, self.feature_columns, self.label_columns, self.input_columns)
+        groups = 0 if self.input_columns is None else len(self.input_columns)  # the first parts
+        return Parts(
+            part if index < groups and _is_text_group(part) else _checked(part)
+            for index, part in enumerate(parts)
+        )
 
     def _tensors(self, parts: Parts) -> TensorBatch:
         features: Features
@@ -420,7 +435,7 @@ class FaucetIterableDataset(IterableDataset[Item]):
         return features, labels[:, 0] if labels.shape[1] == 1 else labels
 
     def _group(self, table: pa.Table) -> torch.Tensor | list[str | None]:
-        if table.num_columns == 1 and is_text(table.schema.types[0]):  # for a tokenizer
+        if _is_text_group(table):  # for a tokenizer
             strings: list[str | None] = table.column(0).to_pylist()
             return strings
         return self._features(table)
@@ -432,6 +447,12 @@ class FaucetIterableDataset(IterableDataset[Item]):
     def loader(self, **kwargs: Any) -> FaucetDataLoader:
         """A :class:`FaucetDataLoader` over this dataset (keywords go to ``DataLoader``)."""
         return FaucetDataLoader(self, **kwargs)
+
+
+def _is_text_group(part: pa.Table) -> bool:
+    """Whether ``part`` is one text column, served as a list of its strings (an input
+    group's, for a tokenizer)."""
+    return part.num_columns == 1 and is_text(part.schema.types[0])
 
 
 def _rows(features: Features, labels: torch.Tensor | None) -> Iterator[Item]:

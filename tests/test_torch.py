@@ -161,6 +161,19 @@ def test_text_columns_are_a_clear_error(make_reader: MakeReader) -> None:
         next(iter(dataset))
 
 
+@pytest.mark.parametrize(
+    ("columns", "labels"), [(["name", "label"], ["label"]), (["id", "name"], ["name"])]
+)
+def test_one_text_column_outside_an_input_group_is_a_clear_error(
+    make_reader: MakeReader, columns: list[str], labels: list[str]
+) -> None:
+    # Only an input group of one text column is served as strings: not features, not labels.
+    settings = {**SETTINGS, "columns": columns, "label_columns": labels}
+    dataset = FaucetIterableDataset(make_reader(**settings))
+    with pytest.raises(ConfigError, match=r"name \(string\) cannot become tensors"):
+        next(iter(dataset))
+
+
 def test_loader_metrics_split_waiting_from_training(make_reader: MakeReader) -> None:
     loader = FaucetDataLoader(
         FaucetIterableDataset(make_reader(**SETTINGS, columns=["x1", "label"]))
