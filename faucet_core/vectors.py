@@ -256,9 +256,10 @@ def _arrow_stacks_anew(schema: pa.Schema) -> bool | None:
         return None
     wanted = np.result_type(*(np.dtype(kind.to_pandas_dtype()) for kind in kinds))
     try:
-        given = np.asarray(schema.empty_table().to_tensor(row_major=True)).dtype
-    except pa.ArrowException:  # a mix Arrow does not stack
+        tensor = schema.empty_table().to_tensor(row_major=True, null_to_nan=False)
+    except (pa.ArrowException, AttributeError):  # a mix it refuses; an older pyarrow's Table
         return None
+    given = np.asarray(tensor).dtype
     return all(floats) if given == wanted else None
 
 
