@@ -9,7 +9,7 @@ hashes with one sort; a batch is then a zero-copy slice of it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -17,6 +17,12 @@ import pyarrow as pa
 from faucet_core import layout, memory
 from faucet_core.plan import ChunkSpec
 from faucet_core.warehouse import SplitName
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    #: One table of a batch's :class:`Parts`: Arrow's, or (pandas batches) a DataFrame.
+    Part: TypeAlias = pa.Table | pd.DataFrame
 
 __all__ = [
     "Parts",
@@ -155,31 +161,47 @@ def _counting(rows: int) -> np.ndarray[Any, Any]:
     return counting[:rows]
 
 
-class Parts(tuple[pa.Table, ...]):
+class Parts(tuple["Part", ...]):
     """The same rows as several tables, each of some of their columns: a chunk cut once
     into what a batch hands over apart (its features and its labels), so that each batch
     is a slice of each part rather than a selection from a slice, which builds new schemas
-    for every batch."""
+    for every batch. A part is an Arrow table, or the pandas DataFrame made of one, for
+    pandas batches, converted once per chunk."""
 
     @property
     def num_rows(self) -> int:
         """The rows of each part."""
-        return int(self[0].num_rows)
+        return len(self[0])
 
     def slice(self, offset: int = 0, length: int | None = None) -> Parts:
         """Rows ``offset:offset + length`` of each part (zero copy)."""
         # Bounded here: Arrow gives a table of no columns the length asked for.
         left = max(self.num_rows - offset, 0)
         length = left if length is None else min(length, left)
-        return Parts([table.slice(offset, length) for table in self])
+        return Parts([_slice(part, offset, length) for part in self])
 
     @staticmethod
     def concat(pieces: Sequence[Parts]) -> Parts:
         """``pieces``' rows end to end, part by part."""
-        return Parts(_concat_tables(list(tables)) for tables in zip(*pieces, strict=True))
+        return Parts(_concat(list(parts)) for parts in zip(*pieces, strict=True))
 
 
-def _concat_tables(tables: list[pa.Table]) -> pa.Table:
+def _slice(part: Part, offset: int, length: int) -> Part:
+    if isinstance(part, pa.Table):
+        return part.slice(offset, length)
+    import pandas as pd
+
+    frame = part.iloc[offset : offset + length]
+    frame.index = pd.RangeIndex(len(frame))  # its rows numbered from 0, as a batch's are
+    return frame
+
+
+def _concat(parts: list[Part]) -> Part:
+    tables = [part for part in parts if isinstance(part, pa.Table)]
+    if len(tables) < len(parts):  # DataFrames (pandas batches), all of them
+        import pandas as pd
+
+        return pd.concat(parts, ignore_index=True)
     if tables[0].num_columns:
         return pa.concat_tables(tables)
     # Arrow joins tables of no columns (features of none) into a table of no rows.

@@ -4,7 +4,7 @@ Arrow."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +12,9 @@ import pyarrow as pa
 from faucet_core import vectors
 from faucet_core.batches import Parts
 from faucet_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from faucet_core.batches import Part
 
 __all__ = ["Batch", "BatchFormatter", "OutputFormat", "batch_parts", "format_batch"]
 
@@ -51,6 +54,16 @@ def _checked(parts: Parts, output: OutputFormat) -> Parts:
     return parts
 
 
+def _as_frames(parts: Parts) -> Parts:
+    """``parts`` as pandas DataFrames, converted once for a chunk: its batches' are slices
+    of them. Parts with a dictionary column stay Arrow's, converted batch by batch: frames
+    of two chunks would join their categories as objects."""
+    tables: list[pa.Table] = list(parts)  # cut from a chunk: Arrow's
+    if any(pa.types.is_dictionary(kind) for table in tables for kind in table.schema.types):
+        return parts
+    return Parts(table.to_pandas(split_blocks=True) for table in tables)
+
+
 def polars_module() -> Any:
     """The ``polars`` package, which ``output: polars`` needs.
 
@@ -65,8 +78,8 @@ def polars_module() -> Any:
     return polars
 
 
-def _convert(table: pa.Table, output: OutputFormat) -> Any:
-    if output == "arrow":
+def _convert(table: Part, output: OutputFormat) -> Any:
+    if output == "arrow" or not isinstance(table, pa.Table):  # or a DataFrame already
         return table
     if output == "pandas":  # one block per column: no consolidation copy, twice as fast
         return table.to_pandas(split_blocks=True)
@@ -157,7 +170,7 @@ class BatchFormatter:
 
     def parts(self, table: pa.Table) -> Parts:
         """``table``'s columns as the tables a batch is made of (features, or each input
-        group's, then labels).
+        group's, then labels): for pandas batches, the DataFrames made of them.
 
         Raises:
             KeyError: A feature or label column is not in ``table``.
@@ -178,7 +191,8 @@ class BatchFormatter:
                 }
             self._schema = schema
         features, labels = self._positions
-        return _checked(batch_parts(table, features, labels, self._group_positions), self.output)
+        parts = _checked(batch_parts(table, features, labels, self._group_positions), self.output)
+        return _as_frames(parts) if self.output == "pandas" else parts
 
     def from_parts(self, parts: Parts) -> Batch:
         """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output

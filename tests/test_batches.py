@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import given
@@ -76,6 +77,26 @@ def test_parts_are_sliced_alike_and_joined_part_by_part(
         assert ids.equals(table)
         assert nothing.num_columns == 0 and nothing.num_rows == table.num_rows
         assert again.column("twice").to_pylist() == table.column("id").to_pylist()
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=12),
+    batch_size=st.integers(1, 60),
+    drop_last=st.booleans(),
+)
+def test_dataframe_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
+    sizes: list[int], batch_size: int, drop_last: bool
+) -> None:
+    """A chunk converted to pandas once gives, in each batch, the DataFrame converting the
+    batch's rows would give, rows numbered from 0; a part of no columns keeps the rows."""
+    chunks = [Parts((t.to_pandas(), t.select([]).to_pandas())) for t in _tables(sizes)]
+    batches = list(slice_batches(chunks, batch_size, drop_last))
+    whole = _whole(sizes, batch_size, drop_last)
+    assert [b.num_rows for b in batches] == [b.num_rows for b in whole]
+    for (frame, nothing), table in zip(batches, whole, strict=True):
+        pd.testing.assert_frame_equal(frame, table.to_pandas())
+        assert nothing.shape == (table.num_rows, 0)
+        assert nothing.index.equals(pd.RangeIndex(table.num_rows))
 
 
 def _chunks(n: int, split: str = "train") -> list[ChunkSpec]:

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from faucet_core import ConfigError
+from faucet_core.batches import Parts
 from faucet_core.output import BatchFormatter, OutputFormat, format_batch
 
 
@@ -102,6 +103,34 @@ def test_a_batch_from_slices_of_a_chunks_parts_is_the_batch_of_the_chunks_slice(
         apart = formatter.from_parts(parts.slice(offset, length))
         whole = formatter(chunk.slice(offset, length))
         assert _plain(apart) == _plain(whole)
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+def test_pandas_batches_across_chunks_are_the_frames_of_their_rows(dictionary: bool) -> None:
+    """pandas batches are slices of each chunk's DataFrames, made once, joined where a batch
+    spans two chunks: the frames of the batch's rows, numbered from 0. A part with a
+    dictionary column is converted batch by batch: two chunks' categories stay one."""
+
+    def chunk(start: int, words: list[str]) -> pa.Table:
+        names = pa.array(words)
+        return pa.table({
+            "x": pa.array([start + 0.5, None, start + 2.5]),
+            "n": pa.array(range(start, start + 3)),
+            "name": names.dictionary_encode() if dictionary else names,
+            "y": [0, 1, 0],
+        })  # fmt: skip
+
+    first, second = chunk(0, ["a", "b", "a"]), chunk(3, ["c", "c", "d"])
+    formatter = BatchFormatter(["x", "n", "name"], ["y"], "pandas")
+    across = Parts.concat([formatter.parts(first).slice(1), formatter.parts(second).slice(0, 2)])
+    batch = formatter.from_parts(across)
+    rows = pa.concat_tables([first.slice(1), second.slice(0, 2)])
+    wanted = format_batch(rows, ["x", "n", "name"], ["y"], "pandas")
+    pd.testing.assert_frame_equal(batch["features"], wanted["features"])
+    pd.testing.assert_frame_equal(batch["labels"], wanted["labels"])
+    assert batch["features"].index.equals(pd.RangeIndex(4))
+    if dictionary:
+        assert list(batch["features"]["name"].cat.categories) == ["a", "b", "c", "d"]
 
 
 def _plain(value: Any) -> Any:
