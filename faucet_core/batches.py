@@ -8,8 +8,9 @@ hashes with one sort; a batch is then a zero-copy slice of it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
 import numpy as np
 import pyarrow as pa
@@ -20,9 +21,11 @@ from faucet_core.warehouse import SplitName
 
 if TYPE_CHECKING:
     import pandas as pd
+    import polars as pl
 
-    #: One table of a batch's :class:`Parts`: Arrow's, or (pandas batches) a DataFrame.
-    Part: TypeAlias = pa.Table | pd.DataFrame
+    #: One table of a batch's :class:`Parts`: Arrow's, or a DataFrame (pandas and polars
+    #: batches).
+    Part: TypeAlias = pa.Table | pd.DataFrame | pl.DataFrame
 
 __all__ = [
     "Parts",
@@ -187,25 +190,31 @@ class Parts(tuple["Part", ...]):
 
 
 def _slice(part: Part, offset: int, length: int) -> Part:
-    if isinstance(part, pa.Table):
-        return part.slice(offset, length)
+    if not _is_pandas(part):  # Arrow's and polars' slices are views
+        return cast("pa.Table | pl.DataFrame", part).slice(offset, length)
     import pandas as pd
 
-    frame = part.iloc[offset : offset + length]
+    frame = cast("pd.DataFrame", part).iloc[offset : offset + length]
     frame.index = pd.RangeIndex(len(frame))  # its rows numbered from 0, as a batch's are
     return frame
 
 
 def _concat(parts: list[Part]) -> Part:
-    tables = [part for part in parts if isinstance(part, pa.Table)]
-    if len(tables) < len(parts):  # DataFrames (pandas batches), all of them
-        import pandas as pd
-
-        return pd.concat(parts, ignore_index=True)
-    if tables[0].num_columns:
+    first = parts[0]
+    if _is_pandas(first):
+        return sys.modules["pandas"].concat(parts, ignore_index=True)
+    if not isinstance(first, pa.Table):  # polars
+        return sys.modules["polars"].concat(parts, how="vertical")
+    tables = cast("list[pa.Table]", parts)
+    if first.num_columns:
         return pa.concat_tables(tables)
     # Arrow joins tables of no columns (features of none) into a table of no rows.
     return pa.table({"rows": pa.nulls(sum(table.num_rows for table in tables))}).select([])
+
+
+def _is_pandas(part: Part) -> bool:
+    pandas = sys.modules.get("pandas")  # imported, if a part is a DataFrame of its
+    return pandas is not None and isinstance(part, pandas.DataFrame)
 
 
 def slice_batches(chunks: Iterable[Parts], batch_size: int, drop_last: bool) -> Iterator[Parts]:

@@ -54,14 +54,21 @@ def _checked(parts: Parts, output: OutputFormat) -> Parts:
     return parts
 
 
-def _as_frames(parts: Parts) -> Parts:
-    """``parts`` as pandas DataFrames, converted once for a chunk: its batches' are slices
-    of them. Parts with a dictionary column stay Arrow's, converted batch by batch: frames
-    of two chunks would join their categories as objects."""
+def _as_frames(parts: Parts, output: Literal["pandas", "polars"]) -> Parts:
+    """``parts`` as DataFrames of ``output``, made once for a chunk: its batches' are
+    slices of them. Parts stay Arrow's, made into frames batch by batch, where a column is
+    dictionary-encoded (the frames of two chunks would not join their categories as one),
+    and for polars where a part has no column (older polars gives such a frame no rows,
+    and newer calls frames of no column unstable)."""
     tables: list[pa.Table] = list(parts)  # cut from a chunk: Arrow's
     if any(pa.types.is_dictionary(kind) for table in tables for kind in table.schema.types):
         return parts
-    return Parts(table.to_pandas(split_blocks=True) for table in tables)
+    if output == "pandas":
+        return Parts(table.to_pandas(split_blocks=True) for table in tables)
+    if not all(table.num_columns for table in tables):
+        return parts
+    polars = polars_module()
+    return Parts(polars.from_arrow(table, rechunk=False) for table in tables)
 
 
 def polars_module() -> Any:
@@ -170,7 +177,7 @@ class BatchFormatter:
 
     def parts(self, table: pa.Table) -> Parts:
         """``table``'s columns as the tables a batch is made of (features, or each input
-        group's, then labels): for pandas batches, the DataFrames made of them.
+        group's, then labels): for pandas and polars batches, the DataFrames made of them.
 
         Raises:
             KeyError: A feature or label column is not in ``table``.
@@ -192,7 +199,8 @@ class BatchFormatter:
             self._schema = schema
         features, labels = self._positions
         parts = _checked(batch_parts(table, features, labels, self._group_positions), self.output)
-        return _as_frames(parts) if self.output == "pandas" else parts
+        output = self.output
+        return _as_frames(parts, output) if output in ("pandas", "polars") else parts
 
     def from_parts(self, parts: Parts) -> Batch:
         """The batch of ``parts`` (from :meth:`parts`, or slices of them), in the output

@@ -6,6 +6,7 @@ import hashlib
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import given
@@ -84,7 +85,7 @@ def test_parts_are_sliced_alike_and_joined_part_by_part(
     batch_size=st.integers(1, 60),
     drop_last=st.booleans(),
 )
-def test_dataframe_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
+def test_pandas_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
     """A chunk converted to pandas once gives, in each batch, the DataFrame converting the
@@ -97,6 +98,22 @@ def test_dataframe_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
         pd.testing.assert_frame_equal(frame, table.to_pandas())
         assert nothing.shape == (table.num_rows, 0)
         assert nothing.index.equals(pd.RangeIndex(table.num_rows))
+
+
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=12),
+    batch_size=st.integers(1, 60),
+    drop_last=st.booleans(),
+)
+def test_polars_parts_are_sliced_and_joined_as_tables(
+    sizes: list[int], batch_size: int, drop_last: bool
+) -> None:
+    chunks = [Parts((pl.from_arrow(t), pl.from_arrow(t))) for t in _tables(sizes)]
+    batches = list(slice_batches(chunks, batch_size, drop_last))
+    whole = _whole(sizes, batch_size, drop_last)
+    assert [b.num_rows for b in batches] == [b.num_rows for b in whole]
+    for (frame, again), table in zip(batches, whole, strict=True):
+        assert frame.equals(pl.from_arrow(table)) and again.equals(frame)
 
 
 def _chunks(n: int, split: str = "train") -> list[ChunkSpec]:

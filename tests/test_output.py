@@ -106,10 +106,14 @@ def test_a_batch_from_slices_of_a_chunks_parts_is_the_batch_of_the_chunks_slice(
 
 
 @pytest.mark.parametrize("dictionary", [False, True])
-def test_pandas_batches_across_chunks_are_the_frames_of_their_rows(dictionary: bool) -> None:
-    """pandas batches are slices of each chunk's DataFrames, made once, joined where a batch
-    spans two chunks: the frames of the batch's rows, numbered from 0. A part with a
-    dictionary column is converted batch by batch: two chunks' categories stay one."""
+@pytest.mark.parametrize("output", ["pandas", "polars"])
+def test_frame_batches_across_chunks_are_the_frames_of_their_rows(
+    output: OutputFormat, dictionary: bool
+) -> None:
+    """pandas and polars batches are slices of each chunk's DataFrames, made once, joined
+    where a batch spans two chunks: the frames of the batch's rows (pandas': numbered from
+    0). A part with a dictionary column is made into frames batch by batch: two chunks'
+    categories stay one."""
 
     def chunk(start: int, words: list[str]) -> pa.Table:
         names = pa.array(words)
@@ -121,16 +125,29 @@ def test_pandas_batches_across_chunks_are_the_frames_of_their_rows(dictionary: b
         })  # fmt: skip
 
     first, second = chunk(0, ["a", "b", "a"]), chunk(3, ["c", "c", "d"])
-    formatter = BatchFormatter(["x", "n", "name"], ["y"], "pandas")
+    formatter = BatchFormatter(["x", "n", "name"], ["y"], output)
     across = Parts.concat([formatter.parts(first).slice(1), formatter.parts(second).slice(0, 2)])
     batch = formatter.from_parts(across)
     rows = pa.concat_tables([first.slice(1), second.slice(0, 2)])
-    wanted = format_batch(rows, ["x", "n", "name"], ["y"], "pandas")
+    wanted = format_batch(rows, ["x", "n", "name"], ["y"], output)
+    if output == "polars":
+        assert batch["features"].equals(wanted["features"])
+        assert batch["labels"].equals(wanted["labels"])
+        return
     pd.testing.assert_frame_equal(batch["features"], wanted["features"])
     pd.testing.assert_frame_equal(batch["labels"], wanted["labels"])
     assert batch["features"].index.equals(pd.RangeIndex(4))
     if dictionary:
         assert list(batch["features"]["name"].cat.categories) == ["a", "b", "c", "d"]
+
+
+def test_polars_batches_of_features_of_no_columns_keep_their_labels_rows() -> None:
+    chunk = pa.table({"y": [0, 1, 1]})
+    formatter = BatchFormatter([], ["y"], "polars")
+    batch = formatter.from_parts(formatter.parts(chunk).slice(1, 2))
+    assert batch["labels"]["y"].to_list() == [1, 1]
+    wanted = format_batch(chunk.slice(1, 2), [], ["y"], "polars")
+    assert batch["features"].equals(wanted["features"])
 
 
 def _plain(value: Any) -> Any:
