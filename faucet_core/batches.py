@@ -168,8 +168,8 @@ class Parts(tuple["Part", ...]):
     """The same rows as several tables, each of some of their columns: a chunk cut once
     into what a batch hands over apart (its features and its labels), so that each batch
     is a slice of each part rather than a selection from a slice, which builds new schemas
-    for every batch. A part is an Arrow table, or the pandas DataFrame made of one, for
-    pandas batches, converted once per chunk."""
+    for every batch. A part is an Arrow table, or, for pandas and polars batches, the
+    DataFrame made of one once per chunk."""
 
     @property
     def num_rows(self) -> int:

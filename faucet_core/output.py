@@ -198,8 +198,8 @@ class BatchFormatter:
                 }
             self._schema = schema
         features, labels = self._positions
-        parts = _checked(batch_parts(table, features, labels, self._group_positions), self.output)
         output = self.output
+        parts = _checked(batch_parts(table, features, labels, self._group_positions), output)
         return _as_frames(parts, output) if output in ("pandas", "polars") else parts
 
     def from_parts(self, parts: Parts) -> Batch:
