@@ -192,10 +192,8 @@ class Parts(tuple["Part", ...]):
 def _slice(part: Part, offset: int, length: int) -> Part:
     if not _is_pandas(part):  # Arrow's and polars' slices are views
         return cast("pa.Table | pl.DataFrame", part).slice(offset, length)
-    import pandas as pd
-
     frame = cast("pd.DataFrame", part).iloc[offset : offset + length]
-    frame.index = pd.RangeIndex(len(frame))  # its rows numbered from 0, as a batch's are
+    frame.index = sys.modules["pandas"].RangeIndex(len(frame))  # numbered from 0, as a batch
     return frame
 
 

@@ -23,6 +23,13 @@ from faucet_core.batches import (
 )
 from faucet_core.plan import ChunkSpec
 
+#: Chunk sizes, a batch size and ``drop_last``: the streams the slicing tests cut.
+_slicings = given(
+    sizes=st.lists(st.integers(0, 50), max_size=12),
+    batch_size=st.integers(1, 60),
+    drop_last=st.booleans(),
+)
+
 
 def _tables(sizes: list[int]) -> list[pa.Table]:
     start, tables = 0, []
@@ -38,11 +45,7 @@ def _whole(sizes: list[int], batch_size: int, drop_last: bool) -> list[pa.Table]
     return [table for (table,) in slice_batches(chunks, batch_size, drop_last)]
 
 
-@given(
-    sizes=st.lists(st.integers(0, 50), max_size=12),
-    batch_size=st.integers(1, 60),
-    drop_last=st.booleans(),
-)
+@_slicings
 def test_slices_deliver_each_row_once_in_order(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
@@ -57,11 +60,7 @@ def test_slices_deliver_each_row_once_in_order(
         assert batches[-1].num_rows == batch_size
 
 
-@given(
-    sizes=st.lists(st.integers(0, 50), max_size=12),
-    batch_size=st.integers(1, 60),
-    drop_last=st.booleans(),
-)
+@_slicings
 def test_parts_are_sliced_alike_and_joined_part_by_part(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
@@ -80,11 +79,7 @@ def test_parts_are_sliced_alike_and_joined_part_by_part(
         assert again.column("twice").to_pylist() == table.column("id").to_pylist()
 
 
-@given(
-    sizes=st.lists(st.integers(0, 50), max_size=12),
-    batch_size=st.integers(1, 60),
-    drop_last=st.booleans(),
-)
+@_slicings
 def test_pandas_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
@@ -100,11 +95,7 @@ def test_pandas_parts_are_sliced_and_joined_as_tables_numbered_from_zero(
         assert nothing.index.equals(pd.RangeIndex(table.num_rows))
 
 
-@given(
-    sizes=st.lists(st.integers(0, 50), max_size=12),
-    batch_size=st.integers(1, 60),
-    drop_last=st.booleans(),
-)
+@_slicings
 def test_polars_parts_are_sliced_and_joined_as_tables(
     sizes: list[int], batch_size: int, drop_last: bool
 ) -> None:
