@@ -223,7 +223,13 @@ class SqlWarehouse(Warehouse):
         hash (as :data:`~faucet_core.layout.HASH_COLUMN`), and its parameters."""
         sql, params = self.from_sql(source)
         selected = "".join(f"{selected_column(c, schema, self.quote(c))}, " for c in columns)
-        return f"SELECT {selected}{self.hash_sql(key)} AS {layout.HASH_COLUMN} FROM {sql}", params
+        hashed = self.key_hash_sql(source, key)
+        return f"SELECT {selected}{hashed} AS {layout.HASH_COLUMN} FROM {sql}", params
+
+    def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
+        """The hash of ``key`` in ``source``'s rows: :meth:`hash_sql` of it, unless the
+        warehouse's hash depends on the key's types in ``source``."""
+        return self.hash_sql(key)
 
     def stream(self, sql: str, params: Sequence[Any]) -> Iterable[pa.RecordBatch] | None:
         """Run ``sql`` and stream its result as Arrow batches, without holding it all in

@@ -98,6 +98,9 @@ class PostgresWarehouse(ScratchWarehouse):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._opened: list[Any] = []
+        self._server_version: int | None = None
+        #: Per source, its columns read through a cast, whose key hash takes their text.
+        self._hashed_as_text: dict[SourceSpec, frozenset[str]] = {}
 
     # Errors
 
@@ -214,6 +217,30 @@ class PostgresWarehouse(ScratchWarehouse):
     def hash_sql(self, columns: Sequence[str]) -> str:
         return _for_psycopg(self.server.hash_sql(columns))
 
+    def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
+        return _for_psycopg(self._key_hash(source, key))
+
+    def _key_hash(self, source: SourceSpec, key: Sequence[str]) -> str:
+        """The hash of ``key`` in ``source``'s rows, for the reader (no placeholder): each
+        value by its type's hash where the server has :meth:`~ServerDialect.typed_hash_sql`,
+        the columns read through a cast by their text (their types may have no hash);
+        else the row's text."""
+        if not self._hashes_by_type():
+            return self.server.hash_sql(key)
+        if source not in self._hashed_as_text:
+            casts = self.casts(source, f"cannot read {source.describe()}")
+            self._hashed_as_text[source] = frozenset(c for c, cast in casts.items() if cast)
+        return self.server.typed_hash_sql(key, self._hashed_as_text[source])
+
+    def _hashes_by_type(self) -> bool:
+        """Whether the key hash is the dialect's typed one on this server's version."""
+        since = self.server.typed_hash_since
+        if since is None:
+            return False
+        if self._server_version is None:
+            self._server_version = int(self._connection().info.server_version)
+        return self._server_version >= since
+
     def _relation(self, source: SourceSpec, placeholders: bool) -> str:
         """What follows ``FROM`` to read ``source``; ``placeholders``: for psycopg, which
         reads ``%`` as the start of a placeholder."""
@@ -271,9 +298,12 @@ class PostgresWarehouse(ScratchWarehouse):
 
     def source_identity(self, source: SourceSpec) -> str:
         """The server, database and user (whose rights decide the rows it sees), as the
-        connection made them (whatever the form of the settings), without the password."""
+        connection made them (whatever the form of the settings), without the password;
+        and the key hash, so that plans and copies made with the row text's hash (older
+        servers and versions of Faucet) never match those made with the typed one."""
         info = self._connection().info
-        return f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+        identity = f"{info.user}@{info.host}:{info.port}/{info.dbname}"
+        return f"{identity}, typed key hash" if self._hashes_by_type() else identity
 
     def data_version(self, source: SourceSpec) -> str | None:
         """The table's version from the server's metadata (see
@@ -370,7 +400,7 @@ class PostgresWarehouse(ScratchWarehouse):
             selected = "".join(
                 f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns
             )
-            hashed = f"{self.server.hash_sql(plan.key)} AS {layout.HASH_COLUMN}"
+            hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"

@@ -6,6 +6,7 @@ import datetime
 import functools
 import json
 import logging
+import urllib.parse
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from faucet_core.errors import ChunkReadError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
 from faucet_postgres import PostgresConnection, PostgresWarehouse
+from faucet_postgres.dialects import PostgresDialect
 from tests.conftest import ROWS, epoch_ids
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer
 
@@ -467,3 +469,76 @@ def test_the_copy_holds_each_chunks_rows_together(
         ).fetchall()
     assert len(stored) == ROWS
     assert stored == sorted(stored)  # in split and bucket order, as written
+
+
+def test_the_split_does_not_depend_on_the_session_settings(
+    postgres_url: str, make_pg_reader: MakeReader
+) -> None:
+    # The text of a timestamptz depends on the session's time zone, a float's on its
+    # float digits: a hash of the key's text would split these rows differently.
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS stamped AS SELECT i AS id, i % 2 AS label, "
+            "TIMESTAMPTZ '2024-01-01 00:00+00' + i * INTERVAL '37 minutes' AS at, "
+            "i / 7.0::float8 AS x FROM generate_series(0, 999) AS s(i)"
+        )
+    splits = []
+    for options in ("-c TimeZone=UTC", "-c TimeZone=Asia/Tokyo -c extra_float_digits=0"):
+        dsn = f"{postgres_url}?options={urllib.parse.quote(options)}"
+        reader = make_pg_reader(dsn=dsn, table_name="stamped", split_key=["at", "x"],
+                                test_split_percent=30, use_cache=False)  # fmt: skip
+        splits.append(sorted(epoch_ids(reader, eval=True)))
+        reader.close()  # and its copy: the next reader hashes the rows again
+    assert splits[0] == splits[1]
+    assert 200 < len(splits[0]) < 400
+
+
+def test_a_key_of_types_without_a_hash_of_their_own(
+    postgres_url: str, make_pg_reader: MakeReader
+) -> None:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS odd_keys AS SELECT i AS id, i % 2 AS label, "
+            "json_build_object('i', i) AS doc, point(i, -i) AS at, (i * 1.5)::money AS price, "
+            "ARRAY[i, i + 1] AS pair FROM generate_series(0, 999) AS s(i)"
+        )
+    for key in (["doc"], ["at"], ["price"], ["pair"], ["doc", "at", "price", "pair", "id"]):
+        reader = make_pg_reader(table_name="odd_keys", split_key=key, test_split_percent=20,
+                                chunk_size=300)  # fmt: skip
+        train, evaluation = epoch_ids(reader), epoch_ids(reader, eval=True)
+        assert sorted(train + evaluation) == list(range(1000)), key
+        assert 100 < len(evaluation) < 300, key
+
+
+class RowTextDialect(PostgresDialect):
+    """PostgreSQL as a server before version 14 is hashed: by the key's row text."""
+
+    typed_hash_since = None
+
+
+class RowTextHashing(PostgresWarehouse):
+    """The postgres warehouse on a server without the typed key hash."""
+
+    name = "postgres-row-text"
+    server = RowTextDialect()
+
+
+class _RowTextPlugin:
+    @hookimpl
+    def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
+        register(RowTextHashing)
+
+
+def test_before_postgresql_14_the_key_hash_is_the_row_texts(
+    postgres_url: str, make_pg_reader: MakeReader, register: Callable[[object], None]
+) -> None:
+    register(_RowTextPlugin())
+    typed = make_pg_reader(test_split_percent=20)
+    by_text = make_pg_reader(datastore="postgres-row-text", test_split_percent=20)
+    for reader in (typed, by_text):
+        assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
+    assert sorted(epoch_ids(typed, eval=True)) != sorted(epoch_ids(by_text, eval=True))
+    # Plans and copies of one hash are never taken for the other's.
+    source = SourceSpec(table="t")
+    identities = {r.stream.warehouse().source_identity(source) for r in (typed, by_text)}
+    assert len(identities) == 2
