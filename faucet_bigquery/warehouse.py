@@ -27,11 +27,11 @@ from pydantic import BaseModel
 
 from faucet_bigquery.connection import BigQueryConnection
 from faucet_bigquery.sql import TableName, column, is_column, parse_table
-from faucet_bigquery.streams import read_at_once
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.scratch import ScratchWarehouse
+from faucet_core.streams import read_at_once
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     PlanRequest,

@@ -50,6 +50,12 @@ class ServerConnection(BaseModel):
         "`false`: count the source and fill the cache straight from it (a faster first "
         "epoch; a change of its rows before they are read fails the read).",
     )
+    read_streams: int = Field(
+        2,
+        ge=1,
+        description="Connections the cache fill reads a scratch copy with at once, each a "
+        "run of its chunks (a read straight from the source is one).",
+    )
     data_version: bool = Field(
         True,
         description="Give tables a data version from the server's metadata, so a saved "

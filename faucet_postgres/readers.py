@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import pyarrow as pa
 
 from faucet_postgres import types
 
-__all__ = ["AdbcReader", "ArrowReader", "ConnectorxReader"]
+__all__ = ["AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
 
 
 class ArrowReader(Protocol):
@@ -36,8 +36,8 @@ class ArrowReader(Protocol):
     def read(self, sql: str) -> pa.Table:
         """The whole result of ``sql``."""
 
-    def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The result of ``sql`` in batches, without holding it all."""
+    def stream(self, sql: str, batch_rows: int) -> Iterable[pa.RecordBatch]:
+        """The result of ``sql`` in batches, without holding it all (iterated once)."""
 
     def close(self) -> None:
         """Close the connections this reader opened."""
@@ -94,7 +94,7 @@ class AdbcReader:
     def read(self, sql: str) -> pa.Table:
         return types.decoded(self._run(sql))
 
-    def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def stream(self, sql: str, batch_rows: int) -> AdbcStream:
         connection = self._connect(self._conninfo, autocommit=True)
         try:
             cursor = connection.cursor()
@@ -103,17 +103,7 @@ class AdbcReader:
         except BaseException:
             connection.close()
             raise
-        return self._streamed(connection, cursor, batches)
-
-    @staticmethod
-    def _streamed(connection: Any, cursor: Any, batches: Any) -> Iterator[pa.RecordBatch]:
-        try:
-            for batch in batches:
-                yield types.decoded(batch)
-        finally:
-            with contextlib.suppress(Exception):
-                cursor.close()
-            connection.close()
+        return AdbcStream(connection, cursor, batches)
 
     def close(self) -> None:
         with self._lock:
@@ -121,6 +111,30 @@ class AdbcReader:
         for connection in opened:
             with contextlib.suppress(Exception):
                 connection.close()
+
+
+class AdbcStream:
+    """The batches of one streamed query, over a connection of its own, closed when they
+    end; :meth:`cancel` (from another thread) stops the query."""
+
+    def __init__(self, connection: Any, cursor: Any, batches: Any) -> None:
+        self._connection = connection
+        self._cursor = cursor
+        self._batches = batches
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for batch in self._batches:
+                yield types.decoded(batch)
+        finally:
+            with contextlib.suppress(Exception):
+                self._cursor.close()
+            self._connection.close()
+
+    def cancel(self) -> None:
+        """Ask the server to cancel the query: a read waiting for its rows fails."""
+        with contextlib.suppress(Exception):
+            self._cursor.adbc_cancel()
 
 
 class ConnectorxReader:

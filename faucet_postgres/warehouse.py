@@ -19,9 +19,10 @@ scratch table's statements, the reader and the data version.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ from faucet_core.plan import ChunkSpec, Plan
 from faucet_core.preprocessing import StatsSql
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.sql import READ_AS, quote_identifier, selected_column, table_reference
+from faucet_core.streams import read_at_once
 from faucet_core.warehouse import (
     PermanentWarehouseError,
     SourceSpec,
@@ -390,9 +392,10 @@ class PostgresWarehouse(ScratchWarehouse):
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        """The rows (of ``chunks``, or all), streamed from the copy made while planning;
-        where there is none (a plan saved by an earlier run, a user who may not copy),
-        straight from the source with their hash when it needs no bind parameter, else
+        """The rows (of ``chunks``, or all), streamed from the copy made while planning,
+        over ``read_streams`` connections at once (:meth:`_stream_runs`); where there is
+        none (a plan saved by an earlier run, a user who may not copy), straight from the
+        source with their hash over one connection when it needs no bind parameter, else
         from a copy made now."""
         source = plan.request.source
         if self._scans_source(plan):
@@ -409,11 +412,48 @@ class PostgresWarehouse(ScratchWarehouse):
             )
             return direct
         self.materialize(plan)
-        reader: Iterable[pa.RecordBatch] = self._read(
-            "cannot read the scratch table", self.scratch_rows(plan, chunks), stream=True,
-            scratch=plan,
-        )  # fmt: skip
-        return reader
+        what = "cannot read the scratch table"
+        queries = [self.scratch_rows(plan, run) for run in self._stream_runs(plan, chunks)]
+        if len(queries) == 1:
+            reader: Iterable[pa.RecordBatch] = self._read(
+                what, queries[0], stream=True, scratch=plan
+            )
+            return reader
+
+        def read(sql: str, opened: list[Any]) -> Iterator[pa.RecordBatch]:
+            stream = self._read(what, sql, stream=True, scratch=plan)
+            opened.append(stream)
+            yield from stream
+
+        return read_at_once(queries, read)
+
+    def _stream_runs(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None
+    ) -> list[Sequence[ChunkSpec] | None]:
+        """What each stream of a read of the copy reads: ``chunks`` (or all of the plan's)
+        in the copy's order, cut into at most ``read_streams`` runs of about as many rows,
+        each run's adjacent bucket ranges joined into one; ``[chunks]`` for one stream.
+        A run's rows lie together in the copy: each stream reads its own pages."""
+        streams = self.connection.read_streams
+        wanted = (
+            list(chunks) if chunks is not None else [*plan.chunks["train"], *plan.chunks["eval"]]
+        )
+        if streams == 1 or len(wanted) < 2:
+            return [chunks]
+        wanted.sort(key=lambda c: (c.split == "eval", c.lo))
+        total = sum(c.rows for c in wanted)
+        runs: list[list[ChunkSpec]] = [[]]
+        done = 0
+        for chunk in wanted:
+            if runs[-1] and done >= total * len(runs) / streams:
+                runs.append([])
+            last = runs[-1][-1] if runs[-1] else None
+            if last is not None and last.split == chunk.split and last.hi == chunk.lo:
+                runs[-1][-1] = dataclasses.replace(last, hi=chunk.hi, rows=last.rows + chunk.rows)
+            else:
+                runs[-1].append(chunk)
+            done += chunk.rows
+        return list(runs)
 
     def close(self) -> None:
         super().close()

@@ -542,3 +542,23 @@ def test_before_postgresql_14_the_key_hash_is_the_row_texts(
     source = SourceSpec(table="t")
     identities = {r.stream.warehouse().source_identity(source) for r in (typed, by_text)}
     assert len(identities) == 2
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_the_fill_reads_the_copy_over_read_streams_connections(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer, streams: int
+) -> None:
+    mark = postgres_server.log_offset()
+    reader = make_pg_reader(test_split_percent=20, chunk_size=400, read_streams=streams,
+                            seed=streams)  # fmt: skip
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
+    reads = [
+        s for s in postgres_server.statements("postgres", mark)
+        if s.startswith("COPY (SELECT") and "faucet_" in s and "LIMIT 0" not in s
+    ]  # fmt: skip
+    # The pass's first chunk is read by itself; then the fill, one query per stream.
+    first, *fill = reads
+    assert first.count("__faucet_bucket >=") == 1
+    assert len(fill) == streams
+    if streams > 1:  # each a run of adjacent chunks, as one range per split at most
+        assert all(1 <= s.count("__faucet_bucket >=") <= 2 for s in fill)

@@ -1,8 +1,9 @@
-"""Reading the streams of one Storage Read API session at once.
+"""Reading several streams of one result at once.
 
-A read session splits a table's rows into streams; on the real service one stream is the
-bottleneck of a large read, so each stream gets a thread of its own here, and their
-record batches are handed on in the order they arrive (the core orders rows itself).
+Where one stream is the bottleneck of a large read (a BigQuery Storage Read stream, one
+connection's transfer and decoding), a warehouse splits its read into streams, each read
+by a thread of its own here; their record batches are handed on in the order they arrive
+(the core orders rows itself).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def read_at_once(
     names: list[str], read: Callable[[str, list[Any]], Iterator[pa.RecordBatch]]
 ) -> Iterator[pa.RecordBatch]:
     """The batches of every stream of ``names``, each read by ``read(name, opened)`` in a
-    thread of its own (``opened`` collects the streams it opens, to cancel), as they
+    thread of its own (``opened`` collects what it opens, to cancel: each object's
+    ``cancel()``, if it has one, is called from another thread), as they
     arrive. The first error of any stream is raised; when the consumer stops early or an
     error is raised, every stream is cancelled and every thread ends before this returns.
     At most :data:`WAITING` batches wait to be consumed, and one per stream being handed
@@ -47,7 +49,7 @@ def read_at_once(
             arrived.put(_DONE)
 
     threads = [
-        threading.Thread(target=run, args=(name,), name=f"faucet-bq-stream-{i}", daemon=True)
+        threading.Thread(target=run, args=(name,), name=f"faucet-stream-{i}", daemon=True)
         for i, name in enumerate(names)
     ]
     for thread in threads:
