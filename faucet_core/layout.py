@@ -2,9 +2,9 @@
 in what order a chunk's rows come.
 
 A warehouse computes one 64-bit hash of each row's split key, in its own SQL
-(:meth:`~faucet_core.sql.SqlWarehouse.hash_sql`). Everything else is arithmetic on that
-hash, defined here once, both as SQL (for the warehouse to run) and as numpy (for the
-core to check what the warehouse returned):
+(:meth:`~faucet_core.sql.SqlWarehouse.key_hash_sql`, by default its ``hash_sql``).
+Everything else is arithmetic on that hash, defined here once, both as SQL (for the
+warehouse to run) and as numpy (for the core to check what the warehouse returned):
 
 - a row is in **eval** when ``hash mod 10,000`` is below ``test_split_percent * 100``;
 - its **bucket** is ``hash mod 65,537``; a chunk is a run ``lo <= bucket < hi`` of buckets of

@@ -217,6 +217,8 @@ class PostgresWarehouse(ScratchWarehouse):
         return _for_psycopg(quote_identifier(name))
 
     def hash_sql(self, columns: Sequence[str]) -> str:
+        """The hash of the row text of ``columns``, the key hash of servers without the
+        typed one; a source's key hash is :meth:`key_hash_sql`'s, which the core asks."""
         return _for_psycopg(self.server.hash_sql(columns))
 
     def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
