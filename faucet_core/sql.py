@@ -223,8 +223,15 @@ class SqlWarehouse(Warehouse):
         hash (as :data:`~faucet_core.layout.HASH_COLUMN`), and its parameters."""
         sql, params = self.from_sql(source)
         selected = "".join(f"{selected_column(c, schema, self.quote(c))}, " for c in columns)
-        hashed = self.key_hash_sql(source, key)
+        hashed = self.once_per_row(self.key_hash_sql(source, key))
         return f"SELECT {selected}{hashed} AS {layout.HASH_COLUMN} FROM {sql}", params
+
+    def once_per_row(self, expression: str) -> str:
+        """``expression`` as a select-list item that queries over its column compute once
+        per row: by default as it is. A warehouse whose planner puts the expression in
+        place of each use of the column (the split flag, the bucket, the checksum, a chunk's
+        filter) wraps it so that it cannot."""
+        return expression
 
     def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
         """The hash of ``key`` in ``source``'s rows: :meth:`hash_sql` of it, unless the

@@ -44,6 +44,11 @@ class ServerDialect(ABC):
         by its type's own hash function, those of ``as_text`` by their text."""
         raise NotImplementedError(f"{self.title} has no typed key hash")
 
+    def once_per_row(self, expression: str) -> str:
+        """``expression`` as a select-list item computed once per row, whatever uses its
+        column (see :meth:`faucet_core.sql.SqlWarehouse.once_per_row`)."""
+        return expression
+
     @abstractmethod
     def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
         """The statements that make ``table`` (quoted) hold the result of ``rows`` (a query
@@ -78,6 +83,13 @@ class PostgresDialect(ServerDialect):
             f"{quote_identifier(c)}::text" if c in as_text else quote_identifier(c) for c in columns
         )
         return f"hash_record_extended(ROW({row}), 0)"
+
+    def once_per_row(self, expression: str) -> str:
+        # PostgreSQL pulls a subquery up into the query around it, and so computes the key
+        # hash once for each use of its column (the split flag, the bucket, the checksum):
+        # counting a source took 2.5 times as long. A set-returning function in the select
+        # list keeps the subquery whole, and it still runs in parallel workers.
+        return f"unnest(ARRAY[{expression}])"
 
     def scratch_statements(self, table: str, rows: str, attributes: str) -> list[str]:
         return [

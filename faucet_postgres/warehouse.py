@@ -224,6 +224,9 @@ class PostgresWarehouse(ScratchWarehouse):
     def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
         return _for_psycopg(self._key_hash(source, key))
 
+    def once_per_row(self, expression: str) -> str:
+        return self.server.once_per_row(expression)
+
     def _key_hash(self, source: SourceSpec, key: Sequence[str]) -> str:
         """The hash of ``key`` in ``source``'s rows, for the reader (no placeholder): each
         value by its type's hash where the server has :meth:`~ServerDialect.typed_hash_sql`,
@@ -405,7 +408,8 @@ class PostgresWarehouse(ScratchWarehouse):
             selected = "".join(
                 f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns
             )
-            hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
+            hashed = self.once_per_row(self._key_hash(source, plan.key))
+            hashed = f"{hashed} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
