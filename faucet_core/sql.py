@@ -218,19 +218,24 @@ class SqlWarehouse(Warehouse):
         columns: Sequence[str],
         key: Sequence[str],
         schema: pa.Schema | None = None,
+        once: bool = False,
     ) -> tuple[str, Sequence[Any]]:
         """A query of ``columns`` (read as ``schema`` says, :func:`read_as`) and the key
-        hash (as :data:`~faucet_core.layout.HASH_COLUMN`), and its parameters."""
+        hash (as :data:`~faucet_core.layout.HASH_COLUMN`), and its parameters; ``once``:
+        the hash as :meth:`once_per_row` gives it."""
         sql, params = self.from_sql(source)
         selected = "".join(f"{selected_column(c, schema, self.quote(c))}, " for c in columns)
-        hashed = self.once_per_row(self.key_hash_sql(source, key))
+        hashed = self.key_hash_sql(source, key)
+        hashed = self.once_per_row(hashed) if once else hashed
         return f"SELECT {selected}{hashed} AS {layout.HASH_COLUMN} FROM {sql}", params
 
     def once_per_row(self, expression: str) -> str:
-        """``expression`` as a select-list item that queries over its column compute once
+        """``expression`` as a select-list item that a query over its column computes once
         per row: by default as it is. A warehouse whose planner puts the expression in
-        place of each use of the column (the split flag, the bucket, the checksum, a chunk's
-        filter) wraps it so that it cannot."""
+        place of each use of the column wraps it so that it cannot. Counting asks for it,
+        using each row's key hash three times (the split flag, the bucket, the checksum);
+        reads with a filter on the hash do not, where holding each row whole before the
+        filter would cost more."""
         return expression
 
     def key_hash_sql(self, source: SourceSpec, key: Sequence[str]) -> str:
@@ -283,7 +288,7 @@ class SqlWarehouse(Warehouse):
         before = dataclasses.replace(self.costs)
         schema = self.uniform_lists(request, self.columns(request))
         columns = tuple(schema.names)
-        hashed, params = self.hashed_rows(request.source, (), request.key(columns))
+        hashed, params = self.hashed_rows(request.source, (), request.key(columns), once=True)
         try:
             counted = self.query(
                 self.dialect.count_query(hashed, request.split.eval_buckets), params

@@ -86,8 +86,8 @@ class PostgresDialect(ServerDialect):
 
     def once_per_row(self, expression: str) -> str:
         # PostgreSQL pulls a subquery up into the query around it, and so computes the key
-        # hash once for each use of its column (the split flag, the bucket, the checksum):
-        # counting a source took 2.5 times as long. A set-returning function in the select
+        # hash once for each use of its column: counting 2M and 10M rows by a key of 24
+        # columns took 2.2 to 2.5 times as long. A set-returning function in the select
         # list keeps the subquery whole, and it still runs in parallel workers.
         return f"unnest(ARRAY[{expression}])"
 

@@ -408,8 +408,7 @@ class PostgresWarehouse(ScratchWarehouse):
             selected = "".join(
                 f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns
             )
-            hashed = self.once_per_row(self._key_hash(source, plan.key))
-            hashed = f"{hashed} AS {layout.HASH_COLUMN}"
+            hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
