@@ -41,7 +41,7 @@ SPLITS: tuple[SplitName, ...] = ("train", "eval")
 #: Bytes assumed per value of a column whose width varies (strings, lists).
 _VARIABLE_WIDTH_GUESS = 32
 #: The fields of a plan that are mappings, kept as read-only views.
-_MAPPINGS = ("chunks", "stats", "state")
+_MAPPINGS = ("chunks", "stats", "state", "pinned")
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,10 @@ class Plan:
         schema: The Arrow types of ``columns``, when the warehouse said them.
         state: What the warehouse that made the plan needs to read its chunks in any
             process (:attr:`BucketCounts.state`): JSON values, part of the fingerprint.
+        pinned: What keeps the rows counted readable while the warehouse instance that
+            planned them holds it (:attr:`BucketCounts.pinned`): JSON values, not part of
+            the fingerprint; a reader whose warehouse no longer holds it reads the rows as
+            they are, checked against the plan.
     """
 
     datastore: str
@@ -104,6 +108,7 @@ class Plan:
     stats: Mapping[str, Any] = field(default_factory=dict)
     schema: pa.Schema | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
+    pinned: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in _MAPPINGS:  # read-only views: a plan is not changed once made
@@ -212,6 +217,7 @@ class Plan:
             },
             "stats": dict(self.stats),
             "state": dict(self.state),
+            "pinned": dict(self.pinned),
             "schema": (
                 base64.b64encode(self.schema.serialize().to_pybytes()).decode()
                 if self.schema is not None
@@ -262,6 +268,7 @@ class Plan:
                     else None
                 ),
                 state=data.get("state", {}),
+                pinned=data.get("pinned", {}),
             )
         except (KeyError, TypeError, AttributeError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"not a Faucet plan: {exc}") from exc
@@ -348,4 +355,5 @@ def make_plan(
         stats={**stats, **counted.stats},
         schema=counted.schema,
         state=counted.state,
+        pinned=counted.pinned,
     )

@@ -306,7 +306,7 @@ class ScratchWarehouse(SqlWarehouse):
         :meth:`copies_when_planning`, the rows counted are those of the copy, made first
         (under a temporary name that :meth:`planned` replaces with the plan's)."""
         if not self.copies_when_planning():
-            return super().count_buckets(request)
+            return self.count_source(request)
         try:
             return self._count_a_copy(request)
         except PermanentWarehouseError as exc:
@@ -318,8 +318,15 @@ class ScratchWarehouse(SqlWarehouse):
                 "tables where scratch copies go for reads of the rows planned)",
                 request.source.describe(), exc,
             )  # fmt: skip
-            counted = super().count_buckets(request)
+            counted = self.count_source(request)
             return dataclasses.replace(counted, state={**counted.state, _READS_SOURCE: True})
+
+    def count_source(self, request: PlanRequest) -> BucketCounts:
+        """The source's rows counted as they are, without a copy (as
+        :meth:`SqlWarehouse.count_buckets`). A warehouse that can keep the rows counted
+        readable for the reads after (a snapshot it holds) says how in the counts'
+        ``pinned``."""
+        return super().count_buckets(request)
 
     def copies_when_planning(self) -> bool:
         """Whether the copy is made while planning (under a temporary name, renamed after

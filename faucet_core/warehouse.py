@@ -154,6 +154,10 @@ class BucketCounts:
             it put the rows, which warehouse it delegated to), as JSON values: the plan
             keeps it (:attr:`Plan.state <faucet_core.plan.Plan.state>`), and it is part of
             the plan's fingerprint.
+        pinned: What keeps the rows counted readable for a while, for every process that
+            reads the plan meanwhile (a snapshot of the warehouse's), as JSON values: the
+            plan carries it (:attr:`Plan.pinned <faucet_core.plan.Plan.pinned>`), outside
+            its fingerprint, as it differs each time the same rows are counted.
     """
 
     columns: tuple[str, ...]
@@ -161,6 +165,7 @@ class BucketCounts:
     stats: Mapping[str, Any] = field(default_factory=dict)
     schema: pa.Schema | None = None
     state: Mapping[str, Any] = field(default_factory=dict)
+    pinned: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

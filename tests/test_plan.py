@@ -123,6 +123,21 @@ def test_the_warehouses_state_is_part_of_the_fingerprint() -> None:
         Plan.from_json(json.dumps(data))
 
 
+def test_what_pins_the_rows_travels_with_the_plan_outside_its_fingerprint() -> None:
+    counts = _counts((False, 5, 8))
+    plain = make_plan("w", REQUEST, counts, "v1", "")
+    pinned = [
+        make_plan("w", REQUEST, dataclasses.replace(counts, pinned={"snapshot": name}), "v1", "")
+        for name in ("1-A-1", "1-B-1")
+    ]
+    # Counting the same rows twice gives the same plan, to resume and share caches with.
+    assert {p.fingerprint for p in pinned} == {plain.fingerprint}
+    for copy in (Plan.from_json(pinned[0].to_json()), pickle.loads(pickle.dumps(pinned[0]))):
+        assert copy.pinned == {"snapshot": "1-A-1"}
+    with pytest.raises(TypeError):
+        pinned[0].pinned["snapshot"] = "other"  # type: ignore[index]
+
+
 def test_an_altered_or_foreign_plan_is_refused() -> None:
     """An altered plan is refused as altered; text that is not a plan of this format (a
     whole plan of another format, or not a JSON object) is refused naming the format."""
