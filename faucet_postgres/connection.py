@@ -162,6 +162,24 @@ class PostgresConnection(ServerConnection):
         "`host=... dbname=...` words; secrets are best given as `${ENV}`. Without `dsn` "
         "or `host`, libpq's environment (`PGHOST`, `PGSERVICE`, ...) and `.pgpass` apply.",
     )
+    copy_when_planning: bool = Field(
+        False,
+        description="Copy the source while planning, count the copy, and read every chunk "
+        "from it: the rows planned are the rows read, whatever the source does after. "
+        "`false` (the default): count the source, as a snapshot sees it "
+        "(`pin_snapshot`), and fill the cache straight from it, a faster first epoch; a "
+        "copy is made, under that snapshot, at the first read that needs one (`ds`, a "
+        "cache too small for the plan).",
+    )
+    pin_snapshot: bool = Field(
+        True,
+        description="Where planning counts the source without copying it "
+        "(`copy_when_planning: false`, or a user who may not copy), count it in a "
+        "transaction whose snapshot every read of the plan imports, held until the cache "
+        "fill has read every row, a copy is made under it, or the reader closes: the rows "
+        "read are the rows planned. Meanwhile VACUUM keeps the rows it sees. `false`: read "
+        "the source as it is then (a change of its rows fails the read).",
+    )
 
 
 def _parsed(dsn: str) -> dict[str, str]:

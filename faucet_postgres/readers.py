@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from faucet_postgres import types
+from faucet_postgres import snapshots, types
 
 __all__ = ["AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
 
@@ -36,8 +36,11 @@ class ArrowReader(Protocol):
     def read(self, sql: str) -> pa.Table:
         """The whole result of ``sql``."""
 
-    def stream(self, sql: str, batch_rows: int) -> Iterable[pa.RecordBatch]:
-        """The result of ``sql`` in batches, without holding it all (iterated once)."""
+    def stream(
+        self, sql: str, batch_rows: int, snapshot: str | None = None
+    ) -> Iterable[pa.RecordBatch]:
+        """The result of ``sql`` in batches, without holding it all (iterated once);
+        ``snapshot``: in a transaction that imports it (:mod:`faucet_postgres.snapshots`)."""
 
     def close(self) -> None:
         """Close the connections this reader opened."""
@@ -94,10 +97,12 @@ class AdbcReader:
     def read(self, sql: str) -> pa.Table:
         return types.decoded(self._run(sql))
 
-    def stream(self, sql: str, batch_rows: int) -> AdbcStream:
-        connection = self._connect(self._conninfo, autocommit=True)
+    def stream(self, sql: str, batch_rows: int, snapshot: str | None = None) -> AdbcStream:
+        connection = self._connect(self._conninfo, autocommit=snapshot is None)
         try:
             cursor = connection.cursor()
+            for statement in snapshots.importing(snapshot) if snapshot is not None else ():
+                cursor.execute(statement)
             cursor.execute(sql)
             batches = cursor.fetch_record_batch()
         except BaseException:
@@ -157,7 +162,11 @@ class ConnectorxReader:
             table: pa.Table = self._connectorx.read_sql(self._url(), sql, return_type="arrow")
         return table
 
-    def stream(self, sql: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    def stream(
+        self, sql: str, batch_rows: int, snapshot: str | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        if snapshot is not None:
+            raise RuntimeError("Redshift cannot import a snapshot")
         with _panics_as_errors():
             batches = self._connectorx.read_sql(
                 self._url(), sql, return_type="arrow_stream", batch_size=batch_rows

@@ -8,17 +8,21 @@ PostgreSQL, connectorx for Redshift) reads rows straight into Arrow, with no val
 user's in its SQL. Columns of types the reader cannot give as numbers or text are read
 through a cast (:mod:`faucet_postgres.types`).
 
-Planning copies the split source into a scratch table (the core's protocol:
-:mod:`faucet_core.scratch`) and counts the copy, so every read, the cache fill's scan and
-each chunk, serves the rows planned. Without that copy (``copy_when_planning: false``, a
-user who may not make tables, a plan saved by an earlier run) the cache is filled
-straight from the source when it needs no bind parameter, and a copy is made at the first
-read that needs one. The dialect (:mod:`faucet_postgres.dialects`) says the hash, the
-scratch table's statements, the reader and the data version.
+Every read serves the rows planned, one of two ways. With ``copy_when_planning`` (Redshift's
+default), planning copies the split source into a scratch table (the core's protocol:
+:mod:`faucet_core.scratch`) and counts the copy; the cache fill's scan and each chunk read
+it. Without (PostgreSQL's default), planning counts the source as a snapshot sees it, held
+open for the plan's reads (:mod:`faucet_postgres.snapshots`); the cache is filled straight
+from the source when it needs no bind parameter, and a copy is made, under the snapshot, at
+the first read that needs one. A user who may not make tables, and a plan saved by an
+earlier run, read the same way, the rows as they are then. The dialect
+(:mod:`faucet_postgres.dialects`) says the hash, the scratch table's statements, the
+reader and the data version.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -31,17 +35,19 @@ from pydantic import BaseModel
 
 from faucet_core import layout
 from faucet_core.plan import ChunkSpec, Plan
-from faucet_core.preprocessing import StatsSql
+from faucet_core.preprocessing import StatsRequest, StatsSql, TrainStats
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.sql import READ_AS, quote_identifier, selected_column, table_reference
 from faucet_core.streams import read_at_once
 from faucet_core.warehouse import (
+    BucketCounts,
     PermanentWarehouseError,
+    PlanRequest,
     SourceSpec,
     TransientWarehouseError,
     WarehouseError,
 )
-from faucet_postgres import types
+from faucet_postgres import snapshots, types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
 from faucet_postgres.dialects import POSTGRES, ServerDialect
 from faucet_postgres.iam import IamCredentials, TemporaryLogin
@@ -103,6 +109,7 @@ class PostgresWarehouse(ScratchWarehouse):
         self._server_version: int | None = None
         #: Per source, its columns read through a cast, whose key hash takes their text.
         self._hashed_as_text: dict[SourceSpec, frozenset[str]] = {}
+        self._pins = snapshots.SnapshotPins()
 
     # Errors
 
@@ -189,23 +196,106 @@ class PostgresWarehouse(ScratchWarehouse):
         rows = cursor.fetchall()
         return pa.table({name: [row[i] for row in rows] for i, name in enumerate(names)})
 
-    def _read(self, what: str, sql: str, stream: bool = False, scratch: Plan | None = None) -> Any:
+    def _read(
+        self,
+        what: str,
+        sql: str,
+        stream: bool = False,
+        scratch: Plan | None = None,
+        pinned: Plan | None = None,
+    ) -> Any:
         """Rows into Arrow through the reader; ``sql`` holds no user value. ``scratch``: it
-        reads this plan's scratch table, whose absence is worth materializing again."""
-        return self._with_login(lambda _: self._read_once(what, sql, stream, scratch))
+        reads this plan's scratch table, whose absence is worth materializing again.
+        ``pinned``: it streams this plan's rows from the source, as its snapshot saw them
+        while the snapshot lasts."""
+        snapshot = self._snapshot_of(pinned)
+        return self._with_login(lambda _: self._read_once(what, sql, stream, scratch, snapshot))
 
-    def _read_once(self, what: str, sql: str, stream: bool, scratch: Plan | None) -> Any:
+    def _read_once(
+        self, what: str, sql: str, stream: bool, scratch: Plan | None, snapshot: str | None
+    ) -> Any:
         try:
             if stream:
-                return self._reader.stream(sql, _STREAM_BATCH_ROWS)
+                return self._reader.stream(sql, _STREAM_BATCH_ROWS, snapshot)
             return self._reader.read(sql)
         except self._reader.errors as exc:
             message = self._one_line(what, exc)
+            if snapshot is not None and snapshots.is_gone(message):
+                self._pins.gone(snapshot)
+                return self._read_once(what, sql, stream, scratch, None)
             if scratch is not None and "does not exist" in message:
                 raise self.scratch_gone(scratch, message) from None
             if "connect" in message.lower() or "authentication" in message:
                 raise self._connect_error(message) from None
             raise PermanentWarehouseError(message) from None
+
+    # The snapshot planning holds (see faucet_postgres.snapshots)
+
+    def _pins_snapshots(self) -> bool:
+        """Whether planning without a copy pins the rows counted with a snapshot."""
+        connection = self.connection
+        return isinstance(connection, PostgresConnection) and connection.pin_snapshot
+
+    def _snapshot_of(self, plan: Plan | None) -> str | None:
+        """The snapshot ``plan``'s reads import, if it has one still exported."""
+        return self._pins.of(plan) if plan is not None and self._pins_snapshots() else None
+
+    def count_source(self, request: PlanRequest) -> BucketCounts:
+        """The source's rows counted as they are; with ``pin_snapshot``, as a snapshot
+        this instance holds for the plan's reads saw them (the plan's ``pinned``). The
+        transaction that holds it reads nothing: it locks no table."""
+        if not self._pins_snapshots():
+            return super().count_source(request)
+        pin = self._with_login(self._connect)
+        try:
+            name = self._pins.export(pin)
+        except self._psycopg.Error as exc:
+            pin.close()
+            log.warning(
+                "cannot pin the rows of %s with a snapshot (%s): counting them as they are; "
+                "a change of them before they are read fails the read",
+                request.source.describe(), self._one_line("pg_export_snapshot failed", exc),
+            )  # fmt: skip
+            return super().count_source(request)
+        pinned = self._pins.hold(name, pin)
+        try:
+            with self._importing(name):
+                counted = super().count_source(request)
+        except BaseException:
+            self._pins.release(name)
+            raise
+        return dataclasses.replace(counted, pinned=pinned)
+
+    @contextlib.contextmanager
+    def _importing(self, snapshot: str | None) -> Iterator[None]:
+        """This thread's statements in the block in one transaction that sees
+        ``snapshot``, while the server still exports it; else each by itself."""
+        if snapshot is None or not self._began_in(snapshot):
+            yield
+            return
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._connection().execute("ROLLBACK")
+            raise
+        self._execute("cannot commit", "COMMIT")
+
+    def _began_in(self, snapshot: str) -> bool:
+        """Begin a transaction that sees ``snapshot``; ``False`` (and none begun) where the
+        server no longer exports it."""
+        self._execute("cannot begin a transaction", "BEGIN")
+        try:
+            for statement in snapshots.importing(snapshot):
+                self._execute("cannot import the plan's snapshot", statement)
+        except WarehouseError as exc:
+            with contextlib.suppress(Exception):
+                self._connection().execute("ROLLBACK")
+            if not snapshots.is_gone(str(exc)):
+                raise
+            self._pins.gone(snapshot)
+            return False
+        return True
 
     # The dialect
 
@@ -352,11 +442,26 @@ class PostgresWarehouse(ScratchWarehouse):
     def create_scratch(
         self, source: SourceSpec, name: str, rows: str, params: Sequence[Any]
     ) -> None:
+        """Make the copy, as the plan's snapshot saw the rows where :meth:`materialize`
+        makes it for a plan that has one."""
         table = self.scratch_reference(name)
         first, *rest = self.server.scratch_statements(table, rows, self.scratch_attributes())
-        self._execute(f"cannot read {source.describe()}", first, params)
-        for statement in rest:
-            self._execute("cannot prepare the scratch table", statement)
+        with self._importing(getattr(self._local, "snapshot", None)):
+            self._execute(f"cannot read {source.describe()}", first, params)
+            for statement in rest:
+                self._execute("cannot prepare the scratch table", statement)
+
+    def materialize(self, plan: Plan) -> None:
+        """As the core's protocol says; a copy made here for a plan with a snapshot holds
+        the rows it saw, and the snapshot is released once the copy is there."""
+        snapshot = self._snapshot_of(plan)
+        self._local.snapshot = snapshot
+        try:
+            super().materialize(plan)
+        finally:
+            self._local.snapshot = None
+        if snapshot is not None and self.has_copy(plan):
+            self._pins.release(snapshot)
 
     def rename_scratch(self, temporary: str, name: str) -> None:
         self._execute(
@@ -413,8 +518,11 @@ class PostgresWarehouse(ScratchWarehouse):
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
             direct: Iterable[pa.RecordBatch] = self._read(
-                f"cannot read {source.describe()}", sql, stream=True
+                f"cannot read {source.describe()}", sql, stream=True, pinned=plan
             )
+            snapshot = self._snapshot_of(plan)
+            if chunks is None and snapshot is not None:
+                return self._released_after(direct, snapshot)
             return direct
         self.materialize(plan)
         what = "cannot read the scratch table"
@@ -431,6 +539,14 @@ class PostgresWarehouse(ScratchWarehouse):
             yield from stream
 
         return read_at_once(queries, read)
+
+    def _released_after(
+        self, batches: Iterable[pa.RecordBatch], snapshot: str
+    ) -> Iterator[pa.RecordBatch]:
+        """``batches``, every row of a plan; once they are all read (into the cache), the
+        plan's ``snapshot`` is released, if this instance holds it."""
+        yield from batches
+        self._pins.release(snapshot)
 
     def _stream_runs(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None
@@ -460,8 +576,16 @@ class PostgresWarehouse(ScratchWarehouse):
             done += chunk.rows
         return list(runs)
 
+    def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
+        """As :meth:`faucet_core.sql.SqlWarehouse.column_stats` computes them, of the rows
+        the plan's snapshot saw where it has one."""
+        with self._importing(self._snapshot_of(plan)):
+            return super().column_stats(plan, request)
+
     def close(self) -> None:
         super().close()
+        if hasattr(self, "_pins"):
+            self._pins.close()
         if hasattr(self, "_reader"):
             self._reader.close()
         for connection in getattr(self, "_opened", []):

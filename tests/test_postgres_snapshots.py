@@ -1,0 +1,153 @@
+"""Planning without a copy pins the rows counted with an exported snapshot (real server)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from faucet_core import Reader
+from faucet_core.errors import ChunkReadError
+from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
+from tests.conftest import ROWS, epoch_ids
+
+MakeReader = Callable[..., Reader]
+
+
+@pytest.fixture
+def table(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A copy of table ``t`` of this test's own, dropped after it."""
+    name = f"pinned_{request.node.name.removeprefix('test_')[:40]}"
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {name}")
+        db.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
+    yield name
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def make_pinned_reader(table: str, postgres_url: str, make_reader: MakeReader) -> MakeReader:
+    """Readers of ``table`` (closed before it is dropped) that plan without a copy, keyed
+    by every column (a changed value moves its row), with the other tests' defaults."""
+    return functools.partial(
+        make_reader, datastore="postgres", dsn=postgres_url, database=None, table_name=table,
+        copy_when_planning=False, split_key=None, test_split_percent=20,
+    )  # fmt: skip
+
+
+def change_rows(postgres_url: str, table: str, where: str = "TRUE") -> None:
+    """Delete, add and change rows of ``table`` (those ``where`` says)."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DELETE FROM {table} WHERE id < 50 AND {where}")
+        db.execute(f"INSERT INTO {table} SELECT id + {ROWS}, x1, x2, name, label, ds FROM t "
+                   f"WHERE id < 70")  # fmt: skip
+        db.execute(f"UPDATE {table} SET x1 = x1 + 1 WHERE id % 7 = 0 AND {where}")
+
+
+def pins(postgres_url: str) -> int:
+    """The sessions holding a snapshot open: idle in the transaction that exported it."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+            "AND query LIKE '%pg_export_snapshot%' AND datname = current_database()"
+        ).fetchone() or (0,)
+    return int(count)
+
+
+def test_rows_changed_after_planning_are_read_as_planned(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str
+) -> None:
+    reader = make_pinned_reader()
+    assert reader.plan.pinned.get("snapshot")
+    change_rows(postgres_url, table)
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
+
+
+def test_without_the_snapshot_a_change_fails_the_read(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str
+) -> None:
+    reader = make_pinned_reader(pin_snapshot=False)
+    assert not reader.plan.pinned
+    change_rows(postgres_url, table)
+    with pytest.raises(ChunkReadError, match="the source changed after planning"):
+        epoch_ids(reader)
+
+
+def test_the_snapshot_locks_no_table(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str
+) -> None:
+    make_pinned_reader()
+    with psycopg.connect(postgres_url) as db:  # a transaction, rolled back
+        db.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE NOWAIT")
+
+
+def test_dataloader_workers_read_the_rows_planned(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str
+) -> None:
+    reader = make_pinned_reader(columns=["id", "x2", "label"], split_key="id",
+                                test_split_percent=0)  # fmt: skip
+    change_rows(postgres_url, table)
+    batches = list(FaucetDataLoader(FaucetIterableDataset(reader), num_workers=2))
+    ids = [int(i) for features, _ in batches for i in features[:, 0]]
+    assert sorted(ids) == list(range(ROWS))
+
+
+def test_the_snapshot_is_released_once_the_fill_has_read_every_row(
+    make_pinned_reader: MakeReader, postgres_url: str
+) -> None:
+    before = pins(postgres_url)
+    reader = make_pinned_reader()
+    assert pins(postgres_url) == before + 1
+    train = epoch_ids(reader)  # the fill reads every row, eval's too
+    assert pins(postgres_url) == before
+    assert sorted(train + epoch_ids(reader, eval=True)) == list(range(ROWS))
+
+
+def test_a_copy_made_at_the_first_read_holds_the_rows_planned(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str
+) -> None:
+    before = pins(postgres_url)
+    # ds needs a bind parameter: the copy is made at the first read, under the snapshot.
+    reader = make_pinned_reader(ds="2024-01-02")
+    change_rows(postgres_url, table)
+    expected = [i for i in range(ROWS) if i % 3 == 1]
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == expected
+    assert pins(postgres_url) == before  # the copy holds the rows now
+
+
+def test_a_reader_closed_before_the_reads_leaves_them_the_rows_as_they_are(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    planner = make_pinned_reader(use_cache=False)
+    planner.close()  # releases the snapshot
+    with contextlib.closing(Reader(planner.config, plan=planner.plan)) as unchanged:
+        with caplog.at_level(logging.WARNING):
+            read = epoch_ids(unchanged) + epoch_ids(unchanged, eval=True)
+        assert sorted(read) == list(range(ROWS))
+    assert "is gone" in caplog.text
+    change_rows(postgres_url, table)
+    changed = Reader(planner.config, plan=planner.plan)
+    with contextlib.closing(changed), pytest.raises(ChunkReadError, match="source changed"):
+        epoch_ids(changed)
+
+
+def test_a_pinned_value_that_is_not_a_snapshot_is_never_run(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    planner = make_pinned_reader()
+    forged = dataclasses.replace(planner.plan, pinned={"snapshot": f"1-1'; DROP TABLE {table}; --"})
+    with contextlib.closing(Reader(planner.config, plan=forged)) as reader:
+        with caplog.at_level(logging.WARNING):
+            read = epoch_ids(reader) + epoch_ids(reader, eval=True)
+        assert sorted(read) == list(range(ROWS))
+    assert "is not a snapshot's name" in caplog.text
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (ROWS,)
