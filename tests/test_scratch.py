@@ -53,6 +53,7 @@ def plan(postgres_url: str, make_reader: MakeReader) -> Plan:
         database=None,
         use_cache=False,
         test_split_percent=17,
+        copy_when_planning=True,
     )
     reader.close()
     return reader.plan
@@ -60,11 +61,12 @@ def plan(postgres_url: str, make_reader: MakeReader) -> Plan:
 
 @pytest.fixture
 def warehouses(postgres_url: str) -> Iterator[Callable[..., Recording]]:
-    """Recording warehouses of the test server (closed at teardown)."""
+    """Recording warehouses of the test server, copying while planning (closed at
+    teardown)."""
     made: list[Recording] = []
 
     def build(cls: type[Recording] = Recording) -> Recording:
-        warehouse = cls(PostgresConnection(dsn=postgres_url))
+        warehouse = cls(PostgresConnection(dsn=postgres_url, copy_when_planning=True))
         made.append(warehouse)
         return warehouse
 
@@ -171,7 +173,7 @@ def test_planning_the_same_data_again_counts_its_copy_and_copies_nothing(
 ) -> None:
     reader = make_reader(
         datastore="postgres", dsn=postgres_url, database=None, use_cache=False,
-        test_split_percent=11,
+        test_split_percent=11, copy_when_planning=True,
     )  # fmt: skip
     assert reader.plan.state  # the copy made while planning is named by what decides its rows
     again = warehouses()  # another process or host, with another chunk size
