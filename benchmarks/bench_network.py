@@ -17,13 +17,14 @@ figures, in this order:
   partitioned on ``id`` over ``--partitions`` connections, and ADBC's one stream;
   Snowflake: the connector's ``fetch_arrow_all()``; BigQuery: ``list_rows(...).to_arrow()``
   through the Storage Read API (the client library's streams, read in parallel);
-- Faucet with default settings and an empty cache: epoch 1 (planning, its scratch copy,
-  one read that fills the cache while batches are served) and epoch 2 (the cache);
+- Faucet with default settings and an empty cache: epoch 1 (planning: on BigQuery and
+  Snowflake a scratch copy and its count, on PostgreSQL a count under a snapshot; then one
+  read that fills the cache while batches are served) and epoch 2 (the cache);
 - Faucet's epoch 1 again with ``--far-rtt`` milliseconds of round trip, and with none
   added, the same rate, each with an empty cache, ``--repeat`` times each, taking turns
   (the goal is the median of the ratios of each turn). On BigQuery and Snowflake they find the
   scratch copy of the first run (it outlives its reader, for other hosts), so planning
-  only counts it; a PostgreSQL reader drops its copy when it closes, so each copies.
+  only counts it; on PostgreSQL each counts the table.
 
 It prints each contender's figures, then the goals: Faucet's epoch 1 against the best bulk
 read (rows/s), its first batch against the bulk read's whole time, peak memory against the
@@ -567,7 +568,7 @@ def _report(
     after = epoch1["rows"] / (epoch1["seconds"] - planning)
     floor = best["seconds"] / (planning + best["seconds"])
     print(
-        f"best bulk read: {best_name}. Faucet's planning (its scratch copy and count) took "
+        f"best bulk read: {best_name}. Faucet's planning took "
         f"{planning:.2f} s; after it, epoch 1 ran at {after / _rate(best):.2f}x the bulk "
         f"read's rows/s. Floor of epoch 1 (planning, then one read at the bulk read's "
         f"speed): {floor:.2f}x the bulk read"

