@@ -53,8 +53,9 @@ class ServerConnection(BaseModel):
     read_streams: int = Field(
         2,
         ge=1,
-        description="Connections the cache fill reads a scratch copy with at once, each a "
-        "run of its chunks (a read straight from the source is one).",
+        description="Connections the cache fill reads with at once: each a run of a "
+        "scratch copy's chunks, or, reading a table straight (PostgreSQL 14 and later), a "
+        "range of its blocks (a query is read over one).",
     )
     data_version: bool = Field(
         True,

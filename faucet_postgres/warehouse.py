@@ -331,12 +331,16 @@ class PostgresWarehouse(ScratchWarehouse):
 
     def _hashes_by_type(self) -> bool:
         """Whether the key hash is the dialect's typed one on this server's version."""
-        since = self.server.typed_hash_since
-        if since is None:
+        return self._server_since(self.server.typed_hash_since)
+
+    def _server_since(self, version: int | None) -> bool:
+        """Whether the server's version (``server_version_num``) is ``version`` or later;
+        no for ``None``."""
+        if version is None:
             return False
         if self._server_version is None:
             self._server_version = int(self._connection().info.server_version)
-        return self._server_version >= since
+        return self._server_version >= version
 
     def _relation(self, source: SourceSpec, placeholders: bool) -> str:
         """What follows ``FROM`` to read ``source``; ``placeholders``: for psycopg, which
@@ -515,30 +519,59 @@ class PostgresWarehouse(ScratchWarehouse):
             )
             hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
+            what = f"cannot read {source.describe()}"
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
-            direct: Iterable[pa.RecordBatch] = self._read(
-                f"cannot read {source.describe()}", sql, stream=True, pinned=plan
-            )
+                return self._streams(what, [sql], pinned=plan)
+            parts = [f"{sql} WHERE {part}" for part in self._block_ranges(source)] or [sql]
+            rows = self._streams(what, parts, pinned=plan)
             snapshot = self._snapshot_of(plan)
-            if chunks is None and snapshot is not None:
-                return self._released_after(direct, snapshot)
-            return direct
+            return rows if snapshot is None else self._released_after(rows, snapshot)
         self.materialize(plan)
-        what = "cannot read the scratch table"
         queries = [self.scratch_rows(plan, run) for run in self._stream_runs(plan, chunks)]
+        return self._streams("cannot read the scratch table", queries, scratch=plan)
+
+    def _streams(
+        self,
+        what: str,
+        queries: list[str],
+        scratch: Plan | None = None,
+        pinned: Plan | None = None,
+    ) -> Iterable[pa.RecordBatch]:
+        """The rows of ``queries``, each streamed over a connection of its own, all at once
+        (as :meth:`_read` reads them)."""
         if len(queries) == 1:
-            reader: Iterable[pa.RecordBatch] = self._read(
-                what, queries[0], stream=True, scratch=plan
+            one: Iterable[pa.RecordBatch] = self._read(
+                what, queries[0], stream=True, scratch=scratch, pinned=pinned
             )
-            return reader
+            return one
 
         def read(sql: str, opened: list[Any]) -> Iterator[pa.RecordBatch]:
-            stream = self._read(what, sql, stream=True, scratch=plan)
+            stream = self._read(what, sql, stream=True, scratch=scratch, pinned=pinned)
             opened.append(stream)
             yield from stream
 
         return read_at_once(queries, read)
+
+    def _block_ranges(self, source: SourceSpec) -> list[str]:
+        """Conditions that cut a table's rows into ``read_streams`` parts, by ranges of the
+        blocks they lie in, read at the cost of their own pages; none where the rows are
+        read in one (one stream, a query or a view, a server that would scan the whole
+        table for each, a table of fewer blocks than streams)."""
+        streams = self.connection.read_streams
+        if streams == 1 or source.table is None:
+            return []
+        if not self._server_since(self.server.block_ranges_since):
+            return []
+        table = table_reference(source.table, "[database.][schema.]table")
+        found = self._fetch(
+            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::BIGINT",
+            [table],
+        )  # a view's, or a partitioned table's own, is 0
+        blocks = int(found[0][0]) if found and found[0][0] is not None else 0
+        if blocks < streams:
+            return []
+        return self.server.block_ranges([blocks * i // streams for i in range(1, streams)])
 
     def _released_after(
         self, batches: Iterable[pa.RecordBatch], snapshot: str

@@ -15,6 +15,7 @@ from faucet_core import Reader
 from faucet_core.errors import ChunkReadError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from tests.conftest import ROWS, epoch_ids
+from tests.pgserver import PostgresServer
 
 MakeReader = Callable[..., Reader]
 
@@ -151,3 +152,21 @@ def test_a_pinned_value_that_is_not_a_snapshot_is_never_run(
     assert "is not a snapshot's name" in caplog.text
     with psycopg.connect(postgres_url, autocommit=True) as db:
         assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (ROWS,)
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_the_fill_reads_a_table_over_read_streams_connections(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str,
+    postgres_server: PostgresServer, streams: int,
+) -> None:  # fmt: skip
+    mark = postgres_server.log_offset()
+    reader = make_pinned_reader(read_streams=streams, seed=streams)
+    change_rows(postgres_url, table)  # each connection imports the snapshot
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
+    fill = [
+        s for s in postgres_server.statements("postgres", mark)
+        if s.startswith("COPY (SELECT") and "LIMIT 0" not in s and "__faucet_bucket" not in s
+    ]  # fmt: skip
+    # One read of the whole table, or one per range of its blocks.
+    assert len(fill) == streams
+    assert sum("ctid" in s for s in fill) == (streams if streams > 1 else 0)
