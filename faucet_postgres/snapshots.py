@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 #: The key of a plan's ``pinned`` that holds the snapshot's name.
 _KEY = "snapshot"
-#: A snapshot's name as ``pg_export_snapshot`` gives it (``00000003-0000001B-1``; before
-#: PostgreSQL 13, ``000003A1-1``): nothing else is put in SQL.
+#: A snapshot's name as ``pg_export_snapshot`` gives it, numbers joined by hyphens
+#: (``00000003-0000001B-1``): nothing else is put in SQL.
 _NAME = re.compile(r"[0-9A-F]+(-[0-9A-F]+)+")
 #: The server's refusal of a snapshot no longer exported.
 _GONE = re.compile(r'snapshot "[^"]*" does not exist')
