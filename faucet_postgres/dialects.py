@@ -73,7 +73,8 @@ class ServerDialect(ABC):
 class PostgresDialect(ServerDialect):
     """PostgreSQL: ``hash_record_extended`` of the key's row (from PostgreSQL 14; before,
     ``hashtextextended`` of its text); an ``UNLOGGED`` scratch table written in (split,
-    bucket) order, with a B-tree index on them; the ADBC driver's binary ``COPY`` reads."""
+    bucket) order, with a B-tree index on them; the ADBC driver's binary ``COPY`` reads,
+    of a table by ``ctid`` ranges (from PostgreSQL 14)."""
 
     title = "PostgreSQL"
     version = staticmethod(versions.postgres_version)

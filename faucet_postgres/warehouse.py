@@ -506,11 +506,12 @@ class PostgresWarehouse(ScratchWarehouse):
     def scan(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
     ) -> Iterable[pa.RecordBatch] | None:
-        """The rows (of ``chunks``, or all), streamed from the copy made while planning,
-        over ``read_streams`` connections at once (:meth:`_stream_runs`); where there is
-        none (a plan saved by an earlier run, a user who may not copy), straight from the
-        source with their hash over one connection when it needs no bind parameter, else
-        from a copy made now."""
+        """The rows (of ``chunks``, or all), streamed over ``read_streams`` connections at
+        once: from the copy, where one was made (:meth:`_stream_runs`); else straight from
+        the source with their hash, where that needs no bind parameter, as the plan's
+        snapshot saw them while it lasts (a table's blocks cut into ranges:
+        :meth:`_block_ranges`; a few chunks, a query, over one connection); else from a
+        copy made now."""
         source = plan.request.source
         if self._scans_source(plan):
             relation = self._relation(source, placeholders=False)
