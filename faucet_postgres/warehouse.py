@@ -202,13 +202,12 @@ class PostgresWarehouse(ScratchWarehouse):
         sql: str,
         stream: bool = False,
         scratch: Plan | None = None,
-        pinned: Plan | None = None,
+        snapshot: str | None = None,
     ) -> Any:
         """Rows into Arrow through the reader; ``sql`` holds no user value. ``scratch``: it
         reads this plan's scratch table, whose absence is worth materializing again.
-        ``pinned``: it streams this plan's rows from the source, as its snapshot saw them
+        ``snapshot``: it streams rows of the source as that snapshot of a plan saw them,
         while the snapshot lasts."""
-        snapshot = self._snapshot_of(pinned)
         return self._with_login(lambda _: self._read_once(what, sql, stream, scratch, snapshot))
 
     def _read_once(
@@ -521,12 +520,12 @@ class PostgresWarehouse(ScratchWarehouse):
             hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
             sql = f"SELECT {selected}{hashed} FROM {relation}"
             what = f"cannot read {source.describe()}"
+            snapshot = self._snapshot_of(plan)
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
-                return self._streams(what, [sql], pinned=plan)
+                return self._streams(what, [sql], snapshot=snapshot)
             parts = [f"{sql} WHERE {part}" for part in self._block_ranges(source)] or [sql]
-            rows = self._streams(what, parts, pinned=plan)
-            snapshot = self._snapshot_of(plan)
+            rows = self._streams(what, parts, snapshot=snapshot)
             return rows if snapshot is None else self._released_after(rows, snapshot)
         self.materialize(plan)
         queries = [self.scratch_rows(plan, run) for run in self._stream_runs(plan, chunks)]
@@ -537,18 +536,18 @@ class PostgresWarehouse(ScratchWarehouse):
         what: str,
         queries: list[str],
         scratch: Plan | None = None,
-        pinned: Plan | None = None,
+        snapshot: str | None = None,
     ) -> Iterable[pa.RecordBatch]:
         """The rows of ``queries``, each streamed over a connection of its own, all at once
         (as :meth:`_read` reads them)."""
         if len(queries) == 1:
             one: Iterable[pa.RecordBatch] = self._read(
-                what, queries[0], stream=True, scratch=scratch, pinned=pinned
+                what, queries[0], stream=True, scratch=scratch, snapshot=snapshot
             )
             return one
 
         def read(sql: str, opened: list[Any]) -> Iterator[pa.RecordBatch]:
-            stream = self._read(what, sql, stream=True, scratch=scratch, pinned=pinned)
+            stream = self._read(what, sql, stream=True, scratch=scratch, snapshot=snapshot)
             opened.append(stream)
             yield from stream
 
