@@ -4,7 +4,9 @@ for Redshift.
 ADBC wraps libpq, so it connects every way ``psql`` does (URLs, ``key=value`` strings, Unix
 sockets, ``PG*`` environment variables, ``.pgpass``, service files, ``sslmode``), reads
 with binary ``COPY`` and reads every type (:mod:`faucet_postgres.types`). Its connection
-costs a catalog query, so each thread keeps one. The ADBC driver no longer speaks to
+costs four catalog queries, and each statement a round trip more than psycopg's, so each
+thread keeps one, and connections the next reads need are opened ahead of them, in the
+background (:meth:`AdbcReader.open_ahead`). The ADBC driver no longer speaks to
 Redshift, which has no binary ``COPY``: Redshift is read by connectorx's cursor mode.
 
 Errors are the drivers' own; the warehouse classifies them.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -22,6 +26,10 @@ import pyarrow as pa
 from faucet_postgres import snapshots, types
 
 __all__ = ["AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
+
+#: Seconds a connection no read will take is waited for while it is being opened, to close
+#: it: a snapshot's are closed as it is released, before the release is said done.
+_OPENING_WAIT = 10.0
 
 
 class ArrowReader(Protocol):
@@ -42,13 +50,106 @@ class ArrowReader(Protocol):
         """The result of ``sql`` in batches, without holding it all (iterated once);
         ``snapshot``: in a transaction that imports it (:mod:`faucet_postgres.snapshots`)."""
 
+    def open_ahead(self, count: int, snapshot: str | None = None) -> None:
+        """Begin to open ``count`` connections for the next reads to take, in the
+        background: for any read (``snapshot`` ``None``), or for streams that import
+        ``snapshot``, each already in a transaction that imports it."""
+
+    def drop_ahead(self, snapshot: str) -> None:
+        """Close the connections opened ahead for ``snapshot`` that no stream took."""
+
     def close(self) -> None:
         """Close the connections this reader opened."""
 
 
+class _Connections:
+    """A reader's connections, by what they are ready for: ``None``, any read (put back
+    after it for the next); a snapshot's name, one stream in a transaction that imports
+    it (closed with the stream). They are opened in background threads ahead of need, or
+    by a read that finds none."""
+
+    def __init__(self, open_: Callable[[str | None], Any]) -> None:
+        self._open = open_
+        self._lock = threading.Lock()
+        self._ready: dict[str | None, list[Future[Any]]] = {}
+        self._closed = False
+
+    def open_ahead(self, count: int, snapshot: str | None) -> None:
+        """Open connections for ``snapshot`` in the background until ``count`` are ready
+        or being opened."""
+        with self._lock:
+            if self._closed:
+                return
+            ready = self._ready.setdefault(snapshot, [])
+            opening: list[Future[Any]] = [Future() for _ in range(count - len(ready))]
+            ready.extend(opening)
+        for future in opening:
+            threading.Thread(
+                target=self._open_into, args=(snapshot, future), name="faucet-connect", daemon=True
+            ).start()
+
+    def _open_into(self, snapshot: str | None, future: Future[Any]) -> None:
+        try:
+            connection = self._open(snapshot)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(connection)
+
+    def take(self, snapshot: str | None) -> Any:
+        """A connection ready for ``snapshot``: one opened ahead (waiting for it while it is
+        being opened), else a new one. One that failed to open ahead is opened again here,
+        where its error is raised."""
+        with self._lock:
+            ready = self._ready.get(snapshot)
+            future = ready.pop(0) if ready else None
+        if future is not None:
+            with contextlib.suppress(Exception):
+                return future.result()
+        return self._open(snapshot)
+
+    def put_back(self, connection: Any) -> None:
+        """Keep ``connection``, after a read, for the next one (closed if this is closed)."""
+        future: Future[Any] = Future()
+        future.set_result(connection)
+        with self._lock:
+            if not self._closed:
+                self._ready.setdefault(None, []).append(future)
+                return
+        _close(future)
+
+    def drop(self, snapshot: str | None) -> None:
+        """Close the connections ready for ``snapshot`` (those being opened, once open)."""
+        with self._lock:
+            ready = self._ready.pop(snapshot, [])
+        for future in ready:
+            _close(future)
+
+    def close(self) -> None:
+        """Close every connection not taken, and those put back from now on."""
+        with self._lock:
+            self._closed = True
+            snapshots = list(self._ready)
+        for snapshot in snapshots:
+            self.drop(snapshot)
+
+
+def _close(future: Future[Any]) -> None:
+    """Close the connection ``future`` opened, if it opened one: once it is open, waiting
+    for that up to :data:`_OPENING_WAIT` seconds."""
+    try:
+        failed = future.exception(timeout=_OPENING_WAIT)
+    except futures.TimeoutError:  # a server that does not answer: closed when it does
+        future.add_done_callback(_close)
+        return
+    if failed is None:
+        with contextlib.suppress(Exception):
+            future.result().close()
+
+
 class AdbcReader:
-    """Reads PostgreSQL through the ADBC driver: one connection per thread for reads, one
-    of its own for each stream (closed with the stream)."""
+    """Reads PostgreSQL through the ADBC driver: a connection (kept for the next) for each
+    read at a time, one of its own for each stream (closed with the stream)."""
 
     def __init__(self, conninfo: str) -> None:
         import adbc_driver_manager
@@ -58,38 +159,38 @@ class AdbcReader:
         # libpq takes an empty URL as "everything from the environment"; ADBC needs a URI.
         self._conninfo = conninfo or "postgresql://"
         self.errors: tuple[type[BaseException], ...] = (adbc_driver_manager.Error,)
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._opened: list[Any] = []
+        self._connections = _Connections(self._open)
 
-    def _connection(self) -> Any:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._connect(self._conninfo, autocommit=True)
-            self._local.connection = connection
-            with self._lock:
-                self._opened.append(connection)
+    def _open(self, snapshot: str | None) -> Any:
+        """A new connection; for ``snapshot``, in a transaction that imports it."""
+        connection = self._connect(self._conninfo, autocommit=snapshot is None)
+        try:
+            with connection.cursor() as cursor:
+                for statement in snapshots.importing(snapshot) if snapshot is not None else ():
+                    cursor.execute(statement)
+        except BaseException:
+            connection.close()
+            raise
         return connection
 
+    def open_ahead(self, count: int, snapshot: str | None = None) -> None:
+        self._connections.open_ahead(count, snapshot)
+
+    def drop_ahead(self, snapshot: str) -> None:
+        self._connections.drop(snapshot)
+
     def _run(self, sql: str) -> pa.Table:
+        connection = self._connections.take(None)
         try:
-            with self._connection().cursor() as cursor:
+            with connection.cursor() as cursor:
                 cursor.execute(sql)
                 table: pa.Table = cursor.fetch_arrow_table()
-            return table
-        except self.errors:
-            self._forget()  # the connection may be broken: the next read opens another
-            raise
-
-    def _forget(self) -> None:
-        connection = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if connection is not None:
-            with self._lock:
-                if connection in self._opened:
-                    self._opened.remove(connection)
+        except BaseException:
             with contextlib.suppress(Exception):
-                connection.close()
+                connection.close()  # it may be broken: the next read opens another
+            raise
+        self._connections.put_back(connection)
+        return table
 
     def describe(self, sql: str) -> pa.Schema:
         return self._run(sql).schema
@@ -98,11 +199,9 @@ class AdbcReader:
         return types.decoded(self._run(sql))
 
     def stream(self, sql: str, batch_rows: int, snapshot: str | None = None) -> AdbcStream:
-        connection = self._connect(self._conninfo, autocommit=snapshot is None)
+        connection = self._connections.take(snapshot)
         try:
             cursor = connection.cursor()
-            for statement in snapshots.importing(snapshot) if snapshot is not None else ():
-                cursor.execute(statement)
             cursor.execute(sql)
             batches = cursor.fetch_record_batch()
         except BaseException:
@@ -111,11 +210,7 @@ class AdbcReader:
         return AdbcStream(connection, cursor, batches)
 
     def close(self) -> None:
-        with self._lock:
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            with contextlib.suppress(Exception):
-                connection.close()
+        self._connections.close()
 
 
 class AdbcStream:
@@ -172,6 +267,12 @@ class ConnectorxReader:
                 self._url(), sql, return_type="arrow_stream", batch_size=batch_rows
             )
         return self._streamed(batches)
+
+    def open_ahead(self, count: int, snapshot: str | None = None) -> None:
+        """Nothing to open: connectorx connects per query."""
+
+    def drop_ahead(self, snapshot: str) -> None:
+        """Nothing opened ahead."""
 
     @staticmethod
     def _streamed(batches: Any) -> Iterator[pa.RecordBatch]:

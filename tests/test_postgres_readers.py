@@ -1,0 +1,152 @@
+"""The ADBC reader's connections: kept for the next read, opened ahead of need in the
+background, and those opened for a snapshot closed with it (real server)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from faucet_postgres import snapshots
+from faucet_postgres.readers import AdbcReader
+from tests.conftest import ROWS
+
+#: Seconds a session the client closed may take to leave ``pg_stat_activity``.
+SETTLE = 10.0
+#: The rows of each test's table.
+TABLE_ROWS = 10
+
+
+@pytest.fixture
+def reader(postgres_url: str) -> Iterator[AdbcReader]:
+    """A reader of the test server, closed after the test."""
+    reader = AdbcReader(postgres_url)
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def opened_by(reader: AdbcReader) -> list[str]:
+    """The names of the threads that opened ``reader``'s connections, in order (the
+    driver's own connect, watched)."""
+    names: list[str] = []
+    connect = reader._connect
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        names.append(threading.current_thread().name)
+        return connect(*args, **kwargs)
+
+    reader._connect = watched
+    return names
+
+
+@pytest.fixture
+def table(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A table of this test's own, of :data:`TABLE_ROWS` rows, dropped after it."""
+    name = f"readers_{abs(hash(request.node.nodeid)):x}"
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {name}")
+        db.execute(f"CREATE TABLE {name} AS SELECT i AS id FROM generate_series(1, {TABLE_ROWS}) i")
+    yield name
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def exported(postgres_url: str, table: str) -> Iterator[str]:
+    """The name of a snapshot of ``table`` a session holds (as planning does) while the
+    test runs."""
+    with psycopg.connect(postgres_url, autocommit=True) as pin:
+        yield snapshots.SnapshotPins.export(pin)
+
+
+def importing_sessions(postgres_url: str, snapshot: str, expected: int) -> int:
+    """The sessions idle in a transaction that imported ``snapshot``, once they are
+    ``expected`` or :data:`SETTLE` seconds have passed (connections open in the
+    background, and sessions closed by the client leave the server's view soon after)."""
+    deadline = time.monotonic() + SETTLE
+    while True:
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND query = %s",
+                [snapshots.importing(snapshot)[-1]],
+            ).fetchone() or (0,)
+        if count == expected or time.monotonic() > deadline:
+            return int(count)
+
+
+def count_rows(stream: Any) -> int:
+    """The single count a streamed ``SELECT count(*)`` gives."""
+    (counted,) = [row for batch in stream for row in batch.column(0).to_pylist()]
+    return int(counted)
+
+
+def test_a_read_takes_the_connection_the_one_before_it_kept(
+    reader: AdbcReader, opened_by: list[str]
+) -> None:
+    assert reader.read("SELECT 1 AS one").column("one").to_pylist() == [1]
+    assert reader.describe("SELECT 2 AS two LIMIT 0").names == ["two"]
+    assert len(opened_by) == 1
+
+
+def test_streams_take_the_connections_opened_ahead_for_their_snapshot(
+    reader: AdbcReader, opened_by: list[str], exported: str, table: str, postgres_url: str
+) -> None:
+    reader.open_ahead(2, exported)
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(f"INSERT INTO {table} SELECT 0")  # after the export: not seen
+    counted = [count_rows(reader.stream(f"SELECT count(*) FROM {table}", 1024, exported))]
+    counted += [count_rows(reader.stream(f"SELECT count(*) FROM {table}", 1024, exported))]
+    counted += [count_rows(reader.stream(f"SELECT count(*) FROM {table}", 1024, None))]
+    assert counted == [TABLE_ROWS, TABLE_ROWS, TABLE_ROWS + 1]
+    # The two streams took the two connections opened ahead; the third opened its own.
+    assert opened_by == ["faucet-connect", "faucet-connect", "MainThread"]
+
+
+def test_a_read_takes_a_connection_opened_ahead(reader: AdbcReader, opened_by: list[str]) -> None:
+    reader.open_ahead(1)
+    reader.open_ahead(1)  # one is being opened already: no other
+    assert reader.read("SELECT 1 AS one").num_rows == 1
+    assert opened_by == ["faucet-connect"]
+
+
+def test_connections_opened_ahead_for_a_snapshot_gone_fail_the_stream_as_gone(
+    reader: AdbcReader, opened_by: list[str]
+) -> None:
+    gone = "0000FFFF-0000FFFF-1"
+    reader.open_ahead(1, gone)
+    with pytest.raises(reader.errors) as raised:
+        reader.stream("SELECT 1", 1024, gone)
+    assert snapshots.is_gone(str(raised.value))
+    assert opened_by == ["faucet-connect", "MainThread"]  # opened again to say why
+
+
+def test_dropping_a_snapshot_closes_the_connections_opened_ahead_for_it(
+    reader: AdbcReader, exported: str, postgres_url: str
+) -> None:
+    reader.open_ahead(3, exported)
+    reader.drop_ahead(exported)  # waits for those still being opened
+    assert importing_sessions(postgres_url, exported, 0) == 0
+    assert count_rows(reader.stream("SELECT count(*) FROM t", 1024, exported)) == ROWS
+    assert importing_sessions(postgres_url, exported, 0) == 0  # closed with the stream
+
+
+def test_closing_the_reader_closes_the_connections_no_read_took(
+    reader: AdbcReader, exported: str, postgres_url: str
+) -> None:
+    reader.open_ahead(2, exported)
+    assert importing_sessions(postgres_url, exported, 2) == 2
+    reader.close()
+    assert importing_sessions(postgres_url, exported, 0) == 0
+
+
+def test_a_connection_a_read_broke_is_not_kept(reader: AdbcReader, opened_by: list[str]) -> None:
+    with pytest.raises(reader.errors):
+        reader.read("SELECT no_such_column FROM t")
+    assert reader.read("SELECT 1 AS one").num_rows == 1
+    assert len(opened_by) == 2
