@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pyarrow as pa
 from pydantic import BaseModel
 
 from faucet_core.preprocessing import StatsSql
@@ -61,10 +62,13 @@ class RedshiftWarehouse(PostgresWarehouse):
         iam = self.connection.iam
         return IamCredentials(iam, self.connection.database()) if iam is not None else None
 
-    def casts(self, source: SourceSpec, what: str) -> dict[str, str | None]:
+    def _described(
+        self, source: SourceSpec, what: str
+    ) -> tuple[dict[str, str | None], pa.Schema | None]:
         """Each column of ``source`` and the expression it is read through: as it is
         where connectorx reads its type, else its text (:data:`TEXT_OF`). The types come
-        from psycopg's description of a ``LIMIT 0`` query and ``pg_type``."""
+        from psycopg's description of a ``LIMIT 0`` query and ``pg_type``; the types
+        connectorx reads, from a read."""
         relation = self._relation(source, placeholders=True)
         description = self._execute(what, f"SELECT * FROM {relation} LIMIT 0").description
         oids = sorted({column.type_code for column in description})
@@ -77,4 +81,4 @@ class RedshiftWarehouse(PostgresWarehouse):
             casts[column.name] = (
                 None if kind in _READABLE else TEXT_OF.get(kind, "CAST({c} AS VARCHAR)")
             )
-        return casts
+        return casts, None

@@ -60,8 +60,11 @@ class SnapshotPins:
     def export(connection: Any) -> str:
         """Begin a read-only transaction on ``connection`` (a psycopg connection in
         autocommit mode) and export its snapshot; its name."""
-        connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        return str(connection.execute("SELECT pg_export_snapshot()").fetchone()[0])
+        cursor = connection.execute(  # in one round trip: psycopg sends it as it is
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT pg_export_snapshot()"
+        )
+        cursor.nextset()
+        return str(cursor.fetchone()[0])
 
     def hold(self, name: str, connection: Any) -> dict[str, str]:
         """Keep ``connection``'s transaction open, exporting ``name``, until

@@ -28,7 +28,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decoded", "read_as"]
+__all__ = ["decoded", "decoded_schema", "read_as"]
 
 _TYPE = b"POSTGRESQL:type"
 _TYPMOD = b"POSTGRESQL:typmod"
@@ -83,22 +83,31 @@ def read_as(field: pa.Field) -> str | None:
 def decoded(data: Data) -> Data:
     """``data`` as the driver returned it, with ``numeric`` as decimals (or floats) and
     no extension type or driver metadata left."""
-    columns, fields = [], []
+    columns = []
+    schema = decoded_schema(data.schema)
     for index, field in enumerate(data.schema):
         column = data.column(index)
-        kind = field.type
         if _is_numeric(field):
-            kind = _numeric_type(field)
-            column = pc.cast(_storage(column), kind)
-        elif isinstance(kind, pa.BaseExtensionType):
-            kind = kind.storage_type
+            column = pc.cast(_storage(column), schema.field(index).type)
+        elif isinstance(field.type, pa.BaseExtensionType):
             column = _storage(column)
         columns.append(column)
-        fields.append(pa.field(field.name, kind, field.nullable))
-    schema = pa.schema(fields)
     if isinstance(data, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(columns, schema=schema)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def decoded_schema(schema: pa.Schema) -> pa.Schema:
+    """The schema of :func:`decoded` data whose driver's schema is ``schema``."""
+    fields = []
+    for field in schema:
+        kind = field.type
+        if _is_numeric(field):
+            kind = _numeric_type(field)
+        elif isinstance(kind, pa.BaseExtensionType):
+            kind = kind.storage_type
+        fields.append(pa.field(field.name, kind, field.nullable))
+    return pa.schema(fields)
 
 
 def _storage(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:

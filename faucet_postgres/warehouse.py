@@ -109,6 +109,8 @@ class PostgresWarehouse(ScratchWarehouse):
         self._server_version: int | None = None
         #: Per source, its columns read through a cast, whose key hash takes their text.
         self._hashed_as_text: dict[SourceSpec, frozenset[str]] = {}
+        #: Per table and snapshot held, its :meth:`_block_ranges` when it was taken.
+        self._block_ranges_of: dict[tuple[SourceSpec, str], list[str]] = {}
         self._pins = snapshots.SnapshotPins()
 
     # Errors
@@ -243,6 +245,7 @@ class PostgresWarehouse(ScratchWarehouse):
         """The source's rows counted as they are; with ``pin_snapshot``, as a snapshot
         this instance holds for the plan's reads saw them (the plan's ``pinned``). The
         transaction that holds it reads nothing: it locks no table."""
+        self._reader.open_ahead(1)  # to describe the source: connected meanwhile
         if not self._pins_snapshots():
             return super().count_source(request)
         pin = self._with_login(self._connect)
@@ -257,13 +260,25 @@ class PostgresWarehouse(ScratchWarehouse):
             )  # fmt: skip
             return super().count_source(request)
         pinned = self._pins.hold(name, pin)
+        # While it counts: the fill's streams, and a first chunk read by itself.
+        self._reader.open_ahead(self.connection.read_streams + 1, name)
         try:
             with self._importing(name):
                 counted = super().count_source(request)
+                self._block_ranges(request.source, name)  # for the fill's streams to start at once
         except BaseException:
-            self._pins.release(name)
+            self._release(name)
             raise
         return dataclasses.replace(counted, pinned=pinned)
+
+    def _release(self, snapshot: str) -> None:
+        """Release ``snapshot`` if this instance holds it, and close the connections
+        opened ahead to import it."""
+        self._reader.drop_ahead(snapshot)
+        self._pins.release(snapshot)
+        with self._lock:
+            for held in [k for k in self._block_ranges_of if k[1] == snapshot]:
+                del self._block_ranges_of[held]
 
     @contextlib.contextmanager
     def _importing(self, snapshot: str | None) -> Iterator[None]:
@@ -283,10 +298,11 @@ class PostgresWarehouse(ScratchWarehouse):
     def _began_in(self, snapshot: str) -> bool:
         """Begin a transaction that sees ``snapshot``; ``False`` (and none begun) where the
         server no longer exports it."""
-        self._execute("cannot begin a transaction", "BEGIN")
-        try:
-            for statement in snapshots.importing(snapshot):
-                self._execute("cannot import the plan's snapshot", statement)
+        try:  # in one round trip: psycopg sends statements without parameters as they are
+            self._execute(
+                "cannot import the plan's snapshot",
+                "; ".join(["BEGIN", *snapshots.importing(snapshot)]),
+            )
         except WarehouseError as exc:
             with contextlib.suppress(Exception):
                 self._connection().execute("ROLLBACK")
@@ -366,35 +382,46 @@ class PostgresWarehouse(ScratchWarehouse):
         self._connection()  # a refused login fails here, in one line, before any read
         relation = self._relation(source, placeholders=False)
         what = f"cannot read {source.describe()}"
-        casts = self.casts(source, what)
+        casts, as_read = self._described(source, what)
+        self._hashed_as_text[source] = frozenset(c for c, cast in casts.items() if cast)
         wanted = [n for n in casts if source.columns is None or n in source.columns]
-        selected = ", ".join(
-            f"{cast.format(c=quote_identifier(name))} AS {quote_identifier(name)}"
-            if (cast := casts[name])
-            else quote_identifier(name)
-            for name in wanted
-        )
-        read = self._read(what, f"SELECT {selected or 'NULL'} FROM {relation} LIMIT 0").schema
+        if as_read is None or any(casts[name] for name in wanted):
+            selected = ", ".join(
+                f"{cast.format(c=quote_identifier(name))} AS {quote_identifier(name)}"
+                if (cast := casts[name])
+                else quote_identifier(name)
+                for name in wanted
+            )
+            sql = f"SELECT {selected or 'NULL'} FROM {relation} LIMIT 0"
+            as_read = self._read(what, sql).schema
         fields = []
         for name, cast in casts.items():
             if name not in wanted:
                 fields.append(pa.field(name, pa.null()))
             elif cast:
-                fields.append(read.field(name).with_metadata({READ_AS: cast.encode()}))
+                fields.append(as_read.field(name).with_metadata({READ_AS: cast.encode()}))
             else:
-                fields.append(read.field(name))
+                fields.append(as_read.field(name))
         return pa.schema(fields)
 
     def casts(self, source: SourceSpec, what: str) -> dict[str, str | None]:
         """Each column of ``source`` and the expression it is read through (``None``: as
-        it is), from the ADBC driver's description of a ``LIMIT 0`` query
-        (:func:`faucet_postgres.types.read_as`)."""
+        it is)."""
+        return self._described(source, what)[0]
+
+    def _described(
+        self, source: SourceSpec, what: str
+    ) -> tuple[dict[str, str | None], pa.Schema | None]:
+        """:meth:`casts`, from the ADBC driver's description of a ``LIMIT 0`` query
+        (:func:`faucet_postgres.types.read_as`); and the columns' types as they are read
+        without a cast, which that description gives."""
         relation = self._relation(source, placeholders=False)
         try:
             described = self._reader.describe(f"SELECT * FROM {relation} LIMIT 0")
         except self._reader.errors as exc:
             raise PermanentWarehouseError(self._one_line(what, exc)) from None
-        return {field.name: types.read_as(field) for field in described}
+        casts = {field.name: types.read_as(field) for field in described}
+        return casts, types.decoded_schema(described)
 
     def source_identity(self, source: SourceSpec) -> str:
         """The server, database and user (whose rights decide the rows it sees), as the
@@ -464,7 +491,7 @@ class PostgresWarehouse(ScratchWarehouse):
         finally:
             self._local.snapshot = None
         if snapshot is not None and self.has_copy(plan):
-            self._pins.release(snapshot)
+            self._release(snapshot)
 
     def rename_scratch(self, temporary: str, name: str) -> None:
         self._execute(
@@ -524,7 +551,8 @@ class PostgresWarehouse(ScratchWarehouse):
             if chunks is not None:
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
                 return self._streams(what, [sql], snapshot=snapshot)
-            parts = [f"{sql} WHERE {part}" for part in self._block_ranges(source)] or [sql]
+            ranges = self._block_ranges(source, snapshot)
+            parts = [f"{sql} WHERE {part}" for part in ranges] or [sql]
             rows = self._streams(what, parts, snapshot=snapshot)
             return rows if snapshot is None else self._released_after(rows, snapshot)
         self.materialize(plan)
@@ -553,25 +581,32 @@ class PostgresWarehouse(ScratchWarehouse):
 
         return read_at_once(queries, read)
 
-    def _block_ranges(self, source: SourceSpec) -> list[str]:
+    def _block_ranges(self, source: SourceSpec, snapshot: str | None) -> list[str]:
         """Conditions that cut a table's rows into ``read_streams`` parts, by ranges of the
         blocks they lie in, read at the cost of their own pages; none where the rows are
         read in one (one stream, a query or a view, a server that would scan the whole
-        table for each, a table of fewer blocks than streams)."""
+        table for each, a table of fewer blocks than streams). For a plan's ``snapshot``,
+        those found when it was taken: every row it sees lies in them."""
         streams = self.connection.read_streams
         if streams == 1 or source.table is None:
             return []
         if not self._server_since(self.server.block_ranges_since):
             return []
+        found = self._block_ranges_of.get((source, snapshot)) if snapshot is not None else None
+        if found is not None:
+            return found
         table = table_reference(source.table, "[database.][schema.]table")
-        found = self._fetch(
+        size = self._fetch(
             "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::BIGINT",
             [table],
         )  # a view's, or a partitioned table's own, is 0
-        blocks = int(found[0][0]) if found and found[0][0] is not None else 0
-        if blocks < streams:
-            return []
-        return self.server.block_ranges([blocks * i // streams for i in range(1, streams)])
+        blocks = int(size[0][0]) if size and size[0][0] is not None else 0
+        cuts = [blocks * i // streams for i in range(1, streams)]
+        ranges = self.server.block_ranges(cuts) if blocks >= streams else []
+        if snapshot is not None:
+            with self._lock:
+                self._block_ranges_of[(source, snapshot)] = ranges
+        return ranges
 
     def _released_after(
         self, batches: Iterable[pa.RecordBatch], snapshot: str
@@ -579,7 +614,7 @@ class PostgresWarehouse(ScratchWarehouse):
         """``batches``, every row of a plan; once they are all read (into the cache), the
         plan's ``snapshot`` is released, if this instance holds it."""
         yield from batches
-        self._pins.release(snapshot)
+        self._release(snapshot)
 
     def _stream_runs(
         self, plan: Plan, chunks: Sequence[ChunkSpec] | None

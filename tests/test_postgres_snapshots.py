@@ -6,8 +6,11 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import adbc_driver_postgresql.dbapi
 import psycopg
 import pytest
 
@@ -171,3 +174,21 @@ def test_the_fill_reads_a_table_over_read_streams_connections(
     # read by itself too, filtered on its buckets).
     assert len(fill) == streams
     assert sum("ctid" in s for s in fill) == (streams if streams > 1 else 0)
+
+
+def test_the_reads_take_connections_opened_while_planning(
+    make_pinned_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened_by: list[str] = []
+    connect = adbc_driver_postgresql.dbapi.connect
+
+    def watched(*args: Any, **kwargs: Any) -> Any:  # the driver's own connect, watched
+        opened_by.append(threading.current_thread().name)
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(adbc_driver_postgresql.dbapi, "connect", watched)
+    reader = make_pinned_reader(read_streams=2)
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
+    # One to describe the source, one per stream and one for a first chunk read by
+    # itself: all opened in the background, while the reader planned.
+    assert opened_by == ["faucet-connect"] * 4
