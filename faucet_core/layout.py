@@ -143,10 +143,14 @@ class Dialect:
             (``MOD({a}, {n})``; SQLite: ``({a} % {n})``).
         unsigned_hashes: The warehouse's key hashes are never negative (an unsigned
             type), so one remainder folds them.
+        checksum_terms_as: The SQL type a checksum's terms are cast to before they are
+            summed, where the hash's own type sums slowly (PostgreSQL sums ``bigint`` as
+            ``numeric``, an ``int`` as ``bigint``); ``None``: as they are.
     """
 
     mod: str = "MOD({a}, {n})"
     unsigned_hashes: bool = False
+    checksum_terms_as: str | None = None
 
     def fold(self, expression: str, modulus: int) -> str:
         """``expression`` floor-modulo ``modulus``: never negative, for signed hashes too."""
@@ -174,6 +178,8 @@ class Dialect:
         non-empty bucket.
         """
         checksum = self.fold(HASH_COLUMN, CHECKSUM_MODULUS)
+        if self.checksum_terms_as is not None:  # each term is below 2^31
+            checksum = f"CAST({checksum} AS {self.checksum_terms_as})"
         # Without an eval split the flag is a constant, which not every SQL groups by.
         groups = "1, 2" if eval_bucket_count > 0 else "2"
         return (

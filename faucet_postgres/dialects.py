@@ -98,9 +98,12 @@ class PostgresDialect(ServerDialect):
     def once_per_row(self, expression: str) -> str:
         # PostgreSQL pulls a subquery up into the query around it, and so computes the key
         # hash once for each use of its column: counting 2M and 10M rows by a key of 24
-        # columns took 2.2 to 2.5 times as long. A set-returning function in the select
-        # list keeps the subquery whole, and it still runs in parallel workers.
-        return f"unnest(ARRAY[{expression}])"
+        # columns took 2.2 to 2.5 times as long. It keeps whole a subquery with a volatile
+        # function in its select list (which would otherwise run more than once); this one
+        # is never null, costs a clock read, and may run in parallel workers. At 10M rows
+        # keyed by one column it counted in 3.2 s against 4.2 and 4.3 s with a set-returning
+        # function, which also keeps the subquery whole (`unnest(ARRAY[...])`).
+        return f"CASE WHEN clock_timestamp() IS NULL THEN NULL ELSE {expression} END"
 
     def block_ranges(self, bounds: Sequence[int]) -> list[str]:
         tids = [f"'({int(bound)},0)'::tid" for bound in bounds]

@@ -84,6 +84,9 @@ class PostgresWarehouse(ScratchWarehouse):
     connection: ServerConnection
     #: The SQL that differs between the servers of the family.
     server: ClassVar[ServerDialect] = POSTGRES
+    # Counting 10M rows took 4.1 and 4.3 s summing the checksum's terms as int, against
+    # 4.9 and 5.2 s as the hash's bigint (summed as numeric, whose state spilled to disk).
+    dialect: ClassVar[layout.Dialect] = layout.Dialect(checksum_terms_as="INTEGER")
     stats_sql: ClassVar[StatsSql | None] = StatsSql(
         float="NULLIF(CAST({c} AS DOUBLE PRECISION), 'NaN')",  # NaN = NaN, in PostgreSQL
         median="PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY {c})",
