@@ -4,10 +4,11 @@ for Redshift.
 ADBC wraps libpq, so it connects every way ``psql`` does (URLs, ``key=value`` strings, Unix
 sockets, ``PG*`` environment variables, ``.pgpass``, service files, ``sslmode``), reads
 with binary ``COPY`` and reads every type (:mod:`faucet_postgres.types`). Its connection
-costs four catalog queries, and each statement a round trip more than psycopg's, so each
-thread keeps one, and connections the next reads need are opened ahead of them, in the
-background (:meth:`AdbcReader.open_ahead`). The ADBC driver no longer speaks to
-Redshift, which has no binary ``COPY``: Redshift is read by connectorx's cursor mode.
+costs four catalog queries, and each statement round trips more than psycopg's, so a
+read takes the connection a read before it kept, and the connections the next reads need
+are opened ahead of them, in the background (:meth:`AdbcReader.open_ahead`). The ADBC
+driver no longer speaks to Redshift, which has no binary ``COPY``: Redshift is read by
+connectorx's cursor mode.
 
 Errors are the drivers' own; the warehouse classifies them.
 """
@@ -129,9 +130,9 @@ class _Connections:
         """Close every connection not taken, and those put back from now on."""
         with self._lock:
             self._closed = True
-            snapshots = list(self._ready)
-        for snapshot in snapshots:
-            self.drop(snapshot)
+            kinds = list(self._ready)
+        for kind in kinds:
+            self.drop(kind)
 
 
 def _close(future: Future[Any]) -> None:
