@@ -63,6 +63,9 @@ _CANNOT_COPY = ("permission denied", "read-only transaction")
 _REFUSED_LOGIN = "authentication failed"
 #: Rows per batch of a streamed read.
 _STREAM_BATCH_ROWS = 65_536
+#: Seconds after planning that the connections opened ahead for the plan's reads are kept
+#: for them (a pass's first chunk waits for the fill up to about 5 s before it is read).
+UNTAKEN_FOR = 30.0
 #: Words of a driver's error that say retrying will not help (credentials, names, SSL
 #: settings the server cannot meet, a service file without the service).
 _PERMANENT_CONNECT_ERRORS = (
@@ -273,6 +276,17 @@ class PostgresWarehouse(ScratchWarehouse):
             self._release(name)
             raise
         return dataclasses.replace(counted, pinned=pinned)
+
+    def planned(self, plan: Plan) -> None:
+        super().planned(plan)
+        snapshot = self._snapshot_of(plan)
+        if snapshot is not None:
+            # The reads of the process that planned start at once; where none comes (the
+            # plan is read in DataLoader workers), the connections opened ahead for them
+            # would wait, in a transaction, until the snapshot is released.
+            closing = threading.Timer(UNTAKEN_FOR, self._reader.drop_ahead, [snapshot])
+            closing.daemon = True
+            closing.start()
 
     def _release(self, snapshot: str) -> None:
         """Release ``snapshot`` if this instance holds it, and close the connections

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,28 @@ class PostgresServer:
             if statement.strip():
                 found.append(statement)
         return found
+
+
+#: Seconds a session the client closed, or one opening in the background, may take to show
+#: in ``pg_stat_activity`` as it is.
+SETTLE = 10.0
+
+
+def importing_sessions(url: str, snapshot: str, expected: int) -> int:
+    """The sessions of the server at ``url`` idle in a transaction that imported
+    ``snapshot``, once they are ``expected`` or :data:`SETTLE` seconds have passed."""
+    import psycopg
+
+    deadline = time.monotonic() + SETTLE
+    while True:
+        with psycopg.connect(url, autocommit=True) as db:
+            (count,) = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND query = %s",
+                [f"SET TRANSACTION SNAPSHOT '{snapshot}'"],
+            ).fetchone() or (0,)
+        if count == expected or time.monotonic() > deadline:
+            return int(count)
 
 
 @contextlib.contextmanager

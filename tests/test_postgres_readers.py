@@ -4,7 +4,6 @@ background, and those opened for a snapshot closed with it (real server)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +13,8 @@ import pytest
 from faucet_postgres import snapshots
 from faucet_postgres.readers import AdbcReader
 from tests.conftest import ROWS
+from tests.pgserver import importing_sessions
 
-#: Seconds a session the client closed may take to leave ``pg_stat_activity``.
-SETTLE = 10.0
 #: The rows of each test's table.
 TABLE_ROWS = 10
 
@@ -62,22 +60,6 @@ def exported(postgres_url: str, table: str) -> Iterator[str]:
     test runs."""
     with psycopg.connect(postgres_url, autocommit=True) as pin:
         yield snapshots.SnapshotPins.export(pin)
-
-
-def importing_sessions(postgres_url: str, snapshot: str, expected: int) -> int:
-    """The sessions idle in a transaction that imported ``snapshot``, once they are
-    ``expected`` or :data:`SETTLE` seconds have passed (connections open in the
-    background, and sessions closed by the client leave the server's view soon after)."""
-    deadline = time.monotonic() + SETTLE
-    while True:
-        with psycopg.connect(postgres_url, autocommit=True) as db:
-            (count,) = db.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
-                "AND query = %s",
-                [snapshots.importing(snapshot)[-1]],
-            ).fetchone() or (0,)
-        if count == expected or time.monotonic() > deadline:
-            return int(count)
 
 
 def count_rows(stream: Any) -> int:

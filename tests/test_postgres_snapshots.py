@@ -14,11 +14,12 @@ import adbc_driver_postgresql.dbapi
 import psycopg
 import pytest
 
+import faucet_postgres.warehouse
 from faucet_core import Reader
 from faucet_core.errors import ChunkReadError
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from tests.conftest import ROWS, epoch_ids
-from tests.pgserver import PostgresServer
+from tests.pgserver import PostgresServer, importing_sessions
 
 MakeReader = Callable[..., Reader]
 
@@ -189,6 +190,20 @@ def test_the_reads_take_connections_opened_while_planning(
     monkeypatch.setattr(adbc_driver_postgresql.dbapi, "connect", watched)
     reader = make_pinned_reader(read_streams=2)
     assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
-    # One to describe the source, one per stream and one for a first chunk read by
-    # itself: all opened in the background, while the reader planned.
-    assert opened_by == ["faucet-connect"] * 4
+    # One to describe the source, one per stream of the fill and one for a first chunk
+    # read by itself: all opened in the background, while the reader planned. (A chunk
+    # of the eval pass read by itself while the fill runs opens one of its own.)
+    assert opened_by[:4] == ["faucet-connect"] * 4
+    assert not [name for name in opened_by if name.startswith(("faucet-stream", "faucet-fill"))]
+
+
+def test_connections_opened_for_reads_that_never_come_are_closed_soon_after_planning(
+    make_pinned_reader: MakeReader, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faucet_postgres.warehouse, "UNTAKEN_FOR", 0.1)
+    before = pins(postgres_url)
+    reader = make_pinned_reader()  # its reads would come in DataLoader workers
+    snapshot = reader.plan.pinned["snapshot"]
+    assert importing_sessions(postgres_url, snapshot, 0) == 0
+    assert pins(postgres_url) == before + 1  # the snapshot is still held for them
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
