@@ -530,6 +530,30 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.url
 
 
+@pytest.fixture
+def own_pg_table(
+    postgres_url: str, request: pytest.FixtureRequest
+) -> Iterator[Callable[[str], str]]:
+    """Make a table of this test's own on the PostgreSQL server from a query (``CREATE
+    TABLE ... AS <query>``); its name. The tables are dropped after the test."""
+    import psycopg
+
+    made: list[str] = []
+
+    def make(query: str) -> str:
+        name = f"own_{abs(hash(request.node.nodeid)):x}_{len(made)}"
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+            db.execute(f"CREATE TABLE {name} AS {query}")
+        made.append(name)
+        return name
+
+    yield make
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        for name in made:
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 @pytest.fixture(scope="session")
 def redshift_url(postgres_server: PostgresServer) -> str:
     """A ``redshift://`` URL of database ``redshift_standin``: table ``t``, and Redshift's

@@ -4,7 +4,7 @@ background, and those opened for a snapshot closed with it (real server)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -43,15 +43,9 @@ def opened_by(reader: AdbcReader) -> list[str]:
 
 
 @pytest.fixture
-def table(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+def table(own_pg_table: Callable[[str], str]) -> str:
     """A table of this test's own, of :data:`TABLE_ROWS` rows, dropped after it."""
-    name = f"readers_{abs(hash(request.node.nodeid)):x}"
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute(f"DROP TABLE IF EXISTS {name}")
-        db.execute(f"CREATE TABLE {name} AS SELECT i AS id FROM generate_series(1, {TABLE_ROWS}) i")
-    yield name
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute(f"DROP TABLE IF EXISTS {name}")
+    return own_pg_table(f"SELECT i AS id FROM generate_series(1, {TABLE_ROWS}) i")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import dataclasses
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import adbc_driver_postgresql.dbapi
@@ -25,15 +25,9 @@ MakeReader = Callable[..., Reader]
 
 
 @pytest.fixture
-def table(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+def table(own_pg_table: Callable[[str], str]) -> str:
     """A copy of table ``t`` of this test's own, dropped after it."""
-    name = f"pinned_{abs(hash(request.node.nodeid)):x}"
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute(f"DROP TABLE IF EXISTS {name}")
-        db.execute(f"CREATE TABLE {name} AS SELECT * FROM t")
-    yield name
-    with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute(f"DROP TABLE IF EXISTS {name}")
+    return own_pg_table("SELECT * FROM t")
 
 
 @pytest.fixture
