@@ -34,7 +34,9 @@ the link carried during the cached epoch. Where the stand-in or the link caps a 
 of the table at the best bulk read's speed; for memory, a process that loads Faucet's
 libraries and streams the whole table through the client library, dropping each batch
 (the least a read of the table holds there: the whole result, where the stand-in sends it
-at once).
+at once). On PostgreSQL it also prints the CPU time the client's process and the server's
+processes used for the best bulk read and for Faucet's epoch 1: here they share the
+machine's cores, where a real server has its own.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from link import (
     TcpLink,
     byte_counter,
 )
-from processes import compile_project, run_apart
+from processes import compile_project, run_apart, tree_cpu
 
 FEATURES = [f"x{i}" for i in range(1, 23)]
 
@@ -80,18 +82,29 @@ def _batched(table: Any, batch_size: int) -> int:
     )
 
 
+def _read(table: Any, batch_size: int, started: float, cpu: float) -> dict[str, Any]:
+    """A bulk read's figures: ``table`` cut into batches, the seconds and the process's CPU
+    time since ``started`` and ``cpu``."""
+    rows = _batched(table, batch_size)
+    return {
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+        "cpu": time.process_time() - cpu,
+    }
+
+
 def faucet_epochs(
     settings: dict[str, Any], epochs: int, counter: Synchronized[int]
 ) -> dict[str, Any]:
     """``epochs`` epochs of a reader with an empty cache: per epoch, rows, seconds (epoch 1
-    from opening the reader) and the first batch; the planning time; the bytes the link
-    carried during each epoch. An epoch after the first starts once the cache holds every
-    chunk (``reader.prepare()``, untimed): the fill may still be reading when epoch 1 ends,
-    when that epoch's first chunks were read by themselves."""
+    from opening the reader), the first batch and the process's CPU time; the planning
+    time; the bytes the link carried during each epoch. An epoch after the first starts
+    once the cache holds every chunk (``reader.prepare()``, untimed): the fill may still
+    be reading when epoch 1 ends, when that epoch's first chunks were read by themselves."""
     from faucet_core import get_batch_reader
 
     with tempfile.TemporaryDirectory() as cache:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         reader = get_batch_reader(
             **settings, epochs=epochs, seed=1, output="arrow", cache_dir=cache
         )
@@ -100,7 +113,7 @@ def faucet_epochs(
         for epoch in range(epochs):
             if epoch:
                 reader.prepare()
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             carried = counter.value
             rows, first = 0, 0.0
             for batch in reader.iter_epoch():
@@ -112,6 +125,7 @@ def faucet_epochs(
                     "seconds": time.perf_counter() - started,
                     "first": first,
                     "carried": counter.value - carried,
+                    "cpu": time.process_time() - cpu,
                 }
             )
         reader.close()
@@ -122,7 +136,7 @@ def postgres_connectorx(url: str, partitions: int, batch_size: int) -> dict[str,
     """connectorx's Arrow read of the table, partitioned on ``id``."""
     import connectorx
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     table = connectorx.read_sql(
         url,
         "SELECT * FROM train",
@@ -130,18 +144,18 @@ def postgres_connectorx(url: str, partitions: int, batch_size: int) -> dict[str,
         partition_num=partitions,
         return_type="arrow",
     )
-    return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
+    return _read(table, batch_size, started, cpu)
 
 
 def postgres_adbc(url: str, batch_size: int) -> dict[str, Any]:
     """ADBC's Arrow read of the table: one stream over one connection."""
     import adbc_driver_postgresql.dbapi
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with adbc_driver_postgresql.dbapi.connect(url) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT * FROM train")
         table = cursor.fetch_arrow_table()
-    return {"rows": _batched(table, batch_size), "seconds": time.perf_counter() - started}
+    return _read(table, batch_size, started, cpu)
 
 
 def _libraries_of_faucet(plugin: str) -> None:
@@ -251,6 +265,8 @@ class Warehouse:
     streamed: Contender
     faucet: Callable[[str], dict[str, Any]]
     notes: list[str] = field(default_factory=list)
+    #: The CPU time the stand-in's processes have used so far, where it runs on this host.
+    server_cpu: Callable[[], float] | None = None
 
 
 def _features_sql(random: str) -> str:
@@ -298,6 +314,7 @@ def postgres(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
                 "ORDER BY label, id"
             )
             db.execute("VACUUM ANALYZE train")
+        postmaster = int((server.log.parent / "postmaster.pid").read_text().split()[0])
 
         def url(address: str) -> str:
             return f"postgresql://postgres@{address}/postgres"
@@ -321,6 +338,7 @@ def postgres(folder: Path, rows: int, batch_size: int, partitions: int) -> Itera
                 "ADBC, batches dropped", lambda a: run_apart(postgres_streamed, url(a))
             ),
             faucet=faucet,
+            server_cpu=lambda: tree_cpu(postmaster),
         )
 
 
@@ -445,10 +463,15 @@ def _through(
     warehouse: Warehouse, link: Link, call: Callable[[str, Synchronized[int]], Any]
 ) -> Any:
     """``call(address, counter)`` with a fresh link of ``link``'s figures and its counter;
-    its result, with what went over the link as ``traffic``."""
+    its result, with what went over the link as ``traffic``, and the CPU time the
+    stand-in used meanwhile as ``server_cpu``, where it says."""
     counter = byte_counter()
+    server_cpu = warehouse.server_cpu
     with warehouse.links(link, counter) as linked:
+        before = server_cpu() if server_cpu else 0.0
         result = call(linked.address, counter)
+        if server_cpu:
+            result["server_cpu"] = server_cpu() - before
         result["traffic"] = linked.traffic()
         return result
 
@@ -573,6 +596,20 @@ def _report(
         f"read's rows/s. Floor of epoch 1 (planning, then one read at the bulk read's "
         f"speed): {floor:.2f}x the bulk read"
     )
+    if "server_cpu" in best:
+        cores = os.cpu_count() or 1
+        spent = [
+            (best_name, best["cpu"], best["server_cpu"], best["seconds"]),
+            ("faucet epoch 1", epoch1["cpu"], default["server_cpu"], epoch1["seconds"]),
+        ]
+        print(
+            "CPU, the client's + the server's (the server's in Faucet's run of two epochs): "
+            + "; ".join(
+                f"{name} {client:.1f} + {server:.1f} s, {(client + server) / cores:.1f} s "
+                f"of {cores} cores' time in its {seconds:.1f} s"
+                for name, client, server, seconds in spent
+            )
+        )
     far_ratio = statistics.median(
         _rate(f["epochs"][0]) / _rate(n["epochs"][0])
         for f, n in zip(runs["far"], runs["near"], strict=True)

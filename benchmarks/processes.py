@@ -1,4 +1,5 @@
-"""Running a benchmark's contender in a process of its own, and that process's peak memory.
+"""Running a benchmark's contender in a process of its own, and that process's peak memory;
+the CPU time of a server's processes.
 
 A contender started afresh (not forked) holds only what it loads itself, so its peak
 resident memory is its own; Linux's ``VmHWM`` counts this process only, where
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import compileall
 import multiprocessing
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,30 @@ def peak_memory() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def tree_cpu(pid: int) -> float:
+    """The CPU time (user and system, in seconds) that process ``pid`` and its descendants
+    have used, those that ended and were waited for included (Linux's ``/proc``)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile: its parent counts it once it is waited for
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        # utime, stime, and those of the children it waited for
+        times[int(entry.name)] = sum(int(value) for value in fields[11:15]) / ticks
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        total += times.get(current, 0.0)
+        pending += [child for child, parent in parents.items() if parent == current]
+    return total
 
 
 def compile_project() -> None:
