@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds a pass's first chunk waits for the cache fill before it is read by itself.
 FIRST_CHUNK_GRACE = 0.2
-#: Seconds more it waits when, by its pace, the fill's scan ends by then. A chunk read by
+#: Seconds more it waits when, by its pace, the fill's scan ends by then (while the pace
+#: does not say much later: :data:`FIRST_CHUNK_WATCHED_BELOW`). A chunk read by
 #: itself costs a scan of its own where the source has no copy ordered by bucket (DuckDB):
 #: at 10M rows, waiting for a fill of about 2 s made epoch 1 14% faster, its first batch
 #: 1.2 s later.
@@ -205,12 +206,28 @@ class ChunkFetcher:
         while True:
             left = fill.seconds_left()
             if left is not None and left <= FIRST_CHUNK_PATIENCE:
-                return fill.wait(chunk, timeout=FIRST_CHUNK_PATIENCE) or fill.over
+                return self._filled_within_patience(chunk)
             watch = watched_until - time.monotonic()
             if watch <= 0 or (left is not None and left > FIRST_CHUNK_WATCHED_BELOW):
                 return False
             if fill.wait(chunk, timeout=min(watch, _PACE_LOOKS)) or fill.over:
                 return True
+
+    def _filled_within_patience(self, chunk: ChunkSpec) -> bool:
+        """Whether the fill caches ``chunk`` (or ends) within :data:`FIRST_CHUNK_PATIENCE`
+        seconds, waited for while its pace does not say it ends much later (past
+        :data:`FIRST_CHUNK_WATCHED_BELOW` seconds): a pace from the first batches of
+        several streams at once can say soon of a long scan."""
+        fill = self._fill
+        assert fill is not None
+        deadline = time.monotonic() + FIRST_CHUNK_PATIENCE
+        while (remaining := deadline - time.monotonic()) > 0:
+            if fill.wait(chunk, timeout=min(remaining, _PACE_LOOKS)) or fill.over:
+                return True
+            left = fill.seconds_left()
+            if left is not None and left > max(FIRST_CHUNK_PATIENCE, FIRST_CHUNK_WATCHED_BELOW):
+                return False
+        return fill.over
 
     def _reads_alone(self) -> bool:
         """Whether the warehouse reads a chunk by itself at the cost of its rows alone

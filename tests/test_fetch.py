@@ -375,6 +375,26 @@ def test_a_first_chunk_is_read_by_itself_when_the_pace_says_the_fill_ends_later(
     assert (len(looks) > 1) == watched
 
 
+def test_a_first_chunk_stops_waiting_once_the_pace_says_the_fill_ends_much_later(
+    make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pace within the patience at first (the first batches of several streams at once),
+    then far past it: the chunk is read by itself without waiting the patience out."""
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 5.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCHED_BELOW", 10.0)
+    looks = [1.0, 20.0]
+
+    def seconds_left(self: CacheFill) -> float:
+        return looks.pop(0) if looks else 20.0
+
+    monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
+    reader = make_reader(datastore="held-fill", chunk_size=500)
+    fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, threading.Event())
+    assert (fetched.from_cache, fetched.attempts, chunk_scans) == (False, 1, 1)
+    assert looks == []  # looked at again while waiting
+
+
 def test_a_first_chunk_the_warehouse_cannot_scan_by_itself_waits_for_the_fill(
     make_reader: MakeReader, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
