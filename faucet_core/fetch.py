@@ -215,17 +215,22 @@ class ChunkFetcher:
 
     def _filled_within_patience(self, chunk: ChunkSpec) -> bool:
         """Whether the fill caches ``chunk`` (or ends) within :data:`FIRST_CHUNK_PATIENCE`
-        seconds, waited for while its pace does not say it ends much later (past
-        :data:`FIRST_CHUNK_WATCHED_BELOW` seconds): a pace from the first batches of
-        several streams at once can say soon of a long scan."""
+        seconds, waited for while its pace, as the scan goes on, does not say it ends much
+        later (past :data:`FIRST_CHUNK_WATCHED_BELOW` seconds): a pace from the first
+        batches of several streams at once can say soon of a long scan. A scan that does
+        not move meanwhile is waited for, as it always was."""
         fill = self._fill
         assert fill is not None
         deadline = time.monotonic() + FIRST_CHUNK_PATIENCE
+        scanned = fill.scanned_rows
         while (remaining := deadline - time.monotonic()) > 0:
             if fill.wait(chunk, timeout=min(remaining, _PACE_LOOKS)) or fill.over:
                 return True
-            left = fill.seconds_left()
-            if left is not None and left > max(FIRST_CHUNK_PATIENCE, FIRST_CHUNK_WATCHED_BELOW):
+            if not fill.start():  # stopped: its reader closes
+                return False
+            before, scanned, left = scanned, fill.scanned_rows, fill.seconds_left()
+            much_later = max(FIRST_CHUNK_PATIENCE, FIRST_CHUNK_WATCHED_BELOW)
+            if scanned > before and left is not None and left > much_later:
                 return False
         return fill.over
 

@@ -254,6 +254,11 @@ class CacheFill:
         return state is ChunkState.CACHED
 
     @property
+    def scanned_rows(self) -> int:
+        """The rows the fill's scan has read so far."""
+        return self._scanned
+
+    @property
     def over(self) -> bool:
         """Whether the fill has ended (or will never run)."""
         with self._condition:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -381,18 +382,22 @@ def test_a_first_chunk_stops_waiting_once_the_pace_says_the_fill_ends_much_later
     """A pace within the patience at first (the first batches of several streams at once),
     then far past it: the chunk is read by itself without waiting the patience out."""
     monkeypatch.setattr(fetch, "FIRST_CHUNK_GRACE", 0.0)
-    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 5.0)
+    monkeypatch.setattr(fetch, "FIRST_CHUNK_PATIENCE", 60.0)
     monkeypatch.setattr(fetch, "FIRST_CHUNK_WATCHED_BELOW", 10.0)
-    looks = [1.0, 20.0]
+    paces = iter([1.0])
+    looks: list[float] = []
 
     def seconds_left(self: CacheFill) -> float:
-        return looks.pop(0) if looks else 20.0
+        looks.append(next(paces, 61.0))
+        return looks[-1]
 
+    scanned = itertools.count(step=1000)  # the scan goes on between two looks
     monkeypatch.setattr(CacheFill, "seconds_left", seconds_left)
+    monkeypatch.setattr(CacheFill, "scanned_rows", property(lambda self: next(scanned)))
     reader = make_reader(datastore="held-fill", chunk_size=500)
     fetched, chunk_scans = _first_chunk_while_another_process_fills(reader, threading.Event())
     assert (fetched.from_cache, fetched.attempts, chunk_scans) == (False, 1, 1)
-    assert looks == []  # looked at again while waiting
+    assert looks == [1.0, 61.0]  # looked at again while waiting, not the patience out
 
 
 def test_a_first_chunk_the_warehouse_cannot_scan_by_itself_waits_for_the_fill(
