@@ -222,6 +222,7 @@ class ChunkFetcher:
         fill = self._fill
         assert fill is not None
         deadline = time.monotonic() + FIRST_CHUNK_PATIENCE
+        much_later = max(FIRST_CHUNK_PATIENCE, FIRST_CHUNK_WATCHED_BELOW)
         scanned = fill.scanned_rows
         while (remaining := deadline - time.monotonic()) > 0:
             if fill.wait(chunk, timeout=min(remaining, _PACE_LOOKS)) or fill.over:
@@ -229,7 +230,6 @@ class ChunkFetcher:
             if not fill.start():  # stopped: its reader closes
                 return False
             before, scanned, left = scanned, fill.scanned_rows, fill.seconds_left()
-            much_later = max(FIRST_CHUNK_PATIENCE, FIRST_CHUNK_WATCHED_BELOW)
             if scanned > before and left is not None and left > much_later:
                 return False
         return fill.over

@@ -81,15 +81,15 @@ def importing_sessions(url: str, snapshot: str, expected: int) -> int:
     import psycopg
 
     deadline = time.monotonic() + SETTLE
-    while True:
-        with psycopg.connect(url, autocommit=True) as db:
+    with psycopg.connect(url, autocommit=True) as db:  # each statement sees the view anew
+        while True:
             (count,) = db.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
                 "AND query = %s",
                 [f"SET TRANSACTION SNAPSHOT '{snapshot}'"],
             ).fetchone() or (0,)
-        if count == expected or time.monotonic() > deadline:
-            return int(count)
+            if count == expected or time.monotonic() > deadline:
+                return int(count)
 
 
 @contextlib.contextmanager
