@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from faucet_core import memory
+
 __all__ = [
     "BUCKETS",
     "BUCKET_COLUMN",
@@ -98,12 +100,27 @@ def hash_values(*values: Any) -> int:
 # The rules as numpy, over an array of key hashes (int64 or uint64).
 
 
+#: Values folded at a time: a block's quotients stay in the core's cache.
+_FOLD_BLOCK = 65_536
+
+
 def _fold(
     hashes: np.ndarray[Any, Any], modulus: int, out: np.ndarray[Any, Any] | None = None
 ) -> np.ndarray[Any, Any]:
-    # "unsafe": the remainders fit any ``out`` asked for (float64 holds them exactly).
-    modulus_array = np.array(modulus, dtype=hashes.dtype)
-    return np.asarray(np.mod(hashes, modulus_array, out=out, casting="unsafe"))
+    # ``hashes - floor(hashes / modulus) * modulus``: numpy divides by a scalar with a
+    # multiplication, five times faster than its remainder of signed 64-bit values. The
+    # product may wrap past the type's range; the difference, below ``modulus``, does not.
+    divisor = np.array(modulus, dtype=hashes.dtype)
+    result = np.empty(hashes.shape, hashes.dtype) if out is None else out
+    quotients = memory.empty(min(len(hashes), _FOLD_BLOCK), hashes.dtype)
+    for start in range(0, len(hashes), _FOLD_BLOCK):
+        part = hashes[start : start + _FOLD_BLOCK]
+        taken = quotients[: len(part)]
+        np.floor_divide(part, divisor, out=taken)
+        np.multiply(taken, divisor, out=taken)
+        # "unsafe": the remainders fit any ``out`` asked for (float64 holds them exactly).
+        np.subtract(part, taken, out=result[start : start + _FOLD_BLOCK], casting="unsafe")
+    return result
 
 
 def is_eval(

@@ -52,6 +52,26 @@ def test_sql_and_numpy_agree_on_unsigned_hashes(hashes: list[int], eval_buckets:
         assert [(bool(e), int(b)) for e, b in rows] == expected
 
 
+@pytest.mark.parametrize("kind", [np.int64, np.uint64])
+def test_folds_of_many_hashes_are_their_floor_remainders(kind: type) -> None:
+    # More than one block of the fold, the extremes of the type at either end of a block.
+    info = np.iinfo(kind)
+    hashes = np.random.default_rng(7).integers(info.min, info.max, 200_003, dtype=kind)
+    hashes[[0, 65_535, 65_536, 131_071, -1]] = [info.min, info.max, info.min, info.max, 1]
+    numbers = hashes.tolist()
+    for fold, modulus in (
+        (layout.bucket_of, layout.BUCKETS),
+        (layout.checksum_terms, layout.CHECKSUM_MODULUS),
+    ):
+        expected = [number % modulus for number in numbers]
+        assert fold(hashes).tolist() == expected
+        terms = np.full(len(hashes), -1.0)
+        assert fold(hashes, out=terms) is terms
+        assert terms.astype(np.int64).tolist() == expected
+    flags = layout.is_eval(hashes, 2_500)
+    assert flags.tolist() == [number % layout.SPLIT_BUCKETS < 2_500 for number in numbers]
+
+
 def _duckdb(
     sql: str, hashes: list[int], kind: str = "BIGINT", order: str = " ORDER BY i"
 ) -> list[tuple[object, ...]]:
