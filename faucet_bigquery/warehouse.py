@@ -213,7 +213,11 @@ class BigQueryWarehouse(ScratchWarehouse):
                 with self._lock:
                     self.jobs.append(job.job_id)
                     self.costs.query_jobs += 1
-                job.result(retry=self._retry, timeout=self.connection.job_timeout)
+                # Waited for with a first page's size, the call that says the job is done
+                # brings that page too (read by :meth:`_result`): one round trip less.
+                job.result(
+                    retry=self._retry, timeout=self.connection.job_timeout, page_size=_PAGE_ROWS
+                )
                 with self._lock:
                     self.costs.bytes_processed += job.total_bytes_processed or 0
                     self.costs.bytes_billed += job.total_bytes_billed or 0

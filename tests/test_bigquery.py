@@ -489,7 +489,7 @@ def test_the_cache_fill_asks_for_more_streams_than_fetch_threads(
     assert max(_streams_per_session().values()) == 10
 
 
-def test_a_plans_counts_come_back_in_one_page_of_results(
+def test_a_plans_counts_come_back_with_the_call_that_waits_for_them(
     make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator, bq_wide: str
 ) -> None:
     proxy = HttpProxy(bigquery_emulator.rest)
@@ -498,8 +498,11 @@ def test_a_plans_counts_come_back_in_one_page_of_results(
         reader = make_bq_reader(api_endpoint=proxy.url, table_name=bq_wide, chunk_size=10_000,
                                 split_key=["id", "label"])  # fmt: skip
         assert len(reader.plan.chunks) > 1
-        pages = [path for method, path in proxy.requests if "pageToken=" in path]
-        assert len(pages) == 1
+        jobs = [path for method, path in proxy.requests if method == "POST" and "/jobs?" in path]
+        results = [path for method, path in proxy.requests if "/queries/" in path]
+        # One call per job, which waits for it and brings its rows in one page.
+        assert len(results) == len(jobs) >= 1
+        assert all("maxResults=0" not in path and "pageToken=" not in path for path in results)
     finally:
         proxy.close()
 
