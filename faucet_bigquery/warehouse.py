@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
@@ -235,6 +236,21 @@ class BigQueryWarehouse(ScratchWarehouse):
 
     def query(self, sql: str, params: Sequence[Any]) -> pa.Table:
         return self._result(self._guarded_job("query failed", sql, params))
+
+    def query_counts(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        """The counts of ``sql`` packed into one string (``split,bucket,rows,checksum;``
+        for each), unpacked here: the client library converts a result's values one by one
+        (on bqemulator, 0.97 s for 50,000 rows of three integers, against 0.05 s packed)."""
+        packed = (
+            "SELECT STRING_AGG(FORMAT('%d,%d,%d,%d', IF(is_eval, 1, 0), bucket, row_count, "
+            f"checksum), ';') AS counts FROM ({sql}) AS faucet_counts"
+        )
+        text = self.query(packed, params).column("counts")[0].as_py() or ""
+        values = np.array(text.replace(";", ",").split(",") if text else [], dtype=np.int64)
+        split, bucket, rows, checksum = values.reshape(-1, len(layout.COUNT_COLUMNS)).T
+        return pa.table(
+            [split.astype(bool), bucket, rows, checksum], names=list(layout.COUNT_COLUMNS)
+        )
 
     def _result(self, job: Any) -> pa.Table:
         """The rows of the finished query ``job``, as Arrow, in pages as large as BigQuery

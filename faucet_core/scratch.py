@@ -363,7 +363,7 @@ class ScratchWarehouse(SqlWarehouse):
                     self._prepare_copy(source)
                     self.create_scratch(source, name, rows, params)
             hashed = f"SELECT {layout.HASH_COLUMN} FROM {self.scratch_reference(name)}"
-            counted = self.query(self.dialect.count_query(hashed, eval_buckets), [])
+            counted = self.query_counts(self.dialect.count_query(hashed, eval_buckets), [])
         except WarehouseError as exc:
             if copy_id is None:
                 with contextlib.suppress(WarehouseError):

@@ -119,6 +119,12 @@ class SqlWarehouse(Warehouse):
             PermanentWarehouseError: Any other failure.
         """
 
+    def query_counts(self, sql: str, params: Sequence[Any]) -> pa.Table:
+        """The rows of a count query (:meth:`~faucet_core.layout.Dialect.count_query`), as
+        :meth:`query` returns them; a warehouse whose client reads a result slowly row by
+        row may read these packed into fewer values (BigQuery)."""
+        return self.query(sql, params)
+
     def source_schema(self, source: SourceSpec) -> pa.Schema:
         """The columns of ``source`` and their Arrow types (default: a ``LIMIT 0`` query)."""
         sql, params = self.from_sql(source)
@@ -290,7 +296,7 @@ class SqlWarehouse(Warehouse):
         columns = tuple(schema.names)
         hashed, params = self.hashed_rows(request.source, (), request.key(columns), once=True)
         try:
-            counted = self.query(
+            counted = self.query_counts(
                 self.dialect.count_query(hashed, request.split.eval_buckets), params
             )
         except PermanentWarehouseError as exc:  # e.g. a ds value the server refuses

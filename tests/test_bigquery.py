@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from faucet_bigquery.warehouse import BigQueryWarehouse, check_bytes_budget
@@ -22,6 +23,7 @@ from faucet_core import (
     Reader,
     Warehouse,
     hookimpl,
+    layout,
 )
 from faucet_core.warehouse import SourceSpec
 from tests.bqemulator import BigQueryEmulator
@@ -510,6 +512,31 @@ def test_a_plans_counts_come_back_with_the_call_that_waits_for_them(
         assert all("maxResults=0" not in path and "pageToken=" not in path for path in results)
     finally:
         proxy.close()
+
+
+@pytest.mark.parametrize("eval_buckets", [0, 2_000])
+def test_counts_read_packed_are_the_counts_read_row_by_row(
+    bigquery_emulator: BigQueryEmulator, bq_events: str, eval_buckets: int
+) -> None:
+    warehouse = BigQueryWarehouse(
+        BigQueryWarehouse.connection_model(**bigquery_emulator.settings())
+    )
+    try:
+        key = warehouse.key_hash_sql(SourceSpec(table=bq_events), ["id"])
+        hashed = f"SELECT {key} AS {layout.HASH_COLUMN} FROM `{bq_events}`"
+        sql = warehouse.dialect.count_query(hashed, eval_buckets)
+        packed = layout.bucket_counts(warehouse.query_counts(sql, []))
+        by_row = layout.bucket_counts(warehouse.query(sql, []))
+        order = ["is_eval", "bucket"]
+        assert packed.sort_by([(c, "ascending") for c in order]).equals(
+            by_row.sort_by([(c, "ascending") for c in order])
+        )
+        assert pc.sum(packed["row_count"]).as_py() == 3 * BQ_ROWS_PER_DAY
+        assert pc.any(packed["is_eval"]).as_py() == (eval_buckets > 0)
+        empty = warehouse.query_counts(f"SELECT * FROM ({sql}) AS c WHERE FALSE", [])
+        assert empty.num_rows == 0 and empty.schema.names == list(layout.COUNT_COLUMNS)
+    finally:
+        warehouse.close()
 
 
 def test_a_stream_may_take_longer_than_an_api_call(
