@@ -501,7 +501,7 @@ def test_a_plans_counts_come_back_with_the_call_that_waits_for_them(
 ) -> None:
     proxy = HttpProxy(bigquery_emulator.rest)
     try:
-        # About 27,000 (split, bucket) counts: three pages of the emulator's 10,000 rows.
+        # About 27,000 (split, bucket) counts, read packed into one row.
         reader = make_bq_reader(api_endpoint=proxy.url, table_name=bq_wide, chunk_size=10_000,
                                 split_key=["id", "label"])  # fmt: skip
         assert len(reader.plan.chunks) > 1
