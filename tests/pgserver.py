@@ -80,13 +80,15 @@ def importing_sessions(url: str, snapshot: str, expected: int) -> int:
     ``snapshot``, once they are ``expected`` or :data:`SETTLE` seconds have passed."""
     import psycopg
 
+    from faucet_postgres import snapshots
+
     deadline = time.monotonic() + SETTLE
     with psycopg.connect(url, autocommit=True) as db:  # each statement sees the view anew
         while True:
             (count,) = db.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
                 "AND query = %s",
-                [f"SET TRANSACTION SNAPSHOT '{snapshot}'"],
+                [snapshots.importing(snapshot)[-1]],
             ).fetchone() or (0,)
             if count == expected or time.monotonic() > deadline:
                 return int(count)
