@@ -102,12 +102,21 @@ class _Pace:
 class TcpLink:
     """Forwards loopback connections to ``upstream`` (``host:port``) through ``link``,
     counting the bytes sent back to clients in ``counter`` and the connections in
-    ``connections``. ``address`` is where clients connect."""
+    ``connections``. ``address`` is where clients connect. ``connect_only``: only a new
+    connection's handshakes wait for the link; its data passes at once (another link
+    behind it paces the data)."""
 
-    def __init__(self, upstream: str, link: Link, counter: Synchronized[int] | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        link: Link,
+        counter: Synchronized[int] | None = None,
+        connect_only: bool = False,
+    ) -> None:
         host, port = upstream.rsplit(":", 1)
         self.upstream = (host, int(port))
         self.link = link
+        self._data_link = Link(rtt=0.0, rate=None) if connect_only else link
         self.counter = counter
         self.connections = 0
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -163,7 +172,7 @@ class TcpLink:
             pieces.put(None)
 
         threading.Thread(target=receive, daemon=True).start()
-        pace = _Pace(self.link, not_before)
+        pace = _Pace(self._data_link, not_before)
         broken = False
         while (piece := pieces.get()) is not None:
             if broken:
@@ -188,11 +197,13 @@ class TcpLink:
 
 class ReadStreamLink:
     """A BigQuery Storage Read API server that forwards to ``upstream`` (the emulator's)
-    through ``link``: each call waits a round trip, and each ``ReadRows`` stream flows at
-    the link's rate on its own, as BigQuery serves each stream of a session. Messages pass
-    as bytes, unparsed; the bytes of every ``ReadRows`` response count in ``counter``, the
-    streams read in ``streams``. A session that leaves the number of streams to BigQuery
-    gets the emulator's most, where the emulator would give one."""
+    through ``link``: a new connection (a client's gRPC channel) waits for the link's
+    handshakes (TLS, as BigQuery's endpoint speaks), each call waits a round trip, and each
+    ``ReadRows`` stream flows at the link's rate on its own, as BigQuery serves each stream
+    of a session. Messages pass as bytes, unparsed; the bytes of every ``ReadRows``
+    response count in ``counter``, the streams read in ``streams``. A session that leaves
+    the number of streams to BigQuery gets the emulator's most, where the emulator would
+    give one."""
 
     _SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
     _OPTIONS: ClassVar[list[tuple[str, int]]] = [
@@ -220,8 +231,9 @@ class ReadStreamLink:
             (grpc.method_handlers_generic_handler(self._SERVICE, handlers),)
         )
         port = self._server.add_insecure_port("127.0.0.1:0")
-        self.address = f"127.0.0.1:{port}"
         self._server.start()
+        self._connections = TcpLink(f"127.0.0.1:{port}", link, connect_only=True)
+        self.address = self._connections.address
 
     def _create_session(self, request: bytes, context: Any) -> bytes:
         from google.cloud.bigquery_storage_v1 import types
@@ -245,5 +257,6 @@ class ReadStreamLink:
 
     def close(self) -> None:
         """Stop serving."""
+        self._connections.close()
         self._server.stop(grace=None)
         self._channel.close()
