@@ -34,6 +34,7 @@ from faucet_core.preprocessing import StatsSql
 from faucet_core.scratch import ScratchWarehouse
 from faucet_core.streams import read_at_once
 from faucet_core.warehouse import (
+    BucketCounts,
     PermanentWarehouseError,
     PlanRequest,
     SourceSpec,
@@ -172,6 +173,7 @@ class BigQueryWarehouse(ScratchWarehouse):
         # The client libraries retry for ten minutes by default; the core retries chunks.
         self._retry = bigquery.DEFAULT_RETRY.with_deadline(self.connection.timeout)
         self._read_client: Any = None
+        self._reads_opening: Any = None  # the Storage Read connection, opened while planning
         self._lock = threading.Lock()
         self._tables: dict[str, Any] = {}
         self._query_jobs: dict[str, Any] = {}  # dry runs of query sources
@@ -486,6 +488,26 @@ class BigQueryWarehouse(ScratchWarehouse):
             raise _classify(exc, f"cannot check a read session of {table.id}") from exc
         return []
 
+    def count_buckets(self, request: PlanRequest) -> BucketCounts:
+        """As the core's, while the Storage Read API's connection opens: the first chunk's
+        read would otherwise wait for its handshakes, after planning."""
+        if self.connection.use_storage_api:
+            self._open_reads()
+        return super().count_buckets(request)
+
+    def _open_reads(self) -> None:
+        """Start opening the Storage Read API's connection; the first read waits for it."""
+        import grpc
+
+        try:
+            channel = self.read_client.transport.grpc_channel
+        except Exception as exc:  # the first read says what is wrong
+            log.debug("cannot open a Storage Read connection while planning: %s", exc)
+            return
+        with self._lock:
+            if self._reads_opening is None:
+                self._reads_opening = grpc.channel_ready_future(channel)
+
     def copies_when_planning(self) -> bool:
         """Yes: planning bills one scan of the source (the copy), and counts the copy's
         hash column; every chunk reads the rows planned, whatever the source does after."""
@@ -793,6 +815,9 @@ class BigQueryWarehouse(ScratchWarehouse):
 
     def close(self) -> None:
         super().close()
+        opening = getattr(self, "_reads_opening", None)
+        if opening is not None:
+            opening.cancel()  # else it keeps trying to connect
         for client in (getattr(self, "client", None), self._read_client):
             close = getattr(getattr(client, "transport", client), "close", None)
             if callable(close):

@@ -94,6 +94,7 @@ class TcpProxy:
         self.rate = rate
         self.faults = faults
         self.connections = 0
+        self.accepted = threading.Event()  # set at the first connection
         self.broken = 0
         self.response_bytes = 0
         self.port = free_port()
@@ -109,6 +110,7 @@ class TcpProxy:
             except OSError:
                 return
             self.connections += 1
+            self.accepted.set()
             fault = self.faults.fault(self.connections) if self.faults is not None else None
             threading.Thread(
                 target=self._serve, args=(client, self.connections, fault), daemon=True

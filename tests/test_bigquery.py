@@ -514,6 +514,25 @@ def test_a_plans_counts_come_back_with_the_call_that_waits_for_them(
         proxy.close()
 
 
+def test_planning_opens_the_storage_read_connection_before_any_read(
+    make_bq_reader: MakeReader, bigquery_emulator: BigQueryEmulator
+) -> None:
+    request = make_bq_reader(use_cache=False).config.plan_request()
+    reads = TcpProxy(bigquery_emulator.grpc)
+    warehouse = BigQueryWarehouse(
+        BigQueryWarehouse.connection_model(
+            **{**bigquery_emulator.settings(), "read_api_endpoint": reads.address}
+        )
+    )
+    try:
+        warehouse.count_buckets(request)  # planning reads no row
+        # Its handshakes are done by the first read, instead of waited for there.
+        assert reads.accepted.wait(timeout=30)
+    finally:
+        warehouse.close()
+        reads.close()
+
+
 @pytest.mark.parametrize("eval_buckets", [0, 2_000])
 def test_counts_read_packed_are_the_counts_read_row_by_row(
     bigquery_emulator: BigQueryEmulator, bq_events: str, eval_buckets: int
