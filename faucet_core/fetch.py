@@ -160,23 +160,44 @@ class ChunkFetcher:
                     self._warehouse().materialize(self.plan)
                 self._materialized = True
 
-    def fetch(self, chunk: ChunkSpec, first: bool = False) -> FetchedChunk:
+    def fetch(
+        self, chunk: ChunkSpec, first: bool = False, decided: threading.Event | None = None
+    ) -> FetchedChunk:
         """Return ``chunk``'s rows, with the hash column, in any order.
 
         ``first``: a pass starts with this chunk. Missed while the cache fill runs, and
         unless the fill is about to end, it is read by itself, so the pass's first batch
-        does not wait for the whole fill.
+        does not wait for the whole fill. ``decided``: the pass's own event, set by its
+        first fetch once it knows how it reads its chunk (and holds the fill's scan back
+        where it reads it by itself); the pass's other fetches wait for it before they
+        start the fill, so that its scan is never sent before that read.
 
         Raises:
             ChunkReadError: The chunk could not be read: a permanent error, transient errors
                 on every try, or the fetcher was stopped. Names the chunk and the cause.
         """
+        try:
+            return self._fetch(chunk, first, decided)
+        finally:
+            if first and decided is not None:
+                decided.set()
+
+    def _fetch(
+        self, chunk: ChunkSpec, first: bool, decided: threading.Event | None
+    ) -> FetchedChunk:
         key = self.plan.chunk_key(chunk)
         if self.cache is not None:
             fetched = self._from_cache(chunk, key)
             if fetched is None and self._fill is not None:
-                if first and (self._reads_alone() or not self._filled_soon(chunk)):
-                    fetched = self._read_while_filling(chunk)
+                if first and self._reads_alone():
+                    fetched = self._read_while_filling(chunk, decided)
+                elif first:
+                    if decided is not None:
+                        decided.set()  # waiting for the fill, or reading after a wait for it
+                    if not self._filled_soon(chunk):
+                        fetched = self._read_while_filling(chunk)
+                elif decided is not None:
+                    decided.wait()
                 if fetched is None and self._fill.wait(chunk):
                     fetched = self._from_cache(chunk, key)
             if fetched is not None:
@@ -243,13 +264,17 @@ class ChunkFetcher:
             log.info("could not tell how the warehouse reads a chunk alone (%s)", exc)
             return False
 
-    def _read_while_filling(self, chunk: ChunkSpec) -> FetchedChunk | None:
+    def _read_while_filling(
+        self, chunk: ChunkSpec, decided: threading.Event | None = None
+    ) -> FetchedChunk | None:
         """``chunk`` read with a scan of its own while the fill runs (its scan, or the
         sending of it, waiting meanwhile); ``None`` if the fill is over or that read fails
-        (the fill then serves the chunk)."""
+        (the fill then serves the chunk). ``decided`` is set once the fill is held."""
         assert self._fill is not None
         try:
             with self._fill.held():  # before the fill starts: its scan is sent after this
+                if decided is not None:
+                    decided.set()
                 if not self._fill.start():
                     return None
                 scanned = self._warehouse().scan(self.plan, [chunk])

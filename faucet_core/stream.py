@@ -276,6 +276,7 @@ class Pass:
         self._costs_at_start = stream.costs()
         segments = row_segments(order, start, stop)
         self._first = segments[0] if segments else None
+        self._first_decided = threading.Event()  # see ChunkFetcher.fetch
         self._scheduler = stream.submit(self, segments)
         config = stream.config
         self._batches = slice_batches(self._chunk_parts(), config.batch_size, config.drop_last)
@@ -283,7 +284,9 @@ class Pass:
     def load(self, segment: Segment) -> FetchedChunk:
         """Fetch one chunk, permute it for this epoch and cut out ``segment``'s rows."""
         chunk = segment.chunk
-        fetched = self._stream.fetcher.fetch(chunk, first=segment is self._first)
+        fetched = self._stream.fetcher.fetch(
+            chunk, first=segment is self._first, decided=self._first_decided
+        )
         # One take puts the rows in this epoch's order (or chunk order) and cuts the segment.
         positions: np.ndarray[Any, Any] | None = (
             shuffled_positions(fetched.table, chunk, self._seed, self._epoch)
@@ -363,3 +366,4 @@ class Pass:
     def close(self) -> None:
         """Cancel the chunk loads not yet started."""
         self._scheduler.close()
+        self._first_decided.set()  # a load under way never waits for a first one cancelled

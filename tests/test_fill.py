@@ -212,6 +212,25 @@ class ChunksReadAlone(PassedScan):
         type(self).events.append("whole read" if chunks is None else "chunk read")
 
 
+class SlowToTellReadsAlone(ChunksReadAlone):
+    """Reads chunks alone, but says so only once the fill's scan is sent, or after a
+    second: meanwhile the pass's other fetches miss their chunks too."""
+
+    name = "slow-to-tell-reads-alone"
+    scan_sent = threading.Event()
+
+    def reads_chunks_alone(self, plan: Plan) -> bool:
+        type(self).scan_sent.wait(timeout=1)
+        return True
+
+    def scan(
+        self, plan: Plan, chunks: Sequence[ChunkSpec] | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        if chunks is None:
+            type(self).scan_sent.set()
+        return super().scan(plan, chunks)
+
+
 class CannotTellReadsAlone(PassedScan):
     """DuckDB whose answer to how it reads a chunk alone fails."""
 
@@ -226,7 +245,7 @@ class _Plugin:
     def register_warehouses(self, register: Callable[[type[Warehouse]], None]) -> None:
         for warehouse in (
             CountingScans, ScanDropsARow, BlockedScan, SlowToEnd, HeldScan, PacedScan, CutScan,
-            ChunksReadAlone, CannotTellReadsAlone,
+            ChunksReadAlone, SlowToTellReadsAlone, CannotTellReadsAlone,
         ):  # fmt: skip
             register(warehouse)
 
@@ -319,6 +338,20 @@ def test_a_first_chunk_read_alone_is_sent_before_the_fills_scan(
     assert ChunksReadAlone.events == ["chunk sent", "chunk read", "whole sent", "whole read"]
     assert all(reader.stream.fetcher.cached(c) for c in reader.plan.chunks["train"])
     assert reader.metrics[0].chunks_fetched == len(reader.plan.chunks["train"])
+
+
+def test_the_passs_other_fetches_do_not_send_the_fills_scan_before_its_first_chunk(
+    make_reader: MakeReader,
+) -> None:
+    # They miss their chunks while the first fetch is still finding out how to read its
+    # own; the fill they wait for is started by it, held back.
+    SlowToTellReadsAlone.events = []
+    SlowToTellReadsAlone.scan_sent.clear()
+    reader = make_reader(
+        datastore="slow-to-tell-reads-alone", chunk_size=500, fetch_threads=2, prefetch_chunks=2
+    )
+    assert sorted(epoch_ids(reader)) == list(range(ROWS))
+    assert SlowToTellReadsAlone.events == ["chunk sent", "chunk read", "whole sent", "whole read"]
 
 
 def test_a_warehouse_that_cannot_tell_how_it_reads_a_chunk_alone_is_served_by_the_fill(
