@@ -45,6 +45,7 @@ __all__ = [
     "SPLIT_BUCKETS",
     "BucketRange",
     "Dialect",
+    "HashCounts",
     "bucket_counts",
     "bucket_of",
     "checksum_terms",
@@ -247,17 +248,57 @@ def bucket_counts(table: pa.Table) -> pa.Table:
 
 def count_hashes(hashes: np.ndarray[Any, Any], eval_bucket_count: int) -> pa.Table:
     """The count table of rows with ``hashes``, as :meth:`Dialect.count_query` computes it in
-    SQL: for a warehouse that hashes its rows outside SQL, and the reference every
-    warehouse's counting is tested against."""
-    keys = np.where(is_eval(hashes, eval_bucket_count), BUCKETS, 0) + bucket_of(hashes)
-    unique, inverse, rows = np.unique(keys, return_inverse=True, return_counts=True)
-    checksums = np.zeros(len(unique), dtype=np.int64)
-    np.add.at(checksums, inverse, _fold(hashes, CHECKSUM_MODULUS).astype(np.int64))
-    return pa.Table.from_arrays(
-        [pa.array(unique >= BUCKETS), pa.array(unique % BUCKETS), pa.array(rows),
-         pa.array(checksums)],
-        schema=_COUNT_SCHEMA,
-    )  # fmt: skip
+    SQL: the reference every warehouse's counting is tested against."""
+    counts = HashCounts(eval_bucket_count)
+    counts.add(hashes)
+    return counts.table()
+
+
+#: Hashes counted at a time: a block's keys and terms stay in the core's cache.
+_COUNT_BLOCK = 2**20
+
+
+class HashCounts:
+    """Rows and checksum per (split, bucket) of key hashes added a block at a time: the
+    count of :meth:`Dialect.count_query`, for a warehouse that sends its rows' hashes
+    rather than counting them (the server's aggregate of 131,074 groups can cost more
+    than sending the hashes).
+
+    Args:
+        eval_bucket_count: The split's eval buckets (:func:`eval_buckets`).
+    """
+
+    def __init__(self, eval_bucket_count: int) -> None:
+        self.eval_bucket_count = eval_bucket_count
+        # Index: the bucket, plus BUCKETS for the eval split.
+        self._rows = np.zeros(2 * BUCKETS, np.int64)
+        self._checksums = np.zeros(2 * BUCKETS, np.int64)
+
+    def add(self, hashes: np.ndarray[Any, Any]) -> None:
+        """Count the rows of ``hashes`` (int64 or uint64)."""
+        for start in range(0, len(hashes), _COUNT_BLOCK):
+            block = hashes[start : start + _COUNT_BLOCK]
+            keys = bucket_of(block, memory.empty(len(block), np.int64))
+            if self.eval_bucket_count > 0:
+                np.add(keys, BUCKETS, out=keys, where=is_eval(block, self.eval_bucket_count))
+            self._rows += np.bincount(keys, minlength=2 * BUCKETS)
+            terms = checksum_terms(block, memory.empty(len(block), np.int64))
+            # bincount sums in float64, exact below 2^53: each half of a term (below 2^16
+            # and 2^15) summed over a block stays far below it.
+            for shift in (0, 16):
+                half = (terms >> shift) & 0xFFFF
+                summed = np.bincount(keys, weights=half, minlength=2 * BUCKETS)
+                self._checksums += summed.astype(np.int64) << shift
+
+    def table(self) -> pa.Table:
+        """The count table (:data:`COUNT_COLUMNS`) of the hashes added: one row per
+        non-empty (split, bucket), train's first, each in bucket order."""
+        keys = np.flatnonzero(self._rows)
+        return pa.Table.from_arrays(
+            [pa.array(keys >= BUCKETS), pa.array(keys % BUCKETS), pa.array(self._rows[keys]),
+             pa.array(self._checksums[keys])],
+            schema=_COUNT_SCHEMA,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -294,11 +294,8 @@ class SqlWarehouse(Warehouse):
         before = dataclasses.replace(self.costs)
         schema = self.uniform_lists(request, self.columns(request))
         columns = tuple(schema.names)
-        hashed, params = self.hashed_rows(request.source, (), request.key(columns), once=True)
         try:
-            counted = self.query_counts(
-                self.dialect.count_query(hashed, request.split.eval_buckets), params
-            )
+            counted = self.count_rows(request, request.key(columns))
         except PermanentWarehouseError as exc:  # e.g. a ds value the server refuses
             raise PermanentWarehouseError(
                 f"cannot count the rows of {request.source.describe()}: {exc}"
@@ -306,6 +303,14 @@ class SqlWarehouse(Warehouse):
         spent = dataclasses.asdict(self.costs - before)
         stats = {name: value for name, value in spent.items() if value}
         return BucketCounts(columns, counted, stats, schema=schema)
+
+    def count_rows(self, request: PlanRequest, key: Sequence[str]) -> pa.Table:
+        """Rows and checksum per (split, bucket) of the source's rows hashed by ``key``, a
+        count table (:data:`~faucet_core.layout.COUNT_COLUMNS`): by default, the dialect's
+        count query run in the warehouse (:meth:`query_counts`)."""
+        hashed, params = self.hashed_rows(request.source, (), key, once=True)
+        count_query = self.dialect.count_query(hashed, request.split.eval_buckets)
+        return self.query_counts(count_query, params)
 
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:
         if self.stats_sql is None:

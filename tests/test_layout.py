@@ -301,6 +301,23 @@ def test_checksums_fit_in_64_bits(kind: pa.DataType) -> None:
     assert counted.column("checksum").to_pylist() == [1000 * (big[0].as_py() % (2**31 - 1))]
 
 
+def test_hashes_counted_a_part_at_a_time_count_as_all_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parts of any size, and blocks of a part, add up to the count of all the hashes."""
+    monkeypatch.setattr(layout, "_COUNT_BLOCK", 500)
+    # Few distinct buckets: most hold several rows.
+    hashes = np.random.default_rng(5).integers(-(10**5), 10**5, 3_000, dtype=np.int64)
+    counts = layout.HashCounts(2_500)
+    for part in np.split(hashes, [0, 1, 999, 1_000, 2_500]):
+        counts.add(part)
+    query = layout.Dialect().count_query("SELECT h AS __faucet_hash FROM t", 2_500)
+    expected = _duckdb(query, hashes.tolist(), order=" ORDER BY 1, 2")
+    table = pa.table(dict(zip(layout.COUNT_COLUMNS, zip(*expected, strict=True), strict=True)))
+    assert counts.table().to_pylist() == layout.bucket_counts(table).to_pylist()
+    assert max(counts.table().column("row_count").to_pylist()) > 1
+
+
 def test_the_checksum_of_a_bucket_of_millions_of_rows_is_exact() -> None:
     """A split key of few values puts millions of rows in one bucket: its checksum, past
     2**53, is the exact sum still (floats would round it)."""
