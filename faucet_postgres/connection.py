@@ -55,7 +55,8 @@ class ServerConnection(BaseModel):
         ge=1,
         description="Connections the cache fill reads with at once: each a run of a "
         "scratch copy's chunks, or, reading a table straight (PostgreSQL 14 and later), a "
-        "range of its blocks (a query is read over one).",
+        "range of its blocks (a query is read over one); planning counts a table's ranges "
+        "of blocks over as many.",
     )
     data_version: bool = Field(
         True,

@@ -22,6 +22,7 @@ reader and the data version.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -47,7 +48,7 @@ from faucet_core.warehouse import (
     TransientWarehouseError,
     WarehouseError,
 )
-from faucet_postgres import snapshots, types
+from faucet_postgres import hash_arrays, snapshots, types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
 from faucet_postgres.dialects import POSTGRES, ServerDialect
 from faucet_postgres.iam import IamCredentials, TemporaryLogin
@@ -185,10 +186,12 @@ class PostgresWarehouse(ScratchWarehouse):
             log.info("the server refused the IAM login: asking for new credentials")
             return call(self._iam.refused(login))
 
-    def _execute(self, what: str, sql: str, params: Sequence[Any] = ()) -> Any:
+    def _execute(
+        self, what: str, sql: str, params: Sequence[Any] = (), binary: bool = False
+    ) -> Any:
         psycopg = self._psycopg
         try:
-            return self._connection().execute(sql, list(params))
+            return self._connection().execute(sql, list(params), binary=binary)
         except psycopg.OperationalError as exc:
             raise TransientWarehouseError(self._one_line(what, exc)) from None
         except psycopg.Error as exc:
@@ -268,6 +271,7 @@ class PostgresWarehouse(ScratchWarehouse):
         pinned = self._pins.hold(name, pin)
         # While it counts: the fill's streams, and a first chunk read by itself.
         self._reader.open_ahead(self.connection.read_streams + 1, name)
+        self._local.snapshot = name  # for the connections counting beside this one
         try:
             with self._importing(name):
                 counted = super().count_source(request)
@@ -275,7 +279,73 @@ class PostgresWarehouse(ScratchWarehouse):
         except BaseException:
             self._release(name)
             raise
+        finally:
+            self._local.snapshot = None
         return dataclasses.replace(counted, pinned=pinned)
+
+    def count_rows(self, request: PlanRequest, key: Sequence[str]) -> pa.Table:
+        """As :meth:`SqlWarehouse.count_rows <faucet_core.sql.SqlWarehouse.count_rows>`; a
+        table's rows, where the server reads a range of blocks by itself, counted here from
+        their key hashes, sent a range of blocks at a time over ``read_streams``
+        connections at once (:mod:`faucet_postgres.hash_arrays` says why)."""
+        source = request.source
+        if source.table is None or not self._server_since(self.server.block_ranges_since):
+            return super().count_rows(request, key)
+        blocks, block_size = self._table_blocks(source.table)
+        if not blocks:
+            return super().count_rows(request, key)
+        condition, params = self.ds_filter(source, "%s") if source.ds is not None else ("TRUE", [])
+        relation = self._relation(source, placeholders=True)
+        hash_sql = self.key_hash_sql(source, key)
+        ranges = self.server.block_ranges(hash_arrays.cuts(blocks, block_size))
+        queries = [
+            hash_arrays.hash_array_sql(hash_sql, relation, f"({condition}) AND ({part or 'TRUE'})")
+            for part in ranges
+        ]
+        counts = layout.HashCounts(request.split.eval_buckets)
+        self._count_hash_arrays(queries, params, counts)
+        return counts.table()
+
+    def _count_hash_arrays(
+        self, queries: list[str], params: Sequence[Any], counts: layout.HashCounts
+    ) -> None:
+        """Add to ``counts`` the hashes of ``queries`` (:func:`hash_arrays.hash_array_sql`),
+        run over up to ``read_streams`` connections at once: this thread's, and others
+        that import the snapshot it counts in, closed once they are done."""
+        left = iter(queries)
+        taking = threading.Lock()
+
+        def count_queries() -> None:
+            while True:
+                with taking:
+                    sql = next(left, None)
+                if sql is None:
+                    return
+                try:
+                    sent = self._execute("counting failed", sql, params, binary=True).fetchone()
+                except BaseException:
+                    with taking:
+                        for _ in left:  # the other threads stop too
+                            pass
+                    raise
+                found = hash_arrays.hashes(sent[0])
+                with taking:
+                    counts.add(found)
+
+        def count_queries_apart(snapshot: str | None) -> None:
+            try:
+                with self._importing(snapshot):
+                    count_queries()
+            finally:
+                self._close_thread_connection()
+
+        helpers = min(self.connection.read_streams, len(queries)) - 1
+        with concurrent.futures.ThreadPoolExecutor(max(helpers, 1), "faucet-count") as pool:
+            snapshot = getattr(self._local, "snapshot", None)  # this thread imported it
+            helping = [pool.submit(count_queries_apart, snapshot) for _ in range(helpers)]
+            count_queries()
+            for helper in helping:
+                helper.result()
 
     def planned(self, plan: Plan) -> None:
         super().planned(plan)
@@ -612,18 +682,33 @@ class PostgresWarehouse(ScratchWarehouse):
         found = self._block_ranges_of.get((source, snapshot)) if snapshot is not None else None
         if found is not None:
             return found
-        table = table_reference(source.table, "[database.][schema.]table")
-        size = self._fetch(
-            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::BIGINT",
-            [table],
-        )  # a view's, or a partitioned table's own, is 0
-        blocks = int(size[0][0]) if size and size[0][0] is not None else 0
+        blocks, _ = self._table_blocks(source.table)
         cuts = [blocks * i // streams for i in range(1, streams)]
         ranges = self.server.block_ranges(cuts) if blocks >= streams else []
         if snapshot is not None:
             with self._lock:
                 self._block_ranges_of[(source, snapshot)] = ranges
         return ranges
+
+    def _table_blocks(self, table: str) -> tuple[int, int]:
+        """The blocks of ``table`` and their size in bytes; no blocks for a view or a
+        partitioned table (its partitions hold its rows)."""
+        found = self._fetch(
+            "SELECT pg_relation_size(%s::regclass) / current_setting('block_size')::BIGINT, "
+            "current_setting('block_size')::BIGINT",
+            [table_reference(table, "[database.][schema.]table")],
+        )
+        blocks, size = found[0] if found else (None, None)
+        return int(blocks or 0), int(size or 0)
+
+    def _close_thread_connection(self) -> None:
+        """Close this thread's connection, if it has one open."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            self._local.connection = None
+            with self._lock:
+                self._opened.remove(connection)
+            connection.close()
 
     def _released_after(
         self, batches: Iterable[pa.RecordBatch], snapshot: str

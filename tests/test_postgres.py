@@ -18,7 +18,7 @@ import pytest
 from faucet_core import ConfigError, Reader, Warehouse, WarehouseError, hookimpl
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
-from faucet_postgres import PostgresConnection, PostgresWarehouse
+from faucet_postgres import PostgresConnection, PostgresWarehouse, hash_arrays
 from faucet_postgres.dialects import PostgresDialect
 from tests.conftest import ROWS, epoch_ids
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer
@@ -272,7 +272,7 @@ def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
     first = make_pg_reader(test_split_percent=31)
     served = sorted(epoch_ids(first) + epoch_ids(first, eval=True))
     cold = postgres_server.statements("postgres", mark)
-    assert any("COUNT(*) AS row_count" in s for s in cold)  # the log does show the reads
+    assert any("array_agg(" in s for s in cold)  # the log does show the reads
     assert any("__faucet_hash FROM" in s for s in cold)
 
     mark = postgres_server.log_offset()
@@ -551,11 +551,47 @@ def test_the_fill_reads_the_copy_over_read_streams_connections(
         assert all(1 <= s.count("__faucet_bucket >=") <= 2 for s in fill)
 
 
-def test_counting_the_source_hashes_each_row_once(
+def test_a_table_counted_from_its_hashes_is_planned_as_its_query_is(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table's rows are counted from their key hashes, a range of blocks per query; a
+    query's by the count query. Both count the same rows alike."""
+    monkeypatch.setattr(hash_arrays, "PART_BYTES", 3 * 8192)
+    mark = postgres_server.log_offset()
+    by_table = make_pg_reader(test_split_percent=31, ds="2024-01-02", copy_when_planning=False)
+    counts = [s for s in postgres_server.statements("postgres", mark) if "array_agg(" in s]
+    with psycopg.connect(postgres_server.url) as db:
+        (blocks,) = db.execute("SELECT pg_relation_size('t') / 8192").fetchone() or (0,)
+    assert len(counts) == -(-blocks // 3) > 1
+    mark = postgres_server.log_offset()
+    by_query = make_pg_reader(test_split_percent=31, ds="2024-01-02", table_name=None,
+                              query="SELECT * FROM t", copy_when_planning=False)  # fmt: skip
+    assert not any("array_agg(" in s for s in postgres_server.statements("postgres", mark))
+    assert by_table.plan.chunks == by_query.plan.chunks
+    assert sum(c.rows for c in by_table.plan.every_chunk) == len(range(1, ROWS, 3))
+
+
+def test_a_range_of_blocks_that_cannot_be_counted_fails_planning_with_the_error(
+    make_pg_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hash_arrays, "PART_BYTES", 8192)  # a query per block
+    hash_array_sql = hash_arrays.hash_array_sql
+
+    def failing_past_block_3(hash_sql: str, relation: str, condition: str) -> str:
+        failing = f"{hash_sql} / CASE WHEN ctid >= '(3,0)'::tid THEN 0 ELSE 1 END"
+        return hash_array_sql(failing, relation, condition)
+
+    monkeypatch.setattr(hash_arrays, "hash_array_sql", failing_past_block_3)
+    with pytest.raises(WarehouseError, match=r"cannot count the rows of table t: .*division by"):
+        make_pg_reader(read_streams=3, copy_when_planning=False)
+
+
+def test_counting_a_query_hashes_each_row_once(
     postgres_url: str, make_pg_reader: MakeReader, postgres_server: PostgresServer
 ) -> None:
     mark = postgres_server.log_offset()
-    make_pg_reader(test_split_percent=20, copy_when_planning=False)
+    make_pg_reader(test_split_percent=20, copy_when_planning=False, table_name=None,
+                   query="SELECT * FROM t")  # fmt: skip
     (count,) = [s for s in postgres_server.statements("postgres", mark) if "AS row_count" in s]
     with psycopg.connect(postgres_url) as db:
         plan = "\n".join(row[0] for row in db.execute(f"EXPLAIN VERBOSE {count}"))

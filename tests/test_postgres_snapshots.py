@@ -14,6 +14,7 @@ import adbc_driver_postgresql.dbapi
 import psycopg
 import pytest
 
+import faucet_postgres.hash_arrays
 import faucet_postgres.warehouse
 from faucet_core import Reader
 from faucet_core.errors import ChunkReadError
@@ -169,6 +170,40 @@ def test_the_fill_reads_a_table_over_read_streams_connections(
     # read by itself too, filtered on its buckets).
     assert len(fill) == streams
     assert sum("ctid" in s for s in fill) == (streams if streams > 1 else 0)
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_each_connection_counting_a_range_of_blocks_counts_the_rows_of_the_snapshot(
+    make_pinned_reader: MakeReader, postgres_url: str, table: str,
+    monkeypatch: pytest.MonkeyPatch, streams: int,
+) -> None:  # fmt: skip
+    """The rows change as the count begins; each of ``streams`` connections counts one of
+    its ranges of blocks (at least) after that, in the snapshot taken before."""
+    monkeypatch.setattr(faucet_postgres.hash_arrays, "PART_BYTES", 8192)  # a query per block
+    everyone_counting = threading.Barrier(streams, timeout=60)
+    changed: list[bool] = []
+    lock = threading.Lock()
+    execute = faucet_postgres.warehouse.PostgresWarehouse._execute
+    counted_by: set[int] = set()
+
+    def changing_first(self: Any, what: str, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if "array_agg(" in sql:
+            with lock:
+                if not changed:
+                    change_rows(postgres_url, table)
+                    changed.append(True)
+                first = threading.get_ident() not in counted_by
+                counted_by.add(threading.get_ident())
+            if first:
+                everyone_counting.wait()
+        return execute(self, what, sql, *args, **kwargs)
+
+    monkeypatch.setattr(faucet_postgres.warehouse.PostgresWarehouse, "_execute", changing_first)
+    reader = make_pinned_reader(read_streams=streams, seed=streams)
+    assert len(counted_by) == streams
+    assert sum(chunk.rows for chunk in reader.plan.every_chunk) == ROWS
+    monkeypatch.undo()
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
 
 
 def test_the_reads_take_connections_opened_while_planning(
