@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
@@ -50,7 +51,7 @@ from faucet_core.warehouse import (
 )
 from faucet_postgres import hash_arrays, snapshots, types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
-from faucet_postgres.dialects import POSTGRES, ServerDialect
+from faucet_postgres.dialects import POSTGRES, VALUE_HASH_LOOKUP, ServerDialect
 from faucet_postgres.iam import IamCredentials, TemporaryLogin
 
 __all__ = ["PostgresConnection", "PostgresWarehouse", "quote_identifier"]
@@ -73,6 +74,10 @@ _PERMANENT_CONNECT_ERRORS = (
     "authentication failed", "does not exist", "no pg_hba.conf entry",
     "does not support SSL", "definition of service", "no password supplied",
 )  # fmt: skip
+
+
+#: A function's name as the catalog gives a built-in one: put in SQL only when it is one.
+_FUNCTION_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def _for_psycopg(sql: str) -> str:
@@ -116,6 +121,8 @@ class PostgresWarehouse(ScratchWarehouse):
         self._server_version: int | None = None
         #: Per source, its columns read through a cast, whose key hash takes their text.
         self._hashed_as_text: dict[SourceSpec, frozenset[str]] = {}
+        #: Per table and key column, its hash by its type's function (:meth:`_value_hash`).
+        self._value_hashes: dict[tuple[SourceSpec, str], str | None] = {}
         #: Per table and snapshot held, its :meth:`_block_ranges` when it was taken.
         self._block_ranges_of: dict[tuple[SourceSpec, str], list[str]] = {}
         self._pins = snapshots.SnapshotPins()
@@ -429,7 +436,33 @@ class PostgresWarehouse(ScratchWarehouse):
         if source not in self._hashed_as_text:
             casts = self.casts(source, f"cannot read {source.describe()}")
             self._hashed_as_text[source] = frozenset(c for c, cast in casts.items() if cast)
-        return self.server.typed_hash_sql(key, self._hashed_as_text[source])
+        typed = self.server.typed_hash_sql(key, self._hashed_as_text[source])
+        if len(key) == 1 and key[0] not in self._hashed_as_text[source]:
+            return self._value_hash(source, key[0], typed) or typed
+        return typed
+
+    def _value_hash(self, source: SourceSpec, column: str, typed: str) -> str | None:
+        """The typed hash of a table's one key column by its type's own function
+        (:meth:`~faucet_postgres.dialects.ServerDialect.value_hash_sql`), once a sample of
+        its rows hashes to ``typed`` by it too; ``None`` where it does not, or cannot be
+        known."""
+        if source.table is None:
+            return None
+        if (source, column) not in self._value_hashes:
+            table = table_reference(source.table, "[database.][schema.]table")
+            found = self._fetch(VALUE_HASH_LOOKUP, [table, column])
+            function = str(found[0][0]) if found else ""
+            value_hash = None
+            if _FUNCTION_NAME.fullmatch(function):
+                value_hash = self.server.value_hash_sql(column, function)
+                sample = f"SELECT {quote_identifier(column)} FROM {table} LIMIT 1000"
+                compared = (
+                    f"SELECT bool_and({value_hash} = {typed}) FROM ({sample}) AS faucet_sample"
+                )
+                (same,) = self._fetch(_for_psycopg(compared), [])[0]
+                value_hash = value_hash if same else None
+            self._value_hashes[(source, column)] = value_hash
+        return self._value_hashes[(source, column)]
 
     def _hashes_by_type(self) -> bool:
         """Whether the key hash is the dialect's typed one on this server's version."""
