@@ -7,12 +7,13 @@ to 3.0 s and counting them in numpy (:class:`~faucet_core.layout.HashCounts`) 0.
 where the server reads a range of a table's blocks at the cost of those blocks alone, each
 range's hashes come back in one value, ``array_send(array_agg(hash))``, which the server
 holds whole until it sends it: a range is at most :data:`PART_BYTES` of the table, so a
-query holds a few tens of MB at most, and no array nears PostgreSQL's 1 GB limit of a value.
+query holds about 90 MB at most, and no array nears PostgreSQL's 1 GB limit of a value.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from faucet_core.warehouse import PermanentWarehouseError
 __all__ = ["PART_BYTES", "cuts", "hash_array_sql", "hashes"]
 
 #: Bytes of a table's blocks whose hashes one query sends: a row takes at least 32 bytes
-#: of them, so an array holds at most 4M hashes (12 bytes each, 9 more while it is built).
+#: of them, so an array holds at most about 4.2M hashes (12 bytes each, and 9 more while
+#: it is built).
 PART_BYTES = 128 * 2**20
 
 #: One element of an ``int8[]`` in binary: its length (always 8), then its value.
@@ -45,7 +47,7 @@ def hash_array_sql(hash_sql: str, relation: str, condition: str) -> str:
     return f"SELECT array_send(array_agg({hash_sql})) FROM {relation} WHERE {condition}"
 
 
-def hashes(sent: bytes | None) -> np.ndarray:
+def hashes(sent: bytes | None) -> np.ndarray[Any, Any]:
     """The hashes of :func:`hash_array_sql`'s value, as int64.
 
     Raises:
