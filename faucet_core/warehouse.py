@@ -293,11 +293,13 @@ class Warehouse(ABC):
         return None
 
     def reads_chunks_alone(self, plan: Plan) -> bool:
-        """Whether a scan of a few chunks of ``plan`` reads about their rows alone (from a
-        copy clustered by bucket), not the whole source. A pass's first chunk missing from
-        the cache is then read by itself before the cache fill's scan is sent: its first
-        batch waits neither for that scan nor behind it, where the warehouse runs one query
-        at a time or queues them. Default: no (the chunk waits for a fill about to end)."""
+        """Whether a scan of a few chunks of ``plan`` costs far less than the cache fill's
+        scan of all of them: it reads about their rows alone (from a copy clustered by
+        bucket), or the warehouse sends their rows alone where the fill's time goes into
+        sending every row. A pass's first chunk missing from the cache is then read by
+        itself before the cache fill's scan is sent: its first batch waits neither for
+        that scan nor behind it, where the warehouse runs one query at a time or queues
+        them. Default: no (the chunk waits for a fill about to end)."""
         return False
 
     def column_stats(self, plan: Plan, request: StatsRequest) -> TrainStats | None:

@@ -20,6 +20,7 @@ from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
 from faucet_postgres import PostgresConnection, PostgresWarehouse, hash_arrays
 from faucet_postgres.dialects import PostgresDialect
+from faucet_postgres.warehouse import READ_ALONE_FROM_CHUNKS
 from tests.conftest import ROWS, epoch_ids
 from tests.pgserver import READER, READER_PASSWORD, PostgresServer
 
@@ -488,15 +489,29 @@ def test_rows_loaded_after_planning_are_not_served(
             assert sorted(epoch_ids(reader)) == list(range(ROWS))
 
 
-def test_a_chunk_is_read_alone_at_the_cost_of_its_rows_only_from_the_copy(
-    make_pg_reader: MakeReader,
+def test_a_first_chunk_is_read_alone_from_the_copy_or_a_table_of_many_chunks(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer
 ) -> None:
     copied = make_pg_reader(test_split_percent=0, copy_when_planning=True)
     assert copied.stream.warehouse().reads_chunks_alone(copied.plan)
-    straight = make_pg_reader(test_split_percent=0, copy_when_planning=False)
-    # A scan of a few chunks would read the whole source: the first chunk waits for the fill.
-    assert not straight.stream.warehouse().reads_chunks_alone(straight.plan)
-    assert sorted(epoch_ids(straight)) == list(range(ROWS))
+    few = make_pg_reader(test_split_percent=0, copy_when_planning=False)
+    # A scan of a few chunks would send about as much as the fill's: it waits for the fill.
+    assert len(few.plan.chunks["train"]) < READ_ALONE_FROM_CHUNKS
+    assert not few.stream.warehouse().reads_chunks_alone(few.plan)
+    assert sorted(epoch_ids(few)) == list(range(ROWS))
+    mark = postgres_server.log_offset()
+    many = make_pg_reader(test_split_percent=0, chunk_size=ROWS // (2 * READ_ALONE_FROM_CHUNKS),
+                          copy_when_planning=False)  # fmt: skip
+    assert many.stream.warehouse().reads_chunks_alone(many.plan)
+    assert sorted(epoch_ids(many)) == list(range(ROWS))
+    reads = [
+        s for s in postgres_server.statements("postgres", mark)
+        if s.startswith("COPY (SELECT") and "LIMIT 0" not in s
+    ]  # fmt: skip
+    # The first chunk, filtered on its buckets, is read before the fill's scan is sent.
+    first, *fill = reads
+    assert "faucet_rows" in first
+    assert fill and not any("faucet_rows" in s for s in fill)
 
 
 def test_a_user_who_may_not_copy_plans_the_source_as_it_is(
