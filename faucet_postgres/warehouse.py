@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import re
 import threading
@@ -49,7 +50,7 @@ from faucet_core.warehouse import (
     TransientWarehouseError,
     WarehouseError,
 )
-from faucet_postgres import hash_arrays, snapshots, types
+from faucet_postgres import hash_arrays, integer_hashes, snapshots, types
 from faucet_postgres.connection import PostgresConnection, ServerConnection
 from faucet_postgres.dialects import POSTGRES, VALUE_HASH_LOOKUP, ServerDialect
 from faucet_postgres.iam import IamCredentials, TemporaryLogin
@@ -82,6 +83,25 @@ _PERMANENT_CONNECT_ERRORS = (
 
 #: A function's name as the catalog gives a built-in one: put in SQL only when it is one.
 _FUNCTION_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _hashes_here(function: str, values: list[Any], hashes: list[Any]) -> bool:
+    """Whether Faucet computes ``function`` (:data:`integer_hashes.FUNCTIONS`) of a
+    sample's key ``values`` as the server did (``hashes``)."""
+    kind = integer_hashes.FUNCTIONS.get(function)
+    if kind is None:
+        return False
+    try:
+        computed = integer_hashes.integer_hashes(pa.array(values, kind), function)
+    except (ValueError, pa.ArrowException):
+        return False
+    return bool(computed.to_pylist() == [0 if h is None else h for h in hashes])
+
+
+def _with_key_hash(batch: pa.RecordBatch, column: str, function: str) -> pa.RecordBatch:
+    """``batch`` with the key hash column, ``function`` of its key ``column``."""
+    hashes = integer_hashes.integer_hashes(batch.column(column), function)
+    return batch.append_column(layout.HASH_COLUMN, hashes)
 
 
 def _for_psycopg(sql: str) -> str:
@@ -125,8 +145,10 @@ class PostgresWarehouse(ScratchWarehouse):
         self._server_version: int | None = None
         #: Per source, its columns read through a cast, whose key hash takes their text.
         self._hashed_as_text: dict[SourceSpec, frozenset[str]] = {}
-        #: Per table and key column, its hash by its type's function (:meth:`_value_hash`).
-        self._value_hashes: dict[tuple[SourceSpec, str], str | None] = {}
+        #: Per table and key column, the function of its type that hashes it (``None``: its
+        #: row's hash does), and whether Faucet computes it as the server does
+        #: (:meth:`_value_hash`).
+        self._value_hashes: dict[tuple[SourceSpec, str], tuple[str | None, bool]] = {}
         #: Per table and snapshot held, its :meth:`_block_ranges` when it was taken.
         self._block_ranges_of: dict[tuple[SourceSpec, str], list[str]] = {}
         self._pins = snapshots.SnapshotPins()
@@ -456,17 +478,34 @@ class PostgresWarehouse(ScratchWarehouse):
             table = table_reference(source.table, "[database.][schema.]table")
             found = self._fetch(VALUE_HASH_LOOKUP, [table, column])
             function = str(found[0][0]) if found else ""
-            value_hash = None
+            known: tuple[str | None, bool] = (None, False)
             if _FUNCTION_NAME.fullmatch(function):
                 value_hash = self.server.value_hash_sql(column, function)
-                sample = f"SELECT {quote_identifier(column)} FROM {table} LIMIT 1000"
+                quoted = quote_identifier(column)
+                sample = f"SELECT {quoted} FROM {table} LIMIT 1000"
                 compared = (
-                    f"SELECT bool_and({value_hash} = {typed}) FROM ({sample}) AS faucet_sample"
+                    f"SELECT bool_and({value_hash} = {typed}), array_agg({quoted}), "
+                    f"array_agg({value_hash}) FROM ({sample}) AS faucet_sample"
                 )
-                (same,) = self._fetch(_for_psycopg(compared), [])[0]
-                value_hash = value_hash if same else None
-            self._value_hashes[(source, column)] = value_hash
-        return self._value_hashes[(source, column)]
+                same, values, hashes = self._fetch(_for_psycopg(compared), [])[0]
+                if same:
+                    known = (function, _hashes_here(function, values or [], hashes or []))
+            self._value_hashes[(source, column)] = known
+        by = self._value_hashes[(source, column)][0]
+        return self.server.value_hash_sql(column, by) if by else None
+
+    def _hashed_here(self, plan: Plan) -> str | None:
+        """The function of :meth:`_value_hash` that hashes ``plan``'s key, where Faucet
+        computes it as the server does (:mod:`faucet_postgres.integer_hashes`) from the
+        key's column as read; else ``None``."""
+        source, key = plan.request.source, plan.key
+        if len(key) != 1 or key[0] not in plan.columns or plan.schema is None:
+            return None
+        function, here = self._value_hashes.get((source, key[0]), (None, False))
+        if function is None or not here:
+            return None
+        kind = integer_hashes.FUNCTIONS[function]
+        return function if plan.schema.field(key[0]).type == kind else None
 
     def _hashes_by_type(self) -> bool:
         """Whether the key hash is the dialect's typed one on this server's version."""
@@ -668,23 +707,29 @@ class PostgresWarehouse(ScratchWarehouse):
         the source with their hash, where that needs no bind parameter, as the plan's
         snapshot saw them while it lasts (a table's blocks cut into ranges:
         :meth:`_block_ranges`; a few chunks, a query, over one connection); else from a
-        copy made now."""
+        copy made now. A whole table keyed by one integer column is read without its
+        hash, which Faucet computes as the batches come (:meth:`_hashed_here`)."""
         source = plan.request.source
         if self._scans_source(plan):
             relation = self._relation(source, placeholders=False)
-            selected = "".join(
-                f"{selected_column(c, plan.schema, quote_identifier(c))}, " for c in plan.columns
-            )
+            selected = [selected_column(c, plan.schema, quote_identifier(c)) for c in plan.columns]
             hashed = f"{self._key_hash(source, plan.key)} AS {layout.HASH_COLUMN}"
-            sql = f"SELECT {selected}{hashed} FROM {relation}"
             what = f"cannot read {source.describe()}"
             snapshot = self._snapshot_of(plan)
             if chunks is not None:
+                sql = f"SELECT {', '.join([*selected, hashed])} FROM {relation}"
                 sql = f"SELECT * FROM ({sql}) AS faucet_rows WHERE {self.in_chunks(plan, chunks)}"
                 return self._streams(what, [sql], snapshot=snapshot)
+            function = self._hashed_here(plan)
+            then = None
+            if function is not None:
+                then = functools.partial(_with_key_hash, column=plan.key[0], function=function)
+            else:
+                selected.append(hashed)
+            sql = f"SELECT {', '.join(selected)} FROM {relation}"
             ranges = self._block_ranges(source, snapshot)
             parts = [f"{sql} WHERE {part}" for part in ranges] or [sql]
-            rows = self._streams(what, parts, snapshot=snapshot)
+            rows = self._streams(what, parts, snapshot=snapshot, then=then)
             return rows if snapshot is None else self._released_after(rows, snapshot)
         self.materialize(plan)
         queries = [self.scratch_rows(plan, run) for run in self._stream_runs(plan, chunks)]
@@ -696,19 +741,20 @@ class PostgresWarehouse(ScratchWarehouse):
         queries: list[str],
         scratch: Plan | None = None,
         snapshot: str | None = None,
+        then: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     ) -> Iterable[pa.RecordBatch]:
         """The rows of ``queries``, each streamed over a connection of its own, all at once
-        (as :meth:`_read` reads them)."""
+        (as :meth:`_read` reads them); each batch through ``then``, in its stream's thread."""
         if len(queries) == 1:
             one: Iterable[pa.RecordBatch] = self._read(
                 what, queries[0], stream=True, scratch=scratch, snapshot=snapshot
             )
-            return one
+            return one if then is None else map(then, one)
 
         def read(sql: str, opened: list[Any]) -> Iterator[pa.RecordBatch]:
             stream = self._read(what, sql, stream=True, scratch=scratch, snapshot=snapshot)
             opened.append(stream)
-            yield from stream
+            yield from (stream if then is None else map(then, stream))
 
         return read_at_once(queries, read)
 

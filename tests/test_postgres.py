@@ -15,10 +15,10 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from faucet_core import ConfigError, Reader, Warehouse, WarehouseError, hookimpl
+from faucet_core import ConfigError, Reader, Warehouse, WarehouseError, hookimpl, layout
 from faucet_core.torch import FaucetDataLoader, FaucetIterableDataset
 from faucet_core.warehouse import SourceSpec
-from faucet_postgres import PostgresConnection, PostgresWarehouse, hash_arrays
+from faucet_postgres import PostgresConnection, PostgresWarehouse, hash_arrays, integer_hashes
 from faucet_postgres.dialects import PostgresDialect
 from faucet_postgres.warehouse import READ_ALONE_FROM_CHUNKS
 from tests.conftest import ROWS, epoch_ids
@@ -263,6 +263,61 @@ def test_a_function_that_hashes_a_sample_otherwise_than_the_row_is_not_used(
     monkeypatch.setattr(PostgresDialect, "value_hash_sql", seeded)
     hashed = pg_warehouse.key_hash_sql(SourceSpec(table=key_table), ["whole"])
     assert hashed.startswith("hash_record_extended(ROW(")
+
+
+@pytest.fixture
+def integer_keys(pg: psycopg.Connection[Any]) -> Iterator[str]:
+    """Table ``integer_keys``: a unique ``id``, then keys of each integer type (one with a
+    NULL in every ten rows) and of text."""
+    write(pg, """
+        CREATE TABLE integer_keys AS
+        SELECT i AS id, (i - 500)::SMALLINT AS small, i - 500 AS whole,
+               (i - 500)::BIGINT * 10000000000 AS big,
+               CASE WHEN i % 10 = 0 THEN NULL ELSE -i END AS sparse, 'w' || i AS word,
+               (i % 4 = 0)::INT AS label
+        FROM generate_series(0, 1999) AS s(i)
+    """)  # fmt: skip
+    yield "integer_keys"
+    write(pg, "DROP TABLE integer_keys")
+
+
+@pytest.mark.parametrize("key", ["small", "whole", "big", "sparse", "word"])
+def test_a_table_keyed_by_an_integer_is_read_without_its_hash(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer, integer_keys: str, key: str
+) -> None:
+    """The fill reads it without the key hash, which Faucet computes from the key as the
+    server does; a key of another type is hashed by the server."""
+    mark = postgres_server.log_offset()
+    reader = make_pg_reader(table_name=integer_keys, split_key=key, test_split_percent=20,
+                            chunk_size=300)  # fmt: skip
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(2000))
+    fill = [
+        s for s in postgres_server.statements("postgres", mark)
+        if s.startswith("COPY (SELECT") and "LIMIT 0" not in s and "faucet_rows" not in s
+    ]  # fmt: skip
+    assert fill
+    assert all((layout.HASH_COLUMN in s) == (key == "word") for s in fill)
+
+
+def test_a_hash_computed_otherwise_than_the_server_is_not_used(
+    make_pg_reader: MakeReader, postgres_server: PostgresServer, integer_keys: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    computed = integer_hashes.integer_hashes
+
+    def shifted(column: pa.Array, function: str) -> pa.Array:
+        return pa.compute.add(computed(column, function), 1)
+
+    monkeypatch.setattr(integer_hashes, "integer_hashes", shifted)
+    mark = postgres_server.log_offset()
+    reader = make_pg_reader(table_name=integer_keys, split_key="whole", test_split_percent=20,
+                            chunk_size=300)  # fmt: skip
+    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(2000))
+    fill = [
+        s for s in postgres_server.statements("postgres", mark)
+        if s.startswith("COPY (SELECT") and "LIMIT 0" not in s and "faucet_rows" not in s
+    ]  # fmt: skip
+    assert fill and all(layout.HASH_COLUMN in s for s in fill)
 
 
 def test_a_key_of_columns_or_of_a_query_is_hashed_by_its_row(

@@ -1,0 +1,87 @@
+"""PostgreSQL's extended hash of integers, computed in numpy.
+
+A table keyed by one integer column is hashed by its type's own function
+(``hashint4extended(id, 0)``: see :meth:`~faucet_postgres.dialects.ServerDialect.value_hash_sql`).
+The cache fill reads every row with its hash; computed on the server, that column cost
+about a tenth more of the server's CPU for the read (10M rows: 16.0 to 16.5 s against
+14.4 to 15.1 s, four reads each, one connection), and 12 bytes a row more to send and
+decode. The same hash computed here from the key's values, a batch at a time, costs a few
+vector operations.
+
+The functions follow PostgreSQL's ``hashfn.c`` and ``hashfunc.c``, for seed 0: an integer
+becomes one 32-bit word (an ``int8`` folds its high half into its low half), whose hash
+is Bob Jenkins' ``final`` mix of it, the two high words of the result giving the 64-bit
+hash. The warehouse uses them only once they hash a sample of the table's keys as the
+server does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["FUNCTIONS", "integer_hashes"]
+
+#: The server's hash functions computed here, and the Arrow type of the column each takes.
+FUNCTIONS: dict[str, pa.DataType] = {
+    "hashint2extended": pa.int16(),
+    "hashint4extended": pa.int32(),
+    "hashint8extended": pa.int64(),
+}
+#: What the three words of the Jenkins hash start at, for a key of 4 bytes.
+_START = np.uint32((0x9E3779B9 + 4 + 3923095) % 2**32)
+
+
+def _rotated(word: np.ndarray[Any, Any], bits: int) -> np.ndarray[Any, Any]:
+    return (word << np.uint32(bits)) | (word >> np.uint32(32 - bits))
+
+
+def _words(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The 32-bit word each value is hashed as: an ``int8``'s low half, xor its high half
+    (complemented for a negative value); a smaller integer, as a 32-bit one."""
+    if values.dtype != np.int64:
+        return values.astype(np.int32).view(np.uint32)
+    low = values.astype(np.uint32)  # wraps: the low 32 bits
+    high = (values >> np.int64(32)).astype(np.uint32)
+    return low ^ np.where(values >= 0, high, ~high)
+
+
+def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Array:
+    """``COALESCE(function(value, 0), 0)`` of each value of ``column`` (a ``NULL`` is 0),
+    as int64.
+
+    Raises:
+        ValueError: ``function`` is not one of :data:`FUNCTIONS`, or ``column`` is not of
+            its type.
+    """
+    kind = FUNCTIONS.get(function)
+    if kind is None or column.type != kind:
+        raise ValueError(f"cannot compute {function} of a {column.type} column here")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.fill_null(0).to_numpy(zero_copy_only=False)
+    a = _words(values) + _START
+    b = np.full_like(a, _START)
+    c = b.copy()
+    # Jenkins' final(a, b, c); the arrays are uint32, so every step wraps as in C.
+    c ^= b
+    c -= _rotated(b, 14)
+    a ^= c
+    a -= _rotated(c, 11)
+    b ^= a
+    b -= _rotated(a, 25)
+    c ^= b
+    c -= _rotated(b, 16)
+    a ^= c
+    a -= _rotated(c, 4)
+    b ^= a
+    b -= _rotated(a, 14)
+    c ^= b
+    c -= _rotated(b, 24)
+    hashes = (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+    found = pa.array(hashes.view(np.int64))
+    if column.null_count:  # COALESCE(..., 0): a NULL key hashes to 0
+        found = pa.compute.if_else(column.is_null(), pa.scalar(0, pa.int64()), found)
+    return found
