@@ -32,6 +32,9 @@ FUNCTIONS: dict[str, pa.DataType] = {
 }
 #: What the three words of the Jenkins hash start at, for a key of 4 bytes.
 _START = np.uint32((0x9E3779B9 + 4 + 3923095) % 2**32)
+#: The steps of Jenkins' ``final`` mix of words ``(a, b, c)``: the word changed, the word
+#: it is mixed with, and that word's rotation (``c ^= b; c -= rot(b, 14)`` first).
+_FINAL = ((2, 1, 14), (0, 2, 11), (1, 0, 25), (2, 1, 16), (0, 2, 4), (1, 0, 14), (2, 1, 24))
 
 
 def _rotated(word: np.ndarray[Any, Any], bits: int) -> np.ndarray[Any, Any]:
@@ -64,22 +67,12 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
     values = column.fill_null(0).to_numpy(zero_copy_only=False)
     a = _words(values) + _START
     b = np.full_like(a, _START)
-    c = b.copy()
+    words = [a, b, b.copy()]
     # Jenkins' final(a, b, c); the arrays are uint32, so every step wraps as in C.
-    c ^= b
-    c -= _rotated(b, 14)
-    a ^= c
-    a -= _rotated(c, 11)
-    b ^= a
-    b -= _rotated(a, 25)
-    c ^= b
-    c -= _rotated(b, 16)
-    a ^= c
-    a -= _rotated(c, 4)
-    b ^= a
-    b -= _rotated(a, 14)
-    c ^= b
-    c -= _rotated(b, 24)
+    for changed, by, bits in _FINAL:
+        words[changed] ^= words[by]
+        words[changed] -= _rotated(words[by], bits)
+    _, b, c = words
     hashes = (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
     found = pa.array(hashes.view(np.int64))
     if column.null_count:  # COALESCE(..., 0): a NULL key hashes to 0
