@@ -10,7 +10,7 @@ vector operations.
 
 The functions follow PostgreSQL's ``hashfn.c`` and ``hashfunc.c``, for seed 0: an integer
 becomes one 32-bit word (an ``int8`` folds its high half into its low half), whose hash
-is Bob Jenkins' ``final`` mix of it, the two high words of the result giving the 64-bit
+is Bob Jenkins' ``final`` mix of it, two of the three words it mixes giving the 64-bit
 hash. The warehouse uses them only once they hash a sample of the table's keys as the
 server does.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["FUNCTIONS", "integer_hashes"]
 
@@ -76,5 +77,5 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
     hashes = (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
     found = pa.array(hashes.view(np.int64))
     if column.null_count:  # COALESCE(..., 0): a NULL key hashes to 0
-        found = pa.compute.if_else(column.is_null(), pa.scalar(0, pa.int64()), found)
+        found = pc.if_else(column.is_null(), pa.scalar(0, pa.int64()), found)
     return found
