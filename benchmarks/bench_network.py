@@ -38,11 +38,10 @@ planning, each batch dropped: what the stand-in gives the rows Faucet asks for, 
 row's key hash and over its streams); for the first batch, planning, and planning then
 Faucet's read of epoch 1's first chunk alone (run the same way, before the table's); for
 memory, a process that loads Faucet's libraries and streams the whole table through the
-client library, dropping each batch
-(the least a read of the table holds there: the whole result, where the stand-in sends it
-at once). On PostgreSQL it also prints the CPU time the client's process and the server's
-processes used for the best bulk read and for Faucet's epoch 1: here they share the
-machine's cores, where a real server has its own.
+client library, dropping each batch (the least a read of the table holds there: the whole
+result, where the stand-in sends it at once). On PostgreSQL it also prints the CPU time
+the client's process and the server's processes used for the best bulk read and for
+Faucet's epoch 1: here they share the machine's cores, where a real server has its own.
 """
 
 from __future__ import annotations
