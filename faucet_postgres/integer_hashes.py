@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = ["FUNCTIONS", "integer_hashes"]
 
@@ -65,7 +64,8 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
         raise ValueError(f"cannot compute {function} of a {column.type} column here")
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    values = column.fill_null(0).to_numpy(zero_copy_only=False)
+    nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
+    values = (column if nulls is None else column.fill_null(0)).to_numpy(zero_copy_only=False)
     a = _words(values) + _START
     b = np.full_like(a, _START)
     words = [a, b, b.copy()]
@@ -74,8 +74,7 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
         words[changed] ^= words[by]
         words[changed] -= _rotated(words[by], bits)
     _, b, c = words
-    hashes = (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
-    found = pa.array(hashes.view(np.int64))
-    if column.null_count:  # COALESCE(..., 0): a NULL key hashes to 0
-        found = pc.if_else(column.is_null(), pa.scalar(0, pa.int64()), found)
-    return found
+    hashes = ((b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)).view(np.int64)
+    if nulls is not None:  # COALESCE(..., 0): a NULL key hashes to 0
+        hashes[nulls] = 0
+    return pa.array(hashes)
