@@ -744,7 +744,8 @@ class PostgresWarehouse(ScratchWarehouse):
         then: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     ) -> Iterable[pa.RecordBatch]:
         """The rows of ``queries``, each streamed over a connection of its own, all at once
-        (as :meth:`_read` reads them); each batch through ``then``, in its stream's thread."""
+        (as :meth:`_read` reads them); each batch through ``then`` (of several queries, in
+        its stream's thread)."""
         if len(queries) == 1:
             one: Iterable[pa.RecordBatch] = self._read(
                 what, queries[0], stream=True, scratch=scratch, snapshot=snapshot
