@@ -146,7 +146,7 @@ def faucet_read(settings: dict[str, Any]) -> dict[str, Any]:
     from faucet_core import get_batch_reader
     from faucet_core.batches import chunk_order
 
-    def seconds_to_read(chunks: list[Any] | None) -> tuple[int, float]:
+    def seconds_to_read(reader: Any, chunks: list[Any] | None) -> tuple[int, float]:
         started, rows = time.perf_counter(), 0
         # The benchmark reaches into the reader for its warehouse: no public API runs
         # these reads alone.
@@ -158,8 +158,8 @@ def faucet_read(settings: dict[str, Any]) -> dict[str, Any]:
         reader = get_batch_reader(**settings, epochs=1, seed=1, output="arrow", cache_dir=cache)
         try:
             first = chunk_order(reader.plan.chunks["train"], 1, 1, shuffle=True)[0]
-            _, first_chunk = seconds_to_read([first])
-            rows, seconds = seconds_to_read(None)
+            _, first_chunk = seconds_to_read(reader, [first])
+            rows, seconds = seconds_to_read(reader, None)
             return {"rows": rows, "seconds": seconds, "first_chunk": first_chunk}
         finally:
             reader.close()
