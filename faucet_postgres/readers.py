@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from faucet_postgres import snapshots, types
 
-__all__ = ["AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
+__all__ = ["AdbcConnection", "AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
 
 #: Seconds a connection no read will take is waited for while it is being opened, to close
 #: it: a snapshot's are closed as it is released, before the release is said done.
@@ -148,27 +148,83 @@ def _close(future: Future[Any]) -> None:
             future.result().close()
 
 
+class AdbcConnection:
+    """A connection of the ADBC driver, through the driver manager's own objects: its DB-API
+    module would first import pandas, polars and ``pyarrow.dataset``, 0.4 s before a
+    first read. Autocommit, or, where not, in a transaction begun as it opens."""
+
+    def __init__(self, conninfo: str, autocommit: bool) -> None:
+        import adbc_driver_manager
+        import adbc_driver_postgresql
+
+        self._manager = adbc_driver_manager
+        self._database = adbc_driver_postgresql.connect(conninfo)
+        try:
+            self._connection = adbc_driver_manager.AdbcConnection(self._database)
+            if not autocommit:
+                self._connection.set_autocommit(False)
+        except BaseException:
+            self.close()
+            raise
+
+    def execute(self, sql: str) -> None:
+        """Run ``sql``, a statement without rows."""
+        statement = self._manager.AdbcStatement(self._connection)
+        try:
+            statement.set_sql_query(sql)
+            statement.execute_update()
+        finally:
+            statement.close()
+
+    def query(self, sql: str) -> tuple[Any, pa.RecordBatchReader]:
+        """The statement running ``sql`` (to cancel it; closed once its rows are read), and
+        its rows."""
+        statement = self._manager.AdbcStatement(self._connection)
+        try:
+            statement.set_sql_query(sql)
+            handle, _ = statement.execute_query()
+            return statement, pa.RecordBatchReader.from_stream(handle)
+        except BaseException:
+            statement.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection and its database object."""
+        _close_quietly(getattr(self, "_connection", None), self._database)
+
+
+def _close_quietly(*opened: Any) -> None:
+    """Close each of ``opened`` (``None``: nothing), in order, whatever the others raise."""
+    for each in opened:
+        if each is not None:
+            with contextlib.suppress(Exception):
+                each.close()
+
+
 class AdbcReader:
     """Reads PostgreSQL through the ADBC driver: a connection (kept for the next) for each
     read at a time, one of its own for each stream (closed with the stream)."""
 
     def __init__(self, conninfo: str) -> None:
         import adbc_driver_manager
-        import adbc_driver_postgresql.dbapi
 
-        self._connect = adbc_driver_postgresql.dbapi.connect
+        self._connect = AdbcConnection
         # libpq takes an empty URL as "everything from the environment"; ADBC needs a URI.
         self._conninfo = conninfo or "postgresql://"
-        self.errors: tuple[type[BaseException], ...] = (adbc_driver_manager.Error,)
+        # The driver's; pyarrow's for one the server sends while the rows are read.
+        self.errors: tuple[type[BaseException], ...] = (
+            adbc_driver_manager.Error,
+            pa.ArrowException,
+            OSError,
+        )
         self._connections = _Connections(self._open)
 
-    def _open(self, snapshot: str | None) -> Any:
+    def _open(self, snapshot: str | None) -> AdbcConnection:
         """A new connection; for ``snapshot``, in a transaction that imports it."""
         connection = self._connect(self._conninfo, autocommit=snapshot is None)
         try:
-            with connection.cursor() as cursor:
-                for statement in snapshots.importing(snapshot) if snapshot is not None else ():
-                    cursor.execute(statement)
+            for statement in snapshots.importing(snapshot) if snapshot is not None else ():
+                connection.execute(statement)
         except BaseException:
             connection.close()
             raise
@@ -183,12 +239,13 @@ class AdbcReader:
     def _run(self, sql: str) -> pa.Table:
         connection = self._connections.take(None)
         try:
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-                table: pa.Table = cursor.fetch_arrow_table()
+            statement, rows = connection.query(sql)
+            try:
+                table = rows.read_all()
+            finally:
+                _close_quietly(rows, statement)
         except BaseException:
-            with contextlib.suppress(Exception):
-                connection.close()  # it may be broken: the next read opens another
+            connection.close()  # it may be broken: the next read opens another
             raise
         self._connections.put_back(connection)
         return table
@@ -202,13 +259,11 @@ class AdbcReader:
     def stream(self, sql: str, batch_rows: int, snapshot: str | None = None) -> AdbcStream:
         connection = self._connections.take(snapshot)
         try:
-            cursor = connection.cursor()
-            cursor.execute(sql)
-            batches = cursor.fetch_record_batch()
+            statement, batches = connection.query(sql)
         except BaseException:
             connection.close()
             raise
-        return AdbcStream(connection, cursor, batches)
+        return AdbcStream(connection, statement, batches)
 
     def close(self) -> None:
         self._connections.close()
@@ -218,9 +273,11 @@ class AdbcStream:
     """The batches of one streamed query, over a connection of its own, closed when they
     end; :meth:`cancel` (from another thread) stops the query."""
 
-    def __init__(self, connection: Any, cursor: Any, batches: Any) -> None:
+    def __init__(
+        self, connection: AdbcConnection, statement: Any, batches: pa.RecordBatchReader
+    ) -> None:
         self._connection = connection
-        self._cursor = cursor
+        self._statement = statement
         self._batches = batches
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
@@ -228,14 +285,13 @@ class AdbcStream:
             for batch in self._batches:
                 yield types.decoded(batch)
         finally:
-            with contextlib.suppress(Exception):
-                self._cursor.close()
+            _close_quietly(self._batches, self._statement)
             self._connection.close()
 
     def cancel(self) -> None:
         """Ask the server to cancel the query: a read waiting for its rows fails."""
         with contextlib.suppress(Exception):
-            self._cursor.adbc_cancel()
+            self._statement.cancel()
 
 
 class ConnectorxReader:
