@@ -46,6 +46,7 @@ __all__ = [
     "BucketRange",
     "Dialect",
     "HashCounts",
+    "arrow_of",
     "bucket_counts",
     "bucket_of",
     "checksum_terms",
@@ -295,8 +296,8 @@ class HashCounts:
         non-empty (split, bucket), train's first, each in bucket order."""
         keys = np.flatnonzero(self._rows)
         return pa.Table.from_arrays(
-            [pa.array(keys >= BUCKETS), pa.array(keys % BUCKETS), pa.array(self._rows[keys]),
-             pa.array(self._checksums[keys])],
+            [arrow_of(keys >= BUCKETS), arrow_of(keys % BUCKETS), arrow_of(self._rows[keys]),
+             arrow_of(self._checksums[keys])],
             schema=_COUNT_SCHEMA,
         )  # fmt: skip
 
@@ -343,6 +344,17 @@ def group_buckets(
     chunk_checksums = np.add.reduceat(checksums, starts)
     ranges: list[list[int]] = np.stack([los, his, chunk_rows, chunk_checksums], axis=1).tolist()
     return ranges
+
+
+def arrow_of(values: np.ndarray[Any, Any]) -> pa.Array:
+    """A one-dimensional numpy array of numbers or booleans as Arrow, built on its buffer:
+    ``pa.array`` would import pandas (see :func:`integers`)."""
+    if values.dtype == np.bool_:
+        bits = pa.py_buffer(np.packbits(values, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, bits])
+    values = np.ascontiguousarray(values)
+    kind = pa.from_numpy_dtype(values.dtype)
+    return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
 
 
 def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["FUNCTIONS", "integer_hashes"]
+__all__ = ["FUNCTIONS", "hashes_of", "integer_hashes"]
 
 #: The server's hash functions computed here, and the Arrow type of the column each takes.
 FUNCTIONS: dict[str, pa.DataType] = {
@@ -53,7 +53,8 @@ def _words(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Array:
     """``COALESCE(function(value, 0), 0)`` of each value of ``column`` (a ``NULL`` is 0),
-    as int64.
+    as int64. Read from and written to Arrow's buffers: its conversions to and from numpy
+    would import pandas.
 
     Raises:
         ValueError: ``function`` is not one of :data:`FUNCTIONS`, or ``column`` is not of
@@ -64,8 +65,18 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
         raise ValueError(f"cannot compute {function} of a {column.type} column here")
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-    values = (column if nulls is None else column.fill_null(0)).to_numpy(zero_copy_only=False)
+    start, end = column.offset, column.offset + len(column)
+    # Under a NULL lies some value: hashed, then its hash set to 0.
+    hashes = hashes_of(np.frombuffer(column.buffers()[1], kind.to_pandas_dtype(), end)[start:])
+    if column.null_count:
+        validity = np.frombuffer(column.buffers()[0], np.uint8)
+        hashes[np.unpackbits(validity, count=end, bitorder="little")[start:] == 0] = 0
+    return pa.Array.from_buffers(pa.int64(), len(hashes), [None, pa.py_buffer(hashes)])
+
+
+def hashes_of(values: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The hash of each of ``values`` (int16, int32 or int64: the function of that type),
+    as int64."""
     a = _words(values) + _START
     b = np.full_like(a, _START)
     words = [a, b, b.copy()]
@@ -74,7 +85,7 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
         words[changed] ^= words[by]
         words[changed] -= _rotated(words[by], bits)
     _, b, c = words
-    hashes = ((b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)).view(np.int64)
-    if nulls is not None:  # COALESCE(..., 0): a NULL key hashes to 0
-        hashes[nulls] = 0
-    return pa.array(hashes)
+    hashes: np.ndarray[Any, Any] = (
+        (b.astype(np.uint64) << np.uint64(32)) | c.astype(np.uint64)
+    ).view(np.int64)
+    return hashes

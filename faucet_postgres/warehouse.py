@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
@@ -92,10 +93,12 @@ def _hashes_here(function: str, values: list[Any], hashes: list[Any]) -> bool:
     if kind is None:
         return False
     try:
-        computed = integer_hashes.integer_hashes(pa.array(values, kind), function)
-    except (ValueError, pa.ArrowException):
+        keys = np.array([0 if v is None else v for v in values], kind.to_pandas_dtype())
+    except (OverflowError, TypeError, ValueError):
         return False
-    return bool(computed.to_pylist() == [0 if h is None else h for h in hashes])
+    computed = integer_hashes.hashes_of(keys)
+    computed[[v is None for v in values]] = 0
+    return bool(computed.tolist() == [0 if h is None else h for h in hashes])
 
 
 def _with_key_hash(batch: pa.RecordBatch, column: str, function: str) -> pa.RecordBatch:

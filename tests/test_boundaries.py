@@ -62,3 +62,24 @@ def test_arrow_batches_are_served_without_importing_pandas(table_path: Path) -> 
     )
     assert "faucet_duckdb.warehouse" in modules
     assert "pandas" not in modules
+
+
+def test_postgres_serves_arrow_batches_without_importing_pandas(postgres_url: str) -> None:
+    # A table keyed by one integer column: its hashes are counted and computed in numpy,
+    # a first chunk is read by itself, and the ADBC driver reads the rows.
+    modules = _modules_after(
+        f"""
+        import tempfile
+        from faucet_core import get_batch_reader
+        reader = get_batch_reader(
+            datastore="postgres", dsn={postgres_url!r}, table_name="t", split_key="id",
+            label_columns=["label"], output="arrow", chunk_size=500, cache_dir=tempfile.mkdtemp(),
+        )
+        assert reader.plan.key == ("id",) and len(reader.plan.every_chunk) >= 8
+        assert sum(b["features"].num_rows for b in reader.iter_epoch()) > 0
+        reader.close()
+        """
+    )
+    assert "faucet_postgres.integer_hashes" in modules
+    assert "adbc_driver_postgresql" in modules
+    assert not {"pandas", "polars", "pyarrow.dataset"} & modules

@@ -391,3 +391,17 @@ def test_a_digest_takes_values_json_cannot_write_by_their_text() -> None:
     every process; the digest is of the values, whatever the keys' order."""
     assert layout.stable_digest(dt.date(2026, 12, 6)) == layout.stable_digest("2026-12-06")
     assert layout.stable_digest({"b": 1, "a": 2}) == layout.stable_digest({"a": 2, "b": 1})
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([True, False, True, True, False, False, True, False, True]),
+        np.arange(-5, 5, dtype=np.int64),
+        np.arange(10, dtype=np.int32)[::3],  # not contiguous
+        np.array([0.5, -1.0]),
+        np.empty(0, np.int64),
+    ],
+)
+def test_arrow_of_a_numpy_array_equals_pyarrows_conversion(values: np.ndarray) -> None:
+    assert layout.arrow_of(values).equals(pa.array(values))

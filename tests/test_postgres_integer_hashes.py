@@ -32,9 +32,12 @@ def test_the_hashes_are_the_servers(
             "WITH ORDINALITY AS s(v, i) ORDER BY i",
             [values],
         ).fetchall()
-    computed = integer_hashes(pa.array(values, FUNCTIONS[function]), function)
+    column = pa.array(values, FUNCTIONS[function])
+    computed = integer_hashes(column, function)
     assert computed.type == pa.int64()
     assert computed.to_pylist() == [row[0] for row in rows]
+    # A slice starts within a byte of the column's validity bits.
+    assert integer_hashes(column.slice(3), function).to_pylist() == [row[0] for row in rows[3:]]
 
 
 def test_a_chunked_column_hashes_as_one() -> None:
