@@ -126,3 +126,17 @@ def test_a_connection_a_read_broke_is_not_kept(reader: AdbcReader, opened_by: li
         reader.read("SELECT no_such_column FROM t")
     assert reader.read("SELECT 1 AS one").num_rows == 1
     assert len(opened_by) == 2
+
+
+def test_an_error_sent_while_the_rows_are_read_is_one_of_the_readers(
+    reader: AdbcReader, opened_by: list[str]
+) -> None:
+    # The server fails the query after its first rows were sent: pyarrow raises it.
+    failing = "SELECT 1 / (i - 300000) AS x FROM generate_series(1, 1000000) AS s(i)"
+    with pytest.raises(reader.errors, match="division by zero"):
+        reader.read(failing)
+    with pytest.raises(reader.errors, match="division by zero"):
+        for _ in reader.stream(failing, 1024):
+            pass
+    assert reader.read("SELECT 1 AS one").num_rows == 1
+    assert opened_by == ["MainThread"] * 3  # the one the error broke was not kept
