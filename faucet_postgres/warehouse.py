@@ -290,7 +290,7 @@ class PostgresWarehouse(ScratchWarehouse):
         """The source's rows counted as they are; with ``pin_snapshot``, as a snapshot
         this instance holds for the plan's reads saw them (the plan's ``pinned``). The
         transaction that holds it reads nothing: it locks no table."""
-        self._reader.open_ahead(1)  # to describe the source, if data_version has not
+        self._reader.open_ahead(1)  # to describe the source: connected meanwhile
         if not self._pins_snapshots():
             return super().count_source(request)
         pin = self._with_login(self._connect)
@@ -601,9 +601,6 @@ class PostgresWarehouse(ScratchWarehouse):
     def data_version(self, source: SourceSpec) -> str | None:
         """The table's version from the server's metadata (see
         :mod:`faucet_postgres.versions`); ``None`` for a query, or when turned off."""
-        # Asked before planning: a new plan describes the source next, over a connection
-        # of the reader (13 round trips to open), opened meanwhile.
-        self._reader.open_ahead(1)
         if source.table is None or not self.connection.data_version:
             return None
         table = table_reference(source.table, "[database.][schema.]table")

@@ -226,23 +226,6 @@ def test_the_reads_take_connections_opened_while_planning(
     assert not [name for name in opened_by if name.startswith(("faucet-stream", "faucet-fill"))]
 
 
-def test_the_connection_that_describes_the_source_opens_while_its_version_is_asked(
-    make_pinned_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ready_when_counting: list[int] = []
-    count_source = faucet_postgres.warehouse.PostgresWarehouse.count_source
-
-    def watched(warehouse: Any, request: Any) -> Any:
-        # Connections for any read, opened or being opened, as planning starts counting.
-        ready_when_counting.append(len(warehouse._reader._connections._ready.get(None, [])))
-        return count_source(warehouse, request)
-
-    monkeypatch.setattr(faucet_postgres.warehouse.PostgresWarehouse, "count_source", watched)
-    reader = make_pinned_reader()
-    assert ready_when_counting == [1]
-    assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
-
-
 def test_connections_opened_for_reads_that_never_come_are_closed_soon_after_planning(
     make_pinned_reader: MakeReader, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
