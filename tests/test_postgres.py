@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pytest
@@ -308,12 +309,12 @@ def test_a_hash_computed_otherwise_than_the_server_is_not_used(
     make_pg_reader: MakeReader, postgres_server: PostgresServer, integer_keys: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    computed = integer_hashes.integer_hashes
+    computed = integer_hashes.hashes_of
 
-    def shifted(column: pa.Array, function: str) -> pa.Array:
-        return pa.compute.add(computed(column, function), 1)
+    def shifted(values: np.ndarray) -> np.ndarray:
+        return computed(values) + 1
 
-    monkeypatch.setattr(integer_hashes, "integer_hashes", shifted)
+    monkeypatch.setattr(integer_hashes, "hashes_of", shifted)
     mark = postgres_server.log_offset()
     reader = make_pg_reader(table_name=integer_keys, split_key="whole", test_split_percent=20,
                             chunk_size=300)  # fmt: skip
