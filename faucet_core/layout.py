@@ -358,9 +358,9 @@ def arrow_of(values: np.ndarray[Any, Any]) -> pa.Array:
 
 
 def integers(column: pa.Array | pa.ChunkedArray) -> np.ndarray[Any, Any]:
-    """The values of a column of integers without NULLs, as numpy, from its buffers (zero
-    copy for one chunk). Unlike ``to_numpy``, which imports pandas (a second or so of a
-    worker's start, and tens of MiB), this needs numpy alone."""
+    """The values of a column of integers, as numpy, from its buffers (zero copy for one
+    chunk; under a NULL, whatever the buffer holds). Unlike ``to_numpy``, which imports
+    pandas (a second or so of a worker's start, and tens of MiB), this needs numpy alone."""
     parts = integer_parts(column)
     if len(parts) == 1:
         return parts[0]

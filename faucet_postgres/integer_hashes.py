@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from faucet_core import layout
+
 __all__ = ["FUNCTIONS", "hashes_of", "integer_hashes"]
 
 #: The server's hash functions computed here, and the Arrow type of the column each takes.
@@ -65,10 +67,10 @@ def integer_hashes(column: pa.Array | pa.ChunkedArray, function: str) -> pa.Arra
         raise ValueError(f"cannot compute {function} of a {column.type} column here")
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    start, end = column.offset, column.offset + len(column)
     # Under a NULL lies some value: hashed, then its hash set to 0.
-    hashes = hashes_of(np.frombuffer(column.buffers()[1], kind.to_pandas_dtype(), end)[start:])
+    hashes = hashes_of(layout.integers(column))
     if column.null_count:
+        start, end = column.offset, column.offset + len(column)
         validity = np.frombuffer(column.buffers()[0], np.uint8)
         hashes[np.unpackbits(validity, count=end, bitorder="little")[start:] == 0] = 0
     return pa.Array.from_buffers(pa.int64(), len(hashes), [None, pa.py_buffer(hashes)])
