@@ -208,7 +208,7 @@ def postgres_streamed(url: str) -> dict[str, Any]:
     import pyarrow as pa
 
     _libraries_of_faucet("faucet_postgres")
-    started, rows = time.perf_counter(), 0
+    started = time.perf_counter()
     with (
         adbc_driver_postgresql.connect(url) as database,
         adbc_driver_manager.AdbcConnection(database) as connection,
