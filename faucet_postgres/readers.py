@@ -3,12 +3,12 @@ for Redshift.
 
 ADBC wraps libpq, so it connects every way ``psql`` does (URLs, ``key=value`` strings, Unix
 sockets, ``PG*`` environment variables, ``.pgpass``, service files, ``sslmode``), reads
-with binary ``COPY`` and reads every type (:mod:`faucet_postgres.types`). Its connection
-costs four catalog queries, and each statement round trips more than psycopg's, so a
-read takes the connection a read before it kept, and the connections the next reads need
-are opened ahead of them, in the background (:meth:`AdbcReader.open_ahead`). The ADBC
-driver no longer speaks to Redshift, which has no binary ``COPY``: Redshift is read by
-connectorx's cursor mode.
+with binary ``COPY`` and reads every type (:mod:`faucet_postgres.types`). A reader's
+first connection costs the driver's catalog queries (:class:`AdbcDatabase`), and each
+statement round trips more than psycopg's, so a read takes the connection a read before
+it kept, and the connections the next reads need are opened ahead of them, in the
+background (:meth:`AdbcReader.open_ahead`). The ADBC driver no longer speaks to Redshift,
+which has no binary ``COPY``: Redshift is read by connectorx's cursor mode.
 
 Errors are the drivers' own; the warehouse classifies them.
 """
@@ -26,7 +26,10 @@ import pyarrow as pa
 
 from faucet_postgres import snapshots, types
 
-__all__ = ["AdbcConnection", "AdbcReader", "AdbcStream", "ArrowReader", "ConnectorxReader"]
+__all__ = [
+    "AdbcConnection", "AdbcDatabase", "AdbcReader", "AdbcStream", "ArrowReader",
+    "ConnectorxReader",
+]  # fmt: skip
 
 #: Seconds a connection no read will take is waited for while it is being opened, to close
 #: it: a snapshot's are closed as it is released, before the release is said done.
@@ -148,25 +151,71 @@ def _close(future: Future[Any]) -> None:
             future.result().close()
 
 
-class AdbcConnection:
-    """A connection of the ADBC driver, through the driver manager's own objects: its DB-API
-    module would first import pandas, polars and ``pyarrow.dataset`` (0.4 s before a
-    first read; 0.2 s with pandas loaded). Autocommit, or, where not, in a transaction
-    begun as it opens."""
+class AdbcDatabase:
+    """The ADBC driver's database object, shared by a reader's connections. Opening it
+    costs a connection of the driver's own and its catalog queries (the server's version
+    and types: 10 round trips, and 30 ms of this process's CPU here), paid once, not once
+    per connection. The driver counts the connections of a database without a lock, so
+    they open and close one at a time; it is closed with the last connection once
+    :meth:`close` was called."""
 
-    def __init__(self, conninfo: str, autocommit: bool) -> None:
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._lock = threading.Lock()
+        self._database: Any = None
+        self._connections = 0
+        self._closing = False
+
+    def connect(self, autocommit: bool) -> AdbcConnection:
+        """A new connection: autocommit, or, where not, in a transaction begun as it
+        opens."""
         import adbc_driver_manager
         import adbc_driver_postgresql
 
-        self._manager = adbc_driver_manager
-        self._database = adbc_driver_postgresql.connect(conninfo)
+        with self._lock:
+            if self._database is None:
+                self._database = adbc_driver_postgresql.connect(self._conninfo)
+            handle = adbc_driver_manager.AdbcConnection(self._database)
+            self._connections += 1
+        connection = AdbcConnection(self, handle)
         try:
-            self._connection = adbc_driver_manager.AdbcConnection(self._database)
             if not autocommit:
-                self._connection.set_autocommit(False)
+                handle.set_autocommit(False)
         except BaseException:
-            self.close()
+            connection.close()
             raise
+        return connection
+
+    def release(self, handle: Any) -> None:
+        """Close ``handle``, a connection of :meth:`connect`, whatever closing raises."""
+        with self._lock:
+            _close_quietly(handle)
+            self._connections -= 1
+            self._close_if_done()
+
+    def close(self) -> None:
+        """Close the database now if no connection is open, else with the last one."""
+        with self._lock:
+            self._closing = True
+            self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self._closing and not self._connections and self._database is not None:
+            _close_quietly(self._database)
+            self._database = None
+
+
+class AdbcConnection:
+    """A connection of the ADBC driver, through the driver manager's own objects: its DB-API
+    module would first import pandas, polars and ``pyarrow.dataset`` (0.4 s before a
+    first read; 0.2 s with pandas loaded)."""
+
+    def __init__(self, database: AdbcDatabase, handle: Any) -> None:
+        import adbc_driver_manager
+
+        self._manager = adbc_driver_manager
+        self._database = database
+        self._connection = handle
 
     def execute(self, sql: str) -> None:
         """Run ``sql``, a statement without rows."""
@@ -190,8 +239,11 @@ class AdbcConnection:
             raise
 
     def close(self) -> None:
-        """Close the connection and its database object."""
-        _close_quietly(getattr(self, "_connection", None), self._database)
+        """Close the connection, once (its database closes with the last one, once
+        closing)."""
+        handle, self._connection = self._connection, None
+        if handle is not None:
+            self._database.release(handle)
 
 
 def _close_quietly(*opened: Any) -> None:
@@ -209,9 +261,9 @@ class AdbcReader:
     def __init__(self, conninfo: str) -> None:
         import adbc_driver_manager
 
-        self._connect = AdbcConnection
         # libpq takes an empty URL as "everything from the environment"; ADBC needs a URI.
-        self._conninfo = conninfo or "postgresql://"
+        self._database = AdbcDatabase(conninfo or "postgresql://")
+        self._connect = self._database.connect
         # The driver's; pyarrow's for one the server sends while the rows are read.
         self.errors: tuple[type[BaseException], ...] = (
             adbc_driver_manager.Error,
@@ -222,7 +274,7 @@ class AdbcReader:
 
     def _open(self, snapshot: str | None) -> AdbcConnection:
         """A new connection; for ``snapshot``, in a transaction that imports it."""
-        connection = self._connect(self._conninfo, autocommit=snapshot is None)
+        connection = self._connect(autocommit=snapshot is None)
         try:
             for statement in snapshots.importing(snapshot) if snapshot is not None else ():
                 connection.execute(statement)
@@ -268,6 +320,7 @@ class AdbcReader:
 
     def close(self) -> None:
         self._connections.close()
+        self._database.close()
 
 
 class AdbcStream:

@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import adbc_driver_manager
+import adbc_driver_postgresql
 import psycopg
 import pytest
 
@@ -140,3 +142,43 @@ def test_an_error_sent_while_the_rows_are_read_is_one_of_the_readers(
             pass
     assert reader.read("SELECT 1 AS one").num_rows == 1
     assert opened_by == ["MainThread"] * 3  # the one the error broke was not kept
+
+
+@pytest.fixture
+def databases(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The driver's database objects opened during the test (its own connect, watched)."""
+    opened: list[Any] = []
+    connect = adbc_driver_postgresql.connect
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        opened.append(connect(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(adbc_driver_postgresql, "connect", watched)
+    return opened
+
+
+def test_the_readers_connections_share_one_database(
+    reader: AdbcReader, opened_by: list[str], databases: list[Any], exported: str
+) -> None:
+    reader.open_ahead(3)
+    reader.open_ahead(2, exported)
+    streams = [reader.stream("SELECT count(*) FROM t", 1024, exported) for _ in range(2)]
+    counted = [count_rows(stream) for stream in streams]
+    assert counted == [ROWS, ROWS]
+    assert reader.read("SELECT 1 AS one").num_rows == 1
+    assert len(opened_by) == 5
+    assert len(databases) == 1  # the driver's catalog queries ran once
+
+
+def test_the_database_closes_with_the_last_connection_once_the_reader_is_closed(
+    reader: AdbcReader, databases: list[Any], exported: str
+) -> None:
+    stream = reader.stream("SELECT count(*) FROM t", 1024, exported)
+    reader.read("SELECT 1 AS one")  # a connection kept for the next read
+    reader.close()
+    (database,) = databases
+    adbc_driver_manager.AdbcConnection(database).close()  # still open for the stream
+    assert count_rows(stream) == ROWS
+    with pytest.raises(adbc_driver_manager.ProgrammingError, match="not initialized"):
+        adbc_driver_manager.AdbcConnection(database)

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import adbc_driver_postgresql
+import adbc_driver_manager
 import psycopg
 import pytest
 
@@ -210,13 +210,13 @@ def test_the_reads_take_connections_opened_while_planning(
     make_pinned_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened_by: list[str] = []
-    connect = adbc_driver_postgresql.connect
+    connect = adbc_driver_manager.AdbcConnection
 
-    def watched(*args: Any, **kwargs: Any) -> Any:  # the driver's own connect, watched
+    def watched(*args: Any, **kwargs: Any) -> Any:  # the driver's own connection, watched
         opened_by.append(threading.current_thread().name)
         return connect(*args, **kwargs)
 
-    monkeypatch.setattr(adbc_driver_postgresql, "connect", watched)
+    monkeypatch.setattr(adbc_driver_manager, "AdbcConnection", watched)
     reader = make_pinned_reader(read_streams=2)
     assert sorted(epoch_ids(reader) + epoch_ids(reader, eval=True)) == list(range(ROWS))
     # One to describe the source, one per stream of the fill and one for a first chunk
