@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent import futures
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -41,6 +41,12 @@ class ArrowReader(Protocol):
 
     #: The exceptions the driver raises for a failed query or connection.
     errors: tuple[type[BaseException], ...]
+
+    @property
+    def schema_of(self) -> Callable[[Sequence[tuple[str, int, int]]], pa.Schema | None] | None:
+        """The schema the driver reads a result as, from its columns' names, type OIDs and
+        type modifiers as the server describes them (``None``: it cannot tell from them);
+        ``None`` where the driver's types are not known that way."""
 
     def describe(self, sql: str) -> pa.Schema:
         """The result columns of ``sql`` (a ``LIMIT 0`` query) as the driver types them."""
@@ -258,6 +264,8 @@ class AdbcReader:
     """Reads PostgreSQL through the ADBC driver: a connection (kept for the next) for each
     read at a time, one of its own for each stream (closed with the stream)."""
 
+    schema_of = staticmethod(types.builtin_schema)
+
     def __init__(self, conninfo: str) -> None:
         import adbc_driver_manager
 
@@ -353,6 +361,7 @@ class ConnectorxReader:
     query, to ``url()`` at the time: credentials may change during a run)."""
 
     errors: tuple[type[BaseException], ...] = (RuntimeError,)
+    schema_of = None
 
     def __init__(self, url: Callable[[], str]) -> None:
         import connectorx

@@ -23,12 +23,13 @@ driver's batches into those types.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["decoded", "decoded_schema", "read_as"]
+__all__ = ["builtin_schema", "decoded", "decoded_schema", "read_as"]
 
 _TYPE = b"POSTGRESQL:type"
 _TYPMOD = b"POSTGRESQL:typmod"
@@ -42,6 +43,29 @@ _CASTS = {
 }
 #: Types the driver knows as Arrow extension types, read as text.
 _AS_TEXT = {"json", "jsonb", "uuid"}
+
+#: The built-in types the driver reads as they are, by OID, and the Arrow type of each
+#: (``numeric``'s comes from its type modifier).
+_BUILTIN: dict[int, pa.DataType] = {
+    16: pa.bool_(),  # bool
+    17: pa.binary(),  # bytea
+    18: pa.string(),  # "char"
+    19: pa.string(),  # name
+    20: pa.int64(),  # int8
+    21: pa.int16(),  # int2
+    23: pa.int32(),  # int4
+    25: pa.string(),  # text
+    700: pa.float32(),  # float4
+    701: pa.float64(),  # float8
+    1042: pa.string(),  # bpchar
+    1043: pa.string(),  # varchar
+    1082: pa.date32(),  # date
+    1083: pa.time64("us"),  # time
+    1114: pa.timestamp("us"),  # timestamp
+    1184: pa.timestamp("us", "UTC"),  # timestamptz
+    1186: pa.month_day_nano_interval(),  # interval
+}
+_NUMERIC = 1700
 
 Data = TypeVar("Data", pa.Table, pa.RecordBatch)
 
@@ -57,7 +81,10 @@ def _is_numeric(field: pa.Field) -> bool:
 
 def _numeric_type(field: pa.Field) -> pa.DataType:
     """``decimal(p, s)`` for ``numeric(p, s)`` (from the type modifier), else ``float64``."""
-    typmod = int((field.metadata or {}).get(_TYPMOD, b"-1"))
+    return _numeric_of(int((field.metadata or {}).get(_TYPMOD, b"-1")))
+
+
+def _numeric_of(typmod: int) -> pa.DataType:
     if typmod < 4:  # no precision given
         return pa.float64()
     precision, scale = (typmod - 4) >> 16, (typmod - 4) & 0xFFFF
@@ -78,6 +105,20 @@ def read_as(field: pa.Field) -> str | None:
     ):  # arrays of the types above
         return "{c}::text[]"
     return None
+
+
+def builtin_schema(columns: Sequence[tuple[str, int, int]]) -> pa.Schema | None:
+    """The schema :func:`decoded` gives the driver's reads of ``columns`` (each a name,
+    type OID and type modifier, as the server describes a result), where every one is of
+    a built-in type read without a cast (:func:`read_as`); else ``None``: the driver must
+    describe them (it knows the server's other types by name, once it has read them)."""
+    fields = []
+    for name, oid, typmod in columns:
+        kind = _numeric_of(typmod) if oid == _NUMERIC else _BUILTIN.get(oid)
+        if kind is None:
+            return None
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
 
 
 def decoded(data: Data) -> Data:

@@ -580,7 +580,20 @@ class PostgresWarehouse(ScratchWarehouse):
     ) -> tuple[dict[str, str | None], pa.Schema | None]:
         """:meth:`casts`, from the ADBC driver's description of a ``LIMIT 0`` query
         (:func:`faucet_postgres.types.read_as`); and the columns' types as they are read
-        without a cast, which that description gives."""
+        without a cast, which that description gives. Columns of built-in types only are
+        described by the server over psycopg (:attr:`ArrowReader.schema_of
+        <faucet_postgres.readers.ArrowReader.schema_of>`): the driver's connection, and
+        the round trips of its catalog queries, are then not waited for (0.4 s at 40 ms)."""
+        if self._reader.schema_of is not None:
+            relation = self._relation(source, placeholders=True)
+            cursor = self._execute(what, f"SELECT * FROM {relation} LIMIT 0")
+            columns = [
+                (column.name, column.type_code, cursor.pgresult.fmod(index))
+                for index, column in enumerate(cursor.description)
+            ]
+            schema = self._reader.schema_of(columns)
+            if schema is not None:
+                return dict.fromkeys(schema.names), schema
         relation = self._relation(source, placeholders=False)
         try:
             described = self._reader.describe(f"SELECT * FROM {relation} LIMIT 0")

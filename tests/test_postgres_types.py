@@ -1,5 +1,6 @@
-"""Every PostgreSQL column type arrives as an Arrow type, and a column left out of
-``source.columns`` is never read."""
+"""Every PostgreSQL column type arrives as an Arrow type, a source of built-in types only
+is described without the ADBC driver, and a column left out of ``source.columns`` is
+never read."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pyarrow as pa
 import pytest
 
 from faucet_core import Reader
+from faucet_postgres import types
+from faucet_postgres.readers import AdbcReader
 from tests.pgserver import PostgresServer
 
 MakeReader = Callable[..., Reader]
@@ -39,6 +42,68 @@ COLUMNS: dict[str, tuple[str, pa.DataType, object]] = {
     "hosts": ("ARRAY[('10.0.0.' || i)::INET]", pa.list_(pa.string()), ["10.0.0.3/32"]),
     "tags": ("ARRAY['a' || i, 'b']", pa.list_(pa.string()), ["a3", "b"]),
 }  # fmt: skip
+
+
+#: A column of each built-in type described by its OID (:func:`types.builtin_schema`):
+#: its SQL type, then its value in row 3.
+BUILTIN: dict[str, tuple[str, str]] = {
+    "b": ("BOOL", "i % 2 = 1"),
+    "by": ("BYTEA", "int4send(i)"),
+    "ch": ('"char"', "chr(65 + i)"),
+    "nm": ("NAME", "'n' || i"),
+    "i8": ("INT8", "i * 10000000000"),
+    "i2": ("INT2", "i"),
+    "i4": ("INT4", "i"),
+    "tx": ("TEXT", "'t' || i"),
+    "f4": ("FLOAT4", "i / 4.0"),
+    "f8": ("FLOAT8", "i / 8.0"),
+    "bp": ("CHAR(3)", "'c' || i"),
+    "vc": ("VARCHAR(5)", "'v' || i"),
+    "dt": ("DATE", "DATE '2026-01-01' + i"),
+    "tm": ("TIME", "TIME '10:00' + i * INTERVAL '1 minute'"),
+    "ts": ("TIMESTAMP", "TIMESTAMP '2026-01-01' + i * INTERVAL '1 hour'"),
+    "tz": ("TIMESTAMPTZ", "TIMESTAMPTZ '2026-01-01 00:00+00' + i * INTERVAL '1 hour'"),
+    "iv": ("INTERVAL", "i * INTERVAL '1 day'"),
+    "dec": ("NUMERIC(12, 3)", "i / 3.0"),
+    "wide": ("NUMERIC(50, 2)", "i + 10::NUMERIC ^ 40"),
+    "num": ("NUMERIC", "i / 7.0"),
+}
+
+
+def described_by_server(url: str, sql: str) -> list[tuple[str, int, int]]:
+    """Each column of ``sql``'s result: its name, type OID and type modifier."""
+    with psycopg.connect(url, autocommit=True) as db:
+        cursor = db.execute(sql)
+        result = cursor.pgresult
+        assert cursor.description is not None and result is not None
+        return [(c.name, c.type_code, result.fmod(i)) for i, c in enumerate(cursor.description)]
+
+
+def test_builtin_types_are_described_as_the_driver_reads_them(
+    own_pg_table: Callable[[str], str], postgres_url: str
+) -> None:
+    columns = ", ".join(f"({sql})::{kind} AS {name}" for name, (kind, sql) in BUILTIN.items())
+    table = own_pg_table(f"SELECT {columns} FROM generate_series(0, 4) AS s(i)")
+    described = described_by_server(postgres_url, f"SELECT * FROM {table} LIMIT 0")
+    assert {oid for _, oid, _ in described} >= set(types._BUILTIN)  # every one is tried
+    reader = AdbcReader(postgres_url)
+    try:
+        by_driver = reader.describe(f"SELECT * FROM {table} LIMIT 0")
+        served = reader.read(f"SELECT * FROM {table}")
+    finally:
+        reader.close()
+    assert types.builtin_schema(described) == types.decoded_schema(by_driver)
+    assert served.schema == types.builtin_schema(described)
+
+
+@pytest.mark.parametrize("kind", ["UUID", "INT4[]", "JSONB", "MONEY", "INET"])
+def test_other_types_are_left_to_the_driver(
+    own_pg_table: Callable[[str], str], postgres_url: str, kind: str
+) -> None:
+    table = own_pg_table(f"SELECT 1 AS id, NULL::{kind} AS other")
+    described = described_by_server(postgres_url, f"SELECT * FROM {table} LIMIT 0")
+    assert types.builtin_schema(described[:1]) == pa.schema([pa.field("id", pa.int32())])
+    assert types.builtin_schema(described) is None
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +170,23 @@ def test_unselected_columns_are_never_read(
     assert reads, "no statement read the table"
     for name in COLUMNS.keys() - {"huge"}:
         assert not any(name in statement for statement in reads), name
+
+
+def driver_descriptions(server: PostgresServer, since: int, table: str) -> list[str]:
+    """The statements of the ADBC driver's description of ``table`` since ``since``."""
+    return [
+        statement
+        for statement in server.statements("postgres", since)
+        if statement.startswith("COPY (SELECT * FROM") and table in statement
+    ]
+
+
+def test_a_source_of_builtin_types_is_planned_without_the_drivers_description(
+    make_reader: MakeReader, postgres_server: PostgresServer, odd_table: str
+) -> None:
+    since = postgres_server.log_offset()
+    make_reader(datastore="postgres", dsn=postgres_server.url, database=None)
+    assert not driver_descriptions(postgres_server, since, '"t"')
+    since = postgres_server.log_offset()
+    make_reader(datastore="postgres", dsn=postgres_server.url, database=None, table_name=odd_table)
+    assert driver_descriptions(postgres_server, since, odd_table)
