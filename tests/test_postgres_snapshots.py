@@ -177,28 +177,28 @@ def test_each_connection_counting_a_range_of_blocks_counts_the_rows_of_the_snaps
     make_pinned_reader: MakeReader, postgres_url: str, table: str,
     monkeypatch: pytest.MonkeyPatch, streams: int,
 ) -> None:  # fmt: skip
-    """The rows change as the count begins; each of ``streams`` connections counts one of
-    its ranges of blocks (at least) after that, in the snapshot taken before."""
+    """The rows change once the count's first range of blocks is counted; each of
+    ``streams`` connections counts one of its ranges (at least), and those after the
+    change too, in the snapshot taken before."""
     monkeypatch.setattr(faucet_postgres.hash_arrays, "PART_BYTES", 8192)  # a query per block
     everyone_counting = threading.Barrier(streams, timeout=60)
     changed: list[bool] = []
     lock = threading.Lock()
-    execute = faucet_postgres.warehouse.PostgresWarehouse._execute
+    hashes = faucet_postgres.hash_arrays.hashes
     counted_by: set[int] = set()
 
-    def changing_first(self: Any, what: str, sql: str, *args: Any, **kwargs: Any) -> Any:
-        if "array_send(array_agg(" in sql:  # a count's query
-            with lock:
-                if not changed:
-                    change_rows(postgres_url, table)
-                    changed.append(True)
-                first = threading.get_ident() not in counted_by
-                counted_by.add(threading.get_ident())
-            if first:
-                everyone_counting.wait()
-        return execute(self, what, sql, *args, **kwargs)
+    def changing_first(sent: Any) -> Any:  # a range's hashes, sent by a count's query
+        with lock:
+            if not changed:
+                change_rows(postgres_url, table)
+                changed.append(True)
+            first = threading.get_ident() not in counted_by
+            counted_by.add(threading.get_ident())
+        if first:
+            everyone_counting.wait()
+        return hashes(sent)
 
-    monkeypatch.setattr(faucet_postgres.warehouse.PostgresWarehouse, "_execute", changing_first)
+    monkeypatch.setattr(faucet_postgres.hash_arrays, "hashes", changing_first)
     reader = make_pinned_reader(read_streams=streams, seed=streams)
     assert len(counted_by) == streams
     assert sum(chunk.rows for chunk in reader.plan.every_chunk) == ROWS
