@@ -396,7 +396,7 @@ def test_a_warm_rerun_sends_no_query_but_the_version_lookup(
     first = make_pg_reader(test_split_percent=31)
     served = sorted(epoch_ids(first) + epoch_ids(first, eval=True))
     cold = postgres_server.statements("postgres", mark)
-    assert any("array_send(array_agg(" in s for s in cold)  # the log does show the reads
+    assert any("string_agg(int4send(" in s for s in cold)  # the log does show the reads
     assert any(s.startswith("COPY (SELECT") and "LIMIT 0" not in s for s in cold)
 
     mark = postgres_server.log_offset()
@@ -689,40 +689,65 @@ def test_the_fill_reads_the_copy_over_read_streams_connections(
         assert all(1 <= s.count("__faucet_bucket >=") <= 2 for s in fill)
 
 
+@pytest.mark.parametrize(
+    ("split_key", "sent"),
+    [("id", 'string_agg(int4send(("id")::int4)'), ("name", "string_agg(int8send(")],
+    ids=["integer key sent", "key hash sent"],
+)
 def test_a_table_counted_from_its_hashes_is_planned_as_its_query_is(
-    make_pg_reader: MakeReader, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A table's rows are counted from their key hashes, a range of blocks per query; a
-    query's by the count query. Both count the same rows alike."""
+    make_pg_reader: MakeReader, postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch,
+    split_key: str, sent: str,
+) -> None:  # fmt: skip
+    """A table's rows are counted from their key hashes (an integer key's computed by
+    Faucet from the keys sent), a range of blocks per query; a query's by the count query.
+    Both count the same rows alike."""
     monkeypatch.setattr(hash_arrays, "PART_BYTES", 3 * 8192)
+    settings = {"test_split_percent": 31, "ds": "2024-01-02", "split_key": split_key}
     mark = postgres_server.log_offset()
-    by_table = make_pg_reader(test_split_percent=31, ds="2024-01-02", copy_when_planning=False)
-    counts = [
-        s for s in postgres_server.statements("postgres", mark) if "array_send(array_agg(" in s
-    ]
+    by_table = make_pg_reader(**settings, copy_when_planning=False)
+    counts = [s for s in postgres_server.statements("postgres", mark) if "string_agg(" in s]
     with psycopg.connect(postgres_server.url) as db:
         (blocks,) = db.execute("SELECT pg_relation_size('t') / 8192").fetchone() or (0,)
     assert len(counts) == -(-blocks // 3) > 1
+    assert all(sent in s for s in counts)
     mark = postgres_server.log_offset()
-    by_query = make_pg_reader(test_split_percent=31, ds="2024-01-02", table_name=None,
-                              query="SELECT * FROM t", copy_when_planning=False)  # fmt: skip
+    by_query = make_pg_reader(**settings, table_name=None, query="SELECT * FROM t",
+                              copy_when_planning=False)  # fmt: skip
     statements = postgres_server.statements("postgres", mark)
-    assert not any("array_send(array_agg(" in s for s in statements)
+    assert not any("string_agg(" in s for s in statements)
     assert by_table.plan.chunks == by_query.plan.chunks
     assert sum(c.rows for c in by_table.plan.every_chunk) == len(range(1, ROWS, 3))
+
+
+@pytest.mark.parametrize("kind", ["SMALLINT", "INTEGER", "BIGINT"])
+def test_rows_whose_integer_key_is_null_are_counted_as_the_query_counts_them(
+    make_pg_reader: MakeReader, own_pg_table: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch, kind: str,
+) -> None:  # fmt: skip
+    monkeypatch.setattr(hash_arrays, "PART_BYTES", 3 * 8192)
+    table = own_pg_table(
+        f"SELECT (CASE WHEN i % 7 = 0 THEN NULL ELSE i - 2500 END)::{kind} AS id, "
+        "i % 2 AS label FROM generate_series(0, 4999) AS s(i)"
+    )
+    settings = {"test_split_percent": 25, "copy_when_planning": False}
+    by_table = make_pg_reader(table_name=table, **settings)
+    by_query = make_pg_reader(table_name=None, query=f"SELECT * FROM {table}", **settings)
+    assert by_table.plan.chunks == by_query.plan.chunks
+    assert sum(c.rows for c in by_table.plan.every_chunk) == 5000
+    assert len(epoch_ids(by_table) + epoch_ids(by_table, eval=True)) == 5000
 
 
 def test_a_range_of_blocks_that_cannot_be_counted_fails_planning_with_the_error(
     make_pg_reader: MakeReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(hash_arrays, "PART_BYTES", 8192)  # a query per block
-    hash_array_sql = hash_arrays.hash_array_sql
+    integers_sql = hash_arrays.integers_sql
 
-    def failing_past_block_3(hash_sql: str, relation: str, condition: str) -> str:
-        failing = f"{hash_sql} / CASE WHEN ctid >= '(3,0)'::tid THEN 0 ELSE 1 END"
-        return hash_array_sql(failing, relation, condition)
+    def failing_past_block_3(expression: str, width: int, relation: str, condition: str) -> str:
+        failing = f"{expression} / CASE WHEN ctid >= '(3,0)'::tid THEN 0 ELSE 1 END"
+        return integers_sql(failing, width, relation, condition)
 
-    monkeypatch.setattr(hash_arrays, "hash_array_sql", failing_past_block_3)
+    monkeypatch.setattr(hash_arrays, "integers_sql", failing_past_block_3)
     with pytest.raises(WarehouseError, match=r"cannot count the rows of table t: .*division by"):
         make_pg_reader(read_streams=3, copy_when_planning=False)
 

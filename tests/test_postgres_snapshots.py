@@ -187,7 +187,7 @@ def test_each_connection_counting_a_range_of_blocks_counts_the_rows_of_the_snaps
     hashes = faucet_postgres.hash_arrays.hashes
     counted_by: set[int] = set()
 
-    def changing_first(sent: Any) -> Any:  # a range's hashes, sent by a count's query
+    def changing_first(*sent: Any) -> Any:  # a range's hashes, sent by a count's query
         with lock:
             if not changed:
                 change_rows(postgres_url, table)
@@ -196,7 +196,7 @@ def test_each_connection_counting_a_range_of_blocks_counts_the_rows_of_the_snaps
             counted_by.add(threading.get_ident())
         if first:
             everyone_counting.wait()
-        return hashes(sent)
+        return hashes(*sent)
 
     monkeypatch.setattr(faucet_postgres.hash_arrays, "hashes", changing_first)
     reader = make_pinned_reader(read_streams=streams, seed=streams)
