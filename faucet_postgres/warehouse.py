@@ -369,7 +369,7 @@ class PostgresWarehouse(ScratchWarehouse):
         of the hashes, or of the keys that ``function`` hashes), run over up to
         ``read_streams`` connections at once: this thread's, and others that import the
         snapshot it counts in, closed once they are done. Each connection is sent its next
-        query before it sends the hashes of the one before (psycopg's pipeline mode): the
+        query before it sends the values of the one before (psycopg's pipeline mode): the
         server never waits a round trip for it (at 40 ms, the count of 10M rows took 0.16 s
         less)."""
         left = iter(queries)
