@@ -45,7 +45,7 @@ COLUMNS: dict[str, tuple[str, pa.DataType, object]] = {
 
 
 #: A column of each built-in type described by its OID (:func:`types.builtin_schema`):
-#: its SQL type, then its value in row 3.
+#: its SQL type, then the SQL of its value in row ``i``.
 BUILTIN: dict[str, tuple[str, str]] = {
     "b": ("BOOL", "i % 2 = 1"),
     "by": ("BYTEA", "int4send(i)"),
