@@ -34,9 +34,6 @@ __all__ = ["PART_BYTES", "cuts", "hashes", "integers_sql", "width_of"]
 #: much again while the value grows).
 PART_BYTES = 128 * 2**20
 
-#: The SQL type of an integer of each width in bytes.
-_KINDS = {2: "int2", 4: "int4", 8: "int8"}
-
 
 def cuts(blocks: int, block_size: int) -> list[int]:
     """The blocks where a table of ``blocks`` blocks is cut into ranges of at most
@@ -58,7 +55,7 @@ def integers_sql(expression: str, width: int, relation: str, condition: str) -> 
     8), of each row of ``relation`` that meets ``condition``, as their big-endian bytes one
     after another (``NULL`` for no row; a row where it is ``NULL`` left out), then the
     number of those rows."""
-    kind = _KINDS[width]
+    kind = f"int{width}"  # PostgreSQL names its integers by their bytes
     return (
         f"SELECT string_agg({kind}send(({expression})::{kind}), ''::bytea), count(*) "
         f"FROM {relation} WHERE {condition}"

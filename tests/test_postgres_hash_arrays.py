@@ -36,8 +36,7 @@ def test_keys_come_back_hashed_as_the_server_hashes_them(postgres_url: str, func
     width = hash_arrays.width_of(function)
     bits = 8 * width - 1
     relation = VALUES.format(low=-(2**bits), high=2**bits - 1)
-    kind = {2: "int2", 4: "int4", 8: "int8"}[width]
-    keyed = f"(SELECT x::{kind} AS x FROM {relation}) AS keyed"
+    keyed = f"(SELECT x::int{width} AS x FROM {relation}) AS keyed"
     found = hash_arrays.hashes(*sent(postgres_url, "x", width, keyed), function)
     with psycopg.connect(postgres_url) as db:
         rows = db.execute(f"SELECT COALESCE({function}(x, 0), 0) FROM {keyed}").fetchall()
